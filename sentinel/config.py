@@ -1,0 +1,485 @@
+"""Settings for ``sentinel run`` and ``sentinel watch``: flags, ``SENTINEL_*``
+environment variables, and the value grammars (sizes, durations, signals).
+
+This module sits on the start-up path: ``sentinel run`` parses its arguments
+here and spawns the workload before anything heavy is imported, so it uses
+only the standard library's ``argparse`` (typer and click together cost about
+110 ms of import here; see the README's start-up figures). One option table
+serves the parser, the environment variables and ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass, field
+
+from sentinel.errors import EXIT_MEMORY_KILL_DEFAULT, UsageError
+
+# --------------------------------------------------------------------------
+# Value grammars
+# --------------------------------------------------------------------------
+
+# Units follow Kubernetes resource quantities (binary Ki/Mi/Gi/Ti/Pi, decimal
+# k/M/G/T/P, with an optional trailing B as people write "512MB"), plus the
+# lowercase Docker forms (b, k, m, g, t: binary, as `docker run -m 512m`).
+# Kubernetes' lowercase "m" means milli, which makes no sense for bytes, so the
+# Docker meaning wins there. "k" is 1000 as in Kubernetes, "K" too; "kb"/"KiB"
+# spell the rest.
+_SIZE_UNITS: dict[str, int] = {
+    "": 1, "b": 1, "B": 1,
+    "k": 1000, "K": 1000, "kB": 1000, "KB": 1000,
+    "M": 1000**2, "MB": 1000**2,
+    "G": 1000**3, "GB": 1000**3,
+    "T": 1000**4, "TB": 1000**4,
+    "P": 1000**5, "PB": 1000**5,
+    "Ki": 1024, "KiB": 1024, "kiB": 1024, "kb": 1024,
+    "Mi": 1024**2, "MiB": 1024**2, "m": 1024**2, "mb": 1024**2,
+    "Gi": 1024**3, "GiB": 1024**3, "g": 1024**3, "gb": 1024**3,
+    "Ti": 1024**4, "TiB": 1024**4, "t": 1024**4, "tb": 1024**4,
+    "Pi": 1024**5, "PiB": 1024**5,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)(?:\.(\d+))?\s*([A-Za-z]*)\s*$")
+MAX_SIZE_BYTES = 2**63 - 1  # what the kernel's counters (and cgroup memory.max) hold
+SIZE_EXAMPLES = "200Mi, 1.5Gi, 512M, 512MB, 1G, 64k or 1048576"
+
+
+def parse_size(text: str) -> int:
+    """Return ``text`` as a whole number of bytes (fractions round up, as Kubernetes does).
+
+    Accepts plain bytes and the Kubernetes/Docker forms listed in
+    ``_SIZE_UNITS``. Raises ``ValueError`` with a message that shows valid
+    examples for anything else: empty, negative, zero, unknown unit, overflow.
+    """
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size; use e.g. {SIZE_EXAMPLES}")
+    whole, frac, unit = match.groups()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} has an unknown unit {unit!r}; use e.g. {SIZE_EXAMPLES}")
+    multiplier = _SIZE_UNITS[unit]
+    frac = frac or ""
+    numerator = int(whole + frac) * multiplier
+    denominator = 10 ** len(frac)
+    value = -(-numerator // denominator)  # ceiling division, exact for any length
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive size; use e.g. {SIZE_EXAMPLES}")
+    if value > MAX_SIZE_BYTES:
+        raise ValueError(f"{text!r} is larger than {MAX_SIZE_BYTES} bytes; use e.g. {SIZE_EXAMPLES}")
+    return value
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|)\s*$")
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Return ``text`` in seconds: ``3``, ``3s``, ``1.5s``, ``250ms``, ``2m``, ``1h``.
+
+    Raises ``ValueError`` for anything else (negative numbers included).
+    """
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 3s, 250ms, 1.5 or 2m")
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if value > 365 * 86400:
+        raise ValueError(f"{text!r} is longer than a year; use e.g. 3s, 250ms or 2m")
+    return value
+
+
+def parse_signal(text: str, *, allow_zero: bool = False) -> int:
+    """Return the signal number for ``TERM``, ``SIGTERM``, ``sigterm`` or ``15``.
+
+    ``0`` is accepted only with ``allow_zero`` (it means "drop" in a rewrite).
+    Raises ``ValueError`` for unknown names and numbers.
+    """
+    t = text.strip()
+    if t.isdigit():
+        num = int(t)
+        if num == 0 and allow_zero:
+            return 0
+        if 1 <= num < signal.NSIG:
+            return num
+        raise ValueError(f"{text!r} is not a signal number (1-{signal.NSIG - 1})")
+    name = t.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
+    if sig is None:
+        raise ValueError(f"{text!r} is not a signal name; use e.g. TERM, SIGUSR1 or 15")
+    return int(sig)
+
+
+def signal_name(signum: int) -> str:
+    """``15`` -> ``"SIGTERM"``; real-time and unknown numbers as ``"SIG34"``."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def parse_rewrite(text: str) -> tuple[int, int]:
+    """``TERM:QUIT`` -> ``(15, 3)``; ``HUP:0`` drops SIGHUP. Raises ``ValueError``."""
+    src, sep, dst = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not a rewrite; use FROM:TO, e.g. TERM:QUIT or HUP:0")
+    return parse_signal(src), parse_signal(dst, allow_zero=True)
+
+
+def parse_exit_code(text: str) -> int:
+    """An exit code 0-255. Raises ``ValueError``."""
+    t = text.strip()
+    if not t.isdigit() or int(t) > 255:
+        raise ValueError(f"{text!r} is not an exit code (0-255)")
+    return int(t)
+
+
+def parse_port(text: str) -> int:
+    """A TCP port 0-65535 (0 turns the exporter off). Raises ``ValueError``."""
+    t = text.strip()
+    if not t.isdigit() or int(t) > 65535:
+        raise ValueError(f"{text!r} is not a port (0-65535; 0 turns metrics off)")
+    return int(t)
+
+
+def parse_mode(text: str) -> int:
+    """An octal file mode such as ``0600`` or ``660``. Raises ``ValueError``."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an octal file mode; use e.g. 0600 or 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{text!r} is not a file mode (0000-0777)")
+    return mode
+
+
+def parse_positive_int(text: str) -> int:
+    t = text.strip()
+    if not t.isdigit():
+        raise ValueError(f"{text!r} is not a whole number >= 0")
+    return int(t)
+
+
+# --------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------
+
+MEASURES = ("rss", "pss", "uss", "cgroup")
+RESTART_POLICIES = ("never", "on-failure", "always")
+LOG_FORMATS = ("human", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+K8S_EVENTS = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``run`` and ``watch`` need, validated. Sizes in bytes, times in seconds."""
+
+    mode: str = "run"  # "run" (Sentinel spawns the workload) or "watch" (sidecar)
+    command: tuple[str, ...] = ()
+    # Memory limit on the measure below; None supervises without enforcing.
+    max_rss_bytes: int | None = None
+    # Which figure is compared with the limit: tree RSS (default, cheapest,
+    # what `ps` shows), PSS or USS from smaps_rollup (fairer for shared pages,
+    # ~10x the cost), or the cgroup v2 working set (memory.current minus
+    # inactive_file, what the kubelet evicts on).
+    measure: str = "rss"
+    # Sampling period at rest. 0.1 s keeps the idle cost near zero; the
+    # sampler samples faster as the measure nears the limit (see guardian).
+    interval_seconds: float = 0.1
+    # SIGTERM -> SIGKILL wait. 3 s plus the workload's shutdown must fit in the
+    # pod's terminationGracePeriodSeconds (30 s by default).
+    grace_period_seconds: float = 3.0
+    single_child: bool = False  # signal only the direct child, not its process group
+    rewrite: tuple[tuple[int, int], ...] = ()  # (from, to); to=0 drops the signal
+    success_exit_codes: frozenset[int] = frozenset()  # remapped to 0
+    # Exit code when a memory kill ends with the workload exiting 0 (137 is
+    # what an OOM kill shows, so dashboards that count 137 catch it).
+    memory_kill_exit_code: int = EXIT_MEMORY_KILL_DEFAULT
+    pdeathsig: int | None = None
+    restart: str = "never"
+    restart_delay_seconds: float = 1.0  # first back-off; doubles each failure
+    restart_max_delay_seconds: float = 30.0  # back-off cap
+    max_restarts: int = 0  # 0 = no cap
+    log_format: str = "human"
+    log_level: str = "info"
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8000  # 0 = no exporter
+    socket_path: str | None = "/tmp/sentinel.socket"  # None = no control socket
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+    tui: bool = False
+    workload_name: str = ""
+    k8s_events: str = "auto"
+    kubeconfig: str | None = None
+    termination_log: str | None = "/dev/termination-log"
+    debug: bool = False
+    # watch mode: how to find the target (exactly one is set)
+    target_name: str | None = None
+    target_cmdline: str | None = None
+    target_pid: int | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def limit_bytes(self) -> int | None:
+        return self.max_rss_bytes
+
+
+# --------------------------------------------------------------------------
+# The option table: flag, settings field, parser, help. Each flag also reads
+# SENTINEL_<FIELD> (upper case) from the environment; a flag wins over its
+# variable. Repeatable flags take a comma-separated list in the variable.
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: tuple[str, ...]
+    dest: str
+    parse: object = None  # str -> value; raises ValueError
+    help: str = ""
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    flag: bool = False  # a switch; the variable takes 1/true/yes/on
+    repeat: bool = False
+    modes: tuple[str, ...] = ("run", "watch")
+    env: str | None = None  # override the variable's name
+
+    @property
+    def env_name(self) -> str:
+        return self.env or "SENTINEL_" + self.dest.upper()
+
+
+OPTIONS: tuple[Opt, ...] = (
+    Opt(("--max-rss",), "max_rss_bytes", parse_size, metavar="SIZE",
+        help=f"memory limit on the workload's tree ({SIZE_EXAMPLES}); none: watch only"),
+    Opt(("--measure",), "measure", choices=MEASURES,
+        help="figure compared with the limit: rss (tree RSS, default), pss, uss, or cgroup "
+             "(cgroup v2 working set)"),
+    Opt(("--interval",), "interval_seconds", parse_duration, metavar="DURATION",
+        help="sampling period at rest (default 0.1s; faster near the limit)"),
+    Opt(("--grace-period",), "grace_period_seconds", parse_duration, metavar="DURATION",
+        help="wait between SIGTERM and SIGKILL (default 3s)"),
+    Opt(("--single-child",), "single_child", flag=True,
+        help="send signals to the direct child only, not to its whole process group"),
+    Opt(("--rewrite",), "rewrite", parse_rewrite, metavar="SIG:SIG", repeat=True, modes=("run",),
+        help="rewrite a forwarded signal, e.g. TERM:QUIT; HUP:0 drops SIGHUP (repeatable)"),
+    Opt(("--success-exit-code",), "success_exit_codes", parse_exit_code, metavar="CODE",
+        repeat=True, modes=("run",), help="exit 0 when the workload exits with CODE (repeatable)"),
+    Opt(("--memory-kill-exit-code",), "memory_kill_exit_code", parse_exit_code, metavar="CODE",
+        help="exit code when a memory-killed workload still exits 0 (default 137)"),
+    Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
+        help="signal Sentinel receives (and forwards) when its own parent dies"),
+    Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),
+        help="restart policy: never (default), on-failure or always, with capped back-off"),
+    Opt(("--restart-delay",), "restart_delay_seconds", parse_duration, metavar="DURATION",
+        modes=("run",), help="first restart back-off, doubled after each failure (default 1s)"),
+    Opt(("--restart-max-delay",), "restart_max_delay_seconds", parse_duration,
+        metavar="DURATION", modes=("run",), help="restart back-off cap (default 30s)"),
+    Opt(("--max-restarts",), "max_restarts", parse_positive_int, metavar="N", modes=("run",),
+        help="give up after N restarts (default 0: no cap)"),
+    Opt(("--log-format",), "log_format", choices=LOG_FORMATS,
+        help="human lines (default) or json, one object a line, on stderr"),
+    Opt(("--log-level",), "log_level", choices=LOG_LEVELS, help="default info"),
+    Opt(("--metrics-address",), "metrics_address", str, metavar="ADDR",
+        help="address of the Prometheus exporter (default 0.0.0.0)"),
+    Opt(("--metrics-port",), "metrics_port", parse_port, metavar="PORT",
+        help="port of the Prometheus exporter (default 8000; 0 turns it off)"),
+    Opt(("--no-metrics",), "no_metrics", flag=True, help="no Prometheus exporter"),
+    Opt(("--socket",), "socket_path", str, metavar="PATH",
+        help="control socket path (default /tmp/sentinel.socket)"),
+    Opt(("--no-socket",), "no_socket", flag=True, help="no control socket"),
+    Opt(("--socket-mode",), "socket_mode", parse_mode, metavar="MODE",
+        help="control socket file mode (default 0600)"),
+    Opt(("--socket-group",), "socket_group", str, metavar="GROUP",
+        help="group allowed on the control socket (with --socket-mode 0660)"),
+    Opt(("--tui",), "tui", flag=True, help="live terminal dashboard (needs a terminal)"),
+    Opt(("--workload-name",), "workload_name", str, metavar="NAME",
+        help="the workload label in metrics and events (default: the command's basename)"),
+    Opt(("--k8s-events",), "k8s_events", choices=K8S_EVENTS,
+        help="record kills as Kubernetes Events: auto (default: when a cluster is configured), "
+             "on, off"),
+    Opt(("--kubeconfig",), "kubeconfig", str, metavar="PATH", env="KUBECONFIG",
+        help="kubeconfig outside a pod (default: $KUBECONFIG, ~/.kube/config)"),
+    Opt(("--termination-log",), "termination_log", str, metavar="PATH",
+        help="where a kill summary is written for Kubernetes (default /dev/termination-log)"),
+    Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
+    Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
+        help="watch the process with this name (comm, executable or argv[0] basename)"),
+    Opt(("--target-cmdline",), "target_cmdline", str, metavar="REGEX", modes=("watch",),
+        help="watch the process whose command line matches REGEX"),
+    Opt(("--target-pid",), "target_pid", parse_positive_int, metavar="PID", modes=("watch",),
+        help="watch this PID"),
+)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+RUN_DESCRIPTION = """\
+Run CMD as Sentinel's child: forward signals to it, reap zombies, exit with its
+status (128+N when it died of signal N), and enforce a memory limit on its
+process tree: SIGTERM when the measure crosses --max-rss, SIGKILL after the
+grace period. Every option also reads SENTINEL_<OPTION> from the environment,
+e.g. SENTINEL_MAX_RSS=512Mi.
+"""
+WATCH_DESCRIPTION = """\
+Guard a workload that Sentinel did not start (a sidecar in a pod with
+shareProcessNamespace: true): wait for the target, watch its process tree,
+apply the same SIGTERM -> grace -> SIGKILL ladder, and attach again when the
+target is restarted. Every option also reads SENTINEL_<OPTION>.
+"""
+EPILOG = "Exit codes: the workload's own, 128+N for signal N; 2 bad usage, 126 not executable, " \
+         "127 not found, 137 (configurable) memory kill that exited 0."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) raised as ``UsageError``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see 'sentinel {self.prog.split()[-1]} --help')")
+
+
+def build_parser(mode: str) -> argparse.ArgumentParser:
+    """The argparse parser for ``run`` or ``watch`` built from ``OPTIONS``."""
+    parser = _Parser(
+        prog=f"sentinel {mode}",
+        usage=f"sentinel {mode} [OPTIONS] " + ("-- CMD [ARGS...]" if mode == "run" else
+                                                "(--target-name NAME | --target-cmdline "
+                                                "REGEX | --target-pid PID)"),
+        description=RUN_DESCRIPTION if mode == "run" else WATCH_DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    for opt in OPTIONS:
+        if mode not in opt.modes:
+            continue
+        help_text = f"{opt.help} [${opt.env_name}]"
+        if opt.flag:
+            parser.add_argument(*opt.flags, dest=opt.dest, action="store_true", default=None,
+                                help=help_text)
+        elif opt.choices:
+            parser.add_argument(*opt.flags, dest=opt.dest, choices=opt.choices, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(*opt.flags, dest=opt.dest, metavar=opt.metavar, default=None,
+                                action="append" if opt.repeat else "store", help=help_text)
+    return parser
+
+
+def _convert(opt: Opt, raw: str, source: str):
+    if opt.choices:
+        if raw not in opt.choices:
+            raise UsageError(f"{source}: {raw!r} is not one of {', '.join(opt.choices)}")
+        return raw
+    if opt.flag:
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise UsageError(f"{source}: {raw!r} is not a boolean; use 1/0, true/false")
+    parse = opt.parse or str
+    try:
+        return parse(raw)  # type: ignore[operator]
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``run``'s arguments into Sentinel's options and the command.
+
+    Everything after the first ``--`` is the command, untouched, even words
+    that look like Sentinel's flags. Without ``--`` the command starts at the
+    first word that is not an option or an option's value.
+    """
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    takes_value = {f for o in OPTIONS if not o.flag for f in o.flags}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-") or word == "-":
+            return argv[:i], argv[i:]
+        i += 2 if word in takes_value else 1
+    return argv, []
+
+
+def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+    """Build ``Settings`` for ``mode`` ("run"/"watch") from ``argv`` and ``environ``.
+
+    Raises ``UsageError`` (exit code 2) with one line naming the flag or
+    variable at fault; ``--help`` prints help and raises ``SystemExit(0)``.
+    """
+    env = os.environ if environ is None else environ
+    opts, command = split_command(argv) if mode == "run" else (argv, [])
+    ns = build_parser(mode).parse_args(opts)
+    values: dict[str, object] = {}
+    for opt in OPTIONS:
+        if mode not in opt.modes:
+            continue
+        given = getattr(ns, opt.dest)
+        if given is not None:
+            if opt.flag or opt.choices:
+                values[opt.dest] = given
+            elif opt.repeat:
+                values[opt.dest] = [_convert(opt, g, opt.flags[0]) for g in given]
+            else:
+                values[opt.dest] = _convert(opt, given, opt.flags[0])
+        elif opt.env_name in env and (env[opt.env_name] != "" or opt.flag):
+            raw = env[opt.env_name]
+            if opt.repeat:
+                values[opt.dest] = [_convert(opt, part, opt.env_name)
+                                    for part in raw.split(",") if part.strip()]
+            else:
+                values[opt.dest] = _convert(opt, raw, opt.env_name)
+    if values.pop("no_metrics", False):
+        values["metrics_port"] = 0
+    if values.pop("no_socket", False):
+        values["socket_path"] = None
+    if "rewrite" in values:
+        values["rewrite"] = tuple(values["rewrite"])  # type: ignore[arg-type]
+    if "success_exit_codes" in values:
+        values["success_exit_codes"] = frozenset(values["success_exit_codes"])  # type: ignore
+    if values.get("termination_log") == "":
+        values["termination_log"] = None
+    if mode == "run":
+        if not command:
+            raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "
+                             "python app.py'")
+        values["command"] = tuple(command)
+        values.setdefault("workload_name", os.path.basename(command[0]) or command[0])
+    else:
+        targets = [k for k in ("target_name", "target_cmdline", "target_pid") if k in values]
+        if len(targets) != 1:
+            raise UsageError("give exactly one of --target-name, --target-cmdline, --target-pid "
+                             "(or SENTINEL_TARGET_NAME...)")
+        if "target_cmdline" in values:
+            try:
+                re.compile(str(values["target_cmdline"]))
+            except re.error as exc:
+                raise UsageError(f"--target-cmdline: not a regular expression: {exc}") from None
+        values.setdefault("workload_name", str(values.get("target_name") or
+                                               values.get("target_cmdline") or
+                                               f"pid{values.get('target_pid')}"))
+    interval = values.get("interval_seconds", Settings.interval_seconds)
+    if not 0.001 <= float(interval) <= 60:  # type: ignore[arg-type]
+        raise UsageError(f"--interval: {interval}s is out of range; use 1ms to 60s, e.g. 100ms")
+    if values.get("socket_path") is not None and str(values["socket_path"]).strip() == "":
+        raise UsageError("--socket: empty path; use e.g. /tmp/sentinel.socket or --no-socket")
+    return Settings(mode=mode, **values)  # type: ignore[arg-type]
+
+
+def is_true(text: str | None) -> bool:
+    return (text or "").strip().lower() in _TRUE
+
+
+def die(message: str, code: int) -> None:
+    """Print one ``sentinel: error: ...`` line on stderr and exit with ``code``."""
+    sys.stderr.write(f"sentinel: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)

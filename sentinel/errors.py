@@ -1,0 +1,61 @@
+"""Sentinel's own errors.
+
+Each carries the facts (pid, path, value) and a message that says what
+happened, what it means, and the fix. ``cli``/``entry`` turn them into one line
+on stderr and an exit code from the README's table; they never reach a user as
+a traceback.
+"""
+
+from __future__ import annotations
+
+# Sentinel's own exit codes (the README's table). Anything else is the
+# workload's status passed through (128+N when it died of signal N).
+EXIT_USAGE = 2
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_MEMORY_KILL_DEFAULT = 137
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Sentinel, never the workload's fault
+
+
+class SentinelError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(SentinelError):
+    """A bad flag, environment variable or value (exit code 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class SpawnError(SentinelError):
+    """The command could not be started (126 not executable, 127 not found)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ProcessGone(SentinelError):
+    """The process exited (or its PID was reused) while it was being read."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"process {pid} is gone")
+        self.pid = pid
+
+
+class ProbeAccessDenied(SentinelError):
+    """/proc of a process could not be read: another user, no CAP_SYS_PTRACE."""
+
+    def __init__(self, pid: int, path: str) -> None:
+        super().__init__(
+            f"cannot read {path} of process {pid}: permission denied; run Sentinel as the "
+            "workload's user or grant CAP_SYS_PTRACE"
+        )
+        self.pid = pid
+        self.path = path
+
+
+class ControlError(SentinelError):
+    """A control-socket client could not reach a Sentinel."""
