@@ -1,0 +1,69 @@
+"""The ``sentinel`` console script.
+
+``sentinel run`` takes a fast path: parse the arguments with argparse, block
+signals, spawn the workload, and only then import the guardian, exporters and
+dashboard. Every other command goes to the typer app in ``sentinel.cli``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("run", "watch"):
+        return _run_or_watch(args[0], args[1:])
+    from sentinel.cli import main as cli_main
+
+    return cli_main(args)
+
+
+def _run_or_watch(mode: str, args: list[str]) -> int:
+    from sentinel.config import die, parse_settings
+    from sentinel.errors import SentinelError
+
+    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    try:
+        settings = parse_settings(mode, args)
+        if mode == "watch":
+            from sentinel.watch import serve_watch
+
+            return serve_watch(settings)
+        return _run(settings)
+    except SentinelError as exc:
+        if debug:
+            raise
+        die(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _run(settings) -> int:
+    from sentinel.spawn import block_signals, controlling_tty, prepare_parent, spawn
+
+    if settings.measure == "cgroup":
+        _require_cgroup()
+    pid1, subreaper = prepare_parent(settings.pdeathsig)
+    original_mask = block_signals()
+    child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
+    # The workload runs. Sentinel must not pin the directory it was started in.
+    os.chdir("/")
+    from sentinel.app import serve
+
+    return serve(settings, child, original_mask, pid1=pid1, subreaper=subreaper)
+
+
+def _require_cgroup() -> None:
+    from sentinel.errors import UsageError
+    from sentinel.probes import CgroupProbe
+
+    if CgroupProbe.for_pid("self") is None:
+        raise UsageError("--measure cgroup: no cgroup v2 memory controller for this process "
+                         "(memory.current not found); use --measure rss")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
