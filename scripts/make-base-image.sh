@@ -120,7 +120,7 @@ path-exclude=/usr/share/info/*
 path-exclude=/usr/share/locale/*
 EOF
 
-tar -C "$rootfs" --numeric-owner -c . | podman import \
+tar -C "$rootfs" --numeric-owner -c . | podman import --quiet \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \

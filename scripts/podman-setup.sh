@@ -8,8 +8,11 @@
 #     events_logger="file"     no journald
 #     default_ulimits          podman's default asks for nofile=1048576, and runc
 #                              fails with "error setting rlimit type 7: operation
-#                              not permitted" where the hard limit is lower; we
-#                              use this machine's hard limits (ulimit -Hn/-Hu)
+#                              not permitted" where the hard limit is lower (root
+#                              without CAP_SYS_RESOURCE can't raise it); we use
+#                              this machine's hard limits (ulimit -Hn/-Hu), the
+#                              process limit capped at kernel.pid_max: above it
+#                              runc 1.1 fails with "rlimit type 6" here
 #   /etc/containers/storage.conf
 #     driver                   the driver of an existing store, else "overlay"
 #                              if a test mount of kernel overlayfs works on the
@@ -55,15 +58,18 @@ hard_limit() {
     fi
 }
 
-nofile="$(hard_limit -n 1048576)"
+nofile="$(hard_limit -n "$(cat /proc/sys/fs/nr_open)")"
 nproc="$(hard_limit -u 4194304)"
+pid_max="$(cat /proc/sys/kernel/pid_max)"
+((nproc <= pid_max)) || nproc="$pid_max"
 
 mkdir -p "$conf_dir/containers.conf.d"
 write_if_changed "$conf_dir/containers.conf.d/50-sentinel.conf" <<EOF
 # Written by Sentinel's scripts/podman-setup.sh; rerun it rather than editing.
 [containers]
-# This machine's hard limits: podman's own default (nofile=1048576) makes runc
-# fail with "error setting rlimit" wherever the hard limit is lower.
+# This machine's hard limits (nproc capped at kernel.pid_max): podman's own
+# default (nofile=1048576) makes runc fail with "error setting rlimit" wherever
+# the hard limit is lower.
 default_ulimits = [
   "nofile=${nofile}:${nofile}",
   "nproc=${nproc}:${nproc}",
