@@ -322,6 +322,10 @@ class Guardian:
             self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}, "
                       f"exit code {code}", logging.INFO, kill=kill.to_dict())
         self._exit_code = self._final_code(code, kill)
+        if self._exit_code != code:
+            log.info("exit code %d is reported as %d (%s)", code, self._exit_code,
+                     "a memory kill is a failure" if code == 0 else "--success-exit-code",
+                     extra={"event": "exit_code"})
         # Whatever is left of the tree gets the same ladder, bounded in time.
         self._cleanup = True
         leftovers = self._signal_tree(signal.SIGTERM)
