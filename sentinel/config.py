@@ -230,7 +230,7 @@ class Settings:
 
 # --------------------------------------------------------------------------
 # The option table: flag, settings field, parser, help. Each flag also reads
-# SENTINEL_<FIELD> (upper case) from the environment; a flag wins over its
+# SENTINEL_<FLAG> (--max-rss: SENTINEL_MAX_RSS) from the environment; a flag wins over its
 # variable. Repeatable flags take a comma-separated list in the variable.
 # --------------------------------------------------------------------------
 
@@ -250,7 +250,7 @@ class Opt:
 
     @property
     def env_name(self) -> str:
-        return self.env or "SENTINEL_" + self.dest.upper()
+        return self.env or "SENTINEL_" + self.flags[0].lstrip("-").upper().replace("-", "_")
 
 
 OPTIONS: tuple[Opt, ...] = (

@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk", type=float, default=1.0, help="chunk size in MiB (default 1)")
     p.add_argument("--max", type=float, default=0.0,
                    help="stop growing at this many MiB leaked and idle (default 0: never stop)")
+    p.add_argument("--exit-at-max", action="store_true",
+                   help="exit 0 once --max is reached instead of idling")
     p.add_argument("--start-delay", type=float, default=0.0,
                    help="seconds to idle before leaking (default 0)")
     p.add_argument("--depth", type=int, default=0,
@@ -105,6 +107,9 @@ class Leaker:
                     self.say(f"rss {rss / 2**20:.1f} MiB")
                 delay = start + n * period - time.monotonic()
             else:
+                if a.exit_at_max:
+                    self.say(f"reached --max at rss {rss_bytes() / 2**20:.1f} MiB: exiting")
+                    return
                 delay = 1.0
             if delay > 0:
                 time.sleep(delay)

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Test child: prints "ready <role> <pid> <pgid>", then "got <role> SIGNAME" for each signal.
+
+--fork also starts a grandchild in the same process group (role "grandchild").
+--exit-on SIG[=CODE] exits with CODE (default 0) when SIG arrives.
+--info prints cwd, environment, fds, and the signal masks from /proc/self/status.
+Output is flushed line by line: tests read it as a handshake.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--fork", action="store_true")
+    p.add_argument("--exit-on", action="append", default=[])
+    p.add_argument("--info", action="store_true")
+    a = p.parse_args()
+    exits = {}
+    for spec in a.exit_on:
+        name, _, code = spec.partition("=")
+        exits[getattr(signal, name if name.startswith("SIG") else "SIG" + name)] = int(code or 0)
+    role = "child"
+    if a.fork and os.fork() == 0:
+        role = "grandchild"
+
+    def handler(signum, frame):
+        print(f"got {role} {signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else signum}",
+              flush=True)
+        if signum in exits:
+            os._exit(exits[signum])
+
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            continue
+        try:
+            signal.signal(sig, handler)
+        except (OSError, ValueError):
+            pass
+    if a.info and role == "child":
+        status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
+                      if ":\t" in line)
+        print(f"cwd {os.getcwd()}", flush=True)
+        print(f"env SENTINEL_TEST_VAR={os.environ.get('SENTINEL_TEST_VAR')}", flush=True)
+        print(f"fds {sorted(int(f) for f in os.listdir('/proc/self/fd'))}", flush=True)
+        print(f"sigblk {status['SigBlk'].strip()} sigign {status['SigIgn'].strip()}", flush=True)
+        print(f"sid {os.getsid(0)} pgid {os.getpgrp()}", flush=True)
+    print(f"ready {role} {os.getpid()} {os.getpgrp()}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The value grammars and the option table: accepted forms and refused inputs."""
+
+import signal
+
+import pytest
+
+from sentinel.config import (
+    parse_duration, parse_rewrite, parse_settings, parse_signal, parse_size, split_command,
+)
+from sentinel.errors import UsageError
+
+SIZES = [
+    ("1048576", 1048576), ("1", 1), ("64k", 64_000), ("64K", 64_000), ("64Ki", 65_536),
+    ("64KiB", 65_536), ("200Mi", 200 * 2**20), ("200MiB", 200 * 2**20), ("1.5Gi", 1536 * 2**20),
+    ("512M", 512_000_000), ("512MB", 512_000_000), ("1G", 10**9), ("1GB", 10**9),
+    ("512m", 512 * 2**20), ("1g", 2**30), ("2Ti", 2 * 2**40), (" 10Mi ", 10 * 2**20),
+    ("0.5Ki", 512), ("1.0001k", 1001),  # fractions round up, as Kubernetes does
+]
+
+
+@pytest.mark.parametrize("text,expected", SIZES)
+def test_parse_size_accepts(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "0Mi", "-1", "-5Mi", "abc", "10 Mo", "1e9", "inf",
+                                  "nan", "Mi", "1.5.2Gi", "9999999999Pi", "10Mi10", "0x10",
+                                  "1,5Gi"])
+def test_parse_size_refuses(text):
+    with pytest.raises(ValueError) as info:
+        parse_size(text)
+    assert "200Mi" in str(info.value)  # every refusal shows valid examples
+
+
+@pytest.mark.parametrize("text,expected", [("3", 3.0), ("3s", 3.0), ("1.5s", 1.5),
+                                           ("250ms", 0.25), ("2m", 120.0), ("0", 0.0),
+                                           (".5", 0.5), ("100us", 1e-4)])
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "-1", "3 sec", "abc", "1d", "99999999h"])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_signals_and_rewrite():
+    assert parse_signal("TERM") == signal.SIGTERM
+    assert parse_signal("sigusr1") == signal.SIGUSR1
+    assert parse_signal("9") == 9
+    assert parse_rewrite("TERM:QUIT") == (signal.SIGTERM, signal.SIGQUIT)
+    assert parse_rewrite("HUP:0") == (signal.SIGHUP, 0)
+    for bad in ("FOO", "0", "65", "TERM", "TERM:", ":QUIT"):
+        with pytest.raises(ValueError):
+            parse_rewrite(bad) if ":" in bad or bad == "TERM" else parse_signal(bad)
+
+
+def test_command_after_double_dash_is_untouched():
+    opts, cmd = split_command(["--max-rss", "1Gi", "--", "app", "--max-rss", "--", "-h"])
+    assert opts == ["--max-rss", "1Gi"]
+    assert cmd == ["app", "--max-rss", "--", "-h"]
+    opts, cmd = split_command(["--grace-period", "1s", "python", "-c", "x"])
+    assert cmd == ["python", "-c", "x"]
+
+
+def test_environment_variables_and_flag_precedence():
+    env = {"SENTINEL_MAX_RSS": "100Mi", "SENTINEL_GRACE_PERIOD": "5s", "SENTINEL_SINGLE_CHILD": "1",
+           "SENTINEL_REWRITE": "TERM:QUIT,HUP:0", "SENTINEL_METRICS_PORT": "0"}
+    s = parse_settings("run", ["--max-rss", "1Gi", "--", "app"], env)
+    assert s.max_rss_bytes == 2**30  # the flag wins
+    assert s.grace_period_seconds == 5.0
+    assert s.single_child is True
+    assert dict(s.rewrite) == {signal.SIGTERM: signal.SIGQUIT, signal.SIGHUP: 0}
+    assert s.metrics_port == 0
+    assert s.workload_name == "app"
+
+
+@pytest.mark.parametrize("argv,env,needle", [
+    (["--", "app"], {"SENTINEL_MAX_RSS": "lots"}, "SENTINEL_MAX_RSS"),
+    (["--max-rss", "-3Mi", "--", "app"], {}, "--max-rss"),
+    (["--restart", "sometimes", "--", "app"], {}, "restart"),
+    (["--bogus", "--", "app"], {}, "--bogus"),
+    (["--max-rss", "1Gi"], {}, "no command"),
+    (["--interval", "0", "--", "app"], {}, "--interval"),
+    (["--", "app"], {"SENTINEL_SINGLE_CHILD": "maybe"}, "SENTINEL_SINGLE_CHILD"),
+])
+def test_bad_settings_name_the_culprit(argv, env, needle):
+    with pytest.raises(UsageError) as info:
+        parse_settings("run", argv, env)
+    assert needle in str(info.value)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
