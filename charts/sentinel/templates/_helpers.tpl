@@ -1,0 +1,314 @@
+{{/*
+The chart's name, cut to 63 characters (a Kubernetes label value's limit).
+*/}}
+{{- define "sentinel.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: "<release>-<chart>" unless the release name already
+contains the chart name. Cut to 63 characters because object names that end
+up as DNS labels (Service) and label values may not be longer.
+*/}}
+{{- define "sentinel.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"<chart>-<version>" for the helm.sh/chart label ("+" is not allowed in labels).
+*/}}
+{{- define "sentinel.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: what the Deployment, the Service and the ServiceMonitor select
+on. Kept apart from "sentinel.labels" because a Deployment's selector is
+immutable: these never carry the chart or app version, so an upgrade never
+needs the Deployment deleted.
+*/}}
+{{- define "sentinel.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sentinel.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels on every object except the helm-test pod (see "sentinel.testLabels").
+*/}}
+{{- define "sentinel.labels" -}}
+{{ include "sentinel.commonLabels" . }}
+{{ include "sentinel.selectorLabels" . }}
+{{- end }}
+
+{{/*
+Labels that identify the release but select nothing.
+*/}}
+{{- define "sentinel.commonLabels" -}}
+helm.sh/chart: {{ include "sentinel.chart" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: sentinel
+{{- end }}
+
+{{/*
+The helm-test pod must not carry both selector labels: the Deployment's
+ReplicaSet would adopt it (it has no owner) and the Service would route to it.
+*/}}
+{{- define "sentinel.testLabels" -}}
+{{ include "sentinel.commonLabels" . }}
+app.kubernetes.io/name: {{ printf "%s-test" (include "sentinel.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}
+
+{{/*
+The ServiceAccount the pod runs as.
+*/}}
+{{- define "sentinel.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sentinel.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Sentinel's image reference; the tag defaults to the chart's appVersion, a
+digest (if set) pins it.
+*/}}
+{{- define "sentinel.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The workload's image in sidecar mode; the Sentinel image (which ships the
+leak demo) unless workload.image.repository is set.
+*/}}
+{{- define "sentinel.workloadImage" -}}
+{{- if .Values.workload.image.repository }}
+{{- printf "%s:%s" .Values.workload.image.repository (.Values.workload.image.tag | default "latest" | toString) }}
+{{- else }}
+{{- include "sentinel.image" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the control socket lives: on the shared emptyDir, so that the workload
+(sidecar mode) and `kubectl exec` reach it.
+*/}}
+{{- define "sentinel.socketPath" -}}
+{{- printf "%s/sentinel.socket" (.Values.sharedVolume.mountPath | trimSuffix "/") }}
+{{- end }}
+
+{{/*
+A Sentinel duration ("3s", "250ms", "1.5", "2m", "1h") in seconds, as a
+string holding a float. The schema has already checked the grammar.
+*/}}
+{{- define "sentinel.durationSeconds" -}}
+{{- $text := . | toString | trim }}
+{{- $number := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $text }}
+{{- $unit := trimPrefix $number $text | trim }}
+{{- $factors := dict "us" 0.000001 "ms" 0.001 "s" 1.0 "" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- mulf (float64 $number) (get $factors $unit) }}
+{{- end }}
+
+{{/*
+Checks that the schema cannot express; each fails the render with the fix.
+*/}}
+{{- define "sentinel.validate" -}}
+{{- if and (eq .Values.mode "wrapper") (not .Values.workload.command) }}
+{{- fail "mode: wrapper needs workload.command: Sentinel runs `sentinel run -- <workload.command>`" }}
+{{- end }}
+{{- if eq .Values.mode "sidecar" }}
+{{- if eq .Values.workload.name "sentinel" }}
+{{- fail "workload.name: \"sentinel\" is the Sentinel container's name in mode: sidecar; pick another name" }}
+{{- end }}
+{{- $t := .Values.sidecar.target }}
+{{- $set := 0 }}
+{{- if $t.name }}{{ $set = add1 $set }}{{ end }}
+{{- if $t.cmdline }}{{ $set = add1 $set }}{{ end }}
+{{- if $t.pid }}{{ $set = add1 $set }}{{ end }}
+{{- if ne $set 1 }}
+{{- fail "mode: sidecar needs exactly one of sidecar.target.name, sidecar.target.cmdline or sidecar.target.pid, so that `sentinel watch` knows which process to guard" }}
+{{- end }}
+{{- if eq .Values.sentinel.measure "cgroup" }}
+{{- fail "sentinel.measure: cgroup does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" }}
+{{- end }}
+{{- end }}
+{{- $grace := include "sentinel.durationSeconds" .Values.sentinel.gracePeriod | float64 }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $grace 1) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least sentinel.gracePeriod (%s) plus 1 s: on pod deletion Sentinel sends SIGTERM, waits the grace period, sends SIGKILL and then exits, and the kubelet SIGKILLs everything when terminationGracePeriodSeconds runs out" .Values.terminationGracePeriodSeconds .Values.sentinel.gracePeriod) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Sentinel's settings as SENTINEL_* variables plus the downward API that names
+the pod in Kubernetes Events. Argument: the root context.
+*/}}
+{{- define "sentinel.env" -}}
+{{- $s := .Values.sentinel -}}
+- name: SENTINEL_WORKLOAD_NAME
+  value: {{ .Values.workload.name | quote }}
+{{- if $s.maxRss }}
+- name: SENTINEL_MAX_RSS
+  value: {{ $s.maxRss | toString | quote }}
+{{- end }}
+- name: SENTINEL_MEASURE
+  value: {{ $s.measure | quote }}
+- name: SENTINEL_INTERVAL
+  value: {{ $s.interval | toString | quote }}
+- name: SENTINEL_GRACE_PERIOD
+  value: {{ $s.gracePeriod | toString | quote }}
+{{- if eq .Values.mode "wrapper" }}
+- name: SENTINEL_RESTART
+  value: {{ $s.restart | quote }}
+{{- end }}
+- name: SENTINEL_LOG_FORMAT
+  value: {{ $s.logFormat | quote }}
+- name: SENTINEL_LOG_LEVEL
+  value: {{ $s.logLevel | quote }}
+- name: SENTINEL_METRICS_ADDRESS
+  value: {{ $s.metrics.address | quote }}
+- name: SENTINEL_METRICS_PORT
+  value: {{ $s.metrics.port | toString | quote }}
+- name: SENTINEL_SOCKET
+  value: {{ include "sentinel.socketPath" . | quote }}
+- name: SENTINEL_SOCKET_MODE
+  value: {{ $s.socketMode | toString | quote }}
+- name: SENTINEL_K8S_EVENTS
+  value: {{ include "sentinel.k8sEvents" . | quote }}
+- name: SENTINEL_TERMINATION_LOG
+  value: {{ $s.terminationLog | quote }}
+{{- if eq .Values.mode "sidecar" }}
+{{- with .Values.sidecar.target }}
+{{- if .name }}
+- name: SENTINEL_TARGET_NAME
+  value: {{ .name | quote }}
+{{- end }}
+{{- if .cmdline }}
+- name: SENTINEL_TARGET_CMDLINE
+  value: {{ .cmdline | quote }}
+{{- end }}
+{{- if .pid }}
+- name: SENTINEL_TARGET_PID
+  value: {{ .pid | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- with $s.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Probes of the container that runs Sentinel: an HTTP GET of /metrics on the
+exporter. Cheaper than an exec of `sentinel status` (a Python start-up every
+period, which the cgroup measure would also count against the workload).
+*/}}
+{{- define "sentinel.probes" -}}
+{{- $probes := dict }}
+{{- range $kind := list "liveness" "readiness" }}
+{{- $p := get $.Values.probes $kind }}
+{{- if $p.enabled }}
+{{- $probe := dict "httpGet" (dict "path" "/metrics" "port" "metrics") }}
+{{- range $field := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
+{{- $_ := set $probe $field (get $p $field) }}
+{{- end }}
+{{- $_ := set $probes (printf "%sProbe" $kind) $probe }}
+{{- end }}
+{{- end }}
+{{- with $probes }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/*
+The container port of Sentinel's exporter.
+*/}}
+{{- define "sentinel.metricsPort" -}}
+- name: metrics
+  containerPort: {{ .Values.sentinel.metrics.port }}
+  protocol: TCP
+{{- end }}
+
+{{/*
+Mounts of every container: the shared emptyDir that holds the control socket,
+and a writable /tmp (the root filesystem is read-only).
+*/}}
+{{- define "sentinel.volumeMounts" -}}
+- name: shared
+  mountPath: {{ .Values.sharedVolume.mountPath }}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/*
+The Sentinel container of sidecar mode, running `sentinel watch`.
+Argument: dict "root" (the root context) "native" (true: an init container
+with restartPolicy: Always; false: a plain container).
+*/}}
+{{- define "sentinel.sidecarContainer" -}}
+{{- with .root -}}
+- name: sentinel
+  image: {{ include "sentinel.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["sentinel", "watch"]
+  {{- if $.native }}
+  restartPolicy: Always
+  {{- end }}
+  env:
+    {{- include "sentinel.env" . | nindent 4 }}
+  ports:
+    {{- include "sentinel.metricsPort" . | nindent 4 }}
+  {{- with include "sentinel.probes" . }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  terminationMessagePath: {{ .Values.sentinel.terminationLog }}
+  terminationMessagePolicy: FallbackToLogsOnError
+  {{- with .Values.sentinel.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml (mergeOverwrite (deepCopy .Values.containerSecurityContext) .Values.sentinel.securityContext) | nindent 4 }}
+  volumeMounts:
+    {{- include "sentinel.volumeMounts" . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+sentinel.k8sEvents as "auto", "on" or "off": an unquoted on/off in a values
+file reaches the chart as a YAML 1.1 boolean.
+*/}}
+{{- define "sentinel.k8sEvents" -}}
+{{- $v := .Values.sentinel.k8sEvents }}
+{{- if kindIs "bool" $v }}{{ ternary "on" "off" $v }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
