@@ -35,5 +35,38 @@ test: venv system-deps k8s-tools
 bench: venv
 	$(PY) bench/run.py
 
+## Kubernetes: Helm chart, plain manifests, image, and an end-to-end run on kind
+## (image, kind-*, e2e need a Docker engine and `kind`).
+.PHONY: chart-sync chart-lint manifests image kind-up kind-load e2e
+APP_VERSION  := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/sentinel/Chart.yaml)
+IMAGE        ?= sentinel:$(APP_VERSION)
+KIND_CLUSTER ?= sentinel
+export IMAGE KIND_CLUSTER
+
+# Helm reads no file outside the chart: keep byte-identical copies of the
+# docker-compose stack's rules and dashboard (tests/unit/test_chart.py checks).
+chart-sync:
+	cp docker/prometheus/rules/sentinel.rules.yml charts/sentinel/files/sentinel.rules.yml
+	cp docker/grafana/dashboards/sentinel.json charts/sentinel/files/dashboards/sentinel.json
+
+chart-lint: k8s-tools
+	for f in charts/sentinel/ci/*-values.yaml; do helm lint --strict charts/sentinel -f "$$f" || exit 1; done
+
+manifests: k8s-tools
+	bash scripts/render-manifests.sh
+
+image: venv
+	$(PY) -m pip wheel --quiet --wheel-dir dist/wheelhouse . pip
+	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+kind-up: k8s-tools
+	bash scripts/e2e-kind.sh up
+
+kind-load: image kind-up
+	bash scripts/e2e-kind.sh load
+
+e2e: venv kind-load
+	bash scripts/e2e-kind.sh test
+
 clean:
 	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache
