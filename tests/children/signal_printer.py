@@ -14,6 +14,11 @@ import sys
 import time
 
 
+def say(text: str) -> None:
+    # One write(2) a line: atomic on a pipe, so child and grandchild never interleave.
+    os.write(1, (text + "\n").encode())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--fork", action="store_true")
@@ -28,9 +33,22 @@ def main() -> None:
     if a.fork and os.fork() == 0:
         role = "grandchild"
 
+    # Read before any handler is installed: what the child was given.
+    if a.info and role == "child":
+        status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
+                      if ":\t" in line)
+        say(f"cwd {os.getcwd()}")
+        say(f"env SENTINEL_TEST_VAR={os.environ.get('SENTINEL_TEST_VAR')}")
+        say(f"fds {sorted(int(f) for f in os.listdir('/proc/self/fd'))}")
+        say(f"sigblk {status['SigBlk'].strip()} sigign {status['SigIgn'].strip()}")
+        say(f"sid {os.getsid(0)} pgid {os.getpgrp()}")
+
     def handler(signum, frame):
-        print(f"got {role} {signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else signum}",
-              flush=True)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        say(f"got {role} {name}")
         if signum in exits:
             os._exit(exits[signum])
 
@@ -41,15 +59,7 @@ def main() -> None:
             signal.signal(sig, handler)
         except (OSError, ValueError):
             pass
-    if a.info and role == "child":
-        status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines()
-                      if ":\t" in line)
-        print(f"cwd {os.getcwd()}", flush=True)
-        print(f"env SENTINEL_TEST_VAR={os.environ.get('SENTINEL_TEST_VAR')}", flush=True)
-        print(f"fds {sorted(int(f) for f in os.listdir('/proc/self/fd'))}", flush=True)
-        print(f"sigblk {status['SigBlk'].strip()} sigign {status['SigIgn'].strip()}", flush=True)
-        print(f"sid {os.getsid(0)} pgid {os.getpgrp()}", flush=True)
-    print(f"ready {role} {os.getpid()} {os.getpgrp()}", flush=True)
+    say(f"ready {role} {os.getpid()} {os.getpgrp()}")
     while True:
         time.sleep(3600)
 

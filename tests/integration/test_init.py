@@ -1,0 +1,250 @@
+"""What an init must do, checked with real processes, as PID 1 of a new PID namespace
+and as an ordinary parent registered as child subreaper."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import (
+    CHILDREN, PY, SENTINEL, descendants, printer, proc_state, wait_until, zombies_of,
+)
+
+# Every signal a process can catch, minus SIGCHLD (Sentinel's own) and the
+# job-control stops (tested on a terminal in test_jobcontrol).
+FORWARDED = sorted(
+    set(signal.valid_signals())
+    - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGTSTP, signal.SIGTTIN,
+       signal.SIGTTOU, 32, 33}
+)
+FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT,
+          signal.SIGTRAP, signal.SIGSYS}
+
+
+def _name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42, 126, 127, 128, 200, 255])
+def test_exit_code_passes_through(start_sentinel, mode, code):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", "sh", "-c", f"exit {code}"],
+                       pid1=mode == "pid1")
+    assert s.wait() == code
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV, signal.SIGUSR1, signal.SIGTERM])
+def test_death_by_signal_gives_128_plus_n(start_sentinel, mode, sig):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", "sh", "-c", f"kill -{int(sig)} $$"],
+                       pid1=mode == "pid1")
+    assert s.wait() == 128 + sig
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["group", "single-child"])
+def test_every_catchable_signal_is_forwarded(start_sentinel, mode, single):
+    args = ["--no-metrics", "--no-socket"] + (["--single-child"] if single else [])
+    s = start_sentinel(args + ["--", *printer("--fork")], pid1=mode == "pid1")
+    roles = {s.expect("ready").split()[1] for _ in range(2)}
+    assert roles == {"child", "grandchild"}
+    for sig in FORWARDED:
+        s.signal(sig)
+        line = s.expect(f"got child {_name(sig)}")
+        assert line == f"got child {_name(sig)}"
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            pass  # forwarded too; the printer survives it, Sentinel waits for it
+    # The grandchild shares the child's process group: it got every signal in
+    # group mode, none in single-child mode. A final SIGUSR2 marks the end.
+    grand = [ln for ln in s.lines if ln.startswith("got grandchild")]
+    if single:
+        assert grand == []
+    else:
+        wait_until(lambda: sum(1 for ln in s.lines + [s.readline(0.05) or ""]
+                               if ln.startswith("got grandchild")) >= len(FORWARDED), 10,
+                   what="the grandchild's signals")
+    names = {ln.split()[-1] for ln in s.lines if ln.startswith("got child")}
+    assert {_name(x) for x in FAULTS & set(FORWARDED)} <= names  # fault signals sent by kill()
+
+
+def test_rewrite_and_drop(start_sentinel, mode):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--rewrite", "USR1:USR2",
+                        "--rewrite", "HUP:0", "--", *printer()], pid1=mode == "pid1")
+    s.expect("ready child")
+    s.signal(signal.SIGUSR1)
+    assert s.expect("got child") == "got child SIGUSR2"
+    s.signal(signal.SIGHUP)  # dropped
+    s.signal(signal.SIGWINCH)  # a marker that is passed on as is
+    assert s.expect("got child") == "got child SIGWINCH"
+    assert not any("SIGHUP" in ln for ln in s.lines)
+
+
+def test_sigterm_to_sentinel_is_forwarded_and_status_returned(start_sentinel, mode):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", *printer("--exit-on", "TERM=7")],
+                       pid1=mode == "pid1")
+    s.expect("ready child")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 7
+    s2 = start_sentinel(["--no-metrics", "--no-socket", "--", "sleep", "60"], pid1=mode == "pid1")
+    wait_until(lambda: descendants(s2.pid), what="sleep to start")
+    s2.signal(signal.SIGINT)
+    assert s2.wait() == 128 + signal.SIGINT
+
+
+@pytest.mark.parametrize("count", [300])
+def test_orphans_are_reaped_even_in_a_burst(start_sentinel, mode, count):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", PY, str(CHILDREN / "orphans.py"),
+                        str(count)], pid1=mode == "pid1")
+    assert s.expect("orphaned", timeout=60) == f"orphaned {count}"
+    # Each orphan exited at once: without reaping, `count` zombies would stay.
+    # Only the main child is left: every orphan exited and was reaped.
+    wait_until(lambda: len(descendants(s.pid)) == 1 and not zombies_of(s.pid), 10,
+               what="no zombies under Sentinel")
+
+
+def test_leftovers_stopped_when_main_child_exits(start_sentinel, mode):
+    # The main child leaves two orphans behind (one ignores SIGTERM) and exits 3.
+    s = start_sentinel(["--no-metrics", "--no-socket", "--grace-period", "0.5s", "--",
+                        PY, str(CHILDREN / "orphans.py"), "2", "--linger", "--stubborn",
+                        "--exit", "3"], pid1=mode == "pid1")
+    orphans = [int(s.expect("orphan ").split()[1]) for _ in range(2)]
+    code = s.wait(timeout=10)
+    assert code == 3
+    if mode == "subreaper":  # in a namespace the PIDs printed are the namespace's own
+        for pid in orphans:
+            wait_until(lambda: proc_state(pid) is None, 5, what=f"orphan {pid} gone")
+
+
+def test_arguments_that_look_like_flags_reach_the_command(start_sentinel, mode):
+    args = ["--max-rss", "--help", "--", "-h", "--no-metrics", "run"]
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", "printf", "%s\\n", *args],
+                       pid1=mode == "pid1")
+    assert s.wait() == 0
+    out = [s.readline(2) for _ in args]
+    assert out == args
+
+
+def test_environment_cwd_and_fds_are_passed_on(start_sentinel, tmp_path):
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", *printer("--info")],
+                       env={"SENTINEL_TEST_VAR": "kept"}, cwd=str(tmp_path), pass_fds=(r,))
+    assert s.expect("cwd") == f"cwd {tmp_path}"
+    assert s.expect("env") == "env SENTINEL_TEST_VAR=kept"
+    fds = eval(s.expect("fds").split(" ", 1)[1])
+    assert r in fds
+    sid_line = s.expect("sid").split()
+    child_pid = int(s.expect("ready child").split()[2])
+    assert int(sid_line[1]) == child_pid  # its own session
+    # Sentinel does not pin the directory it was started in.
+    assert os.readlink(f"/proc/{s.pid}/cwd") == "/"
+    os.close(r)
+    os.close(w)
+
+
+def test_signal_mask_and_ignored_signals_are_passed_on(start_sentinel):
+    def preexec():  # what a parent may hand Sentinel: a blocked and an ignored signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    # grep, not Python: Python would ignore SIGPIPE itself at start-up.
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", "grep", "-E", "^Sig(Blk|Ign)",
+                        "/proc/self/status"], preexec_fn=preexec)
+    assert s.wait() == 0
+    status = dict(s.readline(2).split(":\t") for _ in range(2))
+    blocked, ignored = int(status["SigBlk"], 16), int(status["SigIgn"], 16)
+    assert blocked == 1 << (signal.SIGUSR2 - 1)  # exactly what Sentinel was given
+    assert ignored & (1 << (signal.SIGHUP - 1))  # kept ignored
+    assert not ignored & (1 << (signal.SIGPIPE - 1))  # Python's own SIG_IGN undone
+    assert not ignored & (1 << (signal.SIGXFSZ - 1))
+
+
+def test_parent_death_signal(start_sentinel, tmp_path):
+    # A parent that starts Sentinel with --pdeathsig TERM, then dies.
+    script = (
+        "import subprocess, sys, os\n"
+        f"p = subprocess.Popen({SENTINEL!r} + ['run', '--no-metrics', '--no-socket', "
+        "'--pdeathsig', 'TERM', '--', *sys.argv[1:]])\n"
+        "print('sentinel', p.pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "os._exit(0)\n"
+    )
+    parent = subprocess.Popen([PY, "-c", script, *printer("--exit-on", "TERM=5")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        first = parent.stdout.readline().split()
+        sentinel_pid = int(first[1])
+        lines = []
+        while not (lines and lines[-1].startswith("ready child")):
+            lines.append(parent.stdout.readline())
+        parent.stdin.write("die\n")
+        parent.stdin.flush()
+        parent.wait(5)
+        got = parent.stdout.readline()
+        assert got.strip() == "got child SIGTERM"
+        wait_until(lambda: proc_state(sentinel_pid) in (None, "Z"), 10, what="sentinel exits")
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        parent.stdin.close()
+
+
+def test_nested_sentinels_pass_signals_and_codes(start_sentinel, mode):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", *SENTINEL, "run", "--no-metrics",
+                        "--no-socket", "--", *printer("--exit-on", "USR2=9")],
+                       pid1=mode == "pid1")
+    s.expect("ready child")
+    s.signal(signal.SIGUSR1)
+    assert s.expect("got child") == "got child SIGUSR1"
+    s.signal(signal.SIGUSR2)
+    assert s.wait() == 9
+
+
+def test_missing_and_non_executable_commands(tmp_path):
+    def run(*cmd):
+        return subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", "--", *cmd],
+                              capture_output=True, text=True, timeout=20)
+
+    missing = run("definitely-not-a-command-xyz")
+    assert missing.returncode == 127
+    assert missing.stderr.count("\n") == 1 and "not found" in missing.stderr
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    noexec = run(str(script))
+    assert noexec.returncode == 126
+    assert "not executable" in noexec.stderr and "Traceback" not in noexec.stderr
+    directory = run(str(tmp_path))
+    assert directory.returncode == 126 and "directory" in directory.stderr
+    nofile = run(str(tmp_path / "nope"))
+    assert nofile.returncode == 127 and "no such file" in nofile.stderr
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--max-rss", "0", "--", "true"], "200Mi"),
+    (["run", "--max-rss", "12 parsecs", "--", "true"], "200Mi"),
+    (["run", "--grace-period", "-1", "--", "true"], "--grace-period"),
+    (["run", "--nonsense", "--", "true"], "--nonsense"),
+    (["run"], "no command"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle):
+    p = subprocess.run([*SENTINEL, *argv], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 2
+    assert needle in p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_help_reads_well():
+    top = subprocess.run([*SENTINEL, "--help"], capture_output=True, text=True, timeout=20)
+    assert top.returncode == 0 and "run" in top.stdout and "version" in top.stdout
+    run = subprocess.run([*SENTINEL, "run", "--help"], capture_output=True, text=True, timeout=20)
+    assert run.returncode == 0
+    for flag in ("--max-rss", "--grace-period", "--rewrite", "SENTINEL_MAX_RSS", "128+N"):
+        assert flag in run.stdout
+    v = subprocess.run([*SENTINEL, "version"], capture_output=True, text=True, timeout=20)
+    assert v.returncode == 0 and v.stdout.startswith("sentinel ")
