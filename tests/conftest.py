@@ -122,6 +122,12 @@ class Running:
             if line.startswith(prefix):
                 return line
 
+    def rest(self, timeout: float = 5.0) -> list[str]:
+        """Every remaining stdout line, up to EOF (call once the workload has exited)."""
+        while self.readline(timeout) is not None:
+            pass
+        return self.lines
+
     # -- the end -----------------------------------------------------------
     def wait(self, timeout: float = 20.0) -> int:
         try:
