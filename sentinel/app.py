@@ -29,6 +29,12 @@ def start_components(guardian: Guardian, settings: Settings) -> list:
     # object (with .close()) to `started`, and sets
     # guardian.state.components["<part>"] to a short status text.
     # --- [metrics] ---
+    if settings.metrics_port:
+        from sentinel.metrics import start_exporter  # prometheus_client: after the spawn
+
+        started.append(start_exporter(guardian, settings))
+    else:
+        guardian.state.components["metrics"] = "off: --no-metrics or --metrics-port 0"
     # --- [socket] ---
     # --- [k8s-events] ---
     # --- [dashboard] ---

@@ -1,0 +1,408 @@
+"""The Prometheus exporter: guardian state -> exposition format, on its own thread.
+
+``start_exporter(guardian, settings)`` binds ``--metrics-address``:
+``--metrics-port`` and serves ``/metrics`` from a thread of its own, so a
+scrape never runs on the guardian's loop: sampling and the SIGTERM -> grace ->
+SIGKILL ladder go on whatever a client does. Every figure is read from
+``guardian.state`` when a scrape asks for it (``SentinelCollector``); only the
+two histograms are fed by the guardian's listeners as things happen. Nothing
+here is registered on prometheus_client's global registry: each exporter has
+its own ``CollectorRegistry``, so tests can build several.
+
+Failure never reaches the workload: a port that is taken or an address that
+does not resolve gives one warning line and leaves the exporter off (see
+``guardian.state.components["metrics"]``); a bug while collecting answers
+that scrape with HTTP 500 and one warning, never a traceback on stderr.
+
+Imported only from ``sentinel.app.start_components``, after the workload is
+running: prometheus_client is not on the start-up path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import selectors
+import socket
+import socketserver
+import sys
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from sentinel.logs import LOGGER_NAME
+from sentinel.state import (
+    PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event, GuardianState, MemorySample,
+)
+
+log = logging.getLogger(LOGGER_NAME)
+
+# Reaction time (limit crossing -> SIGTERM): the sampler speeds up near the
+# limit (4 ms at its fastest), so a healthy Sentinel reacts within a few
+# milliseconds; 100 ms is one resting interval, 1 s means something is wrong.
+REACTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# One sample of the tree costs microseconds per process (descriptors kept
+# open); smaps_rollup (PSS/USS) and big trees cost milliseconds.
+SAMPLE_DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                           0.1)
+# Series that exist from the start so that rate()/increase() see the first kill.
+PREPOPULATED_KILLS = ((REASON_MEMORY, "SIGTERM"), (REASON_MEMORY, "SIGKILL"))
+# A client that stalls (connects and sends nothing) loses its connection after
+# this many seconds instead of holding a thread.
+CLIENT_TIMEOUT_SECONDS = 10.0
+
+
+class Histogram:
+    """A histogram written by one thread (the guardian's loop) and read by scrapes.
+
+    ``observe`` replaces one tuple, which is atomic under the GIL: a scrape
+    never holds a lock that the loop would have to wait for, and always sees
+    the counts and the sum of the same moment. ``bounds`` are the upper bounds
+    (``le``) in seconds, ascending; +Inf is implied.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self._snapshot: tuple[tuple[int, ...], float] = ((0,) * (len(self.bounds) + 1), 0.0)
+
+    def observe(self, value: float) -> None:
+        counts, total = self._snapshot
+        i = bisect.bisect_left(self.bounds, value)  # first bound >= value: its "le" bucket
+        self._snapshot = (counts[:i] + (counts[i] + 1,) + counts[i + 1:], total + value)
+
+    def buckets(self) -> tuple[list[tuple[str, int]], float]:
+        """Cumulative ``[(le, count), ..., ("+Inf", count)]`` and the sum of observations."""
+        counts, total = self._snapshot
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), counts):
+            running += count
+            out.append((floatToGoString(bound), running))
+        return out, total
+
+
+class SentinelCollector(Collector):
+    """Builds every ``sentinel_*`` family from ``state`` at scrape time.
+
+    Memory figures come from ``state.last_sample`` and appear only while a
+    workload process is running (a restart back-off or a watch with no target
+    shows no memory, not a stale one). Labels are low-cardinality: the
+    workload's name, the measure, kill reason and signal name; never a PID.
+    """
+
+    def __init__(self, state: GuardianState, reaction: Histogram | None = None,
+                 sample_duration: Histogram | None = None) -> None:
+        self.state = state
+        self.reaction = reaction or Histogram(REACTION_BUCKETS)
+        self.sample_duration = sample_duration or Histogram(SAMPLE_DURATION_BUCKETS)
+
+    def collect(self):
+        st = self.state
+        workload = st.workload
+        w = [workload]
+        sample = st.last_sample
+        running = st.main_pid is not None and st.phase in (PHASE_RUNNING, PHASE_TERMINATING)
+        if not running:
+            sample = None
+
+        def gauge(name, doc, value, labels=(), values=(), unit=""):
+            family = GaugeMetricFamily(name, doc, labels=["workload", *labels], unit=unit)
+            family.add_metric([workload, *values], value)
+            return family
+
+        if sample is not None:
+            yield gauge("sentinel_workload_memory_bytes",
+                        f"The workload tree's memory in bytes by the measure compared with the "
+                        f"limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
+                        f"cgroup: memory.current - inactive_file). Sampled every "
+                        f"{st.interval_seconds:g}s, faster near the limit.",
+                        sample.measure_bytes, ["measure"], [st.measure], unit="bytes")
+            yield gauge("sentinel_workload_rss_bytes",
+                        "Resident set size of the workload's process tree in bytes, summed over "
+                        "/proc/<pid>/statm (resident pages x page size) of each process.",
+                        sample.rss_bytes, unit="bytes")
+            for attr, doc in _OPTIONAL_MEMORY:
+                value = getattr(sample, attr)
+                if value is not None:
+                    yield gauge(f"sentinel_workload_{attr}", doc, value, unit="bytes")
+        if st.limit_bytes is not None:
+            yield gauge("sentinel_memory_limit_bytes",
+                        "The memory limit in bytes on the measure (--max-rss); crossing it "
+                        "starts SIGTERM -> grace period -> SIGKILL.",
+                        st.limit_bytes, ["measure"], [st.measure], unit="bytes")
+        yield gauge("sentinel_workload_processes",
+                    "Processes in the workload's tree at the last sample (/proc/<pid>/task/"
+                    "<tid>/children); 0 while no workload runs.",
+                    len(sample.processes) if sample is not None else 0)
+        yield gauge("sentinel_workload_up",
+                    "1 while the workload's main process runs (stopping included), 0 while it "
+                    "is restarting, exited or not found.", 1 if running else 0)
+        if st.started_wall is not None:
+            yield gauge("sentinel_workload_start_time_seconds",
+                        "Start time of the current (or last) workload process, in seconds since "
+                        "the Unix epoch.", st.started_wall, unit="seconds")
+
+        kills = CounterMetricFamily(
+            "sentinel_kills", "Signals Sentinel sent to stop the workload, by reason "
+            "(memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts "
+            "its SIGTERM and, after the grace period, its SIGKILL.",
+            labels=["workload", "reason", "signal"])
+        counts = dict.fromkeys(PREPOPULATED_KILLS, 0)
+        counts.update(dict(st.kills))  # a copy: the loop may add a key meanwhile
+        for (reason, sig), count in sorted(counts.items()):
+            kills.add_metric([workload, reason, sig], count)
+        yield kills
+
+        restarts = CounterMetricFamily(
+            "sentinel_restarts", "Restarts of the workload by the restart policy (--restart).",
+            labels=["workload"])
+        restarts.add_metric(w, st.restarts)
+        yield restarts
+
+        kill = st.current_kill or st.last_kill
+        yield gauge("sentinel_last_kill_timestamp_seconds",
+                    "When Sentinel last started stopping the workload (SIGTERM, or SIGKILL for an "
+                    "immediate kill), in seconds since the Unix epoch; 0 if it never did.",
+                    kill.started_wall if kill is not None else 0, unit="seconds")
+
+        for name, doc, hist in (
+                ("sentinel_reaction_seconds",
+                 "Time in seconds from the estimated memory limit crossing (interpolated between "
+                 "two samples) to the SIGTERM that followed.", self.reaction),
+                ("sentinel_sample_duration_seconds",
+                 "Time in seconds one memory sample of the workload's tree took "
+                 "(/proc/<pid>/statm and children for each process; smaps_rollup for pss/uss).",
+                 self.sample_duration)):
+            buckets, total = hist.buckets()
+            family = HistogramMetricFamily(name, doc, labels=["workload"], unit="seconds")
+            family.add_metric(w, buckets, total)
+            yield family
+
+        errors = CounterMetricFamily(
+            "sentinel_probe_errors", "Failed reads while sampling, by probe (the /proc or cgroup "
+            "file) and reason (the error's type); vanished processes are not errors.",
+            labels=["probe", "reason"])
+        for (probe, reason), count in sorted(dict(st.sample_errors).items()):
+            errors.add_metric([probe, reason], count)
+        yield errors
+
+        yield gauge("sentinel_enforcement_paused",
+                    "1 while enforcement of the memory limit is paused from the control socket.",
+                    0 if st.enforcing else 1)
+        info = InfoMetricFamily("sentinel_build", "Sentinel's version and mode (run or watch).",
+                                labels=["version", "mode"])
+        info.add_metric([st.version, st.mode], {})
+        yield info
+
+
+_OPTIONAL_MEMORY = (
+    ("pss_bytes", "Proportional set size of the workload's tree in bytes, summed over "
+                  "/proc/<pid>/smaps_rollup; present with --measure pss or uss."),
+    ("uss_bytes", "Unique set size (private pages) of the workload's tree in bytes, summed over "
+                  "/proc/<pid>/smaps_rollup; present with --measure pss or uss."),
+    ("cgroup_memory_current_bytes", "memory.current of the workload's cgroup v2 in bytes; "
+                                    "present where a cgroup v2 memory controller is."),
+    ("cgroup_memory_max_bytes", "memory.max of the workload's cgroup v2 in bytes; absent where it "
+                                "is \"max\" (no limit) or there is no cgroup v2."),
+    ("cgroup_working_set_bytes", "Working set of the workload's cgroup v2 in bytes: "
+                                 "memory.current - inactive_file from memory.stat, as the kubelet "
+                                 "computes it."),
+)
+
+
+def build_registry(collector: SentinelCollector, *, process: bool = True) -> CollectorRegistry:
+    """A fresh registry with ``collector`` and, with ``process``, prometheus_client's
+    process (``process_*``: CPU seconds, RSS, fds, from /proc/self) and platform
+    (``python_info``) collectors."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    if process:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    return registry
+
+
+# ---------------------------------------------------------------------- HTTP
+class _Handler(WSGIRequestHandler):
+    timeout = CLIENT_TIMEOUT_SECONDS
+
+    def log_message(self, format, *args):  # noqa: A002 - no line per request
+        pass
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """prometheus_client's ThreadingWSGIServer, minus two things a PID 1 cannot afford."""
+
+    daemon_threads = True  # a request in flight never holds up Sentinel's exit
+    timeout = 0  # handle_request() after our selector said "readable" must not wait
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup
+        # that can hang for seconds in a container without DNS, on the main
+        # thread, before the guardian's loop runs. The name is only used for
+        # SERVER_NAME, which nothing here reads.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), port
+        self.setup_environ()
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback on stderr; a client that times out
+        # or hangs up is not worth more than a debug line.
+        log.debug("metrics: request from %s failed: %r", client_address, sys.exc_info()[1])
+
+
+class MetricsExporter:
+    """The running exporter: a registry, a listening socket and one accept thread.
+
+    ``url`` is where it serves; ``None`` after ``close()`` or when it could not
+    start. ``close()`` stops accepting at once (no polling interval to wait
+    out), unsubscribes from the guardian and is idempotent.
+    """
+
+    def __init__(self, guardian, collector: SentinelCollector, registry: CollectorRegistry) -> None:
+        self.guardian = guardian
+        self.collector = collector
+        self.registry = registry
+        self.url: str | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._reported: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- listeners, on the guardian's loop ----------------------------------
+    def on_event(self, event: Event) -> None:
+        if event.kind == "signal_sent" and event.fields.get("signal") == "SIGTERM":
+            reaction = event.fields.get("reaction_seconds")
+            if reaction is not None:  # None for operator and shutdown stops
+                self.collector.reaction.observe(float(reaction))
+
+    def on_sample(self, sample: MemorySample) -> None:
+        self.collector.sample_duration.observe(sample.duration_seconds)
+
+    # -- serving ---------------------------------------------------------------
+    def listen(self, address: str, port: int) -> None:
+        """Bind and start serving. Raises ``OSError`` (``socket.gaierror`` for a bad address)."""
+        infos = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        server_class = type("_Server", (_Server,), {"address_family": family})
+        server = server_class(sockaddr[:2], _Handler)
+        server.set_app(self._app(make_wsgi_app(self.registry)))
+        self._server = server
+        self._wake_r, self._wake_w = socket.socketpair()
+        host, bound_port = server.server_address[:2]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        self.url = f"http://{shown}:{bound_port}/metrics"
+        self._thread = threading.Thread(target=self._serve, name="sentinel-metrics", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        server, wake = self._server, self._wake_r
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while True:
+                ready = selector.select()
+                if any(key.fileobj is wake for key, _ in ready):
+                    return
+                server.handle_request()  # accepts, then a thread per request
+
+    def _app(self, app):
+        def sentinel_metrics_app(environ, start_response):
+            try:
+                return app(environ, start_response)
+            except Exception as exc:  # a collector bug: this scrape fails, Sentinel does not
+                self._report(exc)
+                body = f"sentinel: collecting metrics failed: {exc!r}\n".encode()
+                start_response("500 Internal Server Error",
+                               [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body)))])
+                return [body]
+
+        return sentinel_metrics_app
+
+    def _report(self, exc: Exception) -> None:
+        key = repr(exc)
+        with self._lock:
+            if key in self._reported:
+                return
+            self._reported.add(key)
+        log.warning("metrics: a scrape failed: %r; /metrics answers 500 while this lasts, the "
+                    "workload is still guarded (reported once)", exc,
+                    extra={"event": "component", "component": "metrics"})
+
+    def close(self) -> None:
+        for registered, item in ((self.guardian.listeners, self.on_event),
+                                 (self.guardian.sample_listeners, self.on_sample)):
+            while item in registered:
+                registered.remove(item)
+        if self._wake_w is not None:
+            self._wake_w.send(b"x")
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        if self._server is not None:
+            self._server.server_close()
+            self._server = None
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+        self.url = None
+
+
+def _bind_hint(exc: OSError) -> str:
+    """The fix for a failed bind, naming the flag and variable to change."""
+    port_flag = "--metrics-port/SENTINEL_METRICS_PORT"
+    addr_flag = "--metrics-address/SENTINEL_METRICS_ADDRESS"
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return f"use an address of this host with {addr_flag} (e.g. 0.0.0.0), or --no-metrics"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"use a port >= 1024 with {port_flag}, or --no-metrics"
+    return f"choose a free port with {port_flag}, or --no-metrics"
+
+
+def start_exporter(guardian, settings) -> MetricsExporter:
+    """Serve ``/metrics`` for ``guardian`` on ``settings.metrics_address``:``metrics_port``.
+
+    Always returns a ``MetricsExporter`` (with ``close()``). When the port is
+    taken, the address is wrong or anything else goes wrong, it logs one
+    warning line naming the flag to change, leaves the exporter off and says
+    why in ``guardian.state.components["metrics"]``; the workload is guarded
+    as before. Call on the guardian's loop thread (before ``run()``).
+    """
+    state: GuardianState = guardian.state
+    address, port = settings.metrics_address, settings.metrics_port
+    collector = SentinelCollector(state)
+    exporter = MetricsExporter(guardian, collector, build_registry(collector))
+    where = f"{address}:{port}"
+    try:
+        exporter.listen(address, port)
+    except Exception as exc:  # OSError mostly; never a traceback, never a stop
+        exporter.close()
+        if isinstance(exc, OSError):
+            reason = (exc.strerror or str(exc)).lower() if not isinstance(exc, socket.gaierror) \
+                else f"cannot resolve address {address!r}: {exc.strerror or exc}"
+            hint = _bind_hint(exc)
+        else:
+            reason, hint = repr(exc), "report this bug; --no-metrics turns the exporter off"
+        state.components["metrics"] = f"off: cannot listen on {where}: {reason}"
+        guardian.emit("component", f"metrics exporter off: cannot listen on {where} "
+                      f"(port {port}): {reason}; no /metrics, the workload is still guarded; "
+                      f"{hint}", logging.WARNING, component="metrics", status="off")
+        return exporter
+    guardian.listeners.append(exporter.on_event)
+    guardian.sample_listeners.append(exporter.on_sample)
+    state.components["metrics"] = f"on: {exporter.url}"
+    guardian.emit("component", f"metrics on {exporter.url}", logging.INFO,
+                  component="metrics", status="on", url=exporter.url)
+    return exporter
