@@ -24,11 +24,14 @@ def main() -> None:
     p.add_argument("--fork", action="store_true")
     p.add_argument("--exit-on", action="append", default=[])
     p.add_argument("--info", action="store_true")
+    p.add_argument("--default", action="append", default=[],
+                   help="leave this signal at its default action (e.g. TSTP)")
     a = p.parse_args()
     exits = {}
     for spec in a.exit_on:
         name, _, code = spec.partition("=")
         exits[getattr(signal, name if name.startswith("SIG") else "SIG" + name)] = int(code or 0)
+    defaults = {getattr(signal, "SIG" + name.removeprefix("SIG")) for name in a.default}
     role = "child"
     if a.fork and os.fork() == 0:
         role = "grandchild"
@@ -53,7 +56,7 @@ def main() -> None:
             os._exit(exits[signum])
 
     for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD) or sig in defaults:
             continue
         try:
             signal.signal(sig, handler)
