@@ -1,0 +1,467 @@
+"""The exporter: exact exposition text for a constructed state (a fresh registry
+per test), the histograms fed by the guardian's listeners, and the HTTP side on
+loopback (a port that is taken, a collector bug, a stalled client, close())."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as text_format_families
+
+from sentinel.config import Settings
+from sentinel.guardian import Guardian
+from sentinel.logs import LOGGER_NAME
+from sentinel.metrics import (
+    REACTION_BUCKETS, Histogram, MetricsExporter, SentinelCollector, build_registry,
+    start_exporter,
+)
+from sentinel.state import (
+    PHASE_RESTARTING, PHASE_RUNNING, GuardianState, KillRecord, MemorySample,
+)
+
+MiB = 2**20
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+
+
+def make_state(**kw) -> GuardianState:
+    args = dict(mode="run", workload="api", command=("python", "app.py"), measure="pss",
+                limit_bytes=200 * MiB, grace_period_seconds=3.0, interval_seconds=0.1,
+                version="1.2.3")
+    args.update(kw)
+    return GuardianState(**args)
+
+
+def busy_state() -> GuardianState:
+    st = make_state(phase=PHASE_RUNNING, main_pid=4242, started_wall=1700000000.25,
+                    enforcing=False)
+    st.last_sample = MemorySample(
+        at_mono=1.0, measure_bytes=150 * MiB, rss_bytes=160 * MiB,
+        processes=((4242, 100 * MiB), (4243, 60 * MiB)), duration_seconds=0.0004,
+        pss_bytes=150 * MiB, uss_bytes=140 * MiB, cgroup_memory_current_bytes=300 * MiB,
+        cgroup_memory_max_bytes=512 * MiB, cgroup_working_set_bytes=250 * MiB)
+    st.kills = {("memory_limit", "SIGTERM"): 2, ("memory_limit", "SIGKILL"): 1,
+                ("operator", "SIGTERM"): 1}
+    st.restarts = 3
+    st.last_kill = KillRecord(reason="memory_limit", started_wall=1700000100.5, started_mono=5.0,
+                              measure="pss", value_bytes=201 * MiB, limit_bytes=200 * MiB,
+                              pids=(4242, 4243), grace_period_seconds=3.0)
+    st.sample_errors = {("smaps_rollup", "PermissionError"): 4}
+    return st
+
+
+EXPECTED = '''\
+# HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; cgroup: memory.current - inactive_file). Sampled every 0.1s, faster near the limit.
+# TYPE sentinel_workload_memory_bytes gauge
+sentinel_workload_memory_bytes{measure="pss",workload="api"} 1.572864e+08
+# HELP sentinel_workload_rss_bytes Resident set size of the workload's process tree in bytes, summed over /proc/<pid>/statm (resident pages x page size) of each process.
+# TYPE sentinel_workload_rss_bytes gauge
+sentinel_workload_rss_bytes{workload="api"} 1.6777216e+08
+# HELP sentinel_workload_pss_bytes Proportional set size of the workload's tree in bytes, summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
+# TYPE sentinel_workload_pss_bytes gauge
+sentinel_workload_pss_bytes{workload="api"} 1.572864e+08
+# HELP sentinel_workload_uss_bytes Unique set size (private pages) of the workload's tree in bytes, summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
+# TYPE sentinel_workload_uss_bytes gauge
+sentinel_workload_uss_bytes{workload="api"} 1.4680064e+08
+# HELP sentinel_workload_cgroup_memory_current_bytes memory.current of the workload's cgroup v2 in bytes; present where a cgroup v2 memory controller is.
+# TYPE sentinel_workload_cgroup_memory_current_bytes gauge
+sentinel_workload_cgroup_memory_current_bytes{workload="api"} 3.145728e+08
+# HELP sentinel_workload_cgroup_memory_max_bytes memory.max of the workload's cgroup v2 in bytes; absent where it is "max" (no limit) or there is no cgroup v2.
+# TYPE sentinel_workload_cgroup_memory_max_bytes gauge
+sentinel_workload_cgroup_memory_max_bytes{workload="api"} 5.36870912e+08
+# HELP sentinel_workload_cgroup_working_set_bytes Working set of the workload's cgroup v2 in bytes: memory.current - inactive_file from memory.stat, as the kubelet computes it.
+# TYPE sentinel_workload_cgroup_working_set_bytes gauge
+sentinel_workload_cgroup_working_set_bytes{workload="api"} 2.62144e+08
+# HELP sentinel_memory_limit_bytes The memory limit in bytes on the measure (--max-rss); crossing it starts SIGTERM -> grace period -> SIGKILL.
+# TYPE sentinel_memory_limit_bytes gauge
+sentinel_memory_limit_bytes{measure="pss",workload="api"} 2.097152e+08
+# HELP sentinel_workload_processes Processes in the workload's tree at the last sample (/proc/<pid>/task/<tid>/children); 0 while no workload runs.
+# TYPE sentinel_workload_processes gauge
+sentinel_workload_processes{workload="api"} 2.0
+# HELP sentinel_workload_up 1 while the workload's main process runs (stopping included), 0 while it is restarting, exited or not found.
+# TYPE sentinel_workload_up gauge
+sentinel_workload_up{workload="api"} 1.0
+# HELP sentinel_workload_start_time_seconds Start time of the current (or last) workload process, in seconds since the Unix epoch.
+# TYPE sentinel_workload_start_time_seconds gauge
+sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09
+# HELP sentinel_kills_total Signals Sentinel sent to stop the workload, by reason (memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts its SIGTERM and, after the grace period, its SIGKILL.
+# TYPE sentinel_kills_total counter
+sentinel_kills_total{reason="memory_limit",signal="SIGKILL",workload="api"} 1.0
+sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="api"} 2.0
+sentinel_kills_total{reason="operator",signal="SIGTERM",workload="api"} 1.0
+# HELP sentinel_restarts_total Restarts of the workload by the restart policy (--restart).
+# TYPE sentinel_restarts_total counter
+sentinel_restarts_total{workload="api"} 3.0
+# HELP sentinel_last_kill_timestamp_seconds When Sentinel last started stopping the workload (SIGTERM, or SIGKILL for an immediate kill), in seconds since the Unix epoch; 0 if it never did.
+# TYPE sentinel_last_kill_timestamp_seconds gauge
+sentinel_last_kill_timestamp_seconds{workload="api"} 1.7000001005e+09
+# HELP sentinel_reaction_seconds Time in seconds from the estimated memory limit crossing (interpolated between two samples) to the SIGTERM that followed.
+# TYPE sentinel_reaction_seconds histogram
+sentinel_reaction_seconds_bucket{le="0.001",workload="api"} 0.0
+sentinel_reaction_seconds_bucket{le="0.0025",workload="api"} 0.0
+sentinel_reaction_seconds_bucket{le="0.005",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.01",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.025",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.05",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.1",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.25",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="0.5",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="1.0",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="+Inf",workload="api"} 2.0
+sentinel_reaction_seconds_count{workload="api"} 2.0
+sentinel_reaction_seconds_sum{workload="api"} 0.203
+# HELP sentinel_sample_duration_seconds Time in seconds one memory sample of the workload's tree took (/proc/<pid>/statm and children for each process; smaps_rollup for pss/uss).
+# TYPE sentinel_sample_duration_seconds histogram
+sentinel_sample_duration_seconds_bucket{le="0.0001",workload="api"} 0.0
+sentinel_sample_duration_seconds_bucket{le="0.00025",workload="api"} 0.0
+sentinel_sample_duration_seconds_bucket{le="0.0005",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.001",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.0025",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.005",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.01",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.025",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="0.05",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="0.1",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="+Inf",workload="api"} 2.0
+sentinel_sample_duration_seconds_count{workload="api"} 2.0
+sentinel_sample_duration_seconds_sum{workload="api"} 0.0204
+# HELP sentinel_probe_errors_total Failed reads while sampling, by probe (the /proc or cgroup file) and reason (the error's type); vanished processes are not errors.
+# TYPE sentinel_probe_errors_total counter
+sentinel_probe_errors_total{probe="smaps_rollup",reason="PermissionError"} 4.0
+# HELP sentinel_enforcement_paused 1 while enforcement of the memory limit is paused from the control socket.
+# TYPE sentinel_enforcement_paused gauge
+sentinel_enforcement_paused{workload="api"} 1.0
+# HELP sentinel_build_info Sentinel's version and mode (run or watch).
+# TYPE sentinel_build_info gauge
+sentinel_build_info{mode="run",version="1.2.3"} 1.0
+'''
+
+
+def text(collector: SentinelCollector) -> str:
+    return generate_latest(build_registry(collector, process=False)).decode()
+
+
+def samples(collector: SentinelCollector) -> dict[tuple, float]:
+    """``{(name, (label pairs...)): value}`` of one exposition, as a scraper reads it."""
+    out = {}
+    for family in text_format_families(text(collector)):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+# ---------------------------------------------------------------- exposition
+def test_exposition_of_a_busy_state_is_exact():
+    c = SentinelCollector(busy_state())
+    for v in (0.003, 0.2):
+        c.reaction.observe(v)
+    for v in (0.0004, 0.02):
+        c.sample_duration.observe(v)
+    assert text(c) == EXPECTED
+
+
+def test_values_are_read_at_scrape_time_not_cached():
+    st = busy_state()
+    c = SentinelCollector(st)
+    registry = build_registry(c, process=False)
+    assert 'sentinel_restarts_total{workload="api"} 3.0' in generate_latest(registry).decode()
+    st.restarts = 4
+    st.kills[("shutdown", "SIGTERM")] = 1
+    st.limit_bytes = 300 * MiB
+    body = generate_latest(registry).decode()
+    assert 'sentinel_restarts_total{workload="api"} 4.0' in body
+    assert 'sentinel_kills_total{reason="shutdown",signal="SIGTERM",workload="api"} 1.0' in body
+    assert 'sentinel_memory_limit_bytes{measure="pss",workload="api"} 3.145728e+08' in body
+
+
+def test_a_fresh_state_has_zero_kill_series_and_no_memory():
+    st = make_state(measure="rss", limit_bytes=None)
+    body = text(SentinelCollector(st))
+    # rate()/increase() need the series before the first kill.
+    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="api"} 0.0' in body
+    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGKILL",workload="api"} 0.0' in body
+    assert 'sentinel_workload_up{workload="api"} 0.0' in body
+    assert 'sentinel_workload_processes{workload="api"} 0.0' in body
+    assert 'sentinel_last_kill_timestamp_seconds{workload="api"} 0.0' in body
+    for absent in ("sentinel_workload_memory_bytes", "sentinel_workload_rss_bytes",
+                   "sentinel_memory_limit_bytes", "sentinel_workload_start_time_seconds",
+                   "sentinel_workload_pss_bytes", "sentinel_workload_cgroup"):
+        assert absent not in body
+
+
+def test_a_stale_sample_is_not_shown_while_the_workload_restarts():
+    st = busy_state()
+    st.phase, st.main_pid = PHASE_RESTARTING, None
+    body = text(SentinelCollector(st))
+    assert "sentinel_workload_memory_bytes" not in body
+    assert "sentinel_workload_rss_bytes" not in body
+    assert 'sentinel_workload_up{workload="api"} 0.0' in body
+    assert 'sentinel_workload_processes{workload="api"} 0.0' in body
+    assert 'sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09' in body
+
+
+def test_only_measured_figures_appear():
+    st = busy_state()
+    st.last_sample = MemorySample(at_mono=1.0, measure_bytes=10 * MiB, rss_bytes=10 * MiB,
+                                  processes=((4242, 10 * MiB),), duration_seconds=0.0001)
+    body = text(SentinelCollector(st))
+    assert 'sentinel_workload_rss_bytes{workload="api"} 1.048576e+07' in body
+    for absent in ("pss_bytes", "uss_bytes", "cgroup_memory_current", "cgroup_memory_max",
+                   "cgroup_working_set"):
+        assert absent not in body
+
+
+def test_the_current_kill_counts_as_the_last_kill():
+    st = busy_state()
+    st.current_kill = KillRecord(reason="operator", started_wall=1700000200.0, started_mono=9.0,
+                                 measure="pss", value_bytes=None, limit_bytes=None, pids=(1,),
+                                 grace_period_seconds=3.0)
+    assert samples(SentinelCollector(st))[
+        ("sentinel_last_kill_timestamp_seconds", (("workload", "api"),))] == 1700000200.0
+
+
+def test_labels_are_escaped_and_never_carry_pids():
+    st = busy_state()
+    st.workload = 'we"ird\\name\n'
+    body = text(SentinelCollector(st))
+    assert 'workload="we\\"ird\\\\name\\n"' in body
+    for pid in ("4242", "4243"):
+        assert pid not in body
+
+
+def test_openmetrics_exposition_parses():
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    c = SentinelCollector(busy_state())
+    c.reaction.observe(0.01)
+    families = {f.name: f for f in text_string_to_metric_families(
+        om_latest(build_registry(c, process=True)).decode())}
+    assert families["sentinel_kills"].type == "counter"
+    assert families["sentinel_reaction_seconds"].type == "histogram"
+    assert families["sentinel_reaction_seconds"].unit == "seconds"
+    assert families["sentinel_build"].type == "info"
+    assert families["sentinel_workload_rss_bytes"].unit == "bytes"
+
+
+def test_registries_are_independent_and_carry_process_metrics():
+    a, b = SentinelCollector(make_state(workload="a")), SentinelCollector(make_state(workload="b"))
+    ra, rb = build_registry(a), build_registry(b)  # neither touches the global registry
+    body_a, body_b = generate_latest(ra).decode(), generate_latest(rb).decode()
+    assert 'workload="a"' in body_a and 'workload="b"' not in body_a
+    assert 'workload="b"' in body_b and 'workload="a"' not in body_b
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "python_info"):
+        assert name in body_a
+    from prometheus_client import REGISTRY
+
+    assert "sentinel_workload_up" not in generate_latest(REGISTRY).decode()
+
+
+# ---------------------------------------------------------------- histograms
+def test_histogram_buckets_are_le_and_cumulative():
+    h = Histogram((0.001, 0.01, 0.1))
+    for v in (0.0005, 0.001, 0.0011, 0.01, 5.0):
+        h.observe(v)
+    buckets, total = h.buckets()
+    assert buckets == [("0.001", 2), ("0.01", 4), ("0.1", 4), ("+Inf", 5)]
+    assert total == pytest.approx(5.0126)
+
+
+def test_reaction_buckets_span_a_millisecond_to_a_second():
+    assert REACTION_BUCKETS[0] == 0.001 and REACTION_BUCKETS[-1] == 1.0
+    assert list(REACTION_BUCKETS) == sorted(REACTION_BUCKETS)
+
+
+def test_a_scrape_sees_counts_and_sum_of_the_same_moment():
+    h = Histogram(REACTION_BUCKETS)
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            h.observe(0.5)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(2000):
+            buckets, total = h.buckets()
+            assert total == pytest.approx(0.5 * buckets[-1][1])
+    finally:
+        stop.set()
+        t.join()
+
+
+# ---------------------------------------------------------------- the exporter
+@pytest.fixture
+def guardian():
+    g = Guardian(Settings(command=("true",), workload_name="app", max_rss_bytes=64 * MiB),
+                 None, set(), version="9.9.9")
+    yield g
+    g.close()
+    g.loop.close()
+
+
+@pytest.fixture
+def warnings_seen():
+    """Records of the ``sentinel`` logger (whether or not logs.setup() ran)."""
+    records: list[logging.LogRecord] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger(LOGGER_NAME)
+    handler, old_level = ListHandler(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
+def exporters():
+    made: list[MetricsExporter] = []
+    yield made
+    for e in made:
+        e.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_for(port: int, address: str = "127.0.0.1") -> Settings:
+    return Settings(command=("true",), workload_name="app", metrics_address=address,
+                    metrics_port=port)
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with OPENER.open(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_serves_on_the_given_port_and_says_so(guardian, exporters, warnings_seen):
+    port = free_port()
+    e = start_exporter(guardian, settings_for(port))
+    exporters.append(e)
+    assert e.url == f"http://127.0.0.1:{port}/metrics"
+    assert guardian.state.components["metrics"] == f"on: {e.url}"
+    status, body = get(e.url)
+    assert status == 200
+    assert 'sentinel_build_info{mode="run",version="9.9.9"} 1.0' in body
+    assert "process_resident_memory_bytes" in body
+    assert [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING] == []
+
+
+def test_listeners_feed_the_histograms(guardian, exporters):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    guardian.emit("signal_sent", "sent SIGTERM", signal="SIGTERM", reason="memory_limit",
+                  reaction_seconds=0.004)
+    guardian.emit("signal_sent", "sent SIGTERM", signal="SIGTERM", reason="operator",
+                  reaction_seconds=None)  # an operator stop has no reaction time
+    guardian.emit("signal_sent", "sent SIGKILL", signal="SIGKILL", reason="memory_limit")
+    for listener in guardian.sample_listeners:
+        listener(MemorySample(at_mono=1.0, measure_bytes=1, rss_bytes=1, processes=(),
+                              duration_seconds=0.0003))
+    _, body = get(e.url)
+    assert 'sentinel_reaction_seconds_bucket{le="0.0025",workload="app"} 0.0' in body
+    assert 'sentinel_reaction_seconds_bucket{le="0.005",workload="app"} 1.0' in body
+    assert 'sentinel_reaction_seconds_count{workload="app"} 1.0' in body
+    assert 'sentinel_sample_duration_seconds_bucket{le="0.0005",workload="app"} 1.0' in body
+    assert 'sentinel_sample_duration_seconds_count{workload="app"} 1.0' in body
+
+
+def test_a_port_that_is_taken_gives_one_warning_and_leaves_metrics_off(
+        guardian, exporters, warnings_seen, capfd):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        e = start_exporter(guardian, settings_for(port))
+        exporters.append(e)
+    assert e.url is None
+    status = guardian.state.components["metrics"]
+    assert status.startswith("off:") and str(port) in status and "in use" in status
+    warnings = [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"port {port}" in warnings[0]
+    assert "--metrics-port/SENTINEL_METRICS_PORT" in warnings[0]
+    assert "\n" not in warnings[0]
+    assert guardian.listeners == [] and guardian.sample_listeners == []
+    assert "Traceback" not in capfd.readouterr().err
+    e.close()  # a no-op, but callable like any started part
+
+
+def test_an_address_not_on_this_host_names_the_address_flag(guardian, exporters, warnings_seen):
+    e = start_exporter(guardian, settings_for(free_port(), address="192.0.2.1"))  # TEST-NET-1
+    exporters.append(e)
+    assert e.url is None
+    assert guardian.state.components["metrics"].startswith("off: cannot listen on 192.0.2.1:")
+    (warning,) = [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING]
+    assert "--metrics-address/SENTINEL_METRICS_ADDRESS" in warning
+
+
+def test_a_collector_bug_fails_the_scrape_not_sentinel(guardian, exporters, warnings_seen, capfd):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    guardian.state.kills = {("memory_limit",): 1}  # malformed: no signal name
+    for _ in range(3):
+        status, body = get(e.url)
+        assert status == 500
+        assert "collecting metrics failed" in body
+    warnings = [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "reported once" in warnings[0]
+    assert "Traceback" not in capfd.readouterr().err
+    guardian.state.kills = {("memory_limit", "SIGTERM"): 1}
+    status, body = get(e.url)
+    assert status == 200
+    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="app"} 1.0' in body
+
+
+def test_a_stalled_client_does_not_block_other_scrapes(guardian, exporters):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    port = int(e.url.rsplit(":", 1)[1].split("/")[0])
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        stalled[0].sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the end of the headers
+        t0 = time.monotonic()
+        status, _ = get(e.url, timeout=2)
+        assert status == 200
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_close_is_prompt_frees_the_port_and_unsubscribes(guardian):
+    port = free_port()
+    e = start_exporter(guardian, settings_for(port))
+    assert get(e.url)[0] == 200
+    thread = e._thread
+    t0 = time.monotonic()
+    e.close()
+    assert time.monotonic() - t0 < 0.25  # no polling interval to wait out
+    assert not thread.is_alive()
+    assert e.url is None
+    assert guardian.listeners == [] and guardian.sample_listeners == []
+    with socket.socket() as s:
+        # SO_REUSEADDR passes the scrape's TIME_WAIT, never a listening socket.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))  # nothing listens there any more
+        s.listen()
+    e.close()  # idempotent
