@@ -1,0 +1,768 @@
+"""The Helm chart (charts/sentinel), rendered by the real helm and checked the
+way a cluster would check it.
+
+- ``helm lint --strict`` for the defaults and every ``ci/*-values.yaml``.
+- ``helm template`` of each of those for every Kubernetes minor from the
+  chart's ``kubeVersion`` floor to the newest that kubernetes-validate ships;
+  every object validated with kubernetes-validate in strict mode (unknown
+  fields are errors, as with ``kubectl apply --validate=strict``).
+- ServiceMonitor and PrometheusRule against the Prometheus Operator CRDs with
+  ``shared/tools/validate-crd.py --strict``; the rules with ``promtool``.
+- The values schema rejects unknown keys and bad enums (``helm template``
+  fails), and the templates refuse settings the schema cannot express.
+- Assertions on the parsed objects: security context, RBAC, shared socket
+  volume, ports and probes, selector labels, env read by Sentinel's parser.
+
+Tools: helm from ``<repo>/.tools/bin`` (``make k8s-tools``), promtool from
+Debian's ``prometheus`` (``scripts/install-system-deps.sh``). A missing tool
+fails the test with the command that installs it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from sentinel.config import OPTIONS, parse_settings, parse_size
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "sentinel"
+SHARED = REPO.parent / "shared"
+HELM = REPO / ".tools" / "bin" / "helm"
+VALIDATE_CRD = SHARED / "tools" / "validate-crd.py"
+CRD_DIR = SHARED / "schemas" / "prometheus-operator-v0.93.0"
+CRDS = [CRD_DIR / "monitoring.coreos.com_servicemonitors.yaml",
+        CRD_DIR / "monitoring.coreos.com_prometheusrules.yaml"]
+MONITORING_API = "monitoring.coreos.com/v1"
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# The docker-compose stack's files, copied into the chart by `make chart-sync`.
+SYNCED_FILES = {
+    REPO / "docker" / "prometheus" / "rules" / "sentinel.rules.yml": CHART / "files" / "sentinel.rules.yml",
+    REPO / "docker" / "grafana" / "dashboards" / "sentinel.json": CHART / "files" / "dashboards" / "sentinel.json",
+}
+
+
+def _minor(version: str) -> int:
+    return int(re.match(r"^v?1\.(\d+)", version).group(1))
+
+
+CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
+FLOOR_MINOR = _minor(re.search(r">=\s*(\S+)", CHART_META["kubeVersion"]).group(1))
+NEWEST_MINOR = _minor(kubernetes_validate.latest_version())
+KUBE_VERSIONS = [f"1.{m}.0" for m in range(FLOOR_MINOR, NEWEST_MINOR + 1)]
+SENTINEL_ENV_NAMES = {opt.env_name for opt in OPTIONS}
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+
+def helm_path() -> Path:
+    if not os.access(HELM, os.X_OK):
+        pytest.fail(f"helm not found at {HELM}; run `make k8s-tools` "
+                    f"(sh ../shared/tools/install-k8s-tools.sh .tools/bin)", pytrace=False)
+    return HELM
+
+
+def helm(*args: str, chart: Path = CHART, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(helm_path()), *args], cwd=chart.parent, capture_output=True,
+                          text=True, timeout=60)
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+def template_args(values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
+                  kube_version: str | None = None, api_versions: tuple[str, ...] = (),
+                  release: str = "demo", namespace: str = "guarded",
+                  chart: Path = CHART) -> list[str]:
+    args = ["template", release, str(chart), "--namespace", namespace]
+    for v in values:
+        args += ["-f", str(v)]
+    for s in sets:  # "json:key=[]" goes through --set-json
+        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
+    if kube_version:
+        args += ["--kube-version", kube_version]
+    for a in api_versions:
+        args += ["--api-versions", a]
+    return args
+
+
+@lru_cache(maxsize=None)
+def render(values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
+           kube_version: str | None = None, api_versions: tuple[str, ...] = (),
+           release: str = "demo", namespace: str = "guarded") -> tuple[dict, ...]:
+    """The objects ``helm template`` renders, parsed; cached per argument set."""
+    proc = helm(*template_args(values, sets, kube_version, api_versions, release, namespace))
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def render_fails(*sets: str, values: tuple[str, ...] = ()) -> str:
+    """Render with ``sets``, expect helm to refuse; return its stderr."""
+    proc = helm(*template_args(values, sets), check=False)
+    assert proc.returncode != 0, f"helm template accepted {sets}:\n{proc.stdout[:2000]}"
+    return proc.stderr
+
+
+def ci(name: str) -> tuple[str, ...]:
+    path = CHART / "ci" / f"{name}-values.yaml"
+    assert path.is_file(), path
+    return (str(path),)
+
+
+def by_kind(docs, kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs, kind: str) -> dict:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def is_hook(doc: dict) -> bool:
+    return "helm.sh/hook" in (doc["metadata"].get("annotations") or {})
+
+
+def pod_spec(docs) -> dict:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def all_containers(spec: dict) -> list[dict]:
+    return list(spec.get("initContainers") or []) + list(spec["containers"])
+
+
+def sentinel_container(spec: dict) -> dict:
+    """The container that runs Sentinel: the only one that runs `sentinel ...`."""
+    found = [c for c in all_containers(spec) if (c.get("command") or [""])[0] == "sentinel"]
+    assert len(found) == 1, [c["name"] for c in all_containers(spec)]
+    return found[0]
+
+
+def env_map(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def literal_env(container: dict) -> dict[str, str]:
+    return {k: e["value"] for k, e in env_map(container).items() if "value" in e}
+
+
+# Every ci values file at every Kubernetes version, rendered once, in parallel
+# (helm is a separate process, so threads are enough).
+MATRIX_KEYS = [(path.name, kv) for path in CI_VALUES for kv in KUBE_VERSIONS]
+
+
+def _api_versions_for(path: Path) -> tuple[str, ...]:
+    return (MONITORING_API,) if "monitoring-on" in path.name else ()
+
+
+@pytest.fixture(scope="module")
+def matrix() -> dict[tuple[str, str], tuple[dict, ...]]:
+    helm_path()
+    paths = {p.name: p for p in CI_VALUES}
+
+    def job(key):
+        name, kv = key
+        return key, render((str(paths[name]),), (), kv, _api_versions_for(paths[name]))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(job, MATRIX_KEYS))
+
+
+def test_ci_values_cover_the_modes_and_monitoring():
+    """wrapper, plain sidecar, native sidecar, monitoring on and off each have a file."""
+    loaded = {p.name: yaml.safe_load(p.read_text()) or {} for p in CI_VALUES}
+    kinds = set()
+    for values in loaded.values():
+        mode = values.get("mode", "wrapper")
+        if mode == "sidecar":
+            kinds.add("native-sidecar" if values.get("sidecar", {}).get("native", True) else "sidecar")
+        elif "mode" in values:
+            kinds.add("wrapper")
+        monitors = [values.get(k, {}).get("enabled") for k in
+                    ("serviceMonitor", "prometheusRule", "grafanaDashboard")]
+        if all(m is True for m in monitors):
+            kinds.add("monitoring-on")
+        if all(m is False for m in monitors):
+            kinds.add("monitoring-off")
+    assert kinds >= {"wrapper", "sidecar", "native-sidecar", "monitoring-on", "monitoring-off"}
+    assert KUBE_VERSIONS[0] == f"1.{FLOOR_MINOR}.0" and FLOOR_MINOR >= 29  # native sidecars
+
+
+# --------------------------------------------------------------------------
+# Real tools: helm lint, kubernetes-validate, validate-crd.py, promtool
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_helm_lint_strict(values):
+    args = ["lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+    proc = helm(*args, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+
+
+@pytest.mark.parametrize("key", MATRIX_KEYS, ids=[f"{n.removesuffix('-values.yaml')}-{v}" for n, v in MATRIX_KEYS])
+def test_rendered_objects_validate_strictly(matrix, key):
+    docs = matrix[key]
+    kube_version = key[1]
+    assert by_kind(docs, "Deployment") and by_kind(docs, "Service")
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue  # checked against the CRDs below
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(doc, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{key[0]} at {kube_version}: {name}: {path}: {exc.message}", pytrace=False)
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            pytest.fail(f"{key[0]} at {kube_version}: {name}: {exc.message}", pytrace=False)
+
+
+def test_chart_refuses_kubernetes_below_its_floor():
+    proc = helm(*template_args(kube_version=f"1.{FLOOR_MINOR - 1}.9"), check=False)
+    assert proc.returncode != 0
+    assert "kubeVersion" in proc.stderr and "incompatible" in proc.stderr
+
+
+def test_custom_resources_validate_against_prometheus_operator_crds(matrix, tmp_path):
+    docs = [d for key, rendered in matrix.items() for d in rendered if d["kind"] in CUSTOM_KINDS]
+    assert {d["kind"] for d in docs} == CUSTOM_KINDS
+    manifest = tmp_path / "custom-resources.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    cmd = [sys.executable, str(VALIDATE_CRD), "--strict"]
+    for crd in CRDS:
+        assert crd.is_file(), f"{crd} is missing: shared/ is expected beside the repository"
+        cmd += ["--crd", str(crd)]
+    proc = subprocess.run(cmd + [str(manifest)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(docs)} custom resource(s) checked, 0 failed" in proc.stderr
+
+
+def test_validate_crd_catches_a_bad_servicemonitor(tmp_path):
+    """Negative control for the check above: an unknown field is reported."""
+    sm = copy.deepcopy(one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "ServiceMonitor"))
+    sm["spec"]["endpoints"][0]["scrapeEvery"] = "15s"
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump(sm))
+    proc = subprocess.run([sys.executable, str(VALIDATE_CRD), "--strict", "--crd", str(CRDS[0]),
+                           str(manifest)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "scrapeEvery" in proc.stdout
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if not path:
+        pytest.fail("promtool not found; install Debian's prometheus package: "
+                    "bash scripts/install-system-deps.sh", pytrace=False)
+    return path
+
+
+def test_rules_file_and_prometheusrule_pass_promtool(tmp_path):
+    rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
+    embedded = tmp_path / "embedded.rules.yml"
+    embedded.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    for path in (CHART / "files" / "sentinel.rules.yml", embedded):
+        proc = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "SUCCESS" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------
+# Monitoring objects: same content as the docker-compose stack
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", list(SYNCED_FILES), ids=lambda p: p.name)
+def test_chart_copies_match_the_docker_stack(source):
+    copy_ = SYNCED_FILES[source]
+    assert copy_.is_file(), f"{copy_} is missing; run `make chart-sync`"
+    if source.exists():
+        assert copy_.read_bytes() == source.read_bytes(), \
+            f"{copy_.relative_to(REPO)} differs from {source.relative_to(REPO)}; run `make chart-sync`"
+
+
+def test_prometheusrule_embeds_the_rules_file():
+    rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
+    expected = yaml.safe_load((CHART / "files" / "sentinel.rules.yml").read_text())["groups"]
+    assert expected and rule["spec"]["groups"] == expected
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_dashboard_configmap_embeds_the_json_for_grafanas_sidecar():
+    cm = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "ConfigMap")
+    text = (CHART / "files" / "dashboards" / "sentinel.json").read_text()
+    assert cm["data"] == {"sentinel.json": text}
+    assert json.loads(cm["data"]["sentinel.json"])["title"]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Sentinel"}
+
+
+def test_servicemonitor_scrapes_the_metrics_port_as_job_sentinel():
+    docs = render(ci("monitoring-on"), api_versions=(MONITORING_API,))
+    sm, svc = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    assert all(svc["metadata"]["labels"][k] == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["guarded"]}
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    # Prometheus Operator names the job after this Service label's value.
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "sentinel"
+
+
+def test_monitoring_objects_need_the_api_or_force():
+    on = ci("monitoring-on")
+    assert not {d["kind"] for d in render(on)} & CUSTOM_KINDS  # CRDs not served: nothing
+    forced = render(on, ("serviceMonitor.force=true", "prometheusRule.force=true"))
+    assert {d["kind"] for d in forced} >= CUSTOM_KINDS
+    off = render(ci("monitoring-off"), api_versions=(MONITORING_API,))
+    assert not {d["kind"] for d in off} & (CUSTOM_KINDS | {"ConfigMap"})
+    defaults = render(api_versions=(MONITORING_API,))
+    assert not {d["kind"] for d in defaults} & (CUSTOM_KINDS | {"ConfigMap"})  # off by default
+
+
+# --------------------------------------------------------------------------
+# The pod
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_security_context_is_restrictive(values):
+    docs = render((str(values),) if values else ())
+    pods = [pod_spec(docs)] + [d["spec"] for d in by_kind(docs, "Pod")]
+    for spec in pods:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and isinstance(psc["runAsUser"], int) and psc["runAsUser"] > 0
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in all_containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["runAsNonRoot"] is True, c["name"]
+            assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+            assert "privileged" not in sc and "runAsUser" not in sc, c["name"]
+    # sidecar mode needs only the shared PID namespace, nothing more
+    for values_ in (ci("sidecar"), ci("native-sidecar")):
+        assert pod_spec(render(values_))["shareProcessNamespace"] is True
+    assert "shareProcessNamespace" not in pod_spec(render(ci("wrapper")))
+
+
+def test_sidecar_for_a_workload_of_another_user_uses_the_documented_recipe():
+    """values.yaml documents root + KILL/SYS_PTRACE for the sidecar only; it renders and validates."""
+    documented = (CHART / "values.yaml").read_text()
+    for line in ("runAsUser: 0", "runAsNonRoot: false", "capabilities: {drop: [ALL], add: [KILL, SYS_PTRACE]}"):
+        assert f"#           {line}" in documented
+    docs = render(ci("native-sidecar"), ("sentinel.securityContext.runAsUser=0",
+                                         "sentinel.securityContext.runAsNonRoot=false",
+                                         "sentinel.securityContext.capabilities.add={KILL,SYS_PTRACE}"))
+    spec = pod_spec(docs)
+    sc = sentinel_container(spec)["securityContext"]
+    assert sc["runAsUser"] == 0 and sc["capabilities"] == {"drop": ["ALL"], "add": ["KILL", "SYS_PTRACE"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    (workload,) = spec["containers"]
+    assert workload["securityContext"]["runAsNonRoot"] is True
+    assert "add" not in workload["securityContext"]["capabilities"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[0], strict=True)
+
+
+def test_wrapper_mode_runs_the_workload_under_sentinel_run():
+    spec = pod_spec(render())
+    assert "initContainers" not in spec
+    (c,) = spec["containers"]
+    assert c["name"] == "leaker" and c["image"] == f"sentinel:{CHART_META['appVersion']}"
+    assert c["command"] == ["sentinel", "run"]
+    assert c["args"] == ["--", "python", "leaker.py", "--rate", "20"]
+    custom = pod_spec(render(ci("wrapper")))["containers"][0]
+    assert custom["args"] == ["--", "python", "leaker.py", "--rate", "50", "--depth", "1"]
+    assert {"name": "APP_ENV", "value": "ci"} in custom["env"]
+
+
+def test_native_sidecar_is_an_init_container_that_always_restarts():
+    spec = pod_spec(render(ci("native-sidecar")))
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["name"] == "sentinel" and sidecar["restartPolicy"] == "Always"
+    assert sidecar["command"] == ["sentinel", "watch"]
+    (workload,) = spec["containers"]
+    assert workload["command"] == ["python", "leaker.py", "--rate", "20"]
+    assert workload["image"] == sidecar["image"]  # the demo runs from Sentinel's image
+    assert literal_env(sidecar)["SENTINEL_TARGET_CMDLINE"] == r"leaker\.py"
+
+
+def test_plain_sidecar_is_a_second_container():
+    spec = pod_spec(render(ci("sidecar")))
+    assert "initContainers" not in spec
+    sidecar, workload = spec["containers"]
+    assert sidecar["name"] == "sentinel" and "restartPolicy" not in sidecar
+    assert workload["name"] == "app" and workload["image"] == "registry.example.com/team/app:1.4.2"
+    assert "command" not in workload  # the image's own ENTRYPOINT/CMD
+    env = literal_env(sidecar)
+    assert env["SENTINEL_TARGET_NAME"] == "leaker"
+    assert not {"SENTINEL_TARGET_CMDLINE", "SENTINEL_TARGET_PID", "SENTINEL_RESTART"} & env.keys()
+
+
+@pytest.mark.parametrize("values", [(), ci("wrapper"), ci("sidecar"), ci("native-sidecar")],
+                         ids=["defaults", "wrapper", "sidecar", "native-sidecar"])
+def test_socket_lives_on_a_shared_emptydir(values):
+    spec = pod_spec(render(values))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["shared"]
+    for c in all_containers(spec):
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts["shared"] == "/shared", c["name"]
+        assert mounts["tmp"] == "/tmp", c["name"]  # writable scratch on a read-only root
+    assert literal_env(sentinel_container(spec))["SENTINEL_SOCKET"] == "/shared/sentinel.socket"
+
+
+@pytest.mark.parametrize("values", [(), ci("wrapper"), ci("sidecar"), ci("native-sidecar")],
+                         ids=["defaults", "wrapper", "sidecar", "native-sidecar"])
+def test_metrics_port_probes_and_service(values):
+    docs = render(values)
+    spec = pod_spec(docs)
+    sentinel = sentinel_container(spec)
+    assert {"name": "metrics", "containerPort": 8000, "protocol": "TCP"} in sentinel["ports"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert sentinel[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    others = [c for c in all_containers(spec) if c is not sentinel]
+    assert all("livenessProbe" not in c and "readinessProbe" not in c for c in others)
+    assert literal_env(sentinel)["SENTINEL_METRICS_PORT"] == "8000"
+    (port,) = one(docs, "Service")["spec"]["ports"]
+    assert port == {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP",
+                    "appProtocol": "http"}
+    moved = pod_spec(render(values, ("sentinel.metrics.port=9100",)))
+    moved_sentinel = sentinel_container(moved)
+    assert moved_sentinel["ports"][0]["containerPort"] == 9100
+    assert literal_env(moved_sentinel)["SENTINEL_METRICS_PORT"] == "9100"
+
+
+def test_probes_can_be_turned_off():
+    spec = pod_spec(render((), ("probes.liveness.enabled=false", "probes.readiness.enabled=false")))
+    assert "livenessProbe" not in spec["containers"][0] and "readinessProbe" not in spec["containers"][0]
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar")], ids=["wrapper", "sidecar"])
+def test_downward_api_names_the_pod_for_events(values):
+    env = env_map(sentinel_container(pod_spec(render(values))))
+    for name, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"),
+                        ("POD_UID", "metadata.uid"), ("NODE_NAME", "spec.nodeName")):
+        assert env[name]["valueFrom"] == {"fieldRef": {"fieldPath": field}}
+
+
+@pytest.mark.parametrize("values", [(), *[(str(p),) for p in CI_VALUES]],
+                         ids=["defaults", *[p.name for p in CI_VALUES]])
+def test_sentinel_reads_every_variable_and_accepts_every_value(values):
+    """The chart's SENTINEL_* variables through Sentinel's own settings parser."""
+    docs = render(values)
+    spec = pod_spec(docs)
+    container = sentinel_container(spec)
+    env = literal_env(container)
+    unknown = {k for k in env if k.startswith("SENTINEL_")} - SENTINEL_ENV_NAMES
+    assert not unknown, f"Sentinel reads no such variable: {sorted(unknown)}"
+    mode = container["command"][1]
+    settings = parse_settings(mode, list(container.get("args") or []), environ=env)
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for path in values:
+        merge(chart_values, yaml.safe_load(Path(path).read_text()))
+    s = chart_values["sentinel"]
+    assert settings.max_rss_bytes == parse_size(s["maxRss"])
+    assert settings.measure == s["measure"]
+    assert settings.socket_path == "/shared/sentinel.socket"
+    assert settings.metrics_port == s["metrics"]["port"]
+    assert settings.workload_name == chart_values["workload"]["name"]
+    assert settings.termination_log == container["terminationMessagePath"]
+    assert oct(settings.socket_mode) == oct(int(s["socketMode"], 8))
+    if mode == "run":
+        assert settings.command == tuple(chart_values["workload"]["command"])
+        assert settings.restart == s["restart"]
+
+
+def merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar")], ids=["wrapper", "sidecar"])
+def test_termination_log_shows_in_describe_pod(values):
+    spec = pod_spec(render(values))
+    sentinel = sentinel_container(spec)
+    assert sentinel["terminationMessagePath"] == literal_env(sentinel)["SENTINEL_TERMINATION_LOG"]
+    assert sentinel["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    for c in all_containers(spec):
+        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_termination_grace_period_covers_sentinels_grace_period():
+    assert pod_spec(render())["terminationGracePeriodSeconds"] == 30
+    assert pod_spec(render(ci("wrapper")))["terminationGracePeriodSeconds"] == 45
+    # 3 s grace + 1 s to exit is the least the chart accepts
+    assert pod_spec(render((), ("terminationGracePeriodSeconds=4",)))["terminationGracePeriodSeconds"] == 4
+    err = render_fails("terminationGracePeriodSeconds=3")
+    assert "terminationGracePeriodSeconds (3) must be at least sentinel.gracePeriod (3s) plus 1 s" in err
+    assert "terminationGracePeriodSeconds" in render_fails("sentinel.gracePeriod=1m",
+                                                           "terminationGracePeriodSeconds=60")
+    render((), ("sentinel.gracePeriod=500ms", "terminationGracePeriodSeconds=2"))
+    render((), ("sentinel.gracePeriod=1.5", "terminationGracePeriodSeconds=3"))
+
+
+def test_events_off_drops_rbac_and_the_token():
+    docs = render(ci("monitoring-off"))
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+    assert pod_spec(docs)["automountServiceAccountToken"] is False
+    assert literal_env(sentinel_container(pod_spec(docs)))["SENTINEL_K8S_EVENTS"] == "off"
+    on = render((), ("sentinel.k8sEvents=on",))
+    assert literal_env(sentinel_container(pod_spec(on)))["SENTINEL_K8S_EVENTS"] == "on"
+    assert pod_spec(on)["automountServiceAccountToken"] is True
+
+
+# --------------------------------------------------------------------------
+# RBAC, names and labels
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar")], ids=["wrapper", "sidecar"])
+def test_rbac_is_least_privilege(values):
+    docs = render(values)
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    role, binding, sa = one(docs, "Role"), one(docs, "RoleBinding"), one(docs, "ServiceAccount")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {(("events.k8s.io",), ("events",)): {"create", "patch"},
+                     (("",), ("events",)): {"create", "patch"}}
+    assert all("resourceNames" not in r and "nonResourceURLs" not in r for r in role["rules"])
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "guarded"}]
+    spec = pod_spec(docs)
+    assert spec["serviceAccountName"] == sa["metadata"]["name"]
+    assert sa["automountServiceAccountToken"] is False and spec["automountServiceAccountToken"] is True
+    for doc in docs:
+        assert doc["metadata"].get("namespace") == "guarded", doc["kind"]
+
+
+def test_existing_service_account_without_rbac():
+    docs = render((), ("serviceAccount.create=false", "serviceAccount.name=guard", "rbac.create=false"))
+    assert not {d["kind"] for d in docs} & {"ServiceAccount", "Role", "RoleBinding"}
+    assert pod_spec(docs)["serviceAccountName"] == "guard"
+    assert pod_spec(render((), ("serviceAccount.create=false",)))["serviceAccountName"] == "default"
+
+
+def _chart_copy(tmp_path: Path, version: str, app_version: str) -> Path:
+    dest = tmp_path / "sentinel"
+    shutil.copytree(CHART, dest)
+    meta = (dest / "Chart.yaml").read_text()
+    meta = re.sub(r"(?m)^version: .*$", f"version: {version}", meta)
+    meta = re.sub(r"(?m)^appVersion: .*$", f'appVersion: "{app_version}"', meta)
+    (dest / "Chart.yaml").write_text(meta)
+    return dest
+
+
+def test_selector_labels_are_stable_across_chart_versions(tmp_path):
+    def selectors(chart):
+        docs = tuple(d for d in yaml.safe_load_all(helm(*template_args(chart=chart), chart=chart).stdout) if d)
+        dep = one(docs, "Deployment")
+        return (dep["spec"]["selector"]["matchLabels"], one(docs, "Service")["spec"]["selector"],
+                dep["metadata"]["labels"])
+
+    now_sel, now_svc, now_labels = selectors(CHART)
+    new_sel, new_svc, new_labels = selectors(_chart_copy(tmp_path, "7.3.1", "9.9.9"))
+    assert now_sel == new_sel == now_svc == new_svc == {
+        "app.kubernetes.io/name": "sentinel", "app.kubernetes.io/instance": "demo"}
+    # the labels that do change are the ones that carry versions
+    assert new_labels["helm.sh/chart"] == "sentinel-7.3.1"
+    assert new_labels["app.kubernetes.io/version"] == "9.9.9"
+    assert now_labels["app.kubernetes.io/version"] == CHART_META["appVersion"]
+
+
+@pytest.mark.parametrize("values", [(), ci("native-sidecar")], ids=["wrapper", "sidecar"])
+def test_pod_template_carries_the_selector_and_the_test_pod_does_not(values):
+    docs = render(values)
+    dep = one(docs, "Deployment")
+    selector = dep["spec"]["selector"]["matchLabels"]
+    template_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+    (test_pod,) = [d for d in by_kind(docs, "Pod") if is_hook(d)]
+    # A ReplicaSet adopts ownerless pods that match its selector.
+    assert not selector.items() <= test_pod["metadata"]["labels"].items()
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["restartPolicy"] == "Never"
+    assert test_pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_helm_test_pod_scrapes_metrics_through_the_service():
+    docs = render()
+    (pod,) = by_kind(docs, "Pod")
+    svc = one(docs, "Service")
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == pod_spec(docs)["containers"][0]["image"]  # no other image to pull
+    assert c["args"][-1] == f"http://{svc['metadata']['name']}:8000/metrics"
+    assert 'startswith("sentinel_")' in c["args"][0] and "urlopen" in c["args"][0]
+    compile(c["args"][0], "helm-test", "exec")  # the script is valid Python
+    assert not by_kind(render(ci("monitoring-off")), "Pod")
+
+
+def test_names_are_cut_to_63_characters():
+    release = "r" * 53  # helm's longest release name
+    docs = render((), ("nameOverride=" + "n" * 40,), release=release)
+    names = [d["metadata"]["name"] for d in docs]
+    assert all(len(n) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) for n in names), names
+    assert one(docs, "Deployment")["metadata"]["name"] == (release + "-" + "n" * 40)[:63]
+    for doc in docs:
+        for value in doc["metadata"]["labels"].values():
+            assert len(value) <= 63
+    assert one(render((), ("fullnameOverride=guard",)), "Service")["metadata"]["name"] == "guard"
+    assert one(render((), release="sentinel"), "Service")["metadata"]["name"] == "sentinel"
+
+
+def test_image_reference():
+    c = pod_spec(render((), ("image.repository=ghcr.io/acme/sentinel", "image.tag=1.2.3")))["containers"][0]
+    assert c["image"] == "ghcr.io/acme/sentinel:1.2.3"
+    digest = "sha256:" + "a" * 64
+    c = pod_spec(render((), (f"image.digest={digest}",)))["containers"][0]
+    assert c["image"] == f"sentinel:{CHART_META['appVersion']}@{digest}"
+
+
+# --------------------------------------------------------------------------
+# The values schema and the template checks
+# --------------------------------------------------------------------------
+
+REJECTED = {
+    "unknown top-level key": (("replicas=2",), "additional properties 'replicas' not allowed"),
+    "unknown nested key": (("sentinel.maxRSS=1Gi",), "additional properties 'maxRSS' not allowed"),
+    "typo in a probe": (("probes.liveness.enable=true",), "additional properties 'enable' not allowed"),
+    "typo in a security context": (("containerSecurityContext.readOnlyRootFileSystem=true",),
+                                   "'readOnlyRootFileSystem' not allowed"),
+    "mode": (("mode=daemon",), "/mode"),
+    "measure": (("sentinel.measure=vsz",), "/sentinel/measure"),
+    "restart": (("sentinel.restart=sometimes",), "/sentinel/restart"),
+    "log format": (("sentinel.logFormat=xml",), "/sentinel/logFormat"),
+    "log level": (("sentinel.logLevel=verbose",), "/sentinel/logLevel"),
+    "k8s events": (("sentinel.k8sEvents=maybe",), "/sentinel/k8sEvents"),
+    "pull policy": (("image.pullPolicy=Sometimes",), "/image/pullPolicy"),
+    "service type": (("service.type=ExternalName",), "/service/type"),
+    "size unit": (("sentinel.maxRss=12XB",), "/sentinel/maxRss"),
+    "negative size": (("sentinel.maxRss=-5Mi",), "/sentinel/maxRss"),
+    "duration": (("sentinel.gracePeriod=3 sec",), "/sentinel/gracePeriod"),
+    "privileged port": (("sentinel.metrics.port=80",), "/sentinel/metrics/port"),
+    "socket mode": (("sentinel.socketMode=rw",), "/sentinel/socketMode"),
+    "container name": (("workload.name=My_App",), "/workload/name"),
+    "prometheus duration": (("serviceMonitor.interval=fast",), "/serviceMonitor/interval"),
+    # template checks: what the schema cannot express
+    "sidecar without a target": (("mode=sidecar", "sidecar.target.cmdline="),
+                                 "needs exactly one of sidecar.target.name"),
+    "sidecar with two targets": (("mode=sidecar", "sidecar.target.name=leaker"),
+                                 "needs exactly one of sidecar.target.name"),
+    "cgroup measure in a sidecar": (("mode=sidecar", "sentinel.measure=cgroup"),
+                                    "sidecar sees its own container's cgroup"),
+    "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
+                                        "is the Sentinel container's name"),
+    "wrapper without a command": (("json:workload.command=[]",), "mode: wrapper needs workload.command"),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTED), ids=list(REJECTED))
+def test_bad_values_are_refused(case):
+    sets, message = REJECTED[case]
+    err = render_fails(*sets)
+    assert message in err, err
+
+
+ACCEPTED = [
+    ("sentinel.maxRss=1.5Gi",), ("sentinel.maxRss=512MB",), ("sentinel.maxRss=1048576",),
+    ("sentinel.maxRss=",), ("sentinel.gracePeriod=250ms",), ("sentinel.interval=2",),
+    ("sentinel.measure=cgroup",), ("sentinel.k8sEvents=false",), ("sentinel.restart=always",),
+    ("mode=sidecar", "sidecar.target.cmdline=", "sidecar.target.pid=7"),
+    ("global.imageRegistry=example.com",),
+]
+
+
+@pytest.mark.parametrize("sets", ACCEPTED, ids=[" ".join(s) for s in ACCEPTED])
+def test_good_values_are_accepted(sets):
+    """Positive controls for the refusals above."""
+    assert one(render((), sets), "Deployment")
+
+
+def test_empty_max_rss_supervises_without_a_limit():
+    env = literal_env(pod_spec(render((), ("sentinel.maxRss=",)))["containers"][0])
+    assert "SENTINEL_MAX_RSS" not in env
+    assert literal_env(pod_spec(render())["containers"][0])["SENTINEL_MAX_RSS"] == "200Mi"
+
+
+def _schema_keys(schema: dict, defs: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of the chart's own keys: objects closed by additionalProperties: false."""
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[1]]
+    if "allOf" in schema:
+        schema = {k: v for s in schema["allOf"] for k, v in _resolve(s, defs).items()}
+    keys = set()
+    if schema.get("additionalProperties") is False and prefix.rsplit(".", 1)[-1] not in (
+            "podSecurityContext", "containerSecurityContext", "securityContext", "resources"):
+        for name, sub in schema.get("properties", {}).items():
+            path = f"{prefix}.{name}" if prefix else name
+            keys.add(path)
+            keys |= _schema_keys(sub, defs, path)
+    return keys
+
+
+def _resolve(schema: dict, defs: dict) -> dict:
+    return defs[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+
+
+def test_values_yaml_documents_every_key():
+    """Every key of the chart's own has a comment right above it (or a block above its group)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    keys = _schema_keys(schema, schema["definitions"]) - {"global"}
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    found, undocumented, stack = set(), [], []
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][\w]*):", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 2
+        stack[depth:] = [m.group(2)]
+        path = ".".join(stack)
+        if path not in keys:
+            continue
+        found.add(path)
+        prev = lines[i - 1].strip() if i else ""
+        if not prev.startswith("#"):
+            undocumented.append(path)
+    assert not undocumented, f"values.yaml keys without a comment: {undocumented}"
+    assert keys == found, f"schema keys missing from values.yaml: {sorted(keys - found)}"
+
+
+def test_notes_show_status_metrics_and_events():
+    proc = helm("install", "demo", str(CHART), "--dry-run=client", "--namespace", "guarded")
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "kubectl exec -n guarded \"$POD\" -c leaker -- sentinel status --socket /shared/sentinel.socket" in notes
+    assert "http://demo-sentinel.guarded.svc:8000/metrics" in notes
+    assert "kubectl events -n guarded --for pod/\"$POD\"" in notes
+    assert "MemoryLimitExceeded" in notes and "kubectl describe pod" in notes
+    assert "helm test demo -n guarded" in notes
+    assert "-l app.kubernetes.io/name=sentinel,app.kubernetes.io/instance=demo" in notes
+    sidecar = helm("install", "demo", str(CHART), "--dry-run=client", "--namespace", "guarded",
+                   "-f", ci("native-sidecar")[0], "--set", "serviceMonitor.enabled=true").stdout
+    assert "-c sentinel -- sentinel status" in sidecar and "native sidecar" in sidecar
+    assert "no ServiceMonitor was created" in sidecar
