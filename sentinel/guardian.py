@@ -457,8 +457,9 @@ class Guardian:
             frac = (limit - prev[1]) / (sample.measure_bytes - prev[1])
             crossed = prev[0] + frac * (sample.at_mono - prev[0])
         self.emit("limit_crossed",
-                  f"memory limit crossed: {st.measure} {fmt_bytes(sample.measure_bytes)} > "
-                  f"limit {fmt_bytes(limit)} (pids {', '.join(map(str, sample.pids))})",
+                  f"memory limit crossed: {st.measure} {fmt_bytes(sample.measure_bytes)} "
+                  f"({sample.measure_bytes} bytes) > limit {fmt_bytes(limit)} ({limit} bytes); "
+                  f"pids {', '.join(map(str, sample.pids))}",
                   logging.WARNING, measure=st.measure, value_bytes=sample.measure_bytes,
                   limit_bytes=limit, pids=list(sample.pids))
         self._start_ladder(REASON_MEMORY, sample.measure_bytes, sample.pids,
