@@ -1,0 +1,203 @@
+"""The container image, built and run for real with podman, no registry:
+
+scripts/make-base-image.sh (debootstrap + podman import, skipped when the
+image exists) -> wheels built here into dist/wheelhouse -> `podman build` of
+docker/Dockerfile with no network -> `podman run --network none`.
+
+Asserts what a user of `docker run IMAGE --max-rss 64Mi -- python leaker.py`
+sees: Sentinel is PID 1, the leaker is stopped with SIGTERM and the container
+exits 143; --ignore-term ends in SIGKILL and 137; without a limit nothing is
+killed; `podman stop` is forwarded; the user is not root; the socket and
+metrics work on a named volume as docker-compose.yml uses them.
+
+Slow (about 30 s with the base image cached, plus about 45 s to debootstrap
+it once). The session fixture runs scripts/install-system-deps.sh, which
+returns at once when podman and friends are installed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "localhost/sentinel-base:bookworm"
+WHEELHOUSE = REPO / "dist" / "wheelhouse"
+UID = 10001
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def sh(cmd: list[str], *, timeout: float, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
+                          timeout=timeout, check=False, **kw)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
+                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def podman(*args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(["podman", *args], timeout=timeout, check=check)
+
+
+def json_logs(stderr: str) -> list[dict]:
+    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def image():
+    """Build the image once for this module; remove it afterwards.
+
+    dist/wheelhouse is rebuilt from scratch (a stale sentinel wheel would be
+    installed instead of the tree's code). A lock keeps two test runs in the
+    same tree from rebuilding it under each other.
+    """
+    t0 = time.monotonic()
+    sh(["bash", REPO / "scripts" / "install-system-deps.sh"], timeout=900)
+    sh(["bash", REPO / "scripts" / "make-base-image.sh"], timeout=900)
+    t_base = time.monotonic()
+    tag = f"localhost/sentinel:test-{uuid.uuid4().hex[:8]}"
+    WHEELHOUSE.parent.mkdir(exist_ok=True)
+    with open(WHEELHOUSE.parent / ".image-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(WHEELHOUSE, ignore_errors=True)
+        # The host's Python builds the wheels: it must be the image's minor
+        # version (bookworm's python3 is 3.11), or the build stops with the
+        # Dockerfile's "is not for cp3NN" error.
+        sh([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+            "--wheel-dir", WHEELHOUSE, REPO, "pip"], timeout=600)
+        t_wheels = time.monotonic()
+        # --layers=false: no cached intermediate images left behind.
+        podman("build", "--quiet", "--layers=false", "--network", "none", "--pull=never",
+               "--build-arg", f"BASE={BASE_IMAGE}", "-f", REPO / "docker" / "Dockerfile",
+               "-t", tag, REPO, timeout=600)
+    t_build = time.monotonic()
+    print(f"\nimage: base {t_base - t0:.1f}s, wheels {t_wheels - t_base:.1f}s, "
+          f"build {t_build - t_wheels:.1f}s")
+    yield tag
+    podman("rmi", "--force", tag, check=False)
+
+
+@pytest.fixture
+def container_name(image):
+    """A unique container name, removed (with its anonymous volumes) afterwards."""
+    name = f"sentinel-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    podman("rm", "--force", "--volumes", name, check=False)
+
+
+def run(image: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return podman("run", "--rm", "--network", "none", image, *args, timeout=timeout, check=False)
+
+
+def test_leaker_is_stopped_with_sigterm_and_the_container_exits_143(image):
+    start = time.monotonic()
+    proc = run(image, "--max-rss", "64Mi", "--log-format", "json", "--",
+               "python", "leaker.py", "--rate", "50")
+    elapsed = time.monotonic() - start
+    logs = json_logs(proc.stderr)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    startup = [e for e in logs if e.get("event") == "startup"]
+    assert startup and startup[0]["msg"].startswith("running as PID 1"), proc.stderr
+    sent = [e["signal"] for e in logs if e.get("event") == "signal_sent"]
+    assert sent == ["SIGTERM"], proc.stderr
+    assert "got SIGTERM" in proc.stdout  # the leaker's own word
+    # 64 MiB at 50 MiB/s: a couple of seconds, far from a hang.
+    assert elapsed < 30
+
+
+def test_sentinel_is_pid_1_and_not_root(image):
+    script = ("import json, os; print(json.dumps(open('/proc/1/cmdline').read().split('\\0'))); "
+              "print(os.getuid(), os.getgid(), os.getppid())")
+    proc = run(image, "--no-metrics", "--no-socket", "--", "python", "-c", script)
+    assert proc.returncode == 0, proc.stderr
+    cmdline, ids = proc.stdout.splitlines()[:2]
+    # The console script's shebang names the venv's python; the kernel puts
+    # the interpreter first.
+    assert json.loads(cmdline)[1:3] == ["/opt/sentinel/bin/sentinel", "run"], cmdline
+    uid, gid, ppid = map(int, ids.split())
+    assert (uid, gid) == (UID, UID)
+    assert ppid == 1, "the workload's parent is not PID 1 (Sentinel)"
+    config_user = podman("image", "inspect", "--format", "{{.Config.User}}", image).stdout.strip()
+    assert config_user == f"{UID}:{UID}"
+
+
+def test_ignored_sigterm_ends_in_sigkill_and_137(image):
+    proc = run(image, "--max-rss", "64Mi", "--grace-period", "1s", "--log-format", "json",
+               "--", "python", "leaker.py", "--rate", "50", "--ignore-term")
+    logs = json_logs(proc.stderr)
+    assert proc.returncode == 137, proc.stdout + proc.stderr
+    assert [e["signal"] for e in logs if e.get("event") == "signal_sent"] == \
+        ["SIGTERM", "SIGKILL"], proc.stderr
+
+
+def test_without_a_limit_nothing_is_killed(image):
+    """Negative control: the same leaker, no --max-rss, runs to its own end."""
+    proc = run(image, "--log-format", "json", "--",
+               "python", "leaker.py", "--rate", "50", "--max", "80", "--exit-at-max")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not [e for e in json_logs(proc.stderr) if e.get("event") == "signal_sent"]
+
+
+def test_podman_stop_is_forwarded_and_socket_and_metrics_work_on_a_volume(image, container_name):
+    """As docker-compose.yml runs it: socket on a named volume (owned by the
+    image's /shared), metrics on :8000; `stop` sends SIGTERM to PID 1."""
+    volume = f"{container_name}-shared"
+    podman("volume", "create", volume)
+    try:
+        podman("run", "--detach", "--name", container_name, "--network", "none",
+               "--volume", f"{volume}:/shared", "--env", "SENTINEL_SOCKET=/shared/sentinel.socket",
+               image, "--", "python", "leaker.py", "--rate", "20", "--max", "10")
+        deadline = time.monotonic() + 30
+        while "ready" not in podman("logs", container_name).stdout:
+            assert time.monotonic() < deadline, podman("logs", container_name).stderr
+            time.sleep(0.2)
+        probe = (
+            "import os, stat, time, urllib.request\n"
+            "deadline = time.monotonic() + 20\n"
+            "while True:\n"
+            "    try:\n"
+            "        body = urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=2).read().decode()\n"
+            "        st = os.stat('/shared/sentinel.socket')\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        if time.monotonic() > deadline: raise\n"
+            "        time.sleep(0.2)\n"
+            "print(stat.S_ISSOCK(st.st_mode), st.st_uid)\n"
+            "print(sum(line.startswith('sentinel_') for line in body.splitlines()))\n"
+        )
+        out = podman("exec", container_name, "python", "-c", probe, timeout=60).stdout.split()
+        assert out[0] == "True" and int(out[1]) == UID, out
+        assert int(out[2]) > 0, "no sentinel_ metric on :8000"
+        podman("stop", "--time", "10", container_name, timeout=60)
+        code = podman("inspect", "--format", "{{.State.ExitCode}}", container_name).stdout
+        assert int(code) == 143, podman("logs", container_name).stderr
+        assert "got SIGTERM" in podman("logs", container_name).stdout
+    finally:
+        podman("rm", "--force", container_name, check=False)
+        podman("volume", "rm", "--force", volume, check=False)
+
+
+def test_wheels_for_another_python_are_refused_in_one_line(image, tmp_path):
+    """Bad input: a wheelhouse built by another Python minor version. The
+    build stage checks tags before anything else, so this context needs
+    nothing but the wheelhouse."""
+    wheelhouse = tmp_path / "dist" / "wheelhouse"
+    wheelhouse.mkdir(parents=True)
+    (wheelhouse / "pyyaml-6.0-cp39-cp39-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    proc = podman("build", "--quiet", "--layers=false", "--network", "none", "--pull=never",
+                  "--build-arg", f"BASE={BASE_IMAGE}", "-f", REPO / "docker" / "Dockerfile",
+                  "-t", f"localhost/sentinel:refused-{uuid.uuid4().hex[:8]}", tmp_path,
+                  timeout=300, check=False)
+    assert proc.returncode != 0
+    assert "wheelhouse: pyyaml-6.0-cp39-cp39-manylinux_2_17_x86_64.whl is not for cp311, " \
+        "the Python of BASE" in proc.stderr, proc.stderr
