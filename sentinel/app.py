@@ -36,8 +36,21 @@ def start_components(guardian: Guardian, settings: Settings) -> list:
     else:
         guardian.state.components["metrics"] = "off: --no-metrics or --metrics-port 0"
     # --- [socket] ---
+    if settings.socket_path:
+        from sentinel import ipc
+
+        control = ipc.start(guardian, settings)  # None (logged, components says why) if off
+        if control is not None:
+            started.append(control)
     # --- [k8s-events] ---
+    from sentinel import events, termlog  # stdlib only; `kubernetes` loads in events' worker
+
+    started.extend(events.start(guardian, settings) + termlog.start(guardian, settings))
     # --- [dashboard] ---
+    if settings.tui:
+        from sentinel.tui import start_tui  # rich: loaded by the render thread
+
+        started.append(start_tui(guardian, settings))
     return started
 
 
