@@ -32,7 +32,10 @@ demo: venv
 test: venv system-deps k8s-tools
 	$(PY) -m pytest
 
+## Benchmark against the naive psutil loop, tini and dumb-init (installed here).
 bench: venv
+	command -v tini >/dev/null || apt-get install -y -q tini >/dev/null
+	$(PY) -m pip install --quiet dumb-init
 	$(PY) bench/run.py
 
 ## Kubernetes: Helm chart, plain manifests, image, and an end-to-end run on kind

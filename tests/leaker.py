@@ -98,11 +98,15 @@ class Leaker:
         n = 0
         while True:
             if limit is None or n * chunk < limit:
+                # SIGTERM waits while a chunk is added and recorded, so the report
+                # always holds the chunk that crossed a limit before the signal.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
                 # bytes * n fills the buffer, so every page is touched and resident.
                 self.chunks.append(bytearray(b"\x01") * chunk)
                 n += 1
                 now, rss = time.monotonic(), rss_bytes()
                 self.write({"t": now, "rss": rss})
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
                 if n % max(1, int(10 / a.chunk)) == 0:
                     self.say(f"rss {rss / 2**20:.1f} MiB")
                 delay = start + n * period - time.monotonic()

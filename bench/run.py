@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Sentinel's benchmark: reaction time, overshoot, idle cost, sample cost, start-up.
+
+Each figure is measured for Sentinel and, side by side, for its peers where
+they do the same job: the naive psutil loop (bench/naive_guard.py) for
+enforcement and idle cost, tini and dumb-init (when installed: `make bench`
+installs them) for start-up. Prints a table with ratios and one summary line.
+
+    python bench/run.py [--runs N] [--idle-seconds S] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+PY = sys.executable
+LEAKER = str(REPO / "tests" / "leaker.py")
+NAIVE = str(REPO / "bench" / "naive_guard.py")
+SENTINEL = [PY, "-m", "sentinel", "run"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MiB = 2**20
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sentinel_cmd(*extra: str) -> list[str]:
+    """Sentinel at default settings: exporter and control socket on (on a free port/path)."""
+    sock = tempfile.mktemp(prefix="sentinel-bench-", suffix=".sock")
+    return [*SENTINEL, "--metrics-port", str(free_port()), "--socket", sock, *extra]
+
+
+# ---------------------------------------------------------------- reaction
+def reaction_run(guard: str, limit_mib: int, rate: float) -> tuple[float, float]:
+    """One leak to the limit; return (reaction seconds, overshoot bytes) from the leaker's report."""
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as report:
+        leak = [PY, LEAKER, "--rate", str(rate), "--report", report.name, "--quiet"]
+        limit = limit_mib * MiB
+        if guard == "sentinel":
+            cmd = sentinel_cmd("--max-rss", f"{limit_mib}Mi", "--log-level", "error", "--", *leak)
+        else:
+            cmd = [PY, NAIVE, str(limit), *leak]
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        rows = [json.loads(line) for line in Path(report.name).read_text().splitlines()]
+    crossing = next(r for r in rows if "event" not in r and r["rss"] > limit)
+    term = next(r for r in rows if r.get("event") == "sigterm")
+    return term["t"] - crossing["t"], max(0, term["rss"] - limit)
+
+
+# ---------------------------------------------------------------- idle cost
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def idle_cost(guard: str, seconds: float) -> tuple[float, float]:
+    """Own CPU seconds per minute and own RSS (MiB) while watching an idle `sleep`."""
+    cmd = (sentinel_cmd("--max-rss", "1Gi", "--", "sleep", "3600") if guard == "sentinel"
+           else [PY, NAIVE, str(2**30), "sleep", "3600"])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)  # past start-up and imports
+        c0, t0 = cpu_seconds(p.pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = cpu_seconds(p.pid), time.monotonic()
+        rss = rss_of(p.pid)
+    finally:
+        p.terminate()
+        p.wait(10)
+    return (c1 - c0) / (t1 - t0) * 60, rss / MiB
+
+
+# ---------------------------------------------------------------- sample cost
+def sample_cost(n: int, iterations: int) -> tuple[float, float]:
+    """Microseconds per sample of a tree of n processes: Sentinel's probe vs psutil."""
+    import psutil
+
+    from sentinel.probes import TreeProbe
+
+    root = subprocess.Popen(["sh", "-c", f"for i in $(seq {n - 1}); do sleep 3600 & done; "
+                             "echo ready; wait"], stdout=subprocess.PIPE)
+    try:
+        root.stdout.readline()
+        probe = TreeProbe(root.pid, include_root=True)
+        assert len(probe.sample().processes) == n
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            probe.sample()
+        ours = (time.perf_counter() - t0) / iterations * 1e6
+        proc = psutil.Process(root.pid)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+        naive = (time.perf_counter() - t0) / iterations * 1e6
+        probe.close()
+    finally:
+        for child in psutil.Process(root.pid).children(recursive=True):
+            child.kill()
+        root.kill()
+        root.wait()
+        root.stdout.close()
+    return ours, naive
+
+
+# ---------------------------------------------------------------- start-up
+def startup(prefix: list[str], runs: int) -> tuple[float, float]:
+    """Median ms for `PREFIX true` to finish, and until the child runs (`date +%s.%N`)."""
+    total, to_child = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([*prefix, "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        total.append((time.perf_counter() - t0) * 1000)
+        w0 = time.time()
+        out = subprocess.run([*prefix, "date", "+%s.%N"], capture_output=True, text=True).stdout
+        to_child.append((float(out.split()[-1]) - w0) * 1000)
+    return statistics.median(total), statistics.median(to_child)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7, help="leaks per guard (default 7)")
+    ap.add_argument("--idle-seconds", type=float, default=20.0, help="idle window (default 20)")
+    ap.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
+    a = ap.parse_args()
+    if a.quick:
+        a.runs, a.idle_seconds = 3, 5.0
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name, ours, peer, unit, peer_name="naive psutil loop"):
+        ratio = f"{peer / ours:.1f}x better" if ours and peer and peer > ours else (
+            f"{ours / peer:.2f}x of peer" if peer else "")
+        rows.append((name, f"{ours:.3g} {unit}", f"{peer:.3g} {unit} ({peer_name})"
+                     if peer is not None else "-", ratio))
+
+    print(f"bench: {a.runs} leaks per guard at 100 MiB/s to a 100 MiB limit...", file=sys.stderr)
+    res = {g: [reaction_run(g, 100, 100) for _ in range(a.runs)] for g in ("sentinel", "naive")}
+    s_react = statistics.median(r for r, _ in res["sentinel"]) * 1000
+    n_react = statistics.median(r for r, _ in res["naive"]) * 1000
+    s_over = statistics.median(o for _, o in res["sentinel"]) / MiB
+    n_over = statistics.median(o for _, o in res["naive"]) / MiB
+    row("reaction time, median", s_react, n_react, "ms")
+    row("overshoot at SIGTERM, median", s_over, n_over, "MiB")
+
+    print(f"bench: idle cost over {a.idle_seconds:.0f} s each...", file=sys.stderr)
+    s_cpu, s_rss = idle_cost("sentinel", a.idle_seconds)
+    n_cpu, n_rss = idle_cost("naive", a.idle_seconds)
+    row("own CPU watching an idle workload", s_cpu, n_cpu, "CPU-s/min")
+    row("own RSS watching", s_rss, n_rss, "MiB")
+
+    print("bench: sample cost for trees of 1, 10, 100...", file=sys.stderr)
+    for n in (1, 10, 100):
+        ours, naive = sample_cost(n, 300 if n < 100 else 100)
+        row(f"one sample, tree of {n}", ours, naive, "us", "psutil children+memory_info")
+
+    print("bench: start-up...", file=sys.stderr)
+    runs = 5 if a.quick else 15
+    base_total, _ = startup([], runs)
+    s_total, s_child = startup([*SENTINEL, "--no-metrics", "--no-socket", "--log-level",
+                                "error", "--"], runs)
+    n_total, n_child = startup([PY, NAIVE, str(2**30)], runs)
+    row("`run -- true` over plain `true`", s_total - base_total, n_total - base_total, "ms")
+    row("until the child runs", s_child, n_child, "ms")
+    for peer, prefix in (("tini", ["tini", "-s", "--"]), ("dumb-init", ["dumb-init"])):
+        exe = shutil.which(prefix[0]) or shutil.which(prefix[0], path=str(Path(PY).parent))
+        if exe:
+            p_total, p_child = startup([exe, *prefix[1:]], runs)
+            row(f"until the child runs, vs {peer}", s_child, p_child, "ms", peer)
+
+    w = [max(len(r[i]) for r in rows + [("figure", "sentinel", "peer", "ratio")])
+         for i in range(4)]
+    head = ("figure", "sentinel", "peer", "ratio")
+    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+    print(f"\nsummary: reaction {s_react:.1f} ms (naive {n_react:.1f}), overshoot {s_over:.1f} MiB, "
+          f"idle CPU {s_cpu:.3f} CPU-s/min (naive {n_cpu:.2f}), RSS {s_rss:.1f} MiB, "
+          f"child runs after {s_child:.0f} ms, `run -- true` +{s_total - base_total:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
