@@ -49,8 +49,12 @@ export IMAGE KIND_CLUSTER
 # Helm reads no file outside the chart: keep byte-identical copies of the
 # docker-compose stack's rules and dashboard (tests/unit/test_chart.py checks).
 chart-sync:
-	cp docker/prometheus/rules/sentinel.rules.yml charts/sentinel/files/sentinel.rules.yml
-	cp docker/grafana/dashboards/sentinel.json charts/sentinel/files/dashboards/sentinel.json
+	@for pair in docker/prometheus/rules/sentinel.rules.yml:charts/sentinel/files/sentinel.rules.yml \
+	             docker/grafana/dashboards/sentinel.json:charts/sentinel/files/dashboards/sentinel.json; do \
+	    src=$${pair%%:*}; dst=$${pair#*:}; \
+	    if [ -f "$$src" ]; then cp "$$src" "$$dst" && echo "chart-sync: $$src -> $$dst"; \
+	    else echo "chart-sync: $$src does not exist; $$dst left as it is" >&2; fi; \
+	done
 
 chart-lint: k8s-tools
 	for f in charts/sentinel/ci/*-values.yaml; do helm lint --strict charts/sentinel -f "$$f" || exit 1; done

@@ -286,6 +286,20 @@ def test_rules_file_and_prometheusrule_pass_promtool(tmp_path):
         assert "SUCCESS" in proc.stdout + proc.stderr
 
 
+def test_prometheusrule_passes_the_compose_stacks_rule_unit_tests(tmp_path):
+    """The rules as the PrometheusRule carries them (after helm's YAML round trip)
+    pass the promtool unit tests written for the docker-compose stack's file."""
+    unit_tests = REPO / "docker" / "prometheus" / "rules" / "sentinel.rules.test.yml"
+    assert unit_tests.is_file(), f"{unit_tests} is missing"
+    rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
+    (tmp_path / "sentinel.rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    shutil.copy(unit_tests, tmp_path / unit_tests.name)
+    proc = subprocess.run([promtool(), "test", "rules", unit_tests.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout + proc.stderr
+
+
 # --------------------------------------------------------------------------
 # Monitoring objects: same content as the docker-compose stack
 # --------------------------------------------------------------------------
