@@ -38,6 +38,13 @@ def _run_or_watch(mode: str, args: list[str]) -> int:
         die(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug in Sentinel: one line, unless --debug
+        if debug:
+            raise
+        from sentinel.errors import EXIT_INTERNAL
+
+        die(f"internal error: {exc!r}; rerun with --debug for the traceback and report it",
+            EXIT_INTERNAL)
     return 0
 
 
@@ -48,6 +55,10 @@ def _run(settings) -> int:
         _require_cgroup()
     pid1, subreaper = prepare_parent(settings.pdeathsig)
     original_mask = block_signals()
+    if settings.tui:  # the dashboard takes the terminal: the workload writes to --tui-log
+        from sentinel.tui import detach_output
+
+        detach_output(settings.tui_log)
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
     # The workload runs. Sentinel must not pin the directory it was started in.
     os.chdir("/")

@@ -119,6 +119,7 @@ class Guardian:
 
     async def serve(self) -> int:
         self._done = self.loop.create_future()
+        self.loop.set_exception_handler(self._on_loop_error)
         self._sigfd = kernel.open_signalfd(kernel.catchable_signals())
         self.loop.add_reader(self._sigfd, self._on_signalfd)
         if self.state.pid1:
@@ -131,6 +132,14 @@ class Guardian:
             self._adopt(self.child)
         self._on_signalfd()  # anything that arrived between the spawn and now
         return await self._done
+
+    def _on_loop_error(self, loop, context: dict) -> None:
+        # A bug in a callback (ours or an exporter's) is logged on one line; the
+        # loop, and with it signal forwarding, reaping and the ladder, go on.
+        exc = context.get("exception")
+        log.error("internal error in %s: %s", context.get("handle") or context.get("future")
+                  or "the main loop", repr(exc) if exc else context.get("message"),
+                  exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
 
     def close(self) -> None:
         for handle in (self._sample_handle, self._grace_handle, self._restart_handle):
@@ -404,6 +413,18 @@ class Guardian:
         self._sample_handle = None
         if self.child is None:
             return
+        try:
+            self._take_sample()
+        except Exception as exc:  # a probe bug must not end enforcement for good
+            key = ("tree", type(exc).__name__)
+            self.probe.errors[key] = self.probe.errors.get(key, 0) + 1
+            if str(key) not in self._listener_errors:
+                self._listener_errors.add(str(key))
+                log.error("sampling failed: %r (counted in sentinel_probe_errors_total; "
+                          "reported once)", exc, extra={"event": "probe_error"})
+            self._schedule_sample(self.settings.interval_seconds)
+
+    def _take_sample(self) -> None:
         sample = self.probe.sample()
         st = self.state
         st.last_sample = sample
