@@ -1,0 +1,159 @@
+"""The probe on fixture /proc and cgroup trees (built per test), and on a real tree."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sentinel.probes import PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path
+
+
+def make_proc(root: Path, procs: dict[int, dict]) -> Path:
+    """procs: pid -> {"rss_pages": n, "children": {tid: [pids]}, "smaps": (pss_kB, priv_kB)}."""
+    for pid, spec in procs.items():
+        d = root / str(pid)
+        (d / "task").mkdir(parents=True)
+        (d / "statm").write_text(f"1000 {spec.get('rss_pages', 0)} 10 1 0 50 0\n")
+        for tid, kids in spec.get("children", {pid: []}).items():
+            (d / "task" / str(tid)).mkdir()
+            (d / "task" / str(tid) / "children").write_text(" ".join(map(str, kids)) + " ")
+        if "smaps" in spec:
+            pss, priv = spec["smaps"]
+            (d / "smaps_rollup").write_text(
+                f"00400000-7fff [rollup]\nRss: 999 kB\nPss: {pss} kB\n"
+                f"Private_Clean: {priv // 2} kB\nPrivate_Dirty: {priv - priv // 2} kB\n")
+    return root
+
+
+def test_tree_sum_with_threads_zombie_vanished_and_duplicate(tmp_path):
+    proc = make_proc(tmp_path, {
+        100: {"rss_pages": 1, "children": {100: [101], 150: [102, 999]}},  # 999 vanished
+        101: {"rss_pages": 10, "children": {101: [103]}},
+        102: {"rss_pages": 20, "children": {102: [103]}},  # 103 listed twice (reparent race)
+        103: {"rss_pages": 30},
+        104: {"rss_pages": 0},  # not in the tree
+    })
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc))
+    sample = probe.sample()
+    assert sorted(sample.pids) == [101, 102, 103]
+    assert sample.rss_bytes == sample.measure_bytes == 60 * PAGE_SIZE
+    with_root = TreeProbe(100, include_root=True, proc_root=str(proc)).sample()
+    assert with_root.rss_bytes == 61 * PAGE_SIZE and with_root.pids[0] == 100
+
+
+def test_root_threads_limit_where_children_are_read(tmp_path):
+    proc = make_proc(tmp_path, {
+        100: {"children": {100: [101], 150: [102]}},
+        101: {"rss_pages": 1}, 102: {"rss_pages": 2},
+    })
+    only_main = TreeProbe(100, include_root=False, proc_root=str(proc), root_threads=(100,))
+    assert only_main.sample().pids == (101,)
+
+
+def test_process_leaving_the_tree_closes_its_descriptors(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 5}})
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc))
+    assert probe.sample().rss_bytes == 5 * PAGE_SIZE
+    assert 101 in probe._nodes
+    (proc / "100" / "task" / "100" / "children").write_text("")
+    assert probe.sample().processes == ()
+    assert 101 not in probe._nodes
+    probe.close()
+    assert probe._nodes == {}
+
+
+def test_zombie_counts_zero(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 0}})
+    sample = TreeProbe(100, include_root=False, proc_root=str(proc)).sample()
+    assert sample.processes == ((101, 0),)
+
+
+@pytest.mark.parametrize("measure,expected", [("pss", 300 * 1024), ("uss", 200 * 1024)])
+def test_pss_and_uss_from_smaps_rollup(tmp_path, measure, expected):
+    proc = make_proc(tmp_path, {
+        100: {"children": {100: [101, 102]}},
+        101: {"rss_pages": 1, "smaps": (100, 50)},
+        102: {"rss_pages": 1, "smaps": (200, 150)},
+        # a kernel without smaps_rollup: counted as 0 for PSS, RSS still read
+    })
+    make_proc(tmp_path / "x", {})
+    sample = TreeProbe(100, include_root=False, measure=measure, proc_root=str(proc)).sample()
+    assert sample.measure_bytes == expected
+    assert sample.pss_bytes == 300 * 1024 and sample.uss_bytes == 200 * 1024
+    assert sample.rss_bytes == 2 * PAGE_SIZE
+
+
+def test_missing_smaps_rollup_is_not_an_error(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 3}})
+    probe = TreeProbe(100, include_root=False, measure="pss", proc_root=str(proc))
+    sample = probe.sample()
+    assert sample.pss_bytes == 0 and sample.rss_bytes == 3 * PAGE_SIZE
+    assert probe.errors == {}
+
+
+def _cgroup_fixture(tmp_path: Path, max_text: str) -> Path:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "42").mkdir()
+    cg_root = tmp_path / "cgroup"
+    (proc / "self" / "mountinfo").write_text(
+        f"25 1 0:22 / /sys rw - sysfs sysfs rw\n"
+        f"30 25 0:26 / {cg_root} rw,nosuid - cgroup2 cgroup2 rw\n")
+    (proc / "42" / "cgroup").write_text("1:memory:/old\n0::/kubepods/pod1/ctr\n")
+    d = cg_root / "kubepods" / "pod1" / "ctr"
+    d.mkdir(parents=True)
+    (d / "memory.current").write_text("104857600\n")
+    (d / "memory.max").write_text(max_text)
+    (d / "memory.stat").write_text("anon 1\nfile 2\ninactive_file 4857600\nactive_file 3\n")
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    return proc
+
+
+def test_cgroup_v2_figures(tmp_path):
+    proc = _cgroup_fixture(tmp_path, "209715200\n")
+    path = cgroup_v2_path(42, proc_root=str(proc))
+    assert path == str(tmp_path / "cgroup" / "kubepods" / "pod1" / "ctr")
+    cg = CgroupProbe.for_pid(42, proc_root=str(proc))
+    assert cg.read(working_set=True) == (104857600, 209715200, 100000000)
+    assert cg.read() == (104857600, 209715200, None)
+    assert cg.events()["oom_kill"] == 1
+
+
+def test_cgroup_max_and_v1_only(tmp_path):
+    proc = _cgroup_fixture(tmp_path, "max\n")
+    assert CgroupProbe.for_pid(42, proc_root=str(proc)).read()[1] is None
+    (proc / "42" / "cgroup").write_text("4:memory:/docker/abc\n")  # cgroup v1 only
+    assert cgroup_v2_path(42, proc_root=str(proc)) is None
+    assert CgroupProbe.for_pid(42, proc_root=str(proc)) is None
+
+
+def test_real_tree_matches_psutil():
+    root = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & (sleep 30 & wait) & "
+                             "echo ready; wait"], stdout=subprocess.PIPE)
+    try:
+        assert root.stdout.readline() == b"ready\n"
+        probe = TreeProbe(root.pid, include_root=True)
+        ps = psutil.Process(root.pid)
+        # The subshells may still be exec'ing `sleep` (RSS changing): compare
+        # until the tree is settled, i.e. both readings agree.
+        for _ in range(100):
+            sample = probe.sample()
+            tree = [ps, *ps.children(recursive=True)]
+            if (sorted(sample.pids) == sorted(p.pid for p in tree)
+                    and sample.rss_bytes == sum(p.memory_info().rss for p in tree)):
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"probe {sample} never matched psutil {tree}")
+        assert len(sample.pids) == 5  # sh, 2 sleeps, a subshell and its sleep
+        probe.close()
+    finally:
+        for child in psutil.Process(root.pid).children(recursive=True):
+            child.kill()
+        root.kill()
+        root.wait()
+        root.stdout.close()
