@@ -120,11 +120,17 @@ path-exclude=/usr/share/info/*
 path-exclude=/usr/share/locale/*
 EOF
 
+old_id="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
 tar -C "$rootfs" --numeric-owner -c . | podman import --quiet \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
     --message "debootstrap --variant=minbase --include=python3 $suite" \
     - "$image" >/dev/null
+
+# --rebuild: drop the image the tag moved away from, unless something uses it.
+if [[ -n "$old_id" && "$old_id" != "$(podman image inspect --format '{{.Id}}' "$image")" ]]; then
+    podman rmi "$old_id" >/dev/null 2>&1 || true
+fi
 
 echo "make-base-image: built $image in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$image") bytes)" >&2
