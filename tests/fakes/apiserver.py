@@ -61,7 +61,7 @@ _IMMUTABLE_V1 = ("regarding", "related", "reason", "note", "type", "eventTime", 
 class Request:
     method: str
     path: str
-    headers: dict
+    headers: dict  # names in lower case
     body: object
     status: int = 0
     answered_at: float = 0.0  # time.monotonic() when the answer was sent
@@ -301,7 +301,7 @@ current-context: fake
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        req = Request(method, h.path, dict(h.headers), body)
+        req = Request(method, h.path, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
             self.requests.append(req)
         code, answer = self._route(h, method, path, raw, body)

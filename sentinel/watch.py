@@ -1,0 +1,334 @@
+"""``sentinel watch``: guard a workload Sentinel did not start (sidecar mode).
+
+In a pod with ``shareProcessNamespace: true`` the sidecar sees the
+workload's processes. ``serve_watch`` waits for the target (``sentinel.targets``
+finds it; a poll every ``POLL_SECONDS`` with psutil), attaches to it, and then
+behaves as ``run`` does: the same sampler over the target's process tree
+(``TreeProbe`` rooted at the target, the target included), the same
+SIGTERM -> grace -> SIGKILL ladder, now sent to every process of the tree,
+and the same state, listeners and command methods, so the metrics exporter,
+control socket, Kubernetes Events and dashboard work unchanged
+(``sentinel.app.start_components``).
+
+The target is not Sentinel's child, so its exit is seen through a pidfd
+(``os.pidfd_open``, readable when the process ends) and its exit status is
+unknown. When it is gone Sentinel waits for the next one (the kubelet restarts
+the container) and attaches again. If a kill was under way, processes of the
+old tree that are still alive get the same ladder; if the target exited on
+its own, its leftovers are not Sentinel's business.
+
+``--target-pid`` attaches once: after that process is gone a new process
+with that PID is a different program, so Sentinel stays idle (use
+``--target-name`` or ``--target-cmdline`` for a workload that restarts).
+
+Sentinel never exits on its own. SIGTERM or SIGINT make it exit 0 at once
+without touching the target: Kubernetes stops each container itself, and the
+workload's own shutdown must not depend on its sidecar. Other signals are
+ignored (nothing is forwarded: the target has its own parent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from sentinel import __version__, kernel, logs
+from sentinel.config import Settings, signal_name
+from sentinel.guardian import Guardian
+from sentinel.logs import LOGGER_NAME, fmt_bytes
+from sentinel.probes import CgroupProbe, TreeProbe
+from sentinel.spawn import Child, block_signals
+from sentinel.state import PHASE_RUNNING, PHASE_WAITING
+from sentinel.targets import (
+    Candidate, TargetPermissionError, TargetSpec, candidate, check_signalable, choose, own_lineage,
+    scan,
+)
+
+log = logging.getLogger(LOGGER_NAME)
+
+# How often to look for the target while there is none: psutil reads every
+# process's stat, cmdline (and exe for --target-name); a few ms for a pod's
+# handful of processes, so 2 Hz costs nothing and attaches within half a second.
+POLL_SECONDS = 0.5
+_SHUTDOWN = (signal.SIGTERM, signal.SIGINT)
+
+
+class WatchGuardian(Guardian):
+    """A ``Guardian`` whose workload is found, not spawned. ``run()`` returns 0 on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, original_mask: set[int], *, version: str = "",
+                 loop=None, poll_seconds: float = POLL_SECONDS) -> None:
+        super().__init__(settings, None, original_mask, loop=loop, version=version)
+        self.spec = TargetSpec.from_settings(settings)
+        self.state.phase = PHASE_WAITING
+        self.poll_seconds = poll_seconds
+        self._pidfd: int | None = None
+        self._poll_handle = None
+        self._exit_poll_handle = None  # without pidfd_open (Linux < 5.3)
+        self._leftover_handle = None
+        self._target: Candidate | None = None
+        self._refused: set[tuple[int, float]] = set()
+        self._roots_logged: tuple[int, ...] = ()
+        self._waiting_logged = False
+        self._attached_once = False
+        self._tree_seen: tuple[float, tuple[int, ...]] = (0.0, ())
+        self._signal_errors: set[int] = set()
+        self._exclude = own_lineage()
+        self.sample_listeners.append(self._remember_tree)
+
+    # ------------------------------------------------------------------ loop
+    async def serve(self) -> int:
+        self.loop.call_soon(self._poll)
+        return await super().serve()
+
+    def close(self) -> None:
+        for handle in (self._poll_handle, self._exit_poll_handle, self._leftover_handle):
+            if handle:
+                handle.cancel()
+        self._close_pidfd()
+        super().close()
+
+    # ------------------------------------------------------------------ finding
+    def _poll(self) -> None:
+        self._poll_handle = None
+        if self.child is not None or (self._done is not None and self._done.done()):
+            return
+        if self.spec.pid is not None and self._attached_once:
+            return  # --target-pid attaches once (see the module docstring)
+        target, roots = choose(scan(self.spec, self._exclude))
+        pids = tuple(c.pid for c in roots)
+        if len(roots) > 1 and pids != self._roots_logged:
+            log.info("%d processes match %s: %s; choosing the oldest, pid %d", len(roots),
+                     self.spec.describe(), "; ".join(c.describe() for c in roots), target.pid,
+                     extra={"event": "candidates", "pids": list(pids)})
+        self._roots_logged = pids
+        if target is not None and (target.pid, target.create_time) not in self._refused:
+            if self._attach(target):
+                return
+        if not self._waiting_logged:
+            self._waiting_logged = True
+            log.info("waiting for a process with %s (checking every %.1fs)", self.spec.describe(),
+                     self.poll_seconds, extra={"event": "waiting"})
+        self._poll_handle = self.loop.call_later(self.poll_seconds, self._poll)
+
+    def _attach(self, c: Candidate) -> bool:
+        try:
+            pidfd: int | None = os.pidfd_open(c.pid)
+        except ProcessLookupError:
+            return False
+        except OSError:  # ENOSYS: a kernel before 5.3; fall back to polling for the exit
+            pidfd = None
+        now = candidate(c.pid)
+        if now is None or now.create_time != c.create_time:  # gone, or the PID was reused
+            if pidfd is not None:
+                os.close(pidfd)
+            return False
+        try:
+            check_signalable(c)
+        except TargetPermissionError as exc:
+            if pidfd is not None:
+                os.close(pidfd)
+            self._refused.add((c.pid, c.create_time))
+            self.emit("attach_failed", str(exc), logging.ERROR, pid=c.pid, target_uid=c.uid,
+                      uid=exc.own_uid)
+            return False
+        self._pidfd = pidfd
+        if pidfd is not None:
+            self.loop.add_reader(pidfd, self._on_target_exit)
+        else:
+            self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
+        s = self.settings
+        cgroup = CgroupProbe.for_pid(c.pid) if s.measure == "cgroup" else None
+        old, self.probe = self.probe, TreeProbe(c.pid, include_root=True, measure=s.measure,
+                                                cgroup=cgroup)
+        old.close()
+        self._target = c
+        self._attached_once = True
+        self._waiting_logged = False
+        self._signal_errors.clear()
+        # What Guardian._adopt does for a spawned child, for a found one.
+        self.child = Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(), c.create_time)
+        self._main_status = None
+        self._cleanup = False
+        self._prev = None
+        self._rate = 0.0
+        st = self.state
+        st.main_pid = c.pid
+        st.command = c.cmdline or (c.comm,)
+        st.started_wall = c.create_time
+        st.phase = PHASE_RUNNING
+        st.current_kill = None
+        st.grace_deadline_mono = None
+        age = max(0.0, time.time() - c.create_time)
+        self.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
+                  + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
+                     else " (no memory limit: watching only)"),
+                  pid=c.pid, command=list(c.cmdline), target_uid=c.uid)
+        self._schedule_sample(0.0)
+        return True
+
+    # ------------------------------------------------------------------ the target's end
+    def _exit_poll(self) -> None:
+        self._exit_poll_handle = None
+        c = self._target
+        if c is None or self.child is None:
+            return
+        now = candidate(c.pid)
+        if now is None or now.create_time != c.create_time:
+            self._on_target_exit()
+        else:
+            self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            try:
+                self.loop.remove_reader(self._pidfd)
+            except Exception:
+                pass
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _on_target_exit(self) -> None:
+        self._close_pidfd()
+        if self.child is None:
+            return
+        pid = self.child.pid
+        st = self.state
+        for name in ("_grace_handle", "_sample_handle", "_exit_poll_handle"):
+            handle = getattr(self, name)
+            if handle:
+                handle.cancel()
+            setattr(self, name, None)
+        kill = st.current_kill
+        self.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
+                  "Sentinel's child)", pid=pid)
+        leftovers: list[tuple[int, float]] = []
+        if kill is not None:
+            st.last_kill = kill
+            st.current_kill = None
+            st.grace_deadline_mono = None
+            self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
+                      f"target pid {pid} is gone", kill=kill.to_dict())
+            leftovers = self._leftovers(pid)
+        self.child = None
+        self._target = None
+        st.main_pid = None
+        st.phase = PHASE_WAITING
+        self._prev = None
+        self._rate = 0.0
+        if leftovers:
+            self._stop_leftovers(leftovers)
+        if self.spec.pid is not None:
+            log.info("--target-pid %d is gone; not attaching again (a new process with that PID "
+                     "is another program): idle until stopped", pid,
+                     extra={"event": "waiting"})
+            return
+        self._poll_handle = self.loop.call_later(0.0, self._poll)
+
+    def _remember_tree(self, sample) -> None:
+        self._tree_seen = (time.time(), sample.pids)
+
+    def _leftovers(self, gone_pid: int) -> list[tuple[int, float]]:
+        """Processes of the last sampled tree still alive (not a reused PID): (pid, start)."""
+        seen_wall, pids = self._tree_seen
+        out = []
+        for pid in pids:
+            if pid == gone_pid:
+                continue
+            c = candidate(pid)
+            if c is not None and c.create_time <= seen_wall:
+                out.append((pid, c.create_time))
+        return out
+
+    def _stop_leftovers(self, procs: list[tuple[int, float]]) -> None:
+        grace = self.settings.grace_period_seconds
+        log.info("stopping %d leftover process(es) of the killed target: %s", len(procs),
+                 [p for p, _ in procs], extra={"event": "cleanup"})
+        self._send_each(procs, signal.SIGTERM)
+
+        def escalate() -> None:
+            self._leftover_handle = None
+            alive = [(p, t) for p, t in procs if (c := candidate(p)) and c.create_time == t]
+            if alive:
+                log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
+                            len(alive), grace, [p for p, _ in alive],
+                            extra={"event": "cleanup"})
+                self._send_each(alive, signal.SIGKILL)
+
+        self._leftover_handle = self.loop.call_later(grace, escalate)
+
+    @staticmethod
+    def _send_each(procs, sig: int) -> None:
+        for pid, _ in procs:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, info: kernel.SignalInfo) -> None:
+        if info.signo in _SHUTDOWN:
+            log.info("received %s from pid %d: exiting; the target is left alone (Kubernetes "
+                     "stops each container itself)", signal_name(info.signo), info.pid,
+                     extra={"event": "shutdown"})
+            self._finish(0)
+        else:
+            log.debug("ignored %s from pid %d: watch mode forwards no signals",
+                      signal_name(info.signo), info.pid)
+
+    def signal_workload(self, sig: int) -> None:
+        """Send ``sig`` to the target and every process of its tree (it has no process
+        group of Sentinel's making). Nothing if there is no target."""
+        if self.child is not None:
+            self._signal_tree(sig)
+
+    def _signal_tree(self, sig: int) -> list[int]:
+        """Send ``sig`` to every process of the target's tree; return the PIDs hit.
+
+        The target itself is signalled through its pidfd, so a reused PID is
+        never hit; its descendants by PID, as in run mode.
+        """
+        if self.child is None:
+            return []
+        hit = []
+        for pid in self._descendants():
+            try:
+                if pid == self.child.pid and self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:
+                    os.kill(pid, sig)
+                hit.append(pid)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                if pid not in self._signal_errors:
+                    self._signal_errors.add(pid)
+                    log.error("cannot send %s to pid %d of the target's tree: permission denied "
+                              "(it runs as another user); see the attach fix for the sidecar's "
+                              "securityContext", signal_name(sig), pid,
+                              extra={"event": "signal_error", "pid": pid})
+        return hit
+
+
+def serve_watch(settings: Settings) -> int:
+    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0)."""
+    logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
+    # Every signal is read from the guardian's signalfd, so it must be blocked
+    # before any thread (the metrics exporter, the Events worker) starts.
+    original_mask = block_signals()
+    os.chdir("/")
+    guardian = WatchGuardian(settings, original_mask, version=__version__)
+    from sentinel.app import start_components
+
+    parts = start_components(guardian, settings)
+    try:
+        return guardian.run()
+    finally:
+        for part in reversed(parts):
+            try:
+                part.close()
+            except Exception as exc:  # closing must never change the exit code
+                log.debug("closing %r failed: %r", part, exc)
+
