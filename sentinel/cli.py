@@ -50,6 +50,29 @@ def version() -> None:
     typer.echo(f"sentinel {__version__}")
 
 
+@app.command("top")
+def top_cmd(
+    socket: str = typer.Option("/tmp/sentinel.socket", "--socket", envvar="SENTINEL_SOCKET",
+                               metavar="PATH", help="the Sentinel's control socket"),
+    interval: str = typer.Option(None, "--interval", metavar="DURATION",
+                                 help="time between updates (default 250ms on a terminal, "
+                                      "1s for plain lines)"),
+) -> None:
+    """Live dashboard of a running Sentinel through its control socket (works over kubectl
+    exec); plain status lines when stdout is not a terminal. Ctrl-C quits."""
+    from sentinel.config import die, parse_duration
+
+    try:
+        period = parse_duration(interval) if interval is not None else None
+    except ValueError as exc:
+        die(f"--interval: {exc}", 2)
+    if period is not None and not 0.05 <= period <= 3600:
+        die(f"--interval: {interval} is out of range; use 50ms to 1h, e.g. 250ms", 2)
+    from sentinel.tui import run_top
+
+    raise typer.Exit(run_top(socket, period))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the typer app; return its exit code (usage errors are 2, one line, no traceback)."""
     try:

@@ -212,6 +212,10 @@ class Settings:
     socket_mode: int = 0o600
     socket_group: str | None = None
     tui: bool = False
+    # With --tui the dashboard owns the terminal; the workload's stdout/stderr
+    # (and Sentinel's log while the dashboard is up) go here. /tmp: writable in
+    # the usual container; opened 0600 without following symlinks.
+    tui_log: str = "/tmp/sentinel-workload.log"
     workload_name: str = ""
     k8s_events: str = "auto"
     kubeconfig: str | None = None
@@ -297,6 +301,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--socket-group",), "socket_group", str, metavar="GROUP",
         help="group allowed on the control socket (with --socket-mode 0660)"),
     Opt(("--tui",), "tui", flag=True, help="live terminal dashboard (needs a terminal)"),
+    Opt(("--tui-log",), "tui_log", str, metavar="PATH",
+        help="with --tui: file for the workload's output (default /tmp/sentinel-workload.log)"),
     Opt(("--workload-name",), "workload_name", str, metavar="NAME",
         help="the workload label in metrics and events (default: the command's basename)"),
     Opt(("--k8s-events",), "k8s_events", choices=K8S_EVENTS,

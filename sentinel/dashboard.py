@@ -1,0 +1,623 @@
+"""The dashboard's data and drawing: one status snapshot dict, one renderer.
+
+``snapshot(state)`` turns the guardian's live state into a plain,
+JSON-ready dict (sizes in bytes, times in seconds, wall times as Unix
+times). ``sentinel run --tui`` takes it in-process; the control socket's
+``status dashboard`` reply can carry the same dict so ``sentinel top`` draws
+the very same view from another process (``StatusAdapter`` also makes do
+with a plain ``status`` reply). ``render``
+is a pure function from that dict to a rich renderable; ``format_line`` is
+the one-line form for a stdout that is not a terminal.
+
+Only the standard library is imported at module level: the control socket
+may import ``snapshot`` in the PID-1 process, which must stay small. rich and
+psutil are imported on first use.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from sentinel.logs import fmt_bytes
+
+# Headroom thresholds for the bar and the sparkline: share of the limit used.
+WARN_FRACTION = 0.75
+DANGER_FRACTION = 0.90
+# The growth rate is a least-squares slope over this much recent history;
+# long enough to smooth chunked allocations, short enough to follow a change.
+RATE_WINDOW_SECONDS = 3.0
+# History kept in a snapshot: enough points for a full-width sparkline, few
+# enough that a status reply stays a few kilobytes.
+HISTORY_POINTS = 240
+HISTORY_SECONDS = 120.0
+SPARK = "▁▂▃▄▅▆▇█"
+# Between two samples at most this far apart the sparkline holds the first
+# value; a longer silence (no workload: restart back-off) is left blank.
+SPARK_HOLD_SECONDS = 2.0
+
+
+_psutil_loaded = threading.Event()
+_psutil_lock = threading.Lock()
+_psutil_thread: threading.Thread | None = None
+
+
+def load_psutil() -> None:
+    """Import psutil now (about 20 ms); for a thread that may block."""
+    try:
+        import psutil  # noqa: F401
+    finally:
+        _psutil_loaded.set()
+
+
+def _psutil():
+    """psutil once imported, else None, starting the import on a helper thread: the
+    import must not stall the guardian's loop, which may be what is asking."""
+    global _psutil_thread
+    if _psutil_loaded.is_set():
+        return sys.modules.get("psutil")
+    with _psutil_lock:
+        if _psutil_thread is None:
+            _psutil_thread = threading.Thread(target=load_psutil, daemon=True,
+                                              name="sentinel-psutil-import")
+            _psutil_thread.start()
+    return None
+
+
+class ProcessNames:
+    """Command lines by PID, read with psutil on first sight, cached while the PID lives.
+
+    Only the few processes a view shows are asked for, so a tree of thousands
+    costs nothing; ``prune`` drops PIDs that left the tree (a reused PID is
+    read again once it reappears after leaving a sample). ``get`` returns
+    None until psutil has been imported (see ``_psutil``).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, str] = {}
+
+    def get(self, pid: int) -> str | None:
+        name = self._cache.get(pid)
+        if name is None:
+            psutil = _psutil()
+            if psutil is None:
+                return None
+            try:
+                proc = psutil.Process(pid)
+                argv = proc.cmdline()
+            except (psutil.Error, OSError):  # gone, or another user's
+                return "?"
+            if not argv:
+                # Mid-exec (the new image's arguments are not set up yet), a
+                # zombie, or a kernel thread: show the name, ask again next time.
+                try:
+                    return f"[{proc.name()}]"
+                except (psutil.Error, OSError):
+                    return "?"
+            name = self._cache[pid] = " ".join(argv)
+        return name
+
+    def prune(self, live: set[int]) -> None:
+        for pid in [p for p in self._cache if p not in live]:
+            del self._cache[pid]
+
+
+def _growth(points: list[tuple[float, int]]) -> float | None:
+    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few."""
+    if len(points) < 3 or points[-1][0] - points[0][0] < 0.5:
+        return None
+    n = len(points)
+    t0 = points[0][0]
+    mean_t = sum(t - t0 for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - t0 - mean_t) ** 2 for t, _ in points)
+    if var <= 0:
+        return None
+    return sum((t - t0 - mean_t) * (v - mean_v) for t, v in points) / var
+
+
+def _downsample(points: list[tuple[float, int]], n: int) -> list[list]:
+    """At most ``n`` points: the highest value in each of ``n`` equal time slices."""
+    if len(points) <= n:
+        return [[round(t, 3), v] for t, v in points]
+    t0, t1 = points[0][0], points[-1][0]
+    span = (t1 - t0) or 1.0
+    buckets: dict[int, tuple[float, int]] = {}
+    for t, v in points:
+        i = min(n - 1, int((t - t0) / span * n))
+        if i not in buckets or v > buckets[i][1]:
+            buckets[i] = (t, v)
+    return [[round(t, 3), v] for t, v in (buckets[i] for i in sorted(buckets))]
+
+
+def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 20,
+             max_events: int = 30, now_wall: float | None = None,
+             now_mono: float | None = None) -> dict[str, Any]:
+    """The dashboard's view of a ``GuardianState`` as a JSON-ready dict.
+
+    Call it on the guardian's loop (it reads live state). Costs a pass over
+    ``state.history`` (at most 600 entries) and, with ``names``, a psutil read
+    for each PID shown for the first time. Relative times (uptime, grace
+    left) are computed here, so a remote viewer needs no clock of its own.
+    Keys: see docs/dashboard.md.
+    """
+    now_wall = time.time() if now_wall is None else now_wall
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    sample = state.last_sample
+    history = [(t, v) for t, v in state.history if t >= now_wall - HISTORY_SECONDS]
+    this_run = [(t, v) for t, v in history if state.started_wall is None or t >= state.started_wall]
+    recent = [(t, v) for t, v in this_run if t >= now_wall - RATE_WINDOW_SECONDS]
+    growth = _growth(recent) if state.main_pid is not None else None
+    measure_bytes = sample.measure_bytes if sample is not None and state.main_pid else None
+    limit = state.limit_bytes
+    seconds_to_limit = None
+    if growth and growth > 0 and limit is not None and measure_bytes is not None \
+            and measure_bytes < limit:
+        seconds_to_limit = (limit - measure_bytes) / growth
+    tail = this_run[-50:]
+    gaps = [b[0] - a[0] for a, b in zip(tail, tail[1:])]
+
+    processes: list[dict] = []
+    process_count = 0
+    total_rss = 0
+    if sample is not None and state.main_pid is not None:
+        process_count = len(sample.processes)
+        total_rss = sample.rss_bytes
+        shown = sorted(sample.processes, key=lambda p: -p[1])[:max_processes]
+        for pid, rss in shown:
+            processes.append({"pid": pid, "rss_bytes": rss,
+                              "command": names.get(pid) if names else None})
+        if names is not None:
+            names.prune(set(sample.pids))
+
+    grace_left = None
+    if state.grace_deadline_mono is not None:
+        grace_left = max(0.0, state.grace_deadline_mono - now_mono)
+    events = [{"at": e.at_wall, "kind": e.kind, "message": e.message}
+              for e in list(state.events)[-max_events:]]
+    return {
+        "version": state.version,
+        "mode": state.mode,
+        "workload": state.workload,
+        "command": list(state.command),
+        "time": now_wall,
+        "phase": state.phase,
+        "enforcing": state.enforcing,
+        "main_pid": state.main_pid,
+        "started": state.started_wall,
+        "sentinel_started": state.sentinel_started_wall,
+        "measure": state.measure,
+        "measure_bytes": measure_bytes,
+        "rss_bytes": total_rss if sample is not None and state.main_pid else None,
+        "limit_bytes": limit,
+        "growth_bytes_per_second": growth,
+        "seconds_to_limit": seconds_to_limit,
+        "interval_seconds": state.interval_seconds,
+        "sample_gap_max_seconds": max(gaps) if gaps else None,
+        "process_count": process_count,
+        "processes": processes,
+        "history": _downsample(history, HISTORY_POINTS),
+        "grace_period_seconds": state.grace_period_seconds,
+        "grace_remaining_seconds": grace_left,
+        "current_kill": state.current_kill.to_dict() if state.current_kill else None,
+        "last_kill": state.last_kill.to_dict() if state.last_kill else None,
+        "last_exit_code": state.last_exit_code,
+        "kills_total": state.kills_total(),
+        "restarts": state.restarts,
+        "components": dict(state.components),
+        "events": events,
+    }
+
+
+# Keys a control-socket ``status`` object shares with a snapshot, same meaning.
+_STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "enforcing", "main_pid",
+                "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
+                "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
+                "kills_total", "restarts", "components", "events")
+
+
+class StatusAdapter:
+    """Snapshots for ``sentinel top`` from successive control-socket replies.
+
+    A reply with a ``"dashboard"`` object (``status dashboard``) is used as it
+    is. A plain ``status`` reply lacks history, growth, names and events: the
+    history is then built from the replies themselves, the growth rate from
+    it, and command lines read here when the PIDs are visible (``kubectl exec``
+    into Sentinel's container shares its PID namespace); events stay empty.
+    """
+
+    def __init__(self, names: ProcessNames | None = None, max_processes: int = 20) -> None:
+        self.names = names
+        self.max_processes = max_processes
+        self.history: deque = deque(maxlen=600)  # (wall, measure_bytes) seen by this client
+        self._run_started: float | None = None
+
+    def update(self, reply: dict, now_wall: float | None = None) -> dict:
+        now = time.time() if now_wall is None else now_wall
+        inner = reply.get("dashboard")
+        if isinstance(inner, dict):
+            return dict(inner)
+        status = reply.get("status") if isinstance(reply.get("status"), dict) else reply
+        snap: dict[str, Any] = {k: status.get(k) for k in _STATUS_KEYS if k in status}
+        snap["time"] = now
+        uptime = status.get("workload_uptime_seconds")
+        snap["started"] = now - uptime if uptime is not None else None
+        live = status.get("main_pid") is not None
+        memory = status.get("memory") or {}
+        value = memory.get("measure_bytes") if live else None
+        snap["measure_bytes"] = value
+        snap["rss_bytes"] = memory.get("rss_bytes") if live else None
+        procs = sorted(status.get("processes") or [], key=lambda p: -(p.get("rss_bytes") or 0))
+        snap["process_count"] = len(procs)
+        shown = []
+        for p in procs[:self.max_processes]:
+            p = dict(p)
+            if not p.get("command") and self.names is not None and p.get("pid"):
+                p["command"] = self.names.get(p["pid"])
+            shown.append(p)
+        snap["processes"] = shown
+        if self.names is not None:
+            self.names.prune({p.get("pid") for p in procs})
+        if snap["started"] is not None and (self._run_started is None or
+                                            abs(snap["started"] - self._run_started) > 1.0):
+            self._run_started = snap["started"]
+        if value is not None:
+            self.history.append((now, value))
+        snap["history"] = _downsample([p for p in self.history if p[0] >= now - HISTORY_SECONDS],
+                                      HISTORY_POINTS)
+        recent = [(t, v) for t, v in self.history
+                  if t >= now - RATE_WINDOW_SECONDS and t >= (self._run_started or 0)]
+        growth = _growth(recent) if live else None
+        snap["growth_bytes_per_second"] = growth
+        limit = snap.get("limit_bytes")
+        snap["seconds_to_limit"] = (limit - value) / growth if (
+            growth and growth > 0 and limit is not None and value is not None
+            and value < limit) else None
+        snap.setdefault("events", None)  # an older socket: none to show
+        return snap
+
+
+# --------------------------------------------------------------------------
+# Formatting (numbers stay numeric in the snapshot; only here are they text)
+# --------------------------------------------------------------------------
+
+def fmt_duration(seconds: float | None) -> str:
+    """``0.42`` -> ``"0.4s"``, ``245`` -> ``"4m05s"``, ``7300`` -> ``"2h01m"``."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def fmt_rate(bps: float | None) -> str:
+    if bps is None:
+        return "n/a"
+    sign = "+" if bps >= 0 else "-"
+    return f"{sign}{fmt_bytes(int(abs(bps)))}/s"
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _fraction(snap: dict) -> float | None:
+    value, limit = snap.get("measure_bytes"), snap.get("limit_bytes")
+    if value is None or not limit:
+        return None
+    return value / limit
+
+
+def headroom_style(fraction: float | None) -> str:
+    if fraction is None:
+        return "cyan"
+    if fraction >= 1.0:
+        return "bold red"
+    if fraction >= DANGER_FRACTION:
+        return "red"
+    if fraction >= WARN_FRACTION:
+        return "yellow"
+    return "green"
+
+
+def _killed_this_run(snap: dict) -> dict | None:
+    kill = snap.get("last_kill")
+    started = snap.get("started")
+    if kill and (started is None or (kill.get("started") or 0) >= started):
+        return kill
+    return None
+
+
+def _kill_text(kill: dict) -> str:
+    how = " then ".join(kill.get("signals") or []) or "signal"
+    code = kill.get("exit_code")
+    return f"{kill.get('reason', '?')}: {how}" + (f", exit code {code}" if code is not None else "")
+
+
+def state_line(snap: dict) -> tuple[str, str, str]:
+    """``(label, detail, style)`` for the workload's state, e.g.
+    ``("TERMINATING", "SIGTERM sent (memory_limit), SIGKILL in 1.2s", "bold yellow")``."""
+    phase = snap.get("phase") or "unknown"
+    pid = snap.get("main_pid")
+    if phase == "running":
+        if snap.get("enforcing", True):
+            return "RUNNING", f"pid {pid}", "bold green"
+        return "RUNNING", f"pid {pid}, enforcement paused (limit not applied)", "bold yellow"
+    if phase == "terminating":
+        kill = snap.get("current_kill") or {}
+        reason = kill.get("reason", "?")
+        if "SIGKILL" in (kill.get("signals") or []):
+            return "KILLING", f"SIGKILL sent ({reason}), waiting for the tree to exit", "bold red"
+        left = snap.get("grace_remaining_seconds")
+        return ("TERMINATING", f"SIGTERM sent ({reason}), SIGKILL in {fmt_duration(left)} "
+                f"unless it exits", "bold yellow")
+    if phase == "restarting":
+        kill = _killed_this_run(snap)
+        last = f"killed ({_kill_text(kill)})" if kill else \
+            f"exited with code {snap.get('last_exit_code')}"
+        return "RESTARTING", f"restart {snap.get('restarts', 0)}; last run {last}", "bold magenta"
+    if phase == "exited":
+        kill = _killed_this_run(snap)
+        if kill:
+            return "KILLED", _kill_text(kill), "bold red"
+        return "EXITED", f"exit code {snap.get('last_exit_code')}", "bold"
+    if phase == "waiting":
+        return "WAITING", "no target process yet", "bold cyan"
+    return phase.upper(), "", "bold"
+
+
+def format_line(snap: dict) -> str:
+    """One plain status line (no escape codes), for a stdout that is not a terminal."""
+    label, detail, _ = state_line(snap)
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snap.get("time") or time.time()))
+    parts = [ts, snap.get("workload") or "?", label.lower()]
+    if detail:
+        parts.append(f"({detail})")
+    value, limit = snap.get("measure_bytes"), snap.get("limit_bytes")
+    measure = snap.get("measure", "rss")
+    if limit:
+        frac = _fraction(snap)
+        pct = f" ({frac * 100:.1f}%)" if frac is not None else ""
+        parts.append(f"{measure} {fmt_bytes(value)} of {fmt_bytes(limit)}{pct}")
+    else:
+        parts.append(f"{measure} {fmt_bytes(value)} (no limit)")
+    if snap.get("growth_bytes_per_second") is not None:
+        parts.append(f"growth {fmt_rate(snap['growth_bytes_per_second'])}")
+    if snap.get("seconds_to_limit") is not None:
+        parts.append(f"limit in {fmt_duration(snap['seconds_to_limit'])}")
+    parts.append(f"procs {snap.get('process_count', 0)}")
+    parts.append(f"kills {snap.get('kills_total', 0)} restarts {snap.get('restarts', 0)}")
+    return " ".join(str(p) for p in parts)
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+def _bar(fraction: float | None, width: int):
+    from rich.text import Text
+
+    width = max(4, width)
+    if fraction is None:
+        return Text("─" * width, style="dim")
+    filled = min(width, round(min(fraction, 1.0) * width))
+    text = Text("█" * filled, style=headroom_style(fraction))
+    text.append("░" * (width - filled), style="dim")
+    return text
+
+
+def sparkline(history: list, width: int, limit: int | None, now: float | None = None,
+              span_seconds: float | None = None):
+    """A rich ``Text`` of ``width`` cells: the highest value per time slice, scaled to
+    the limit (or to the peak without one), coloured by headroom; blank where no
+    sample fell."""
+    from rich.text import Text
+
+    text = Text()
+    if not history or width <= 0:
+        return Text(" " * max(0, width))
+    t_end = now if now is not None else history[-1][0]
+    span = span_seconds or max(1.0, t_end - history[0][0])
+    t_start = t_end - span
+    cells: list[int | None] = [None] * width
+    last_i, last_t = -1, 0.0
+    for t, v in history:
+        if t < t_start:
+            continue
+        i = min(width - 1, int((t - t_start) / span * width))
+        if last_i >= 0 and i > last_i + 1 and t - last_t <= SPARK_HOLD_SECONDS:
+            # Fewer samples than cells: hold the previous value across the
+            # cells in between. A longer silence (a restart) stays blank.
+            for j in range(last_i + 1, i):
+                cells[j] = cells[last_i]
+        cells[i] = v if cells[i] is None else max(cells[i], v)  # type: ignore[type-var]
+        last_i, last_t = i, t
+    top = limit or max((c for c in cells if c is not None), default=0) or 1
+    for c in cells:
+        if c is None:
+            text.append(" ")
+            continue
+        frac = c / top
+        idx = min(len(SPARK) - 1, max(0, int(frac * (len(SPARK) - 1) + 0.5)))
+        text.append(SPARK[idx], style=headroom_style(frac if limit else None))
+    return text
+
+
+def _event_style(kind: str) -> str:
+    return {"limit_crossed": "bold red", "signal_sent": "red", "kill_started": "red",
+            "kill_finished": "yellow", "exited": "yellow", "restart_scheduled": "magenta",
+            "spawned": "green", "enforcement_paused": "yellow", "limit_changed": "cyan",
+            "signal_forwarded": "cyan"}.get(kind, "default")
+
+
+def _component_text(name: str, status: str):
+    """``metrics: listening on :8000`` in green, ``socket: off`` in red; the status is
+    cut at its first ``": "`` or ``" ("`` (the reason; ``sentinel status`` shows it all)."""
+    from rich.text import Text
+
+    short = status
+    for sep in (": ", " ("):
+        short = short.split(sep, 1)[0]
+    low = short.strip().lower()
+    ok = not low.startswith(("off", "fail", "error", "disabled", "unavailable"))
+    text = Text(f"{name}: ", style="dim")
+    text.append(short.strip() or status, style="green" if ok else "red")
+    return text
+
+
+def render(snap: dict, *, width: int = 100, height: int | None = None,
+           banner: str | None = None, hint: str | None = None):
+    """The whole view as a rich renderable ``width`` cells wide.
+
+    With ``height`` (a live screen) the process and event lists are cut so
+    the view fits; without it (a test, a final summary) up to 10 of each are
+    shown. ``banner`` is a red line on top (e.g. a lost connection); ``hint``
+    goes in the footer (how to quit).
+    """
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    now = snap.get("time") or time.time()
+    lines: list = []
+    if banner:
+        lines.append(Text(banner, style="bold white on red", no_wrap=True, overflow="ellipsis"))
+
+    # Title: who, since when.
+    title = Text(no_wrap=True, overflow="ellipsis")
+    title.append(f"Sentinel {snap.get('version', '')}".rstrip(), style="bold")
+    title.append(f"  {snap.get('workload') or '?'}", style="bold cyan")
+    command = " ".join(snap.get("command") or [])
+    if snap.get("started") and snap.get("main_pid"):
+        title.append(f"  up {fmt_duration(max(0.0, now - snap['started']))}")
+    title.append(f"  restarts {snap.get('restarts', 0)}  kills {snap.get('kills_total', 0)}")
+    if command:
+        title.append(f"  $ {command}", style="dim")
+    lines.append(title)
+
+    # State.
+    label, detail, style = state_line(snap)
+    state = Text("State ", style="dim", no_wrap=True, overflow="ellipsis")
+    state.append(f" {label} ", style=style + " reverse")
+    if detail:
+        state.append(f"  {detail}")
+    lines.append(state)
+
+    # The measure against the limit.
+    value, limit = snap.get("measure_bytes"), snap.get("limit_bytes")
+    frac = _fraction(snap)
+    measure = snap.get("measure", "rss")
+    figures = Text(no_wrap=True, overflow="ellipsis")
+    figures.append(f"{measure} ", style="dim")
+    figures.append(fmt_bytes(value), style=headroom_style(frac) + " bold")
+    if limit:
+        figures.append(" of limit ", style="dim")
+        figures.append(fmt_bytes(limit), style="bold")
+        if frac is not None:
+            figures.append(f"  {frac * 100:.1f}%", style=headroom_style(frac) + " bold")
+            room = limit - value
+            figures.append("  headroom " if room >= 0 else "  over by ", style="dim")
+            figures.append(fmt_bytes(abs(room)))
+    else:
+        figures.append("  no limit: watching only", style="dim")
+    lines.append(figures)
+    pct = f" {frac * 100:5.1f}%" if frac is not None else ""
+    bar = _bar(frac, width - len(pct) - 2)
+    bar.append(pct, style=headroom_style(frac))
+    lines.append(bar)
+
+    # Growth and sampling.
+    growth = Text(no_wrap=True, overflow="ellipsis")
+    growth.append("growth ", style="dim")
+    growth.append(fmt_rate(snap.get("growth_bytes_per_second")))
+    growth.append("  time to limit ", style="dim")
+    left = snap.get("seconds_to_limit")
+    if left is not None:
+        growth.append(fmt_duration(left), style=headroom_style(frac) + " bold")
+    elif limit and frac is not None and frac >= 1.0:
+        growth.append("over the limit", style="bold red")
+    elif limit and value is not None:
+        growth.append("not growing", style="green")
+    else:
+        growth.append("n/a")
+    growth.append("  sampling every ", style="dim")
+    growth.append(fmt_ms(snap.get("interval_seconds")))
+    if snap.get("sample_gap_max_seconds") is not None:
+        growth.append(f" (worst recent gap {fmt_ms(snap['sample_gap_max_seconds'])})", style="dim")
+    lines.append(growth)
+
+    # Sparkline of the measure.
+    history = snap.get("history") or []
+    spark_label = "history "
+    spark_span = None
+    if history:
+        spark_span = max(1.0, now - history[0][0])
+        spark_label = f"last {fmt_duration(spark_span)} "
+    spark = Text(spark_label, style="dim", no_wrap=True, overflow="crop")
+    spark.append_text(sparkline(history, width - len(spark_label), limit, now, spark_span))
+    lines.append(spark)
+
+    # How many rows are left for processes and events.
+    components = dict(snap.get("components") or {})
+    procs = snap.get("processes") or []
+    # Section headers (2), the table's header row, the footer, and the
+    # table's placeholder row when there is no process.
+    fixed = len(lines) + 4 + (0 if procs else 1)
+    events = snap.get("events") or []
+    if height is None:
+        n_procs, n_events = min(len(procs), 10), min(len(events), 10)
+    else:
+        room = max(0, height - fixed)
+        n_procs = min(len(procs), max(1, room // 3), room)
+        n_events = max(0, min(len(events), room - n_procs))
+
+    total = snap.get("rss_bytes") or sum(p.get("rss_bytes") or 0 for p in procs) or 0
+    count = snap.get("process_count", len(procs))
+    header = Text(f"Processes ({count}", style="bold")
+    header.append(f", {n_procs} shown by RSS)" if n_procs < count else ")", style="bold")
+    lines.append(header)
+    table = Table.grid(padding=(0, 2), expand=False)
+    table.add_column("PID", justify="right", no_wrap=True)
+    table.add_column("RSS", justify="right", no_wrap=True)
+    table.add_column("SHARE", justify="right", no_wrap=True)
+    table.add_column("COMMAND", no_wrap=True, overflow="ellipsis",
+                     max_width=max(10, width - 34))
+    table.add_row(*(Text(h, style="dim") for h in ("PID", "RSS", "SHARE", "COMMAND")))
+    for p in procs[:n_procs]:
+        rss = p.get("rss_bytes")
+        share = f"{rss / total * 100:.1f}%" if rss is not None and total else "n/a"
+        pid_style = "bold" if p.get("pid") == snap.get("main_pid") else ""
+        table.add_row(Text(str(p.get("pid")), style=pid_style), fmt_bytes(rss), share,
+                      p.get("command") or "")
+    if not procs:
+        table.add_row("-", "-", "-", Text("no workload process", style="dim"))
+    lines.append(table)
+
+    if snap.get("events") is None:
+        lines.append(Text("Events (not in this Sentinel's status reply)", style="bold"))
+    else:
+        lines.append(Text(f"Events (last {n_events} of {len(events)})", style="bold"))
+    for e in events[len(events) - n_events:] if n_events else []:
+        row = Text(no_wrap=True, overflow="ellipsis")
+        row.append(time.strftime("%H:%M:%S", time.localtime(e.get("at") or 0)), style="dim")
+        row.append(f"  {e.get('kind', ''):<17} ", style=_event_style(e.get("kind", "")))
+        row.append(e.get("message", ""))
+        lines.append(row)
+
+    footer = Text(no_wrap=True, overflow="ellipsis")
+    for name in ("metrics", "socket"):
+        components.setdefault(name, "off")
+    for i, (name, status) in enumerate(sorted(components.items())):
+        if i:
+            footer.append("  ")
+        footer.append_text(_component_text(name, str(status)))
+    if hint:
+        footer.append(f"  {hint}", style="dim")
+    lines.append(footer)
+    return Group(*lines)
