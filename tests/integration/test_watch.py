@@ -1,0 +1,228 @@
+"""``sentinel watch`` (sidecar mode) against real processes it did not start: the test
+starts the leakers, Sentinel finds, attaches, kills, and attaches again to the next."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LEAKER, PY, Running, proc_state, wait_until
+from tests.fakes.apiserver import FakeApiServer
+
+COMMON = ["--no-metrics", "--no-socket", "--log-format", "json", "--k8s-events", "off"]
+LONG_NAME = "memory-leaker-for-tests"  # 23 characters: comm keeps "memory-leaker-f"
+
+
+@pytest.fixture
+def procs():
+    """Start processes (not Sentinel's children); all killed after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(argv: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait(5)
+        p.stdout.close()
+
+
+@pytest.fixture
+def named_python(tmp_path) -> str:
+    """The interpreter under a long name: argv[0] and comm say the name, exe says python."""
+    link = tmp_path / LONG_NAME
+    link.symlink_to(os.path.realpath(sys.executable))
+    return str(link)
+
+
+def expect_line(p: subprocess.Popen, needle: str, timeout: float = 10.0) -> str:
+    """Read ``p``'s stdout until a line containing ``needle`` (the leaker's handshakes)."""
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    fd = p.stdout.fileno()
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise AssertionError(f"no line with {needle!r} within {timeout}s from pid {p.pid}")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise AssertionError(f"pid {p.pid} closed stdout before {needle!r}")
+        buf += chunk
+        for line in buf.decode(errors="replace").splitlines():
+            if needle in line:
+                return line
+
+
+def logged(s: Running, kind: str) -> list[dict]:
+    return [rec for rec in s.logs() if rec.get("event") == kind]
+
+
+def wait_logged(s: Running, kind: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+    return wait_until(lambda: (lambda got: got if len(got) >= count else None)(logged(s, kind)),
+                      timeout, what=f"{count} {kind!r} log line(s); stderr: {s.stderr()[-2000:]}")
+
+
+def watch(start_sentinel, *args: str) -> Running:
+    return start_sentinel([*COMMON, *args], cmd="watch")
+
+
+def test_kills_sigterm_then_sigkill_and_attaches_to_each_new_target(start_sentinel, procs,
+                                                                    named_python):
+    s = watch(start_sentinel, "--target-name", LONG_NAME, "--max-rss", "60Mi",
+              "--grace-period", "1s")
+    wait_logged(s, "waiting")
+    first = procs([named_python, str(LEAKER), "--rate", "100"])
+    expect_line(first, "ready")
+    assert first.wait(10) == -signal.SIGTERM
+    second = procs([named_python, str(LEAKER), "--rate", "100", "--ignore-term"])
+    expect_line(second, "ready")
+    assert second.wait(10) == -signal.SIGKILL
+    attached = wait_logged(s, "attached", 2)
+    assert [a["pid"] for a in attached] == [first.pid, second.pid]
+    sent = logged(s, "signal_sent")
+    assert [(e["signal"], e["kill"]["pids"][0]) for e in sent] == [
+        ("SIGTERM", first.pid), ("SIGTERM", second.pid), ("SIGKILL", second.pid)]
+    gap = sent[2]["kill"]["sigkill"] - sent[1]["kill"]["started"]
+    assert 0.95 <= gap <= 1.5, gap
+    finished = wait_logged(s, "kill_finished", 2)
+    assert [f["kill"]["signals"] for f in finished] == [["SIGTERM"], ["SIGTERM", "SIGKILL"]]
+    assert [d["pid"] for d in wait_logged(s, "detached", 2)] == [first.pid, second.pid]
+    # Never exits on its own: still waiting for the next one.
+    wait_until(lambda: len(logged(s, "waiting")) >= 2, 5, what="waiting again")
+    assert s.popen.poll() is None
+    s.signal(signal.SIGTERM)
+    assert s.wait(5) == 0
+
+
+def test_sigterm_leaves_the_target_alone_and_no_limit_means_no_kill(start_sentinel, procs,
+                                                                   named_python):
+    """The negative control: without --max-rss the same leaker is watched, never signalled."""
+    target = procs([named_python, str(LEAKER), "--rate", "200", "--max", "80"])
+    expect_line(target, "ready")
+    s = watch(start_sentinel, "--target-name", LONG_NAME)
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == target.pid
+    expect_line(target, "rss 8")  # it reached its 80 MiB cap while watched
+    s.signal(signal.SIGTERM)
+    assert s.wait(5) == 0
+    assert target.poll() is None
+    assert not logged(s, "signal_sent")
+    assert any("the target is left alone" in r["msg"] for r in logged(s, "shutdown"))
+
+
+def test_oldest_of_several_matches_and_never_itself(start_sentinel, procs):
+    marker = f"watch-me-{uuid.uuid4().hex[:8]}"
+    code = "import sys, time; print('ready', flush=True); time.sleep(120)"
+    older = procs([PY, "-c", code, marker])
+    expect_line(older, "ready")
+    newer = procs([PY, "-c", code, marker])
+    expect_line(newer, "ready")
+    # Sentinel's own command line matches the pattern too, and must be skipped.
+    s = watch(start_sentinel, "--target-cmdline", marker)
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == older.pid
+    [cands] = logged(s, "candidates")
+    assert cands["pids"] == [older.pid, newer.pid]
+    assert f"pid {older.pid}" in cands["msg"] and f"pid {newer.pid}" in cands["msg"]
+    older.kill()
+    older.wait(5)
+    attached = wait_logged(s, "attached", 2)
+    assert attached[1]["pid"] == newer.pid
+
+
+def test_a_whole_tree_is_killed(start_sentinel, procs, named_python):
+    s = watch(start_sentinel, "--target-name", LONG_NAME, "--max-rss", "60Mi")
+    wait_logged(s, "waiting")
+    target = procs([named_python, str(LEAKER), "--rate", "100", "--depth", "2"])
+    expect_line(target, "ready")
+    assert target.wait(10) in (-signal.SIGTERM, 128 + signal.SIGTERM)
+    [crossed] = wait_logged(s, "limit_crossed")
+    assert len(crossed["pids"]) == 3 and crossed["pids"][0] == target.pid
+    for pid in crossed["pids"][1:]:
+        wait_until(lambda: proc_state(pid) in (None, "Z"), 5, what=f"descendant {pid} gone")
+
+
+def test_target_pid_attaches_once(start_sentinel, procs):
+    p = procs([PY, "-c", "import time; print('ready', flush=True); time.sleep(120)"])
+    expect_line(p, "ready")
+    s = watch(start_sentinel, "--target-pid", str(p.pid))
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == p.pid
+    p.kill()
+    p.wait(5)
+    wait_until(lambda: any("not attaching again" in r["msg"] for r in logged(s, "waiting")), 5,
+               what="the idle line")
+    assert s.popen.poll() is None
+
+
+def test_events_work_in_watch_mode(start_sentinel, procs, named_python, tmp_path):
+    with FakeApiServer() as api:
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {"HOME": str(home), "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")),
+               "POD_NAME": "web-0", "POD_NAMESPACE": "demo", "POD_UID": ""}
+        s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                            "--target-name", LONG_NAME, "--max-rss", "60Mi"], cmd="watch",
+                           env=env)
+        wait_logged(s, "waiting")
+        target = procs([named_python, str(LEAKER), "--rate", "100"])
+        expect_line(target, "ready")
+        assert target.wait(10) == -signal.SIGTERM
+        api.wait_for(lambda: api.events(), 10, "the Event")
+    [ev] = api.events()
+    assert (ev["type"], ev["reason"], ev["action"]) == ("Warning", "MemoryLimitExceeded",
+                                                         "SIGTERM")
+    assert f"pids {target.pid}" in ev["note"] and LONG_NAME in ev["note"]
+    assert ev["regarding"] == {"apiVersion": "v1", "kind": "Pod", "name": "web-0",
+                               "namespace": "demo"}
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run the two processes as other users")
+def test_a_target_of_another_user_is_a_clear_error(procs):
+    """Target as nobody (65534); Sentinel as 65533 without CAP_KILL: it may not signal it."""
+    shared = Path(tempfile.mkdtemp(prefix="sentinel-watch-"))
+    try:
+        shared.chmod(0o755)
+        marker = f"other-user-{uuid.uuid4().hex[:8]}"
+        target = procs(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY,
+                        "-c", "import time; print('ready', flush=True); time.sleep(120)",
+                        marker], cwd=shared)
+        expect_line(target, "ready")
+        s = Running(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups",
+                     "--inh-caps=-all", PY, "-m", "sentinel", "watch", *COMMON,
+                     "--target-cmdline", marker, "--max-rss", "1Mi"],
+                    pid1=False, env={"HOME": str(shared)},
+                    cwd=str(Path(__file__).resolve().parents[2]))
+        try:
+            [failed] = wait_logged(s, "attach_failed")
+            msg = failed["msg"]
+            assert failed["level"] == "error"
+            assert msg.startswith(f"cannot signal target pid {target.pid}: it runs as user "
+                                  "65534 and Sentinel runs as user 65533 without CAP_KILL")
+            assert "runAsUser: 65534" in msg and "capabilities: {add: [KILL]}" in msg
+            assert "SYS_PTRACE" in msg
+            assert not logged(s, "attached")
+            assert target.poll() is None
+        finally:
+            s.kill_all()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
