@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sentinel.events import EVENT_MEMORY, REPORTING_CONTROLLER
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sentinel"
 TOOLS = REPO / ".tools" / "bin"
@@ -31,9 +33,6 @@ CONTEXT = os.environ.get("SENTINEL_E2E_CONTEXT", "kind-sentinel")
 IMAGE = os.environ.get("SENTINEL_E2E_IMAGE", f"sentinel:{APP_VERSION}")
 RELEASE = "guard"
 FULLNAME = "guard-sentinel"
-# Facts of Sentinel's Events (sentinel/events.py).
-REPORTING_CONTROLLER = "sentinel.dev/guardian"
-MEMORY_REASON = "MemoryLimitExceeded"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -132,7 +131,7 @@ def release(request, cluster):
 
 def memory_events(rel: Release, pod_name: str) -> list[dict]:
     items = kubectl_json("get", "events.v1.events.k8s.io", "-n", rel.namespace)["items"]
-    return [e for e in items if e.get("reason") == MEMORY_REASON
+    return [e for e in items if e.get("reason") == EVENT_MEMORY
             and e.get("regarding", {}).get("kind") == "Pod"
             and e["regarding"].get("name") == pod_name]
 

@@ -35,6 +35,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sentinel import events
 from sentinel.config import OPTIONS, parse_settings, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -569,6 +570,11 @@ def test_rbac_is_least_privilege(values):
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": "guarded"}]
+    # exactly what Sentinel's Event recorder asks for when it is refused (sentinel/events.py)
+    documented = yaml.safe_load(events.RBAC_RULE)
+    assert {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]} == {(g, r, v) for g in documented["apiGroups"]
+                                        for r in documented["resources"] for v in documented["verbs"]}
     spec = pod_spec(docs)
     assert spec["serviceAccountName"] == sa["metadata"]["name"]
     assert sa["automountServiceAccountToken"] is False and spec["automountServiceAccountToken"] is True
@@ -773,7 +779,7 @@ def test_notes_show_status_metrics_and_events():
     assert "kubectl exec -n guarded \"$POD\" -c leaker -- sentinel status --socket /shared/sentinel.socket" in notes
     assert "http://demo-sentinel.guarded.svc:8000/metrics" in notes
     assert "kubectl events -n guarded --for pod/\"$POD\"" in notes
-    assert "MemoryLimitExceeded" in notes and "kubectl describe pod" in notes
+    assert f"Warning {events.EVENT_MEMORY}" in notes and "kubectl describe pod" in notes
     assert "helm test demo -n guarded" in notes
     assert "-l app.kubernetes.io/name=sentinel,app.kubernetes.io/instance=demo" in notes
     sidecar = helm("install", "demo", str(CHART), "--dry-run=client", "--namespace", "guarded",
