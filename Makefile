@@ -63,6 +63,7 @@ manifests: k8s-tools
 	bash scripts/render-manifests.sh
 
 image: venv
+	rm -rf dist/wheelhouse
 	$(PY) -m pip wheel --quiet --wheel-dir dist/wheelhouse . pip
 	docker build -f docker/Dockerfile -t $(IMAGE) .
 

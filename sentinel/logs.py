@@ -32,11 +32,12 @@ class HumanFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ``ts``, ``level``, ``msg``, and the event's fields."""
+    """One JSON object a line: ``ts``, ``level``, ``sentinel_pid``, ``msg``, and the event's
+    fields (``event`` names the kind; ``pid`` there is the workload's)."""
 
     def format(self, record: logging.LogRecord) -> str:
         obj = {"ts": _iso(record.created), "level": record.levelname.lower(),
-               "logger": record.name, "pid": os.getpid(), "msg": record.getMessage()}
+               "logger": record.name, "sentinel_pid": os.getpid(), "msg": record.getMessage()}
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 obj[key] = value
