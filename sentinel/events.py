@@ -179,9 +179,12 @@ def rfc3339(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(wall)))
 
 
-def event_name(pod_name: str, wall: float) -> str:
-    """``<pod>.<unix nanoseconds in hex>``, as client-go names Events; at most 253 characters."""
-    suffix = f".{int(wall * 1e9):x}"
+def event_name(pod_name: str, wall: float, bump: int = 0) -> str:
+    """``<pod>.<unix nanoseconds in hex>``, as client-go names Events; at most 253 characters.
+
+    ``bump`` adds nanoseconds: the next name to try when one is taken (409).
+    """
+    suffix = f".{int(wall * 1e9) + bump:x}"
     return pod_name[: NAME_MAX - len(suffix)] + suffix
 
 
@@ -446,6 +449,10 @@ class EventRecorder:
         from kubernetes import client, config
         from kubernetes.client import exceptions
 
+        # urllib3 logs each retry as a warning on the root logger; Sentinel
+        # reports failures itself, once, with the fix.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+
         cfg = client.Configuration()
         if self.source.kind == "kubeconfig":
             config.load_kube_config(config_file=self.source.where, client_configuration=cfg,
@@ -490,7 +497,7 @@ class EventRecorder:
         self._create(rec, key)
 
     def _create(self, rec: Record, key: tuple, attempt: int = 0) -> None:
-        name = event_name(self.pod.name, rec.at_wall + attempt * 1e-9)
+        name = event_name(self.pod.name, rec.at_wall, attempt)
         api_version = self.api_version
         body = (events_v1_body if api_version == API_EVENTS_V1 else core_v1_body)(
             rec, self.pod, name)
@@ -587,7 +594,9 @@ class EventRecorder:
         u3 = self._urllib3
         root = getattr(exc, "reason", None) if isinstance(exc, u3.exceptions.MaxRetryError) \
             else exc
-        if isinstance(root, (u3.exceptions.TimeoutError, TimeoutError)):
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3: test it first.
+        if isinstance(root, (u3.exceptions.TimeoutError, TimeoutError)) and not isinstance(
+                root, u3.exceptions.NewConnectionError):
             self._fail("timeout", f"the API server did not answer within "
                        f"{self._timeout[1]:.0f}s; Events are dropped while it is slow (kills are "
                        "not delayed)")

@@ -116,14 +116,25 @@ def own_lineage(pid: int | None = None) -> set[int]:
     return out
 
 
-_ATTRS = ["pid", "ppid", "name", "exe", "cmdline", "create_time", "uids", "status"]
+_ATTRS = ["pid", "ppid", "exe", "cmdline", "create_time", "uids", "status"]
+
+
+def _comm(pid: int) -> str | None:
+    """The kernel's name of ``pid`` (at most 15 characters). psutil's ``name()``
+    lengthens a cut name from the command line, which would hide the cut."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode(errors="replace")
+    except OSError:
+        return None
 
 
 def _candidate(info: dict) -> Candidate | None:
     if info.get("status") == psutil.STATUS_ZOMBIE or info.get("create_time") is None:
         return None
     uids = info.get("uids")
-    return Candidate(pid=info["pid"], ppid=info.get("ppid") or 0, comm=info.get("name") or "",
+    comm = _comm(info["pid"]) or ""
+    return Candidate(pid=info["pid"], ppid=info.get("ppid") or 0, comm=comm,
                      exe=info.get("exe") or None, cmdline=tuple(info.get("cmdline") or ()),
                      create_time=info["create_time"], uid=uids.real if uids else None)
 

@@ -1,0 +1,320 @@
+"""Events without a Sentinel process: the bodies, the cluster and pod discovery, the
+recorder (its worker against the fake API server), the fake's own checks, and the
+termination message."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from sentinel import events, termlog
+from sentinel.config import parse_settings
+from sentinel.guardian import Guardian
+from sentinel.state import Event, KillRecord
+from tests.fakes.apiserver import FakeApiServer, validate_event
+
+POD = events.PodRef("web-1", "demo", "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001")
+
+
+def kill_event(reason="memory_limit", signals=("SIGTERM",), pids=(12, 13), at=None,
+               workload_pids=None) -> Event:
+    k = KillRecord(reason=reason, started_wall=time.time(), started_mono=0.0, measure="rss",
+                   value_bytes=70 * 2**20, limit_bytes=60 * 2**20, pids=tuple(pids),
+                   grace_period_seconds=3.0 if signals[0] == "SIGTERM" else 0.0,
+                   signals=list(signals), reaction_seconds=0.012)
+    fields = {"signal": signals[-1], "reason": reason, "kill": k.to_dict()}
+    if signals[-1] == "SIGTERM":
+        fields["reaction_seconds"] = 0.012
+    else:
+        fields["pids"] = list(workload_pids or pids)
+    return Event("signal_sent", "sent", at_wall=at if at is not None else time.time(),
+                 fields=fields)
+
+
+def schema_errors(body: dict, group="events.k8s.io") -> list[str]:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(body, "1.33", strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [exc.message]
+    return validate_event(body, group, body["metadata"]["namespace"])
+
+
+# ---------------------------------------------------------------- bodies
+
+@pytest.mark.parametrize("wall, text", [
+    (1700000000.0, "2023-11-14T22:13:20.000000Z"),
+    (1700000000.5, "2023-11-14T22:13:20.500000Z"),
+    (1700000000.9999999, "2023-11-14T22:13:21.000000Z"),
+])
+def test_micro_time_always_has_six_digits(wall, text):
+    assert events.micro_time(wall) == text
+
+
+@pytest.mark.parametrize("signals, reason, ev_type, ev_reason", [
+    (("SIGTERM",), "memory_limit", "Warning", "MemoryLimitExceeded"),
+    (("SIGTERM", "SIGKILL"), "memory_limit", "Warning", "MemoryLimitExceeded"),
+    (("SIGTERM",), "operator", "Normal", "OperatorStop"),
+    (("SIGTERM", "SIGKILL"), "operator", "Warning", "OperatorStop"),
+    (("SIGKILL",), "operator", "Normal", "OperatorKill"),
+])
+def test_kill_steps_map_to_stable_reasons_and_valid_bodies(signals, reason, ev_type, ev_reason):
+    rec = events.record_for(kill_event(reason, signals), "leaker")
+    assert (rec.type, rec.reason, rec.action) == (ev_type, ev_reason, signals[-1])
+    body = events.events_v1_body(rec, POD, events.event_name(POD.name, rec.at_wall))
+    assert schema_errors(body) == []
+    core = events.core_v1_body(rec, POD, "web-1.1")
+    assert schema_errors(core, None) == []
+
+
+def test_sigkill_note_gives_the_grace_and_the_pids_hit():
+    rec = events.record_for(kill_event(signals=("SIGTERM", "SIGKILL"), pids=(12, 13),
+                                       workload_pids=(12, 13, 14)), "leaker")
+    assert rec.note == ("Memory limit exceeded: rss 70.0 MiB (73400320 bytes), limit 60.0 MiB "
+                        "(62914560 bytes). Sent SIGKILL to workload 'leaker' (pids 12, 13, 14): "
+                        "it was still running 3.0s after SIGTERM.")
+
+
+def test_other_events_and_shutdown_are_not_reported():
+    assert events.record_for(Event("exited", "x"), "w") is None
+    assert events.record_for(Event("limit_crossed", "x"), "w") is None
+    assert events.record_for(kill_event("shutdown"), "w") is None
+
+
+def test_note_stays_within_1kib_for_huge_trees_and_names():
+    rec = events.record_for(kill_event(pids=range(100000, 105000)), "ünïcødé-" * 300)
+    assert len(rec.note.encode()) <= events.NOTE_MAX_BYTES
+    assert rec.note.endswith("…")
+    body = events.events_v1_body(rec, POD, "web-1.1")
+    assert schema_errors(body) == []
+
+
+def test_event_names_fit_for_the_longest_pod_names():
+    name = events.event_name("p" * 253, 1700000000.5)
+    assert len(name) == 253 and name.endswith(f".{1700000000500000000:x}")
+    assert events.event_name("web-1", 1700000000.5, 2) == f"web-1.{1700000000500000002:x}"
+
+
+# ---------------------------------------------------------------- the fake's own checks
+
+@pytest.mark.parametrize("change, error", [
+    ({"eventTime": "2023-11-14T22:13:20+00:00"}, "eventTime"),  # isoformat() without micros
+    ({"note": "x" * 1025}, "note"),
+    ({"reportingController": "sentinel guardian"}, "reportingController"),
+    ({"reportingController": ""}, "reportingController"),
+    ({"type": "Error"}, "type"),
+    ({"action": ""}, "action"),
+    ({"reason": "R" * 129}, "reason"),
+    ({"regarding": {"kind": "Pod", "name": "x", "namespace": "other"}}, "namespace"),
+    ({"deprecatedCount": 3}, "deprecatedCount"),
+    ({"series": {"count": 1, "lastObservedTime": "2023-11-14T22:13:20.000000Z"}}, "series"),
+    ({"unknownField": 1}, "unknownField"),  # strict schema
+    ({"metadata": {"name": "Web_1", "namespace": "demo"}}, "metadata.name"),
+])
+def test_the_fake_rejects_what_the_api_server_rejects(change, error):
+    rec = events.record_for(kill_event(), "leaker")
+    body = {**events.events_v1_body(rec, POD, "web-1.1"), **change}
+    errs = schema_errors(body)
+    assert errs and any(error in e for e in errs), errs
+
+
+# ---------------------------------------------------------------- cluster and pod
+
+def test_cluster_precedence_kubeconfig_then_service_account_then_home(tmp_path, monkeypatch):
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("t")
+    (sa / "namespace").write_text("team-a\n")
+    monkeypatch.setattr(events, "SA_DIR", str(sa))
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    (home / ".kube" / "config").write_text("{}")
+    kc = tmp_path / "kc"
+    kc.write_text("{}")
+    env = {"HOME": str(home), "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+           "KUBERNETES_SERVICE_PORT": "443"}
+    assert events.find_cluster(f"/nope:{kc}", env) == events.ClusterSource("kubeconfig",
+                                                                            str(kc))
+    incluster = events.find_cluster(None, env)
+    assert incluster == events.ClusterSource("incluster", "10.0.0.1:443")
+    assert events.find_cluster(None, {"HOME": str(home)}).where == str(home / ".kube/config")
+    assert events.find_cluster("/nope", {"HOME": str(tmp_path)}) is None
+    # In a pod, HOSTNAME and the service account's namespace name the pod.
+    assert events.find_pod(incluster, {"HOSTNAME": "web-2"}) == events.PodRef("web-2", "team-a")
+    assert events.find_pod(None, {"HOSTNAME": "web-2"}) is None
+    assert events.find_pod(None, {"POD_NAME": "a", "POD_NAMESPACE": "b", "POD_UID": "u"}) == \
+        events.PodRef("a", "b", "u")
+
+
+@pytest.fixture
+def guardian():
+    made = []
+
+    def make(*args: str, env=None) -> Guardian:
+        settings = parse_settings("run", [*args, "--", "true"], env or {})
+        g = Guardian(settings, None, set())
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.close()
+        g.loop.close()
+
+
+def test_start_auto_without_a_cluster_is_silently_off(guardian, caplog, tmp_path):
+    g = guardian()
+    with caplog.at_level(logging.DEBUG, "sentinel"):
+        assert events.start(g, g.settings, {"HOME": str(tmp_path)}) == []
+    assert g.state.components["k8s-events"].startswith("off (no cluster configured")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert g.listeners == []
+
+
+def test_start_on_without_a_cluster_warns_once(guardian, caplog, tmp_path):
+    g = guardian("--k8s-events", "on")
+    with caplog.at_level(logging.INFO, "sentinel"):
+        assert events.start(g, g.settings, {"HOME": str(tmp_path)}) == []
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "--k8s-events on: no cluster configured" in warning.getMessage()
+
+
+# ---------------------------------------------------------------- the recorder
+
+def recorder(api: FakeApiServer, tmp_path, **kw) -> events.EventRecorder:
+    kc = api.kubeconfig(tmp_path / "kubeconfig")
+    return events.EventRecorder(events.ClusterSource("kubeconfig", str(kc)), POD,
+                                workload="leaker", components=kw.pop("components", {}), **kw)
+
+
+def test_repeats_patch_one_series_and_different_steps_make_new_events(tmp_path):
+    with FakeApiServer() as api:
+        comps: dict = {}
+        r = recorder(api, tmp_path, components=comps)
+        for _ in range(3):
+            r(kill_event())
+        r(kill_event(signals=("SIGTERM", "SIGKILL")))
+        r.close()
+    assert r.sent_total == {"create": 2, "patch": 2} and r.errors_total == {}
+    by_action = {e["action"]: e for e in api.events()}
+    assert by_action["SIGTERM"]["series"]["count"] == 3
+    assert "series" not in by_action["SIGKILL"]
+    assert comps["k8s-events"].startswith("on: events.k8s.io/v1 Events for pod demo/web-1")
+
+
+def test_a_repeat_after_the_window_or_after_expiry_is_a_new_event(tmp_path):
+    with FakeApiServer() as api:
+        r = recorder(api, tmp_path)
+        t = time.time()
+        r(kill_event(at=t))
+        r(kill_event(at=t + events.SERIES_WINDOW_SECONDS + 1))  # window over: new Event
+        api.wait_for(lambda: len(api.events()) == 2, 5)
+        api.store.clear()  # both expired (Events live about an hour)
+        r(kill_event(at=t + events.SERIES_WINDOW_SECONDS + 2))  # PATCH 404 -> create
+        r.close()
+    assert [(q.method, q.status) for q in api.requests] == [
+        ("POST", 201), ("POST", 201), ("PATCH", 404), ("POST", 201)]
+    assert r.errors_total == {}
+
+
+def test_a_name_taken_is_retried_with_the_next_name(tmp_path):
+    with FakeApiServer() as api:
+        r = recorder(api, tmp_path)
+        at = time.time()
+        taken = events.event_name(POD.name, at)
+        api.store[("events.k8s.io", "demo", taken)] = {"metadata": {"name": taken}}
+        r(kill_event(at=at))
+        r.close()
+    assert [q.status for q in api.requests] == [409, 201]
+    assert r.sent_total == {"create": 1}
+
+
+def test_forbidden_is_counted_each_time_and_logged_once(tmp_path, caplog):
+    with FakeApiServer(forbid={("events.k8s.io", "create")}) as api:
+        with caplog.at_level(logging.WARNING, "sentinel"):
+            r = recorder(api, tmp_path)
+            r(kill_event())
+            r(kill_event(signals=("SIGTERM", "SIGKILL")))
+            r.close()
+    assert r.errors_total == {"forbidden": 2} and r.dropped_total == 2
+    [line] = [rec.getMessage() for rec in caplog.records]
+    assert 'cannot create resource \\"events\\"' not in line  # the server's text, unescaped
+    assert 'cannot create resource "events" in API group "events.k8s.io"' in line
+    assert events.RBAC_RULE in line
+
+
+def test_bad_credentials_and_missing_namespace_say_the_fix(tmp_path, caplog):
+    with FakeApiServer(namespaces=("other",)) as api:
+        with caplog.at_level(logging.WARNING, "sentinel"):
+            r = recorder(api, tmp_path)
+            r(kill_event())
+            r.close()
+            bad = events.EventRecorder(
+                events.ClusterSource("kubeconfig", str(api.kubeconfig(
+                    tmp_path / "bad", token="wrong"))), POD, workload="leaker")
+            bad(kill_event())
+            bad.close()
+    assert r.errors_total == {"not_found": 1} and bad.errors_total == {"unauthorized": 1}
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    assert "POD_NAMESPACE" in text and "automountServiceAccountToken" in text
+
+
+def test_an_unreachable_server_and_a_broken_kubeconfig_are_reported(tmp_path, caplog):
+    with FakeApiServer() as api:
+        kc = api.kubeconfig(tmp_path / "kubeconfig")
+    with caplog.at_level(logging.WARNING, "sentinel"):  # the server is gone now
+        r = events.EventRecorder(events.ClusterSource("kubeconfig", str(kc)), POD,
+                                 workload="leaker")
+        r(kill_event())
+        r.close()
+        broken = tmp_path / "broken"
+        broken.write_text("clusters: [")
+        b = events.EventRecorder(events.ClusterSource("kubeconfig", str(broken)), POD,
+                                 workload="leaker")
+        b(kill_event())
+        b.close()
+    assert r.errors_total == {"unreachable": 1}
+    assert b.errors_total == {"config": 1} and b.dropped_total == 1
+
+
+def test_a_slow_server_never_blocks_the_caller_and_close_is_bounded(tmp_path, caplog):
+    with FakeApiServer(delay_seconds=10) as api:
+        r = recorder(api, tmp_path, queue_size=2, flush_seconds=0.5, timeout=(1.0, 1.5))
+        t0 = time.monotonic()
+        for _ in range(6):
+            r(kill_event())
+        queued = time.monotonic() - t0
+        api.wait_for(lambda: api.requests, 5, "the first POST")
+        with caplog.at_level(logging.WARNING, "sentinel"):
+            t1 = time.monotonic()
+            r.close()
+            closing = time.monotonic() - t1
+    assert queued < 0.05, queued
+    assert closing < 1.0, closing
+    assert r.errors_total.get("queue_full", 0) >= 1
+    assert any("still busy" in rec.getMessage() for rec in caplog.records)
+
+
+def test_timeouts_are_reported_as_such(tmp_path):
+    with FakeApiServer(delay_seconds=10) as api:
+        r = recorder(api, tmp_path, timeout=(1.0, 0.5), flush_seconds=5)
+        r(kill_event())
+        r.close()
+    assert r.errors_total == {"timeout": 1}
+
+
+# ---------------------------------------------------------------- termination message
+
+def test_termination_summary_is_short_and_complete():
+    k = kill_event(signals=("SIGTERM", "SIGKILL")).fields["kill"]
+    k["exit_code"] = 137
+    text = termlog.summary(k, "leaker", 2)
+    assert text == ("Sentinel stopped 'leaker': memory limit exceeded. rss 70.0 MiB (73400320 "
+                    "bytes), limit 60.0 MiB (62914560 bytes). Sent SIGTERM, then SIGKILL after "
+                    "the 3.0s grace period. PIDs 12, 13. Exit code 137. Kills by Sentinel so "
+                    "far: 2.\n")
+    huge = termlog.summary({**k, "pids": list(range(10**6, 10**6 + 60))}, "x" * 10000)
+    assert len(huge.encode()) <= termlog.MAX_BYTES

@@ -1,0 +1,108 @@
+"""Finding the target of ``sentinel watch``: name rules (15-character comm, argv[0],
+exe), command-line regexes, the choice among several, and never Sentinel itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sentinel import targets
+from sentinel.targets import Candidate, TargetSpec
+from tests.conftest import wait_until
+
+
+def cand(pid=100, ppid=1, comm="python3", exe="/usr/bin/python3.11",
+         cmdline=("python3", "app.py"), create_time=1000.0, uid=0) -> Candidate:
+    return Candidate(pid, ppid, comm, exe, tuple(cmdline), create_time, uid)
+
+
+@pytest.mark.parametrize("name, c, match", [
+    ("python3", cand(), True),  # comm
+    ("python3.11", cand(), True),  # exe basename
+    ("app.py", cand(), False),  # a script: use --target-cmdline
+    # The kernel cuts comm to 15 characters; argv[0] or exe still give the full name.
+    ("memory-leaker-for-tests", cand(comm="memory-leaker-f", exe="/usr/bin/python3.11",
+                                     cmdline=("/tmp/memory-leaker-for-tests", "x")), True),
+    ("memory-leaker-for-tests", cand(comm="memory-leaker-f", exe="/opt/memory-leaker-for-tests",
+                                     cmdline=("nginx: master process",)), True),
+    # A different long name with the same first 15 characters does not match ...
+    ("memory-leaker-for-prod", cand(comm="memory-leaker-f", exe="/usr/bin/python3.11",
+                                    cmdline=("/tmp/memory-leaker-for-tests",)), False),
+    # ... unless nothing but the cut comm is known (another user's exe, no cmdline).
+    ("memory-leaker-for-prod", cand(comm="memory-leaker-f", exe=None, cmdline=()), True),
+    ("memory-leaker-f", cand(comm="memory-leaker-f", exe=None, cmdline=()), True),
+    ("leaker", cand(comm="memory-leaker-f", exe=None, cmdline=()), False),
+])
+def test_name_rules(name, c, match):
+    assert TargetSpec(name=name).matches(c) is match
+
+
+def test_cmdline_and_pid_specs():
+    c = cand(cmdline=("python3", "-m", "gunicorn", "app:wsgi"))
+    assert TargetSpec(cmdline=r"gunicorn\s+app:").matches(c)
+    assert not TargetSpec(cmdline=r"^gunicorn").matches(c)
+    assert not TargetSpec(cmdline=".").matches(cand(cmdline=()))  # kernel threads
+    assert TargetSpec(pid=100).matches(c) and not TargetSpec(pid=101).matches(c)
+
+
+def test_choose_takes_the_oldest_root_and_lists_every_root():
+    master = cand(pid=10, ppid=1, create_time=5.0)
+    workers = [cand(pid=11 + i, ppid=10, create_time=1.0) for i in range(3)]  # older, but kids
+    other = cand(pid=50, ppid=1, create_time=7.0)
+    tie = cand(pid=9, ppid=1, create_time=7.0)
+    target, roots = targets.choose([other, *workers, tie, master])
+    assert target is master
+    assert [c.pid for c in roots] == [10, 9, 50]
+    assert targets.choose([]) == (None, [])
+
+
+@pytest.fixture
+def long_named(tmp_path):
+    link = tmp_path / "long-named-target-process"
+    link.symlink_to(os.path.realpath(sys.executable))
+    p = subprocess.Popen([str(link), "-c", "import time; print('ready', flush=True); "
+                          "time.sleep(60)"], stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    yield p
+    p.kill()
+    p.wait()
+    p.stdout.close()
+
+
+def test_scan_finds_a_real_long_named_process(long_named):
+    [c] = targets.scan(TargetSpec(name="long-named-target-process"))
+    assert c.pid == long_named.pid
+    assert c.comm == "long-named-targ"  # what the kernel kept
+    assert c.uid == os.getuid()
+    assert targets.scan(TargetSpec(pid=long_named.pid)) == [c]
+
+
+def test_scan_never_returns_this_process_or_its_ancestors(long_named):
+    own = targets.own_lineage()
+    assert os.getpid() in own and os.getppid() in own
+    # The pytest process's own command line matches this pattern; it is skipped.
+    everything = targets.scan(TargetSpec(cmdline="."), exclude=own)
+    pids = {c.pid for c in everything}
+    assert long_named.pid in pids and not pids & own
+    unfiltered = {c.pid for c in targets.scan(TargetSpec(cmdline="."), exclude=set())}
+    assert os.getpid() in unfiltered  # the negative control
+
+
+def test_zombies_and_gone_processes_are_not_candidates():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_until(lambda: targets.candidate(p.pid) is None, 10, what="the zombie to be skipped")
+    p.wait()
+    assert targets.candidate(p.pid) is None
+
+
+def test_permission_error_names_the_security_context_fix():
+    exc = targets.TargetPermissionError(42, 1000, 65533)
+    text = str(exc)
+    assert text.startswith("cannot signal target pid 42: it runs as user 1000 and Sentinel "
+                           "runs as user 65533 without CAP_KILL")
+    assert "runAsUser: 1000" in text and "capabilities: {add: [KILL]}" in text
+    assert "SYS_PTRACE" in text
+    targets.check_signalable(cand(pid=os.getpid()))  # may signal itself: no error
