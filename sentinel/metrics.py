@@ -28,6 +28,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
@@ -118,10 +119,10 @@ class SentinelCollector(Collector):
 
         if sample is not None:
             yield gauge("sentinel_workload_memory_bytes",
-                        f"The workload tree's memory in bytes by the measure compared with the "
-                        f"limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
-                        f"cgroup: memory.current - inactive_file). Sampled every "
-                        f"{st.interval_seconds:g}s, faster near the limit.",
+                        "The workload tree's memory in bytes by the measure compared with the "
+                        "limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
+                        "cgroup: memory.current - inactive_file), sampled every --interval "
+                        "and faster near the limit.",
                         sample.measure_bytes, ["measure"], [st.measure], unit="bytes")
             yield gauge("sentinel_workload_rss_bytes",
                         "Resident set size of the workload's process tree in bytes, summed over "
@@ -252,6 +253,17 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         self.server_name, self.server_port = str(host), port
         self.setup_environ()
 
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors or memory: the connection stays queued and
+                # the socket readable, so accepting again at once would spin
+                # and take the GIL from the guardian's loop.
+                time.sleep(0.1)
+            raise
+
     def handle_error(self, request, client_address) -> None:
         # socketserver prints a traceback on stderr; a client that times out
         # or hangs up is not worth more than a debug line.
@@ -314,7 +326,10 @@ class MetricsExporter:
                 ready = selector.select()
                 if any(key.fileobj is wake for key, _ in ready):
                     return
-                server.handle_request()  # accepts, then a thread per request
+                try:
+                    server.handle_request()  # accepts, then a thread per request
+                except Exception as exc:  # never let the accept thread die with a traceback
+                    log.debug("metrics: accepting a connection failed: %r", exc)
 
     def _app(self, app):
         def sentinel_metrics_app(environ, start_response):

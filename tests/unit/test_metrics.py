@@ -58,7 +58,7 @@ def busy_state() -> GuardianState:
 
 
 EXPECTED = '''\
-# HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; cgroup: memory.current - inactive_file). Sampled every 0.1s, faster near the limit.
+# HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; cgroup: memory.current - inactive_file), sampled every --interval and faster near the limit.
 # TYPE sentinel_workload_memory_bytes gauge
 sentinel_workload_memory_bytes{measure="pss",workload="api"} 1.572864e+08
 # HELP sentinel_workload_rss_bytes Resident set size of the workload's process tree in bytes, summed over /proc/<pid>/statm (resident pages x page size) of each process.
