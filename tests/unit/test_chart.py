@@ -243,16 +243,22 @@ def test_chart_refuses_kubernetes_below_its_floor():
     assert "kubeVersion" in proc.stderr and "incompatible" in proc.stderr
 
 
+def validate_crd_command() -> list[str]:
+    """``validate-crd.py --strict --crd ...`` from shared/ beside the repository."""
+    for path in (VALIDATE_CRD, *CRDS):
+        if not path.is_file():
+            pytest.fail(f"{path} is missing: the tests expect the project's shared/ folder "
+                        f"beside the repository ({SHARED})", pytrace=False)
+    return [sys.executable, str(VALIDATE_CRD), "--strict"] + [a for crd in CRDS for a in ("--crd", str(crd))]
+
+
 def test_custom_resources_validate_against_prometheus_operator_crds(matrix, tmp_path):
     docs = [d for key, rendered in matrix.items() for d in rendered if d["kind"] in CUSTOM_KINDS]
     assert {d["kind"] for d in docs} == CUSTOM_KINDS
     manifest = tmp_path / "custom-resources.yaml"
     manifest.write_text(yaml.safe_dump_all(docs))
-    cmd = [sys.executable, str(VALIDATE_CRD), "--strict"]
-    for crd in CRDS:
-        assert crd.is_file(), f"{crd} is missing: shared/ is expected beside the repository"
-        cmd += ["--crd", str(crd)]
-    proc = subprocess.run(cmd + [str(manifest)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(validate_crd_command() + [str(manifest)], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(docs)} custom resource(s) checked, 0 failed" in proc.stderr
 
@@ -263,8 +269,8 @@ def test_validate_crd_catches_a_bad_servicemonitor(tmp_path):
     sm["spec"]["endpoints"][0]["scrapeEvery"] = "15s"
     manifest = tmp_path / "bad.yaml"
     manifest.write_text(yaml.safe_dump(sm))
-    proc = subprocess.run([sys.executable, str(VALIDATE_CRD), "--strict", "--crd", str(CRDS[0]),
-                           str(manifest)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(validate_crd_command() + [str(manifest)], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 1 and "scrapeEvery" in proc.stdout
 
 
