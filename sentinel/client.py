@@ -1,0 +1,373 @@
+"""Talk to a running Sentinel over its control socket, and render its replies.
+
+``request(path, command)`` sends one command line and returns the reply as a
+dict (``{"ok": true, ...}`` or ``{"ok": false, "error": {"code", "message"}}``);
+``Connection`` keeps one connection open for many commands (a dashboard that
+polls ``status``). Both raise ``ControlError`` with a one-line message when
+no Sentinel answers. The protocol is in docs/control-socket.md.
+
+``status_rows`` turns a ``status`` reply into (label, text) rows: the CLI's
+table, the dashboard and the socket's own ``status text`` form share it.
+Standard library only (plus ``sentinel.logs.fmt_bytes``): ``rich`` is
+imported by the CLI when it draws the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import time
+
+from sentinel.errors import ControlError
+from sentinel.logs import fmt_bytes
+
+DEFAULT_SOCKET = "/tmp/sentinel.socket"
+SOCKET_ENV = "SENTINEL_SOCKET"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+MAX_LINE_BYTES = 4096  # the server refuses longer command lines (and disconnects)
+_MAX_REPLY_BYTES = 1 << 20  # a status reply is ~2 KiB; anything this big is not a Sentinel
+
+
+def socket_path(explicit: str | None = None) -> str:
+    """``explicit``, else ``$SENTINEL_SOCKET``, else ``/tmp/sentinel.socket``."""
+    return explicit or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+class Connection:
+    """One open connection to the control socket at ``path``; a context manager.
+
+    ``timeout`` (seconds) bounds the connect and each reply. Raises
+    ``ControlError`` when no Sentinel answers, ``ValueError`` for a command
+    that is not one line of at most 4096 bytes.
+    """
+
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._buf = b""
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise ControlError(_connect_error(path, exc, timeout)) from None
+            raise
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def request(self, command: str) -> dict:
+        """Send ``command`` (e.g. ``"status"``, ``"limit 200Mi"``) and return the reply.
+
+        A ``status text`` reply (plain lines, not JSON) comes back as
+        ``{"ok": true, "command": "status", "text": "..."}``.
+        """
+        data = command.encode()
+        if b"\n" in data or b"\r" in data:
+            raise ValueError("a command is one line; send several commands one by one")
+        if len(data) > MAX_LINE_BYTES:
+            raise ValueError(f"a command is at most {MAX_LINE_BYTES} bytes")
+        if self._sock is None:
+            raise ControlError(f"the connection to {self.path} is closed")
+        deadline = time.monotonic() + self.timeout
+        try:
+            self._sock.sendall(data + b"\n")
+            line = self._read_until(b"\n", deadline)
+            if not line.startswith(b"{"):
+                # The text form of status: lines up to an empty line.
+                self._buf = line + self._buf
+                block = self._read_until(b"\n\n", deadline)
+                text = block.decode("utf-8", "replace").rstrip("\n")
+                return {"ok": True, "command": "status", "text": text}
+        except (TimeoutError, socket.timeout):
+            self.close()
+            raise ControlError(f"no reply from the Sentinel on {self.path} within "
+                               f"{self.timeout:g}s") from None
+        except OSError as exc:
+            self.close()
+            raise ControlError(f"the Sentinel on {self.path} dropped the connection: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+            self.close()
+            raise ControlError(f"unexpected reply on {self.path} (is it a Sentinel control "
+                               f"socket?): {line[:80]!r}")
+        return reply
+
+    def _read_until(self, end: bytes, deadline: float) -> bytes:
+        assert self._sock is not None
+        while end not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self._sock.settimeout(left)
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(0, "closed without a reply")
+            self._buf += chunk
+            if len(self._buf) > _MAX_REPLY_BYTES:
+                raise ConnectionResetError(0, "reply too large")
+        i = self._buf.index(end) + len(end)
+        out, self._buf = self._buf[:i], self._buf[i:]
+        return out
+
+
+def request(path: str, command: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> dict:
+    """Send one command to the Sentinel at ``path``; return its reply (see ``Connection``)."""
+    with Connection(path, timeout) as conn:
+        return conn.request(command)
+
+
+def _connect_error(path: str, exc: OSError, timeout: float) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return (f"no Sentinel at {path}: the socket does not exist; is Sentinel running "
+                f"with --socket {path}? (set --socket or SENTINEL_SOCKET)")
+    if isinstance(exc, ConnectionRefusedError):
+        return (f"no Sentinel answers on {path}: connection refused (a socket left by a "
+                "Sentinel that is gone?)")
+    if isinstance(exc, PermissionError):
+        return (f"cannot connect to {path}: permission denied; run as Sentinel's user or "
+                "root, or start Sentinel with --socket-group and --socket-mode 0660")
+    if isinstance(exc, (TimeoutError, socket.timeout, BlockingIOError)):
+        return f"no Sentinel answers on {path}: connect timed out after {timeout:g}s"
+    if isinstance(exc, NotADirectoryError):
+        return f"no Sentinel at {path}: a part of the path is not a directory"
+    return f"cannot connect to {path}: {exc.strerror or exc}"
+
+
+# --------------------------------------------------------------------------
+# Rendering (CLI table, dashboard, the socket's "status text")
+# --------------------------------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped, so it cannot break a line-based form."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace")
+                   .decode("ascii") for c in text)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725.2`` -> ``"1h 2m 5s"``; sub-second values in ms."""
+    if seconds is None:
+        return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] * bool(d) + [f"{h}h"] * bool(h or d) + [f"{m}m", f"{s}s"]
+    return " ".join(parts)
+
+
+def fmt_wall(ts: float | None, now: float | None = None) -> str:
+    """A Unix time as UTC ISO 8601 plus "(12s ago)"."""
+    if ts is None:
+        return "n/a"
+    now = time.time() if now is None else now
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return f"{iso} ({fmt_duration(max(0.0, now - ts))} ago)"
+
+
+def _kill_text(kill: dict, now: float) -> str:
+    parts = [f"{kill.get('reason')} at {fmt_wall(kill.get('started'), now)}"]
+    if kill.get("signals"):
+        parts.append(" then ".join(kill["signals"]))
+    if kill.get("value_bytes") is not None:
+        parts.append(f"{kill.get('measure')} {fmt_bytes(kill['value_bytes'])}"
+                     + (f" / limit {fmt_bytes(kill['limit_bytes'])}"
+                        if kill.get("limit_bytes") is not None else ""))
+    if kill.get("reaction_seconds") is not None:
+        parts.append(f"reaction {kill['reaction_seconds'] * 1000:.1f} ms")
+    if kill.get("exit_code") is not None:
+        parts.append(f"exit code {kill['exit_code']}")
+    return ", ".join(parts)
+
+
+def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]:
+    """(label, text) rows for a ``status`` reply's ``status`` object; every text is one line."""
+    now = time.time() if now is None else now
+    s = status
+    rows: list[tuple[str, str]] = []
+    role = "PID 1" if s.get("pid1") else ("subreaper" if s.get("subreaper") else "parent")
+    rows.append(("sentinel", f"{s.get('version')} (pid {s.get('sentinel_pid')}, {role}, "
+                             f"{s.get('mode')} mode)"))
+    phase = str(s.get("phase"))
+    rows.append(("phase", phase + ("" if s.get("enforcing", True)
+                                   else " (enforcement PAUSED: the limit is not applied)")))
+    pids = s.get("pids") or []
+    workload = f"{s.get('workload')}"
+    if s.get("main_pid") is not None:
+        workload += f", pid {s['main_pid']}"
+    if len(pids) > 1:
+        workload += f" ({len(pids)} processes: {', '.join(map(str, pids[:12]))}" \
+                    + (", ..." if len(pids) > 12 else "") + ")"
+    rows.append(("workload", workload))
+    rows.append(("command", shlex.join(s.get("command") or []) or "n/a"))
+    mem = s.get("memory") or {}
+    measure = s.get("measure")
+    if mem:
+        rows.append(("memory", f"{measure} {fmt_bytes(mem.get('measure_bytes'))}"
+                     + f" (sampled {fmt_duration(mem.get('sample_age_seconds'))} ago)"))
+        figures = [f"rss {fmt_bytes(mem.get('rss_bytes'))}"]
+        for key, label in (("pss_bytes", "pss"), ("uss_bytes", "uss"),
+                           ("cgroup_working_set_bytes", "cgroup working set"),
+                           ("cgroup_memory_current_bytes", "cgroup current"),
+                           ("cgroup_memory_max_bytes", "cgroup max")):
+            if mem.get(key) is not None:
+                figures.append(f"{label} {fmt_bytes(mem[key])}")
+        rows.append(("figures", ", ".join(figures)))
+    else:
+        rows.append(("memory", f"{measure}: no sample yet"))
+    limit = s.get("limit_bytes")
+    rows.append(("limit", f"{fmt_bytes(limit)} on {measure}" if limit is not None
+                 else "none (watching only)"))
+    headroom = s.get("headroom_bytes")
+    if headroom is not None:
+        rows.append(("headroom", fmt_bytes(headroom) if headroom >= 0
+                     else f"-{fmt_bytes(-headroom)} (over the limit)"))
+    rows.append(("uptime", f"{fmt_duration(s.get('uptime_seconds'))}"
+                 + (f" (workload {fmt_duration(s['workload_uptime_seconds'])})"
+                    if s.get("workload_uptime_seconds") is not None else "")))
+    kills = s.get("kills") or []
+    rows.append(("kills", str(s.get("kills_total", 0)) + (
+        " (" + ", ".join(f"{k['reason']} {k['signal']} x{k['count']}" for k in kills) + ")"
+        if kills else "")))
+    rows.append(("restarts", str(s.get("restarts", 0))))
+    current = s.get("current_kill")
+    if current:
+        left = s.get("grace_remaining_seconds")
+        rows.append(("stopping", _kill_text(current, now)
+                     + (f", SIGKILL in {fmt_duration(left)}" if left is not None else "")))
+    last = s.get("last_kill")
+    rows.append(("last kill", _kill_text(last, now) if last else "none"))
+    if s.get("last_exit_code") is not None:
+        rows.append(("last exit", str(s["last_exit_code"])))
+    errors = s.get("sample_errors") or []
+    if errors:
+        rows.append(("probe errors", ", ".join(f"{e['probe']}/{e['reason']} x{e['count']}"
+                                               for e in errors)))
+    for name, text in sorted((s.get("components") or {}).items()):
+        rows.append((str(name), str(text)))
+    return [(label, one_line(text)) for label, text in rows]
+
+
+def status_text(status: dict, now: float | None = None) -> str:
+    """``status_rows`` as aligned ``label  text`` lines (no trailing newline)."""
+    rows = status_rows(status, now)
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {text}" for label, text in rows)
+
+
+# --------------------------------------------------------------------------
+# The CLI's side (sentinel status/stop/kill/signal/limit/pause/resume)
+# --------------------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # no Sentinel answered, or it refused the command
+EXIT_USAGE = 2  # a bad argument (caught here or by Sentinel)
+_USAGE_CODES = ("bad_argument", "unknown_command")
+
+
+def limit_command(size: str | None) -> str:
+    """The ``limit`` line for ``sentinel limit [SIZE|none]``. Raises ``ValueError``."""
+    from sentinel.config import parse_size
+
+    if size is None:
+        return "limit"
+    if size.strip().lower() in ("none", "off", "unlimited"):
+        return "limit none"
+    try:
+        return f"limit {parse_size(size)}"
+    except ValueError as exc:
+        raise ValueError(f"limit: {exc}, or none") from None
+
+
+def signal_command(name: str) -> str:
+    """The ``signal`` line for ``sentinel signal NAME``. Raises ``ValueError``."""
+    from sentinel.config import parse_signal
+
+    try:
+        return f"signal {parse_signal(name)}"
+    except ValueError as exc:
+        raise ValueError(f"signal: {exc}") from None
+
+
+def _say_error(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"sentinel: error: {one_line(message)}\n")
+    sys.stderr.flush()
+
+
+def print_status_table(status: dict, file=None) -> None:
+    """``status_rows`` as a two-column table on stdout: drawn by rich on a terminal,
+    plain aligned lines (``status_text``) into a pipe or file."""
+    import sys
+
+    out = file or sys.stdout
+    if not out.isatty():
+        print(status_text(status), file=out, flush=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for label, text in status_rows(status):
+        table.add_row(label, Text(text))  # Text: no markup in commands like x[1]
+    Console(file=out).print(table)
+
+
+def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
+            build_error: str | None = None) -> int:
+    """Send ``command`` for the CLI, print the outcome, return the exit code.
+
+    Prints a table (``status``) or the reply's message on stdout, or the raw
+    JSON reply with ``as_json``; errors are one ``sentinel: error: ...`` line
+    on stderr: exit 1 when no Sentinel answers or it refuses, 2 for a bad
+    argument. ``build_error`` is a local argument error (exit 2, nothing sent).
+    """
+    if build_error is not None or command is None:
+        _say_error(build_error or "no command")
+        return EXIT_USAGE
+    try:
+        reply = request(path, command, timeout)
+    except ControlError as exc:
+        _say_error(str(exc))
+        return EXIT_FAILED
+    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+    code = EXIT_OK if reply.get("ok") else (
+        EXIT_USAGE if error.get("code") in _USAGE_CODES else EXIT_FAILED)
+    if as_json:
+        print(json.dumps(reply), flush=True)
+        return code
+    if code != EXIT_OK:
+        _say_error(f"{error.get('message', 'refused')} [{error.get('code', '?')}]")
+        return code
+    if isinstance(reply.get("status"), dict):
+        print_status_table(reply["status"])
+    else:
+        print(one_line(str(reply.get("message", "ok"))), flush=True)
+    return code

@@ -1,0 +1,949 @@
+"""The control socket: an AF_UNIX stream socket served from the guardian's loop.
+
+One command per line in, one reply per line out (a JSON object), for as long
+as the client keeps the connection open; docs/control-socket.md is the
+protocol and its table of error codes. One verb = one ``Verb`` (usage, argument
+count, handler) in ``VERBS``.
+
+Layers, each testable alone:
+
+- ``Dispatcher.handle(line) -> Reply``: one command line to one reply. Never
+  raises: bad bytes, unknown verbs, bad arguments and refusals of the guardian
+  become ``{"ok": false, "error": {"code", "message"}}``.
+- ``Session``: bytes in, replies out, no I/O (framing, the 4 KiB line limit,
+  end of input). The property test drives it with arbitrary bytes.
+- ``_Connection`` (an ``asyncio.Protocol``): the session on a transport, with
+  the per-client timers (idle, unfinished line, unread replies). Callbacks,
+  not a task per client, so that every bound is a timer handle and a
+  client's cost is one bounded piece of work per loop turn.
+- ``ControlServer``: creates the socket file (mode, group, stale files),
+  accepts through ``loop.create_unix_server``, checks each peer's
+  credentials (``SO_PEERCRED``) and caps the number of clients.
+
+Sentinel's own failure never harms the workload: when the socket cannot be
+created (directory missing, another Sentinel answers on the path, a file in
+the way) ``start`` logs one error, sets ``state.components["socket"]`` to
+``"off: <why>"`` and Sentinel runs on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import grp
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from sentinel.client import status_text
+from sentinel.config import parse_duration, parse_signal, parse_size, signal_name
+from sentinel.logs import LOGGER_NAME, fmt_bytes
+
+log = logging.getLogger(LOGGER_NAME)
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 4096  # a longer line is refused and the client disconnected
+
+# Defaults of the per-client bounds; each can be overridden with the variable
+# named in _TUNABLES (documented in docs/control-socket.md).
+IDLE_TIMEOUT_SECONDS = 60.0  # no command for this long: "idle_timeout", then close
+LINE_TIMEOUT_SECONDS = 5.0  # a started line must end (newline) within this
+WRITE_TIMEOUT_SECONDS = 5.0  # replies unread for this long: disconnect
+MAX_CLIENTS = 16  # connected, authorised clients at once; more are refused
+# Replies buffered in user space beyond this pause the client's commands; they
+# resume when the client reads (or the write timeout disconnects it).
+WRITE_BUFFER_HIGH_BYTES = 64 * 1024
+# Commands handled per client per loop turn, so that a client that pipelines
+# thousands of commands cannot delay a sample or the ladder by more than this.
+LINES_PER_TURN = 4
+# A connection being closed keeps reading for at most this long (see
+# _Connection._close_with), and only while fewer than MAX_LINGERING are open,
+# so a connection flood cannot pile up descriptors.
+LINGER_SECONDS = 1.0
+MAX_LINGERING = 128
+_LISTEN_BACKLOG = 128
+_PROBE_TIMEOUT_SECONDS = 0.5  # asking an existing socket whether a Sentinel answers
+_REFUSAL_LOG_INTERVAL_SECONDS = 10.0
+
+_TUNABLES = {
+    "SENTINEL_SOCKET_IDLE_TIMEOUT": "idle_timeout",
+    "SENTINEL_SOCKET_LINE_TIMEOUT": "line_timeout",
+    "SENTINEL_SOCKET_WRITE_TIMEOUT": "write_timeout",
+    "SENTINEL_SOCKET_MAX_CLIENTS": "max_clients",
+}
+
+# ---------------------------------------------------------------- error codes
+# Stable: scripts match on them. docs/control-socket.md has the same table
+# (a unit test keeps the two equal). A code marked "then closes" ends the
+# connection after its reply.
+ERROR_CODES: dict[str, str] = {
+    "empty_command": "the line was empty or only whitespace",
+    "bad_encoding": "the line is not valid UTF-8",
+    "bad_character": "the line holds a NUL or another control character",
+    "unknown_command": "the first word is not a command; see 'help'",
+    "bad_argument": "wrong number of arguments, or an argument that does not parse "
+                    "(size, signal, status form)",
+    "invalid_state": "the guardian cannot do it now (no workload running, a stop already "
+                     "in progress); the message says which",
+    "internal": "a bug in Sentinel; the command may not have been applied",
+    "line_too_long": "the line is longer than 4096 bytes (then closes)",
+    "line_timeout": "a line was started but not finished within the line timeout (then closes)",
+    "idle_timeout": "no command within the idle timeout (then closes)",
+    "too_many_clients": "the client limit is reached (then closes)",
+    "permission_denied": "the peer's user is not root, Sentinel's user or a member of "
+                         "--socket-group (then closes)",
+    "shutting_down": "Sentinel is exiting (then closes)",
+}
+
+
+def encode(obj: dict) -> bytes:
+    """One reply line: compact-ish JSON, ASCII only, newline-terminated."""
+    return json.dumps(obj, ensure_ascii=True, allow_nan=False).encode("ascii") + b"\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send (one JSON line, or the ``status text`` block) and whether to close."""
+
+    data: bytes
+    ok: bool
+    close: bool = False
+
+
+def error_reply(code: str, message: str, command: str | None = None,
+                close: bool = False) -> Reply:
+    assert code in ERROR_CODES, code
+    return Reply(encode({"ok": False, "command": command,
+                         "error": {"code": code, "message": message}}), ok=False, close=close)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A client's credentials from ``SO_PEERCRED`` (pid 0 when it is in another PID namespace)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} uid {self.uid} gid {self.gid}"
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    usage: str
+    help: str
+    min_args: int
+    max_args: int
+    handler: str  # the Dispatcher method
+    changes: bool  # acts on the workload or the limit: logged with the peer
+
+
+VERBS: dict[str, Verb] = {v.name: v for v in (
+    Verb("status", "status [text|json]", "state, workload, memory figures, limit, kills; "
+         "'text': readable lines ending with an empty line", 0, 1, "_status", False),
+    Verb("stop", "stop", "stop the workload: SIGTERM, then SIGKILL after the grace period "
+         "(an operator kill; no restart)", 0, 0, "_stop", True),
+    Verb("kill", "kill", "SIGKILL the workload's whole tree now (no restart)", 0, 0,
+         "_kill", True),
+    Verb("signal", "signal NAME", "send one signal to the workload (TERM, SIGHUP, 10, ...)",
+         1, 1, "_signal", True),
+    Verb("limit", "limit [SIZE|none]", "show the limit; with SIZE (200Mi, 1.5Gi, 512M, "
+         "...) set it; 'none' removes it", 0, 1, "_limit", True),
+    Verb("pause", "pause", "stop enforcing the limit (sampling goes on)", 0, 0, "_pause", True),
+    Verb("resume", "resume", "enforce the limit again", 0, 0, "_resume", True),
+    Verb("help", "help", "list the commands", 0, 0, "_help", False),
+)}
+_NO_LIMIT_WORDS = ("none", "off", "unlimited")
+
+
+class Dispatcher:
+    """Turns one command line into one ``Reply`` by calling the guardian's commands.
+
+    ``guardian`` is a ``sentinel.guardian.Guardian`` (only its ``state`` and
+    command methods are used). ``socket_info`` returns the server's part of
+    ``status`` (path, clients). Runs on the guardian's loop.
+    """
+
+    def __init__(self, guardian, socket_info: Callable[[], dict] | None = None) -> None:
+        self.guardian = guardian
+        self.socket_info = socket_info or (lambda: {})
+
+    def handle(self, line: bytes, peer: Peer | None = None) -> Reply:
+        """Parse and run ``line`` (without its newline). Never raises."""
+        verb_name = None
+        try:
+            words = self._words(line)
+            verb_name = words[0].lower()
+            verb = VERBS.get(verb_name)
+            if verb is None:
+                verb_name = None
+                raise CommandError("unknown_command", f"unknown command {words[0][:40]!r}; "
+                                   "commands: " + ", ".join(VERBS) + " (see 'help')")
+            args = words[1:]
+            if not verb.min_args <= len(args) <= verb.max_args:
+                raise CommandError("bad_argument", f"usage: {verb.usage}")
+            if verb.changes and (args or verb.name != "limit"):
+                log.info("control socket: %r from %s", " ".join(words)[:200],
+                         peer or "an unknown peer", extra={"event": "control_command"})
+            result = getattr(self, verb.handler)(args)
+            if isinstance(result, bytes):
+                return Reply(result, ok=True)
+            return Reply(encode({"ok": True, "command": verb.name, **result}), ok=True)
+        except CommandError as exc:
+            return error_reply(exc.code, exc.message, verb_name)
+        except Exception as exc:  # a bug here must not reach the client as a traceback
+            log.warning("control socket: command %r failed: %r", line[:80], exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                        extra={"event": "control_error"})
+            return error_reply("internal", f"internal error ({type(exc).__name__}); see "
+                               "Sentinel's log", verb_name)
+
+    @staticmethod
+    def _words(line: bytes) -> list[str]:
+        if b"\x00" in line:
+            raise CommandError("bad_character", "the line holds a NUL byte; send a command "
+                               "such as 'status' followed by a newline")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CommandError("bad_encoding", f"the line is not valid UTF-8 (byte "
+                               f"{exc.start}); send a command such as 'status'") from None
+        if any((c < " " and c != "\t") or c == "\x7f" for c in text):
+            raise CommandError("bad_character", "the line holds a control character; send "
+                               "a command such as 'status' followed by a newline")
+        words = text.split()
+        if not words:
+            raise CommandError("empty_command", "empty line; send a command such as "
+                               "'status' or 'help'")
+        return words
+
+    def _call(self, method: Callable[..., str], *args) -> dict:
+        try:
+            return {"message": method(*args)}
+        except ValueError as exc:
+            raise CommandError("invalid_state", str(exc)) from None
+
+    # -- handlers: each returns the reply's fields (or the text form's bytes)
+    def _status(self, args: list[str]) -> dict | bytes:
+        status = status_dict(self.guardian, self.socket_info())
+        if not args:
+            return {"status": status}
+        if args[0].lower() == "text":
+            return (status_text(status) + "\n\n").encode("utf-8", "backslashreplace")
+        if args[0].lower() == "json":
+            return {"status": status}
+        raise CommandError("bad_argument", "usage: status [text|json]")
+
+    def _stop(self, args: list[str]) -> dict:
+        return self._call(self.guardian.stop)
+
+    def _kill(self, args: list[str]) -> dict:
+        return self._call(self.guardian.kill)
+
+    def _signal(self, args: list[str]) -> dict:
+        try:
+            sig = parse_signal(args[0])
+        except ValueError as exc:
+            raise CommandError("bad_argument", str(exc)) from None
+        return {"signal": signal_name(sig), **self._call(self.guardian.send_signal, sig)}
+
+    def _limit(self, args: list[str]) -> dict:
+        st = self.guardian.state
+        if args:
+            if args[0].lower() in _NO_LIMIT_WORDS:
+                limit = None
+            else:
+                try:
+                    limit = parse_size(args[0])
+                except ValueError as exc:
+                    raise CommandError("bad_argument", f"{exc}, or 'none'") from None
+            out = self._call(self.guardian.set_limit, limit)
+        else:
+            out = {"message": f"limit {fmt_bytes(st.limit_bytes)} on {st.measure}"
+                   if st.limit_bytes is not None else "no limit (watching only)"}
+        return {"limit_bytes": st.limit_bytes, "measure": st.measure, **out}
+
+    def _pause(self, args: list[str]) -> dict:
+        out = self._call(self.guardian.pause)
+        return {"enforcing": self.guardian.state.enforcing, **out}
+
+    def _resume(self, args: list[str]) -> dict:
+        out = self._call(self.guardian.resume)
+        return {"enforcing": self.guardian.state.enforcing, **out}
+
+    def _help(self, args: list[str]) -> dict:
+        return {"protocol": PROTOCOL_VERSION,
+                "commands": [{"name": v.name, "usage": v.usage, "help": v.help}
+                             for v in VERBS.values()],
+                "message": "commands: " + ", ".join(v.usage for v in VERBS.values())}
+
+
+def status_dict(guardian, socket_info: dict | None = None) -> dict:
+    """The ``status`` reply's object: numbers numeric, sizes in bytes, times in seconds
+    (``*_seconds`` durations, Unix times for ``started``/``sigkill`` of a kill)."""
+    st = guardian.state
+    now_wall, now_mono = time.time(), time.monotonic()
+    sample = st.last_sample
+    memory = None
+    if sample is not None:
+        memory = {
+            "measure_bytes": sample.measure_bytes, "rss_bytes": sample.rss_bytes,
+            "pss_bytes": sample.pss_bytes, "uss_bytes": sample.uss_bytes,
+            "cgroup_memory_current_bytes": sample.cgroup_memory_current_bytes,
+            "cgroup_memory_max_bytes": sample.cgroup_memory_max_bytes,
+            "cgroup_working_set_bytes": sample.cgroup_working_set_bytes,
+            "sample_age_seconds": round(max(0.0, now_mono - sample.at_mono), 6),
+            "sample_duration_seconds": sample.duration_seconds,
+        }
+    live = st.main_pid is not None
+    pids = list(sample.pids) if sample is not None and live else (
+        [st.main_pid] if live else [])
+    headroom = (st.limit_bytes - sample.measure_bytes
+                if sample is not None and st.limit_bytes is not None and live else None)
+    grace_left = (round(max(0.0, st.grace_deadline_mono - now_mono), 3)
+                  if st.grace_deadline_mono is not None and st.current_kill is not None
+                  else None)
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "version": st.version,
+        "sentinel_pid": os.getpid(),
+        "pid1": st.pid1,
+        "subreaper": st.subreaper,
+        "mode": st.mode,
+        "phase": st.phase,
+        "enforcing": st.enforcing,
+        "workload": st.workload,
+        "command": list(st.command),
+        "main_pid": st.main_pid,
+        "pids": pids,
+        "processes": [{"pid": pid, "rss_bytes": rss} for pid, rss in sample.processes]
+        if sample is not None and live else [],
+        "measure": st.measure,
+        "memory": memory,
+        "limit_bytes": st.limit_bytes,
+        "headroom_bytes": headroom,
+        "interval_seconds": st.interval_seconds,
+        "grace_period_seconds": st.grace_period_seconds,
+        "uptime_seconds": round(max(0.0, now_wall - st.sentinel_started_wall), 3),
+        "workload_uptime_seconds": round(max(0.0, now_wall - st.started_wall), 3)
+        if live and st.started_wall is not None else None,
+        "kills_total": st.kills_total(),
+        "kills": [{"reason": r, "signal": s, "count": n}
+                  for (r, s), n in sorted(st.kills.items())],
+        "restarts": st.restarts,
+        "last_exit_code": st.last_exit_code,
+        "last_kill": st.last_kill.to_dict() if st.last_kill is not None else None,
+        "current_kill": st.current_kill.to_dict() if st.current_kill is not None else None,
+        "grace_remaining_seconds": grace_left,
+        "sample_errors": [{"probe": p, "reason": r, "count": n}
+                          for (p, r), n in sorted(st.sample_errors.items())],
+        "components": {str(k): str(v) for k, v in st.components.items()},
+        "socket": socket_info or {},
+    }
+
+
+# ---------------------------------------------------------------- framing
+
+
+class Session:
+    """One client's byte stream cut into command lines and answered. No I/O.
+
+    ``receive(data)`` and ``end()`` (the client shut its side) feed it;
+    ``next_reply()`` answers the next complete line, ``None`` when there is
+    none. A reply with ``close`` ends the session (line too long). After
+    ``end()`` a last unterminated line is still answered, so
+    ``printf status | nc -U -N path`` works.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, peer: Peer | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self.dispatcher = dispatcher
+        self.peer = peer
+        self.max_line_bytes = max_line_bytes
+        self.closed = False
+        self._buf = bytearray()
+        self._eof = False
+
+    def receive(self, data: bytes) -> None:
+        if not self.closed:
+            self._buf += data
+
+    def end(self) -> None:
+        self._eof = True
+
+    @property
+    def partial(self) -> bool:
+        """Bytes of an unfinished line are waiting (call after ``next_reply`` gave ``None``)."""
+        return bool(self._buf) and not self.closed
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will come: closed, or input ended and every line was answered."""
+        return self.closed or (self._eof and not self._buf)
+
+    def next_reply(self) -> Reply | None:
+        if self.closed:
+            return None
+        i = self._buf.find(b"\n", 0, self.max_line_bytes + 1)
+        if i < 0:
+            if len(self._buf) > self.max_line_bytes:
+                self.closed = True
+                self._buf.clear()
+                return error_reply("line_too_long", f"line longer than {self.max_line_bytes} "
+                                   "bytes; closing the connection", close=True)
+            if not (self._eof and self._buf):
+                return None
+            i = len(self._buf)  # the last line, unterminated
+        line = bytes(self._buf[:i])
+        del self._buf[:i + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]  # CRLF clients (telnet-style, socat crlf)
+        return self.dispatcher.handle(line, self.peer)
+
+
+# ---------------------------------------------------------------- access
+
+
+def peer_credentials(sock) -> Peer:
+    """``SO_PEERCRED`` of a connected AF_UNIX socket (as the peer was at ``connect``)."""
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return Peer(*struct.unpack("3i", data))
+
+
+def _process_groups(pid: int) -> set[int] | None:
+    """The supplementary groups of ``pid`` from /proc (``None`` if unreadable)."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may use the socket: root, Sentinel's own user, and members of ``gid``."""
+
+    uid: int
+    gid: int | None = None
+    group: str | None = None
+
+    def allows(self, peer: Peer) -> bool:
+        if peer.uid == 0 or peer.uid == self.uid:
+            return True
+        if self.gid is None:
+            return False
+        if peer.gid == self.gid:
+            return True
+        groups = _process_groups(peer.pid)
+        if groups is not None:
+            return self.gid in groups
+        # The peer is in another PID namespace: fall back to the group database.
+        try:
+            name = pwd.getpwuid(peer.uid).pw_name
+            return name in grp.getgrgid(self.gid).gr_mem
+        except KeyError:
+            return False
+
+    def describe(self) -> str:
+        who = "root" + (f", uid {self.uid}" if self.uid != 0 else "")
+        return who + (f" and members of group {self.group!r}" if self.group else "")
+
+
+def resolve_group(group: str) -> int:
+    """A group name or number as a gid. Raises ``ValueError``."""
+    if group.strip().isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"--socket-group: no group named {group!r}") from None
+
+
+# ---------------------------------------------------------------- the socket file
+
+
+class SocketUnavailable(Exception):
+    """The control socket cannot be created; the message says why and what to do."""
+
+
+def _who_answers(path: str) -> str | None:
+    """Connect to ``path``; ``None`` if nobody listens (a stale file), else who answers."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(_PROBE_TIMEOUT_SECONDS)
+    try:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except (BlockingIOError, TimeoutError, socket.timeout):
+            return "a busy listener"  # backlog full: alive
+        except PermissionError:
+            raise SocketUnavailable(f"{path} exists and cannot be checked (permission denied); "
+                                    "remove it or choose another --socket") from None
+        try:
+            probe.sendall(b"status\n")
+            data = b""
+            deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
+            while b"\n" not in data and len(data) < 65536:
+                probe.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = probe.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            reply = json.loads(data.split(b"\n", 1)[0])
+            pid = (reply.get("status") or {}).get("sentinel_pid")
+            return f"another Sentinel (pid {pid})" if pid else "another Sentinel"
+        except (OSError, ValueError, AttributeError):
+            return "another process"
+    finally:
+        probe.close()
+
+
+def create_listener(path: str, mode: int, gid: int | None) -> tuple[socket.socket, os.stat_result]:
+    """Bind and listen on ``path`` with ``mode`` (and group ``gid``); return the socket and
+    the file's stat (to recognise it at removal). Replaces a stale socket file; raises
+    ``SocketUnavailable`` with a user-facing reason otherwise."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SocketUnavailable(f"directory {directory} does not exist; create it or pass "
+                                "another --socket (or --no-socket)")
+    if len(os.fsencode(path)) > 107:
+        raise SocketUnavailable(f"path {path!r} is {len(os.fsencode(path))} bytes long, more "
+                                "than a unix socket address holds (107); use a shorter --socket")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise SocketUnavailable(f"cannot check {path}: {exc.strerror}") from None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketUnavailable(f"{path} exists and is not a socket; remove it or choose "
+                                    "another --socket")
+        who = _who_answers(path)
+        if who is not None:
+            raise SocketUnavailable(f"{who} answers on {path}; give each Sentinel its own "
+                                    "--socket (or --no-socket)")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SocketUnavailable(f"cannot remove the stale socket {path}: {exc.strerror}; "
+                                    "remove it or choose another --socket") from None
+        log.info("replaced the stale control socket %s (no Sentinel answered on it)", path,
+                 extra={"event": "socket_stale"})
+    sock = socket.socket(socket.AF_UNIX,
+                         socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    bound = False
+    try:
+        # bind() creates the file with 0777 & ~umask: with umask 0177 it is born
+        # 0600, so it is never wider than wanted, not even between bind and chmod.
+        # (The umask is process-wide; no other thread creates files meanwhile.)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        bound = True
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+        sock.listen(_LISTEN_BACKLOG)
+        return sock, os.stat(path)
+    except OSError as exc:
+        sock.close()
+        if bound:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if exc.errno == errno.EADDRINUSE:
+            raise SocketUnavailable(f"{path} was taken while starting; give each Sentinel "
+                                    "its own --socket") from None
+        raise SocketUnavailable(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------- connections
+
+
+class _Connection(asyncio.Protocol):
+    """One client on the loop: feeds its ``Session``, writes replies, enforces the bounds."""
+
+    def __init__(self, server: "ControlServer") -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.admitted = False
+        self.closing = False
+        self.write_paused = False
+        self.eof_seen = False
+        self.peer: Peer | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._line: asyncio.TimerHandle | None = None
+        self._drain: asyncio.TimerHandle | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._turn: asyncio.Handle | None = None
+
+    # -- asyncio callbacks
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        srv = self.server
+        srv.connections.add(self)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        if srv.closed:
+            self._close_with(error_reply("shutting_down", "Sentinel is exiting", close=True))
+            return
+        try:
+            self.peer = peer_credentials(transport.get_extra_info("socket"))
+        except OSError as exc:
+            log.warning("control socket: no peer credentials (%s); closing", exc,
+                        extra={"event": "socket_refused"})
+            transport.abort()
+            return
+        if not srv.policy.allows(self.peer):
+            srv.log_refusal("permission_denied", self.peer)
+            self._close_with(error_reply(
+                "permission_denied", f"permission denied: uid {self.peer.uid} may not use this "
+                f"control socket (allowed: {srv.policy.describe()})", close=True))
+            return
+        if srv.admitted >= srv.max_clients:
+            srv.log_refusal("too_many_clients", self.peer)
+            self._close_with(error_reply(
+                "too_many_clients", f"too many clients ({srv.max_clients} connected); try "
+                "again later", close=True))
+            return
+        self.admitted = True
+        srv.admitted += 1
+        self.session = Session(srv.dispatcher, self.peer)
+        self._idle = self.loop.call_later(srv.idle_timeout, self._on_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing or self.session is None:
+            return
+        self.session.receive(data)
+        self._run()
+
+    def eof_received(self) -> bool:
+        self.eof_seen = True
+        if self.closing:
+            return False  # the lingering close is over: let the transport close
+        if self.session is not None:
+            self.session.end()
+            self._run()
+        return True  # keep our side open until the replies are out; _run closes
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self._drain is None and not self.closing:
+            self._drain = self.loop.call_later(self.server.write_timeout, self._on_drain_timeout)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._cancel("_drain")
+        if not self.closing:
+            self._schedule_turn()
+
+    def connection_lost(self, exc) -> None:
+        for name in ("_idle", "_line", "_drain", "_linger", "_turn"):
+            self._cancel(name)
+        srv = self.server
+        srv.connections.discard(self)
+        if self.admitted:
+            self.admitted = False
+            srv.admitted -= 1
+        self.transport = None
+
+    # -- the work
+    def _schedule_turn(self) -> None:
+        if self._turn is None:
+            self._turn = self.loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        """Answer up to LINES_PER_TURN complete lines; the rest waits for the next turn."""
+        self._turn = None
+        session, transport = self.session, self.transport
+        if session is None or transport is None or self.closing:
+            return
+        try:
+            answered = 0
+            while not self.write_paused:
+                if answered >= LINES_PER_TURN:
+                    transport.pause_reading()
+                    self._schedule_turn()
+                    return
+                reply = session.next_reply()
+                if reply is None:
+                    break
+                answered += 1
+                if reply.close:
+                    self._close_with(reply)
+                    return
+                transport.write(reply.data)
+            if answered:
+                self._cancel("_line")  # a line ended: the next one gets its own bound
+                self._cancel("_idle")
+                self._idle = self.loop.call_later(self.server.idle_timeout, self._on_idle)
+            if self.write_paused:
+                return
+            if session.done:
+                self._close_with(None)
+                return
+            if session.partial and self._line is None:
+                self._line = self.loop.call_later(self.server.line_timeout, self._on_line_timeout)
+            transport.resume_reading()
+        except Exception as exc:  # never let one client's bug escape into the loop
+            log.warning("control socket: dropping a client after an error: %r", exc,
+                        extra={"event": "control_error"})
+            self._abort()
+
+    def _close_with(self, reply: Reply | None) -> None:
+        """Send ``reply`` (if any) and end the connection.
+
+        A lingering close: shut down our sending side and read (and drop) what
+        the client still sends until its end of input, then close. Closing at
+        once with unread input makes the kernel reset the connection, and the
+        client would see ECONNRESET instead of the reply that says why. The
+        linger is bounded in time, and skipped when many connections are open.
+        """
+        self.closing = True
+        for name in ("_idle", "_line", "_turn"):
+            self._cancel(name)
+        transport = self.transport
+        if transport is None:
+            return
+        if reply is not None:
+            transport.write(reply.data)
+        if self.eof_seen or len(self.server.connections) > MAX_LINGERING:
+            transport.close()
+        else:
+            transport.write_eof()
+            transport.resume_reading()
+        if self._linger is None:
+            self._linger = self.loop.call_later(LINGER_SECONDS, self._abort)
+
+    def _abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        if self.write_paused or self.closing or (self.session and self.session.partial):
+            return  # the write timeout or the line timeout decides
+        log.debug("control socket: closing an idle client (%s)", self.peer)
+        self._close_with(error_reply("idle_timeout", f"no command for "
+                                     f"{self.server.idle_timeout:g}s; closing the connection",
+                                     close=True))
+
+    def _on_line_timeout(self) -> None:
+        self._line = None
+        if self.closing:
+            return
+        log.info("control socket: closing a client whose line did not end within %gs (%s)",
+                 self.server.line_timeout, self.peer, extra={"event": "socket_client_dropped"})
+        self._close_with(error_reply("line_timeout", f"the line did not end within "
+                                     f"{self.server.line_timeout:g}s; closing the connection",
+                                     close=True))
+
+    def _on_drain_timeout(self) -> None:
+        self._drain = None
+        log.info("control socket: disconnecting a client that did not read its replies for "
+                 "%gs (%s)", self.server.write_timeout, self.peer,
+                 extra={"event": "socket_client_dropped"})
+        self._abort()
+
+    def _cancel(self, name: str) -> None:
+        handle = getattr(self, name)
+        if handle is not None:
+            handle.cancel()
+            setattr(self, name, None)
+
+
+class ControlServer:
+    """The control socket of one guardian. ``start()`` (raises ``SocketUnavailable``),
+    then ``close()`` (idempotent; removes the socket file if it is still ours)."""
+
+    def __init__(self, guardian, path: str, *, mode: int = 0o600, group: str | None = None,
+                 idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+                 line_timeout: float = LINE_TIMEOUT_SECONDS,
+                 write_timeout: float = WRITE_TIMEOUT_SECONDS,
+                 max_clients: int = MAX_CLIENTS) -> None:
+        self.guardian = guardian
+        self.loop: asyncio.AbstractEventLoop = guardian.loop
+        self.path = path
+        self.mode = mode
+        self.group = group
+        self.idle_timeout = idle_timeout
+        self.line_timeout = line_timeout
+        self.write_timeout = write_timeout
+        self.max_clients = max_clients
+        self.policy = AccessPolicy(os.geteuid())
+        self.dispatcher = Dispatcher(guardian, self.info)
+        self.connections: set[_Connection] = set()
+        self.admitted = 0
+        self.closed = False
+        self._server: asyncio.AbstractServer | None = None
+        self._sock: socket.socket | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._refusals: dict[str, list] = {}  # reason -> [last log mono, suppressed count]
+
+    def info(self) -> dict:
+        return {"path": self.path, "mode": f"{self.mode:04o}", "group": self.group,
+                "clients": self.admitted, "max_clients": self.max_clients}
+
+    def start(self) -> None:
+        gid = None
+        if self.group:
+            try:
+                gid = resolve_group(self.group)
+            except ValueError as exc:
+                raise SocketUnavailable(f"{exc}; create the group or fix --socket-group") \
+                    from None
+        self.policy = AccessPolicy(os.geteuid(), gid, self.group)
+        if gid is not None and not self.mode & 0o060:
+            log.warning("control socket: --socket-group %s has no effect with --socket-mode "
+                        "%04o (the group cannot open the file); use --socket-mode 0660",
+                        self.group, self.mode, extra={"event": "component"})
+        sock, st = create_listener(self.path, self.mode, gid)
+        self._sock, self._file = sock, (st.st_dev, st.st_ino)
+        try:
+            coro = self.loop.create_unix_server(lambda: _Connection(self), sock=sock,
+                                                backlog=_LISTEN_BACKLOG)
+            if self.loop.is_running():  # started from inside the loop (a later part)
+                task = self.loop.create_task(coro)
+                task.add_done_callback(self._started)
+            else:
+                self._server = self.loop.run_until_complete(coro)
+        except Exception:
+            self._cleanup_file()
+            raise
+
+    def _started(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:
+            log.error("control socket off: %r", task.exception(), extra={"event": "component"})
+            self._cleanup_file()
+            return
+        self._server = task.result()
+        if self.closed:
+            self._server.close()
+
+    def log_refusal(self, reason: str, peer: Peer) -> None:
+        """Log a refused client; at most one line per reason every 10 s (a local flood
+        must not flood the log), with the count of the ones left out."""
+        now = time.monotonic()
+        last = self._refusals.setdefault(reason, [-1e9, 0])
+        if now - last[0] < _REFUSAL_LOG_INTERVAL_SECONDS:
+            last[1] += 1
+            return
+        more = f" ({last[1]} more since the last report)" if last[1] else ""
+        last[0], last[1] = now, 0
+        log.warning("control socket: refused a client (%s): %s%s", reason, peer, more,
+                    extra={"event": "socket_refused", "reason": reason, "peer_uid": peer.uid,
+                           "peer_pid": peer.pid})
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._server is not None:
+            self._server.close()  # stops listening and closes the listening socket
+        elif self._sock is not None:
+            self._sock.close()
+        for conn in list(self.connections):
+            conn._abort()
+        self._cleanup_file()
+        if not self.loop.is_running() and not self.loop.is_closed():
+            # Let the aborted transports run connection_lost and close their descriptors.
+            self.loop.run_until_complete(asyncio.sleep(0))
+        self.guardian.state.components["socket"] = "closed"
+
+    def _cleanup_file(self) -> None:
+        if self._file is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._file:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._file = None
+
+
+def _tunables(environ) -> dict:
+    out: dict = {}
+    for var, key in _TUNABLES.items():
+        raw = environ.get(var)
+        if not raw:
+            continue
+        try:
+            if key == "max_clients":
+                value = int(raw)
+                if value < 1:
+                    raise ValueError
+            else:
+                value = parse_duration(raw)
+                if value <= 0:
+                    raise ValueError
+        except ValueError:
+            log.warning("control socket: ignoring %s=%r (not a positive %s)", var, raw,
+                        "number" if key == "max_clients" else "duration",
+                        extra={"event": "component"})
+            continue
+        out[key] = value
+    return out
+
+
+def start(guardian, settings, environ=None) -> ControlServer | None:
+    """Start the control socket at ``settings.socket_path``; ``None`` (and one logged error)
+    if it cannot be. Sets ``guardian.state.components["socket"]``."""
+    components = guardian.state.components
+    path = settings.socket_path
+    try:
+        server = ControlServer(guardian, path, mode=settings.socket_mode,
+                               group=settings.socket_group,
+                               **_tunables(os.environ if environ is None else environ))
+        server.start()
+    except SocketUnavailable as exc:
+        components["socket"] = f"off: {exc}"
+        log.error("control socket off: %s; the workload runs on without it", exc,
+                  extra={"event": "component", "component": "socket"})
+        return None
+    except Exception as exc:  # a bug here must not stop Sentinel or the workload
+        components["socket"] = f"off: internal error {exc!r}"
+        log.error("control socket off after an internal error: %r; the workload runs on "
+                  "without it", exc, exc_info=settings.debug,
+                  extra={"event": "component", "component": "socket"})
+        return None
+    components["socket"] = f"listening on {path} (mode {settings.socket_mode:04o}" + \
+        (f", group {settings.socket_group}" if settings.socket_group else "") + ")"
+    log.info("control socket listening on %s", path,
+             extra={"event": "component", "component": "socket"})
+    return server
