@@ -50,6 +50,95 @@ def version() -> None:
     typer.echo(f"sentinel {__version__}")
 
 
+# --- control socket client: status, stop, kill, signal, limit, pause, resume ---
+# Thin wrappers over sentinel.client (request, table, exit codes); the
+# protocol is in docs/control-socket.md.
+
+
+def _socket_opt():
+    return typer.Option("/tmp/sentinel.socket", "--socket", envvar="SENTINEL_SOCKET",
+                        metavar="PATH", help="the Sentinel's control socket")
+
+
+def _json_opt():
+    return typer.Option(False, "--json", help="print the raw JSON reply")
+
+
+def _timeout_opt():
+    return typer.Option(5.0, "--timeout", min=0.1, metavar="SECONDS",
+                        help="how long to wait for the Sentinel")
+
+
+def _control(socket: str, command: str | None, as_json: bool, timeout: float,
+             build=None) -> None:
+    from sentinel.client import cli_run
+
+    error = None
+    if build is not None:
+        try:
+            command = build()
+        except ValueError as exc:
+            error = str(exc)
+    raise typer.Exit(cli_run(socket, command, as_json=as_json, timeout=timeout,
+                             build_error=error))
+
+
+@app.command("status")
+def status_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+               timeout: float = _timeout_opt()) -> None:
+    """Show a running Sentinel's workload, memory, limit, kills and parts."""
+    _control(socket, "status", as_json, timeout)
+
+
+@app.command("stop")
+def stop_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+             timeout: float = _timeout_opt()) -> None:
+    """Stop the workload: SIGTERM, then SIGKILL after the grace period (no restart)."""
+    _control(socket, "stop", as_json, timeout)
+
+
+@app.command("kill")
+def kill_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+             timeout: float = _timeout_opt()) -> None:
+    """SIGKILL the workload's whole process tree now (no restart)."""
+    _control(socket, "kill", as_json, timeout)
+
+
+@app.command("signal")
+def signal_cmd(name: str = typer.Argument(..., metavar="NAME", help="TERM, SIGHUP, USR1, 10, ..."),
+               socket: str = _socket_opt(), as_json: bool = _json_opt(),
+               timeout: float = _timeout_opt()) -> None:
+    """Send one signal to the workload."""
+    from sentinel.client import signal_command
+
+    _control(socket, None, as_json, timeout, build=lambda: signal_command(name))
+
+
+@app.command("limit")
+def limit_cmd(size: str = typer.Argument(None, metavar="[SIZE|none]",
+                                         help="new limit, e.g. 200Mi or 1.5Gi; none removes it"),
+              socket: str = _socket_opt(), as_json: bool = _json_opt(),
+              timeout: float = _timeout_opt()) -> None:
+    """Show the memory limit, or set it (same sizes as --max-rss)."""
+    from sentinel.client import limit_command
+
+    _control(socket, None, as_json, timeout, build=lambda: limit_command(size))
+
+
+@app.command("pause")
+def pause_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+              timeout: float = _timeout_opt()) -> None:
+    """Stop enforcing the memory limit (sampling goes on) until 'resume'."""
+    _control(socket, "pause", as_json, timeout)
+
+
+@app.command("resume")
+def resume_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+               timeout: float = _timeout_opt()) -> None:
+    """Enforce the memory limit again."""
+    _control(socket, "resume", as_json, timeout)
+
+
 @app.command("top")
 def top_cmd(
     socket: str = typer.Option("/tmp/sentinel.socket", "--socket", envvar="SENTINEL_SOCKET",
