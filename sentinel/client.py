@@ -85,7 +85,8 @@ class Connection:
         try:
             self._sock.sendall(data + b"\n")
             line = self._read_until(b"\n", deadline)
-            if not line.startswith(b"{"):
+            text_form = [w.lower() for w in command.split()] == ["status", "text"]
+            if text_form and not line.startswith(b"{"):
                 # The text form of status: lines up to an empty line.
                 self._buf = line + self._buf
                 block = self._read_until(b"\n\n", deadline)

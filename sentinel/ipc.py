@@ -99,7 +99,7 @@ ERROR_CODES: dict[str, str] = {
     "too_many_clients": "the client limit is reached (then closes)",
     "permission_denied": "the peer's user is not root, Sentinel's user or a member of "
                          "--socket-group (then closes)",
-    "shutting_down": "Sentinel is exiting (then closes)",
+    "shutting_down": "Sentinel is exiting; sent to each connected client (then closes)",
 }
 
 
@@ -158,8 +158,9 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {v.name: v for v in (
-    Verb("status", "status [text|json]", "state, workload, memory figures, limit, kills; "
-         "'text': readable lines ending with an empty line", 0, 1, "_status", False),
+    Verb("status", "status [text|json|dashboard]", "state, workload, memory figures, limit, "
+         "kills; 'text': readable lines ending with an empty line; 'dashboard': also the "
+         "snapshot `sentinel top` draws", 0, 1, "_status", False),
     Verb("stop", "stop", "stop the workload: SIGTERM, then SIGKILL after the grace period "
          "(an operator kill; no restart)", 0, 0, "_stop", True),
     Verb("kill", "kill", "SIGKILL the workload's whole tree now (no restart)", 0, 0,
@@ -251,7 +252,12 @@ class Dispatcher:
             return (status_text(status) + "\n\n").encode("utf-8", "backslashreplace")
         if args[0].lower() == "json":
             return {"status": status}
-        raise CommandError("bad_argument", "usage: status [text|json]")
+        if args[0].lower() == "dashboard":  # sentinel top: history, events, command lines
+            from sentinel import dashboard  # stdlib only; psutil loads off the loop
+
+            return {"status": status,
+                    "dashboard": dashboard.snapshot(self.guardian.state, dashboard.SERVER_NAMES)}
+        raise CommandError("bad_argument", "usage: status [text|json|dashboard]")
 
     def _stop(self, args: list[str]) -> dict:
         return self._call(self.guardian.stop)
@@ -277,6 +283,8 @@ class Dispatcher:
                 except ValueError as exc:
                     raise CommandError("bad_argument", f"{exc}, or 'none'") from None
             out = self._call(self.guardian.set_limit, limit)
+            if limit is None:
+                out["message"] = "no limit (watching only)"
         else:
             out = {"message": f"limit {fmt_bytes(st.limit_bytes)} on {st.measure}"
                    if st.limit_bytes is not None else "no limit (watching only)"}
@@ -835,25 +843,14 @@ class ControlServer:
         sock, st = create_listener(self.path, self.mode, gid)
         self._sock, self._file = sock, (st.st_dev, st.st_ino)
         try:
-            coro = self.loop.create_unix_server(lambda: _Connection(self), sock=sock,
-                                                backlog=_LISTEN_BACKLOG)
-            if self.loop.is_running():  # started from inside the loop (a later part)
-                task = self.loop.create_task(coro)
-                task.add_done_callback(self._started)
-            else:
-                self._server = self.loop.run_until_complete(coro)
-        except Exception:
+            # Before the guardian's loop runs (start_components): run it just long
+            # enough to register the listener.
+            self._server = self.loop.run_until_complete(self.loop.create_unix_server(
+                lambda: _Connection(self), sock=sock, backlog=_LISTEN_BACKLOG))
+        except BaseException:
+            sock.close()
             self._cleanup_file()
             raise
-
-    def _started(self, task: asyncio.Task) -> None:
-        if task.cancelled() or task.exception() is not None:
-            log.error("control socket off: %r", task.exception(), extra={"event": "component"})
-            self._cleanup_file()
-            return
-        self._server = task.result()
-        if self.closed:
-            self._server.close()
 
     def log_refusal(self, reason: str, peer: Peer) -> None:
         """Log a refused client; at most one line per reason every 10 s (a local flood
@@ -877,7 +874,11 @@ class ControlServer:
             self._server.close()  # stops listening and closes the listening socket
         elif self._sock is not None:
             self._sock.close()
+        bye = error_reply("shutting_down", "Sentinel is exiting; closing the connection",
+                          close=True)
         for conn in list(self.connections):
+            if conn.transport is not None and conn.admitted and not conn.closing:
+                conn.transport.write(bye.data)  # sent at once unless its buffer is full
             conn._abort()
         self._cleanup_file()
         if not self.loop.is_running() and not self.loop.is_closed():

@@ -212,6 +212,10 @@ def test_socket_mode_and_group(start_sentinel, sock_path):
 def test_socket_file_is_removed_on_exit(start_sentinel, tmp_path, mode, how, expected):
     path = tmp_path / "s.sock"
     s = start_guarded(start_sentinel, path, "--grace-period", "2s", pid1=mode == "pid1")
+    held = connect(path)
+    held_reader = Reader(held)
+    held.sendall(b"help\n")
+    assert held_reader.json()["ok"]
     if how == "workload-exits":
         assert request(str(path), "signal USR1")["ok"]
     elif how == "sigterm":
@@ -220,6 +224,8 @@ def test_socket_file_is_removed_on_exit(start_sentinel, tmp_path, mode, how, exp
         assert request(str(path), how)["ok"]
     assert s.wait() == expected
     assert not os.path.lexists(path)
+    with held:  # a connected client is told, then closed
+        assert code(held_reader.json()) == "shutting_down" and held_reader.closed()
     if how in ("stop", "kill"):
         (done,) = event_logs(s, "kill_finished")
         assert done["kill"]["reason"] == "operator"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from sentinel import ipc
 from sentinel.client import status_rows, status_text
 from sentinel.config import Settings
 from sentinel.guardian import Guardian
+from sentinel.logs import LOGGER_NAME
 from sentinel.ipc import ERROR_CODES, MAX_LINE_BYTES, AccessPolicy, Dispatcher, Peer, Session
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "control-socket.md"
@@ -341,3 +343,19 @@ def test_signal_numbers_are_sent_as_numbers_by_the_cli_helpers():
     assert limit_command("None") == "limit none" and limit_command(None) == "limit"
     with pytest.raises(ValueError, match="^limit: 'x' is not a size"):
         limit_command("x")
+
+
+def test_tunables_from_the_environment(caplog):
+    logger = logging.getLogger(LOGGER_NAME)  # may not propagate (logs.setup)
+    logger.addHandler(caplog.handler)
+    try:
+        got = ipc._tunables({"SENTINEL_SOCKET_IDLE_TIMEOUT": "250ms",
+                             "SENTINEL_SOCKET_MAX_CLIENTS": "3",
+                             "SENTINEL_SOCKET_LINE_TIMEOUT": "soon",
+                             "SENTINEL_SOCKET_WRITE_TIMEOUT": "0"})
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert got == {"idle_timeout": 0.25, "max_clients": 3}
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("SENTINEL_SOCKET_LINE_TIMEOUT='soon'" in m for m in warned)
+    assert any("SENTINEL_SOCKET_WRITE_TIMEOUT='0'" in m for m in warned)

@@ -1,0 +1,259 @@
+"""``sentinel status|stop|kill|signal|limit|pause|resume`` and ``sentinel.client``
+against a real ``sentinel run``, and against no Sentinel at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from sentinel.cli import app
+from sentinel.client import Connection, print_status_table, request
+from sentinel.errors import ControlError
+from tests.conftest import SENTINEL, printer, wait_until
+from tests.integration.test_socket import event_logs, start_guarded
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+    full = dict(os.environ)
+    full.pop("SENTINEL_SOCKET", None)
+    full.update(env or {})
+    return subprocess.run([*SENTINEL, *args], capture_output=True, text=True, env=full,
+                          timeout=timeout)
+
+
+def one_error_line(out: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("sentinel: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def guarded(start_sentinel, tmp_path):
+    path = tmp_path / "s.sock"
+    s = start_guarded(start_sentinel, path, "--max-rss", "200Mi", "--grace-period", "500ms")
+    return s, str(path)
+
+
+# ------------------------------------------------------------------ with a Sentinel
+
+def test_status_table(guarded):
+    s, path = guarded
+    wait_until(lambda: request(path, "status")["status"]["memory"], what="a first sample")
+    out = cli("status", "--socket", path)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in out.stdout.splitlines()}
+    assert rows["phase"] == "running"
+    assert rows["limit"] == "200.0 MiB on rss"
+    assert rows["workload"].startswith("python") and f"pid {s.pid}" in rows["sentinel"]
+    assert rows["memory"].startswith("rss ") and " MiB" in rows["memory"]
+    assert rows["socket"] == f"listening on {path} (mode 0600)"
+    assert out.stderr == ""
+
+
+def test_status_json_and_the_environment_variable(guarded):
+    _, path = guarded
+    out = cli("status", "--json", env={"SENTINEL_SOCKET": path})
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["ok"] is True and reply["status"]["phase"] == "running"
+
+
+def test_limit_pause_resume(guarded):
+    _, path = guarded
+    assert cli("limit", "--socket", path).stdout == "limit 200.0 MiB on rss\n"
+    out = cli("limit", "1.5Gi", "--socket", path)
+    assert (out.returncode, out.stdout) == (0, "limit 1.5 GiB\n")
+    assert request(path, "limit")["limit_bytes"] == 1610612736
+    assert cli("limit", "none", "--socket", path).stdout == "no limit (watching only)\n"
+    assert request(path, "limit")["limit_bytes"] is None
+    assert cli("pause", "--socket", path).stdout == "enforcement paused\n"
+    phase = [line.split(None, 1)[1] for line in cli("status", "--socket", path).stdout
+             .splitlines() if line.startswith("phase ")]
+    assert phase == ["running (enforcement PAUSED: the limit is not applied)"]
+    out = cli("resume", "--socket", path, "--json")
+    assert json.loads(out.stdout)["enforcing"] is True
+
+
+@pytest.mark.parametrize("args,message", [
+    (["limit", "banana"], "sentinel: error: limit: 'banana' is not a size; use e.g. "),
+    (["signal", "FOO"], "sentinel: error: signal: 'FOO' is not a signal name"),
+])
+def test_bad_arguments_exit_2_before_sending(guarded, args, message):
+    s, path = guarded
+    out = cli(*args, "--socket", path)
+    assert out.returncode == 2
+    assert one_error_line(out).startswith(message)
+    assert not event_logs(s, "control_command")  # nothing reached Sentinel
+
+
+def test_signal_reaches_the_workload(guarded):
+    s, path = guarded
+    out = cli("signal", "usr2", "--socket", path)
+    assert (out.returncode, out.stdout) == (0, "SIGUSR2 sent\n")
+    assert s.expect("got child") == "got child SIGUSR2"
+
+
+def test_stop_is_an_operator_kill_and_a_second_stop_is_refused(start_sentinel, tmp_path):
+    path = str(tmp_path / "s.sock")
+    s = start_guarded(start_sentinel, path, "--grace-period", "1s", cmd=printer())
+    s.expect("ready child")  # it catches SIGTERM and lives on: SIGKILL ends it
+    out = cli("stop", "--socket", path)
+    assert (out.returncode, out.stdout) == (0, "SIGTERM sent; SIGKILL after the grace period\n")
+    out = cli("stop", "--socket", path)
+    assert out.returncode == 1
+    assert one_error_line(out) == ("sentinel: error: the workload is already being stopped "
+                                   "[invalid_state]")
+    assert s.wait() == 137
+    (done,) = event_logs(s, "kill_finished")
+    assert done["kill"]["reason"] == "operator"
+    assert done["kill"]["signals"] == ["SIGTERM", "SIGKILL"]
+
+
+def test_kill(start_sentinel, tmp_path):
+    path = tmp_path / "k.sock"
+    s = start_guarded(start_sentinel, path, cmd=["sleep", "60"])
+    out = cli("kill", "--socket", str(path))
+    assert (out.returncode, out.stdout) == (0, "SIGKILL sent\n")
+    assert s.wait() == 137
+    assert not path.exists()
+
+
+def test_refusal_with_json_prints_the_reply_and_exits_1(start_sentinel, tmp_path):
+    path = tmp_path / "k.sock"
+    start_guarded(start_sentinel, path, "--restart", "always", "--restart-delay", "60s",
+                  cmd=["sh", "-c", "exit 1"], wait=False)
+    wait_until(lambda: _phase(path) == "restarting", 15, what="the restart back-off")
+    out = cli("kill", "--socket", str(path), "--json")
+    assert out.returncode == 1 and out.stderr == ""
+    reply = json.loads(out.stdout)
+    assert reply["error"] == {"code": "invalid_state", "message": "no workload is running"}
+
+
+def _phase(path) -> str | None:
+    try:
+        return request(str(path), "status", timeout=1)["status"]["phase"]
+    except ControlError:
+        return None
+
+
+def test_python_api_connection_and_text_form(guarded):
+    _, path = guarded
+    with Connection(path) as conn:
+        assert conn.request("pause")["enforcing"] is False
+        assert conn.request("limit 300Mi")["limit_bytes"] == 300 * 2**20
+        text = conn.request("status text")
+        assert text["ok"] and "\nphase" in text["text"] and "PAUSED" in text["text"]
+        assert conn.request("bogus")["error"]["code"] == "unknown_command"
+        assert conn.request("resume")["enforcing"] is True
+    with pytest.raises(ValueError, match="one line"):
+        request(path, "status\nkill")
+
+
+# ------------------------------------------------------------------ without a Sentinel
+
+def test_no_socket_file(tmp_path):
+    path = tmp_path / "none.sock"
+    out = cli("status", "--socket", str(path))
+    assert out.returncode == 1
+    assert one_error_line(out) == (
+        f"sentinel: error: no Sentinel at {path}: the socket does not exist; is Sentinel "
+        f"running with --socket {path}? (set --socket or SENTINEL_SOCKET)")
+
+
+def test_stale_socket_file(tmp_path):
+    path = tmp_path / "stale.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    out = cli("stop", "--socket", str(path))
+    assert out.returncode == 1
+    assert "connection refused" in one_error_line(out)
+
+
+def _server(path, answer: bytes | None):
+    """A listener that is not a Sentinel: answers garbage, or never answers."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen()
+    conns = []
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        conns.append(conn)
+        conn.recv(100)
+        if answer is not None:
+            conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+
+    def close():
+        srv.close()
+        t.join(5)
+        for c in conns:
+            c.close()
+    return close
+
+
+@pytest.mark.parametrize("answer,expect", [
+    (b"HTTP/1.0 400 Bad Request\r\n\r\n", "unexpected reply on"),
+    (None, "no reply from the Sentinel on"),
+])
+def test_something_else_on_the_socket(tmp_path, answer, expect):
+    path = tmp_path / "other.sock"
+    close = _server(path, answer)
+    try:
+        out = cli("status", "--socket", str(path), "--timeout", "0.5")
+    finally:
+        close()
+    assert out.returncode == 1
+    assert expect in one_error_line(out)
+
+
+def test_cli_runner_unreachable(tmp_path):
+    result = CliRunner().invoke(app, ["limit", "--socket", str(tmp_path / "x.sock")])
+    assert result.exit_code == 1
+    assert "no Sentinel at" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cli_runner_usage():
+    result = CliRunner().invoke(app, ["limit", "12parsecs", "--socket", "/nonexistent"])
+    assert result.exit_code == 2 and "limit: '12parsecs'" in result.output
+
+
+def test_rich_table_on_a_terminal(guarded):
+    """On a terminal the table is drawn by rich; markup in a command is shown as is."""
+    _, path = guarded
+    status = request(path, "status")["status"]
+    status["command"] = ["python", "-c", "print([1][0])"]
+
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=True) as tty:
+            print_status_table(status, file=tty)
+        text = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            text += chunk
+    finally:
+        os.close(master)
+    out = text.decode()
+    assert "\x1b[1m" in out  # bold labels: rich drew it
+    assert "print([1][0])" in out and "phase" in out and "running" in out
