@@ -105,6 +105,10 @@ class ProcessNames:
             del self._cache[pid]
 
 
+# Command lines for the control socket's ``status dashboard``, shared by its clients.
+SERVER_NAMES = ProcessNames()
+
+
 def _growth(points: list[tuple[float, int]]) -> float | None:
     """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few."""
     if len(points) < 3 or points[-1][0] - points[0][0] < 0.5:
@@ -239,7 +243,13 @@ class StatusAdapter:
         now = time.time() if now_wall is None else now_wall
         inner = reply.get("dashboard")
         if isinstance(inner, dict):
-            return dict(inner)
+            snap = dict(inner)
+            if self.names is not None:  # the server had no name yet (psutil loading)
+                snap["processes"] = [
+                    {**p, "command": self.names.get(p["pid"])}
+                    if not p.get("command") and p.get("pid") else p
+                    for p in snap.get("processes") or []]
+            return snap
         status = reply.get("status") if isinstance(reply.get("status"), dict) else reply
         snap: dict[str, Any] = {k: status.get(k) for k in _STATUS_KEYS if k in status}
         snap["time"] = now
@@ -538,11 +548,12 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     growth.append(fmt_rate(snap.get("growth_bytes_per_second")))
     growth.append("  time to limit ", style="dim")
     left = snap.get("seconds_to_limit")
+    rate = snap.get("growth_bytes_per_second")
     if left is not None:
         growth.append(fmt_duration(left), style=headroom_style(frac) + " bold")
     elif limit and frac is not None and frac >= 1.0:
         growth.append("over the limit", style="bold red")
-    elif limit and value is not None:
+    elif limit and value is not None and rate is not None and rate <= 0:
         growth.append("not growing", style="green")
     else:
         growth.append("n/a")

@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 
 from sentinel.logs import LOGGER_NAME
 
@@ -183,8 +184,7 @@ class Dashboard:
         # Measurements, reported in the log when the dashboard closes.
         self._snapshot_seconds: list[float] = []
         self._frame_seconds: list[float] = []
-        self._gap_max = 0.0
-        self._gaps = 0
+        self._gaps: deque = deque(maxlen=100_000)  # seconds between samples of one run
         self._seen_wall: float | None = None
         self._started_mono = time.monotonic()
 
@@ -234,8 +234,7 @@ class Dashboard:
         started = st.started_wall or 0.0
         for a, b in zip(fresh, fresh[1:]):
             if a >= started:
-                self._gaps += 1
-                self._gap_max = max(self._gap_max, b - a)
+                self._gaps.append(b - a)
         if fresh:
             self._seen_wall = fresh[-1]
 
@@ -302,20 +301,30 @@ class Dashboard:
             self._log_file.close()
 
     def _report(self) -> None:
-        snaps, frames = self._snapshot_seconds, self._frame_seconds
+        """One log line on what drawing cost: per frame on the render thread, per snapshot
+        on the loop, and the sampling cadence meanwhile (gaps between samples; a gap
+        over twice the interval counts as late)."""
+        snaps, frames, gaps = self._snapshot_seconds, self._frame_seconds, list(self._gaps)
         interval = self.guardian.state.interval_seconds
+        late = sum(1 for g in gaps if g > 2 * interval)
         log.info(
-            "dashboard closed: %d frames in %.1fs; snapshot on the event loop p50 %.2f ms, "
-            "max %.2f ms; frame on the render thread p50 %.2f ms, max %.2f ms; %d sample "
-            "gaps, longest %.1f ms (interval %.1f ms)",
+            "dashboard closed: %d frames in %.1fs; event loop per snapshot p50 %.2f ms, "
+            "max %.2f ms; render thread per frame p50 %.2f ms, max %.2f ms; sampling "
+            "(interval %.1f ms): %d gaps, p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d late",
             len(frames), time.monotonic() - self._started_mono,
             _percentile(snaps, 0.5) * 1e3, max(snaps, default=0) * 1e3,
-            _percentile(frames, 0.5) * 1e3, max(frames, default=0) * 1e3,
-            self._gaps, self._gap_max * 1e3, interval * 1e3,
+            _percentile(frames, 0.5) * 1e3, max(frames, default=0) * 1e3, interval * 1e3,
+            len(gaps), _percentile(gaps, 0.5) * 1e3, _percentile(gaps, 0.99) * 1e3,
+            max(gaps, default=0) * 1e3, late,
             extra={"event": "dashboard", "frames": len(frames),
+                   "snapshot_p50_seconds": _percentile(snaps, 0.5),
                    "snapshot_max_seconds": max(snaps, default=0.0),
+                   "frame_p50_seconds": _percentile(frames, 0.5),
                    "frame_max_seconds": max(frames, default=0.0),
-                   "sample_gaps": self._gaps, "sample_gap_max_seconds": self._gap_max})
+                   "sample_gaps": len(gaps), "sample_gaps_late": late,
+                   "sample_gap_p50_seconds": _percentile(gaps, 0.5),
+                   "sample_gap_p99_seconds": _percentile(gaps, 0.99),
+                   "sample_gap_max_seconds": max(gaps, default=0.0)})
 
 
 class _Off:
@@ -400,6 +409,11 @@ def run_top(socket_path: str, interval: float | None = None) -> int:
     def on_term(signum, frame):
         raise SystemExit(128 + signum)
 
+    tui = can_draw(1)
+    if tui:
+        from sentinel.dashboard import load_psutil
+
+        load_psutil()  # before the first reply, so the first frame has command lines
     source = StatusSource(socket_path)
     try:
         snap = source.fetch()
@@ -407,15 +421,11 @@ def run_top(socket_path: str, interval: float | None = None) -> int:
         sys.stderr.write(f"sentinel: error: {exc}\n")
         return 1
     previous = signal.signal(signal.SIGTERM, on_term)
-    tui = can_draw(1)
     period = interval if interval else (1 / FRAMES_PER_SECOND if tui else 1.0)
     banner = None
     view = None
     try:
         if tui:
-            from sentinel.dashboard import load_psutil
-
-            load_psutil()  # before the first frame, so command lines show at once
             view = LiveView(1, TOP_HINT)
             view.start()
         while True:
@@ -434,7 +444,7 @@ def run_top(socket_path: str, interval: float | None = None) -> int:
                 if banner is None and view is None:
                     sys.stdout.write(f"sentinel top: connection lost ({exc}); retrying\n")
                     sys.stdout.flush()
-                banner = f"connection lost: {exc}; retrying (last state below)"
+                banner = f"connection lost, retrying; last state below. {exc}"
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # `sentinel top | head`: the reader is gone

@@ -321,3 +321,20 @@ def test_status_adapter_takes_a_dashboard_reply_as_is():
     snap = snap_of(make_state())
     reply = json.loads(json.dumps({"ok": True, "status": {}, "dashboard": snap}))
     assert StatusAdapter().update(reply) == reply["dashboard"]
+
+
+def test_the_control_socket_serves_the_snapshot_to_top():
+    from sentinel.ipc import Dispatcher
+
+    st = make_state()
+    st.events.append(Event("limit_crossed", "memory limit crossed: rss 201.0 MiB"))
+    reply = json.loads(Dispatcher(SimpleNamespace(state=st)).handle(b"status dashboard").data)
+    assert reply["ok"] and reply["status"]["main_pid"] == 4242
+    snap = StatusAdapter().update(reply)
+    assert [e["kind"] for e in snap["events"]] == ["spawned", "limit_crossed"]
+    assert len(snap["history"]) == 101 and snap["growth_bytes_per_second"] > 0
+    assert {p["pid"] for p in snap["processes"]} == {4242, 4243}
+    assert "limit_crossed     memory limit crossed" in text_of(snap)
+    # A form it does not know is refused with the usage, which top falls back on.
+    bad = json.loads(Dispatcher(SimpleNamespace(state=st)).handle(b"status bogus").data)
+    assert bad["error"]["code"] == "bad_argument" and "dashboard" in bad["error"]["message"]
