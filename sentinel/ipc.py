@@ -579,7 +579,11 @@ def create_listener(path: str, mode: int, gid: int | None) -> tuple[socket.socke
             os.umask(old)
         bound = True
         if gid is not None:
-            os.chown(path, -1, gid)
+            try:
+                os.chown(path, -1, gid)
+            except PermissionError:
+                raise OSError(errno.EPERM, f"cannot give it to group {gid} (Sentinel's user "
+                              "is not root and not a member)") from None
         os.chmod(path, mode)
         sock.listen(_LISTEN_BACKLOG)
         return sock, os.stat(path)
@@ -747,13 +751,17 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if reply is not None:
-            transport.write(reply.data)
-        if self.eof_seen or len(self.server.connections) > MAX_LINGERING:
-            transport.close()
-        else:
-            transport.write_eof()
-            transport.resume_reading()
+        try:
+            if reply is not None:
+                transport.write(reply.data)
+            if self.eof_seen or len(self.server.connections) > MAX_LINGERING:
+                transport.close()
+            else:
+                transport.write_eof()
+                transport.resume_reading()
+        except Exception:  # e.g. the peer is already gone: shutdown() fails
+            transport.abort()
+            return
         if self._linger is None:
             self._linger = self.loop.call_later(LINGER_SECONDS, self._abort)
 

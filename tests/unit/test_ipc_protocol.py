@@ -159,6 +159,13 @@ def test_status_text_is_lines_then_one_empty_line(fresh):
     assert "\\n\\nb" in text
 
 
+def test_status_dashboard_form_for_top(fresh):
+    obj = reply_of(fresh, b"status dashboard")
+    assert obj["status"]["phase"] == "starting"
+    assert obj["dashboard"]["limit_bytes"] == 200 * 2**20
+    assert isinstance(obj["dashboard"]["events"], list)
+
+
 def test_internal_errors_become_a_reply(fresh, monkeypatch):
     def broken(self, args):
         raise RuntimeError("boom")
