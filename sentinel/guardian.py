@@ -20,7 +20,7 @@ from typing import Callable
 from sentinel import kernel
 from sentinel.config import Settings, signal_name
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes import TreeProbe
+from sentinel.probes import CgroupProbe, TreeProbe
 from sentinel.spawn import Child, spawn
 from sentinel.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY,
@@ -75,8 +75,11 @@ class Guardian:
             subreaper=subreaper)
         self.listeners: list[Listener] = []
         self.sample_listeners: list[Callable] = []  # called with each MemorySample
+        # The workload shares Sentinel's cgroup in run mode (the container's):
+        # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
-                                        measure=settings.measure, root_threads=(os.getpid(),))
+                                        measure=settings.measure, root_threads=(os.getpid(),),
+                                        cgroup=CgroupProbe.for_pid("self"))
         self._rewrite = dict(settings.rewrite)
         self._tty_fd = child.tty_fd if child else None
         self._sigfd: int | None = None
