@@ -38,6 +38,7 @@ log = logging.getLogger(LOGGER_NAME)
 FRAMES_PER_SECOND = 4
 DEFAULT_TUI_LOG = "/tmp/sentinel-workload.log"
 RUN_HINT = "Ctrl-C: stop the workload"
+WATCH_HINT = "Ctrl-C: stop watching (the target keeps running)"
 TOP_HINT = "Ctrl-C: quit (the workload keeps running)"
 
 
@@ -245,7 +246,8 @@ class Dashboard:
             from sentinel.dashboard import load_psutil
 
             load_psutil()  # here, not on the loop's first snapshot (about 20 ms)
-            view = LiveView(self.terminal.fd, RUN_HINT)
+            watching = self.guardian.state.mode == "watch"
+            view = LiveView(self.terminal.fd, WATCH_HINT if watching else RUN_HINT)
             view.start()
             self._ready.set()
             while True:
@@ -268,8 +270,9 @@ class Dashboard:
             self._ready.set()
             if view is not None:
                 try:
-                    view.stop(self._final, f"workload output and Sentinel's log: "
-                                           f"{self.terminal.log_path}")
+                    what = "Sentinel's log" if self.guardian.state.mode == "watch" else \
+                        "workload output and Sentinel's log"
+                    view.stop(self._final, f"{what}: {self.terminal.log_path}")
                 except Exception:
                     pass
 

@@ -218,6 +218,21 @@ def test_drawing_does_not_hurt_the_sampling_cadence(term, tmp_path):
     assert report["sample_gaps_late"] <= 0.05 * report["sample_gaps"], report
 
 
+def test_an_unusable_tui_log_stops_before_the_spawn(term, tmp_path):
+    target = tmp_path / "elsewhere.log"
+    link = tmp_path / "link.log"
+    link.symlink_to(target)  # /tmp is shared: a planted symlink must not be followed
+    marker = tmp_path / "ran"
+    for log in (tmp_path / "missing" / "w.log", link):
+        token = term.run(sentinel_cmd("run", "--tui", "--tui-log", str(log), *QUIET,
+                                      "--no-socket", "--", "touch", str(marker)))
+        assert term.done(token) == 2
+        assert re.search(rf"sentinel: error: --tui-log: cannot open '{re.escape(str(log))}'",
+                         term.screen())
+    assert not marker.exists() and not target.exists()
+    assert term.flag("alternate_on") == "0"
+
+
 # ------------------------------------------------------------------ no terminal
 
 def test_run_tui_without_a_terminal_keeps_plain_logs():

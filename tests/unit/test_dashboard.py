@@ -338,3 +338,11 @@ def test_the_control_socket_serves_the_snapshot_to_top():
     # A form it does not know is refused with the usage, which top falls back on.
     bad = json.loads(Dispatcher(SimpleNamespace(state=st)).handle(b"status bogus").data)
     assert bad["error"]["code"] == "bad_argument" and "dashboard" in bad["error"]["message"]
+
+
+def test_the_pid1_process_does_not_load_rich_for_the_socket_or_the_dashboard_modules():
+    code = ("import sys, sentinel.dashboard, sentinel.tui, sentinel.ipc; "
+            "print(sorted(m for m in ('rich', 'psutil') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
