@@ -498,7 +498,8 @@ def test_random_bytes_over_the_socket(watched, sock_path):
 
 class Hostiles:
     """Hostile clients in threads until ``stop()``: flooders (pipelined status, reading),
-    a non-reader, a one-byte-a-second sender, idle connections and connection churn."""
+    a non-reader, a one-byte-a-second sender, idle connections, connection churn and
+    bursts of a hundred connections at once."""
 
     def __init__(self, path) -> None:
         self.path = str(path)
@@ -508,7 +509,7 @@ class Hostiles:
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._guard, args=(f,), daemon=True)
                         for f in (self._flood, self._flood, self._non_reader, self._slow,
-                                  self._idle, self._churn)]
+                                  self._idle, self._churn, self._burst)]
 
     def __enter__(self):
         for t in self.threads:
@@ -561,6 +562,16 @@ class Hostiles:
         conns = [connect(self.path) for _ in range(6)]
         try:
             self.halt.wait(3)
+        finally:
+            for c in conns:
+                c.close()
+
+    def _burst(self) -> None:
+        conns = []
+        try:
+            for _ in range(100):
+                conns.append(connect(self.path))
+            self.halt.wait(0.5)
         finally:
             for c in conns:
                 c.close()
