@@ -5,8 +5,9 @@ auto|on|off``), and if so subscribes an ``EventRecorder`` to the guardian's
 events. The recorder turns each kill step (``signal_sent``) into an Event body
 on the loop (pure dict work, microseconds) and hands it to one worker thread
 through a bounded queue; the worker imports the ``kubernetes`` client (about
-35 MiB and 0.3-0.6 s, so only when Events are on and only after the workload
-is running) and talks to the API server with short timeouts. A kill is never
+35 MiB and 0.3-0.6 s of imports that hold the GIL) at the first Event, which
+is queued only after its signal was sent, and talks to the API server with
+short timeouts. A kill is never
 delayed: nothing here blocks the loop, a full queue drops the Event, and
 ``close()`` waits for the worker at most ``FLUSH_SECONDS``.
 
@@ -350,7 +351,8 @@ class EventRecorder:
         self._api = None  # kubernetes.client.ApiClient, made in the worker
         self._exc = None  # the client's exception classes
         self._closed = False
-        self._status("starting: loading the Kubernetes client")
+        self._status(f"on: Events for pod {pod.namespace}/{pod.name} via {source.describe()} "
+                     "(the client loads at the first Event)")
         self._thread = threading.Thread(target=self._work, name="sentinel-k8s-events",
                                         daemon=True)
         self._thread.start()
@@ -414,19 +416,22 @@ class EventRecorder:
 
     # -- the worker -------------------------------------------------------------
     def _work(self) -> None:
-        try:
-            self._connect()
-        except Exception as exc:  # a broken kubeconfig, a missing token, a bad cert
-            self._fail("config", f"cannot load the cluster configuration from "
-                       f"{self.source.describe()}: {exc}; kills are not recorded as Events. "
-                       "Fix the kubeconfig, or pass --k8s-events off")
-        else:
-            self._status(f"on: {self.api_version} Events for pod {self.pod.namespace}/"
-                         f"{self.pod.name} via {self.source.describe()}")
+        connected = False
         while True:
             rec = self._queue.get()
             if rec is None:
                 break
+            if not connected:
+                # The client is loaded at the first Event, which is queued only
+                # after its signal was sent: its imports hold the GIL for tenths
+                # of a second and would slow the sampler near a crossing.
+                connected = True
+                try:
+                    self._connect()
+                except Exception as exc:  # a broken kubeconfig, a missing token, a bad cert
+                    self._fail("config", f"cannot load the cluster configuration from "
+                               f"{self.source.describe()}: {exc}; kills are not recorded as "
+                               "Events. Fix the kubeconfig, or pass --k8s-events off")
             if self._api is None:
                 self.dropped_total += 1
                 continue

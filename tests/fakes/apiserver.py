@@ -385,8 +385,8 @@ current-context: fake
     def _create(self, h, group, ns, body) -> tuple[int, object]:
         if h.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
             return 415, status_body(415, "UnsupportedMediaType",
-                                    f"the body of the request was in an unknown format - "
-                                    f"accepted media types include: application/json")
+                                    "the body of the request was in an unknown format - "
+                                    "accepted media types include: application/json")
         if not isinstance(body, dict):
             return 400, status_body(400, "BadRequest", "the body is not a JSON object")
         want = "events.k8s.io/v1" if group else "v1"
@@ -420,7 +420,7 @@ current-context: fake
         ctype = h.headers.get("Content-Type", "").split(";")[0].strip()
         if ctype not in _PATCH_TYPES:
             return 415, status_body(415, "UnsupportedMediaType",
-                                    f"the body of the request was in an unknown format - "
+                                    "the body of the request was in an unknown format - "
                                     f"accepted media types include: {', '.join(_PATCH_TYPES)}, "
                                     "application/json-patch+json, application/apply-patch+yaml")
         if not isinstance(body, dict):

@@ -13,6 +13,7 @@ from sentinel import events, termlog
 from sentinel.config import parse_settings
 from sentinel.guardian import Guardian
 from sentinel.state import Event, KillRecord
+from sentinel.targets import TargetPermissionError
 from tests.fakes.apiserver import FakeApiServer, validate_event
 
 POD = events.PodRef("web-1", "demo", "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001")
@@ -318,3 +319,11 @@ def test_termination_summary_is_short_and_complete():
                     "far: 2.\n")
     huge = termlog.summary({**k, "pids": list(range(10**6, 10**6 + 60))}, "x" * 10000)
     assert len(huge.encode()) <= termlog.MAX_BYTES
+
+
+def test_a_target_it_may_not_signal_is_a_warning_event():
+    msg = str(TargetPermissionError(42, 1000, 7))
+    rec = events.record_for(Event("attach_failed", msg), "app")
+    assert (rec.type, rec.reason, rec.action) == ("Warning", "TargetNotSignalable", "Attach")
+    assert rec.note == msg
+    assert schema_errors(events.events_v1_body(rec, POD, "web-1.2")) == []
