@@ -120,7 +120,7 @@ def test_sigterm_leaves_the_target_alone_and_no_limit_means_no_kill(start_sentin
     s = watch(start_sentinel, "--target-name", LONG_NAME)
     [att] = wait_logged(s, "attached")
     assert att["pid"] == target.pid
-    expect_line(target, "rss 8")  # it reached its 80 MiB cap while watched
+    expect_line(target, "rss 8")  # grown past 80 MiB (its cap) while watched
     s.signal(signal.SIGTERM)
     assert s.wait(5) == 0
     assert target.poll() is None
