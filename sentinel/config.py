@@ -453,6 +453,11 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         values["success_exit_codes"] = frozenset(values["success_exit_codes"])  # type: ignore
     if values.get("termination_log") == "":
         values["termination_log"] = None
+    # Sentinel moves to / once the workload runs: relative paths are taken
+    # relative to the directory it was started in, now.
+    for key in ("socket_path", "termination_log", "tui_log", "kubeconfig"):
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = os.path.abspath(values[key])  # type: ignore[arg-type]
     if mode == "run":
         if not command:
             raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "

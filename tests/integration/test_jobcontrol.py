@@ -4,7 +4,9 @@ terminal's foreground while it runs."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import shlex
 
 import pexpect
@@ -22,6 +24,7 @@ def _shell():
 
 def test_ctrl_z_and_fg_behave_as_in_a_shell():
     sh = _shell()
+    child = None
     try:
         cmd = " ".join([*SENTINEL, "run", "--no-metrics", "--no-socket", "--log-level", "warning",
                         "--", *printer("--default", "TSTP")])
@@ -52,6 +55,11 @@ def test_ctrl_z_and_fg_behave_as_in_a_shell():
         sh.expect_exact("PROMPT$ ")
     finally:
         sh.close(force=True)
+        if child:  # Sentinel was SIGKILLed above: its workload is ours to end
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_workload_reads_the_terminal_in_the_foreground():
