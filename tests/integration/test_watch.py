@@ -18,7 +18,6 @@ from tests.conftest import LEAKER, PY, Running, proc_state, wait_until
 from tests.fakes.apiserver import FakeApiServer
 
 COMMON = ["--no-metrics", "--no-socket", "--log-format", "json", "--k8s-events", "off"]
-LONG_NAME = "memory-leaker-for-tests"  # 23 characters: comm keeps "memory-leaker-f"
 
 
 @pytest.fixture
@@ -43,9 +42,15 @@ def procs():
 
 
 @pytest.fixture
-def named_python(tmp_path) -> str:
+def long_name() -> str:
+    """A name longer than comm's 15 characters, unique to the test (runs may overlap)."""
+    return f"memory-leaker-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def named_python(tmp_path, long_name) -> str:
     """The interpreter under a long name: argv[0] and comm say the name, exe says python."""
-    link = tmp_path / LONG_NAME
+    link = tmp_path / long_name
     link.symlink_to(os.path.realpath(sys.executable))
     return str(link)
 
@@ -85,8 +90,8 @@ def watch(start_sentinel, *args: str) -> Running:
 
 
 def test_kills_sigterm_then_sigkill_and_attaches_to_each_new_target(start_sentinel, procs,
-                                                                    named_python):
-    s = watch(start_sentinel, "--target-name", LONG_NAME, "--max-rss", "60Mi",
+                                                                    named_python, long_name):
+    s = watch(start_sentinel, "--target-name", long_name, "--max-rss", "60Mi",
               "--grace-period", "1s")
     wait_logged(s, "waiting")
     first = procs([named_python, str(LEAKER), "--rate", "100"])
@@ -113,11 +118,11 @@ def test_kills_sigterm_then_sigkill_and_attaches_to_each_new_target(start_sentin
 
 
 def test_sigterm_leaves_the_target_alone_and_no_limit_means_no_kill(start_sentinel, procs,
-                                                                   named_python):
+                                                                   named_python, long_name):
     """The negative control: without --max-rss the same leaker is watched, never signalled."""
     target = procs([named_python, str(LEAKER), "--rate", "200", "--max", "80"])
     expect_line(target, "ready")
-    s = watch(start_sentinel, "--target-name", LONG_NAME)
+    s = watch(start_sentinel, "--target-name", long_name)
     [att] = wait_logged(s, "attached")
     assert att["pid"] == target.pid
     expect_line(target, "rss 8")  # grown past 80 MiB (its cap) while watched
@@ -148,8 +153,8 @@ def test_oldest_of_several_matches_and_never_itself(start_sentinel, procs):
     assert attached[1]["pid"] == newer.pid
 
 
-def test_a_whole_tree_is_killed(start_sentinel, procs, named_python):
-    s = watch(start_sentinel, "--target-name", LONG_NAME, "--max-rss", "60Mi")
+def test_a_whole_tree_is_killed(start_sentinel, procs, named_python, long_name):
+    s = watch(start_sentinel, "--target-name", long_name, "--max-rss", "60Mi")
     wait_logged(s, "waiting")
     target = procs([named_python, str(LEAKER), "--rate", "100", "--depth", "2"])
     expect_line(target, "ready")
@@ -173,14 +178,14 @@ def test_target_pid_attaches_once(start_sentinel, procs):
     assert s.popen.poll() is None
 
 
-def test_events_work_in_watch_mode(start_sentinel, procs, named_python, tmp_path):
+def test_events_work_in_watch_mode(start_sentinel, procs, named_python, long_name, tmp_path):
     with FakeApiServer() as api:
         home = tmp_path / "home"
         home.mkdir()
         env = {"HOME": str(home), "KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig")),
                "POD_NAME": "web-0", "POD_NAMESPACE": "demo", "POD_UID": ""}
         s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
-                            "--target-name", LONG_NAME, "--max-rss", "60Mi"], cmd="watch",
+                            "--target-name", long_name, "--max-rss", "60Mi"], cmd="watch",
                            env=env)
         wait_logged(s, "waiting")
         target = procs([named_python, str(LEAKER), "--rate", "100"])
@@ -190,7 +195,7 @@ def test_events_work_in_watch_mode(start_sentinel, procs, named_python, tmp_path
     [ev] = api.events()
     assert (ev["type"], ev["reason"], ev["action"]) == ("Warning", "MemoryLimitExceeded",
                                                          "SIGTERM")
-    assert f"pids {target.pid}" in ev["note"] and LONG_NAME in ev["note"]
+    assert f"pids {target.pid}" in ev["note"] and long_name in ev["note"]
     assert ev["regarding"] == {"apiVersion": "v1", "kind": "Pod", "name": "web-0",
                                "namespace": "demo"}
 
