@@ -455,9 +455,12 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         values["termination_log"] = None
     # Sentinel moves to / once the workload runs: relative paths are taken
     # relative to the directory it was started in, now.
-    for key in ("socket_path", "termination_log", "tui_log", "kubeconfig"):
+    for key in ("socket_path", "termination_log", "tui_log"):
         if isinstance(values.get(key), str) and values[key]:
             values[key] = os.path.abspath(values[key])  # type: ignore[arg-type]
+    if isinstance(values.get("kubeconfig"), str):  # a list, as $KUBECONFIG may be
+        values["kubeconfig"] = os.pathsep.join(
+            os.path.abspath(p) for p in str(values["kubeconfig"]).split(os.pathsep) if p)
     if mode == "run":
         if not command:
             raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "

@@ -94,7 +94,7 @@ class Event:
     ``kind`` is one of: spawned, exited, limit_crossed, signal_sent,
     signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, attached,
-    detached, component.
+    attach_failed, detached, component.
     """
 
     kind: str
