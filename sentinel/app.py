@@ -19,38 +19,58 @@ from sentinel.spawn import Child
 log = logging.getLogger(logs.LOGGER_NAME)
 
 
-def start_components(guardian: Guardian, settings: Settings) -> list:
-    """Start every enabled part; return the started ones (each has ``close()``)."""
-    started: list = []
-    # Each part adds its block below, at its own anchor, in this order:
-    # [metrics] (sentinel.metrics), [socket] (sentinel.ipc),
-    # [k8s-events] (sentinel.events), [dashboard] (sentinel.dashboard).
-    # A block starts its part when the settings enable it, appends the
-    # object (with .close()) to `started`, and sets
-    # guardian.state.components["<part>"] to a short status text.
-    # --- [metrics] ---
-    if settings.metrics_port:
-        from sentinel.metrics import start_exporter  # prometheus_client: after the spawn
-
-        started.append(start_exporter(guardian, settings))
-    else:
+def _start_metrics(guardian: Guardian, settings: Settings) -> list:
+    if not settings.metrics_port:
         guardian.state.components["metrics"] = "off: --no-metrics or --metrics-port 0"
-    # --- [socket] ---
-    if settings.socket_path:
-        from sentinel import ipc
+        return []
+    from sentinel.metrics import start_exporter  # prometheus_client: after the spawn
 
-        control = ipc.start(guardian, settings)  # None (logged, components says why) if off
-        if control is not None:
-            started.append(control)
-    # --- [k8s-events] ---
+    return [start_exporter(guardian, settings)]
+
+
+def _start_socket(guardian: Guardian, settings: Settings) -> list:
+    if not settings.socket_path:
+        guardian.state.components["socket"] = "off: --no-socket"
+        return []
+    from sentinel import ipc
+
+    control = ipc.start(guardian, settings)  # None (logged, components says why) if off
+    return [control] if control is not None else []
+
+
+def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
     from sentinel import events, termlog  # stdlib only; `kubernetes` loads in events' worker
 
-    started.extend(events.start(guardian, settings) + termlog.start(guardian, settings))
-    # --- [dashboard] ---
-    if settings.tui:
-        from sentinel.tui import start_tui  # rich: loaded by the render thread
+    return events.start(guardian, settings) + termlog.start(guardian, settings)
 
-        started.append(start_tui(guardian, settings))
+
+def _start_dashboard(guardian: Guardian, settings: Settings) -> list:
+    if not settings.tui:
+        return []
+    from sentinel.tui import start_tui  # rich: loaded by the render thread
+
+    return [start_tui(guardian, settings)]
+
+
+_PARTS = (("metrics", _start_metrics), ("socket", _start_socket),
+          ("k8s-events", _start_k8s_events), ("dashboard", _start_dashboard))
+
+
+def start_components(guardian: Guardian, settings: Settings) -> list:
+    """Start every enabled part; return the started ones (each has ``close()``).
+
+    A part that fails in an unexpected way (a bug) is logged on one line and
+    left off; the workload is already running and must not pay for it.
+    """
+    started: list = []
+    for name, start in _PARTS:
+        try:
+            started.extend(start(guardian, settings))
+        except Exception as exc:
+            guardian.state.components[name] = f"off: internal error {exc!r}"
+            log.error("%s could not start: %r; running without it (--debug shows the "
+                      "traceback)", name, exc, exc_info=exc if settings.debug else None,
+                      extra={"event": "component"})
     return started
 
 
