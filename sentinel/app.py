@@ -80,6 +80,11 @@ def serve(settings: Settings, child: Child | None, original_mask: set[int], *,
     logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
     guardian = Guardian(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
                         version=__version__)
+    return supervise(guardian, settings)
+
+
+def supervise(guardian: Guardian, settings: Settings) -> int:
+    """Start the parts around ``guardian``, run it, close the parts; return its exit code."""
     parts = start_components(guardian, settings)
     try:
         return guardian.run()

@@ -320,15 +320,7 @@ def serve_watch(settings: Settings) -> int:
     original_mask = block_signals()
     os.chdir("/")
     guardian = WatchGuardian(settings, original_mask, version=__version__)
-    from sentinel.app import start_components
+    from sentinel.app import supervise
 
-    parts = start_components(guardian, settings)
-    try:
-        return guardian.run()
-    finally:
-        for part in reversed(parts):
-            try:
-                part.close()
-            except Exception as exc:  # closing must never change the exit code
-                log.debug("closing %r failed: %r", part, exc)
+    return supervise(guardian, settings)
 
