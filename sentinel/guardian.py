@@ -214,7 +214,10 @@ class Guardian:
             log.info("received %s from pid %d: forwarding, no restart; exiting when the "
                      "workload is gone", name, info.pid, extra={"event": "shutdown"})
             if self._restart_handle is not None or self.child is None:
-                self._restart_handle and self._restart_handle.cancel()
+                # Waiting out a restart back-off: nothing to forward to.
+                if self._restart_handle is not None:
+                    self._restart_handle.cancel()
+                self.state.phase = PHASE_EXITED
                 self._finish(self._exit_code)
                 return
             if target and self._main_status is None:
@@ -574,7 +577,8 @@ class Guardian:
         self.state.limit_bytes = limit_bytes
         self.emit("limit_changed", f"memory limit changed from {fmt_bytes(old)} to "
                   f"{fmt_bytes(limit_bytes)}", limit_bytes=limit_bytes, old_limit_bytes=old)
-        self._schedule_sample(0.0) if self.child is not None else None
+        if self.child is not None:
+            self._schedule_sample(0.0)
         return f"limit {fmt_bytes(limit_bytes)}"
 
     def pause(self) -> str:
