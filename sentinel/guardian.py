@@ -54,16 +54,21 @@ class Guardian:
 
     ``child`` is the workload already spawned by ``sentinel.spawn`` before
     this module was imported; ``original_mask`` is the signal mask Sentinel was
-    given (restored in each child). ``probe_factory(pid1)`` makes the
-    ``TreeProbe``; tests pass their own.
+    given (restored in each child). ``probe`` defaults to a ``TreeProbe`` of
+    Sentinel's descendants; tests pass their own, and a ``loop``/``clock`` pair
+    to drive time.
     """
 
     def __init__(self, settings: Settings, child: Child | None, original_mask: set[int], *,
                  pid1: bool = False, subreaper: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
-                 probe: TreeProbe | None = None, version: str = "") -> None:
+                 probe: TreeProbe | None = None, version: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.loop = loop or asyncio.new_event_loop()
+        # The monotonic clock of kill records and the grace deadline; the
+        # loop's timers must run on the same clock (tests inject both).
+        self._clock = clock
         self.original_mask = original_mask
         self.child = child
         self.pid1 = pid1
@@ -477,7 +482,7 @@ class Guardian:
     def _memory_kill(self, sample, prev) -> None:
         st = self.state
         limit = st.limit_bytes or 0
-        now = time.monotonic()
+        now = self._clock()
         crossed = sample.at_mono
         if prev is not None and sample.measure_bytes > prev[1] and prev[1] <= limit:
             # Linear interpolation between the last two samples.
@@ -495,13 +500,13 @@ class Guardian:
     def _start_ladder(self, reason: str, value: int | None, pids, reaction=None) -> None:
         st = self.state
         grace = self.settings.grace_period_seconds
-        kill = KillRecord(reason=reason, started_wall=time.time(), started_mono=time.monotonic(),
+        kill = KillRecord(reason=reason, started_wall=time.time(), started_mono=self._clock(),
                           measure=st.measure, value_bytes=value, limit_bytes=st.limit_bytes,
                           pids=tuple(pids), grace_period_seconds=grace,
                           reaction_seconds=reaction)
         st.current_kill = kill
         st.phase = PHASE_TERMINATING
-        st.grace_deadline_mono = time.monotonic() + grace
+        st.grace_deadline_mono = self._clock() + grace
         self.signal_workload(signal.SIGTERM)
         kill.signals.append("SIGTERM")
         self._record_kill(reason, signal.SIGTERM)
@@ -552,7 +557,7 @@ class Guardian:
         if st.current_kill is None:
             sample = st.last_sample
             st.current_kill = KillRecord(
-                reason=reason, started_wall=time.time(), started_mono=time.monotonic(),
+                reason=reason, started_wall=time.time(), started_mono=self._clock(),
                 measure=st.measure, value_bytes=sample.measure_bytes if sample else None,
                 limit_bytes=st.limit_bytes,
                 pids=sample.pids if sample else (self.child.pid,),  # type: ignore[union-attr]

@@ -1,0 +1,184 @@
+"""The ladder and the sampler's timing on an injected clock: scripted samples,
+a loop whose time only moves when the test says, and recorded signals."""
+
+from __future__ import annotations
+
+import heapq
+import signal
+
+import pytest
+
+from sentinel.config import Settings
+from sentinel.guardian import Guardian
+from sentinel.spawn import Child
+from sentinel.state import PHASE_TERMINATING, MemorySample
+
+MiB = 2**20
+
+
+class FakeLoop:
+    """Just what the guardian's timers need: call_later/call_at/time, run by advance()."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._timers: list = []
+        self._seq = 0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay, callback, *args):
+        return self.call_at(self.now + delay, callback, *args)
+
+    def call_at(self, when, callback, *args):
+        handle = _Handle(when, callback, args)
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, handle))
+        return handle
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._timers and self._timers[0][0] <= end:
+            when, _, handle = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not handle.cancelled:
+                handle.callback(*handle.args)
+        self.now = end
+
+    def next_timer(self) -> float | None:
+        live = [w for w, _, h in self._timers if not h.cancelled]
+        return min(live) - self.now if live else None
+
+
+class _Handle:
+    def __init__(self, when, callback, args) -> None:
+        self.when, self.callback, self.args, self.cancelled = when, callback, args, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ScriptedProbe:
+    """Returns the measure of a workload growing at ``rate`` bytes/s from ``start``."""
+
+    root_pid = 1
+    include_root = False
+
+    def __init__(self, loop: FakeLoop, start: int, rate: float) -> None:
+        self.loop, self.start, self.rate, self.t0 = loop, start, rate, loop.now
+        self.errors: dict = {}
+        self.samples: list[float] = []
+
+    def value(self) -> int:
+        return int(self.start + self.rate * (self.loop.now - self.t0))
+
+    def sample(self) -> MemorySample:
+        self.samples.append(self.loop.now)
+        v = self.value()
+        return MemorySample(at_mono=self.loop.now, measure_bytes=v, rss_bytes=v,
+                            processes=((4242, v),), duration_seconds=1e-5)
+
+    def children(self, pid):
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class Recorder(Guardian):
+    """A guardian whose signals are recorded (with the fake time) instead of sent."""
+
+    sent: list
+
+    def signal_workload(self, sig: int) -> None:
+        self.sent.append((self.loop.now, sig))
+
+    def _signal_tree(self, sig: int) -> list[int]:
+        self.sent.append((self.loop.now, sig))
+        return [] if self._main_status is not None else [4242]  # no leftovers after exit
+
+
+def make(limit=100 * MiB, start=10 * MiB, rate=100 * MiB, **settings):
+    loop = FakeLoop()
+    probe = ScriptedProbe(loop, start, rate)
+    s = Settings(command=("app",), workload_name="app", max_rss_bytes=limit, **settings)
+    g = Recorder(s, None, set(), loop=loop, probe=probe, clock=loop.time)  # type: ignore
+    g.sent = []
+    g._adopt(Child(4242, ("app",), None, loop.now, 0.0))
+    return g, loop, probe
+
+
+def test_sigterm_at_the_crossing_then_sigkill_exactly_one_grace_period_later():
+    g, loop, probe = make(grace_period_seconds=3.0)
+    loop.advance(2.0)  # 10 MiB + 100 MiB/s: crosses 100 MiB at t0+0.9 s
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+    t_term = g.sent[0][0]
+    assert 0.9 <= t_term - 1000.0 <= 0.91  # sampled faster near the limit
+    assert g.state.phase == PHASE_TERMINATING
+    kill = g.state.current_kill
+    assert kill.reason == "memory_limit" and kill.reaction_seconds < 0.005
+    loop.advance(3.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.sent[1][0] - t_term == pytest.approx(3.0)
+    assert kill.signals == ["SIGTERM", "SIGKILL"]
+    assert g.state.kills == {("memory_limit", "SIGTERM"): 1, ("memory_limit", "SIGKILL"): 1}
+
+
+def test_workload_exit_within_the_grace_period_cancels_sigkill():
+    g, loop, _ = make(grace_period_seconds=3.0)
+    loop.advance(1.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+    g._main_exited(signal.SIGTERM)  # a waitpid status: killed by SIGTERM
+    loop.advance(10.0)
+    # The ladder's SIGTERM, then the leftover sweep's SIGTERM: never a SIGKILL.
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGTERM]
+    assert g.state.last_kill.exit_code == 143
+    assert g._exit_code == 143
+
+
+def test_overshoot_is_small_at_100_mib_per_second():
+    g, loop, probe = make(rate=100 * MiB)
+    loop.advance(2.0)
+    kill = g.state.current_kill
+    assert kill.value_bytes - 100 * MiB <= 1 * MiB
+
+
+def test_idle_workload_is_sampled_at_the_interval_only():
+    g, loop, probe = make(rate=0.0)
+    loop.advance(10.0)
+    assert 99 <= len(probe.samples) <= 101  # 0.1 s at rest
+    assert g.sent == []
+
+
+def test_under_the_limit_is_never_touched_and_paused_enforcement_too():
+    g, loop, probe = make(limit=1000 * MiB, rate=10 * MiB)
+    loop.advance(20.0)
+    assert g.sent == []
+    g2, loop2, _ = make()
+    g2.pause()
+    loop2.advance(5.0)
+    assert g2.sent == [] and g2.state.last_sample.measure_bytes > 100 * MiB
+    g2.resume()
+    loop2.advance(0.01)
+    assert [s for _, s in g2.sent] == [signal.SIGTERM]
+
+
+def test_limit_change_applies_at_once():
+    g, loop, probe = make(limit=None, rate=0.0, start=50 * MiB)
+    loop.advance(1.0)
+    assert g.sent == []
+    g.set_limit(40 * MiB)
+    loop.advance(0.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+
+
+def test_operator_stop_and_kill():
+    g, loop, _ = make(limit=None, rate=0.0, grace_period_seconds=2.0)
+    loop.advance(0.5)
+    g.stop()
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+    with pytest.raises(ValueError):
+        g.stop()  # already stopping
+    g.kill()
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.state.kills[("operator", "SIGKILL")] == 1
