@@ -72,6 +72,21 @@ def parse_size(text: str) -> int:
     return value
 
 
+# A limit below this is almost certainly a missing unit ("--max-rss 512" meant
+# 512Mi, "0.5" meant 0.5Gi): it would kill any process at once. 64k, the
+# smallest form in the examples, is the floor.
+MIN_LIMIT_BYTES = 64_000
+
+
+def parse_limit(text: str) -> int:
+    """A memory limit: ``parse_size`` and at least 64k. Raises ``ValueError``."""
+    value = parse_size(text)
+    if value < MIN_LIMIT_BYTES:
+        raise ValueError(f"{text!r} is {value} bytes, below the 64k floor (a missing unit? "
+                         f"e.g. {text.strip()}Mi); use e.g. {SIZE_EXAMPLES}")
+    return value
+
+
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|)\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -121,12 +136,23 @@ def signal_name(signum: int) -> str:
         return f"SIG{signum}"
 
 
+_UNREWRITABLE = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+
+
 def parse_rewrite(text: str) -> tuple[int, int]:
-    """``TERM:QUIT`` -> ``(15, 3)``; ``HUP:0`` drops SIGHUP. Raises ``ValueError``."""
+    """``TERM:QUIT`` -> ``(15, 3)``; ``HUP:0`` drops SIGHUP. Raises ``ValueError``.
+
+    SIGKILL and SIGSTOP never reach Sentinel, and SIGCHLD is its own, so none of
+    them can be rewritten.
+    """
     src, sep, dst = text.partition(":")
     if not sep:
         raise ValueError(f"{text!r} is not a rewrite; use FROM:TO, e.g. TERM:QUIT or HUP:0")
-    return parse_signal(src), parse_signal(dst, allow_zero=True)
+    pair = parse_signal(src), parse_signal(dst, allow_zero=True)
+    if pair[0] in _UNREWRITABLE:
+        raise ValueError(f"{text!r}: {signal_name(pair[0])} cannot be rewritten (it never "
+                         "reaches Sentinel, or is Sentinel's own); rewrite e.g. TERM or HUP")
+    return pair
 
 
 def parse_exit_code(text: str) -> int:
@@ -258,7 +284,7 @@ class Opt:
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt(("--max-rss",), "max_rss_bytes", parse_size, metavar="SIZE",
+    Opt(("--max-rss",), "max_rss_bytes", parse_limit, metavar="SIZE",
         help=f"memory limit on the workload's tree ({SIZE_EXAMPLES}); none: watch only"),
     Opt(("--measure",), "measure", choices=MEASURES,
         help="figure compared with the limit: rss (tree RSS, default), pss, uss, or cgroup "
@@ -308,8 +334,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--k8s-events",), "k8s_events", choices=K8S_EVENTS,
         help="record kills as Kubernetes Events: auto (default: when a cluster is configured), "
              "on, off"),
-    Opt(("--kubeconfig",), "kubeconfig", str, metavar="PATH", env="KUBECONFIG",
-        help="kubeconfig outside a pod (default: $KUBECONFIG, ~/.kube/config)"),
+    Opt(("--kubeconfig",), "kubeconfig", str, metavar="PATH",
+        help="kubeconfig outside a pod (default: $KUBECONFIG, then ~/.kube/config)"),
     Opt(("--termination-log",), "termination_log", str, metavar="PATH",
         help="where a kill summary is written for Kubernetes (default /dev/termination-log)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
@@ -338,7 +364,7 @@ apply the same SIGTERM -> grace -> SIGKILL ladder, and attach again when the
 target is restarted. Every option also reads SENTINEL_<OPTION>.
 """
 EPILOG = "Exit codes: the workload's own, 128+N for signal N; 2 bad usage, 126 not executable, " \
-         "127 not found, 137 (configurable) memory kill that exited 0."
+         "127 not found, 137 (configurable) memory kill that exited 0, 70 internal error."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -448,7 +474,13 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     if values.pop("no_socket", False):
         values["socket_path"] = None
     if "rewrite" in values:
-        values["rewrite"] = tuple(values["rewrite"])  # type: ignore[arg-type]
+        pairs = list(values["rewrite"])  # type: ignore[call-overload]
+        sources = [src for src, _ in pairs]
+        for src in set(sources):
+            if sources.count(src) > 1:
+                raise UsageError(f"--rewrite: {signal_name(src)} is rewritten twice; give one "
+                                 "FROM:TO per signal")
+        values["rewrite"] = tuple(pairs)
     if "success_exit_codes" in values:
         values["success_exit_codes"] = frozenset(values["success_exit_codes"])  # type: ignore
     if values.get("termination_log") == "":
@@ -465,6 +497,9 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         if not command:
             raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "
                              "python app.py'")
+        if command[0] == "":
+            raise UsageError("the command is an empty string; use e.g. 'sentinel run -- "
+                             "python app.py'")
         values["command"] = tuple(command)
         values.setdefault("workload_name", os.path.basename(command[0]) or command[0])
     else:
@@ -472,6 +507,15 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         if len(targets) != 1:
             raise UsageError("give exactly one of --target-name, --target-cmdline, --target-pid "
                              "(or SENTINEL_TARGET_NAME...)")
+        for key, flag in (("target_name", "--target-name"), ("target_cmdline",
+                                                              "--target-cmdline")):
+            if key in values and not str(values[key]).strip():
+                raise UsageError(f"{flag}: empty; it would match every process. Give the "
+                                 "workload's name, e.g. --target-name python")
+        if "target_pid" in values:
+            pid, pid_max = int(values["target_pid"]), _pid_max()  # type: ignore[call-overload]
+            if not 1 <= pid <= pid_max:
+                raise UsageError(f"--target-pid: {pid} is not a possible PID (1-{pid_max})")
         if "target_cmdline" in values:
             try:
                 re.compile(str(values["target_cmdline"]))
@@ -480,12 +524,42 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         values.setdefault("workload_name", str(values.get("target_name") or
                                                values.get("target_cmdline") or
                                                f"pid{values.get('target_pid')}"))
+    _warn_unknown_variables(env)
     interval = values.get("interval_seconds", Settings.interval_seconds)
     if not 0.001 <= float(interval) <= 60:  # type: ignore[arg-type]
         raise UsageError(f"--interval: {interval}s is out of range; use 1ms to 60s, e.g. 100ms")
     if values.get("socket_path") is not None and str(values["socket_path"]).strip() == "":
         raise UsageError("--socket: empty path; use e.g. /tmp/sentinel.socket or --no-socket")
     return Settings(mode=mode, **values)  # type: ignore[arg-type]
+
+
+# Variables read elsewhere than the option table (control-socket tuning, in
+# sentinel.ipc), so they are not reported as unknown.
+EXTRA_VARIABLES = {"SENTINEL_SOCKET_IDLE_TIMEOUT", "SENTINEL_SOCKET_LINE_TIMEOUT",
+                   "SENTINEL_SOCKET_WRITE_TIMEOUT", "SENTINEL_SOCKET_MAX_CLIENTS"}
+
+
+def _warn_unknown_variables(env) -> None:
+    """One warning line for each ``SENTINEL_*`` variable that no option reads (a typo
+    such as SENTINEL_MAXRSS would otherwise silently mean "no limit")."""
+    known = {o.env_name for o in OPTIONS} | EXTRA_VARIABLES
+    unknown = sorted(k for k in env if k.startswith("SENTINEL_") and k not in known)
+    if not unknown:
+        return
+    import difflib
+
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see 'sentinel run --help'"
+        sys.stderr.write(f"sentinel: warning: {name} is not a Sentinel variable, ignored{hint}\n")
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4194304  # the kernel's ceiling (PID_MAX_LIMIT on 64-bit)
 
 
 def is_true(text: str | None) -> bool:

@@ -13,18 +13,23 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("run", "watch"):
-        return _run_or_watch(args[0], args[1:])
-    from sentinel.cli import main as cli_main
+    try:
+        if args and args[0] in ("run", "watch"):
+            return _run_or_watch(args[0], args[1:])
+        from sentinel.cli import main as cli_main
 
-    return cli_main(args)
+        return cli_main(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before signals are blocked (during imports): nothing was started.
+        return 130
 
 
 def _run_or_watch(mode: str, args: list[str]) -> int:
-    from sentinel.config import die, parse_settings
+    from sentinel.config import die, is_true, parse_settings
     from sentinel.errors import SentinelError
 
-    debug = "--debug" in args[: args.index("--")] if "--" in args else "--debug" in args
+    opts = args[: args.index("--")] if "--" in args else args
+    debug = "--debug" in opts or is_true(os.environ.get("SENTINEL_DEBUG"))
     try:
         settings = parse_settings(mode, args)
         if mode == "watch":

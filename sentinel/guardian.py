@@ -42,6 +42,16 @@ _STABLE_RUN_SECONDS = 10.0
 _REAP_GIVE_UP_SECONDS = 2.0
 
 
+def _pid_list(pids: list[int], most: int = 10) -> str:
+    """``[1, 2, 3]``, or the first ``most`` and a count: 500 PIDs make no log line."""
+    head = ", ".join(map(str, pids[:most]))
+    return f"[{head}]" if len(pids) <= most else f"[{head}, and {len(pids) - most} more]"
+
+
+def _limit_text(limit: int | None) -> str:
+    return "none" if limit is None else fmt_bytes(limit)
+
+
 def exit_code_of(status: int) -> int:
     """A ``waitpid`` status as a shell shows it: the exit code, or 128+N for signal N."""
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
@@ -351,7 +361,7 @@ class Guardian:
         leftovers = self._signal_tree(signal.SIGTERM)
         if leftovers:
             log.info("stopping %d leftover process(es) of the workload: %s", len(leftovers),
-                     leftovers, extra={"event": "cleanup"})
+                     _pid_list(leftovers), extra={"event": "cleanup"})
             self._grace_handle = self.loop.call_later(
                 self.settings.grace_period_seconds, self._cleanup_escalate)
         else:
@@ -361,7 +371,7 @@ class Guardian:
         left = self._signal_tree(signal.SIGKILL)
         if left:
             log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
-                        len(left), self.settings.grace_period_seconds, left,
+                        len(left), self.settings.grace_period_seconds, _pid_list(left),
                         extra={"event": "cleanup"})
         self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS, self._cleanup_done)
 
@@ -526,7 +536,8 @@ class Guardian:
         kill.sigkill_wall = time.time()
         self._record_kill(kill.reason, signal.SIGKILL)
         self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) after the "
-                  f"{kill.grace_period_seconds:.1f}s grace period ({kill.reason}): {hit}",
+                  f"{kill.grace_period_seconds:.1f}s grace period ({kill.reason}): "
+                  f"{_pid_list(hit)}",
                   logging.WARNING, signal="SIGKILL", reason=kill.reason, pids=hit,
                   kill=kill.to_dict())
 
@@ -538,8 +549,26 @@ class Guardian:
         if self.child is None or self._main_status is not None:
             raise ValueError("no workload is running")
 
+    def _cancel_restart(self) -> str | None:
+        """In a restart back-off, ``stop``/``kill`` mean: no restart, and Sentinel exits."""
+        if self._restart_handle is None:
+            return None
+        self._restart_handle.cancel()
+        self._restart_handle = None
+        self._shutting_down = True
+        self.state.phase = PHASE_EXITED
+        self.emit("restart_cancelled", "pending restart cancelled by the operator; exiting "
+                  f"with the last exit code {self._exit_code}", logging.WARNING)
+        # Let the reply reach the client before the loop ends.
+        self.loop.call_soon(self._finish, self._exit_code)
+        return "pending restart cancelled; Sentinel exits"
+
     def stop(self, reason: str = REASON_OPERATOR) -> str:
-        """Start the SIGTERM -> grace -> SIGKILL ladder now (an operator stop)."""
+        """Start the SIGTERM -> grace -> SIGKILL ladder now (an operator stop); in a
+        restart back-off, cancel the restart instead."""
+        cancelled = self._cancel_restart()
+        if cancelled:
+            return cancelled
         self._require_workload()
         if self.state.phase == PHASE_TERMINATING:
             raise ValueError("the workload is already being stopped")
@@ -550,7 +579,10 @@ class Guardian:
         return "SIGTERM sent; SIGKILL after the grace period"
 
     def kill(self, reason: str = REASON_OPERATOR) -> str:
-        """SIGKILL the whole workload tree now."""
+        """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart."""
+        cancelled = self._cancel_restart()
+        if cancelled:
+            return cancelled
         self._require_workload()
         self._shutting_down = True
         st = self.state
@@ -580,11 +612,11 @@ class Guardian:
         """Change the memory limit (``None`` removes it); the next sample applies it."""
         old = self.state.limit_bytes
         self.state.limit_bytes = limit_bytes
-        self.emit("limit_changed", f"memory limit changed from {fmt_bytes(old)} to "
-                  f"{fmt_bytes(limit_bytes)}", limit_bytes=limit_bytes, old_limit_bytes=old)
+        self.emit("limit_changed", f"memory limit changed from {_limit_text(old)} to "
+                  f"{_limit_text(limit_bytes)}", limit_bytes=limit_bytes, old_limit_bytes=old)
         if self.child is not None:
             self._schedule_sample(0.0)
-        return f"limit {fmt_bytes(limit_bytes)}"
+        return f"limit {_limit_text(limit_bytes)}"
 
     def pause(self) -> str:
         """Stop enforcing the limit; sampling continues."""

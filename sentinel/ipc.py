@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sentinel.client import status_text
-from sentinel.config import parse_duration, parse_signal, parse_size, signal_name
+from sentinel.config import parse_duration, parse_limit, parse_signal, signal_name
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 
 log = logging.getLogger(LOGGER_NAME)
@@ -279,7 +279,7 @@ class Dispatcher:
                 limit = None
             else:
                 try:
-                    limit = parse_size(args[0])
+                    limit = parse_limit(args[0])
                 except ValueError as exc:
                     raise CommandError("bad_argument", f"{exc}, or 'none'") from None
             out = self._call(self.guardian.set_limit, limit)

@@ -96,13 +96,22 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
 
 
 def _spawn_error(name: str, exc: OSError) -> SpawnError:
+    import shutil
+
+    found = name if "/" in name else shutil.which(name)
     if exc.errno == errno.ENOENT:
+        if found and os.path.isfile(found):
+            # The file is there: what is missing is the interpreter on its #! line.
+            return SpawnError(f"cannot run {name!r}: its interpreter (the #! line) was not "
+                              "found; install it or fix the #! line", EXIT_NOT_FOUND)
         where = "no such file" if "/" in name else "not found in PATH"
         return SpawnError(f"cannot run {name!r}: {where}; check the command after '--' "
                           f"(PATH={os.environ.get('PATH', '')})", EXIT_NOT_FOUND)
     if exc.errno in (errno.EACCES, errno.EPERM):
-        what = "is a directory" if os.path.isdir(name) else "is not executable"
-        return SpawnError(f"cannot run {name!r}: it {what} (permission denied); "
+        if os.path.isdir(name):
+            return SpawnError(f"cannot run {name!r}: it is a directory; name the program "
+                              "inside it", EXIT_NOT_EXECUTABLE)
+        return SpawnError(f"cannot run {name!r}: it is not executable (permission denied); "
                           "chmod +x it or run it through its interpreter", EXIT_NOT_EXECUTABLE)
     if exc.errno == errno.ENOEXEC:
         return SpawnError(f"cannot run {name!r}: exec format error (no #! line, or built for "

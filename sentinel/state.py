@@ -93,8 +93,8 @@ class Event:
 
     ``kind`` is one of: spawned, exited, limit_crossed, signal_sent,
     signal_forwarded, kill_started, kill_finished, restart_scheduled,
-    limit_changed, enforcement_paused, enforcement_resumed, attached,
-    attach_failed, detached, component.
+    limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
+    attached, attach_failed, detached, component.
     """
 
     kind: str

@@ -5,7 +5,7 @@ import signal
 import pytest
 
 from sentinel.config import (
-    parse_duration, parse_rewrite, parse_settings, parse_signal, parse_size, split_command,
+    parse_duration, parse_limit, parse_rewrite, parse_settings, parse_signal, parse_size, split_command,
 )
 from sentinel.errors import UsageError
 
@@ -45,15 +45,29 @@ def test_parse_duration_refuses(text):
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["10", "0.5", "512", "63999", "1k"])
+def test_limits_below_the_floor_are_refused_as_missing_units(text):
+    with pytest.raises(ValueError) as info:
+        parse_limit(text)
+    assert "missing unit" in str(info.value)
+
+
+def test_limit_floor_keeps_the_documented_forms():
+    assert parse_limit("64k") == 64_000 and parse_limit("200Mi") == 200 * 2**20
+
+
 def test_signals_and_rewrite():
     assert parse_signal("TERM") == signal.SIGTERM
     assert parse_signal("sigusr1") == signal.SIGUSR1
     assert parse_signal("9") == 9
     assert parse_rewrite("TERM:QUIT") == (signal.SIGTERM, signal.SIGQUIT)
     assert parse_rewrite("HUP:0") == (signal.SIGHUP, 0)
-    for bad in ("FOO", "0", "65", "TERM", "TERM:", ":QUIT"):
+    for bad in ("FOO", "0", "65"):
         with pytest.raises(ValueError):
-            parse_rewrite(bad) if ":" in bad or bad == "TERM" else parse_signal(bad)
+            parse_signal(bad)
+    for bad in ("TERM", "TERM:", ":QUIT", "KILL:TERM", "STOP:0", "CHLD:USR1", "TERM:FOO"):
+        with pytest.raises(ValueError):
+            parse_rewrite(bad)
 
 
 def test_command_after_double_dash_is_untouched():
@@ -84,6 +98,9 @@ def test_environment_variables_and_flag_precedence():
     (["--max-rss", "1Gi"], {}, "no command"),
     (["--interval", "0", "--", "app"], {}, "--interval"),
     (["--", "app"], {"SENTINEL_SINGLE_CHILD": "maybe"}, "SENTINEL_SINGLE_CHILD"),
+    (["--rewrite", "TERM:QUIT", "--rewrite", "TERM:HUP", "--", "app"], {}, "twice"),
+    (["--", ""], {}, "empty string"),
+    (["--max-rss", "512", "--", "app"], {}, "missing unit"),
 ])
 def test_bad_settings_name_the_culprit(argv, env, needle):
     with pytest.raises(UsageError) as info:
@@ -91,3 +108,32 @@ def test_bad_settings_name_the_culprit(argv, env, needle):
     assert needle in str(info.value)
     assert info.value.exit_code == 2
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--target-name", ""], "--target-name"),
+    (["--target-cmdline", " "], "--target-cmdline"),
+    (["--target-pid", "0"], "not a possible PID"),
+    (["--target-pid", "99999999999"], "not a possible PID"),
+    ([], "exactly one"),
+    (["--target-name", "a", "--target-pid", "5"], "exactly one"),
+    (["--target-cmdline", "("], "regular expression"),
+])
+def test_bad_watch_targets(argv, needle):
+    with pytest.raises(UsageError) as info:
+        parse_settings("watch", argv, {})
+    assert needle in str(info.value)
+
+
+def test_unknown_variable_is_named_with_a_suggestion(capsys):
+    parse_settings("run", ["--", "app"], {"SENTINEL_MAXRSS": "10Mi", "SENTINEL_SOCKET": "/x"})
+    err = capsys.readouterr().err
+    assert err == ("sentinel: warning: SENTINEL_MAXRSS is not a Sentinel variable, ignored; "
+                   "did you mean SENTINEL_MAX_RSS?\n")
+
+
+def test_relative_paths_are_resolved_before_sentinel_moves_to_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = parse_settings("run", ["--socket", "s.sock", "--kubeconfig", "a:b", "--", "app"], {})
+    assert s.socket_path == str(tmp_path / "s.sock")
+    assert s.kubeconfig == f"{tmp_path / 'a'}:{tmp_path / 'b'}"

@@ -36,6 +36,9 @@ class FakeLoop:
         heapq.heappush(self._timers, (when, self._seq, handle))
         return handle
 
+    def call_soon(self, callback, *args):
+        return self.call_at(self.now, callback, *args)
+
     def advance(self, seconds: float) -> None:
         end = self.now + seconds
         while self._timers and self._timers[0][0] <= end:
@@ -182,3 +185,16 @@ def test_operator_stop_and_kill():
     g.kill()
     assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
     assert g.state.kills[("operator", "SIGKILL")] == 1
+
+
+def test_stop_in_a_restart_back_off_cancels_the_restart():
+    g, loop, _ = make(limit=None, rate=0.0, restart="always", restart_delay_seconds=5.0)
+    loop.advance(0.5)
+    g._main_exited(1 << 8)  # exited with code 1
+    assert g.state.phase == "restarting" and g._restart_handle is not None
+    finished = []
+    g._finish = finished.append  # type: ignore[method-assign]
+    assert "cancelled" in g.stop()
+    loop.advance(10.0)
+    assert finished == [1]  # Sentinel exits with the last code; nothing was respawned
+    assert g.state.phase == "exited" and g.state.main_pid is None
