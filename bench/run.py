@@ -86,8 +86,17 @@ def idle_cost(guard: str, seconds: float) -> tuple[float, float]:
         c1, t1 = cpu_seconds(p.pid), time.monotonic()
         rss = rss_of(p.pid)
     finally:
+        import psutil
+
+        # The naive loop does not forward SIGTERM: end the whole tree ourselves.
+        tree = psutil.Process(p.pid).children(recursive=True)
         p.terminate()
         p.wait(10)
+        for child in tree:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
     return (c1 - c0) / (t1 - t0) * 60, rss / MiB
 
 
@@ -186,6 +195,9 @@ def main() -> int:
         if exe:
             p_total, p_child = startup([exe, *prefix[1:]], runs)
             row(f"until the child runs, vs {peer}", s_child, p_child, "ms", peer)
+        else:
+            rows.append((f"until the child runs, vs {peer}", f"{s_child:.3g} ms",
+                         f"{peer} not installed (make bench installs it)", ""))
 
     w = [max(len(r[i]) for r in rows + [("figure", "sentinel", "peer", "ratio")])
          for i in range(4)]
