@@ -11,11 +11,16 @@ short timeouts. A kill is never
 delayed: nothing here blocks the loop, a full queue drops the Event, and
 ``close()`` waits for the worker at most ``FLUSH_SECONDS``.
 
-Where the cluster comes from, as kubectl decides: ``--kubeconfig`` /
-``$KUBECONFIG`` when given, else the pod's service account
-(``load_incluster_config``), else ``~/.kube/config``. The Event is about the
-pod named by the downward API (``POD_NAME``, ``POD_NAMESPACE``, ``POD_UID``;
-in a pod, ``HOSTNAME`` and the service account's namespace file stand in).
+Where the cluster comes from, as kubectl decides: ``--kubeconfig`` (or
+``SENTINEL_KUBECONFIG``: ``settings.kubeconfig``) when given, else
+``$KUBECONFIG`` (read here, from the environment), else the pod's service
+account (``load_incluster_config``), else ``~/.kube/config``. A kubeconfig
+named with ``--kubeconfig`` that is missing, unreadable or not YAML is one
+warning at start, whatever the mode (kubectl refuses it too); ``$KUBECONFIG``
+naming no existing file is silence under ``auto``, as kubectl skips such
+entries. The Event is about the pod named by the downward API (``POD_NAME``,
+``POD_NAMESPACE``, ``POD_UID``; in a pod, ``HOSTNAME`` and the service
+account's namespace file stand in).
 
 Events go to ``events.k8s.io/v1``; where that group is missing (404 on the
 group) the core ``v1`` API is used instead. A repeat of the same Event
@@ -23,8 +28,9 @@ group) the core ``v1`` API is used instead. A repeat of the same Event
 updates the first one's ``series`` (count, lastObservedTime) with a PATCH,
 as client-go's ``tools/events`` recorder does, instead of adding one more.
 
-Failures never stop enforcement. Each kind is logged once, as a warning that
-says the fix (for 403: the RBAC rule to add), and counted in
+Failures never stop enforcement. Each kind is logged once, as a one-line
+warning (exception texts, such as YAML errors, have their whitespace
+collapsed) that says the fix (for 403: the RBAC rule to add), and counted in
 ``EventRecorder.errors_total`` (reason -> count, for
 ``sentinel_k8s_event_errors_total{reason}``); ``guardian.state.components
 ["k8s-events"]`` holds a one-line status.
@@ -38,7 +44,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.state import REASON_MEMORY, REASON_OPERATOR, Event
@@ -64,6 +70,15 @@ READ_TIMEOUT_SECONDS = 5.0
 FLUSH_SECONDS = 2.0
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# A bigger file is refused as a kubeconfig, so that a wrong path to a huge file
+# is not read into memory at start (kubectl's are a few KiB; a multi-cluster
+# one with inline certificates some hundred KiB).
+KUBECONFIG_MAX_BYTES = 16 * 2**20
+
+# Where a kubeconfig came from (ClusterSource.origin).
+FROM_FLAG = "--kubeconfig"
+FROM_ENV = "$KUBECONFIG"
+FROM_HOME = "~/.kube/config"
 
 # Event reasons: stable UpperCamelCase words.
 EVENT_MEMORY = "MemoryLimitExceeded"
@@ -80,19 +95,36 @@ ERROR_REASONS = ("config", "forbidden", "unauthorized", "not_found", "invalid", 
 
 
 # --------------------------------------------------------------------------
-# Where the cluster is and which pod we are (standard library only)
+# Where the cluster is and which pod we are (standard library; PyYAML for a kubeconfig)
 # --------------------------------------------------------------------------
+
+def one_line(text) -> str:
+    """``text`` (or ``str(exc)``) with every run of whitespace, newlines included, made one
+    space: YAML and HTTP errors span lines, and each log line must stay one line."""
+    return " ".join(str(text).split())
+
 
 @dataclass(frozen=True)
 class ClusterSource:
-    """How to reach the API server: ``kind`` is "kubeconfig" or "incluster"."""
+    """How to reach the API server: ``kind`` is "kubeconfig" or "incluster".
+
+    ``origin`` says who named a kubeconfig: ``FROM_FLAG``, ``FROM_ENV`` or
+    ``FROM_HOME`` ("" for in-cluster); it is not compared.
+    """
 
     kind: str
-    where: str  # the kubeconfig path(s), or the in-cluster host:port
+    where: str  # the kubeconfig path(s), ":"-separated, or the in-cluster host:port
+    origin: str = field(default="", compare=False)
 
     def describe(self) -> str:
-        return (f"kubeconfig {self.where}" if self.kind == "kubeconfig"
-                else f"service account (API server {self.where})")
+        if self.kind != "kubeconfig":
+            return f"service account (API server {self.where})"
+        return f"kubeconfig {self.where}" + (f" ({self.origin})" if self.origin else "")
+
+    def paths(self) -> list[str]:
+        """The kubeconfig files, in order (none for in-cluster)."""
+        return [p for p in self.where.split(os.pathsep) if p] if self.kind == "kubeconfig" \
+            else []
 
 
 @dataclass(frozen=True)
@@ -114,24 +146,95 @@ class PodRef:
 def find_cluster(kubeconfig: str | None, environ=None) -> ClusterSource | None:
     """Where the cluster configuration is, kubectl's way, without importing ``kubernetes``.
 
-    ``kubeconfig`` (``--kubeconfig`` or ``$KUBECONFIG``, a ``:``-separated
-    list) wins when one of its files exists; then the pod's service account
-    (``KUBERNETES_SERVICE_HOST`` and a mounted token); then ``~/.kube/config``.
+    1. ``kubeconfig``, the explicit ``--kubeconfig``/``SENTINEL_KUBECONFIG``
+       (``settings.kubeconfig``), as given: whether its files are usable is
+       ``kubeconfig_problems``' business, since kubectl refuses a missing one
+       rather than look elsewhere.
+    2. ``$KUBECONFIG`` from ``environ`` (a ``:``-separated list): the files of
+       it that exist, as client-go merges them, skipping missing ones. When it
+       is set ``~/.kube/config`` is not read (client-go's loading rules), but
+       in a pod the service account still serves when none of its files exists.
+    3. The pod's service account (``KUBERNETES_SERVICE_HOST`` and a mounted token).
+    4. ``~/.kube/config``.
+
     ``None`` when there is none of these.
     """
     env = os.environ if environ is None else environ
     if kubeconfig:
-        files = [p for p in kubeconfig.split(os.pathsep) if p and os.path.isfile(p)]
-        if files:
-            return ClusterSource("kubeconfig", os.pathsep.join(files))
+        return ClusterSource("kubeconfig", kubeconfig, FROM_FLAG)
+    from_env = env.get("KUBECONFIG") or ""
+    files = [p for p in from_env.split(os.pathsep) if p and os.path.isfile(p)]
+    if files:
+        return ClusterSource("kubeconfig", os.pathsep.join(files), FROM_ENV)
     host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
     if host and port and os.path.isfile(os.path.join(SA_DIR, "token")):
         return ClusterSource("incluster", f"{host}:{port}")
+    if from_env:
+        return None
     home = env.get("HOME") or os.path.expanduser("~")
     default = os.path.join(home, ".kube", "config")
     if os.path.isfile(default):
-        return ClusterSource("kubeconfig", default)
+        return ClusterSource("kubeconfig", default, FROM_HOME)
     return None
+
+
+def kubeconfig_problem(path: str) -> str | None:
+    """Why the kubeconfig file ``path`` cannot be used, as words that follow its path
+    ("does not exist", "is not valid YAML (...)"), or ``None`` when it reads as a YAML
+    mapping. Parsed with PyYAML only: ``kubernetes`` is not imported; what only the
+    client checks (a missing context, a bad certificate) is reported at the first Event.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(KUBECONFIG_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return "does not exist"
+    except IsADirectoryError:
+        return "is a directory, not a file"
+    except PermissionError:
+        return f"cannot be read by user {os.getuid()} (permission denied)"
+    except OSError as exc:
+        return f"cannot be read ({one_line(exc.strerror or exc)})"
+    if len(data) > KUBECONFIG_MAX_BYTES:
+        return f"is bigger than {KUBECONFIG_MAX_BYTES // 2**20} MiB: not a kubeconfig"
+    import yaml  # PyYAML, a dependency of the kubernetes client; a few ms
+
+    try:
+        doc = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        return f"is not valid YAML ({one_line(exc)})"
+    except ValueError as exc:  # not UTF-8/UTF-16
+        return f"is not a text file ({one_line(exc)})"
+    if doc is None:
+        return "is empty"
+    if not isinstance(doc, dict):
+        return (f"is not a kubeconfig (a YAML {type(doc).__name__}, not a mapping with "
+                "clusters, contexts and users)")
+    return None
+
+
+def kubeconfig_problems(source: ClusterSource) -> list[tuple[str, str]]:
+    """``(path, problem)`` for each file of ``source`` that cannot be used (see
+    ``kubeconfig_problem``); ``[]`` when all can, or for in-cluster."""
+    return [(p, why) for p in source.paths() if (why := kubeconfig_problem(p)) is not None]
+
+
+def absolute_kubeconfig_env(environ=None, cwd: str | None = None) -> None:
+    """Make the relative entries of ``$KUBECONFIG`` absolute, in place, against ``cwd``
+    (default: the current directory).
+
+    Call it before Sentinel moves to ``/``: kubectl reads a relative entry from
+    the directory it was started in, and so must Sentinel, which reads
+    ``$KUBECONFIG`` only once the workload runs.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("KUBECONFIG")
+    if not value:
+        return
+    base = os.getcwd() if cwd is None else cwd
+    parts = [p if not p or os.path.isabs(p) else os.path.join(base, p)
+             for p in value.split(os.pathsep)]
+    env["KUBECONFIG"] = os.pathsep.join(parts)
 
 
 def find_pod(source: ClusterSource | None, environ=None) -> PodRef | None:
@@ -405,7 +508,7 @@ class EventRecorder:
         self.errors_total[reason] = self.errors_total.get(reason, 0) + 1
         if reason not in self._warned:
             self._warned.add(reason)
-            log.warning("Kubernetes Events: %s (reported once)", message,
+            log.warning("Kubernetes Events: %s (reported once)", one_line(message),
                         extra={"event": "k8s_events", "reason": reason})
         self._status(f"error: {reason} ({self._counts()})")
 
@@ -631,6 +734,9 @@ def start(guardian, settings, environ=None) -> list:
 
     ``auto``: on when a cluster is configured and the pod is known, silently
     off otherwise. ``on``: as auto, with one warning saying what is missing.
+    Either way, a kubeconfig that cannot be used gives one warning and leaves
+    Events off: one named by ``--kubeconfig`` always (the user asked for it),
+    one from ``$KUBECONFIG`` or ``~/.kube/config`` when Events would be on.
     Sets ``guardian.state.components["k8s-events"]`` and, when on,
     ``guardian.k8s_events`` (the recorder, for the metrics exporter).
     """
@@ -639,13 +745,24 @@ def start(guardian, settings, environ=None) -> list:
     if mode == "off":
         comps[COMPONENT] = "off (--k8s-events off)"
         return []
-    source = find_cluster(settings.kubeconfig, environ)
-    pod = find_pod(source, environ)
+    env = os.environ if environ is None else environ
+    source = find_cluster(settings.kubeconfig, env)
+    pod = find_pod(source, env)
+    if source is not None and (source.origin == FROM_FLAG or pod is not None):
+        problems = kubeconfig_problems(source)
+        if problems:
+            message = _kubeconfig_warning(source, problems)
+            comps[COMPONENT] = f"off ({message})"
+            log.warning("Kubernetes Events off: %s", message,
+                        extra={"event": "k8s_events", "reason": "config"})
+            return []
     if source is None or pod is None:
         if source is None:
+            from_env = env.get("KUBECONFIG")
+            kube = (f"$KUBECONFIG names no existing file ({from_env})" if from_env else
+                    "no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config)")
             why = ("no cluster configured: not in a pod (no KUBERNETES_SERVICE_HOST and "
-                   "service account token) and no kubeconfig (--kubeconfig, $KUBECONFIG, "
-                   "~/.kube/config)")
+                   f"service account token) and {kube}")
             fix = "run in a pod with a service account token, or pass --kubeconfig"
         else:
             why = f"the pod is unknown (POD_NAME / POD_NAMESPACE unset; cluster from " \
@@ -654,8 +771,9 @@ def start(guardian, settings, environ=None) -> list:
                    "metadata.name, metadata.namespace, metadata.uid)")
         comps[COMPONENT] = f"off ({why})"
         if mode == "on":
-            log.warning("--k8s-events on: %s; kills will not be recorded as Events. Fix: %s",
-                        why, fix, extra={"event": "k8s_events", "reason": "config"})
+            log.warning("%s", one_line(f"--k8s-events on: {why}; kills will not be recorded "
+                                       f"as Events. Fix: {fix}"),
+                        extra={"event": "k8s_events", "reason": "config"})
         else:
             log.debug("Kubernetes Events off: %s", why)
         return []
@@ -665,3 +783,22 @@ def start(guardian, settings, environ=None) -> list:
     guardian.listeners.append(recorder)
     guardian.k8s_events = recorder
     return [recorder]
+
+
+def _kubeconfig_warning(source: ClusterSource, problems: list[tuple[str, str]]) -> str:
+    """One line: which kubeconfig file(s), what is wrong, and the fix for where it came from."""
+    what = "; ".join(f"{path} {why}" for path, why in problems)
+    if source.origin == FROM_FLAG:
+        named = "--kubeconfig (or SENTINEL_KUBECONFIG)"
+        fix = ("give an existing, readable kubeconfig file (kubectl config view --raw > FILE "
+               "writes one), or leave --kubeconfig unset to use $KUBECONFIG, the pod's service "
+               "account or ~/.kube/config")
+    elif source.origin == FROM_ENV:
+        named = "$KUBECONFIG"
+        fix = "repair the file or point $KUBECONFIG at a working kubeconfig"
+    else:
+        named = "the default kubeconfig"
+        fix = "repair ~/.kube/config or pass --kubeconfig"
+    return one_line(f"the kubeconfig from {named}: {what}; kills will not be recorded as "
+                    f"Events. Fix: {fix}, or pass --k8s-events off")
+

@@ -14,7 +14,8 @@ first 15 characters matches a longer name. Scripts run by an interpreter
 
 Command lines are matched with ``re.search`` against the arguments joined
 by spaces. Zombies, Sentinel itself and its ancestors (e.g. the shell that
-started it, whose command line mentions the pattern) never match.
+started it, whose command line mentions the pattern) never match; a
+``--target-pid`` naming one of them is refused at start (``check_target_pid``).
 
 Several matches. A match whose parent also matches is part of a bigger
 match's tree (a server's workers), so only the roots count; among them the
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from sentinel.errors import SentinelError
+from sentinel.errors import SentinelError, UsageError
 
 COMM_MAX = 15  # TASK_COMM_LEN - 1
 
@@ -47,11 +48,14 @@ class Candidate:
     create_time: float  # Unix time, psutil's (from /proc/<pid>/stat starttime)
     uid: int | None
 
-    def describe(self) -> str:
+    def command(self, width: int = 120) -> str:
+        """The command line joined by spaces (``[comm]`` for none), cut to ``width`` characters."""
         cmd = " ".join(self.cmdline) or f"[{self.comm}]"
-        if len(cmd) > 120:
-            cmd = cmd[:117] + "..."
-        return f"pid {self.pid} ({cmd})"
+        return cmd if len(cmd) <= width else cmd[:width - 3] + "..."
+
+    def describe(self, width: int = 120) -> str:
+        """``pid 12 (gunicorn app:wsgi)``, the command cut to ``width`` characters."""
+        return f"pid {self.pid} ({self.command(width)})"
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,69 @@ class TargetPermissionError(SentinelError):
         self.own_uid = own_uid
 
 
+class TargetIsSentinel(UsageError):
+    """``--target-pid`` names Sentinel itself or one of its ancestors (exit code 2)."""
+
+    def __init__(self, pid: int, who: str, describe: str) -> None:
+        super().__init__(
+            f"--target-pid {pid} is {who} ({describe}), which Sentinel never watches: its "
+            "process tree holds Sentinel, so a kill would hit Sentinel too. A sidecar watches "
+            "another container's "
+            "process: give the workload's PID (ps -e in the pod, with shareProcessNamespace: "
+            "true), or use --target-name / --target-cmdline, which skip Sentinel and its "
+            "ancestors")
+        self.pid = pid
+
+
+def thread_group_id(pid: int) -> int | None:
+    """``Tgid`` from ``/proc/<pid>/status``: ``pid`` for a process, its process's PID for
+    a thread (whose ``/proc/<tid>`` is readable though not listed); ``None`` when gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_target_pid(pid: int, own_pid: int | None = None) -> None:
+    """Raise ``UsageError`` (exit code 2) for a ``--target-pid`` that can never be watched:
+
+    - a thread ID: the process is its thread group (``thread_group_id``);
+    - ``own_pid`` (default: this process) or one of its ancestors (the shell that
+      started it, PID 1 when Sentinel is not PID 1): ``TargetIsSentinel``. Such a
+      process is excluded from matching, so Sentinel would wait for it forever.
+
+    A PID with no process is fine: it may still start.
+    """
+    own_pid = os.getpid() if own_pid is None else own_pid
+    tgid = thread_group_id(pid)
+    if tgid is not None and tgid != pid:
+        c = candidate(tgid)
+        raise UsageError(f"--target-pid {pid} is a thread of pid {tgid} "
+                         f"({c.command(60) if c else 'gone'}), not a process; give the "
+                         f"process: --target-pid {tgid}")
+    try:
+        me = psutil.Process(own_pid)
+        chain = [me, *me.parents()]
+    except psutil.Error:
+        return
+    for level, proc in enumerate(chain):
+        if proc.pid != pid:
+            continue
+        c = candidate(pid)
+        describe = c.command(60) if c is not None else "gone"
+        if level == 0:
+            who = "Sentinel itself"
+        elif level == 1:
+            who = "Sentinel's parent"
+        else:
+            who = f"an ancestor of Sentinel, {level} levels up"
+        raise TargetIsSentinel(pid, who, describe)
+
+
 def own_lineage(pid: int | None = None) -> set[int]:
     """``pid`` (default: this process) and all its ancestors: never a target."""
     pid = os.getpid() if pid is None else pid
@@ -153,7 +220,9 @@ def scan(spec: TargetSpec, exclude: set[int] | None = None) -> list[Candidate]:
     exclude = own_lineage() if exclude is None else exclude
     if spec.pid is not None:
         c = candidate(spec.pid)
-        return [c] if c is not None and c.pid not in exclude else []
+        # A thread's /proc/<tid> is readable too; only a process is a target.
+        ok = c is not None and c.pid not in exclude and thread_group_id(c.pid) == c.pid
+        return [c] if ok else []
     out = []
     for proc in psutil.process_iter(_ATTRS, ad_value=None):
         c = _candidate(proc.info)

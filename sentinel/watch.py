@@ -20,6 +20,13 @@ its own, its leftovers are not Sentinel's business.
 ``--target-pid`` attaches once: after that process is gone a new process
 with that PID is a different program, so Sentinel stays idle (use
 ``--target-name`` or ``--target-cmdline`` for a workload that restarts).
+A PID that is Sentinel itself or one of its ancestors is refused at start
+(exit code 2): those are never watched, so it would wait forever. A PID with
+no process yet is waited for, with one line saying so (a sidecar may start
+before its target).
+
+Several matches are logged on one line: the first ``CANDIDATES_SHOWN`` roots,
+then "and N more" (``--target-cmdline '.*'`` matches every process).
 
 Sentinel never exits on its own. SIGTERM or SIGINT make it exit 0 at once
 without touching the target: Kubernetes stops each container itself, and the
@@ -29,6 +36,7 @@ ignored (nothing is forwarded: the target has its own parent).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -42,8 +50,8 @@ from sentinel.probes import CgroupProbe, TreeProbe
 from sentinel.spawn import Child, block_signals
 from sentinel.state import PHASE_RUNNING, PHASE_WAITING
 from sentinel.targets import (
-    Candidate, TargetPermissionError, TargetSpec, candidate, check_signalable, choose, own_lineage,
-    scan,
+    Candidate, TargetPermissionError, TargetSpec, candidate, check_signalable, check_target_pid,
+    choose, own_lineage, scan,
 )
 
 log = logging.getLogger(LOGGER_NAME)
@@ -52,6 +60,8 @@ log = logging.getLogger(LOGGER_NAME)
 # process's stat, cmdline (and exe for --target-name); a few ms for a pod's
 # handful of processes, so 2 Hz costs nothing and attaches within half a second.
 POLL_SECONDS = 0.5
+# Roots named in the "several matches" line; the rest are counted.
+CANDIDATES_SHOWN = 10
 _SHUTDOWN = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -70,7 +80,7 @@ class WatchGuardian(Guardian):
         self._leftover_handle = None
         self._target: Candidate | None = None
         self._refused: set[tuple[int, float]] = set()
-        self._roots_logged: tuple[int, ...] = ()
+        self._choice_logged: tuple[int, float] | None = None
         self._waiting_logged = False
         self._attached_once = False
         self._tree_seen: tuple[float, tuple[int, ...]] = (0.0, ())
@@ -98,28 +108,55 @@ class WatchGuardian(Guardian):
         if self.spec.pid is not None and self._attached_once:
             return  # --target-pid attaches once (see the module docstring)
         target, roots = choose(scan(self.spec, self._exclude))
-        pids = tuple(c.pid for c in roots)
-        if len(roots) > 1 and pids != self._roots_logged:
-            log.info("%d processes match %s: %s; choosing the oldest, pid %d", len(roots),
-                     self.spec.describe(), "; ".join(c.describe() for c in roots), target.pid,
-                     extra={"event": "candidates", "pids": list(pids)})
-        self._roots_logged = pids
-        if target is not None and (target.pid, target.create_time) not in self._refused:
+        choice = (target.pid, target.create_time) if target is not None else None
+        if len(roots) > 1 and choice != self._choice_logged:
+            # Once per choice, not per poll: while the choice cannot be attached
+            # (another user's process) a busy host's roots change at every poll.
+            self._log_candidates(target, roots)
+        self._choice_logged = choice
+        if choice is not None and choice not in self._refused:
             if self._attach(target):
                 return
         if not self._waiting_logged:
             self._waiting_logged = True
-            log.info("waiting for a process with %s (checking every %.1fs)", self.spec.describe(),
-                     self.poll_seconds, extra={"event": "waiting"})
+            message, reason = self._waiting_line(refused=choice in self._refused)
+            log.info("%s", message, extra={"event": "waiting", "reason": reason})
         self._poll_handle = self.loop.call_later(self.poll_seconds, self._poll)
+
+    def _log_candidates(self, target: Candidate, roots: list[Candidate]) -> None:
+        shown = roots[:CANDIDATES_SHOWN]
+        listed = ", ".join(c.describe(40) for c in shown)
+        if len(roots) > len(shown):
+            listed += f" and {len(roots) - len(shown)} more"
+        log.info("%d processes match %s: %s; choosing the oldest, %s", len(roots),
+                 self.spec.describe(), listed, target.describe(),
+                 extra={"event": "candidates", "pids": [c.pid for c in shown],
+                        "candidates_total": len(roots)})
+
+    def _waiting_line(self, *, refused: bool) -> tuple[str, str]:
+        """The one "waiting" line and its reason: what Sentinel waits for, and why."""
+        every = f"checking every {self.poll_seconds:.1f}s"
+        pid = self.spec.pid
+        if refused:
+            return (f"waiting: the process with {self.spec.describe()} may not be signalled "
+                    f"(see the error above); {every}", "not_signalable")
+        if pid is None:
+            return f"waiting for a process with {self.spec.describe()} ({every})", "no_match"
+        if os.path.exists(f"/proc/{pid}"):  # candidate() said no: a zombie
+            return (f"waiting: pid {pid} has exited and its parent has not reaped it yet (a "
+                    f"zombie); a process that starts later with that PID is another program, "
+                    f"so prefer --target-name or --target-cmdline ({every})", "zombie")
+        return (f"waiting: no process with pid {pid} yet; it may still start (a sidecar can "
+                f"start before its target). Sentinel attaches to it once; for a workload that "
+                f"restarts use --target-name or --target-cmdline ({every})", "no_such_pid")
 
     def _attach(self, c: Candidate) -> bool:
         try:
             pidfd: int | None = os.pidfd_open(c.pid)
-        except ProcessLookupError:
-            return False
-        except OSError:  # ENOSYS: a kernel before 5.3; fall back to polling for the exit
-            pidfd = None
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:  # ESRCH: gone; EINVAL/ENOENT: not a process
+                return False
+            pidfd = None  # a kernel before 5.3: poll for the exit instead
         now = candidate(c.pid)
         if now is None or now.create_time != c.create_time:  # gone, or the PID was reused
             if pidfd is not None:
@@ -312,12 +349,25 @@ class WatchGuardian(Guardian):
         return hit
 
 
-def serve_watch(settings: Settings) -> int:
-    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0)."""
+def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> int:
+    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0).
+
+    ``original_mask``: the signal mask before the caller blocked every signal,
+    when it did (earlier is better: a SIGTERM before the block kills Sentinel
+    with 143 instead of exit 0); ``None`` blocks them here. Raises ``UsageError``
+    (exit code 2) for a ``--target-pid`` that can never be watched: Sentinel, one of
+    its ancestors, a thread (``check_target_pid``).
+    """
+    if settings.target_pid is not None:
+        check_target_pid(settings.target_pid)
     logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
     # Every signal is read from the guardian's signalfd, so it must be blocked
     # before any thread (the metrics exporter, the Events worker) starts.
-    original_mask = block_signals()
+    if original_mask is None:
+        original_mask = block_signals()
+    from sentinel.events import absolute_kubeconfig_env  # stdlib only
+
+    absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
     os.chdir("/")
     guardian = WatchGuardian(settings, original_mask, version=__version__)
     from sentinel.app import supervise

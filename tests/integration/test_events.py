@@ -289,3 +289,55 @@ def test_operator_stop_is_a_normal_event(start_sentinel, tmp_path, api):
     [ev] = api.events()
     assert (ev["type"], ev["reason"], ev["action"]) == ("Normal", "OperatorStop", "SIGTERM")
     assert ev["note"].startswith("Operator requested a stop")
+
+
+# ---------------------------------------------------------------- a kubeconfig that cannot be used
+
+HUMAN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z sentinel\[\d+\] [A-Z]+ ")
+
+
+@pytest.mark.parametrize("events_mode", [None, "on"])
+def test_a_missing_kubeconfig_flag_is_one_warning_and_the_kill_goes_on(start_sentinel, tmp_path,
+                                                                      api, events_mode):
+    """The default --k8s-events auto included: the user named the file, so it is not ignored."""
+    missing = tmp_path / "nonexistent"
+    mode = ["--k8s-events", events_mode] if events_mode else []
+    s = run_leak(start_sentinel, tmp_path, api, *mode, "--kubeconfig", str(missing))
+    assert s.wait() == 143
+    [warning] = warnings_of(s)
+    assert f"{missing} does not exist" in warning["msg"]
+    assert "no kubeconfig" not in warning["msg"] and "Fix:" in warning["msg"]
+    assert warning["reason"] == "config"
+    assert len(logs_of(s, "signal_sent")) == 1
+    assert api.requests == []  # not the $KUBECONFIG of env_for either: the flag was meant
+
+
+def test_a_malformed_kubeconfig_is_one_human_log_line(start_sentinel, tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text("apiVersion: v1\nclusters: [\n  name: x\nusers:\n")
+    s = start_sentinel(["--no-metrics", "--no-socket", "--k8s-events", "on", "--kubeconfig",
+                        str(broken), "--max-rss", "60Mi", "--",
+                        *leaker("--rate", "100", "--quiet")], env=env_for(tmp_path))
+    assert s.wait() == 143
+    lines = s.stderr().splitlines()
+    assert lines and all(HUMAN_LINE.match(line) for line in lines), lines
+    [warning] = [line for line in lines if " WARNING " in line and "Kubernetes Events" in line]
+    assert f"{broken} is not valid YAML (while parsing a flow sequence" in warning
+
+
+def test_kubeconfig_env_is_read_by_events_itself(start_sentinel, tmp_path, api):
+    """$KUBECONFIG works with no --kubeconfig and no SENTINEL_KUBECONFIG, as for kubectl."""
+    env = env_for(tmp_path, api.kubeconfig(tmp_path / "kubeconfig"), SENTINEL_KUBECONFIG="")
+    s = start_sentinel([*COMMON, "--max-rss", "60Mi", "--",
+                        *leaker("--rate", "100", "--quiet")], env=env)
+    assert s.wait() == 143
+    api.wait_for(lambda: api.events(), 5, "the Event")
+    assert not warnings_of(s)
+
+
+def test_kubeconfig_env_naming_no_file_is_silent_under_auto(start_sentinel, tmp_path):
+    s = start_sentinel([*COMMON, "--max-rss", "60Mi", "--",
+                        *leaker("--rate", "100", "--quiet")],
+                       env=env_for(tmp_path, tmp_path / "nonexistent"))
+    assert s.wait() == 143
+    assert not warnings_of(s)

@@ -231,3 +231,139 @@ def test_a_target_of_another_user_is_a_clear_error(procs):
             s.kill_all()
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- targets that cannot be watched
+
+def watch_to_exit(argv_prefix: list[str], *args: str, timeout: float = 10) -> \
+        subprocess.CompletedProcess:
+    return subprocess.run([*argv_prefix, PY, "-m", "sentinel", "watch", *COMMON, *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          cwd=str(Path(__file__).resolve().parents[2]))
+
+
+@pytest.mark.parametrize("who", ["itself", "parent", "pid 1"])
+def test_target_pid_of_sentinel_or_an_ancestor_is_a_usage_error(who):
+    """It is never matched, so Sentinel would wait for it forever: exit 2 with one line."""
+    if who == "itself":  # the shell's PID becomes Sentinel's through exec
+        r = subprocess.run(["sh", "-c", f'exec "$0" -m sentinel watch {" ".join(COMMON)} '
+                            '--target-pid $$', PY], capture_output=True, text=True, timeout=10,
+                           cwd=str(Path(__file__).resolve().parents[2]))
+        expected = "is Sentinel itself ("
+    elif who == "parent":  # the caller's shell, here: this test
+        r = watch_to_exit([], "--target-pid", str(os.getpid()))
+        expected = "is Sentinel's parent ("
+    else:
+        if os.getpid() == 1:
+            pytest.skip("the tests run as PID 1: pid 1 is no ancestor of Sentinel")
+        r = watch_to_exit([], "--target-pid", "1")
+        expected = "is an ancestor of Sentinel"
+    assert r.returncode == 2, r.stderr
+    [line] = r.stderr.splitlines()
+    assert line.startswith("sentinel: error: --target-pid ") and expected in line
+    assert "a sidecar watches another container's process" in line.lower()
+    assert "--target-name" in line and "Traceback" not in r.stderr
+
+
+def test_target_pid_of_a_thread_is_a_usage_error_naming_its_process():
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        r = watch_to_exit([], "--target-pid", str(t.native_id))
+    finally:
+        stop.set()
+        t.join()
+    assert r.returncode == 2, r.stderr
+    [line] = r.stderr.splitlines()
+    assert f"--target-pid {t.native_id} is a thread of pid {os.getpid()}" in line
+    assert f"--target-pid {os.getpid()}" in line.split("give the process:")[1]
+
+
+def free_pid() -> int:
+    """A PID with no process now (the highest ones are the last to be handed out)."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    for pid in range(pid_max - 1, pid_max - 1000, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    pytest.skip("no free PID near pid_max")
+
+
+def test_target_pid_with_no_process_waits_and_says_why(start_sentinel):
+    pid = free_pid()
+    s = watch(start_sentinel, "--target-pid", str(pid))
+    [line] = wait_logged(s, "waiting")
+    assert line["level"] == "info" and line["reason"] == "no_such_pid"
+    assert f"no process with pid {pid} yet" in line["msg"]
+    assert "a sidecar can start before its target" in line["msg"]
+    assert s.popen.poll() is None
+    s.signal(signal.SIGINT)
+    assert s.wait(5) == 0
+    assert len(logged(s, "waiting")) == 1  # said once, not at every poll
+    assert "Traceback" not in s.stderr()
+
+
+def test_many_matches_are_listed_compactly(start_sentinel, procs):
+    marker = f"many-{uuid.uuid4().hex[:8]}"
+    code = "import time; print('ready', flush=True); time.sleep(120)"
+    started = []
+    for _ in range(13):
+        p = procs([PY, "-c", code, marker])
+        expect_line(p, "ready")
+        started.append(p)
+    s = watch(start_sentinel, "--target-cmdline", marker)
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == started[0].pid  # the oldest
+    [cands] = logged(s, "candidates")
+    assert cands["candidates_total"] == 13
+    assert cands["pids"] == [p.pid for p in started[:10]]
+    msg = cands["msg"]
+    assert msg.startswith(f"13 processes match command line matching {marker!r}: ")
+    assert " and 3 more; choosing the oldest, " in msg
+    assert all(f"pid {p.pid} " not in msg for p in started[10:])
+
+
+def test_match_everything_skips_sentinel_and_its_ancestors_and_stays_compact(start_sentinel):
+    """--target-cmdline '.*' (no limit: watching only) attaches to the oldest other process."""
+    s = watch(start_sentinel, "--target-cmdline", ".*")
+    [att] = wait_logged(s, "attached")
+    lineage = {s.pid, os.getpid(), *(p for p in _ancestors(os.getpid()))}
+    assert att["pid"] not in lineage
+    for cands in logged(s, "candidates"):
+        assert len(cands["pids"]) <= 10 and cands["pids"][0] == att["pid"]
+        assert cands["msg"].count("pid ") <= 11  # ten listed, and the choice
+        if cands["candidates_total"] > 10:
+            assert f" and {cands['candidates_total'] - 10} more;" in cands["msg"]
+    s.signal(signal.SIGTERM)
+    assert s.wait(5) == 0
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.append(pid)
+    return out
+
+
+def test_relative_kubeconfig_env_is_read_from_the_start_directory(start_sentinel, procs,
+                                                                 named_python, long_name,
+                                                                 tmp_path):
+    """Sentinel moves to / once running; a relative $KUBECONFIG is still kubectl's file."""
+    with FakeApiServer() as api:
+        api.kubeconfig(tmp_path / "kubeconfig")
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {"HOME": str(home), "KUBECONFIG": "kubeconfig", "POD_NAME": "web-0",
+               "POD_NAMESPACE": "demo", "POD_UID": ""}
+        s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                            "--target-name", long_name, "--max-rss", "60Mi"], cmd="watch",
+                           env=env, cwd=str(tmp_path))
+        wait_logged(s, "waiting")
+        target = procs([named_python, str(LEAKER), "--rate", "100"])
+        expect_line(target, "ready")
+        assert target.wait(10) == -signal.SIGTERM
+        api.wait_for(lambda: api.events(), 10, "the Event")

@@ -137,12 +137,27 @@ def test_cluster_precedence_kubeconfig_then_service_account_then_home(tmp_path, 
     kc.write_text("{}")
     env = {"HOME": str(home), "KUBERNETES_SERVICE_HOST": "10.0.0.1",
            "KUBERNETES_SERVICE_PORT": "443"}
-    assert events.find_cluster(f"/nope:{kc}", env) == events.ClusterSource("kubeconfig",
-                                                                            str(kc))
+    # --kubeconfig is taken as given (kubeconfig_problems judges it), origin kept.
+    flag = events.find_cluster("/nope", env)
+    assert flag == events.ClusterSource("kubeconfig", "/nope")
+    assert flag.origin == events.FROM_FLAG
+    # $KUBECONFIG, read from the environment itself: its existing files, merged.
+    from_env = events.find_cluster(None, {**env, "KUBECONFIG": f"/nope:{kc}"})
+    assert from_env == events.ClusterSource("kubeconfig", str(kc))
+    assert from_env.origin == events.FROM_ENV and from_env.describe().endswith("($KUBECONFIG)")
+    # The flag wins over $KUBECONFIG.
+    assert events.find_cluster(str(kc), {**env, "KUBECONFIG": "/other"}).origin == \
+        events.FROM_FLAG
     incluster = events.find_cluster(None, env)
     assert incluster == events.ClusterSource("incluster", "10.0.0.1:443")
+    # $KUBECONFIG naming nothing that exists: the service account still serves ...
+    assert events.find_cluster(None, {**env, "KUBECONFIG": "/nope"}) == incluster
+    # ... but ~/.kube/config is not read (client-go's loading rules), and no error.
+    assert events.find_cluster(None, {"HOME": str(home), "KUBECONFIG": "/nope"}) is None
     assert events.find_cluster(None, {"HOME": str(home)}).where == str(home / ".kube/config")
-    assert events.find_cluster("/nope", {"HOME": str(tmp_path)}) is None
+    assert events.find_cluster(None, {"HOME": str(home), "KUBECONFIG": ""}).origin == \
+        events.FROM_HOME
+    assert events.find_cluster(None, {"HOME": str(tmp_path)}) is None
     # In a pod, HOSTNAME and the service account's namespace name the pod.
     assert events.find_pod(incluster, {"HOSTNAME": "web-2"}) == events.PodRef("web-2", "team-a")
     assert events.find_pod(None, {"HOSTNAME": "web-2"}) is None
@@ -181,6 +196,128 @@ def test_start_on_without_a_cluster_warns_once(guardian, caplog, tmp_path):
         assert events.start(g, g.settings, {"HOME": str(tmp_path)}) == []
     [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "--k8s-events on: no cluster configured" in warning.getMessage()
+
+
+BROKEN_YAML = "apiVersion: v1\nclusters: [\n  name: x\nusers:\n"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "does not exist"),
+    ("dir", "is a directory, not a file"),
+    (BROKEN_YAML, "is not valid YAML (while parsing a flow sequence"),
+    ("- a\n- b\n", "is not a kubeconfig (a YAML list, not a mapping"),
+    ("", "is empty"),
+    ("apiVersion: v1\nkind: Config\nclusters: []\n", None),
+    ('{"apiVersion": "v1", "kind": "Config"}', None),  # JSON is YAML
+])
+def test_kubeconfig_problem_says_what_is_wrong_on_one_line(tmp_path, content, problem):
+    path = tmp_path / "kc"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    got = events.kubeconfig_problem(str(path))
+    if problem is None:
+        assert got is None
+    else:
+        assert got.startswith(problem), got
+        assert "\n" not in got and "  " not in got
+
+
+def test_an_unreadable_kubeconfig_is_a_problem(tmp_path, monkeypatch):
+    # Root reads any file, so the EACCES is made by hand.
+    def refuse(path, *a, **kw):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(events, "open", refuse, raising=False)
+    got = events.kubeconfig_problem(str(tmp_path / "kc"))
+    assert got.startswith("cannot be read by user ") and "permission denied" in got
+
+
+def test_relative_kubeconfig_entries_are_made_absolute_before_the_move_to_root():
+    env = {"KUBECONFIG": "kc:/abs/kc::sub/kc"}
+    events.absolute_kubeconfig_env(env, cwd="/work/dir")
+    assert env["KUBECONFIG"] == "/work/dir/kc:/abs/kc::/work/dir/sub/kc"
+    empty: dict = {}
+    events.absolute_kubeconfig_env(empty, cwd="/x")
+    assert empty == {}
+
+
+def warnings_in(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("mode", ["auto", "on"])
+def test_a_missing_kubeconfig_given_by_flag_is_one_warning_naming_it(guardian, caplog, tmp_path,
+                                                                    mode):
+    """Even under auto (the default), and though the pod is known: the user asked for it."""
+    g = guardian("--k8s-events", mode, "--kubeconfig", "/nonexistent")
+    pod = {"HOME": str(tmp_path), "POD_NAME": "web-1", "POD_NAMESPACE": "demo"}
+    with caplog.at_level(logging.DEBUG, "sentinel"):
+        assert events.start(g, g.settings, pod) == []
+    [warning] = warnings_in(caplog)
+    assert "/nonexistent does not exist" in warning
+    assert "no kubeconfig" not in warning and "no cluster configured" not in warning
+    assert "--kubeconfig" in warning and "Fix:" in warning and "\n" not in warning
+    assert g.state.components["k8s-events"].startswith("off (")
+    assert "/nonexistent does not exist" in g.state.components["k8s-events"]
+    assert g.listeners == []
+
+
+def test_a_malformed_kubeconfig_given_by_flag_is_one_line_even_without_the_pod(guardian, caplog,
+                                                                              tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text(BROKEN_YAML)
+    g = guardian("--kubeconfig", str(broken))
+    with caplog.at_level(logging.DEBUG, "sentinel"):
+        assert events.start(g, g.settings, {"HOME": str(tmp_path)}) == []
+    [warning] = warnings_in(caplog)
+    assert f"{broken} is not valid YAML (" in warning
+    assert "\n" not in warning and "  " not in warning
+
+
+def test_kubeconfig_env_naming_nothing_is_silent_under_auto_and_said_under_on(guardian, caplog,
+                                                                              tmp_path):
+    """kubectl skips $KUBECONFIG entries that do not exist; only --k8s-events on says so."""
+    env = {"HOME": str(tmp_path), "KUBECONFIG": "/nonexistent", "POD_NAME": "web-1",
+           "POD_NAMESPACE": "demo"}
+    auto, on = guardian(), guardian("--k8s-events", "on")
+    with caplog.at_level(logging.DEBUG, "sentinel"):
+        assert events.start(auto, auto.settings, env) == []
+        assert not warnings_in(caplog)
+        assert events.start(on, on.settings, env) == []
+    [warning] = warnings_in(caplog)
+    assert "$KUBECONFIG names no existing file (/nonexistent)" in warning
+
+
+def test_a_malformed_kubeconfig_from_env_is_reported_at_start_when_events_would_be_on(
+        guardian, caplog, tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text(BROKEN_YAML)
+    g = guardian()
+    with caplog.at_level(logging.DEBUG, "sentinel"):
+        # Without the pod Events are off anyway: the file is not even read.
+        assert events.start(g, g.settings, {"HOME": str(tmp_path),
+                                            "KUBECONFIG": str(broken)}) == []
+        assert not warnings_in(caplog)
+        assert events.start(g, g.settings, {"HOME": str(tmp_path), "KUBECONFIG": str(broken),
+                                            "POD_NAME": "web-1", "POD_NAMESPACE": "demo"}) == []
+    [warning] = warnings_in(caplog)
+    assert f"from $KUBECONFIG: {broken} is not valid YAML" in warning and "\n" not in warning
+    assert g.listeners == []
+
+
+def test_a_valid_kubeconfig_given_by_flag_turns_events_on(guardian, caplog, tmp_path):
+    """The negative control of the warnings above."""
+    with FakeApiServer() as api:
+        kc = api.kubeconfig(tmp_path / "kubeconfig")
+        g = guardian("--kubeconfig", str(kc))
+        with caplog.at_level(logging.DEBUG, "sentinel"):
+            [rec] = events.start(g, g.settings, {"HOME": str(tmp_path), "POD_NAME": "web-1",
+                                                 "POD_NAMESPACE": "demo"})
+        rec.close()
+    assert not warnings_in(caplog)
+    assert rec.source.origin == events.FROM_FLAG and g.listeners == [rec]
 
 
 # ---------------------------------------------------------------- the recorder
@@ -279,6 +416,10 @@ def test_an_unreachable_server_and_a_broken_kubeconfig_are_reported(tmp_path, ca
         b.close()
     assert r.errors_total == {"unreachable": 1}
     assert b.errors_total == {"config": 1} and b.dropped_total == 1
+    # The YAML error spans lines; the warning is one line all the same.
+    messages = warnings_in(caplog)
+    assert any("cannot load the cluster configuration" in m for m in messages), messages
+    assert all("\n" not in m for m in messages), messages
 
 
 def test_a_slow_server_never_blocks_the_caller_and_close_is_bounded(tmp_path, caplog):

@@ -106,3 +106,53 @@ def test_permission_error_names_the_security_context_fix():
     assert "runAsUser: 1000" in text and "capabilities: {add: [KILL]}" in text
     assert "SYS_PTRACE" in text
     targets.check_signalable(cand(pid=os.getpid()))  # may signal itself: no error
+
+
+def test_target_pid_of_itself_or_an_ancestor_is_refused_with_the_fix():
+    with pytest.raises(targets.TargetIsSentinel) as self_:
+        targets.check_target_pid(os.getpid())
+    assert self_.value.exit_code == 2 and self_.value.pid == os.getpid()
+    text = str(self_.value)
+    assert text.startswith(f"--target-pid {os.getpid()} is Sentinel itself (")
+    assert "A sidecar watches another container's process" in text and "\n" not in text
+    with pytest.raises(targets.TargetIsSentinel, match=r"is Sentinel's parent \("):
+        targets.check_target_pid(os.getppid())
+    if os.getpid() != 1 and 1 in targets.own_lineage():
+        with pytest.raises(targets.TargetIsSentinel, match=r"is an ancestor of Sentinel, \d+ "):
+            targets.check_target_pid(1)
+
+
+def test_target_pid_of_another_process_or_none_is_fine(long_named):
+    targets.check_target_pid(long_named.pid)  # a child: not an ancestor
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    targets.check_target_pid(p.pid)  # gone: it may come back, so no error
+
+
+def test_a_thread_is_not_a_target():
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        tid = t.native_id
+        assert targets.thread_group_id(tid) == os.getpid() == targets.thread_group_id(os.getpid())
+        with pytest.raises(targets.UsageError, match=rf"--target-pid {tid} is a thread of pid "
+                                                     rf"{os.getpid()} \(.*\), not a process"):
+            targets.check_target_pid(tid)
+        # /proc/<tid> is readable, so without the check scan would return the thread.
+        assert targets.candidate(tid) is not None
+        assert targets.scan(TargetSpec(pid=tid), exclude=set()) == []
+        assert [c.pid for c in targets.scan(TargetSpec(pid=os.getpid()), exclude=set())] == \
+            [os.getpid()]
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_describe_cuts_long_commands():
+    c = cand(cmdline=("python3", "x" * 200))
+    assert c.describe() == f"pid 100 ({('python3 ' + 'x' * 200)[:117]}...)"
+    assert c.describe(40) == f"pid 100 ({('python3 ' + 'x' * 200)[:37]}...)"
+    assert cand(cmdline=(), comm="kworker/0:1").command() == "[kworker/0:1]"
