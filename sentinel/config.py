@@ -514,8 +514,9 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
                                  "workload's name, e.g. --target-name python")
         if "target_pid" in values:
             pid, pid_max = int(values["target_pid"]), _pid_max()  # type: ignore[call-overload]
-            if not 1 <= pid <= pid_max:
-                raise UsageError(f"--target-pid: {pid} is not a possible PID (1-{pid_max})")
+            if not 1 <= pid < pid_max:  # PIDs go up to pid_max - 1
+                raise UsageError(f"--target-pid: {pid} is not a possible PID "
+                                 f"(1-{pid_max - 1})")
         if "target_cmdline" in values:
             try:
                 re.compile(str(values["target_cmdline"]))

@@ -33,9 +33,12 @@ def _run_or_watch(mode: str, args: list[str]) -> int:
     try:
         settings = parse_settings(mode, args)
         if mode == "watch":
+            from sentinel.spawn import block_signals
+
+            original_mask = block_signals()  # before the heavy imports, as in run
             from sentinel.watch import serve_watch
 
-            return serve_watch(settings)
+            return serve_watch(settings, original_mask)
         return _run(settings)
     except SentinelError as exc:
         if debug:
@@ -65,7 +68,11 @@ def _run(settings) -> int:
 
         detach_output(settings.tui_log)
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
-    # The workload runs. Sentinel must not pin the directory it was started in.
+    # The workload runs. Sentinel must not pin the directory it was started in;
+    # relative $KUBECONFIG entries are resolved first, as kubectl would here.
+    from sentinel.events import absolute_kubeconfig_env
+
+    absolute_kubeconfig_env()
     os.chdir("/")
     from sentinel.app import serve
 
