@@ -22,6 +22,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # Inherited by every command's context; run/watch set their own (none: argparse
+    # answers -h/--help for them).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
@@ -48,6 +51,19 @@ def watch(ctx: typer.Context) -> None:
 def version() -> None:
     """Print Sentinel's version."""
     typer.echo(f"sentinel {__version__}")
+
+
+def _version_flag(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(_version: bool = typer.Option(False, "--version", is_eager=True,
+                                           callback=_version_flag,
+                                           help="Print Sentinel's version and exit.")) -> None:
+    """Sentinel's own options (``--version``), before the command."""
 
 
 # --- control socket client: status, stop, kill, signal, limit, pause, resume ---
@@ -162,14 +178,55 @@ def top_cmd(
     raise typer.Exit(run_top(socket, period))
 
 
+def _click_error(name: str) -> type[Exception]:
+    """The ``UsageError`` or ``ClickException`` class of the click that typer uses: typer
+    0.2x vendors click (``typer._click``), older ones depend on it; ``typer.BadParameter``
+    is public in both and derives from them."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+def _usage_line(exc: Exception) -> str:
+    """One line for a click usage error: ``<what is wrong> (see 'sentinel <cmd> --help')``."""
+    message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
+    if message[:1].isupper() and message[1:2].islower():  # "Missing argument" -> "missing ..."
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "sentinel"
+    return f"{message} (see '{command} --help')"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the typer app; return its exit code (usage errors are 2, one line, no traceback)."""
+    """Run the typer app; return its exit code.
+
+    Usage errors (a missing argument, a bad value, an unknown option or command)
+    are one ``sentinel: error: ...`` line on stderr and exit 2, never click's
+    four-line Usage/Try/Error block or a traceback. ``typer.Exit`` codes pass
+    through; ``sentinel`` alone prints the help on stderr and exits 2.
+    """
+    usage_error, click_exception = _click_error("UsageError"), _click_error("ClickException")
     try:
-        app(args=argv, prog_name="sentinel", standalone_mode=True)
-    except SystemExit as exc:
+        code = app(args=argv, prog_name="sentinel", standalone_mode=False)
+    except SystemExit as exc:  # die() in a command
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # no command given: the help, exit 2
+            exc.show()  # type: ignore[attr-defined]
+            return exc.exit_code  # type: ignore[attr-defined]
+        return _error(_usage_line(exc), 2)
+    except click_exception as exc:
+        return _error(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:  # EOF at a prompt
+        return _error("aborted", 1)
+    return code if isinstance(code, int) else 0
+
+
+def _error(message: str, code: int) -> int:
+    from sentinel.client import one_line
+
+    sys.stderr.write(f"sentinel: error: {one_line(message)}\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":

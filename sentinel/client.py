@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import socket
+import stat
 import time
 
 from sentinel.errors import ControlError
@@ -139,6 +140,10 @@ def _connect_error(path: str, exc: OSError, timeout: float) -> str:
         return (f"no Sentinel at {path}: the socket does not exist; is Sentinel running "
                 f"with --socket {path}? (set --socket or SENTINEL_SOCKET)")
     if isinstance(exc, ConnectionRefusedError):
+        kind = _not_a_socket(path)
+        if kind is not None:  # connect() says ECONNREFUSED for these too
+            return (f"no Sentinel at {path}: it is {kind}, not a socket; pass the path "
+                    "Sentinel was started with (--socket)")
         return (f"no Sentinel answers on {path}: connection refused (a socket left by a "
                 "Sentinel that is gone?)")
     if isinstance(exc, PermissionError):
@@ -149,6 +154,23 @@ def _connect_error(path: str, exc: OSError, timeout: float) -> str:
     if isinstance(exc, NotADirectoryError):
         return f"no Sentinel at {path}: a part of the path is not a directory"
     return f"cannot connect to {path}: {exc.strerror or exc}"
+
+
+def _not_a_socket(path: str) -> str | None:
+    """What ``path`` is ("a regular file", "a directory", ...) when it exists and is not a
+    socket; ``None`` for a socket, or when it cannot be told."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 # --------------------------------------------------------------------------

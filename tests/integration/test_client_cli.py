@@ -131,7 +131,8 @@ def test_refusal_with_json_prints_the_reply_and_exits_1(start_sentinel, tmp_path
     start_guarded(start_sentinel, path, "--restart", "always", "--restart-delay", "60s",
                   cmd=["sh", "-c", "exit 1"], wait=False)
     wait_until(lambda: _phase(path) == "restarting", 15, what="the restart back-off")
-    out = cli("kill", "--socket", str(path), "--json")
+    # (stop and kill are no refusal here: they cancel the pending restart.)
+    out = cli("signal", "HUP", "--socket", str(path), "--json")
     assert out.returncode == 1 and out.stderr == ""
     reply = json.loads(out.stdout)
     assert reply["error"] == {"code": "invalid_state", "message": "no workload is running"}
@@ -170,19 +171,37 @@ def test_no_socket_file(tmp_path):
 
 def test_stale_socket_file(tmp_path):
     path = tmp_path / "stale.sock"
-    stale = socket.socket(socket.AF_UNIX)
-    stale.bind(str(path))
-    stale.close()
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))
     out = cli("stop", "--socket", str(path))
     assert out.returncode == 1
     assert "connection refused" in one_error_line(out)
 
 
+@pytest.mark.parametrize("kind", ["a regular file", "a directory"])
+def test_socket_path_that_is_not_a_socket(tmp_path, kind):
+    """connect() says "connection refused" for these too: say what the path is instead."""
+    path = tmp_path / "sentinel.socket"
+    if kind == "a directory":
+        path.mkdir()
+    else:
+        path.write_text("")
+    out = cli("status", "--socket", str(path))
+    assert out.returncode == 1
+    assert one_error_line(out) == (
+        f"sentinel: error: no Sentinel at {path}: it is {kind}, not a socket; pass the path "
+        "Sentinel was started with (--socket)")
+
+
 def _server(path, answer: bytes | None):
     """A listener that is not a Sentinel: answers garbage, or never answers."""
     srv = socket.socket(socket.AF_UNIX)
-    srv.bind(str(path))
-    srv.listen()
+    try:
+        srv.bind(str(path))
+        srv.listen()
+    except BaseException:
+        srv.close()
+        raise
     conns = []
 
     def serve():
@@ -219,6 +238,57 @@ def test_something_else_on_the_socket(tmp_path, answer, expect):
         close()
     assert out.returncode == 1
     assert expect in one_error_line(out)
+
+
+# ------------------------------------------------------------------ usage, help, version
+
+@pytest.mark.parametrize("args,message", [
+    (["signal"], "missing argument 'NAME' (see 'sentinel signal --help')"),
+    (["status", "--timeout", "0"], "invalid value for '--timeout': "),
+    (["status", "--bogus"], "no such option: --bogus (see 'sentinel status --help')"),
+    (["limit", "1Gi", "2Gi"], "got unexpected extra argument(s) (2Gi) (see 'sentinel limit "),
+    (["bogus"], "no such command 'bogus' (see 'sentinel --help')"),
+    (["--bogus"], "no such option: --bogus (see 'sentinel --help')"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args, message):
+    """Not click's Usage/Try/blank/Error block: one line saying what is wrong and where
+    to look, before anything is sent (no --socket here: nothing listens)."""
+    out = cli(*args)
+    assert out.returncode == 2
+    line = one_error_line(out)
+    assert line.startswith("sentinel: error: " + message), line
+    assert line.endswith("--help')") and out.stdout == ""
+
+
+def test_no_command_prints_the_help_and_exits_2():
+    out = cli()
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("Usage: sentinel [OPTIONS] COMMAND [ARGS]...")
+    assert "Commands:" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["status"], ["stop"], ["kill"], ["signal"], ["limit"],
+                                     ["pause"], ["resume"], ["top"], ["version"]])
+def test_dash_h_is_help(command):
+    long, short = cli(*command, "--help"), cli(*command, "-h")
+    assert (long.returncode, short.returncode) == (0, 0)
+    assert short.stdout == long.stdout and long.stdout.startswith("Usage: sentinel")
+    assert "-h, --help" in long.stdout and short.stderr == ""
+
+
+@pytest.mark.parametrize("mode", ["run", "watch"])
+def test_dash_h_is_help_for_run_and_watch(mode):
+    """Their flags belong to argparse (sentinel.entry), which answers -h itself."""
+    long, short = cli(mode, "--help"), cli(mode, "-h")
+    assert (long.returncode, short.returncode) == (0, 0)
+    assert short.stdout == long.stdout and long.stdout.startswith(f"usage: sentinel {mode} ")
+
+
+def test_version_flag_is_the_version_command():
+    flag, command = cli("--version"), cli("version")
+    assert (flag.returncode, command.returncode) == (0, 0)
+    assert flag.stdout == command.stdout and flag.stdout.startswith("sentinel ")
+    assert flag.stderr == ""
 
 
 def test_cli_runner_unreachable(tmp_path):

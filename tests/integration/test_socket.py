@@ -5,6 +5,7 @@ leaked descriptor)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -15,6 +16,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,12 @@ def connect(path, timeout: float = 5.0) -> socket.socket:
         s.close()
         raise
     return s
+
+
+def connect_all(stack: ExitStack, path, n: int) -> list[socket.socket]:
+    """``n`` connections to ``path``, each closed by ``stack``: also the ones made before
+    a connect fails (a full listen queue makes it fail at once with EAGAIN)."""
+    return [stack.enter_context(connect(path)) for _ in range(n)]
 
 
 class Reader:
@@ -212,19 +221,19 @@ def test_socket_mode_and_group(start_sentinel, sock_path):
 def test_socket_file_is_removed_on_exit(start_sentinel, tmp_path, mode, how, expected):
     path = tmp_path / "s.sock"
     s = start_guarded(start_sentinel, path, "--grace-period", "2s", pid1=mode == "pid1")
-    held = connect(path)
-    held_reader = Reader(held)
-    held.sendall(b"help\n")
-    assert held_reader.json()["ok"]
-    if how == "workload-exits":
-        assert request(str(path), "signal USR1")["ok"]
-    elif how == "sigterm":
-        s.signal(15)
-    else:
-        assert request(str(path), how)["ok"]
-    assert s.wait() == expected
-    assert not os.path.lexists(path)
-    with held:  # a connected client is told, then closed
+    with connect(path) as held:
+        held_reader = Reader(held)
+        held.sendall(b"help\n")
+        assert held_reader.json()["ok"]
+        if how == "workload-exits":
+            assert request(str(path), "signal USR1")["ok"]
+        elif how == "sigterm":
+            s.signal(15)
+        else:
+            assert request(str(path), how)["ok"]
+        assert s.wait() == expected
+        assert not os.path.lexists(path)
+        # a connected client is told, then closed
         assert code(held_reader.json()) == "shutting_down" and held_reader.closed()
     if how in ("stop", "kill"):
         (done,) = event_logs(s, "kill_finished")
@@ -232,9 +241,9 @@ def test_socket_file_is_removed_on_exit(start_sentinel, tmp_path, mode, how, exp
 
 
 def test_stale_socket_file_is_replaced(start_sentinel, sock_path):
-    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    stale.bind(str(sock_path))
-    stale.close()  # the file stays, nobody accepts on it: what a SIGKILLed Sentinel leaves
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(sock_path))
+    # closed: the file stays, nobody accepts on it: what a SIGKILLed Sentinel leaves
     os.chmod(sock_path, 0o755)  # (inode numbers are reused at once: tell files by mode)
     s = start_guarded(start_sentinel, sock_path)
     assert stat.S_IMODE(os.lstat(sock_path).st_mode) == 0o600
@@ -441,17 +450,14 @@ def test_client_that_never_reads_is_disconnected(watched, sock_path):
 def test_a_hundred_clients_at_once(watched, sock_path):
     s, baseline = watched
     settle_fds(s.pid, baseline)  # every earlier client is gone: 16 free places
-    clients = [connect(sock_path) for _ in range(100)]
-    try:
+    with ExitStack() as stack:
+        clients = connect_all(stack, sock_path, 100)
         for c in clients:
             try:
                 c.sendall(b"status\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused and closed already; its refusal is still readable
         replies = [Reader(c).json() for c in clients]
-    finally:
-        for c in clients:
-            c.close()
     served = [r for r in replies if r["ok"]]
     refused = [r for r in replies if code(r) == "too_many_clients"]
     assert len(served) == MAX_CLIENTS and len(refused) == 100 - MAX_CLIENTS
@@ -558,23 +564,19 @@ class Hostiles:
                     return
                 c.sendall(bytes([byte]))
 
+    # Every connection is closed on every path: while a burst fills Sentinel's listen
+    # queue a connect fails at once (EAGAIN), and a connection left to the garbage
+    # collector is "ResourceWarning: unclosed socket", an error in this suite.
+
     def _idle(self) -> None:
-        conns = [connect(self.path) for _ in range(6)]
-        try:
+        with ExitStack() as stack:
+            connect_all(stack, self.path, 6)
             self.halt.wait(3)
-        finally:
-            for c in conns:
-                c.close()
 
     def _burst(self) -> None:
-        conns = []
-        try:
-            for _ in range(100):
-                conns.append(connect(self.path))
+        with ExitStack() as stack:
+            connect_all(stack, self.path, 100)
             self.halt.wait(0.5)
-        finally:
-            for c in conns:
-                c.close()
 
     def _churn(self) -> None:
         for _ in range(20):
@@ -582,6 +584,26 @@ class Hostiles:
                 c.sendall(b"help\n")
             if self.halt.is_set():
                 return
+
+
+@pytest.mark.parametrize("method", ["_idle", "_burst"])
+def test_hostile_clients_close_their_connections_when_a_connect_fails(tmp_path, method):
+    """A listener that never accepts, with room for 3 pending connections: the 4th
+    connect fails (EAGAIN), and the 3 made before it must be closed, not left to the
+    garbage collector (the load test below flaked on that)."""
+    path = tmp_path / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(str(path))
+        srv.listen(2)  # Linux queues backlog + 1
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(OSError):
+                getattr(Hostiles(path), method)()
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+        # The connections were made and closed: the queue holds them, so a connect fails.
+        with pytest.raises(BlockingIOError), ExitStack() as stack:
+            connect_all(stack, path, 1)
 
 
 def memory_kill(start_sentinel, path, env, hostile: bool) -> tuple[dict, "Hostiles | None"]:
