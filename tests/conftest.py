@@ -199,6 +199,16 @@ def mode(request) -> str:
     return request.param
 
 
+def require(tool: str | None = None, *, root: bool = False) -> None:
+    """Fail (never skip) when a tool or root is missing: `make test` installs the tools
+    (scripts/install-system-deps.sh) and runs as root, and CI must run every test."""
+    if root and os.geteuid() != 0:
+        pytest.fail("this test needs root (run `make test` as root)")
+    if tool and not shutil.which(tool):
+        pytest.fail(f"{tool} is missing: run `bash scripts/install-system-deps.sh` "
+                    "(make test does)")
+
+
 def printer(*args: str) -> list[str]:
     return [PY, str(CHILDREN / "signal_printer.py"), *args]
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from sentinel.client import request
 from sentinel.errors import ControlError
 from sentinel.ipc import ERROR_CODES, MAX_CLIENTS, MAX_LINE_BYTES
-from tests.conftest import PY, leaker, printer, wait_until
+from tests.conftest import PY, leaker, printer, require, wait_until
 
 NC = shutil.which("nc")
 
@@ -170,8 +170,8 @@ def sock_path(tmp_path):
 
 # ------------------------------------------------------------------ the docs' examples
 
-@pytest.mark.skipif(NC is None, reason="needs nc -U (apt-get install netcat-openbsd)")
 def test_nc_examples_from_the_docs(start_sentinel, sock_path):
+    require("nc")
     start_guarded(start_sentinel, sock_path, "--max-rss", "200Mi")
     wait_until(lambda: answers(sock_path)["status"]["memory"], what="a first sample")
     out = nc(sock_path, b"status\n")
@@ -336,9 +336,8 @@ def shared_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv to run clients as other users")
 def test_peer_credentials_decide_not_the_file_mode(start_sentinel, shared_dir):
+    require("setpriv", root=True)
     path = shared_dir / "s.sock"
     s = start_guarded(start_sentinel, path, "--socket-mode", "0666", "--socket-group", "users")
     refused = run_as(65534, 65534, None, path, wait_eof=True)  # nobody, no groups
@@ -355,9 +354,8 @@ def test_peer_credentials_decide_not_the_file_mode(start_sentinel, shared_dir):
     assert run_as(65534, 100, None, path, wait_eof=False)["reply"]["ok"] is True
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv to run clients as other users")
 def test_other_users_are_refused_without_a_group(start_sentinel, shared_dir):
+    require("setpriv", root=True)
     path = shared_dir / "s.sock"
     start_guarded(start_sentinel, path, "--socket-mode", "0666")
     reply = run_as(65534, 100, [100], path, wait_eof=True)["reply"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LEAKER, PY, Running, proc_state, wait_until
+from tests.conftest import LEAKER, PY, Running, proc_state, require, wait_until
 from tests.fakes.apiserver import FakeApiServer
 
 COMMON = ["--no-metrics", "--no-socket", "--log-format", "json", "--k8s-events", "off"]
@@ -200,9 +200,8 @@ def test_events_work_in_watch_mode(start_sentinel, procs, named_python, long_nam
                                "namespace": "demo"}
 
 
-@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"),
-                    reason="needs root and setpriv to run the two processes as other users")
 def test_a_target_of_another_user_is_a_clear_error(procs):
+    require("setpriv", root=True)
     """Target as nobody (65534); Sentinel as 65533 without CAP_KILL: it may not signal it."""
     shared = Path(tempfile.mkdtemp(prefix="sentinel-watch-"))
     try:
