@@ -65,6 +65,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         if value:
             return value
         time.sleep(interval)
+    what = what() if callable(what) else what  # computed now: e.g. the stderr so far
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LEAKER, PY, Running, proc_state, require, wait_until
+from tests.conftest import (
+    LEAKER, PY, Running, descendants, proc_state, require, wait_until,
+)
 from tests.fakes.apiserver import FakeApiServer
 
 COMMON = ["--no-metrics", "--no-socket", "--log-format", "json", "--k8s-events", "off"]
@@ -82,7 +84,8 @@ def logged(s: Running, kind: str) -> list[dict]:
 
 def wait_logged(s: Running, kind: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
     return wait_until(lambda: (lambda got: got if len(got) >= count else None)(logged(s, kind)),
-                      timeout, what=f"{count} {kind!r} log line(s); stderr: {s.stderr()[-2000:]}")
+                      timeout, what=lambda: f"{count} {kind!r} log line(s); stderr: "
+                                            f"{s.stderr()[-2000:]}")
 
 
 def watch(start_sentinel, *args: str) -> Running:
@@ -324,19 +327,28 @@ def test_many_matches_are_listed_compactly(start_sentinel, procs):
     assert all(f"pid {p.pid} " not in msg for p in started[10:])
 
 
-def test_match_everything_skips_sentinel_and_its_ancestors_and_stays_compact(start_sentinel):
-    """--target-cmdline '.*' (no limit: watching only) attaches to the oldest other process."""
-    s = watch(start_sentinel, "--target-cmdline", ".*")
-    [att] = wait_logged(s, "attached")
-    lineage = {s.pid, os.getpid(), *(p for p in _ancestors(os.getpid()))}
-    assert att["pid"] not in lineage
-    for cands in logged(s, "candidates"):
-        assert len(cands["pids"]) <= 10 and cands["pids"][0] == att["pid"]
-        assert cands["msg"].count("pid ") <= 11  # ten listed, and the choice
-        if cands["candidates_total"] > 10:
-            assert f" and {cands['candidates_total'] - 10} more;" in cands["msg"]
-    s.signal(signal.SIGTERM)
-    assert s.wait(5) == 0
+def test_match_everything_skips_sentinel_and_stays_compact(start_sentinel):
+    """--target-cmdline '.*' (no limit: watching only) attaches to the oldest other
+    process and lists the candidates compactly. Hermetic: in a PID namespace of its
+    own, Sentinel (PID 1, exec'd by sh) and twelve sleeps are all there is."""
+    script = ("for i in $(seq 12); do sleep 60 & done; "
+              f"exec {PY} -m sentinel watch {' '.join(COMMON)} --target-cmdline '.*'")
+    s = Running(["sh", "-c", script], pid1=True, env=None)
+    try:
+        [att] = wait_logged(s, "attached")
+        sleeps = sorted(descendants(s.pid))
+        assert len(sleeps) == 12
+        # In a fresh namespace PIDs grow with age: the smallest sleep is the oldest,
+        # and Sentinel (PID 1) is never a candidate.
+        [cands] = logged(s, "candidates")
+        assert 1 not in cands["pids"] and len(cands["pids"]) == 10
+        assert att["pid"] == cands["pids"][0] == min(cands["pids"])
+        assert cands["candidates_total"] == 12
+        assert " and 2 more;" in cands["msg"]
+        s.signal(signal.SIGTERM)
+        assert s.wait(5) == 0
+    finally:
+        s.kill_all()
 
 
 def _ancestors(pid: int) -> list[int]:
