@@ -66,8 +66,14 @@ def reaction_run(guard: str, limit_mib: int, rate: float) -> tuple[float, float]
 
 # ---------------------------------------------------------------- idle cost
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of ``pid`` in seconds: ``/proc/<pid>/schedstat`` (nanoseconds on the CPU),
+    else utime+stime from ``/proc/<pid>/stat`` (clock ticks: 10 ms steps, too coarse
+    for a process that runs a few milliseconds a second)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_of(pid: int) -> int:
