@@ -15,7 +15,7 @@ import os
 import re
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sentinel.errors import EXIT_MEMORY_KILL_DEFAULT, UsageError
 
@@ -251,11 +251,6 @@ class Settings:
     target_name: str | None = None
     target_cmdline: str | None = None
     target_pid: int | None = None
-    extra: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def limit_bytes(self) -> int | None:
-        return self.max_rss_bytes
 
 
 # --------------------------------------------------------------------------
