@@ -82,9 +82,73 @@ def parse_limit(text: str) -> int:
     """A memory limit: ``parse_size`` and at least 64k. Raises ``ValueError``."""
     value = parse_size(text)
     if value < MIN_LIMIT_BYTES:
-        raise ValueError(f"{text!r} is {value} bytes, below the 64k floor (a missing unit? "
-                         f"e.g. {text.strip()}Mi); use e.g. {SIZE_EXAMPLES}")
+        match = _SIZE_RE.match(text)
+        assert match is not None  # parse_size accepted it
+        whole, frac, unit = match.groups()
+        number = whole + (f".{frac}" if frac else "")
+        bytes_ = f"{value} byte" + ("" if value == 1 else "s")
+        # The hint puts Mi on the number as written: "512" -> 512Mi, "63k" -> 63Mi
+        # (never "63kMi").
+        why = f"a missing unit? e.g. {number}Mi" if unit in ("", "b", "B") else \
+            f"a limit that small kills any process at once; did you mean {number}Mi?"
+        raise ValueError(f"{text.strip()!r} is {bytes_}, below the 64k floor ({why}); "
+                         f"use e.g. {SIZE_EXAMPLES}")
     return value
+
+
+# Words that mean "no limit" for --max-rss, SENTINEL_MAX_RSS and the socket's
+# `limit` (sentinel.ipc has the same list).
+NO_LIMIT_WORDS = ("none", "off", "unlimited")
+
+
+def parse_max_rss(text: str) -> int | None:
+    """``--max-rss``: ``parse_limit``, or ``None`` (no limit: watch only) for ``none``,
+    ``off`` or ``unlimited``. Raises ``ValueError``."""
+    if text.strip().lower() in NO_LIMIT_WORDS:
+        return None
+    try:
+        return parse_limit(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or none (watch only)") from None
+
+
+def parse_address(text: str) -> str:
+    """``--metrics-address``: a host name or IP address to bind; an IPv6 address may be
+    bracketed as Sentinel prints it (``[::1]`` -> ``::1``). Raises ``ValueError`` for a
+    bracketed form that is not an IPv6 address, or that carries a port."""
+    import socket
+
+    t = text.strip()
+    if not t.startswith("["):
+        return t
+    inner, sep, rest = t[1:].partition("]")
+    if sep and rest.startswith(":"):
+        raise ValueError(f"{text!r} holds a port; give the address alone (e.g. [{inner}]) and "
+                         f"the port with --metrics-port {rest[1:] or '8000'}")
+    try:
+        if not sep or rest:
+            raise OSError
+        socket.inet_pton(socket.AF_INET6, inner.split("%", 1)[0])  # fe80::1%eth0: a zone
+    except OSError:
+        raise ValueError(f"{text!r} is not a bracketed IPv6 address; use e.g. [::1], ::, "
+                         "0.0.0.0 or a host name") from None
+    return inner
+
+
+def parse_positive_duration(text: str) -> float:
+    """``parse_duration`` above zero. Raises ``ValueError``."""
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive duration; use e.g. 30s, 500ms or 1m")
+    return value
+
+
+def parse_count(text: str) -> int:
+    """A whole number >= 1. Raises ``ValueError``."""
+    t = text.strip()
+    if not t.isdigit() or int(t) < 1:
+        raise ValueError(f"{text!r} is not a whole number >= 1; use e.g. 64")
+    return int(t)
 
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|)\s*$")
@@ -237,6 +301,12 @@ class Settings:
     socket_path: str | None = "/tmp/sentinel.socket"  # None = no control socket
     socket_mode: int = 0o600
     socket_group: str | None = None
+    # Control-socket limits; None: sentinel.ipc's defaults (idle 60s, line 5s,
+    # write 5s, 16 clients), documented in docs/control-socket.md.
+    socket_idle_timeout_seconds: float | None = None
+    socket_line_timeout_seconds: float | None = None
+    socket_write_timeout_seconds: float | None = None
+    socket_max_clients: int | None = None
     tui: bool = False
     # With --tui the dashboard owns the terminal; the workload's stdout/stderr
     # (and Sentinel's log while the dashboard is up) go here. /tmp: writable in
@@ -272,6 +342,7 @@ class Opt:
     repeat: bool = False
     modes: tuple[str, ...] = ("run", "watch")
     env: str | None = None  # override the variable's name
+    watch_help: str | None = None  # the help in `sentinel watch --help`, when it differs
 
     @property
     def env_name(self) -> str:
@@ -279,7 +350,7 @@ class Opt:
 
 
 OPTIONS: tuple[Opt, ...] = (
-    Opt(("--max-rss",), "max_rss_bytes", parse_limit, metavar="SIZE",
+    Opt(("--max-rss",), "max_rss_bytes", parse_max_rss, metavar="SIZE",
         help=f"memory limit on the workload's tree ({SIZE_EXAMPLES}); none: watch only"),
     Opt(("--measure",), "measure", choices=MEASURES,
         help="figure compared with the limit: rss (tree RSS, default), pss, uss, or cgroup "
@@ -288,14 +359,14 @@ OPTIONS: tuple[Opt, ...] = (
         help="sampling period at rest (default 0.1s; faster near the limit)"),
     Opt(("--grace-period",), "grace_period_seconds", parse_duration, metavar="DURATION",
         help="wait between SIGTERM and SIGKILL (default 3s)"),
-    Opt(("--single-child",), "single_child", flag=True,
+    Opt(("--single-child",), "single_child", flag=True, modes=("run",),
         help="send signals to the direct child only, not to its whole process group"),
     Opt(("--rewrite",), "rewrite", parse_rewrite, metavar="SIG:SIG", repeat=True, modes=("run",),
         help="rewrite a forwarded signal, e.g. TERM:QUIT; HUP:0 drops SIGHUP (repeatable)"),
     Opt(("--success-exit-code",), "success_exit_codes", parse_exit_code, metavar="CODE",
         repeat=True, modes=("run",), help="exit 0 when the workload exits with CODE (repeatable)"),
     Opt(("--memory-kill-exit-code",), "memory_kill_exit_code", parse_exit_code, metavar="CODE",
-        help="exit code when a memory-killed workload still exits 0 (default 137)"),
+        modes=("run",), help="exit code when a memory-killed workload still exits 0 (default 137)"),
     Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
         help="signal Sentinel receives (and forwards) when its own parent dies"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),
@@ -309,8 +380,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--log-format",), "log_format", choices=LOG_FORMATS,
         help="human lines (default) or json, one object a line, on stderr"),
     Opt(("--log-level",), "log_level", choices=LOG_LEVELS, help="default info"),
-    Opt(("--metrics-address",), "metrics_address", str, metavar="ADDR",
-        help="address of the Prometheus exporter (default 0.0.0.0)"),
+    Opt(("--metrics-address",), "metrics_address", parse_address, metavar="ADDR",
+        help="address of the Prometheus exporter (default 0.0.0.0; IPv6 as :: or [::1])"),
     Opt(("--metrics-port",), "metrics_port", parse_port, metavar="PORT",
         help="port of the Prometheus exporter (default 8000; 0 turns it off)"),
     Opt(("--no-metrics",), "no_metrics", flag=True, help="no Prometheus exporter"),
@@ -321,11 +392,23 @@ OPTIONS: tuple[Opt, ...] = (
         help="control socket file mode (default 0600)"),
     Opt(("--socket-group",), "socket_group", str, metavar="GROUP",
         help="group allowed on the control socket (with --socket-mode 0660)"),
+    Opt(("--socket-idle-timeout",), "socket_idle_timeout_seconds", parse_positive_duration,
+        metavar="DURATION", help="control socket: close a connection idle this long (default 60s)"),
+    Opt(("--socket-line-timeout",), "socket_line_timeout_seconds", parse_positive_duration,
+        metavar="DURATION", help="control socket: time to finish a started line (default 5s)"),
+    Opt(("--socket-write-timeout",), "socket_write_timeout_seconds", parse_positive_duration,
+        metavar="DURATION",
+        help="control socket: drop a client that reads no reply this long (default 5s)"),
+    Opt(("--socket-max-clients",), "socket_max_clients", parse_count, metavar="N",
+        help="control socket: connections served at once (default 16)"),
     Opt(("--tui",), "tui", flag=True, help="live terminal dashboard (needs a terminal)"),
     Opt(("--tui-log",), "tui_log", str, metavar="PATH",
-        help="with --tui: file for the workload's output (default /tmp/sentinel-workload.log)"),
+        help="with --tui: file for the workload's output (default /tmp/sentinel-workload.log)",
+        watch_help="with --tui: file for Sentinel's log while the dashboard is up (default "
+                   "/tmp/sentinel-workload.log)"),
     Opt(("--workload-name",), "workload_name", str, metavar="NAME",
-        help="the workload label in metrics and events (default: the command's basename)"),
+        help="the workload label in metrics and events (default: the command's basename)",
+        watch_help="the workload label in metrics and events (default: the --target-* value)"),
     Opt(("--k8s-events",), "k8s_events", choices=K8S_EVENTS,
         help="record kills as Kubernetes Events: auto (default: when a cluster is configured), "
              "on, off"),
@@ -360,6 +443,8 @@ target is restarted. Every option also reads SENTINEL_<OPTION>.
 """
 EPILOG = "Exit codes: the workload's own, 128+N for signal N; 2 bad usage, 126 not executable, " \
          "127 not found, 137 (configurable) memory kill that exited 0, 70 internal error."
+WATCH_EPILOG = "Exit codes: 0 after SIGTERM or SIGINT (the target is left alone); 2 bad usage " \
+    "(a --target-pid that is Sentinel or its ancestor included); 70 internal error."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -377,14 +462,15 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
                                                 "(--target-name NAME | --target-cmdline "
                                                 "REGEX | --target-pid PID)"),
         description=RUN_DESCRIPTION if mode == "run" else WATCH_DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG if mode == "run" else WATCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     for opt in OPTIONS:
         if mode not in opt.modes:
             continue
-        help_text = f"{opt.help} [${opt.env_name}]"
+        help_text = f"{(opt.watch_help if mode == 'watch' else None) or opt.help} " \
+                    f"[${opt.env_name}]"
         if opt.flag:
             parser.add_argument(*opt.flags, dest=opt.dest, action="store_true", default=None,
                                 help=help_text)
@@ -521,6 +607,16 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
                                                values.get("target_cmdline") or
                                                f"pid{values.get('target_pid')}"))
     _warn_unknown_variables(env)
+    if mode == "run":
+        delay = float(values.get("restart_delay_seconds",  # type: ignore[arg-type]
+                                 Settings.restart_delay_seconds))
+        cap = float(values.get("restart_max_delay_seconds",  # type: ignore[arg-type]
+                               Settings.restart_max_delay_seconds))
+        if delay > cap:
+            raise UsageError(f"--restart-delay {delay:g}s is longer than --restart-max-delay "
+                             f"{cap:g}s, which caps every back-off; raise --restart-max-delay "
+                             f"(e.g. --restart-max-delay {max(delay * 2, 60):g}s) or lower "
+                             "--restart-delay")
     interval = values.get("interval_seconds", Settings.interval_seconds)
     if not 0.001 <= float(interval) <= 60:  # type: ignore[arg-type]
         raise UsageError(f"--interval: {interval}s is out of range; use 1ms to 60s, e.g. 100ms")
@@ -529,10 +625,9 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     return Settings(mode=mode, **values)  # type: ignore[arg-type]
 
 
-# Variables read elsewhere than the option table (control-socket tuning, in
-# sentinel.ipc), so they are not reported as unknown.
-EXTRA_VARIABLES = {"SENTINEL_SOCKET_IDLE_TIMEOUT", "SENTINEL_SOCKET_LINE_TIMEOUT",
-                   "SENTINEL_SOCKET_WRITE_TIMEOUT", "SENTINEL_SOCKET_MAX_CLIENTS"}
+# Variables read elsewhere than the option table (the client commands' own, in
+# sentinel.client), so they are not reported as unknown.
+EXTRA_VARIABLES = {"SENTINEL_CLIENT_MAX_REPLY"}
 
 
 def _warn_unknown_variables(env) -> None:

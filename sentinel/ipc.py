@@ -51,8 +51,9 @@ log = logging.getLogger(LOGGER_NAME)
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4096  # a longer line is refused and the client disconnected
 
-# Defaults of the per-client bounds; each can be overridden with the variable
-# named in _TUNABLES (documented in docs/control-socket.md).
+# Defaults of the per-client bounds; each can be overridden with the option
+# named in _TUNABLES (validated with the other settings in sentinel.config;
+# documented in docs/control-socket.md).
 IDLE_TIMEOUT_SECONDS = 60.0  # no command for this long: "idle_timeout", then close
 LINE_TIMEOUT_SECONDS = 5.0  # a started line must end (newline) within this
 WRITE_TIMEOUT_SECONDS = 5.0  # replies unread for this long: disconnect
@@ -72,11 +73,11 @@ _LISTEN_BACKLOG = 128
 _PROBE_TIMEOUT_SECONDS = 0.5  # asking an existing socket whether a Sentinel answers
 _REFUSAL_LOG_INTERVAL_SECONDS = 10.0
 
-_TUNABLES = {
-    "SENTINEL_SOCKET_IDLE_TIMEOUT": "idle_timeout",
-    "SENTINEL_SOCKET_LINE_TIMEOUT": "line_timeout",
-    "SENTINEL_SOCKET_WRITE_TIMEOUT": "write_timeout",
-    "SENTINEL_SOCKET_MAX_CLIENTS": "max_clients",
+_TUNABLES = {  # Settings field (--socket-idle-timeout, ...) -> ControlServer argument
+    "socket_idle_timeout_seconds": "idle_timeout",
+    "socket_line_timeout_seconds": "line_timeout",
+    "socket_write_timeout_seconds": "write_timeout",
+    "socket_max_clients": "max_clients",
 }
 
 # ---------------------------------------------------------------- error codes
@@ -906,31 +907,13 @@ class ControlServer:
         self._file = None
 
 
-def _tunables(environ) -> dict:
-    out: dict = {}
-    for var, key in _TUNABLES.items():
-        raw = environ.get(var)
-        if not raw:
-            continue
-        try:
-            if key == "max_clients":
-                value = int(raw)
-                if value < 1:
-                    raise ValueError
-            else:
-                value = parse_duration(raw)
-                if value <= 0:
-                    raise ValueError
-        except ValueError:
-            log.warning("control socket: ignoring %s=%r (not a positive %s)", var, raw,
-                        "number" if key == "max_clients" else "duration",
-                        extra={"event": "component"})
-            continue
-        out[key] = value
-    return out
+def _tunables(settings) -> dict:
+    """The control-socket limits given in ``settings`` (``None``: the default here)."""
+    return {arg: getattr(settings, field) for field, arg in _TUNABLES.items()
+            if getattr(settings, field, None) is not None}
 
 
-def start(guardian, settings, environ=None) -> ControlServer | None:
+def start(guardian, settings) -> ControlServer | None:
     """Start the control socket at ``settings.socket_path``; ``None`` (and one logged error)
     if it cannot be. Sets ``guardian.state.components["socket"]``."""
     components = guardian.state.components
@@ -938,7 +921,7 @@ def start(guardian, settings, environ=None) -> ControlServer | None:
     try:
         server = ControlServer(guardian, path, mode=settings.socket_mode,
                                group=settings.socket_group,
-                               **_tunables(os.environ if environ is None else environ))
+                               **_tunables(settings))
         server.start()
     except SocketUnavailable as exc:
         components["socket"] = f"off: {exc}"

@@ -69,6 +69,26 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+# What a developer's shell may hold that would change how a Sentinel started by a
+# test behaves: its own SENTINEL_* settings (a SENTINEL_MAX_RSS, a SENTINEL_SOCKET, a
+# SENTINEL_K8S_EVENTS=on), a kubeconfig or an in-cluster service account (Events would
+# go to a real cluster), the downward API's pod. Dropped from every Sentinel a test
+# starts; HOME is an empty directory, so ~/.kube/config is not read either.
+LEAKY_VARIABLES = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+                   "POD_NAME", "POD_NAMESPACE", "POD_UID")
+_EMPTY_HOME = tempfile.mkdtemp(prefix="sentinel-test-home-")
+
+
+def clean_env(env: dict | None = None) -> dict:
+    """``os.environ`` without the developer's ``SENTINEL_*`` and ``LEAKY_VARIABLES``, with
+    HOME an empty directory, then ``env`` (what the test sets) on top."""
+    out = {k: v for k, v in os.environ.items()
+           if not k.startswith("SENTINEL_") and k not in LEAKY_VARIABLES}
+    out["HOME"] = _EMPTY_HOME
+    out.update(env or {})
+    return out
+
+
 class Running:
     """A started Sentinel: its stdout is the workload's; its stderr goes to a file."""
 
@@ -77,9 +97,7 @@ class Running:
         self.pid1 = pid1
         self.errfile = tempfile.NamedTemporaryFile(prefix="sentinel-stderr-", delete=False)
         cmd = (["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []) + argv
-        full_env = dict(os.environ)
-        full_env.pop("SENTINEL_SOCKET", None)
-        full_env.update(env or {})
+        full_env = clean_env(env)
         self.popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errfile,
                                       stdin=stdin, env=full_env, cwd=cwd, pass_fds=pass_fds,
                                       preexec_fn=preexec_fn, start_new_session=True)

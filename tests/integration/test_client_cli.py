@@ -15,15 +15,12 @@ from typer.testing import CliRunner
 from sentinel.cli import app
 from sentinel.client import Connection, print_status_table, request
 from sentinel.errors import ControlError
-from tests.conftest import SENTINEL, printer, wait_until
+from tests.conftest import SENTINEL, clean_env, printer, wait_until
 from tests.integration.test_socket import event_logs, start_guarded
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
-    full = dict(os.environ)
-    full.pop("SENTINEL_SOCKET", None)
-    full.update(env or {})
-    return subprocess.run([*SENTINEL, *args], capture_output=True, text=True, env=full,
+    return subprocess.run([*SENTINEL, *args], capture_output=True, text=True, env=clean_env(env),
                           timeout=timeout)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.conftest import (
-    CHILDREN, PY, SENTINEL, descendants, printer, proc_state, wait_until, zombies_of,
+    CHILDREN, PY, SENTINEL, clean_env, descendants, printer, proc_state, wait_until, zombies_of,
 )
 
 # Every signal a process can catch, minus SIGCHLD (Sentinel's own) and the
@@ -245,3 +245,47 @@ def test_help_reads_well():
         assert flag in run.stdout
     v = subprocess.run([*SENTINEL, "version"], capture_output=True, text=True, timeout=20)
     assert v.returncode == 0 and v.stdout.startswith("sentinel ")
+
+
+@pytest.mark.parametrize("args,env,needle", [
+    ([], {"SENTINEL_SOCKET_IDLE_TIMEOUT": "soon"}, "SENTINEL_SOCKET_IDLE_TIMEOUT: 'soon' is not "
+                                                   "a duration"),
+    ([], {"SENTINEL_SOCKET_MAX_CLIENTS": "0"}, "SENTINEL_SOCKET_MAX_CLIENTS: '0' is not a "
+                                               "whole number >= 1"),
+    (["--restart", "always", "--restart-delay", "1m"], {}, "--restart-delay 60s is longer than "
+                                                           "--restart-max-delay 30s"),
+    (["--metrics-address", "[::1]:9000"], {}, "--metrics-address: '[::1]:9000' holds a port"),
+])
+def test_bad_settings_stop_sentinel_before_the_workload_runs(tmp_path, args, env, needle):
+    """Exit 2 and one line at start-up; the workload (which would leave a file) never runs."""
+    marker = tmp_path / "ran"
+    p = subprocess.run([*SENTINEL, "run", "--no-metrics", *args, "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=20, env=clean_env(env))
+    assert p.returncode == 2, p.stderr
+    [line] = p.stderr.splitlines()
+    assert line.startswith("sentinel: error: ") and needle in line, line
+    assert not marker.exists()
+
+
+def test_the_test_helper_keeps_the_developers_settings_out(start_sentinel, monkeypatch,
+                                                           tmp_path):
+    """A developer's shell with SENTINEL_* settings and a kubeconfig must not change what
+    a test's Sentinel does; what the test itself sets still gets through."""
+    leaked_socket = tmp_path / "leaked.sock"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("not: [a kubeconfig")
+    monkeypatch.setenv("SENTINEL_MAX_RSS", "64k")  # would kill the workload at once
+    monkeypatch.setenv("SENTINEL_SOCKET", str(leaked_socket))
+    monkeypatch.setenv("SENTINEL_LOG_FORMAT", "json")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    s = start_sentinel(["--no-metrics", "--no-socket", "--", *printer("--info", "--exit-on",
+                                                                      "TERM=0")],
+                       env={"SENTINEL_TEST_VAR": "kept", "SENTINEL_GRACE_PERIOD": "250ms"})
+    assert s.expect("env") == "env SENTINEL_TEST_VAR=kept"
+    s.expect("ready child")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0  # not 143 from a 64k limit
+    err = s.stderr()
+    assert "(no memory limit: watching only)" in err and "limit crossed" not in err
+    assert '"level": ' not in err  # human lines: no leaked SENTINEL_LOG_FORMAT
+    assert str(kubeconfig) not in err and not leaked_socket.exists()

@@ -45,11 +45,23 @@ def test_parse_duration_refuses(text):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["10", "0.5", "512", "63999", "1k"])
-def test_limits_below_the_floor_are_refused_as_missing_units(text):
+@pytest.mark.parametrize("text,said", [
+    ("10", "'10' is 10 bytes, below the 64k floor (a missing unit? e.g. 10Mi)"),
+    ("0.5", "'0.5' is 1 byte, below the 64k floor (a missing unit? e.g. 0.5Mi)"),
+    ("1", "'1' is 1 byte, below the 64k floor (a missing unit? e.g. 1Mi)"),
+    ("512", "'512' is 512 bytes, below the 64k floor (a missing unit? e.g. 512Mi)"),
+    ("63999", "'63999' is 63999 bytes, below the 64k floor (a missing unit? e.g. 63999Mi)"),
+    ("512b", "'512b' is 512 bytes, below the 64k floor (a missing unit? e.g. 512Mi)"),
+    # A unit was given: the hint puts Mi on the number, never "63kMi".
+    ("63k", "'63k' is 63000 bytes, below the 64k floor (a limit that small kills any process "
+            "at once; did you mean 63Mi?)"),
+    ("1k", "'1k' is 1000 bytes, below the 64k floor (a limit that small kills any process at "
+           "once; did you mean 1Mi?)"),
+])
+def test_limits_below_the_floor_are_refused_with_a_sensible_hint(text, said):
     with pytest.raises(ValueError) as info:
         parse_limit(text)
-    assert "missing unit" in str(info.value)
+    assert str(info.value) == f"{said}; use e.g. 200Mi, 1.5Gi, 512M, 512MB, 1G, 64k or 1048576"
 
 
 def test_limit_floor_keeps_the_documented_forms():
@@ -137,3 +149,119 @@ def test_relative_paths_are_resolved_before_sentinel_moves_to_root(tmp_path, mon
     s = parse_settings("run", ["--socket", "s.sock", "--kubeconfig", "a:b", "--", "app"], {})
     assert s.socket_path == str(tmp_path / "s.sock")
     assert s.kubeconfig == f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+
+
+# ------------------------------------------------------------------ issue 8: messages
+
+@pytest.mark.parametrize("argv,env", [
+    (["--max-rss", "none", "--", "app"], {}),
+    (["--max-rss", "None", "--", "app"], {"SENTINEL_MAX_RSS": "1Gi"}),  # the flag wins
+    (["--", "app"], {"SENTINEL_MAX_RSS": "none"}),
+    (["--", "app"], {"SENTINEL_MAX_RSS": "unlimited"}),
+])
+def test_max_rss_none_means_no_limit(argv, env):
+    assert parse_settings("run", argv, env).max_rss_bytes is None
+    assert parse_settings("watch", ["--target-pid", "12345", *argv[:-2]], env).max_rss_bytes \
+        is None
+
+
+def test_a_bad_max_rss_still_names_none():
+    with pytest.raises(UsageError) as info:
+        parse_settings("run", ["--max-rss", "nope", "--", "app"], {})
+    assert str(info.value).startswith("--max-rss: 'nope' is not a size; use e.g. 200Mi")
+    assert str(info.value).endswith(", or none (watch only)")
+
+
+@pytest.mark.parametrize("var,raw,said", [
+    ("SENTINEL_SOCKET_IDLE_TIMEOUT", "soon", "'soon' is not a duration"),
+    ("SENTINEL_SOCKET_LINE_TIMEOUT", "0", "'0' is not a positive duration"),
+    ("SENTINEL_SOCKET_WRITE_TIMEOUT", "-1s", "'-1s' is not a duration"),
+    ("SENTINEL_SOCKET_MAX_CLIENTS", "0", "'0' is not a whole number >= 1"),
+    ("SENTINEL_SOCKET_MAX_CLIENTS", "many", "'many' is not a whole number >= 1"),
+])
+def test_bad_socket_variables_are_usage_errors_like_every_other(var, raw, said):
+    for mode, argv in (("run", ["--", "app"]), ("watch", ["--target-pid", "12345"])):
+        with pytest.raises(UsageError) as info:
+            parse_settings(mode, argv, {var: raw})
+        assert str(info.value).startswith(f"{var}: {said}")
+        assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+def test_socket_variables_and_flags_are_settings():
+    s = parse_settings("run", ["--socket-max-clients", "4", "--", "app"],
+                       {"SENTINEL_SOCKET_IDLE_TIMEOUT": "2s", "SENTINEL_SOCKET_MAX_CLIENTS": "9",
+                        "SENTINEL_SOCKET_LINE_TIMEOUT": "250ms",
+                        "SENTINEL_SOCKET_WRITE_TIMEOUT": "1m"})
+    assert (s.socket_idle_timeout_seconds, s.socket_line_timeout_seconds,
+            s.socket_write_timeout_seconds, s.socket_max_clients) == (2.0, 0.25, 60.0, 4)
+    defaults = parse_settings("run", ["--", "app"], {})
+    assert defaults.socket_idle_timeout_seconds is None and defaults.socket_max_clients is None
+
+
+def _help(mode: str, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        parse_settings(mode, ["--help"], {})
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+
+def test_help_lists_the_socket_variables(capsys):
+    for mode in ("run", "watch"):
+        text = _help(mode, capsys)
+        for var in ("SENTINEL_SOCKET_IDLE_TIMEOUT", "SENTINEL_SOCKET_LINE_TIMEOUT",
+                    "SENTINEL_SOCKET_WRITE_TIMEOUT", "SENTINEL_SOCKET_MAX_CLIENTS"):
+            assert f"[${var}]" in text, (mode, var)
+
+
+def test_watch_help_shows_only_what_applies_to_watch(capsys):
+    run, watch = _help("run", capsys), _help("watch", capsys)
+    for flag in ("--single-child", "--memory-kill-exit-code", "--success-exit-code",
+                 "--restart", "--rewrite", "--pdeathsig", "--max-restarts"):
+        assert flag in run and flag not in watch, flag
+    for code in ("126 not executable", "127 not found", "137", "128+N"):
+        assert code in run and code not in watch, code
+    assert "Exit codes: 0 after SIGTERM or SIGINT (the target is left alone)" in watch
+    assert "(default: the --target-* value)" in watch and "command's basename" not in watch
+    assert "file for Sentinel's log while the dashboard is up" in watch
+    assert "file for the workload's output" in run
+    # Run-only variables are not read in watch mode either.
+    s = parse_settings("watch", ["--target-pid", "12345"], {"SENTINEL_SINGLE_CHILD": "1"})
+    assert s.single_child is False
+
+
+@pytest.mark.parametrize("raw,address", [("[::1]", "::1"), ("::1", "::1"), (" [::] ", "::"),
+                                         ("[fe80::1%lo]", "fe80::1%lo"),
+                                         ("127.0.0.1", "127.0.0.1"), ("localhost", "localhost")])
+def test_metrics_address_takes_the_bracketed_form_sentinel_prints(raw, address):
+    assert parse_settings("run", ["--metrics-address", raw, "--", "app"], {}).metrics_address \
+        == address
+
+
+@pytest.mark.parametrize("raw,said", [
+    ("[::1]:9000", "'[::1]:9000' holds a port; give the address alone (e.g. [::1]) and the "
+                   "port with --metrics-port 9000"),
+    ("[1.2.3.4]", "'[1.2.3.4]' is not a bracketed IPv6 address; use e.g. [::1], ::, 0.0.0.0 "
+                  "or a host name"),
+    ("[::1", "'[::1' is not a bracketed IPv6 address"),
+])
+def test_bad_bracketed_metrics_addresses(raw, said):
+    with pytest.raises(UsageError) as info:
+        parse_settings("run", ["--metrics-address", raw, "--", "app"], {})
+    assert str(info.value).startswith(f"--metrics-address: {said}")
+
+
+@pytest.mark.parametrize("argv,env,said", [
+    (["--restart-delay", "1m"], {}, "--restart-delay 60s is longer than --restart-max-delay "
+                                    "30s, which caps every back-off; raise --restart-max-delay "
+                                    "(e.g. --restart-max-delay 120s) or lower --restart-delay"),
+    (["--restart-max-delay", "500ms"], {}, "--restart-delay 1s is longer than "
+                                           "--restart-max-delay 0.5s"),
+    ([], {"SENTINEL_RESTART_DELAY": "10s", "SENTINEL_RESTART_MAX_DELAY": "5s"},
+     "--restart-delay 10s is longer than --restart-max-delay 5s"),
+])
+def test_restart_delay_above_its_cap_is_refused(argv, env, said):
+    with pytest.raises(UsageError) as info:
+        parse_settings("run", [*argv, "--restart", "always", "--", "app"], env)
+    assert str(info.value).startswith(said)
+    ok = parse_settings("run", ["--restart-delay", "30s", "--", "app"], {})
+    assert ok.restart_delay_seconds == ok.restart_max_delay_seconds == 30.0

@@ -352,17 +352,10 @@ def test_signal_numbers_are_sent_as_numbers_by_the_cli_helpers():
         limit_command("x")
 
 
-def test_tunables_from_the_environment(caplog):
-    logger = logging.getLogger(LOGGER_NAME)  # may not propagate (logs.setup)
-    logger.addHandler(caplog.handler)
-    try:
-        got = ipc._tunables({"SENTINEL_SOCKET_IDLE_TIMEOUT": "250ms",
-                             "SENTINEL_SOCKET_MAX_CLIENTS": "3",
-                             "SENTINEL_SOCKET_LINE_TIMEOUT": "soon",
-                             "SENTINEL_SOCKET_WRITE_TIMEOUT": "0"})
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert got == {"idle_timeout": 0.25, "max_clients": 3}
-    warned = [r.getMessage() for r in caplog.records]
-    assert any("SENTINEL_SOCKET_LINE_TIMEOUT='soon'" in m for m in warned)
-    assert any("SENTINEL_SOCKET_WRITE_TIMEOUT='0'" in m for m in warned)
+def test_tunables_come_from_the_settings():
+    from sentinel.config import parse_settings
+
+    s = parse_settings("run", ["--socket-max-clients", "3", "--", "app"],
+                       {"SENTINEL_SOCKET_IDLE_TIMEOUT": "250ms"})
+    assert ipc._tunables(s) == {"idle_timeout": 0.25, "max_clients": 3}
+    assert ipc._tunables(parse_settings("run", ["--", "app"], {})) == {}
