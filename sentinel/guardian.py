@@ -353,8 +353,16 @@ class Guardian:
                       f"exit code {code}", logging.INFO, kill=kill.to_dict())
         self._exit_code = self._final_code(code, kill)
         if self._exit_code != code:
-            log.info("exit code %d is reported as %d (%s)", code, self._exit_code,
-                     "a memory kill is a failure" if code == 0 else "--success-exit-code",
+            # Which rule changed the code: the memory-kill rule whenever it applied (it
+            # runs after --success-exit-code, e.g. 143 -> 0 -> 137), else the mapping.
+            mapped = self._final_code(code, None)
+            if self._exit_code != mapped:
+                why = ("a memory kill is a failure" + (f", although --success-exit-code maps "
+                       f"{code} to 0" if mapped != code else "")
+                       + "; --memory-kill-exit-code sets the code")
+            else:
+                why = f"--success-exit-code {code}"
+            log.info("exit code %d is reported as %d (%s)", code, self._exit_code, why,
                      extra={"event": "exit_code"})
         # Whatever is left of the tree gets the same ladder, bounded in time.
         self._cleanup = True

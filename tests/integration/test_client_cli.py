@@ -324,3 +324,32 @@ def test_rich_table_on_a_terminal(guarded):
     out = text.decode()
     assert "\x1b[1m" in out  # bold labels: rich drew it
     assert "print([1][0])" in out and "phase" in out and "running" in out
+
+
+# ------------------------------------------------------------------ issue 8: messages
+
+def _free_port_v6() -> int:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return s.getsockname()[1]
+
+
+def test_bracketed_ipv6_metrics_address_is_bound_and_served(start_sentinel, tmp_path):
+    import urllib.request
+
+    port = _free_port_v6()
+    path = tmp_path / "s.sock"
+    s = start_sentinel(["--socket", str(path), "--k8s-events", "off", "--max-rss", "none",
+                        "--metrics-address", "[::1]", "--metrics-port", str(port), "--",
+                        *printer()])
+    s.expect("ready child")
+    wait_until(lambda: os.path.exists(path), what="the control socket")
+    status = request(str(path), "status")["status"]
+    assert status["components"]["metrics"] == f"on: http://[::1]:{port}/metrics"
+    assert status["limit_bytes"] is None  # --max-rss none: watching only
+    with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    assert "sentinel_workload_up" in body
+    assert "cannot listen" not in s.stderr()
+    out = cli("status", "--socket", str(path))
+    assert "none (watching only)" in out.stdout

@@ -289,3 +289,34 @@ def test_the_test_helper_keeps_the_developers_settings_out(start_sentinel, monke
     assert "(no memory limit: watching only)" in err and "limit crossed" not in err
     assert '"level": ' not in err  # human lines: no leaked SENTINEL_LOG_FORMAT
     assert str(kubeconfig) not in err and not leaked_socket.exists()
+
+
+@pytest.mark.parametrize("term_exit,success,said", [
+    # Dies of SIGTERM (143), which --success-exit-code maps to 0; the kill still fails it.
+    (None, "143", "exit code 143 is reported as 137 (a memory kill is a failure, although "
+                  "--success-exit-code maps 143 to 0; --memory-kill-exit-code sets the code)"),
+    (0, None, "exit code 0 is reported as 137 (a memory kill is a failure; "
+              "--memory-kill-exit-code sets the code)"),
+    (3, "3", "exit code 3 is reported as 137 (a memory kill is a failure, although "
+             "--success-exit-code maps 3 to 0; --memory-kill-exit-code sets the code)"),
+])
+def test_the_line_on_a_changed_exit_code_names_the_rule_that_changed_it(start_sentinel,
+                                                                        term_exit, success,
+                                                                        said):
+    from tests.conftest import leaker
+
+    args = ["--no-metrics", "--no-socket", "--log-format", "json", "--max-rss", "60Mi"]
+    args += ["--success-exit-code", success] if success else []
+    extra = ["--term-exit", str(term_exit)] if term_exit is not None else []
+    s = start_sentinel([*args, "--", *leaker("--rate", "100", "--quiet", *extra)])
+    assert s.wait() == 137
+    [line] = [r for r in s.logs() if r.get("event") == "exit_code"]
+    assert line["msg"] == said
+
+
+def test_the_line_on_a_success_exit_code_names_the_option(start_sentinel):
+    s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                        "--success-exit-code", "3", "--", "sh", "-c", "exit 3"])
+    assert s.wait() == 0
+    [line] = [r for r in s.logs() if r.get("event") == "exit_code"]
+    assert line["msg"] == "exit code 3 is reported as 0 (--success-exit-code 3)"
