@@ -28,7 +28,30 @@ DEFAULT_SOCKET = "/tmp/sentinel.socket"
 SOCKET_ENV = "SENTINEL_SOCKET"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MAX_LINE_BYTES = 4096  # the server refuses longer command lines (and disconnects)
-_MAX_REPLY_BYTES = 1 << 20  # a status reply is ~2 KiB; anything this big is not a Sentinel
+# A status reply is ~2 KiB plus the workload's command line, which Linux lets grow
+# to a quarter of the stack limit (2 MiB with the usual 8 MiB), more when JSON
+# escapes it. The bound only keeps a client from reading forever from something
+# that is not a Sentinel; SENTINEL_CLIENT_MAX_REPLY raises it.
+MAX_REPLY_BYTES = 8 << 20
+MAX_REPLY_ENV = "SENTINEL_CLIENT_MAX_REPLY"
+
+
+class _ReplyTooLarge(Exception):
+    pass
+
+
+def max_reply_bytes(environ=None) -> int:
+    """The longest reply this client reads: ``$SENTINEL_CLIENT_MAX_REPLY`` (a size such
+    as ``32Mi``), else 8 MiB. Raises ``ValueError`` for a value that is not a size."""
+    from sentinel.config import parse_size
+
+    raw = (os.environ if environ is None else environ).get(MAX_REPLY_ENV, "")
+    if not raw.strip():
+        return MAX_REPLY_BYTES
+    try:
+        return parse_size(raw)
+    except ValueError as exc:
+        raise ValueError(f"{MAX_REPLY_ENV}: {exc}") from None
 
 
 def socket_path(explicit: str | None = None) -> str:
@@ -39,14 +62,17 @@ def socket_path(explicit: str | None = None) -> str:
 class Connection:
     """One open connection to the control socket at ``path``; a context manager.
 
-    ``timeout`` (seconds) bounds the connect and each reply. Raises
-    ``ControlError`` when no Sentinel answers, ``ValueError`` for a command
-    that is not one line of at most 4096 bytes.
+    ``timeout`` (seconds) bounds the connect and each reply; ``max_reply`` (bytes,
+    default ``max_reply_bytes()``) the length of a reply. Raises ``ControlError``
+    when no Sentinel answers or a reply is longer, ``ValueError`` for a command
+    that is not one line of at most 4096 bytes (or a bad ``$SENTINEL_CLIENT_MAX_REPLY``).
     """
 
-    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, path: str, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+                 max_reply: int | None = None) -> None:
         self.path = path
         self.timeout = timeout
+        self.max_reply = max_reply_bytes() if max_reply is None else max_reply
         self._buf = b""
         self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
@@ -93,6 +119,16 @@ class Connection:
                 block = self._read_until(b"\n\n", deadline)
                 text = block.decode("utf-8", "replace").rstrip("\n")
                 return {"ok": True, "command": "status", "text": text}
+        except _ReplyTooLarge:
+            self.close()
+            verb = (command.split() or ["status"])[0]
+            bigger = max(4 * self.max_reply, 32 << 20) >> 20
+            raise ControlError(
+                f"the reply to {verb!r} from the Sentinel on {self.path} is longer than this "
+                f"client's limit of {fmt_bytes(self.max_reply)} (a workload with a very long "
+                f"command line or many processes makes a long status); raise the limit, e.g. "
+                f"{MAX_REPLY_ENV}={bigger}Mi, or read the reply without it: echo {verb} | "
+                f"nc -N -U {self.path}") from None
         except (TimeoutError, socket.timeout):
             self.close()
             raise ControlError(f"no reply from the Sentinel on {self.path} within "
@@ -122,16 +158,17 @@ class Connection:
             if not chunk:
                 raise ConnectionResetError(0, "closed without a reply")
             self._buf += chunk
-            if len(self._buf) > _MAX_REPLY_BYTES:
-                raise ConnectionResetError(0, "reply too large")
+            if len(self._buf) > self.max_reply:
+                raise _ReplyTooLarge
         i = self._buf.index(end) + len(end)
         out, self._buf = self._buf[:i], self._buf[i:]
         return out
 
 
-def request(path: str, command: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> dict:
+def request(path: str, command: str, timeout: float = DEFAULT_TIMEOUT_SECONDS,
+            max_reply: int | None = None) -> dict:
     """Send one command to the Sentinel at ``path``; return its reply (see ``Connection``)."""
-    with Connection(path, timeout) as conn:
+    with Connection(path, timeout, max_reply) as conn:
         return conn.request(command)
 
 
@@ -372,11 +409,16 @@ def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
     on stderr: exit 1 when no Sentinel answers or it refuses, 2 for a bad
     argument. ``build_error`` is a local argument error (exit 2, nothing sent).
     """
+    if build_error is None and command is not None:
+        try:
+            max_reply = max_reply_bytes()
+        except ValueError as exc:
+            build_error = str(exc)
     if build_error is not None or command is None:
         _say_error(build_error or "no command")
         return EXIT_USAGE
     try:
-        reply = request(path, command, timeout)
+        reply = request(path, command, timeout, max_reply)
     except ControlError as exc:
         _say_error(str(exc))
         return EXIT_FAILED

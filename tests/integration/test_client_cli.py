@@ -353,3 +353,32 @@ def test_bracketed_ipv6_metrics_address_is_bound_and_served(start_sentinel, tmp_
     assert "cannot listen" not in s.stderr()
     out = cli("status", "--socket", str(path))
     assert "none (watching only)" in out.stdout
+
+
+def test_a_reply_too_long_for_the_client_says_the_clients_limit_and_the_way_out(
+        start_sentinel, tmp_path):
+    """A workload with a 200 KB command line makes a long status; the client's limit is
+    what refuses it, and the line says so (not that the Sentinel dropped anything)."""
+    path = tmp_path / "s.sock"
+    big = ["x" * 100_000, "y" * 100_000]
+    s = start_guarded(start_sentinel, path, cmd=["sh", "-c", "echo ready child; sleep 60", "sh",
+                                                 *big])
+    out = cli("status", "--socket", str(path), env={"SENTINEL_CLIENT_MAX_REPLY": "64k"})
+    assert out.returncode == 1
+    line = one_error_line(out)
+    assert line == (f"sentinel: error: the reply to 'status' from the Sentinel on {path} is "
+                    "longer than this client's limit of 62.5 KiB (a workload with a very long "
+                    "command line or many processes makes a long status); raise the limit, "
+                    "e.g. SENTINEL_CLIENT_MAX_REPLY=32Mi, or read the reply without it: echo "
+                    f"status | nc -N -U {path}")
+    assert "dropped" not in line
+    # The default limit holds it, and so does a raised one.
+    for env in ({}, {"SENTINEL_CLIENT_MAX_REPLY": "1Mi"}):
+        ok = cli("status", "--json", "--socket", str(path), env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["status"]["command"][4:] == big
+    bad = cli("status", "--socket", str(path), env={"SENTINEL_CLIENT_MAX_REPLY": "lots"})
+    assert bad.returncode == 2
+    assert one_error_line(bad).startswith("sentinel: error: SENTINEL_CLIENT_MAX_REPLY: 'lots' "
+                                          "is not a size")
+    assert s.popen.poll() is None
