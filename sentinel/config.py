@@ -418,7 +418,8 @@ OPTIONS: tuple[Opt, ...] = (
         help="where a kill summary is written for Kubernetes (default /dev/termination-log)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
     Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
-        help="watch the process with this name (comm, executable or argv[0] basename)"),
+        help="watch the process started as NAME (comm, argv[0] or executable basename, or a "
+             "script's: python3 NAME)"),
     Opt(("--target-cmdline",), "target_cmdline", str, metavar="REGEX", modes=("watch",),
         help="watch the process whose command line matches REGEX"),
     Opt(("--target-pid",), "target_pid", parse_positive_int, metavar="PID", modes=("watch",),

@@ -3,14 +3,20 @@
 A target is given by name (``--target-name``), command-line regular
 expression (``--target-cmdline``) or PID (``--target-pid``).
 
-Name matching. The kernel keeps only 15 characters of a process's name
-(``comm``), so a name matches when it equals any of: the ``comm``, the
-basename of ``argv[0]``, or the basename of the executable (``/proc/<pid>/exe``,
-readable only for the same user or with CAP_SYS_PTRACE). When neither
-``argv[0]`` nor the executable can be read, a ``comm`` equal to the name's
-first 15 characters matches a longer name. Scripts run by an interpreter
-(``python app.py``) are named after the interpreter: use
-``--target-cmdline 'app\\.py'`` for them.
+Name matching finds a process by the name it was started as, as ``pidof -x``
+does. The kernel keeps only 15 characters of a process's name (``comm``), and
+a script's ``comm`` is its interpreter's (``python3 my-long-worker-name.py``),
+so a name matches, from the best match to the weakest, when it equals
+
+1. the ``comm`` (a name of at most 15 characters), the basename of ``argv[0]``,
+   or the basename of the executable (``/proc/<pid>/exe``, readable only for the
+   same user or with CAP_SYS_PTRACE);
+2. the basename of the script argument in ``/proc/<pid>/cmdline``: the first
+   argument after ``argv[0]`` that is not an option (``python3 -u worker.py``,
+   and a ``#!`` script, which the kernel runs as ``python3 ./worker.py``); none
+   after ``-c``, ``-m`` or ``-e`` (code or a module follows, not a script);
+3. the name's first 15 characters, equal to the cut ``comm``, when neither
+   ``argv[0]`` nor the executable can be read.
 
 Command lines are matched with ``re.search`` against the arguments joined
 by spaces. Zombies, Sentinel itself and its ancestors (e.g. the shell that
@@ -18,15 +24,17 @@ started it, whose command line mentions the pattern) never match; a
 ``--target-pid`` naming one of them is refused at start (``check_target_pid``).
 
 Several matches. A match whose parent also matches is part of a bigger
-match's tree (a server's workers), so only the roots count; among them the
-oldest (earliest start time, then lowest PID) is the target, and every root
-is listed in the log so the choice can be checked.
+match's tree (a server's workers), so only the roots count. Among the roots
+that match best, the oldest (earliest start time, then lowest PID) is the
+target; when several match equally well ``sentinel watch`` warns on one line
+that lists them, so the choice can be checked and made explicit.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -34,6 +42,25 @@ import psutil
 from sentinel.errors import SentinelError, UsageError
 
 COMM_MAX = 15  # TASK_COMM_LEN - 1
+# How well a name matches (TargetSpec.quality); 0 is no match.
+MATCH_EXACT = 3  # comm (<= 15 characters), argv[0]'s or the executable's basename
+MATCH_SCRIPT = 2  # the script argument's basename
+MATCH_CUT = 1  # only the cut comm is known
+_CODE_FOLLOWS = ("-c", "-m", "-e")  # python -c/-m, perl/ruby/node -e: no script file
+
+
+def script_argument(cmdline: tuple[str, ...]) -> str | None:
+    """The script an interpreter runs: the first argument after ``argv[0]`` that is not an
+    option (``("python3", "-u", "w.py")`` -> ``"w.py"``); ``None`` when there is none or
+    code follows ``-c``/``-m``/``-e``. Options that take a value (``-W ignore``) are not
+    known here: their value is taken for the script and simply matches no name."""
+    for arg in cmdline[1:]:
+        if arg in _CODE_FOLLOWS:
+            return None
+        if arg.startswith("-"):
+            continue
+        return arg
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,17 +106,28 @@ class TargetSpec:
 
     def matches(self, c: Candidate) -> bool:
         """Whether ``c`` is what this spec asks for (see the module docstring)."""
+        return self.quality(c) > 0
+
+    def quality(self, c: Candidate) -> int:
+        """How well ``c`` matches: ``MATCH_EXACT``, ``MATCH_SCRIPT``, ``MATCH_CUT`` or 0
+        (no match). A PID or a command line matches exactly or not at all."""
         if self.pid is not None:
-            return c.pid == self.pid
+            return MATCH_EXACT if c.pid == self.pid else 0
         if self.cmdline is not None:
-            return bool(c.cmdline) and re.search(self.cmdline, " ".join(c.cmdline)) is not None
+            found = bool(c.cmdline) and re.search(self.cmdline, " ".join(c.cmdline)) is not None
+            return MATCH_EXACT if found else 0
         name = self.name or ""
         argv0 = os.path.basename(c.cmdline[0]) if c.cmdline and c.cmdline[0] else None
         exe = os.path.basename(c.exe) if c.exe else None
-        if name in (c.comm, argv0, exe):
-            return True
-        return (len(name) > COMM_MAX and c.comm == name[:COMM_MAX]
-                and argv0 is None and exe is None)
+        if name in (argv0, exe) or (len(name) <= COMM_MAX and name == c.comm):
+            return MATCH_EXACT
+        script = script_argument(c.cmdline)
+        if script and os.path.basename(script) == name:
+            return MATCH_SCRIPT
+        if (len(name) > COMM_MAX and c.comm == name[:COMM_MAX]
+                and argv0 is None and exe is None):
+            return MATCH_CUT
+        return 0
 
 
 class TargetPermissionError(SentinelError):
@@ -231,12 +269,32 @@ def scan(spec: TargetSpec, exclude: set[int] | None = None) -> list[Candidate]:
     return out
 
 
-def choose(matches: list[Candidate]) -> tuple[Candidate | None, list[Candidate]]:
-    """``(target, roots)``: the oldest match whose parent does not match, and all such roots."""
+def choose(matches: list[Candidate], quality=None) -> tuple[Candidate | None, list[Candidate]]:
+    """``(target, tied)``: among the matches whose parent does not match (the roots), those
+    that match best (``quality(c)``, e.g. ``TargetSpec.quality``; all alike without it),
+    oldest first; the target is the first of them."""
     pids = {c.pid for c in matches}
-    roots = sorted((c for c in matches if c.ppid not in pids),
-                   key=lambda c: (c.create_time, c.pid))
+    roots = [c for c in matches if c.ppid not in pids]
+    if quality is not None and roots:
+        best = max(quality(c) for c in roots)
+        roots = [c for c in roots if quality(c) == best]
+    roots.sort(key=lambda c: (c.create_time, c.pid))
     return (roots[0] if roots else None), roots
+
+
+def age_seconds(pid: int, proc_root: str = "/proc") -> float | None:
+    """How long ago ``pid`` started, in seconds: ``CLOCK_BOOTTIME`` now minus field 22 of
+    ``/proc/<pid>/stat`` (``starttime``, clock ticks since boot, on the same clock;
+    ``None`` when gone). psutil's ``create_time`` adds the boot time from
+    ``/proc/stat``'s ``btime``, whole seconds, so a just-started process can look up to
+    a second old (or younger than zero): fine as an identity, wrong as an age."""
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - start)
 
 
 def check_signalable(c: Candidate) -> None:

@@ -25,8 +25,9 @@ A PID that is Sentinel itself or one of its ancestors is refused at start
 no process yet is waited for, with one line saying so (a sidecar may start
 before its target).
 
-Several matches are logged on one line: the first ``CANDIDATES_SHOWN`` roots,
-then "and N more" (``--target-cmdline '.*'`` matches every process).
+Several equally good matches are a warning on one line: the first
+``CANDIDATES_SHOWN`` roots, then "and N more" (``--target-cmdline '.*'`` matches
+every process), the one chosen (the oldest), and how to choose explicitly.
 
 Sentinel never exits on its own. SIGTERM or SIGINT make it exit 0 at once
 without touching the target: Kubernetes stops each container itself, and the
@@ -50,8 +51,8 @@ from sentinel.probes import CgroupProbe, TreeProbe
 from sentinel.spawn import Child, block_signals
 from sentinel.state import PHASE_RUNNING, PHASE_WAITING
 from sentinel.targets import (
-    Candidate, TargetPermissionError, TargetSpec, candidate, check_signalable, check_target_pid,
-    choose, own_lineage, scan,
+    Candidate, TargetPermissionError, TargetSpec, age_seconds, candidate, check_signalable,
+    check_target_pid, choose, own_lineage, scan,
 )
 
 log = logging.getLogger(LOGGER_NAME)
@@ -107,7 +108,7 @@ class WatchGuardian(Guardian):
             return
         if self.spec.pid is not None and self._attached_once:
             return  # --target-pid attaches once (see the module docstring)
-        target, roots = choose(scan(self.spec, self._exclude))
+        target, roots = choose(scan(self.spec, self._exclude), self.spec.quality)
         choice = (target.pid, target.create_time) if target is not None else None
         if len(roots) > 1 and choice != self._choice_logged:
             # Once per choice, not per poll: while the choice cannot be attached
@@ -128,10 +129,11 @@ class WatchGuardian(Guardian):
         listed = ", ".join(c.describe(40) for c in shown)
         if len(roots) > len(shown):
             listed += f" and {len(roots) - len(shown)} more"
-        log.info("%d processes match %s: %s; choosing the oldest, %s", len(roots),
-                 self.spec.describe(), listed, target.describe(),
-                 extra={"event": "candidates", "pids": [c.pid for c in shown],
-                        "candidates_total": len(roots)})
+        log.warning("%d processes match %s equally well: %s; choosing the oldest, %s; to "
+                    "choose another, give --target-pid or a --target-cmdline that only it "
+                    "matches", len(roots), self.spec.describe(), listed, target.describe(),
+                    extra={"event": "candidates", "pids": [c.pid for c in shown],
+                           "candidates_total": len(roots)})
 
     def _waiting_line(self, *, refused: bool) -> tuple[str, str]:
         """The one "waiting" line and its reason: what Sentinel waits for, and why."""
@@ -198,11 +200,14 @@ class WatchGuardian(Guardian):
         st.phase = PHASE_RUNNING
         st.current_kill = None
         st.grace_deadline_mono = None
-        age = max(0.0, time.time() - c.create_time)
+        age = age_seconds(c.pid)
+        if age is None:  # gone since: the pidfd reports it next
+            age = max(0.0, time.time() - c.create_time)
         self.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
                   + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
                      else " (no memory limit: watching only)"),
-                  pid=c.pid, command=list(c.cmdline), target_uid=c.uid)
+                  pid=c.pid, command=list(c.cmdline), target_uid=c.uid,
+                  age_seconds=round(age, 3))
         self._schedule_sample(0.0)
         return True
 

@@ -4,6 +4,7 @@ starts the leakers, Sentinel finds, attaches, kills, and attaches again to the n
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -148,8 +149,12 @@ def test_oldest_of_several_matches_and_never_itself(start_sentinel, procs):
     [att] = wait_logged(s, "attached")
     assert att["pid"] == older.pid
     [cands] = logged(s, "candidates")
-    assert cands["pids"] == [older.pid, newer.pid]
+    assert cands["pids"] == [older.pid, newer.pid] and cands["level"] == "warning"
     assert f"pid {older.pid}" in cands["msg"] and f"pid {newer.pid}" in cands["msg"]
+    assert cands["msg"].startswith(f"2 processes match command line matching {marker!r} "
+                                   "equally well: ")
+    assert cands["msg"].endswith("; to choose another, give --target-pid or a "
+                                 "--target-cmdline that only it matches")
     older.kill()
     older.wait(5)
     attached = wait_logged(s, "attached", 2)
@@ -256,10 +261,14 @@ def test_target_pid_of_sentinel_or_an_ancestor_is_a_usage_error(who):
         r = watch_to_exit([], "--target-pid", str(os.getpid()))
         expected = "is Sentinel's parent ("
     else:
-        if os.getpid() == 1:
-            pytest.skip("the tests run as PID 1: pid 1 is no ancestor of Sentinel")
-        r = watch_to_exit([], "--target-pid", "1")
-        expected = "is an ancestor of Sentinel"
+        # Hermetic, whatever this process's own place: in a PID namespace of its own,
+        # PID 1 is a shell whose child shell runs Sentinel (it does not exec it).
+        inner = shlex.join([PY, "-m", "sentinel", "watch", *COMMON, "--target-pid", "1"])
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+                            f"sh -c {shlex.quote(inner + '; exit $?')}; exit $?"],
+                           capture_output=True, text=True, timeout=10,
+                           cwd=str(Path(__file__).resolve().parents[2]))
+        expected = "is an ancestor of Sentinel, 2 levels up ("
     assert r.returncode == 2, r.stderr
     [line] = r.stderr.splitlines()
     assert line.startswith("sentinel: error: --target-pid ") and expected in line
@@ -284,18 +293,11 @@ def test_target_pid_of_a_thread_is_a_usage_error_naming_its_process():
     assert f"--target-pid {os.getpid()}" in line.split("give the process:")[1]
 
 
-def free_pid() -> int:
-    """A PID with no process now (the highest ones are the last to be handed out)."""
-    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
-    for pid in range(pid_max - 1, pid_max - 1000, -1):
-        if not os.path.exists(f"/proc/{pid}"):
-            return pid
-    pytest.skip("no free PID near pid_max")
-
-
 def test_target_pid_with_no_process_waits_and_says_why(start_sentinel):
-    pid = free_pid()
-    s = watch(start_sentinel, "--target-pid", str(pid))
+    # In a PID namespace of its own (Sentinel is its PID 1) a PID this high has no
+    # process, whatever runs on the host.
+    pid = 30000
+    s = start_sentinel([*COMMON, "--target-pid", str(pid)], cmd="watch", pid1=True)
     [line] = wait_logged(s, "waiting")
     assert line["level"] == "info" and line["reason"] == "no_such_pid"
     assert f"no process with pid {pid} yet" in line["msg"]
@@ -322,7 +324,7 @@ def test_many_matches_are_listed_compactly(start_sentinel, procs):
     assert cands["candidates_total"] == 13
     assert cands["pids"] == [p.pid for p in started[:10]]
     msg = cands["msg"]
-    assert msg.startswith(f"13 processes match command line matching {marker!r}: ")
+    assert msg.startswith(f"13 processes match command line matching {marker!r} equally well: ")
     assert " and 3 more; choosing the oldest, " in msg
     assert all(f"pid {p.pid} " not in msg for p in started[10:])
 
@@ -378,3 +380,65 @@ def test_relative_kubeconfig_env_is_read_from_the_start_directory(start_sentinel
         expect_line(target, "ready")
         assert target.wait(10) == -signal.SIGTERM
         api.wait_for(lambda: api.events(), 10, "the Event")
+
+
+# ------------------------------------------------------------------ found by the name it was started as
+
+SLEEPER = "import time\nprint('ready', flush=True)\ntime.sleep(120)\n"
+
+
+def test_a_script_run_by_its_interpreter_is_found_by_its_long_name(start_sentinel, procs,
+                                                                  tmp_path):
+    """python3 my-long-worker-<id>.py: comm is python3's, argv[0] is python3; the name
+    is the script's, longer than comm's 15 characters. Found, attached, killed."""
+    name = f"my-long-worker-{uuid.uuid4().hex[:8]}.py"
+    (tmp_path / name).write_text(Path(LEAKER).read_text())
+    s = watch(start_sentinel, "--target-name", name, "--max-rss", "60Mi", "--grace-period", "1s")
+    wait_logged(s, "waiting")
+    target = procs([PY, name, "--rate", "100"], cwd=tmp_path)
+    expect_line(target, "ready")
+    assert target.wait(10) == -signal.SIGTERM
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == target.pid
+    assert not logged(s, "candidates")  # one match: nothing to warn about
+
+
+def test_equally_good_name_matches_are_a_warning_listing_them(start_sentinel, procs, tmp_path):
+    name = f"twin-worker-{uuid.uuid4().hex[:8]}.py"
+    (tmp_path / name).write_text(SLEEPER)
+    older = procs([PY, name], cwd=tmp_path)
+    expect_line(older, "ready")
+    newer = procs([PY, "-u", name], cwd=tmp_path)
+    expect_line(newer, "ready")
+    s = watch(start_sentinel, "--target-name", name)
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == older.pid
+    [cands] = logged(s, "candidates")
+    assert cands["level"] == "warning" and cands["pids"] == [older.pid, newer.pid]
+    assert cands["msg"].startswith(f"2 processes match name {name!r} equally well: "
+                                   f"pid {older.pid} (")
+    assert f"pid {newer.pid} (" in cands["msg"]
+    assert f"choosing the oldest, pid {older.pid} (" in cands["msg"]
+
+
+def test_the_age_of_a_just_started_target_is_its_real_age(start_sentinel, procs):
+    """psutil's create_time rests on /proc/stat's btime (whole seconds): a target
+    started a few ms ago looked up to a second old (or 0.0s, clamped)."""
+    import calendar
+    import time
+
+    marker = f"young-{uuid.uuid4().hex[:8]}"
+    s = watch(start_sentinel, "--target-cmdline", marker)
+    wait_logged(s, "waiting")
+    before = time.time()
+    target = procs([PY, "-c", "import time; time.sleep(120)", marker])
+    after = time.time()
+    [att] = wait_logged(s, "attached")
+    assert att["pid"] == target.pid
+    logged_at = calendar.timegm(time.strptime(att["ts"][:19], "%Y-%m-%dT%H:%M:%S")) \
+        + float("0" + att["ts"][19:-1])
+    # The true age when the line was written lies between these two bounds (plus the
+    # 10 ms clock tick of /proc/<pid>/stat and the log's 1 ms resolution).
+    low, high = logged_at - after - 0.012, logged_at - before + 0.012
+    assert low <= att["age_seconds"] <= high, (low, att["age_seconds"], high)
+    assert f"started {att['age_seconds']:.1f}s ago" in att["msg"]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from sentinel import targets
 from sentinel.targets import Candidate, TargetSpec
-from tests.conftest import wait_until
+from tests.conftest import PY, descendants, wait_until
 
 
 def cand(pid=100, ppid=1, comm="python3", exe="/usr/bin/python3.11",
@@ -22,7 +23,12 @@ def cand(pid=100, ppid=1, comm="python3", exe="/usr/bin/python3.11",
 @pytest.mark.parametrize("name, c, match", [
     ("python3", cand(), True),  # comm
     ("python3.11", cand(), True),  # exe basename
-    ("app.py", cand(), False),  # a script: use --target-cmdline
+    ("app.py", cand(), True),  # the script argument, as pidof -x
+    ("app", cand(), False),
+    ("app.py", cand(cmdline=("python3", "-u", "/srv/app.py", "--port", "80")), True),
+    ("app.py", cand(cmdline=("python3", "-c", "app.py")), False),  # code, not a script
+    ("app.py", cand(cmdline=("python3", "-m", "app.py")), False),  # a module
+    ("80", cand(cmdline=("python3", "app.py", "80")), False),  # only the first argument
     # The kernel cuts comm to 15 characters; argv[0] or exe still give the full name.
     ("memory-leaker-for-tests", cand(comm="memory-leaker-f", exe="/usr/bin/python3.11",
                                      cmdline=("/tmp/memory-leaker-for-tests", "x")), True),
@@ -38,6 +44,31 @@ def cand(pid=100, ppid=1, comm="python3", exe="/usr/bin/python3.11",
 ])
 def test_name_rules(name, c, match):
     assert TargetSpec(name=name).matches(c) is match
+
+
+def test_match_quality_orders_exact_script_and_cut_names():
+    spec = TargetSpec(name="my-long-worker-name.py")
+    exact = cand(comm="my-long-worker-", exe="/usr/bin/python3.11",
+                 cmdline=("/srv/my-long-worker-name.py",))
+    script = cand(comm="python3", cmdline=("python3", "my-long-worker-name.py"))
+    shebang = cand(comm="my-long-worker-", cmdline=("/usr/bin/python3", "./my-long-worker-name.py"))
+    cut = cand(comm="my-long-worker-", exe=None, cmdline=())
+    assert [spec.quality(c) for c in (exact, script, shebang, cut)] == [
+        targets.MATCH_EXACT, targets.MATCH_SCRIPT, targets.MATCH_SCRIPT, targets.MATCH_CUT]
+    assert spec.quality(cand()) == 0
+    assert TargetSpec(pid=100).quality(cand()) == targets.MATCH_EXACT
+
+
+def test_choose_prefers_the_best_match_and_returns_every_equally_good_root():
+    spec = TargetSpec(name="worker.py")
+    old_script = cand(pid=5, comm="python3", cmdline=("python3", "worker.py"), create_time=1.0)
+    exact = cand(pid=6, comm="worker.py", exe="/srv/worker.py", cmdline=("/srv/worker.py",),
+                 create_time=2.0)
+    exact2 = cand(pid=7, comm="worker.py", exe="/srv/worker.py", cmdline=("/srv/worker.py",),
+                  create_time=3.0)
+    target, tied = targets.choose([old_script, exact2, exact], spec.quality)
+    assert target is exact and tied == [exact, exact2]  # the older script match is weaker
+    assert targets.choose([old_script], spec.quality) == (old_script, [old_script])
 
 
 def test_cmdline_and_pid_specs():
@@ -117,9 +148,24 @@ def test_target_pid_of_itself_or_an_ancestor_is_refused_with_the_fix():
     assert "A sidecar watches another container's process" in text and "\n" not in text
     with pytest.raises(targets.TargetIsSentinel, match=r"is Sentinel's parent \("):
         targets.check_target_pid(os.getppid())
-    if os.getpid() != 1 and 1 in targets.own_lineage():
-        with pytest.raises(targets.TargetIsSentinel, match=r"is an ancestor of Sentinel, \d+ "):
-            targets.check_target_pid(1)
+
+
+def test_an_ancestor_two_levels_up_is_refused():
+    """As if Sentinel were a grandchild of this process (sh -> sleep): this process is
+    then an ancestor two levels up, whatever this process's own place (PID 1 or not)."""
+    sh = subprocess.Popen(["sh", "-c", "sleep 60; exit 0"])
+    try:
+        grandchild = wait_until(lambda: (descendants(sh.pid) or [None])[0], 10,
+                                what="the sleep under sh")
+        with pytest.raises(targets.TargetIsSentinel) as info:
+            targets.check_target_pid(os.getpid(), own_pid=grandchild)
+        assert str(info.value).startswith(f"--target-pid {os.getpid()} is an ancestor of "
+                                          "Sentinel, 2 levels up (")
+        with pytest.raises(targets.TargetIsSentinel, match=r"is Sentinel's parent \("):
+            targets.check_target_pid(sh.pid, own_pid=grandchild)
+    finally:
+        sh.kill()
+        sh.wait()
 
 
 def test_target_pid_of_another_process_or_none_is_fine(long_named):
@@ -156,3 +202,82 @@ def test_describe_cuts_long_commands():
     assert c.describe() == f"pid 100 ({('python3 ' + 'x' * 200)[:117]}...)"
     assert c.describe(40) == f"pid 100 ({('python3 ' + 'x' * 200)[:37]}...)"
     assert cand(cmdline=(), comm="kworker/0:1").command() == "[kworker/0:1]"
+
+
+# ------------------------------------------------------------------ by the name it was started as
+
+@pytest.fixture
+def script_dir(tmp_path):
+    return tmp_path
+
+
+def _start(argv, **kw) -> subprocess.Popen:
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, **kw)
+    assert p.stdout.readline() == b"ready\n"
+    return p
+
+
+def _stop(*procs) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+SCRIPT = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+
+
+def test_a_script_run_by_its_interpreter_is_found_by_its_name(script_dir):
+    """python3 my-long-worker-name.py: comm is the interpreter's, argv[0] is python3."""
+    name = f"my-long-worker-{uuid.uuid4().hex[:8]}.py"
+    (script_dir / name).write_text(SCRIPT)
+    p = _start([PY, "-u", name], cwd=script_dir)
+    try:
+        [c] = targets.scan(TargetSpec(name=name))
+        assert c.pid == p.pid and c.comm == os.path.basename(PY)[:15]
+        assert TargetSpec(name=name).quality(c) == targets.MATCH_SCRIPT
+    finally:
+        _stop(p)
+
+
+def test_a_shebang_script_with_a_long_name_is_found_by_its_name(script_dir):
+    """./my-long-worker-name.py: the kernel sets comm to the name cut to 15 characters
+    and runs the interpreter with the script as argument."""
+    name = f"my-long-worker-{uuid.uuid4().hex[:8]}.py"
+    script = script_dir / name
+    script.write_text(f"#!{PY}\n{SCRIPT}")
+    script.chmod(0o755)
+    p = _start([str(script)])
+    try:
+        [c] = targets.scan(TargetSpec(name=name))
+        assert c.pid == p.pid and c.comm == name[:15]
+    finally:
+        _stop(p)
+
+
+def test_equally_good_matches_are_all_returned_oldest_first(script_dir):
+    name = f"twin-{uuid.uuid4().hex[:8]}.py"
+    (script_dir / name).write_text(SCRIPT)
+    older = _start([PY, name], cwd=script_dir)
+    newer = _start([PY, name], cwd=script_dir)
+    try:
+        spec = TargetSpec(name=name)
+        target, tied = targets.choose(targets.scan(spec), spec.quality)
+        assert target.pid == older.pid and [c.pid for c in tied] == [older.pid, newer.pid]
+    finally:
+        _stop(older, newer)
+
+
+def test_the_age_of_a_just_started_process_is_its_real_age():
+    """psutil's create_time is only as exact as /proc/stat's btime (whole seconds)."""
+    import time
+
+    t0 = time.monotonic()
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        age = targets.age_seconds(p.pid)
+        assert age is not None and 0.0 <= age <= time.monotonic() - t0 + 0.02
+        assert targets.age_seconds(999_999_999) is None
+    finally:
+        p.kill()
+        p.wait()
