@@ -38,6 +38,14 @@ SPARK = "▁▂▃▄▅▆▇█"
 # Between two samples at most this far apart the sparkline holds the first
 # value; a longer silence (no workload: restart back-off) is left blank.
 SPARK_HOLD_SECONDS = 2.0
+# The sparkline is drawn to the limit (a full block is the limit) once the peak
+# shown reaches this share of it; below, a limit far above the workload would
+# flatten it to one row of the lowest block, so it is drawn from the lowest to
+# the highest value shown instead (the label gives that range).
+SPARK_LIMIT_SCALE_FRACTION = 0.5
+# In that own-range scale the range is at least this share of the peak, so page-
+# level jitter of a steady workload stays flat instead of filling the height.
+SPARK_MIN_RANGE_FRACTION = 0.125
 
 
 _psutil_loaded = threading.Event()
@@ -422,11 +430,24 @@ def _bar(fraction: float | None, width: int):
     return text
 
 
+def spark_scale(values: list[int], limit: int | None) -> tuple[int, int, bool]:
+    """``(floor, top, to_limit)``: the values a sparkline draws as its lowest and its
+    full block. ``0..limit`` when the peak reaches ``SPARK_LIMIT_SCALE_FRACTION`` of the
+    limit; else the values' own range (at least ``SPARK_MIN_RANGE_FRACTION`` of the
+    peak), so growth far below a high limit (or without one) is visible."""
+    peak = max(values, default=0)
+    if limit and peak >= limit * SPARK_LIMIT_SCALE_FRACTION:
+        return 0, limit, True
+    low = min(values, default=0)
+    span = max(peak - low, int(peak * SPARK_MIN_RANGE_FRACTION), 1)
+    return max(0, peak - span), peak, False
+
+
 def sparkline(history: list, width: int, limit: int | None, now: float | None = None,
-              span_seconds: float | None = None):
-    """A rich ``Text`` of ``width`` cells: the highest value per time slice, scaled to
-    the limit (or to the peak without one), coloured by headroom; blank where no
-    sample fell."""
+              span_seconds: float | None = None, scale: tuple[int, int] | None = None):
+    """A rich ``Text`` of ``width`` cells: the highest value per time slice, drawn on
+    ``spark_scale`` (to the limit near it, else on the values' own range), coloured by
+    headroom; blank where no sample fell. ``scale`` gives ``(floor, top)`` instead."""
     from rich.text import Text
 
     text = Text()
@@ -448,14 +469,14 @@ def sparkline(history: list, width: int, limit: int | None, now: float | None = 
                 cells[j] = cells[last_i]
         cells[i] = v if cells[i] is None else max(cells[i], v)  # type: ignore[type-var]
         last_i, last_t = i, t
-    top = limit or max((c for c in cells if c is not None), default=0) or 1
+    floor, top = scale or spark_scale([c for c in cells if c is not None], limit)[:2]
     for c in cells:
         if c is None:
             text.append(" ")
             continue
-        frac = c / top
+        frac = (c - floor) / ((top - floor) or 1)
         idx = min(len(SPARK) - 1, max(0, int(frac * (len(SPARK) - 1) + 0.5)))
-        text.append(SPARK[idx], style=headroom_style(frac if limit else None))
+        text.append(SPARK[idx], style=headroom_style(c / limit if limit else None))
     return text
 
 
@@ -546,17 +567,18 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     growth = Text(no_wrap=True, overflow="ellipsis")
     growth.append("growth ", style="dim")
     growth.append(fmt_rate(snap.get("growth_bytes_per_second")))
-    growth.append("  time to limit ", style="dim")
     left = snap.get("seconds_to_limit")
     rate = snap.get("growth_bytes_per_second")
-    if left is not None:
-        growth.append(fmt_duration(left), style=headroom_style(frac) + " bold")
-    elif limit and frac is not None and frac >= 1.0:
-        growth.append("over the limit", style="bold red")
-    elif limit and value is not None and rate is not None and rate <= 0:
-        growth.append("not growing", style="green")
+    if limit and frac is not None and frac >= 1.0:
+        growth.append("  over the limit", style="bold red")  # no "time to limit" then
     else:
-        growth.append("n/a")
+        growth.append("  time to limit ", style="dim")
+        if left is not None:
+            growth.append(fmt_duration(left), style=headroom_style(frac) + " bold")
+        elif limit and value is not None and rate is not None and rate <= 0:
+            growth.append("not growing", style="green")
+        else:
+            growth.append("n/a")
     growth.append("  sampling every ", style="dim")
     growth.append(fmt_ms(snap.get("interval_seconds")))
     if snap.get("sample_gap_max_seconds") is not None:
@@ -567,11 +589,17 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     history = snap.get("history") or []
     spark_label = "history "
     spark_span = None
+    scale = None
     if history:
         spark_span = max(1.0, now - history[0][0])
         spark_label = f"last {fmt_duration(spark_span)} "
+        floor, top, to_limit = spark_scale([v for _, v in history], limit)
+        scale = (floor, top)
+        if not to_limit:  # say the range drawn: it is not 0 to the limit
+            spark_label += f"{fmt_bytes(floor)}-{fmt_bytes(top)} "
     spark = Text(spark_label, style="dim", no_wrap=True, overflow="crop")
-    spark.append_text(sparkline(history, width - len(spark_label), limit, now, spark_span))
+    spark.append_text(sparkline(history, width - len(spark_label), limit, now, spark_span,
+                                scale))
     lines.append(spark)
 
     # How many rows are left for processes and events.

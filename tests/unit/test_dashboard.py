@@ -167,7 +167,9 @@ def test_render_terminating_counts_down_the_grace_period():
     assert "TERMINATING" in text
     assert "SIGTERM sent (memory_limit), SIGKILL in 1.5s unless it exits" in text
     assert "105.0%" in text and "over by 10.0 MiB" in text
-    assert "time to limit over the limit" in text
+    growth = next(line for line in text.splitlines() if line.startswith("growth "))
+    assert growth.startswith("growth +10.0 MiB/s  over the limit  sampling every")
+    assert "time to limit" not in text  # there is no time to a limit already crossed
     st.current_kill.signals.append("SIGKILL")
     assert "KILLING" in text_of(snap_of(st))
 
@@ -346,3 +348,27 @@ def test_the_pid1_process_does_not_load_rich_for_the_socket_or_the_dashboard_mod
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_sparkline_under_a_high_limit_shows_the_growth():
+    """30 -> 50 MiB under an 8 GiB limit: drawn to the limit it is one flat row of the
+    lowest block; drawn on its own range it rises from the lowest to the full block."""
+    history = [(float(t), (30 + 2 * t) * MiB) for t in range(11)]
+    line = sparkline(history, 11, 8 * 2**30, now=10.0, span_seconds=10.0).plain
+    assert line[0] == "▁" and line[-1] == "█"
+    assert list(line) == sorted(line) and len(set(line)) >= 6  # it climbs
+    # A steady workload's page-level jitter stays flat: not a climb to the top.
+    steady = [(float(t), 30 * MiB + (t % 2) * 4096) for t in range(11)]
+    assert set(sparkline(steady, 11, 8 * 2**30, now=10.0, span_seconds=10.0).plain) == {"█"}
+    # Without a limit, the same own-range scale.
+    assert sparkline(history, 11, None, now=10.0, span_seconds=10.0).plain == line
+
+
+def test_render_says_the_sparklines_range_when_it_is_not_the_limit():
+    far = text_of(snap_of(make_state(value_mib=50, limit_mib=8192, rate_mib=2, seconds=10)))
+    spark = next(line for line in far.splitlines() if line.startswith("last "))
+    assert spark.startswith("last 10.0s 30.0 MiB-50.0 MiB ▁")
+    assert spark.rstrip().endswith("█")
+    near = text_of(snap_of(make_state(value_mib=150, limit_mib=200)))
+    assert next(line for line in near.splitlines() if line.startswith("last ")) \
+        .startswith("last 10.0s ▃")  # to the limit: 50 MiB of 200 MiB, a quarter
