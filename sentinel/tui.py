@@ -108,7 +108,8 @@ def detach_output(log_path: str | None) -> bool:
 class LiveView:
     """rich ``Live`` on the alternate screen of terminal ``fd``; ``draw`` one snapshot
     at a time from a single thread. ``stop`` leaves the alternate screen and shows
-    the cursor again; with a final snapshot it prints a short summary inline."""
+    the cursor again; with a final snapshot it prints that last view and a one-line
+    summary inline, where they stay (the alternate screen is gone with its frames)."""
 
     def __init__(self, fd: int, hint: str) -> None:
         from rich.console import Console
@@ -142,8 +143,11 @@ class LiveView:
 
                 from sentinel.dashboard import state_line
 
+                from sentinel.dashboard import render
+
                 label, detail, style = state_line(final)
                 self.console.size = os.get_terminal_size(self.fd)
+                self.console.print(render(final, width=self.console.size.width))
                 line = Text("sentinel: ", style="bold")
                 line.append(label, style=style)
                 line.append(f" {detail}" if detail else "")
@@ -254,6 +258,8 @@ class Dashboard:
                 self._wake.wait()
                 self._wake.clear()
                 if self._stopping:
+                    if self._final is not None:  # the end state, drawn once more
+                        view.draw(self._final)
                     break
                 snap = self._latest
                 if snap is None:

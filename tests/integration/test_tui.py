@@ -150,13 +150,21 @@ def test_run_tui_shows_the_workload_until_the_kill_then_gives_the_terminal_back(
     assert term.flag("cursor_flag") == "1"  # cursor shown again
     screen = term.screen()
     assert "sentinel: KILLED memory_limit: SIGTERM then SIGKILL, exit code 137" in screen
+    # The end state is drawn once more and stays on the normal screen: the last view
+    # (state, figures, the events up to the kill's end) above the summary line.
+    final = screen.split("sentinel: KILLED")[0]
+    assert re.search(r"State\s+KILLED\s+memory_limit: SIGTERM then SIGKILL, exit code 137",
+                     final), screen
+    assert re.search(r"kill_finished\s+memory_limit stop done: SIGTERM then SIGKILL", final)
+    assert "no workload process" in final
     assert screen.rstrip().endswith("PROMPT$")
     # The workload's output and Sentinel's log went to the file, never to the screen.
     assert not any("leaker[" in s for s in term.screens)
     text = read_log(log)
     assert f"leaker[{pid}] ready" in text and "memory limit crossed" in text
     assert "sent SIGKILL" in text
-    assert not any("sent SIGKILL" in s for s in term.screens)
+    # ... as log lines; the events pane (and the last view) show the event itself.
+    assert not any(re.search(r"sentinel\[\d+\] WARNING +sent SIGKILL", s) for s in term.screens)
 
 
 def test_resize_redraws_to_fit_and_ctrl_c_restores_the_terminal(term, tmp_path):
