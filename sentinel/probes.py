@@ -144,24 +144,39 @@ class TreeProbe:
             self._count_error("statm", exc if isinstance(exc, OSError) else OSError(str(exc)))
             return None
 
-    def smaps_rollup(self, pid: int) -> tuple[int, int] | None:
-        """``(pss_bytes, uss_bytes)`` from ``/proc/<pid>/smaps_rollup``; ``None`` if gone.
+    def smaps_rollup(self, pid: int) -> tuple[int, int] | tuple[None, None] | None:
+        """``(pss_bytes, uss_bytes)`` from ``/proc/<pid>/smaps_rollup``, or from
+        ``/proc/<pid>/smaps`` (the same lines per mapping, summed) on a kernel
+        without it (before 4.14); ``None`` if the process is gone. ``(None, None)``
+        when the process is there but its figures cannot be read (another user's
+        process without CAP_SYS_PTRACE: EACCES), counted in ``errors`` as
+        ``("smaps_rollup", reason)``: unknown, never 0.
 
         USS = Private_Clean + Private_Dirty. Costs a page-table walk: about
         ten times a statm read, which is why it is only read for those measures.
         """
-        try:
-            with open(f"{self.proc}/{pid}/smaps_rollup", "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        except OSError as exc:
-            self._count_error("smaps_rollup", exc)
-            return None
+        data = None
+        for name in ("smaps_rollup", "smaps"):
+            try:
+                with open(f"{self.proc}/{pid}/{name}", "rb") as f:
+                    data = f.read()
+                break
+            except ProcessLookupError:
+                return None
+            except FileNotFoundError as exc:
+                if not os.path.exists(f"{self.proc}/{pid}/statm"):
+                    return None  # gone
+                if name == "smaps":  # neither file: nothing to read the figures from
+                    self._count_error("smaps_rollup", exc)
+                    return None, None
+            except OSError as exc:
+                self._count_error("smaps_rollup", exc)
+                return None, None
+        assert data is not None
         pss = uss = 0
         for line in data.splitlines():
             if line.startswith(b"Pss:"):
-                pss = int(line.split()[1]) * 1024
+                pss += int(line.split()[1]) * 1024  # one line in smaps_rollup, one a mapping in smaps
             elif line.startswith((b"Private_Clean:", b"Private_Dirty:")):
                 uss += int(line.split()[1]) * 1024
         return pss, uss
@@ -178,6 +193,7 @@ class TreeProbe:
         processes: list[tuple[int, int]] = []
         want_smaps = self.measure in ("pss", "uss")
         pss_total = uss_total = 0
+        smaps_unknown = False  # some process's PSS/USS could not be read
         stack = [self.root_pid]
         while stack:
             pid = stack.pop()
@@ -201,6 +217,11 @@ class TreeProbe:
                 processes.append((pid, rss))
                 if want_smaps:
                     rollup = self.smaps_rollup(pid)
+                    if rollup is not None and rollup[0] is None:
+                        # Unknown: the measure counts its RSS (PSS and USS never exceed
+                        # it), the sample reports no PSS/USS, and the error is counted.
+                        smaps_unknown = True
+                        rollup = (rss, rss)
                     if rollup is not None:
                         pss_total += rollup[0]
                         uss_total += rollup[1]
@@ -224,8 +245,8 @@ class TreeProbe:
         return MemorySample(
             at_mono=time.monotonic(), measure_bytes=measure, rss_bytes=rss_total,
             processes=tuple(processes), duration_seconds=time.perf_counter() - t0,
-            pss_bytes=pss_total if want_smaps else None,
-            uss_bytes=uss_total if want_smaps else None, **fields)
+            pss_bytes=pss_total if want_smaps and not smaps_unknown else None,
+            uss_bytes=uss_total if want_smaps and not smaps_unknown else None, **fields)
 
 
 class CgroupProbe:

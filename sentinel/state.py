@@ -37,8 +37,9 @@ class MemorySample:
     ``measure_bytes`` is the figure compared with the limit (per
     ``Settings.measure``). ``rss_bytes`` is the sum of resident set sizes over
     the tree (``/proc/<pid>/statm`` field 2 x page size). ``pss_bytes`` and
-    ``uss_bytes`` come from ``/proc/<pid>/smaps_rollup`` and are ``None`` unless
-    that measure is in use. The ``cgroup_*`` figures come from the cgroup v2
+    ``uss_bytes`` come from ``/proc/<pid>/smaps_rollup`` (``smaps`` before Linux
+    4.14) and are ``None`` unless that measure is in use, or when a process's
+    figures could not be read (counted as a probe error; never reported as 0). The ``cgroup_*`` figures come from the cgroup v2
     files ``memory.current``, ``memory.max`` and ``memory.stat`` (working set
     = memory.current - inactive_file, as the kubelet computes it) and are
     ``None`` where there is no cgroup v2 memory controller.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import psutil
 import pytest
 
 from sentinel.probes import PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path
+from tests.conftest import proc_state, wait_until
 
 
 def make_proc(root: Path, procs: dict[int, dict]) -> Path:
@@ -66,10 +68,23 @@ def test_process_leaving_the_tree_closes_its_descriptors(tmp_path):
     assert probe._nodes == {}
 
 
-def test_zombie_counts_zero(tmp_path):
-    proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 0}})
-    sample = TreeProbe(100, include_root=False, proc_root=str(proc)).sample()
-    assert sample.processes == ((101, 0),)
+def test_a_real_zombie_counts_zero():
+    """A child that exited and was not reaped: sh forks `true`, then execs sleep, which
+    never waits, so `true` stays a zombie child of the sleep (state Z)."""
+    root = subprocess.Popen(["sh", "-c", "true & exec sleep 60"])
+    try:
+        zombie = wait_until(lambda: next((c.pid for c in psutil.Process(root.pid).children()
+                                          if c.status() == psutil.STATUS_ZOMBIE), None),
+                            10, what="the unreaped child")
+        assert proc_state(zombie) == "Z"
+        sample = TreeProbe(root.pid, include_root=False).sample()
+        assert sample.processes == ((zombie, 0),) and sample.rss_bytes == 0
+        # It is part of the tree, and its RSS is not its former parent's.
+        with_root = TreeProbe(root.pid, include_root=True).sample()
+        assert with_root.pids == (root.pid, zombie) and dict(with_root.processes)[root.pid] > 0
+    finally:
+        root.kill()
+        root.wait()
 
 
 @pytest.mark.parametrize("measure,expected", [("pss", 300 * 1024), ("uss", 200 * 1024)])
@@ -78,21 +93,57 @@ def test_pss_and_uss_from_smaps_rollup(tmp_path, measure, expected):
         100: {"children": {100: [101, 102]}},
         101: {"rss_pages": 1, "smaps": (100, 50)},
         102: {"rss_pages": 1, "smaps": (200, 150)},
-        # a kernel without smaps_rollup: counted as 0 for PSS, RSS still read
     })
-    make_proc(tmp_path / "x", {})
     sample = TreeProbe(100, include_root=False, measure=measure, proc_root=str(proc)).sample()
     assert sample.measure_bytes == expected
     assert sample.pss_bytes == 300 * 1024 and sample.uss_bytes == 200 * 1024
     assert sample.rss_bytes == 2 * PAGE_SIZE
 
 
-def test_missing_smaps_rollup_is_not_an_error(tmp_path):
+def test_without_smaps_rollup_the_figures_come_from_smaps(tmp_path):
+    """A kernel before 4.14 has no smaps_rollup; smaps has the same lines per mapping."""
     proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 3}})
+    (proc / "101" / "smaps").write_text(
+        "00400000-00401000 r-xp 0 0:0 0 /bin/x\nRss: 8 kB\nPss: 6 kB\nPrivate_Clean: 2 kB\n"
+        "Private_Dirty: 1 kB\n7fff-8000 rw-p 0 0:0 0 [heap]\nPss: 10 kB\n"
+        "Private_Dirty: 10 kB\n")
     probe = TreeProbe(100, include_root=False, measure="pss", proc_root=str(proc))
     sample = probe.sample()
-    assert sample.pss_bytes == 0 and sample.rss_bytes == 3 * PAGE_SIZE
-    assert probe.errors == {}
+    assert (sample.pss_bytes, sample.uss_bytes) == (16 * 1024, 13 * 1024)
+    assert sample.measure_bytes == 16 * 1024 and probe.errors == {}
+
+
+@pytest.mark.parametrize("measure", ["pss", "uss"])
+def test_unreadable_pss_is_unknown_not_zero(tmp_path, measure):
+    """Neither file can be read for a live process: PSS/USS are None (not 0, which would
+    never reach a limit), the error is counted, and the measure counts that process's
+    RSS, an upper bound of both."""
+    proc = make_proc(tmp_path, {100: {"children": {100: [101, 102]}},
+                                101: {"rss_pages": 3, "smaps": (4, 2)},  # kB
+                                102: {"rss_pages": 5}})  # neither smaps_rollup nor smaps
+    probe = TreeProbe(100, include_root=False, measure=measure, proc_root=str(proc))
+    sample = probe.sample()
+    assert sample.pss_bytes is None and sample.uss_bytes is None
+    own = 4 * 1024 if measure == "pss" else 2 * 1024
+    assert sample.measure_bytes == own + 5 * PAGE_SIZE
+    assert probe.errors == {("smaps_rollup", "FileNotFoundError"): 1}
+    (proc / "102" / "smaps_rollup").mkdir()  # unreadable for another reason: EISDIR
+    assert probe.sample().pss_bytes is None
+    assert probe.errors[("smaps_rollup", "IsADirectoryError")] == 1
+
+
+def test_a_process_gone_before_its_smaps_is_not_an_error(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}}, 101: {"rss_pages": 3}})
+    probe = TreeProbe(100, include_root=False, measure="pss", proc_root=str(proc))
+    (proc / "101" / "statm").unlink()  # as if it exited after its statm was opened
+    assert probe.smaps_rollup(101) is None and probe.errors == {}
+
+
+def test_real_pss_and_uss_are_read():
+    probe = TreeProbe(os.getppid(), include_root=False, measure="pss")
+    sample = probe.sample()
+    assert sample.pss_bytes and sample.uss_bytes and probe.errors == {}
+    assert sample.uss_bytes <= sample.pss_bytes <= sample.rss_bytes
 
 
 def _cgroup_fixture(tmp_path: Path, max_text: str) -> Path:
