@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Test child: makes N orphans that exit at once (zombies for the reaper), prints
 "orphaned N", then waits; with --linger, the orphans stay alive (ignoring SIGTERM
-with --stubborn) and their PIDs are printed as "orphan <pid>"."""
+with --stubborn) and their PIDs are printed as "orphan <pid>". With --polite K the
+first K orphans handle SIGTERM instead: they print "orphan <pid> got SIGTERM" and
+exit (a SIGKILL, e.g. from their PID namespace ending, prints nothing)."""
 
 import argparse
 import os
@@ -15,15 +17,22 @@ def main() -> int:
     p.add_argument("count", type=int)
     p.add_argument("--linger", action="store_true")
     p.add_argument("--stubborn", action="store_true")
+    p.add_argument("--polite", type=int, default=0, metavar="K")
     p.add_argument("--exit", type=int, default=None, help="exit with this code after orphaning")
     a = p.parse_args()
-    for _ in range(a.count):
+    for i in range(a.count):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
             if os.fork() == 0:  # the grandchild: an orphan once its parent exits
-                if a.stubborn:
+                if i < a.polite:
+                    def polite(signum, frame):
+                        os.write(1, f"orphan {os.getpid()} got SIGTERM\n".encode())
+                        os._exit(0)
+
+                    signal.signal(signal.SIGTERM, polite)
+                elif a.stubborn:
                     signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 os.write(w, f"{os.getpid()}\n".encode())
                 os.close(w)

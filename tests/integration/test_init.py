@@ -104,13 +104,28 @@ def test_orphans_are_reaped_even_in_a_burst(start_sentinel, mode, count):
 
 
 def test_leftovers_stopped_when_main_child_exits(start_sentinel, mode):
-    # The main child leaves two orphans behind (one ignores SIGTERM) and exits 3.
-    s = start_sentinel(["--no-metrics", "--no-socket", "--grace-period", "0.5s", "--",
-                        PY, str(CHILDREN / "orphans.py"), "2", "--linger", "--stubborn",
-                        "--exit", "3"], pid1=mode == "pid1")
+    """The main child leaves two orphans behind and exits 3: one handles SIGTERM, one
+    ignores it. What only the sweep produces, as PID 1 too (where the namespace's end
+    would SIGKILL both anyway): the first one's SIGTERM handler runs, Sentinel says so
+    in two lines, and it exits only after the grace period, once the SIGKILL is sent."""
+    import time
+
+    s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                        "--grace-period", "0.5s", "--", PY, str(CHILDREN / "orphans.py"), "2",
+                        "--linger", "--polite", "1", "--stubborn", "--exit", "3"],
+                       pid1=mode == "pid1")
     orphans = [int(s.expect("orphan ").split()[1]) for _ in range(2)]
+    s.expect("orphaned 2")
+    exited = time.monotonic()
     code = s.wait(timeout=10)
+    took = time.monotonic() - exited
     assert code == 3
+    assert s.rest()[-1] == f"orphan {orphans[0]} got SIGTERM"  # its handler ran
+    cleanup = [r["msg"] for r in s.logs() if r.get("event") == "cleanup"]
+    assert cleanup[0].startswith("stopping 2 leftover process(es) of the workload: ")
+    assert cleanup[1].startswith("SIGKILL to 1 leftover process(es) after the 0.5s grace "
+                                 f"period: [{orphans[1]}]")
+    assert 0.45 <= took < 5, took  # the stubborn one held Sentinel for the grace period
     if mode == "subreaper":  # in a namespace the PIDs printed are the namespace's own
         for pid in orphans:
             wait_until(lambda: proc_state(pid) is None, 5, what=f"orphan {pid} gone")
