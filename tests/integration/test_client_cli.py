@@ -126,6 +126,7 @@ def test_kill(start_sentinel, tmp_path):
 def test_refusal_with_json_prints_the_reply_and_exits_1(start_sentinel, tmp_path):
     path = tmp_path / "k.sock"
     start_guarded(start_sentinel, path, "--restart", "always", "--restart-delay", "60s",
+                  "--restart-max-delay", "60s",
                   cmd=["sh", "-c", "exit 1"], wait=False)
     wait_until(lambda: _phase(path) == "restarting", 15, what="the restart back-off")
     # (stop and kill are no refusal here: they cancel the pending restart.)

@@ -111,6 +111,14 @@ def connect_all(stack: ExitStack, path, n: int) -> list[socket.socket]:
     return [stack.enter_context(connect(path)) for _ in range(n)]
 
 
+class NoReply(AssertionError):
+    """No reply line within the deadline: Sentinel stopped answering (a failure)."""
+
+
+class Disconnected(AssertionError):
+    """The connection closed without a reply (Sentinel may drop a hostile client)."""
+
+
 class Reader:
     """Reads reply lines from a client socket with deadlines."""
 
@@ -124,7 +132,7 @@ class Reader:
         while b"\n" not in self.buf and not self.eof:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no reply line within {timeout}s (have {self.buf[:80]!r})")
+                raise NoReply(f"no reply line within {timeout}s (have {self.buf[:80]!r})")
             ready, _, _ = select.select([self.sock], [], [], left)
             if ready:
                 try:
@@ -141,7 +149,8 @@ class Reader:
 
     def json(self, timeout: float = 5.0) -> dict:
         line = self.line(timeout)
-        assert line is not None, "connection closed without a reply"
+        if line is None:
+            raise Disconnected("connection closed without a reply")
         return json.loads(line)
 
     def closed(self, timeout: float = 5.0) -> bool:
@@ -505,8 +514,9 @@ class Hostiles:
     a non-reader, a one-byte-a-second sender, idle connections, connection churn and
     bursts of a hundred connections at once."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, reply_timeout: float = 5.0) -> None:
         self.path = str(path)
+        self.reply_timeout = reply_timeout
         self.halt = threading.Event()
         self.replies = 0
         self.max_sample_age = 0.0
@@ -530,9 +540,9 @@ class Hostiles:
         while not self.halt.is_set():
             try:
                 fn()
-            except (OSError, AssertionError, ValueError):
+            except (OSError, Disconnected, ValueError):
                 self.halt.wait(0.01)  # dropped by Sentinel, as it should: connect again
-            except BaseException as exc:  # a bug in the test
+            except BaseException as exc:  # no reply in time (NoReply), or a bug in the test
                 self.errors.append(exc)
                 return
 
@@ -542,7 +552,7 @@ class Hostiles:
             while not self.halt.is_set():
                 c.sendall(b"status\n" * 16)
                 for _ in range(16):
-                    reply = r.json()
+                    reply = r.json(self.reply_timeout)
                     if not reply["ok"]:
                         return  # e.g. too_many_clients while others reconnect
                     mem = reply["status"]["memory"]
@@ -604,11 +614,48 @@ def test_hostile_clients_close_their_connections_when_a_connect_fails(tmp_path, 
             connect_all(stack, path, 1)
 
 
+@pytest.mark.parametrize("server", ["silent", "hangs_up"])
+def test_the_hostile_guard_counts_no_reply_as_a_failure_and_a_hang_up_as_normal(tmp_path,
+                                                                              server):
+    """A server that accepts and never answers is a failure the load test must see (it
+    counted any AssertionError, the reply timeout included, as a normal disconnect); one
+    that hangs up is what Sentinel may do to a hostile client: connect again."""
+    path = tmp_path / f"{server}.sock"
+    held: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(str(path))
+        srv.listen(8)
+        srv.settimeout(0.05)
+        hostiles = Hostiles(path, reply_timeout=0.3)
+        flood = threading.Thread(target=hostiles._guard, args=(hostiles._flood,), daemon=True)
+        flood.start()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and flood.is_alive():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            if server == "silent":
+                held.append(conn)  # reads nothing, answers nothing
+            else:
+                conn.close()
+        hostiles.halt.set()
+        flood.join(5)
+        for conn in held:
+            conn.close()
+    assert not flood.is_alive()
+    if server == "silent":
+        assert len(hostiles.errors) == 1 and isinstance(hostiles.errors[0], NoReply)
+    else:
+        assert hostiles.errors == []
+
+
 def memory_kill(start_sentinel, path, env, hostile: bool) -> tuple[dict, "Hostiles | None"]:
     """Run a leaker into a 120 MiB limit; return the SIGTERM log record (with
     reaction_seconds) and the hostile clients that were connected meanwhile."""
     s = start_guarded(start_sentinel, path, "--max-rss", "120Mi", "--restart", "always",
-                      "--restart-delay", "60s", "--grace-period", "1s", env=env,
+                      "--restart-delay", "60s", "--restart-max-delay", "60s",
+                      "--grace-period", "1s", env=env,
                       cmd=leaker("--rate", "40", "--start-delay", "1.5", "--quiet"))
     baseline = idle_baseline(s.pid)
     hostiles = Hostiles(path) if hostile else None
