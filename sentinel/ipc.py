@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from sentinel.client import status_text
-from sentinel.config import parse_duration, parse_limit, parse_signal, signal_name
+from sentinel.config import parse_limit, parse_signal, signal_name
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 
 log = logging.getLogger(LOGGER_NAME)

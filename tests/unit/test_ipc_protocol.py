@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import signal
@@ -20,7 +19,6 @@ from sentinel import ipc
 from sentinel.client import status_rows, status_text
 from sentinel.config import Settings
 from sentinel.guardian import Guardian
-from sentinel.logs import LOGGER_NAME
 from sentinel.ipc import ERROR_CODES, MAX_LINE_BYTES, AccessPolicy, Dispatcher, Peer, Session
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "control-socket.md"
