@@ -203,6 +203,7 @@ class WatchGuardian(Guardian):
         age = age_seconds(c.pid)
         if age is None:  # gone since: the pidfd reports it next
             age = max(0.0, time.time() - c.create_time)
+        st.started_wall = time.time() - age  # as exact as the age (create_time is not)
         self.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
                   + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
                      else " (no memory limit: watching only)"),

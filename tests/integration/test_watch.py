@@ -421,14 +421,18 @@ def test_equally_good_name_matches_are_a_warning_listing_them(start_sentinel, pr
     assert f"choosing the oldest, pid {older.pid} (" in cands["msg"]
 
 
-def test_the_age_of_a_just_started_target_is_its_real_age(start_sentinel, procs):
+def test_the_age_of_a_just_started_target_is_its_real_age(start_sentinel, procs, tmp_path):
     """psutil's create_time rests on /proc/stat's btime (whole seconds): a target
     started a few ms ago looked up to a second old (or 0.0s, clamped)."""
     import calendar
     import time
 
+    from sentinel.client import request
+
     marker = f"young-{uuid.uuid4().hex[:8]}"
-    s = watch(start_sentinel, "--target-cmdline", marker)
+    sock = str(tmp_path / "s.sock")
+    s = start_sentinel(["--no-metrics", "--socket", sock, "--log-format", "json",
+                        "--k8s-events", "off", "--target-cmdline", marker], cmd="watch")
     wait_logged(s, "waiting")
     before = time.time()
     target = procs([PY, "-c", "import time; time.sleep(120)", marker])
@@ -442,3 +446,7 @@ def test_the_age_of_a_just_started_target_is_its_real_age(start_sentinel, procs)
     low, high = logged_at - after - 0.012, logged_at - before + 0.012
     assert low <= att["age_seconds"] <= high, (low, att["age_seconds"], high)
     assert f"started {att['age_seconds']:.1f}s ago" in att["msg"]
+    # The start time that status (and the metrics) report rests on the same age.
+    status = request(sock, "status")["status"]
+    asked = time.time()
+    assert asked - after - 0.05 <= status["workload_uptime_seconds"] <= asked - before + 0.05
