@@ -407,8 +407,14 @@ class Guardian:
                         members.append(pid)
                 except OSError:
                     pass
+        return self._reachable(members)
+
+    @staticmethod
+    def _reachable(pids) -> tuple[list[int], dict[int, int | None]]:
+        """Split ``pids`` by kill(pid, 0): ``(reached, refused)``, refused = EPERM (pid ->
+        real UID); gone ones are in neither."""
         reached, refused = [], {}
-        for pid in members:
+        for pid in pids:
             try:
                 os.kill(pid, 0)
                 reached.append(pid)

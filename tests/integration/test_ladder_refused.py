@@ -215,7 +215,9 @@ def test_operator_stop_when_the_main_process_refuses_counts_no_kill_and_exits_71
 
 def test_leftover_that_refuses_after_the_main_child_exits_is_named_and_not_waited_for(
         suid_setpriv, start_as_nobody):
-    workload = f"{root_sleep(suid_setpriv)} & sleep 0.5; exit 3"
+    # Two leftovers: a root sleep that refuses, and one of Sentinel's own that ends at
+    # its SIGTERM; once it has, only the refusing one is left: nothing to wait for.
+    workload = f"{root_sleep(suid_setpriv)} & sleep 60 & sleep 0.5; exit 3"
     s = start_as_nobody(["--no-metrics", "--no-socket", "--grace-period", "5s", "--",
                          "sh", "-c", workload], pid1=False)
     started = time.monotonic()
