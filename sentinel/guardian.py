@@ -832,6 +832,10 @@ class Guardian:
         sample = self.state.last_sample
         self._start_ladder(reason, sample.measure_bytes if sample else None,
                            sample.pids if sample else (self.child.pid,))  # type: ignore
+        kill = self.state.current_kill
+        if kill is not None and "SIGTERM" not in kill.signals:  # never claim it
+            return (f"SIGTERM reached no process: refused by {_refused_text(kill.refused)} "
+                    "(permission denied); SIGKILL follows, see Sentinel's log")
         return "SIGTERM sent; SIGKILL after the grace period"
 
     def kill(self, reason: str = REASON_OPERATOR) -> str:
@@ -854,6 +858,10 @@ class Guardian:
         if self._grace_handle:
             self._grace_handle.cancel()
         self._escalate()
+        kill = st.current_kill or st.last_kill
+        if kill is not None and "SIGKILL" not in kill.signals:  # never claim it
+            return (f"SIGKILL reached no process: refused by {_refused_text(kill.refused)} "
+                    "(permission denied); see Sentinel's log")
         return "SIGKILL sent"
 
     def send_signal(self, sig: int) -> str:

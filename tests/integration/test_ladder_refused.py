@@ -185,6 +185,8 @@ def test_operator_stop_when_the_main_process_refuses_counts_no_kill_and_exits_71
     wait_until(lambda: _uid_or_none(main_pid) == 0, 10, what="the main process to be root")
     reply = request(str(sock), "stop", timeout=5.0)
     assert reply.get("ok"), reply
+    assert reply["message"].startswith("SIGTERM reached no process: refused by pid "
+                                       f"{main_pid} (uid 0)"), reply
     stopped = time.monotonic()
 
     # During the grace period: the refused SIGTERM is neither counted nor claimed.
@@ -211,6 +213,27 @@ def test_operator_stop_when_the_main_process_refuses_counts_no_kill_and_exits_71
     assert "exit status unknown" in finished["msg"]
     assert f"exits with code {EXIT_NOT_ENDED}" in finished["msg"]
     assert uid_of(main_pid) == 0  # really still there: Sentinel did not claim it
+
+
+def test_operator_kill_of_a_workload_that_refuses_everything_is_not_claimed(
+        suid_setpriv, nobody_dir, start_as_nobody):
+    sock = nobody_dir / "s.sock"
+    s = start_as_nobody(["--socket", str(sock), "--no-metrics", "--grace-period", "30s", "--",
+                         "sh", "-c", f"exec {root_sleep(suid_setpriv)}"], pid1=False)
+    wait_until(lambda: sock.exists(), 15, what=lambda: s.stderr()[-2000:])
+    main_pid = events(s, "spawned")[0]["pid"]
+    wait_until(lambda: _uid_or_none(main_pid) == 0, 10, what="the main process to be root")
+    killed = time.monotonic()
+    reply = request(str(sock), "kill", timeout=5.0)
+    assert reply.get("ok") and reply["message"].startswith(
+        f"SIGKILL reached no process: refused by pid {main_pid} (uid 0)"), reply
+    assert s.wait(GIVE_UP + SLACK) == EXIT_NOT_ENDED  # nothing to wait for: at once
+    assert time.monotonic() - killed <= SLACK
+    assert events(s, "signal_sent") == []
+    finished = events(s, "kill_finished")[0]
+    assert finished["kill"]["signals"] == [] and finished["kill"]["confirmed"] is False
+    assert "no signal reached it" in finished["msg"]
+    assert uid_of(main_pid) == 0  # still running: Sentinel claimed nothing
 
 
 def test_leftover_that_refuses_after_the_main_child_exits_is_named_and_not_waited_for(
