@@ -116,7 +116,6 @@ def uid_of(pid: int) -> int:
     raise AssertionError(f"no Uid line for {pid}")
 
 
-@pytest.mark.parametrize("mode", ["subreaper", "pid1"])
 def test_memory_kill_signals_the_rest_names_the_refusing_pid_and_exits_in_bound(
         suid_setpriv, nobody_dir, start_as_nobody, mode):
     termlog = nobody_dir / "termination-log"

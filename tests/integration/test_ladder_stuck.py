@@ -85,7 +85,6 @@ def _join(group: Path, then: str) -> str:
     return f"echo $$ > {group}/cgroup.procs && echo in-group && exec {then}"
 
 
-@pytest.mark.parametrize("mode", ["subreaper", "pid1"])
 def test_frozen_main_process_is_named_with_state_and_rss_and_not_confirmed(
         start_sentinel, freezer_group, tmp_path, mode):
     sock = tmp_path / "s.sock"
