@@ -57,3 +57,20 @@ def test_termination_message_when_no_signal_reached_the_workload():
     assert text.startswith("Sentinel tried to stop 'app': operator request.")
     assert "No signal reached it." in text and "Exit status unknown." in text
     assert "Sent SIGTERM" not in text
+
+
+def test_process_facts_reads_state_uid_and_rss_from_a_proc_tree(tmp_path):
+    from sentinel.guardian import facts_text, process_facts
+    from sentinel.probes import PAGE_SIZE
+
+    d = tmp_path / "123"
+    d.mkdir()
+    (d / "stat").write_text("123 (odd) name (x) D 1 123 123 0 -1 4194560 94 0 0 0\n")
+    (d / "status").write_text("Name:\todd\nUid:\t0\t65534\t0\t0\nGid:\t0\t0\t0\t0\n")
+    (d / "statm").write_text("2000 450 300 1 0 100 0\n")
+    facts = process_facts(123, proc=str(tmp_path))
+    assert facts == {"pid": 123, "state": "D", "uid": 0, "rss_bytes": 450 * PAGE_SIZE}
+    assert facts_text(facts).startswith("pid 123 (state D uninterruptible sleep, rss ")
+    assert process_facts(124, proc=str(tmp_path)) == {"pid": 124, "state": None, "uid": None,
+                                                      "rss_bytes": None}
+    assert facts_text(process_facts(124, proc=str(tmp_path))) == "pid 124 (gone)"
