@@ -74,3 +74,14 @@ def test_process_facts_reads_state_uid_and_rss_from_a_proc_tree(tmp_path):
     assert process_facts(124, proc=str(tmp_path)) == {"pid": 124, "state": None, "uid": None,
                                                       "rss_bytes": None}
     assert facts_text(process_facts(124, proc=str(tmp_path))) == "pid 124 (gone)"
+
+
+def test_status_text_shows_refused_processes_and_an_unconfirmed_stop():
+    from sentinel.client import status_rows
+
+    k = _kill(signals=["SIGTERM", "SIGKILL"], reached={"SIGTERM": [12], "SIGKILL": [12]},
+              refused={13: 0}, confirmed=False, exit_code=137,
+              survivors=[{"pid": 13, "state": "S", "uid": 0, "rss_bytes": 2 * 2**20}])
+    rows = dict(status_rows({"last_kill": k.to_dict()}, now=1700000010.0))
+    assert rows["last kill"].endswith(", exit code 137, refused by pid 13 (uid 0), "
+                                      "NOT CONFIRMED: still there pid 13")
