@@ -180,7 +180,7 @@ def test_operator_stop_when_the_main_process_refuses_counts_no_kill_and_exits_71
                          "sh", "-c", workload], pid1=False)
     wait_until(lambda: sock.exists() and _metrics(port) is not None, 15,
                what=lambda: s.stderr()[-2000:])
-    main_pid = events(s, "spawned")[0]["pid"]
+    main_pid = wait_until(lambda: events(s, "spawned"), 10, what="the spawned line")[0]["pid"]
     wait_until(lambda: _uid_or_none(main_pid) == 0, 10, what="the main process to be root")
     reply = request(str(sock), "stop", timeout=5.0)
     assert reply.get("ok"), reply
@@ -220,7 +220,7 @@ def test_operator_kill_of_a_workload_that_refuses_everything_is_not_claimed(
     s = start_as_nobody(["--socket", str(sock), "--no-metrics", "--grace-period", "30s", "--",
                          "sh", "-c", f"exec {root_sleep(suid_setpriv)}"], pid1=False)
     wait_until(lambda: sock.exists(), 15, what=lambda: s.stderr()[-2000:])
-    main_pid = events(s, "spawned")[0]["pid"]
+    main_pid = wait_until(lambda: events(s, "spawned"), 10, what="the spawned line")[0]["pid"]
     wait_until(lambda: _uid_or_none(main_pid) == 0, 10, what="the main process to be root")
     killed = time.monotonic()
     reply = request(str(sock), "kill", timeout=5.0)

@@ -93,7 +93,7 @@ def test_frozen_main_process_is_named_with_state_and_rss_and_not_confirmed(
                         "sh", "-c", _join(freezer_group, "sleep 60")], pid1=mode == "pid1")
     s.expect("in-group")
     wait_until(lambda: sock.exists(), 15, what=lambda: s.stderr()[-2000:])
-    main_pid = _events(s, "spawned")[0]["pid"]
+    main_pid = wait_until(lambda: _events(s, "spawned"), 10, what="the spawned line")[0]["pid"]
     frozen = _tasks(freezer_group)
     assert len(frozen) == 1
     _set_state(freezer_group, "FROZEN")
