@@ -260,6 +260,15 @@ def _kill_text(kill: dict, now: float) -> str:
         parts.append(f"reaction {kill['reaction_seconds'] * 1000:.1f} ms")
     if kill.get("exit_code") is not None:
         parts.append(f"exit code {kill['exit_code']}")
+    refused = kill.get("refused") or []
+    if refused:  # EPERM: these processes never got Sentinel's signals
+        parts.append("refused by " + " ".join(f"pid {r['pid']} (uid {r['uid']})"
+                                              for r in refused[:5])
+                     + (f" and {len(refused) - 5} more" if len(refused) > 5 else ""))
+    if kill.get("confirmed") is False:
+        left = [str(p["pid"]) for p in kill.get("survivors") or []]
+        parts.append("NOT CONFIRMED: still there pid " + " ".join(left[:5])
+                     + (f" and {len(left) - 5} more" if len(left) > 5 else ""))
     return ", ".join(parts)
 
 

@@ -443,7 +443,8 @@ apply the same SIGTERM -> grace -> SIGKILL ladder, and attach again when the
 target is restarted. Every option also reads SENTINEL_<OPTION>.
 """
 EPILOG = "Exit codes: the workload's own, 128+N for signal N; 2 bad usage, 126 not executable, " \
-         "127 not found, 137 (configurable) memory kill that exited 0, 70 internal error."
+         "127 not found, 137 (configurable) memory kill that exited 0, 71 the workload could not " \
+         "be ended (it refused SIGKILL or outlived it), 70 internal error."
 WATCH_EPILOG = "Exit codes: 0 after SIGTERM or SIGINT (the target is left alone); 2 bad usage " \
     "(a --target-pid that is Sentinel or its ancestor included); 70 internal error."
 

@@ -15,6 +15,9 @@ EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 EXIT_MEMORY_KILL_DEFAULT = 137
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Sentinel, never the workload's fault
+# EX_OSERR: the ladder ended and the workload's main process is still there (it
+# refused Sentinel's signals, or did not die after SIGKILL): its status is unknown.
+EXIT_NOT_ENDED = 71
 
 
 class SentinelError(Exception):

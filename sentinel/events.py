@@ -85,6 +85,7 @@ EVENT_MEMORY = "MemoryLimitExceeded"
 EVENT_OPERATOR_STOP = "OperatorStop"
 EVENT_OPERATOR_KILL = "OperatorKill"
 EVENT_TARGET_NOT_SIGNALABLE = "TargetNotSignalable"
+EVENT_SIGNAL_REFUSED = "SignalRefused"  # a process of the workload refused a ladder signal
 
 RBAC_RULE = ('{apiGroups: ["events.k8s.io", ""], resources: ["events"], '
              'verbs: ["create", "patch"]}')
@@ -336,6 +337,9 @@ def record_for(event: Event, workload: str) -> Record | None:
     if event.kind == "attach_failed":
         return Record("Warning", EVENT_TARGET_NOT_SIGNALABLE, "Attach",
                       truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind == "signal_refused":  # EPERM: named, never claimed as a kill
+        return Record("Warning", EVENT_SIGNAL_REFUSED, f.get("signal") or "Signal",
+                      truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
     if event.kind != "signal_sent":
         return None
     kill = f.get("kill") or {}
@@ -343,7 +347,9 @@ def record_for(event: Event, workload: str) -> Record | None:
     sig = f.get("signal") or "SIGTERM"
     signals = kill.get("signals") or [sig]
     grace = kill.get("grace_period_seconds") or 0.0
-    pids = f.get("pids") if sig == "SIGKILL" and f.get("pids") is not None else kill.get("pids")
+    # The PIDs this signal reached (``pids``); older events carry only the kill's.
+    pids = f.get("pids") if f.get("pids") is not None else kill.get("pids")
+    refused = f.get("refused") or []
     measure = kill.get("measure") or "rss"
     numbers = (f"{measure} {_size(kill.get('value_bytes'))}, limit "
                f"{_size(kill.get('limit_bytes'))}")
@@ -370,6 +376,9 @@ def record_for(event: Event, workload: str) -> Record | None:
         else:
             what = f"Sent SIGKILL to workload {workload!r} (pids {_pids_text(pids)}), no grace."
             ev_type = "Warning" if reason == REASON_MEMORY else "Normal"
+    if refused:
+        what += (f" Not sent to pids {_pids_text([r['pid'] for r in refused])} (uid "
+                 f"{_pids_text(sorted({str(r['uid']) for r in refused}))}): permission denied.")
     return Record(ev_type, ev_reason, sig, truncate_utf8(f"{why} {what}", NOTE_MAX_BYTES),
                   event.at_wall)
 

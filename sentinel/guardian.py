@@ -19,6 +19,7 @@ from typing import Callable
 
 from sentinel import kernel
 from sentinel.config import Settings, signal_name
+from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes import CgroupProbe, TreeProbe
 from sentinel.spawn import Child, spawn
@@ -38,8 +39,14 @@ _MIN_INTERVAL = 0.004
 _STABLE_RUN_SECONDS = 10.0
 # After the main child exits, leftovers get SIGTERM, then SIGKILL after the
 # grace period; SIGKILLed processes that still have not been reaped after this
-# many more seconds (stuck in uninterruptible sleep) are given up on.
+# many more seconds (stuck in uninterruptible sleep) are given up on. The same
+# bound applies to the main process after the ladder's SIGKILL.
 _REAP_GIVE_UP_SECONDS = 2.0
+# /proc/<pid>/stat states (fs/proc/array.c task_state_array), for warnings. A task
+# frozen by the cgroup v1 freezer shows as D.
+_STATE_NAMES = {"R": "running", "S": "sleeping", "D": "uninterruptible sleep",
+                "T": "stopped", "t": "tracing stop", "Z": "zombie", "X": "dead",
+                "I": "idle", "P": "parked"}
 
 
 def _pid_list(pids: list[int], most: int = 10) -> str:
@@ -50,6 +57,62 @@ def _pid_list(pids: list[int], most: int = 10) -> str:
 
 def _limit_text(limit: int | None) -> str:
     return "none" if limit is None else fmt_bytes(limit)
+
+
+def process_facts(pid: int, proc: str = "/proc") -> dict:
+    """What the kernel says about ``pid``, for a warning about a process Sentinel could
+    not stop: ``{"pid", "state", "uid", "rss_bytes"}``.
+
+    ``state`` is the one-letter state from ``/proc/<pid>/stat`` (field 3; ``None``
+    once the process is gone), ``uid`` the real UID from ``/proc/<pid>/status``
+    (``Uid:``, first field: what kill(2) compares with Sentinel's UIDs), and
+    ``rss_bytes`` the resident set size from ``/proc/<pid>/statm`` (field 2 x page
+    size). A figure that cannot be read is ``None``; nothing is raised.
+    """
+    # Hand-read rather than psutil: three small files on a rare path, and run mode
+    # never loads psutil (PID 1 stays small); this runs when something is wrong.
+    facts: dict = {"pid": pid, "state": None, "uid": None, "rss_bytes": None}
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            facts["state"] = f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return facts
+    facts["uid"] = real_uid(pid, proc)
+    try:
+        with open(f"{proc}/{pid}/statm", "rb") as f:
+            facts["rss_bytes"] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        pass
+    return facts
+
+
+def real_uid(pid: int, proc: str = "/proc") -> int | None:
+    """The real UID of ``pid`` (``/proc/<pid>/status``, ``Uid:`` first field), or ``None``."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
+def facts_text(facts: dict) -> str:
+    """``pid 12 (state D uninterruptible sleep, rss 1.8 MiB, uid 0)``, for one log line."""
+    state = facts.get("state")
+    if state is None:
+        return f"pid {facts['pid']} (gone)"
+    name = _STATE_NAMES.get(state, "")
+    return (f"pid {facts['pid']} (state {state}{' ' + name if name else ''}, rss "
+            f"{fmt_bytes(facts.get('rss_bytes'))}, uid {facts.get('uid')})")
+
+
+def _refused_text(refused: dict[int, int | None], most: int = 10) -> str:
+    """``pid 12 (uid 0), pid 13 (uid 0)``, the first ``most`` and a count."""
+    items = [f"pid {pid} (uid {'?' if uid is None else uid})" for pid, uid in refused.items()]
+    return ", ".join(items[:most]) + (f", and {len(items) - most} more" if len(items) > most
+                                      else "")
 
 
 def exit_code_of(status: int) -> int:
@@ -110,6 +173,11 @@ class Guardian:
         self._consecutive_failures = 0
         self._exit_code = 0
         self._listener_errors: set[str] = set()
+        # Processes that refused the signal being sent (EPERM), pid -> real UID: filled by
+        # _signal_tree, emptied by the ladder step that reads it.
+        self._refusals: dict[int, int | None] = {}
+        self._cleanup_refused: dict[int, int | None] = {}  # the leftover sweep's refusals
+        self._ending_kill: KillRecord | None = None  # a kill whose leftovers are being swept
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, message: str, level: int = logging.INFO, **fields) -> Event:
@@ -275,6 +343,15 @@ class Guardian:
                 os.killpg(self.child.pid, sig)
         except ProcessLookupError:
             pass
+        except PermissionError:
+            # EPERM: the child (for killpg: every member of the group) runs as another
+            # user, e.g. a setuid program. Never an internal error; during a ladder the
+            # ladder names each refusing process itself.
+            log.log(logging.DEBUG if self.state.current_kill else logging.WARNING,
+                    "cannot send %s to the workload (%s %d): permission denied: it runs as "
+                    "another user than Sentinel (uid %d); run Sentinel as that user or as root",
+                    signal_name(sig), "pid" if self.settings.single_child else "process group",
+                    self.child.pid, os.getuid(), extra={"event": "signal_refused"})
 
     def _descendants(self) -> list[int]:
         """Every live descendant of Sentinel (the workload's whole tree, orphans included)."""
@@ -291,11 +368,15 @@ class Guardian:
         return out
 
     def _signal_tree(self, sig: int) -> list[int]:
-        """Send ``sig`` to the process group and to every descendant; return the PIDs hit."""
+        """Send ``sig`` to the process group and to every descendant; return the PIDs hit.
+
+        A process that refuses (EPERM: it runs as another user, e.g. setuid) is added
+        to ``_refusals`` (pid -> real UID) instead; every other one still gets ``sig``.
+        """
         if self.child is not None:
             try:
                 os.killpg(self.child.pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):  # EPERM: each is named below
                 pass
         hit = []
         for pid in self._descendants():
@@ -304,7 +385,67 @@ class Guardian:
                 hit.append(pid)
             except ProcessLookupError:
                 pass
+            except PermissionError:
+                self._refusals[pid] = real_uid(pid)
         return hit
+
+    def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
+        """Who ``signal_workload`` reaches: ``(pids, refused)``. The direct child with
+        ``single_child``, else the members of the workload's process group (its ID is
+        the child's PID) found in the tree; ``refused`` (pid -> real UID) are those for
+        which kill(pid, 0) gives EPERM. Read before the signal is sent, so a process
+        that exits at once still counts as reached."""
+        if self.child is None:
+            return [], {}
+        if self.settings.single_child:
+            members = [self.child.pid]
+        else:
+            members = []
+            for pid in self._descendants():
+                try:
+                    if os.getpgid(pid) == self.child.pid:
+                        members.append(pid)
+                except OSError:
+                    pass
+        return self._reachable(members)
+
+    @staticmethod
+    def _reachable(pids) -> tuple[list[int], dict[int, int | None]]:
+        """Split ``pids`` by kill(pid, 0): ``(reached, refused)``, refused = EPERM (pid ->
+        real UID); gone ones are in neither."""
+        reached, refused = [], {}
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                reached.append(pid)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                refused[pid] = real_uid(pid)
+        return reached, refused
+
+    def _note_refusals(self, kill: KillRecord | None, sig: int,
+                       refused: dict[int, int | None], seen: dict[int, int | None]) -> None:
+        """One warning line for the processes of ``refused`` not already in ``seen``
+        (then added to it), and into ``kill.refused``."""
+        new = {pid: uid for pid, uid in refused.items() if pid not in seen}
+        seen.update(refused)
+        if kill is not None:
+            kill.refused.update(refused)
+        if not new:
+            return
+        self.emit("signal_refused",
+                  f"cannot send {signal_name(sig)} to {len(new)} process(es) of the workload: "
+                  f"{_refused_text(new)}: permission denied (another user than Sentinel's uid "
+                  f"{os.getuid()}, e.g. a setuid program); Sentinel does not stop them. Fix: "
+                  "run Sentinel as root (or with CAP_KILL), or keep the workload from "
+                  "changing its real UID", logging.WARNING, signal=signal_name(sig),
+                  refused=[{"pid": p, "uid": u} for p, u in new.items()])
+
+    def _all_refused(self, refused: dict) -> bool:
+        """True when every live process of the tree refuses Sentinel's signals."""
+        left = self._descendants()
+        return bool(left) and all(pid in refused for pid in left)
 
     # ------------------------------------------------------------------ reaping
     def _reap(self) -> None:
@@ -327,8 +468,8 @@ class Guardian:
                 self._main_exited(status)
             else:
                 log.debug("reaped orphan pid %d (%s)", pid, exit_code_of(status))
-        if self._cleanup and not self._descendants():
-            self._cleanup_done()
+        if self._cleanup and all(p in self._cleanup_refused for p in self._descendants()):
+            self._cleanup_done()  # gone, or only processes that refuse Sentinel's signals
 
     def _main_exited(self, status: int) -> None:
         st = self.state
@@ -349,8 +490,8 @@ class Guardian:
             st.last_kill = kill
             st.current_kill = None
             st.grace_deadline_mono = None
-            self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}, "
-                      f"exit code {code}", logging.INFO, kill=kill.to_dict())
+        # kill_finished waits for the leftover sweep: the stop is over when the tree is.
+        self._ending_kill = kill
         self._exit_code = self._final_code(code, kill)
         if self._exit_code != code:
             # Which rule changed the code: the memory-kill rule whenever it applied (it
@@ -366,7 +507,10 @@ class Guardian:
                      extra={"event": "exit_code"})
         # Whatever is left of the tree gets the same ladder, bounded in time.
         self._cleanup = True
+        self._cleanup_refused = dict(kill.refused) if kill is not None else {}
+        self._refusals = {}
         leftovers = self._signal_tree(signal.SIGTERM)
+        self._note_refusals(kill, signal.SIGTERM, self._refusals, self._cleanup_refused)
         if leftovers:
             log.info("stopping %d leftover process(es) of the workload: %s", len(leftovers),
                      _pid_list(leftovers), extra={"event": "cleanup"})
@@ -376,12 +520,56 @@ class Guardian:
             self._cleanup_done()
 
     def _cleanup_escalate(self) -> None:
+        self._refusals = {}
         left = self._signal_tree(signal.SIGKILL)
+        self._note_refusals(self._ending_kill, signal.SIGKILL, self._refusals,
+                            self._cleanup_refused)
         if left:
             log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
                         len(left), self.settings.grace_period_seconds, _pid_list(left),
                         extra={"event": "cleanup"})
-        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS, self._cleanup_done)
+        # Nothing to wait for when every leftover refused the SIGKILL.
+        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if left else 0.0,
+                                                  self._cleanup_timeout)
+
+    def _cleanup_timeout(self) -> None:
+        self._grace_handle = None
+        self._reap()  # exits already pending are not survivors
+        self._cleanup_done()
+
+    def _survivors(self, refused: dict, after: str) -> list[dict]:
+        """``process_facts`` of every live process of the tree, with one warning line
+        naming them (``after``: what they outlived); ``[]`` when the tree is gone."""
+        survivors = [process_facts(pid) for pid in self._descendants()]
+        survivors = [f for f in survivors if f["state"] is not None]
+        if not survivors:
+            return []
+        stuck = [f for f in survivors if f["pid"] not in refused]
+        log.warning("%d process(es) of the workload still there %s: %s%s",
+                    len(survivors), after,
+                    ", ".join(facts_text(f) + (", permission denied" if f["pid"] in refused
+                                               else "") for f in survivors[:10])
+                    + (f", and {len(survivors) - 10} more" if len(survivors) > 10 else ""),
+                    "; state D is uninterruptible sleep or a frozen cgroup (freezer.state "
+                    "FROZEN): SIGKILL takes effect only once the kernel lets the process run"
+                    if any(f["state"] == "D" for f in stuck) else "",
+                    extra={"event": "survivors", "survivors": survivors})
+        return survivors
+
+    def _kill_summary(self, kill: KillRecord) -> str:
+        """The ``kill_finished`` line: which signals reached the workload, its exit code,
+        and whether its end was confirmed (no process of the tree left)."""
+        how = " then ".join(kill.signals) if kill.signals else "no signal reached it"
+        code = ("exit status unknown (still running)" if kill.exit_code is None
+                else f"exit code {kill.exit_code}")
+        if kill.confirmed is False:
+            text = (f"{kill.reason} stop not confirmed: {how}, {code}; still there: "
+                    + _pid_list([f["pid"] for f in kill.survivors]))
+        else:
+            text = f"{kill.reason} stop done: {how}, {code}"
+        if kill.refused:
+            text += f"; refused by {_refused_text(kill.refused)}: permission denied"
+        return text
 
     def _final_code(self, code: int, kill: KillRecord | None) -> int:
         if code in self.settings.success_exit_codes:
@@ -401,6 +589,14 @@ class Guardian:
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
+        kill, self._ending_kill = self._ending_kill, None
+        survivors = self._survivors(self._cleanup_refused, "after the leftover sweep; Sentinel "
+                                    "no longer waits for them")
+        if kill is not None:
+            kill.confirmed = not survivors
+            kill.survivors = survivors
+            self.emit("kill_finished", self._kill_summary(kill),
+                      logging.WARNING if survivors else logging.INFO, kill=kill.to_dict())
         st = self.state
         code = self._exit_code
         ran = time.time() - (st.started_wall or time.time())
@@ -525,13 +721,27 @@ class Guardian:
         st.current_kill = kill
         st.phase = PHASE_TERMINATING
         st.grace_deadline_mono = self._clock() + grace
+        reached, refused = self._term_reach()  # before the signal: who it is for
         self.signal_workload(signal.SIGTERM)
-        kill.signals.append("SIGTERM")
-        self._record_kill(reason, signal.SIGTERM)
-        self.emit("signal_sent", f"sent SIGTERM to the workload ({reason}); SIGKILL in "
-                  f"{grace:.1f}s unless it exits", logging.WARNING, signal="SIGTERM",
-                  reason=reason, reaction_seconds=reaction, kill=kill.to_dict())
-        self._grace_handle = self.loop.call_later(grace, self._escalate)
+        self._note_refusals(kill, signal.SIGTERM, refused, kill.refused)
+        if reached:  # a step that reached no process is neither claimed nor counted
+            kill.signals.append("SIGTERM")
+            kill.reached["SIGTERM"] = reached
+            self._record_kill(reason, signal.SIGTERM)
+            self.emit("signal_sent", f"sent SIGTERM to the workload ({reason}): "
+                      f"{_pid_list(reached)}"
+                      + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
+                         else "")
+                      + f"; SIGKILL in {grace:.1f}s unless it exits", logging.WARNING,
+                      signal="SIGTERM", reason=reason, reaction_seconds=reaction, pids=reached,
+                      refused=[{"pid": p, "uid": u} for p, u in refused.items()],
+                      kill=kill.to_dict())
+        if not reached and self._all_refused(kill.refused):
+            # Every process refuses: a grace period would wait for nothing.
+            st.grace_deadline_mono = self._clock()
+            self._grace_handle = self.loop.call_later(0.0, self._escalate)
+        else:
+            self._grace_handle = self.loop.call_later(grace, self._escalate)
 
     def _escalate(self) -> None:
         self._grace_handle = None
@@ -539,15 +749,61 @@ class Guardian:
         kill = st.current_kill
         if kill is None or self._main_status is not None:
             return
+        self._refusals = {}
         hit = self._signal_tree(signal.SIGKILL)
-        kill.signals.append("SIGKILL")
-        kill.sigkill_wall = time.time()
-        self._record_kill(kill.reason, signal.SIGKILL)
-        self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) after the "
-                  f"{kill.grace_period_seconds:.1f}s grace period ({kill.reason}): "
-                  f"{_pid_list(hit)}",
-                  logging.WARNING, signal="SIGKILL", reason=kill.reason, pids=hit,
+        refused = self._refusals
+        self._note_refusals(kill, signal.SIGKILL, refused, kill.refused)
+        if hit:  # a step that reached no process is neither claimed nor counted
+            kill.signals.append("SIGKILL")
+            kill.reached["SIGKILL"] = hit
+            kill.sigkill_wall = time.time()
+            self._record_kill(kill.reason, signal.SIGKILL)
+            self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) after the "
+                      f"{kill.grace_period_seconds:.1f}s grace period ({kill.reason}): "
+                      f"{_pid_list(hit)}"
+                      + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
+                         else ""),
+                      logging.WARNING, signal="SIGKILL", reason=kill.reason, pids=hit,
+                      refused=[{"pid": p, "uid": u} for p, u in refused.items()],
+                      kill=kill.to_dict())
+        # Bounded: what SIGKILL has not ended _REAP_GIVE_UP_SECONDS later (stuck in D
+        # state, a frozen cgroup), or what refused it, is named and given up on.
+        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if hit else 0.0,
+                                                  self._give_up)
+
+    def _give_up(self) -> None:
+        """The ladder's end when the main process outlived its SIGKILL by
+        ``_REAP_GIVE_UP_SECONDS`` (or refused it): name what is left, record the kill as
+        not confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
+        unknown; no restart, since it may still run). As PID 1 the kernel then kills
+        the rest of the namespace, once a frozen process is thawed."""
+        self._grace_handle = None
+        self._reap()  # an exit already pending is not a survivor
+        st = self.state
+        kill = st.current_kill
+        if kill is None or self._main_status is not None or self.child is None:
+            return
+        after = (f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
+                 else "refusing SIGKILL")
+        kill.survivors = self._survivors(kill.refused, after) or [process_facts(self.child.pid)]
+        kill.confirmed = False
+        st.last_kill = kill
+        st.current_kill = None
+        st.grace_deadline_mono = None
+        if self.settings.mode != "run":  # watch: the target may still go; keep watching
+            self.emit("kill_finished", self._kill_summary(kill), logging.WARNING,
+                      kill=kill.to_dict())
+            return
+        self._exit_code = EXIT_NOT_ENDED
+        self.emit("kill_finished", self._kill_summary(kill) + f"; Sentinel exits with code "
+                  f"{EXIT_NOT_ENDED} (the workload's status is unknown)", logging.WARNING,
                   kill=kill.to_dict())
+        if self._sample_handle:
+            self._sample_handle.cancel()
+            self._sample_handle = None
+        self._shutting_down = True
+        st.phase = PHASE_EXITED
+        self._finish(EXIT_NOT_ENDED)
 
     # ------------------------------------------------------------------ commands
     # Called by the control socket from the loop. Each returns a short message
@@ -584,6 +840,10 @@ class Guardian:
         sample = self.state.last_sample
         self._start_ladder(reason, sample.measure_bytes if sample else None,
                            sample.pids if sample else (self.child.pid,))  # type: ignore
+        kill = self.state.current_kill
+        if kill is not None and "SIGTERM" not in kill.signals:  # never claim it
+            return (f"SIGTERM reached no process: refused by {_refused_text(kill.refused)} "
+                    "(permission denied); SIGKILL follows, see Sentinel's log")
         return "SIGTERM sent; SIGKILL after the grace period"
 
     def kill(self, reason: str = REASON_OPERATOR) -> str:
@@ -606,6 +866,10 @@ class Guardian:
         if self._grace_handle:
             self._grace_handle.cancel()
         self._escalate()
+        kill = st.current_kill or st.last_kill
+        if kill is not None and "SIGKILL" not in kill.signals:  # never claim it
+            return (f"SIGKILL reached no process: refused by {_refused_text(kill.refused)} "
+                    "(permission denied); see Sentinel's log")
         return "SIGKILL sent"
 
     def send_signal(self, sig: int) -> str:

@@ -73,10 +73,22 @@ class KillRecord:
     limit_bytes: int | None
     pids: tuple[int, ...]
     grace_period_seconds: float
-    signals: list[str] = field(default_factory=list)  # e.g. ["SIGTERM", "SIGKILL"]
+    # Signals that reached at least one process, in order, e.g. ["SIGTERM", "SIGKILL"];
+    # a step that every process refused (EPERM) is not listed.
+    signals: list[str] = field(default_factory=list)
     reaction_seconds: float | None = None  # estimated limit crossing -> SIGTERM
     sigkill_wall: float | None = None
     exit_code: int | None = None  # the workload's status once it was reaped
+    # Which processes each signal reached: {"SIGTERM": [pid, ...], "SIGKILL": [...]}.
+    reached: dict[str, list[int]] = field(default_factory=dict)
+    # Processes that refused Sentinel's signals (kill(2) gave EPERM: another user, e.g.
+    # a setuid program), each with its real UID (/proc/<pid>/status, None if unread).
+    refused: dict[int, int | None] = field(default_factory=dict)
+    # None while the ladder runs; True once the workload's whole tree is gone; False
+    # when Sentinel gave up with processes still there (refused, or alive after
+    # SIGKILL: uninterruptible sleep, a frozen cgroup), listed in ``survivors``.
+    confirmed: bool | None = None
+    survivors: list[dict] = field(default_factory=list)  # process_facts() of each
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +97,9 @@ class KillRecord:
             "pids": list(self.pids), "grace_period_seconds": self.grace_period_seconds,
             "signals": list(self.signals), "reaction_seconds": self.reaction_seconds,
             "sigkill": self.sigkill_wall, "exit_code": self.exit_code,
+            "reached": {sig: list(pids) for sig, pids in self.reached.items()},
+            "refused": [{"pid": pid, "uid": uid} for pid, uid in self.refused.items()],
+            "confirmed": self.confirmed, "survivors": [dict(p) for p in self.survivors],
         }
 
 
@@ -92,7 +107,7 @@ class KillRecord:
 class Event:
     """Something that happened, for logs, the dashboard and exporters.
 
-    ``kind`` is one of: spawned, exited, limit_crossed, signal_sent,
+    ``kind`` is one of: spawned, exited, limit_crossed, signal_sent, signal_refused,
     signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
     attached, attach_failed, detached, component.

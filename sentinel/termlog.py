@@ -38,25 +38,45 @@ def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
     why = _WHY.get(kill.get("reason"), str(kill.get("reason")))
     measure = kill.get("measure") or "rss"
     value, limit = kill.get("value_bytes"), kill.get("limit_bytes")
-    parts = [f"Sentinel stopped {workload!r}: {why}."]
+    signals = kill.get("signals") or []
+    confirmed = kill.get("confirmed") is not False
+    verb = "stopped" if signals and confirmed else "tried to stop"
+    parts = [f"Sentinel {verb} {workload!r}: {why}."]
     if value is not None or limit is not None:
         parts.append(f"{measure} {fmt_bytes(value)} ({value} bytes), limit {fmt_bytes(limit)} "
                      f"({limit} bytes).")
-    signals = kill.get("signals") or []
     grace = kill.get("grace_period_seconds") or 0.0
-    if signals == ["SIGTERM"]:
+    if not signals:
+        parts.append("No signal reached it.")
+    elif signals == ["SIGTERM"] and confirmed:
         parts.append(f"Sent SIGTERM; it exited within the {grace:.1f}s grace period.")
     elif signals == ["SIGTERM", "SIGKILL"]:
         parts.append(f"Sent SIGTERM, then SIGKILL after the {grace:.1f}s grace period.")
     elif signals:
         parts.append("Sent " + " then ".join(signals) + ".")
+    reached = kill.get("reached") or {}
+    for sig, pids in reached.items():  # which processes each signal actually reached
+        shown = ", ".join(map(str, pids[:50]))
+        parts.append(f"{sig} reached PIDs {shown}" + (f" and {len(pids) - 50} more."
+                                                       if len(pids) > 50 else "."))
     pids = list(kill.get("pids") or [])
-    if pids:
+    if pids and not reached:
         shown = ", ".join(map(str, pids[:50]))
         parts.append(f"PIDs {shown}" + (f" and {len(pids) - 50} more." if len(pids) > 50
                                         else "."))
+    refused = kill.get("refused") or []
+    if refused:
+        parts.append("Refused (permission denied) by " + ", ".join(
+            f"pid {r['pid']} (uid {r['uid']})" for r in refused[:20]) + ".")
+    if not confirmed:
+        left = kill.get("survivors") or []
+        parts.append("Not confirmed: still there " + ", ".join(
+            f"pid {p['pid']} (state {p.get('state')}, rss {fmt_bytes(p.get('rss_bytes'))})"
+            for p in left[:20]) + ".")
     if kill.get("exit_code") is not None:
         parts.append(f"Exit code {kill['exit_code']}.")
+    elif not confirmed:
+        parts.append("Exit status unknown.")
     if kills_total:
         parts.append(f"Kills by Sentinel so far: {kills_total}.")
     text = " ".join(parts) + "\n"

@@ -327,6 +327,10 @@ class WatchGuardian(Guardian):
         if self.child is not None:
             self._signal_tree(sig)
 
+    def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
+        # signal_workload here is _signal_tree: the ladder's SIGTERM is for the whole tree.
+        return self._reachable(self._descendants()) if self.child is not None else ([], {})
+
     def _signal_tree(self, sig: int) -> list[int]:
         """Send ``sig`` to every process of the target's tree; return the PIDs hit.
 
