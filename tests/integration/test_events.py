@@ -139,7 +139,7 @@ def test_a_slow_api_server_delays_neither_the_kill_nor_the_exit(start_sentinel, 
     with FakeApiServer(delay_seconds=10) as api:
         t0 = time.monotonic()
         s = run_leak(start_sentinel, tmp_path, api, "--restart", "always", "--restart-delay",
-                     "100ms", "--max-restarts", "1")
+                     "100ms", "--max-restarts", "1", "--linger", "1s")
         s.wait(9)
         ended = time.monotonic()
         # The first POST was sent and is still waiting for its answer.
@@ -147,12 +147,14 @@ def test_a_slow_api_server_delays_neither_the_kill_nor_the_exit(start_sentinel, 
     sent = logs_of(s, "signal_sent")
     assert len(sent) == 2
     assert all(e["reaction_seconds"] < 0.5 for e in sent), sent
-    # Sentinel was done once the second leaker died; the Events worker held the
-    # exit back by at most its flush bound (2 s), never by the 10 s answer.
+    # Sentinel was done once the second leaker died; the linger (1 s) and the
+    # Events worker's flush bound (2 s) held the exit back, never the 10 s answer.
     last_exit = max(r["ts"] for r in logs_of(s, "exited"))
     lag = ended - t0 - (_ts(last_exit) - _ts(s.logs()[0]["ts"]))
     assert ended - t0 < 9
-    assert lag < events.FLUSH_SECONDS + 2.0, lag
+    assert lag < 1.0 + events.FLUSH_SECONDS + 2.0, lag
+    [linger] = [w for w in warnings_of(s) if w.get("event") == "linger"]
+    assert "Kubernetes Event(s) still not out after 1.0s" in linger["msg"], linger
     assert any("still busy" in w["msg"] for w in warnings_of(s))
 
 
