@@ -67,6 +67,7 @@ def _run(settings) -> int:
         from sentinel.tui import detach_output
 
         detach_output(settings.tui_log)
+    metrics_socket = bind_metrics_port(settings)  # before the spawn: the workload can't take it
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.
@@ -76,7 +77,47 @@ def _run(settings) -> int:
     os.chdir("/")
     from sentinel.app import serve
 
-    return serve(settings, child, original_mask, pid1=pid1, subreaper=subreaper)
+    return serve(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
+                 metrics_socket=metrics_socket)
+
+
+def bind_metrics_port(settings):
+    """Bind and listen on the metrics port now, before the workload is spawned.
+
+    The chart's liveness probe is an httpGet on this port: a workload that
+    bound it first would answer the probe (or fail it) instead of Sentinel.
+    Returns the listening socket (close-on-exec, as Python makes every socket,
+    so the workload does not inherit it), the ``OSError`` that binding raised
+    (the exporter reports it as one warning, once logging is set up), or
+    ``None`` when there is no exporter or the address is a host name (a DNS
+    lookup must not delay the spawn; the exporter binds it later). Standard
+    library ``socket`` only: about a millisecond.
+    """
+    if not settings.metrics_port:
+        return None
+    import socket
+
+    host = (settings.metrics_address or "").strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host or None, settings.metrics_port, type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)[0]
+    except socket.gaierror:
+        return None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As socketserver does (allow_reuse_address): a port in TIME_WAIT from
+        # the previous container is free. Never SO_REUSEPORT: that would let
+        # the workload share the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        return exc
+    return sock
 
 
 def _require_cgroup() -> None:
