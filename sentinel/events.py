@@ -492,6 +492,7 @@ class EventRecorder:
         rec = record_for(event, self.workload)
         if rec is None or self._closed:
             return
+        self._workload_seen.set()  # an Event to send: there is a workload
         try:
             self._queue.put_nowait(rec)
         except queue.Full:
