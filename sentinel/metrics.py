@@ -344,6 +344,8 @@ class MetricsExporter:
         served as it is, and ``address``/``port`` are not used.
         """
         if sock is not None:
+            if not isinstance(sock, socket.socket):  # entry's _socket.socket: wrap its fd
+                sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
             family = sock.family
             server_class = type("_Server", (_Server,), {"address_family": family})
             server = server_class(sock.getsockname()[:2], _Handler, bind_and_activate=False)
@@ -499,8 +501,8 @@ def start_exporter(guardian, settings, prebound=None) -> MetricsExporter:
         exporter.listen(address, port, sock=prebound)
     except Exception as exc:  # OSError mostly; never a traceback, never a stop
         exporter.close()
-        if isinstance(prebound, socket.socket):
-            prebound.close()
+        if prebound is not None and not isinstance(prebound, BaseException):
+            prebound.close()  # a no-op once listen() took its descriptor
         if isinstance(exc, OSError):
             reason = (exc.strerror or str(exc)).lower() if not isinstance(exc, socket.gaierror) \
                 else f"cannot resolve address {address!r}: {exc.strerror or exc}"

@@ -466,3 +466,49 @@ def test_a_signal_cuts_the_linger_short(start_sentinel, tmp_path, mode, sig):
     assert code == 143  # the workload's status, not the signal's
     msg = [e for e in s.logs() if e.get("event") == "linger"][-1]["msg"]
     assert f"cut short by {signal.Signals(sig).name}" in msg
+
+
+# ------------------------------------------------------------------ the port is Sentinel's
+def test_the_metrics_port_is_bound_before_the_workload_starts(start_sentinel, mode):
+    """A workload that binds the metrics port first (it starts before the exporter's
+    imports) cannot take it: the liveness probe always reaches Sentinel."""
+    port = free_port()
+    code = ("import socket, sys\n"
+            "s = socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+            "try:\n"
+            f"    s.bind(('127.0.0.1', {port})); s.listen(); print('bound', flush=True)\n"
+            "except OSError as e:\n"
+            "    print('bind failed', e.errno, flush=True)\n"
+            "sys.stdin.readline()\n")
+    s = start_sentinel(sentinel_args(port, "--", PY, "-c", code), pid1=(mode == "pid1"),
+                       stdin=subprocess.PIPE)
+    line = s.expect("b")
+    assert line == "bind failed 98", line  # EADDRINUSE, from the workload's first statement
+    body = wait_until(lambda: try_get(f"http://127.0.0.1:{port}/metrics"), 20,
+                      what="Sentinel's /metrics")
+    assert 'sentinel_build_info{mode="run"' in body
+    s.popen.stdin.close()
+    assert s.wait() == 0
+    assert "Traceback" not in s.stderr() and " WARNING " not in s.stderr()
+
+
+def test_a_workload_name_that_is_not_utf8_is_scraped(start_sentinel, tmp_path):
+    # The default workload name is the command's file name: here with byte 0xff.
+    exe = os.path.join(os.fsencode(tmp_path), b"leak\xff")
+    os.symlink(shutil.which("sleep"), exe)
+    port = free_port()
+    # Passed as Python would get it from a shell: os.fsdecode'd, 0xff as "\udcff".
+    s = start_sentinel(sentinel_args(port, "--", os.fsdecode(exe), "60"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = wait_until(lambda: (b := try_get(url)) and metric(b, "sentinel_workload_up{") and b,
+                      20, what="a scrape with the workload up")
+    assert metric(body, 'sentinel_workload_up{workload="leak\\\\xff"}') == 1.0
+    for _ in range(3):
+        with OPENER.open(url, timeout=5) as resp:
+            assert resp.status == 200
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+    assert " warning" not in s.stderr().lower(), s.stderr()
+

@@ -568,7 +568,8 @@ def test_a_prebound_socket_is_served(guardian, exporters, warnings_seen):
 
     port = free_port()
     sock = bind_metrics_port(settings_for(port))
-    assert isinstance(sock, socket.socket) and not sock.get_inheritable()
+    assert sock is not None and not isinstance(sock, OSError)
+    assert not __import__("os").get_inheritable(sock.fileno())  # close-on-exec
     with socket.socket() as rival, pytest.raises(OSError) as taken:
         rival.bind(("127.0.0.1", port))
     assert taken.value.errno == 98  # EADDRINUSE
