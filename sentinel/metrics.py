@@ -9,6 +9,12 @@ two histograms are fed by the guardian's listeners as things happen. Nothing
 here is registered on prometheus_client's global registry: each exporter has
 its own ``CollectorRegistry``, so tests can build several.
 
+In ``sentinel run`` the port is bound before the workload is spawned
+(``sentinel.entry.bind_metrics_port``) and the listening socket is handed to
+``start_exporter``. Counters of earlier containers of the pod come from the
+state file (``guardian.pod_state``, see ``sentinel.statefile``); served
+scrapes are counted for the linger after a kill (``pending_reports``).
+
 Failure never reaches the workload: a port that is taken or an address that
 does not resolve gives one warning line and leaves the exporter off (see
 ``guardian.state.components["metrics"]``); a bug while collecting answers
