@@ -142,9 +142,12 @@ def make_linger(guardian: Guardian, parts: list, seconds: float):
 
 
 async def _linger(guardian: Guardian, parts: list, seconds: float) -> None:
-    kill = guardian.state.last_kill
-    if seconds <= 0 or kill is None or kill.reason == REASON_SHUTDOWN:
-        return
+    st = guardian.state
+    kill = st.last_kill
+    if seconds <= 0 or st.mode != "run" or kill is None or kill.reason == REASON_SHUTDOWN:
+        return  # watch mode ends only on SIGTERM/SIGINT: the kubelet is waiting
+    if st.started_wall is not None and kill.started_wall < st.started_wall:
+        return  # a kill of an earlier run (--restart); this exit is not a kill's
     since = time.monotonic()
     reporters = [p for p in parts if hasattr(p, "pending_reports")]
 

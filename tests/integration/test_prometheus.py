@@ -512,3 +512,24 @@ def test_a_workload_name_that_is_not_utf8_is_scraped(start_sentinel, tmp_path):
     assert s.wait() == 143
     assert " warning" not in s.stderr().lower(), s.stderr()
 
+
+
+def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_path):
+    # A memory kill, a restart (--restart always), then docker stop / pod deletion:
+    # the kubelet is waiting, the kill was reported long ago; exit at once.
+    port = free_port()
+    restarted = tmp_path / "restarted"
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "30s", "--restart",
+        "always", "--restart-delay", "100ms", "--workload-name", "leaky", "--", "sh", "-c",
+        f'if [ -e "{restarted}" ]; then exec sleep 60; fi; touch "{restarted}"; '
+        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}') == 1
+               and metric(try_get(url), 'sentinel_workload_up{workload="leaky"}') == 1, 20,
+               what="the kill, the restart, and the scrapes")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait(10) == 143
+    assert time.monotonic() - t0 < 3
+    assert not [e for e in s.logs() if e.get("event") == "linger"]
