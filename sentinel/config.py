@@ -343,9 +343,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--state-dir",), "state_dir", str, metavar="DIR",
         help="keep the pod's counters (kills, restarts) in DIR/sentinel-state.json across "
              "container restarts (default: off; the chart uses /shared)"),
-    Opt(("--linger",), "linger_seconds", parse_duration, metavar="DURATION",
+    Opt(("--linger",), "linger_seconds", parse_duration, metavar="DURATION", modes=("run",),
         help="after a kill, wait up to DURATION for Events and one more scrape before "
-             "exiting (default 5s in a pod, else 0; a second SIGTERM cuts it short)"),
+             "exiting (default 5s in a pod, else 0; a SIGTERM meanwhile cuts it short)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
     Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
         help="watch the process with this name (comm, executable or argv[0] basename)"),

@@ -137,3 +137,19 @@ def test_relative_paths_are_resolved_before_sentinel_moves_to_root(tmp_path, mon
     s = parse_settings("run", ["--socket", "s.sock", "--kubeconfig", "a:b", "--", "app"], {})
     assert s.socket_path == str(tmp_path / "s.sock")
     assert s.kubeconfig == f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+
+
+def test_state_dir_and_linger(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = parse_settings("run", ["--state-dir", "shared", "--linger", "2.5s", "--", "true"], {})
+    assert s.state_dir == str(tmp_path / "shared")  # Sentinel moves to / after the spawn
+    assert s.linger_seconds == 2.5
+    s = parse_settings("run", ["--", "true"], {"SENTINEL_STATE_DIR": "/shared",
+                                               "SENTINEL_LINGER": "0"})
+    assert (s.state_dir, s.linger_seconds) == ("/shared", 0.0)
+    s = parse_settings("run", ["--", "true"], {})
+    assert (s.state_dir, s.linger_seconds) == (None, None)  # off; linger decided in a pod
+    with pytest.raises(UsageError, match="--linger: '5 minutes' is not a duration"):
+        parse_settings("run", ["--linger", "5 minutes", "--", "true"], {})
+    with pytest.raises(UsageError, match="unrecognized arguments: --linger"):
+        parse_settings("watch", ["--linger", "1s", "--target-pid", "1"], {})
