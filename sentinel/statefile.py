@@ -184,12 +184,13 @@ class StateFile:
     name = COMPONENT
 
     def __init__(self, directory: str, state, *, pod_uid: str | None,
-                 flush_seconds: float = FLUSH_SECONDS) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, components: dict | None = None) -> None:
         self.directory = directory
         self.path = os.path.join(directory, FILE_NAME)
         self.state = state
         self.pod_uid = pod_uid
         self.flush_seconds = flush_seconds
+        self.components = components  # guardian.state.components: a failed write shows there
         self.carried = Carried()
         self.writes_total = 0
         self.write_errors_total = 0
@@ -211,6 +212,13 @@ class StateFile:
                 data = f.read(MAX_BYTES + 1)
         except FileNotFoundError:
             return f"on: {self.path} (new: no earlier container in this pod)"
+        except NotADirectoryError:
+            self._warned_write = True  # this one line says it all
+            message = (f"state file {self.path}: {self.directory} is not a directory; the "
+                       "pod's counters are not carried over (enforcement goes on). Fix: give "
+                       "--state-dir a writable directory (the chart's /shared emptyDir)")
+            log.warning("%s", message, extra={"event": "state_file", "path": self.path})
+            return f"off: {self.directory} is not a directory"
         except OSError as exc:
             return self._bad(f"cannot be read ({exc.strerror or exc})")
         if len(data) > MAX_BYTES:
@@ -273,6 +281,10 @@ class StateFile:
             write_atomically(self.path, data)
         except OSError as exc:
             self.write_errors_total += 1
+            if self.components is not None:  # one key replaced: safe from this thread
+                self.components[COMPONENT] = (f"error: cannot write {self.path}: "
+                                              f"{' '.join(str(exc.strerror or exc).split())} "
+                                              f"({self.write_errors_total} failed)")
             if not self._warned_write:
                 self._warned_write = True
                 log.warning("cannot write the state file %s: %s; kills of this container are "
@@ -315,7 +327,8 @@ def start(guardian, settings, environ=None) -> list:
         comps[COMPONENT] = "off (no --state-dir)"
         return []
     env = os.environ if environ is None else environ
-    sf = StateFile(directory, guardian.state, pod_uid=env.get("POD_UID") or None)
+    sf = StateFile(directory, guardian.state, pod_uid=env.get("POD_UID") or None,
+                   components=comps)
     comps[COMPONENT] = sf.load()
     guardian.pod_state = sf
     guardian.listeners.append(sf)

@@ -120,22 +120,23 @@ def test_the_write_is_atomic_and_leaves_no_temporary_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [statefile.FILE_NAME]
 
 
-def test_an_unwritable_directory_is_one_warning_and_no_error(tmp_path, caplog):
+def test_a_file_in_place_of_the_directory_is_one_warning_and_no_error(tmp_path, caplog):
     # A regular file where the directory should be: even root cannot write there.
     blocker = tmp_path / "shared"
     blocker.write_text("")
-    sf = statefile.StateFile(str(blocker), new_state(), pod_uid=UID)
+    comps: dict = {}
+    sf = statefile.StateFile(str(blocker), new_state(), pod_uid=UID, components=comps)
     with caplog.at_level(logging.INFO, logger="sentinel"):
         sf.load()
         for n in range(3):
             sf.state.kills[(REASON_MEMORY, "SIGTERM")] = n + 1
             sf.save()
         sf.close()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("cannot be read" in w for w in warnings)  # the read at start
-    [write] = [w for w in warnings if "cannot write" in w]
-    assert "--state-dir" in write and "\n" not in write
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "is not a directory" in warning and "--state-dir" in warning, warning
+    assert "\n" not in warning
     assert sf.write_errors_total >= 1 and sf.writes_total == 0
+    assert comps[statefile.COMPONENT].startswith(f"error: cannot write {sf.path}: ")
 
 
 def test_save_never_waits_for_the_disk(tmp_path):
@@ -155,3 +156,18 @@ def test_save_never_waits_for_the_disk(tmp_path):
     doc = written(sf)
     assert doc["counters"]["kills"][0]["value"] == 49
     assert sf.writes_total <= 3  # coalesced, not 51 writes
+
+
+def test_a_write_that_fails_is_one_warning(tmp_path, caplog):
+    sf = statefile.StateFile(str(tmp_path), new_state(), pod_uid=UID)
+    sf.load()
+    (tmp_path / f".{statefile.FILE_NAME}.{os.getpid()}.tmp").mkdir()  # the temporary is taken
+    with caplog.at_level(logging.INFO, logger="sentinel"):
+        for n in range(3):
+            sf.state.kills[(REASON_MEMORY, "SIGTERM")] = n + 1
+            sf.save()
+        sf.close()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"cannot write the state file {sf.path}: ") and "\n" not in warning
+    assert "enforcement goes on" in warning and "--state-dir" in warning
+    assert sf.write_errors_total >= 1 and not (tmp_path / statefile.FILE_NAME).exists()
