@@ -9,23 +9,41 @@ workload keep running without it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import time
 
 from sentinel import __version__, logs
-from sentinel.config import Settings
+from sentinel.config import Settings, signal_name
 from sentinel.guardian import Guardian
 from sentinel.spawn import Child
+from sentinel.state import REASON_SHUTDOWN
 
 log = logging.getLogger(logs.LOGGER_NAME)
 
 
-def _start_metrics(guardian: Guardian, settings: Settings) -> list:
+# The linger after a kill, when --linger is not given: long enough for a
+# Prometheus scraping every few seconds and for the Events to be posted, short
+# enough not to hold up the kubelet's restart of the container.
+DEFAULT_LINGER_SECONDS = 5.0
+_LINGER_POLL_SECONDS = 0.02
+
+
+def _start_state_file(guardian: Guardian, settings: Settings) -> list:
+    from sentinel import statefile  # stdlib only
+
+    return statefile.start(guardian, settings)
+
+
+def _start_metrics(guardian: Guardian, settings: Settings, prebound=None) -> list:
     if not settings.metrics_port:
         guardian.state.components["metrics"] = "off: --no-metrics or --metrics-port 0"
         return []
     from sentinel.metrics import start_exporter  # prometheus_client: after the spawn
 
-    return [start_exporter(guardian, settings)]
+    return [start_exporter(guardian, settings, prebound)]
 
 
 def _start_socket(guardian: Guardian, settings: Settings) -> list:
@@ -52,20 +70,28 @@ def _start_dashboard(guardian: Guardian, settings: Settings) -> list:
     return [start_tui(guardian, settings)]
 
 
-_PARTS = (("metrics", _start_metrics), ("socket", _start_socket),
+# The state file first: the exporter's first scrape already shows the pod's
+# counters, and it is closed (its last write) after everything else.
+_PARTS = (("state-file", _start_state_file), ("metrics", _start_metrics),
+          ("socket", _start_socket),
           ("k8s-events", _start_k8s_events), ("dashboard", _start_dashboard))
 
 
-def start_components(guardian: Guardian, settings: Settings) -> list:
+def start_components(guardian: Guardian, settings: Settings, metrics_socket=None) -> list:
     """Start every enabled part; return the started ones (each has ``close()``).
 
+    ``metrics_socket``: the metrics port bound before the spawn (or the
+    ``OSError`` binding raised), see ``sentinel.entry.bind_metrics_port``.
     A part that fails in an unexpected way (a bug) is logged on one line and
     left off; the workload is already running and must not pay for it.
     """
     started: list = []
     for name, start in _PARTS:
         try:
-            started.extend(start(guardian, settings))
+            if name == "metrics":
+                started.extend(_start_metrics(guardian, settings, metrics_socket))
+            else:
+                started.extend(start(guardian, settings))
         except Exception as exc:
             guardian.state.components[name] = f"off: internal error {exc!r}"
             log.error("%s could not start: %r; running without it (--debug shows the "
@@ -75,17 +101,99 @@ def start_components(guardian: Guardian, settings: Settings) -> list:
 
 
 def serve(settings: Settings, child: Child | None, original_mask: set[int], *,
-          pid1: bool, subreaper: bool) -> int:
+          pid1: bool, subreaper: bool, metrics_socket=None) -> int:
     """Supervise ``child`` until it is gone for good; return Sentinel's exit code."""
     logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
     guardian = Guardian(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
                         version=__version__)
-    return supervise(guardian, settings)
+    return supervise(guardian, settings, metrics_socket=metrics_socket)
 
 
-def supervise(guardian: Guardian, settings: Settings) -> int:
-    """Start the parts around ``guardian``, run it, close the parts; return its exit code."""
-    parts = start_components(guardian, settings)
+def linger_seconds(settings: Settings, guardian: Guardian, environ=None) -> float:
+    """The bound on the linger after a kill: ``--linger``, else ``DEFAULT_LINGER_SECONDS``
+    in a pod (``POD_NAME`` set, or Events on) and 0 elsewhere."""
+    if settings.linger_seconds is not None:
+        return settings.linger_seconds
+    env = os.environ if environ is None else environ
+    in_pod = bool(env.get("POD_NAME")) or getattr(guardian, "k8s_events", None) is not None
+    return DEFAULT_LINGER_SECONDS if in_pod else 0.0
+
+
+def make_linger(guardian: Guardian, parts: list, seconds: float):
+    """The coroutine function ``guardian.run()`` awaits once the workload is gone.
+
+    After a kill by Sentinel (memory limit or operator; not its own shutdown,
+    which the kubelet is waiting on), it waits until every part that reports
+    (``pending_reports(since_mono)``: the exporter until one more scrape has
+    been served when a scraper has been seen, the Events recorder until its
+    queue is posted) has nothing pending, at most ``seconds``; a SIGTERM or
+    SIGINT meanwhile ends it at once. The termination message is written
+    synchronously when the kill is over, before this starts. It runs on the
+    guardian's loop, so orphans are still reaped and signals still read; it
+    never raises and never changes the exit code.
+    """
+    async def linger(code: int) -> None:
+        try:
+            await _linger(guardian, parts, seconds)
+        except Exception as exc:  # a bug here must not cost the exit code
+            log.error("linger failed: %r; exiting now with code %d", exc, code,
+                      extra={"event": "linger"})
+    return linger
+
+
+async def _linger(guardian: Guardian, parts: list, seconds: float) -> None:
+    st = guardian.state
+    kill = st.last_kill
+    if seconds <= 0 or st.mode != "run" or kill is None or kill.reason == REASON_SHUTDOWN:
+        return  # watch mode ends only on SIGTERM/SIGINT: the kubelet is waiting
+    if st.started_wall is not None and kill.started_wall < st.started_wall:
+        return  # a kill of an earlier run (--restart); this exit is not a kill's
+    since = time.monotonic()
+    reporters = [p for p in parts if hasattr(p, "pending_reports")]
+
+    def pending() -> list[str]:
+        return [what for p in reporters if (what := p.pending_reports(since))]
+
+    waiting = pending()
+    if not waiting:
+        return
+    cut: list[str] = []
+
+    def on_late_signal(info) -> None:
+        if info.signo in (signal.SIGTERM, signal.SIGINT) and not cut:
+            cut.append(signal_name(info.signo))
+
+    guardian.late_signal_listeners.append(on_late_signal)
+    log.info("lingering up to %.1fs so that the kill is reported: waiting for %s (--linger; a "
+             "SIGTERM ends it)", seconds, ", ".join(waiting), extra={"event": "linger"})
+    deadline = since + seconds
+    try:
+        while True:
+            await asyncio.sleep(_LINGER_POLL_SECONDS)
+            waiting = pending()
+            took = time.monotonic() - since
+            if not waiting:
+                log.info("linger over after %.2fs: the kill's reports are out", took,
+                         extra={"event": "linger", "seconds": took})
+                return
+            if cut:
+                log.info("linger cut short by %s after %.2fs; not out: %s", cut[0], took,
+                         ", ".join(waiting), extra={"event": "linger", "seconds": took})
+                return
+            if time.monotonic() >= deadline:
+                log.warning("linger: %s still not out after %.1fs; exiting (a longer --linger "
+                            "waits more)", ", ".join(waiting), seconds,
+                            extra={"event": "linger", "seconds": took})
+                return
+    finally:
+        guardian.late_signal_listeners.remove(on_late_signal)
+
+
+def supervise(guardian: Guardian, settings: Settings, metrics_socket=None) -> int:
+    """Start the parts around ``guardian``, run it (and linger after a kill, see
+    ``make_linger``), close the parts; return its exit code."""
+    parts = start_components(guardian, settings, metrics_socket)
+    guardian.linger = make_linger(guardian, parts, linger_seconds(settings, guardian))
     try:
         return guardian.run()
     finally:

@@ -316,6 +316,13 @@ class Settings:
     k8s_events: str = "auto"
     kubeconfig: str | None = None
     termination_log: str | None = "/dev/termination-log"
+    # Where the pod's counters (kills, restarts, last kill) outlive a container
+    # restart (sentinel.statefile); None: not kept. The chart passes /shared.
+    state_dir: str | None = None
+    # After a kill, how long Sentinel may wait before exiting for its reports
+    # to get out (Events posted, one more scrape). None: 5 s in a pod (POD_NAME
+    # set, or Events on), else 0. It exits as soon as nothing is pending.
+    linger_seconds: float | None = None
     debug: bool = False
     # watch mode: how to find the target (exactly one is set)
     target_name: str | None = None
@@ -416,6 +423,12 @@ OPTIONS: tuple[Opt, ...] = (
         help="kubeconfig outside a pod (default: $KUBECONFIG, then ~/.kube/config)"),
     Opt(("--termination-log",), "termination_log", str, metavar="PATH",
         help="where a kill summary is written for Kubernetes (default /dev/termination-log)"),
+    Opt(("--state-dir",), "state_dir", str, metavar="DIR",
+        help="keep the pod's counters (kills, restarts) in DIR/sentinel-state.json across "
+             "container restarts (default: off; the chart uses /shared)"),
+    Opt(("--linger",), "linger_seconds", parse_duration, metavar="DURATION", modes=("run",),
+        help="after a kill, wait up to DURATION for Events and one more scrape before "
+             "exiting (default 5s in a pod, else 0; a SIGTERM meanwhile cuts it short)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
     Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
         help="watch the process started as NAME (comm, argv[0] or executable basename, or a "
@@ -570,7 +583,7 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         values["termination_log"] = None
     # Sentinel moves to / once the workload runs: relative paths are taken
     # relative to the directory it was started in, now.
-    for key in ("socket_path", "termination_log", "tui_log"):
+    for key in ("socket_path", "termination_log", "tui_log", "state_dir"):
         if isinstance(values.get(key), str) and values[key]:
             values[key] = os.path.abspath(values[key])  # type: ignore[arg-type]
     if isinstance(values.get("kubeconfig"), str):  # a list, as $KUBECONFIG may be

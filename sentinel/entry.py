@@ -67,6 +67,7 @@ def _run(settings) -> int:
         from sentinel.tui import detach_output
 
         detach_output(settings.tui_log)
+    metrics_socket = bind_metrics_port(settings)  # before the spawn: the workload can't take it
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.
@@ -76,7 +77,49 @@ def _run(settings) -> int:
     os.chdir("/")
     from sentinel.app import serve
 
-    return serve(settings, child, original_mask, pid1=pid1, subreaper=subreaper)
+    return serve(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
+                 metrics_socket=metrics_socket)
+
+
+def bind_metrics_port(settings):
+    """Bind and listen on the metrics port now, before the workload is spawned.
+
+    The chart's liveness probe is an httpGet on this port: a workload that
+    bound it first would answer the probe (or fail it) instead of Sentinel.
+    Returns the listening socket (a ``_socket.socket``; ``metrics`` wraps it),
+    the ``OSError`` that binding raised (the exporter reports it as one
+    warning, once logging is set up), or ``None`` when there is no exporter or
+    the address is a host name (a DNS lookup must not delay the spawn; the
+    exporter binds it later). The socket is close-on-exec, as CPython makes
+    every socket, so the workload does not inherit it. The C module
+    ``_socket`` costs about 0.3 ms here; ``socket`` (with ``selectors``,
+    ``enum`` classes) about 2 ms, and is imported after the spawn anyway.
+    """
+    if not settings.metrics_port:
+        return None
+    import _socket
+
+    host = (settings.metrics_address or "").strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        family, kind, proto, _, sockaddr = _socket.getaddrinfo(
+            host or None, settings.metrics_port, 0, _socket.SOCK_STREAM, 0,
+            _socket.AI_PASSIVE | _socket.AI_NUMERICHOST)[0]
+    except _socket.gaierror:
+        return None
+    sock = _socket.socket(family, kind, proto)
+    try:
+        # As socketserver does (allow_reuse_address): a port in TIME_WAIT from
+        # the previous container is free. Never SO_REUSEPORT: that would let
+        # the workload share the port.
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        return exc
+    return sock
 
 
 def _require_cgroup() -> None:

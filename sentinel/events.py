@@ -5,11 +5,13 @@ auto|on|off``), and if so subscribes an ``EventRecorder`` to the guardian's
 events. The recorder turns each kill step (``signal_sent``) into an Event body
 on the loop (pure dict work, microseconds) and hands it to one worker thread
 through a bounded queue; the worker imports the ``kubernetes`` client (about
-35 MiB and 0.3-0.6 s of imports that hold the GIL) at the first Event, which
-is queued only after its signal was sent, and talks to the API server with
-short timeouts. A kill is never
-delayed: nothing here blocks the loop, a full queue drops the Event, and
-``close()`` waits for the worker at most ``FLUSH_SECONDS``.
+25 MiB of RSS and 0.3-0.6 s of imports on an idle core, seconds under a 50m CPU
+limit) in the background as soon as the workload runs (``spawned``/``attached``),
+so that the client is ready before the first kill (loaded at the first Event, it
+often did not finish before Sentinel exited), and talks to the API server with
+short timeouts. A kill is never delayed: nothing here blocks the loop, a full
+queue drops the Event, ``pending_reports()`` tells the linger after a kill what
+is still queued, and ``close()`` waits for the worker at most ``FLUSH_SECONDS``.
 
 Where the cluster comes from, as kubectl decides: ``--kubeconfig`` (or
 ``SENTINEL_KUBECONFIG``: ``settings.kubeconfig``) when given, else
@@ -42,8 +44,10 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -284,13 +288,29 @@ def rfc3339(wall: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(wall)))
 
 
-def event_name(pod_name: str, wall: float, bump: int = 0) -> str:
-    """``<pod>.<unix nanoseconds in hex>``, as client-go names Events; at most 253 characters.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+# NameIsDNSSubdomain (k8s.io/apimachinery pkg/util/validation: IsDNS1123Subdomain).
+_DNS_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
 
+
+def is_dns_subdomain(name: str) -> bool:
+    """Whether the API server accepts ``name`` as an object name: a lowercase RFC 1123
+    subdomain of at most 253 characters."""
+    return len(name) <= NAME_MAX and _DNS_SUBDOMAIN.match(name) is not None
+
+
+def event_name(pod_name: str, wall: float, bump: int = 0) -> str:
+    """``<pod>.<unix nanoseconds in hex>``, as client-go names Events; always a valid name.
+
+    A long pod name is cut to fit 253 characters; a cut that ends in ``-`` or
+    ``.`` is trimmed back to a letter or digit (a DNS label may not end so).
+    When that still is not a valid name, a random UUID is the name, as
+    client-go's ``GenerateEventName`` falls back (kubernetes#127594).
     ``bump`` adds nanoseconds: the next name to try when one is taken (409).
     """
     suffix = f".{int(wall * 1e9) + bump:x}"
-    return pod_name[: NAME_MAX - len(suffix)] + suffix
+    name = pod_name[: NAME_MAX - len(suffix)].rstrip("-.") + suffix
+    return name if is_dns_subdomain(name) else str(uuid.uuid4())
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
@@ -444,10 +464,11 @@ class EventRecorder:
     def __init__(self, source: ClusterSource, pod: PodRef, *, workload: str, version: str = "",
                  loop=None, components: dict | None = None, queue_size: int = QUEUE_SIZE,
                  timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
-                 flush_seconds: float = FLUSH_SECONDS) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, preload: bool = True) -> None:
         self.source = source
         self.pod = pod
         self.workload = workload
+        self.preload = preload
         self.version = version
         self.api_version = API_EVENTS_V1
         self.errors_total: dict[str, int] = {}
@@ -463,8 +484,13 @@ class EventRecorder:
         self._api = None  # kubernetes.client.ApiClient, made in the worker
         self._exc = None  # the client's exception classes
         self._closed = False
+        # Set once the workload runs (the guardian's "spawned"/"attached"):
+        # the preload waits for it, so nothing of the client's import runs
+        # before the spawn or during Sentinel's own start-up.
+        self._workload_seen = threading.Event()
         self._status(f"on: Events for pod {pod.namespace}/{pod.name} via {source.describe()} "
-                     "(the client loads at the first Event)")
+                     + ("(the client loads in the background)" if preload else
+                        "(the client loads at the first Event)"))
         self._thread = threading.Thread(target=self._work, name="sentinel-k8s-events",
                                         daemon=True)
         self._thread.start()
@@ -472,9 +498,12 @@ class EventRecorder:
     # -- on the loop ---------------------------------------------------------
     def __call__(self, event: Event) -> None:
         """The guardian listener: build the Record and queue it; never blocks."""
+        if event.kind in ("spawned", "attached"):
+            self._workload_seen.set()
         rec = record_for(event, self.workload)
         if rec is None or self._closed:
             return
+        self._workload_seen.set()  # an Event to send: there is a workload
         try:
             self._queue.put_nowait(rec)
         except queue.Full:
@@ -482,11 +511,18 @@ class EventRecorder:
             self._fail("queue_full", f"{self._queue.maxsize} Events are waiting to be sent (the "
                        "API server is slow or down): dropping new ones; kills are not delayed")
 
+    def pending_reports(self, since_mono: float) -> str | None:
+        """For the linger after a kill: "N Event(s)" while Events are queued or being
+        posted, ``None`` when all are out (sent or given up)."""
+        n = self._queue.unfinished_tasks
+        return f"{n} Kubernetes Event(s)" if n else None
+
     def close(self) -> None:
         """Stop the worker, waiting at most ``flush_seconds`` for queued Events to go out."""
         if self._closed:
             return
         self._closed = True
+        self._workload_seen.set()
         try:
             self._queue.put_nowait(None)
         except queue.Full:
@@ -527,31 +563,48 @@ class EventRecorder:
         return f"{sent} sent, {errors} failed"
 
     # -- the worker -------------------------------------------------------------
+    def _load_client(self) -> None:
+        try:
+            self._connect()
+        except Exception as exc:  # a broken kubeconfig, a missing token, a bad cert
+            self._fail("config", f"cannot load the cluster configuration from "
+                       f"{self.source.describe()}: {exc}; kills are not recorded as "
+                       "Events. Fix the kubeconfig, or pass --k8s-events off")
+
     def _work(self) -> None:
         connected = False
+        if self.preload:
+            # Loaded now, in this thread, right after the start: under a small
+            # CPU limit (50-100m) its 0.3-0.6 s of imports take seconds, and
+            # started only at the first Event they would often not finish
+            # before Sentinel exits, losing the only kill's Event. The loop
+            # keeps running meanwhile (the GIL is handed over every 5 ms).
+            self._workload_seen.wait()
+            if not self._closed:
+                connected = True
+                started = time.monotonic()
+                self._load_client()
+                log.debug("Kubernetes Events: client loaded in the background in %.2fs",
+                          time.monotonic() - started,
+                          extra={"event": "k8s_events", "reason": "client_loaded"})
         while True:
             rec = self._queue.get()
             if rec is None:
+                self._queue.task_done()
                 break
-            if not connected:
-                # The client is loaded at the first Event, which is queued only
-                # after its signal was sent: its imports hold the GIL for tenths
-                # of a second and would slow the sampler near a crossing.
-                connected = True
-                try:
-                    self._connect()
-                except Exception as exc:  # a broken kubeconfig, a missing token, a bad cert
-                    self._fail("config", f"cannot load the cluster configuration from "
-                               f"{self.source.describe()}: {exc}; kills are not recorded as "
-                               "Events. Fix the kubeconfig, or pass --k8s-events off")
-            if self._api is None:
-                self.dropped_total += 1
-                continue
             try:
+                if not connected:
+                    connected = True
+                    self._load_client()
+                if self._api is None:
+                    self.dropped_total += 1
+                    continue
                 self._record(rec)
             except Exception as exc:  # a bug here must never take the worker down
                 self.dropped_total += 1
                 self._fail("other", f"unexpected error sending an Event: {exc!r}")
+            finally:
+                self._queue.task_done()
         api = self._api
         if api is not None:
             try:

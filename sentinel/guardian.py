@@ -153,6 +153,12 @@ class Guardian:
             subreaper=subreaper)
         self.listeners: list[Listener] = []
         self.sample_listeners: list[Callable] = []  # called with each MemorySample
+        # After the workload is gone for good (``serve()`` has its exit code),
+        # ``run()`` awaits ``linger(code)`` on the same loop before closing, so
+        # signals are still read and orphans reaped (sentinel.app sets it); a
+        # signal other than SIGCHLD that arrives then goes to these listeners.
+        self.linger: Callable | None = None
+        self.late_signal_listeners: list[Callable] = []  # called with a kernel.SignalInfo
         # The workload shares Sentinel's cgroup in run mode (the container's):
         # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
@@ -199,7 +205,10 @@ class Guardian:
     def run(self) -> int:
         """Run the loop until the workload is gone for good; return Sentinel's exit code."""
         try:
-            return self.loop.run_until_complete(self.serve())
+            code = self.loop.run_until_complete(self.serve())
+            if self.linger is not None:  # the reports of a kill get out; the code is kept
+                self.loop.run_until_complete(self.linger(code))
+            return code
         finally:
             self.close()
 
@@ -289,6 +298,10 @@ class Guardian:
                 self._on_signal(info)
 
     def _on_signal(self, info: kernel.SignalInfo) -> None:
+        if self._done is not None and self._done.done():  # lingering: nothing to forward to
+            for listener in list(self.late_signal_listeners):
+                listener(info)
+            return
         sig = info.signo
         target = self._rewrite.get(sig, sig)
         name = signal_name(sig)

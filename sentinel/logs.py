@@ -69,3 +69,22 @@ def fmt_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def printable(text: str) -> str:
+    """``text`` made safe to encode as UTF-8, for metric labels, files and Events.
+
+    A name that was not UTF-8 (Python decodes a command's file name with byte
+    0xff as the surrogate escape ``\\udcff``, which no UTF-8 encoder accepts)
+    shows its bytes as ``\\xff``; any other lone surrogate as ``\\udxxx``.
+    Valid text is returned as it is.
+    """
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()

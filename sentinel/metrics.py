@@ -9,6 +9,12 @@ two histograms are fed by the guardian's listeners as things happen. Nothing
 here is registered on prometheus_client's global registry: each exporter has
 its own ``CollectorRegistry``, so tests can build several.
 
+In ``sentinel run`` the port is bound before the workload is spawned
+(``sentinel.entry.bind_metrics_port``) and the listening socket is handed to
+``start_exporter``. Counters of earlier containers of the pod come from the
+state file (``guardian.pod_state``, see ``sentinel.statefile``); served
+scrapes are counted for the linger after a kill (``pending_reports``).
+
 Failure never reaches the workload: a port that is taken or an address that
 does not resolve gives one warning line and leaves the exporter off (see
 ``guardian.state.components["metrics"]``); a bug while collecting answers
@@ -38,7 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from sentinel.logs import LOGGER_NAME
+from sentinel.logs import LOGGER_NAME, printable
 from sentinel.state import (
     PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event, GuardianState, MemorySample,
 )
@@ -98,15 +104,22 @@ class SentinelCollector(Collector):
     """
 
     def __init__(self, state: GuardianState, reaction: Histogram | None = None,
-                 sample_duration: Histogram | None = None) -> None:
+                 sample_duration: Histogram | None = None, guardian=None) -> None:
         self.state = state
+        # Parts that start after the exporter hang on the guardian, read at
+        # scrape time: ``pod_state`` (sentinel.statefile: counters of earlier
+        # containers of this pod) and ``k8s_events`` (the Events recorder).
+        self.guardian = guardian
         self.reaction = reaction or Histogram(REACTION_BUCKETS)
         self.sample_duration = sample_duration or Histogram(SAMPLE_DURATION_BUCKETS)
 
     def collect(self):
         st = self.state
-        workload = st.workload
+        # A name that is not UTF-8 (a command file named with byte 0xff) would
+        # make the exposition's encoder fail, and every scrape answer 500.
+        workload = printable(st.workload)
         w = [workload]
+        carried = getattr(getattr(self.guardian, "pod_state", None), "carried", None)
         sample = st.last_sample
         running = st.main_pid is not None and st.phase in (PHASE_RUNNING, PHASE_TERMINATING)
         if not running:
@@ -155,7 +168,11 @@ class SentinelCollector(Collector):
             "its SIGTERM and, after the grace period, its SIGKILL.",
             labels=["workload", "reason", "signal"])
         counts = dict.fromkeys(PREPOPULATED_KILLS, 0)
-        counts.update(dict(st.kills))  # a copy: the loop may add a key meanwhile
+        if carried is not None:  # earlier containers of this pod (--state-dir)
+            for key, n in dict(carried.kills).items():
+                counts[key] = counts.get(key, 0) + n
+        for key, n in dict(st.kills).items():  # a copy: the loop may add a key meanwhile
+            counts[key] = counts.get(key, 0) + n
         for (reason, sig), count in sorted(counts.items()):
             kills.add_metric([workload, reason, sig], count)
         yield kills
@@ -163,14 +180,15 @@ class SentinelCollector(Collector):
         restarts = CounterMetricFamily(
             "sentinel_restarts", "Restarts of the workload by the restart policy (--restart).",
             labels=["workload"])
-        restarts.add_metric(w, st.restarts)
+        restarts.add_metric(w, st.restarts + (carried.restarts if carried is not None else 0))
         yield restarts
 
         kill = st.current_kill or st.last_kill
         yield gauge("sentinel_last_kill_timestamp_seconds",
                     "When Sentinel last started stopping the workload (SIGTERM, or SIGKILL for an "
                     "immediate kill), in seconds since the Unix epoch; 0 if it never did.",
-                    kill.started_wall if kill is not None else 0, unit="seconds")
+                    kill.started_wall if kill is not None else
+                    (carried.last_kill_wall or 0) if carried is not None else 0, unit="seconds")
 
         for name, doc, hist in (
                 ("sentinel_reaction_seconds",
@@ -192,6 +210,21 @@ class SentinelCollector(Collector):
         for (probe, reason), count in sorted(dict(st.sample_errors).items()):
             errors.add_metric([probe, reason], count)
         yield errors
+
+        recorder = getattr(self.guardian, "k8s_events", None)
+        if recorder is not None:
+            from sentinel.events import ERROR_REASONS  # stdlib only, loaded already
+
+            event_errors = CounterMetricFamily(
+                "sentinel_k8s_event_errors", "Kubernetes Events that could not be sent, by "
+                "reason (forbidden, unauthorized, not_found, invalid, timeout, unreachable, "
+                "throttled, server_error, queue_full, config, ...; see docs/kubernetes.md).",
+                labels=["reason"])
+            failed = dict.fromkeys(ERROR_REASONS, 0)
+            failed.update(dict(recorder.errors_total))
+            for reason, count in sorted(failed.items()):
+                event_errors.add_metric([reason], count)
+            yield event_errors
 
         yield gauge("sentinel_enforcement_paused",
                     "1 while enforcement of the memory limit is paused from the control socket.",
@@ -249,6 +282,10 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         # thread, before the guardian's loop runs. The name is only used for
         # SERVER_NAME, which nothing here reads.
         socketserver.TCPServer.server_bind(self)
+        self.bound()
+
+    def bound(self) -> None:
+        """Set what WSGIServer.server_bind sets, once ``self.socket`` is bound."""
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), port
         self.setup_environ()
@@ -289,6 +326,10 @@ class MetricsExporter:
         self._wake_w: socket.socket | None = None
         self._reported: set[str] = set()
         self._lock = threading.Lock()
+        # Scrapes served (the response sent), kubelet probes not counted: the
+        # linger after a kill waits for one more when a scraper has been seen.
+        self.scrapes_total = 0
+        self.last_scrape_started_mono: float | None = None
 
     # -- listeners, on the guardian's loop ----------------------------------
     def on_event(self, event: Event) -> None:
@@ -301,13 +342,29 @@ class MetricsExporter:
         self.collector.sample_duration.observe(sample.duration_seconds)
 
     # -- serving ---------------------------------------------------------------
-    def listen(self, address: str, port: int) -> None:
-        """Bind and start serving. Raises ``OSError`` (``socket.gaierror`` for a bad address)."""
-        infos = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, _, _, _, sockaddr = infos[0]
-        server_class = type("_Server", (_Server,), {"address_family": family})
-        server = server_class(sockaddr[:2], _Handler)
+    def listen(self, address: str, port: int, sock: socket.socket | None = None) -> None:
+        """Bind and start serving. Raises ``OSError`` (``socket.gaierror`` for a bad address).
+
+        ``sock``: a socket already bound and listening (``sentinel.entry`` binds
+        the port before the spawn, so the workload cannot take it); it is
+        served as it is, and ``address``/``port`` are not used.
+        """
+        if sock is not None:
+            if not isinstance(sock, socket.socket):  # entry's _socket.socket: wrap its fd
+                sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            family = sock.family
+            server_class = type("_Server", (_Server,), {"address_family": family})
+            server = server_class(sock.getsockname()[:2], _Handler, bind_and_activate=False)
+            server.socket.close()  # the one TCPServer made; ours is bound and listening
+            server.socket = sock
+            server.server_address = sock.getsockname()
+            server.bound()
+        else:
+            infos = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+            family, _, _, _, sockaddr = infos[0]
+            server_class = type("_Server", (_Server,), {"address_family": family})
+            server = server_class(sockaddr[:2], _Handler)
         server.set_app(self._app(make_wsgi_app(self.registry)))
         self._server = server
         self._wake_r, self._wake_w = socket.socketpair()
@@ -331,10 +388,23 @@ class MetricsExporter:
                 except Exception as exc:  # never let the accept thread die with a traceback
                     log.debug("metrics: accepting a connection failed: %r", exc)
 
+    def _served(self, environ, started: float) -> None:
+        """Count a scrape once its response went out (kubelet probes, favicon excluded)."""
+        if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
+            return
+        if str(environ.get("HTTP_USER_AGENT", "")).startswith("kube-probe/"):
+            return
+        with self._lock:
+            self.scrapes_total += 1
+            last = self.last_scrape_started_mono
+            self.last_scrape_started_mono = started if last is None else max(last, started)
+
     def _app(self, app):
         def sentinel_metrics_app(environ, start_response):
+            started = time.monotonic()
             try:
-                return app(environ, start_response)
+                return _Body(app(environ, start_response),
+                             lambda: self._served(environ, started))
             except Exception as exc:  # a collector bug: this scrape fails, Sentinel does not
                 self._report(exc)
                 body = f"sentinel: collecting metrics failed: {exc!r}\n".encode()
@@ -351,9 +421,19 @@ class MetricsExporter:
             if key in self._reported:
                 return
             self._reported.add(key)
-        log.warning("metrics: a scrape failed: %r; /metrics answers 500 while this lasts, the "
-                    "workload is still guarded (reported once)", exc,
+        log.warning("metrics: a scrape failed: %s; /metrics answers 500 while this lasts, the "
+                    "workload is still guarded (reported once)", " ".join(repr(exc).split()),
                     extra={"event": "component", "component": "metrics"})
+
+    def pending_reports(self, since_mono: float) -> str | None:
+        """What is still to go out for the linger after a kill: "a scrape" when a scraper
+        has been seen but none started at or after ``since_mono`` (``time.monotonic()``)
+        has been served; ``None`` when nothing is pending (or nobody scrapes)."""
+        with self._lock:
+            last = self.last_scrape_started_mono
+        if self.url is None or last is None or last >= since_mono:
+            return None
+        return "a scrape of /metrics"
 
     def close(self) -> None:
         for registered, item in ((self.guardian.listeners, self.on_event),
@@ -375,6 +455,23 @@ class MetricsExporter:
         self.url = None
 
 
+class _Body:
+    """A WSGI response body whose ``close()`` (called by the server once the body was
+    sent) calls ``on_sent``."""
+
+    def __init__(self, body, on_sent) -> None:
+        self._body, self._on_sent = body, on_sent
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._on_sent()
+
+
 def _bind_hint(exc: OSError) -> str:
     """The fix for a failed bind, naming the flag and variable to change."""
     port_flag = "--metrics-port/SENTINEL_METRICS_PORT"
@@ -386,8 +483,12 @@ def _bind_hint(exc: OSError) -> str:
     return f"choose a free port with {port_flag}, or --no-metrics"
 
 
-def start_exporter(guardian, settings) -> MetricsExporter:
+def start_exporter(guardian, settings, prebound=None) -> MetricsExporter:
     """Serve ``/metrics`` for ``guardian`` on ``settings.metrics_address``:``metrics_port``.
+
+    ``prebound``: what ``sentinel.entry.bind_metrics_port`` made before the
+    spawn: a listening socket to serve on, or the ``OSError`` binding raised
+    (reported here, as a bind failure); ``None`` binds here.
 
     Always returns a ``MetricsExporter`` (with ``close()``). When the port is
     taken, the address is wrong or anything else goes wrong, it logs one
@@ -397,13 +498,17 @@ def start_exporter(guardian, settings) -> MetricsExporter:
     """
     state: GuardianState = guardian.state
     address, port = settings.metrics_address, settings.metrics_port
-    collector = SentinelCollector(state)
+    collector = SentinelCollector(state, guardian=guardian)
     exporter = MetricsExporter(guardian, collector, build_registry(collector))
     where = f"{address}:{port}"
     try:
-        exporter.listen(address, port)
+        if isinstance(prebound, BaseException):
+            raise prebound
+        exporter.listen(address, port, sock=prebound)
     except Exception as exc:  # OSError mostly; never a traceback, never a stop
         exporter.close()
+        if prebound is not None and not isinstance(prebound, BaseException):
+            prebound.close()  # a no-op once listen() took its descriptor
         if isinstance(exc, OSError):
             reason = (exc.strerror or str(exc)).lower() if not isinstance(exc, socket.gaierror) \
                 else f"cannot resolve address {address!r}: {exc.strerror or exc}"

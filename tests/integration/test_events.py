@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
@@ -139,7 +140,7 @@ def test_a_slow_api_server_delays_neither_the_kill_nor_the_exit(start_sentinel, 
     with FakeApiServer(delay_seconds=10) as api:
         t0 = time.monotonic()
         s = run_leak(start_sentinel, tmp_path, api, "--restart", "always", "--restart-delay",
-                     "100ms", "--max-restarts", "1")
+                     "100ms", "--max-restarts", "1", "--linger", "1s")
         s.wait(9)
         ended = time.monotonic()
         # The first POST was sent and is still waiting for its answer.
@@ -147,12 +148,14 @@ def test_a_slow_api_server_delays_neither_the_kill_nor_the_exit(start_sentinel, 
     sent = logs_of(s, "signal_sent")
     assert len(sent) == 2
     assert all(e["reaction_seconds"] < 0.5 for e in sent), sent
-    # Sentinel was done once the second leaker died; the Events worker held the
-    # exit back by at most its flush bound (2 s), never by the 10 s answer.
+    # Sentinel was done once the second leaker died; the linger (1 s) and the
+    # Events worker's flush bound (2 s) held the exit back, never the 10 s answer.
     last_exit = max(r["ts"] for r in logs_of(s, "exited"))
     lag = ended - t0 - (_ts(last_exit) - _ts(s.logs()[0]["ts"]))
     assert ended - t0 < 9
-    assert lag < events.FLUSH_SECONDS + 2.0, lag
+    assert lag < 1.0 + events.FLUSH_SECONDS + 2.0, lag
+    [linger] = [w for w in warnings_of(s) if w.get("event") == "linger"]
+    assert "Kubernetes Event(s) still not out after 1.0s" in linger["msg"], linger
     assert any("still busy" in w["msg"] for w in warnings_of(s))
 
 
@@ -341,3 +344,65 @@ def test_kubeconfig_env_naming_no_file_is_silent_under_auto(start_sentinel, tmp_
                        env=env_for(tmp_path, tmp_path / "nonexistent"))
     assert s.wait() == 143
     assert not warnings_of(s)
+
+
+# ---------------------------------------------------------------- issue 8
+
+def test_a_246_character_pod_name_cut_at_a_dash_gets_its_event(start_sentinel, tmp_path, api):
+    # The Event name is <pod>.<16 hex digits>, cut to 253: the pod name is cut at 236
+    # characters, and here its 236th is a "-" (a valid pod name; not a valid cut).
+    pod = "a" * 235 + "-" + "b" * 10
+    s = run_leak(start_sentinel, tmp_path, api, extra_env={"POD_NAME": pod})
+    assert s.wait() == 143
+    api.wait_for(lambda: api.calls("POST"), 5, "the POST")
+    assert [r.status for r in api.calls("POST")] == [201], [r.body for r in api.calls("POST")]
+    [ev] = api.events()
+    assert ev["regarding"]["name"] == pod
+    assert ev["metadata"]["name"].startswith("a" * 235 + ".")
+    assert not warnings_of(s)
+
+
+def test_event_failures_are_served_as_a_metric(start_sentinel, tmp_path):
+    from tests.integration.test_prometheus import free_port, metric, try_get
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    go = tmp_path / "go"
+    forbid = {("events.k8s.io", "create"), ("", "create")}
+    with FakeApiServer(forbid=forbid) as api:
+        kc = api.kubeconfig(tmp_path / "kubeconfig")
+        s = start_sentinel(["--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+                            "--no-socket", "--log-format", "json", "--grace-period", "1s",
+                            "--max-rss", "60Mi", "--restart", "always", "--restart-delay",
+                            "100ms", "--", "sh", "-c",
+                            f'if [ -e "{go}" ]; then exec sleep 60; fi; touch "{go}"; '
+                            f'exec "{PY}" "{leaker()[1]}" --rate 100 --quiet'],
+                           env=env_for(tmp_path, kc))
+        forbidden = 'sentinel_k8s_event_errors_total{reason="forbidden"}'
+        body = wait_until(lambda: (b := try_get(url)) and metric(b, forbidden) and b, 20,
+                          what="the forbidden Event counted on /metrics")
+        assert metric(body, forbidden) == 1.0
+        assert metric(body, 'sentinel_k8s_event_errors_total{reason="timeout"}') == 0.0
+        assert "# TYPE sentinel_k8s_event_errors_total counter" in body
+        s.signal(signal.SIGTERM)
+        assert s.wait() == 143
+
+
+def test_the_client_loads_in_the_background_before_any_kill(start_sentinel, tmp_path, api):
+    """Under a small CPU limit the client's imports take seconds: begun at the first
+    Event, they would often not finish before Sentinel exits. So they start once the
+    workload runs, with no Event to send."""
+    kc = api.kubeconfig(tmp_path / "kubeconfig")
+    s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json", "--log-level",
+                        "debug", "--", PY, "-c",
+                        "import sys; print('ready', flush=True); sys.stdin.readline()"],
+                       env=env_for(tmp_path, kc), stdin=subprocess.PIPE)
+    s.expect("ready")
+    [loaded] = wait_until(lambda: [r for r in s.logs() if r.get("reason") == "client_loaded"],
+                          30, what=lambda: "the client loaded: " + s.stderr()[-2000:])
+    assert "client loaded in the background" in loaded["msg"]
+    [spawned] = logs_of(s, "spawned")
+    assert _ts(loaded["ts"]) >= _ts(spawned["ts"])
+    s.popen.stdin.close()
+    assert s.wait() == 0
+    assert api.calls("POST") == []  # nothing was killed, nothing was sent

@@ -361,3 +361,175 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
     assert reaction < 0.05, reaction
     s.signal(signal.SIGTERM)
     assert s.wait() == 143
+
+
+# ------------------------------------------------------------------ kills across containers
+@pytest.mark.slow
+def test_kills_reach_prometheus_across_container_restarts(start_sentinel, prometheus, tmp_path):
+    """The chart's default deployment: wrapper mode, --restart never, the kubelet starts
+    the container again after each kill. Three containers, one memory kill each, with the
+    same --state-dir and POD_UID: Prometheus sees the counter count 1, 2, 3 (the state
+    file) and sees the last one too, although no container follows it (the linger)."""
+    port = free_port()
+    prom = None
+    state_dir = tmp_path / "shared"
+    env = {"POD_NAME": "web-0", "POD_NAMESPACE": "demo", "POD_UID": "uid-of-web-0",
+           "KUBECONFIG": "", "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": ""}
+    kills = 'sentinel_kills_total{job="sentinel",workload="leaky",reason="memory_limit",' \
+            'signal="SIGTERM"}'
+    url = f"http://127.0.0.1:{port}/metrics"
+    lingers = []
+    for n in (1, 2, 3):
+        go = tmp_path / f"go{n}"
+        s = start_sentinel(sentinel_args(
+            port, "--max-rss", "64Mi", "--grace-period", "1s", "--restart", "never",
+            "--state-dir", str(state_dir), "--workload-name", "leaky", "--", "sh", "-c",
+            f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
+            f'exec "{PY}" "{LEAKER}" --quiet --rate 200'), env=env)
+        start_line = 'sentinel_workload_start_time_seconds{workload="leaky"}'
+        body = wait_until(lambda: (b := try_get(url)) and metric(b, start_line) and b, 20,
+                          what="this container's /metrics")
+        started = metric(body, start_line)
+        assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
+                            'workload="leaky"}') == n - 1  # carried over, from the start
+        if prom is None:
+            prom = prometheus(f"127.0.0.1:{port}")
+        # Handshake: Prometheus has scraped this container (not only the last one).
+        wait_until(lambda: prom.query(f'sentinel_workload_start_time_seconds{{job="sentinel"}} '
+                                      f'> {started - 0.001}'), 30,
+                   what=f"Prometheus scraping container {n}")
+        go.touch()
+        assert s.wait(30) == 143  # lingering leaves the exit status alone
+        lingers.append([e["msg"] for e in s.logs() if e.get("event") == "linger"])
+
+    wait_until(lambda: prom.query('up{job="sentinel"} == 0'), 30, what="up == 0")
+    # The counter kept counting across containers, and the last kill was seen.
+    assert prom.query(f"max_over_time({kills}[10m]) == 3"), prom.query(f"{kills}[10m]")
+    assert prom.query(f"last_over_time({kills}[10m]) == 3"), prom.query(f"{kills}[10m]")
+    [inc] = prom.query(f"increase({kills}[10m])")
+    assert float(inc["value"][1]) > 0, inc  # what the dashboard and SentinelMemoryKill use
+    restarts = prom.query(f"resets({kills}[10m])")
+    assert all(float(r["value"][1]) == 0 for r in restarts), restarts
+    # Each container waited (5 s at most, the default in a pod) for one more scrape.
+    assert all(msgs and "reports are out" in msgs[-1] for msgs in lingers), lingers
+
+
+def test_the_linger_waits_for_one_more_scrape_and_keeps_the_exit_code(start_sentinel,
+                                                                      tmp_path):
+    port = free_port()
+    go = tmp_path / "go"
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "30s", "--", "sh", "-c",
+        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
+        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: try_get(url), 20, what="/metrics")  # a scraper has been seen
+    go.touch()
+    wait_until(lambda: [e for e in s.logs() if e.get("event") == "linger"], 20,
+               what="the linger", )
+    assert s.popen.poll() is None  # still there, waiting for the scrape
+    body = get(url)
+    assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
+                        'workload="sh"}') == 1.0
+    assert metric(body, 'sentinel_workload_up{workload="sh"}') == 0.0
+    assert s.wait(5) == 143
+    assert "reports are out" in [e for e in s.logs() if e.get("event") == "linger"][-1]["msg"]
+
+
+def test_without_a_scraper_there_is_no_linger(start_sentinel, tmp_path):
+    port = free_port()
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "30s", "--",
+        PY, str(LEAKER), "--quiet", "--rate", "200"))
+    assert s.wait(10) == 143
+    assert not [e for e in s.logs() if e.get("event") == "linger"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_cuts_the_linger_short(start_sentinel, tmp_path, mode, sig):
+    port = free_port()
+    go = tmp_path / "go"
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "60s", "--", "sh", "-c",
+        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
+        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'), pid1=(mode == "pid1"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: try_get(url), 20, what="/metrics")
+    go.touch()
+    wait_until(lambda: [e for e in s.logs() if e.get("event") == "linger"], 20,
+               what="the linger")
+    assert s.popen.poll() is None
+    t0 = time.monotonic()
+    s.signal(sig)
+    code = s.wait(10)
+    assert time.monotonic() - t0 < 3
+    assert code == 143  # the workload's status, not the signal's
+    msg = [e for e in s.logs() if e.get("event") == "linger"][-1]["msg"]
+    assert f"cut short by {signal.Signals(sig).name}" in msg
+
+
+# ------------------------------------------------------------------ the port is Sentinel's
+def test_the_metrics_port_is_bound_before_the_workload_starts(start_sentinel, mode):
+    """A workload that binds the metrics port first (it starts before the exporter's
+    imports) cannot take it: the liveness probe always reaches Sentinel."""
+    port = free_port()
+    code = ("import socket, sys\n"
+            "s = socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+            "try:\n"
+            f"    s.bind(('127.0.0.1', {port})); s.listen(); print('bound', flush=True)\n"
+            "except OSError as e:\n"
+            "    print('bind failed', e.errno, flush=True)\n"
+            "sys.stdin.readline()\n")
+    s = start_sentinel(sentinel_args(port, "--", PY, "-c", code), pid1=(mode == "pid1"),
+                       stdin=subprocess.PIPE)
+    line = s.expect("b")
+    assert line == "bind failed 98", line  # EADDRINUSE, from the workload's first statement
+    body = wait_until(lambda: try_get(f"http://127.0.0.1:{port}/metrics"), 20,
+                      what="Sentinel's /metrics")
+    assert 'sentinel_build_info{mode="run"' in body
+    s.popen.stdin.close()
+    assert s.wait() == 0
+    assert "Traceback" not in s.stderr() and " WARNING " not in s.stderr()
+
+
+def test_a_workload_name_that_is_not_utf8_is_scraped(start_sentinel, tmp_path):
+    # The default workload name is the command's file name: here with byte 0xff.
+    exe = os.path.join(os.fsencode(tmp_path), b"leak\xff")
+    os.symlink(shutil.which("sleep"), exe)
+    port = free_port()
+    # Passed as Python would get it from a shell: os.fsdecode'd, 0xff as "\udcff".
+    s = start_sentinel(sentinel_args(port, "--", os.fsdecode(exe), "60"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = wait_until(lambda: (b := try_get(url)) and metric(b, "sentinel_workload_up{") and b,
+                      20, what="a scrape with the workload up")
+    assert metric(body, 'sentinel_workload_up{workload="leak\\\\xff"}') == 1.0
+    for _ in range(3):
+        with OPENER.open(url, timeout=5) as resp:
+            assert resp.status == 200
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+    assert " warning" not in s.stderr().lower(), s.stderr()
+
+
+
+def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_path):
+    # A memory kill, a restart (--restart always), then docker stop / pod deletion:
+    # the kubelet is waiting, the kill was reported long ago; exit at once.
+    port = free_port()
+    restarted = tmp_path / "restarted"
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "30s", "--restart",
+        "always", "--restart-delay", "100ms", "--workload-name", "leaky", "--", "sh", "-c",
+        f'if [ -e "{restarted}" ]; then exec sleep 60; fi; touch "{restarted}"; '
+        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}') == 1
+               and metric(try_get(url), 'sentinel_workload_up{workload="leaky"}') == 1, 20,
+               what="the kill, the restart, and the scrapes")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait(10) == 143
+    assert time.monotonic() - t0 < 3
+    assert not [e for e in s.logs() if e.get("event") == "linger"]

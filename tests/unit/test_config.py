@@ -265,3 +265,17 @@ def test_restart_delay_above_its_cap_is_refused(argv, env, said):
     assert str(info.value).startswith(said)
     ok = parse_settings("run", ["--restart-delay", "30s", "--", "app"], {})
     assert ok.restart_delay_seconds == ok.restart_max_delay_seconds == 30.0
+def test_state_dir_and_linger(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = parse_settings("run", ["--state-dir", "shared", "--linger", "2.5s", "--", "true"], {})
+    assert s.state_dir == str(tmp_path / "shared")  # Sentinel moves to / after the spawn
+    assert s.linger_seconds == 2.5
+    s = parse_settings("run", ["--", "true"], {"SENTINEL_STATE_DIR": "/shared",
+                                               "SENTINEL_LINGER": "0"})
+    assert (s.state_dir, s.linger_seconds) == ("/shared", 0.0)
+    s = parse_settings("run", ["--", "true"], {})
+    assert (s.state_dir, s.linger_seconds) == (None, None)  # off; linger decided in a pod
+    with pytest.raises(UsageError, match="--linger: '5 minutes' is not a duration"):
+        parse_settings("run", ["--linger", "5 minutes", "--", "true"], {})
+    with pytest.raises(UsageError, match="unrecognized arguments: --linger"):
+        parse_settings("watch", ["--linger", "1s", "--target-pid", "1"], {})

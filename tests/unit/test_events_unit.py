@@ -8,6 +8,8 @@ import logging
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sentinel import events, termlog
 from sentinel.config import parse_settings
@@ -99,6 +101,47 @@ def test_event_names_fit_for_the_longest_pod_names():
     assert events.event_name("web-1", 1700000000.5, 2) == f"web-1.{1700000000500000002:x}"
 
 
+def test_a_pod_name_whose_cut_ends_in_a_dash_still_gives_a_valid_name():
+    wall = 1796120000.123456
+    suffix = f".{int(wall * 1e9):x}"
+    cut = 253 - len(suffix)
+    pod = "a" * (cut - 1) + "-" + "b" * (246 - cut)  # 246 characters, "-" where the cut ends
+    assert len(pod) == 246 and pod[:cut].endswith("-")
+    name = events.event_name(pod, wall)
+    assert name == "a" * (cut - 1) + suffix
+    assert validate_event({"metadata": {"name": name}}, None, "demo") == []
+
+
+def test_an_unfixable_name_falls_back_to_a_uuid_as_client_go_does():
+    import uuid
+
+    name = events.event_name("UPPER_case", 1796120000.5)  # not a valid pod name at all
+    assert str(uuid.UUID(name)) == name
+    assert validate_event({"metadata": {"name": name}}, None, "demo") == []
+
+
+_LABEL = "[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?"
+
+
+@given(pod=st.from_regex(rf"\A{_LABEL}(\.{_LABEL}){{0,6}}\Z").filter(lambda n: len(n) <= 253),
+       wall=st.floats(min_value=1e9, max_value=4e9), bump=st.integers(0, 3))
+@settings(max_examples=300, deadline=None)
+def test_every_valid_pod_name_gives_a_valid_event_name(pod, wall, bump):
+    name = events.event_name(pod, wall, bump)
+    assert not [e for e in validate_event({"metadata": {"name": name}}, None, "demo")
+                if e.startswith("metadata.name")], name
+
+
+@given(head=st.integers(200, 252), tail=st.sampled_from(["-", ".", "--", "-0-", "-0."]))
+@settings(max_examples=100, deadline=None)
+def test_long_pod_names_cut_anywhere_stay_valid(head, tail):
+    pod = ("a" * head + tail + "z" * 253)[:253]
+    name = events.event_name(pod, 1796120000.5)
+    assert not [e for e in validate_event({"metadata": {"name": name}}, None, "demo")
+                if e.startswith("metadata.name")], name
+    assert name.startswith("a" * min(head, 200))  # the pod name is kept, not replaced
+
+
 # ---------------------------------------------------------------- the fake's own checks
 
 @pytest.mark.parametrize("change, error", [
@@ -114,6 +157,9 @@ def test_event_names_fit_for_the_longest_pod_names():
     ({"series": {"count": 1, "lastObservedTime": "2023-11-14T22:13:20.000000Z"}}, "series"),
     ({"unknownField": 1}, "unknownField"),  # strict schema
     ({"metadata": {"name": "Web_1", "namespace": "demo"}}, "metadata.name"),
+    # A label may not end in "-" (a long pod name cut there), nor a name exceed 253.
+    ({"metadata": {"name": "web-.18a5b", "namespace": "demo"}}, "metadata.name"),
+    ({"metadata": {"name": "w" * 254, "namespace": "demo"}}, "metadata.name"),
 ])
 def test_the_fake_rejects_what_the_api_server_rejects(change, error):
     rec = events.record_for(kill_event(), "leaker")

@@ -465,3 +465,126 @@ def test_close_is_prompt_frees_the_port_and_unsubscribes(guardian):
         s.bind(("127.0.0.1", port))  # nothing listens there any more
         s.listen()
     e.close()  # idempotent
+
+
+# ---------------------------------------------------------------- issue 8
+class _Carrier:
+    """What ``guardian.pod_state`` offers the collector (a ``statefile.StateFile``)."""
+
+    def __init__(self, carried) -> None:
+        self.carried = carried
+
+
+def test_counters_of_earlier_containers_are_added():
+    from sentinel.statefile import Carried
+
+    g = type("G", (), {})()
+    g.pod_state = _Carrier(Carried(kills={("memory_limit", "SIGTERM"): 5,
+                                          ("operator", "SIGKILL"): 1},
+                                   restarts=2, last_kill_wall=1600000000.0))
+    st = make_state()
+    st.kills = {("memory_limit", "SIGTERM"): 1}
+    st.restarts = 1
+    got = samples(SentinelCollector(st, guardian=g))
+    w = ("workload", "api")
+    assert got[("sentinel_kills_total", (("reason", "memory_limit"), ("signal", "SIGTERM"), w))] \
+        == 6.0
+    assert got[("sentinel_kills_total", (("reason", "operator"), ("signal", "SIGKILL"), w))] == 1.0
+    assert got[("sentinel_restarts_total", (w,))] == 3.0
+    # No kill in this container: the last kill is the carried one ...
+    assert got[("sentinel_last_kill_timestamp_seconds", (w,))] == 1600000000.0
+    # ... until this container kills.
+    st.last_kill = KillRecord(reason="memory_limit", started_wall=1700000000.0, started_mono=1.0,
+                              measure="rss", value_bytes=1, limit_bytes=1, pids=(1,),
+                              grace_period_seconds=3.0)
+    got = samples(SentinelCollector(st, guardian=g))
+    assert got[("sentinel_last_kill_timestamp_seconds", (w,))] == 1700000000.0
+
+
+def test_event_errors_are_served_by_reason_when_events_are_on():
+    from sentinel.events import ERROR_REASONS
+
+    st = make_state()
+    assert not any(k[0].startswith("sentinel_k8s") for k in samples(SentinelCollector(st)))
+    g = type("G", (), {})()
+    g.k8s_events = type("R", (), {"errors_total": {"forbidden": 3}})()
+    got = {labels: v for (name, labels), v in samples(SentinelCollector(st, guardian=g)).items()
+           if name == "sentinel_k8s_event_errors_total"}
+    assert got[(("reason", "forbidden"),)] == 3.0
+    # Every reason exists from the start, so increase() sees the first failure.
+    assert sorted(r for ((_, r),) in got) == sorted(ERROR_REASONS)
+    assert sum(got.values()) == 3.0
+
+
+def test_a_workload_name_that_is_not_utf8_is_escaped():
+    import os
+
+    name = os.fsdecode(b"leak\xff")  # what Python makes of a file name with byte 0xff
+    body = text(SentinelCollector(make_state(workload=name)))
+    assert 'sentinel_workload_up{workload="leak\\\\xff"} 0.0' in body
+
+
+def test_scrapes_are_counted_once_sent_and_probes_are_not(guardian, exporters):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    since = time.monotonic()
+    assert e.pending_reports(since) is None  # nobody scrapes: nothing to wait for
+    req = urllib.request.Request(e.url, headers={"User-Agent": "kube-probe/1.31"})
+    with OPENER.open(req, timeout=5) as resp:
+        resp.read()
+    assert e.scrapes_total == 0 and e.pending_reports(since) is None
+    assert get(e.url)[0] == 200
+    wait = time.monotonic() + 5
+    while e.scrapes_total < 1 and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert e.scrapes_total == 1
+    later = time.monotonic()
+    assert e.pending_reports(later) == "a scrape of /metrics"  # a scraper was seen
+    assert get(e.url.replace("/metrics", "/favicon.ico"))[0] == 200
+    assert e.pending_reports(later) is not None  # not a scrape
+    assert get(e.url)[0] == 200
+    wait = time.monotonic() + 5
+    while e.pending_reports(later) is not None and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert e.pending_reports(later) is None and e.scrapes_total == 2
+
+
+def test_the_scrape_failure_warning_is_one_line(guardian, exporters, warnings_seen):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+
+    class Broken:
+        def collect(self):
+            raise RuntimeError("first line\nsecond line")
+
+    e.registry.register(Broken())
+    assert get(e.url)[0] == 500
+    (warning,) = [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING]
+    assert "\n" not in warning and "first line" in warning and "second line" in warning
+
+
+def test_a_prebound_socket_is_served(guardian, exporters, warnings_seen):
+    from sentinel.entry import bind_metrics_port
+
+    port = free_port()
+    sock = bind_metrics_port(settings_for(port))
+    assert sock is not None and not isinstance(sock, OSError)
+    assert not __import__("os").get_inheritable(sock.fileno())  # close-on-exec
+    with socket.socket() as rival, pytest.raises(OSError) as taken:
+        rival.bind(("127.0.0.1", port))
+    assert taken.value.errno == 98  # EADDRINUSE
+    e = start_exporter(guardian, settings_for(port), sock)
+    exporters.append(e)
+    assert e.url == f"http://127.0.0.1:{port}/metrics"
+    assert get(e.url)[0] == 200
+    # A failed early bind is reported by the exporter, once, as a bind failure.
+    err = bind_metrics_port(settings_for(port))
+    assert isinstance(err, OSError)
+    off = start_exporter(guardian, settings_for(port), err)
+    exporters.append(off)
+    assert off.url is None
+    (warning,) = [r.getMessage() for r in warnings_seen if r.levelno >= logging.WARNING]
+    assert f"port {port}" in warning and "--metrics-port/SENTINEL_METRICS_PORT" in warning
+    # A host name is left to the exporter (no DNS lookup before the spawn).
+    assert bind_metrics_port(settings_for(port, address="localhost")) is None
+    assert bind_metrics_port(settings_for(0)) is None

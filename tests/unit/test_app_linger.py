@@ -1,0 +1,33 @@
+"""How long Sentinel may linger after a kill when --linger is not given (sentinel.app)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentinel import app
+from sentinel.config import Settings
+from sentinel.guardian import Guardian
+
+
+@pytest.fixture
+def guardian():
+    g = Guardian(Settings(command=("true",)), None, set())
+    yield g
+    g.close()
+    g.loop.close()
+
+
+def test_the_default_is_a_few_seconds_in_a_pod_and_zero_elsewhere(guardian):
+    s = Settings(command=("true",))
+    assert app.linger_seconds(s, guardian, {}) == 0.0
+    assert app.linger_seconds(s, guardian, {"POD_NAME": "web-0"}) == app.DEFAULT_LINGER_SECONDS
+    assert app.DEFAULT_LINGER_SECONDS == 5.0
+    guardian.k8s_events = object()  # Events on (the recorder), outside a pod's variables
+    assert app.linger_seconds(s, guardian, {}) == app.DEFAULT_LINGER_SECONDS
+
+
+def test_an_explicit_linger_wins(guardian):
+    assert app.linger_seconds(Settings(command=("true",), linger_seconds=0.0), guardian,
+                              {"POD_NAME": "web-0"}) == 0.0
+    assert app.linger_seconds(Settings(command=("true",), linger_seconds=40.0), guardian,
+                              {}) == 40.0
