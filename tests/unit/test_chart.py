@@ -7,7 +7,8 @@ way a cluster would check it.
   every object validated with kubernetes-validate in strict mode (unknown
   fields are errors, as with ``kubectl apply --validate=strict``).
 - ServiceMonitor and PrometheusRule against the Prometheus Operator CRDs with
-  ``shared/tools/validate-crd.py --strict``; the rules with ``promtool``.
+  ``scripts/validate-crd.py --strict`` (CRDs in ``tests/schemas/``, see
+  SOURCE.txt there); the rules with ``promtool``.
 - The values schema rejects unknown keys and bad enums (``helm template``
   fails), and the templates refuse settings the schema cannot express.
 - Assertions on the parsed objects: security context, RBAC, shared socket
@@ -40,10 +41,9 @@ from sentinel.config import OPTIONS, parse_settings, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sentinel"
-SHARED = REPO.parent / "shared"
 HELM = REPO / ".tools" / "bin" / "helm"
-VALIDATE_CRD = SHARED / "tools" / "validate-crd.py"
-CRD_DIR = SHARED / "schemas" / "prometheus-operator-v0.93.0"
+VALIDATE_CRD = REPO / "scripts" / "validate-crd.py"
+CRD_DIR = REPO / "tests" / "schemas" / "prometheus-operator-v0.93.0"
 CRDS = [CRD_DIR / "monitoring.coreos.com_servicemonitors.yaml",
         CRD_DIR / "monitoring.coreos.com_prometheusrules.yaml"]
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -76,7 +76,7 @@ SENTINEL_ENV_NAMES = {opt.env_name for opt in OPTIONS}
 def helm_path() -> Path:
     if not os.access(HELM, os.X_OK):
         pytest.fail(f"helm not found at {HELM}; run `make k8s-tools` "
-                    f"(sh ../shared/tools/install-k8s-tools.sh .tools/bin)", pytrace=False)
+                    f"(sh scripts/install-k8s-tools.sh .tools/bin)", pytrace=False)
     return HELM
 
 
@@ -244,11 +244,10 @@ def test_chart_refuses_kubernetes_below_its_floor():
 
 
 def validate_crd_command() -> list[str]:
-    """``validate-crd.py --strict --crd ...`` from shared/ beside the repository."""
+    """``scripts/validate-crd.py --strict --crd ...`` with the CRDs in tests/schemas/."""
     for path in (VALIDATE_CRD, *CRDS):
         if not path.is_file():
-            pytest.fail(f"{path} is missing: the tests expect the project's shared/ folder "
-                        f"beside the repository ({SHARED})", pytrace=False)
+            pytest.fail(f"{path} is missing from the repository", pytrace=False)
     return [sys.executable, str(VALIDATE_CRD), "--strict"] + [a for crd in CRDS for a in ("--crd", str(crd))]
 
 
