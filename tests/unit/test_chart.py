@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ import yaml
 
 from sentinel import events
 from sentinel.config import OPTIONS, parse_settings, parse_size
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sentinel"
@@ -460,18 +462,102 @@ def test_metrics_port_probes_and_service(values):
     spec = pod_spec(docs)
     sentinel = sentinel_container(spec)
     assert {"name": "metrics", "containerPort": 8000, "protocol": "TCP"} in sentinel["ports"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert sentinel[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    # port numbers, not names: see the EndpointSlice test below
+    assert sentinel["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": 8000}
+    if sentinel["command"][1] == "run":  # wrapper: the port is bound before the spawn
+        assert sentinel["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": 8000}
+    else:  # sidecar: see test_sidecar_liveness_does_not_depend_on_a_port
+        assert "httpGet" not in sentinel["livenessProbe"]
     others = [c for c in all_containers(spec) if c is not sentinel]
     assert all("livenessProbe" not in c and "readinessProbe" not in c for c in others)
     assert literal_env(sentinel)["SENTINEL_METRICS_PORT"] == "8000"
     (port,) = one(docs, "Service")["spec"]["ports"]
-    assert port == {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP",
+    assert port == {"name": "metrics", "port": 8000, "targetPort": 8000, "protocol": "TCP",
                     "appProtocol": "http"}
-    moved = pod_spec(render(values, ("sentinel.metrics.port=9100",)))
-    moved_sentinel = sentinel_container(moved)
+    moved_docs = render(values, ("sentinel.metrics.port=9100",))
+    moved_sentinel = sentinel_container(pod_spec(moved_docs))
     assert moved_sentinel["ports"][0]["containerPort"] == 9100
+    assert moved_sentinel["readinessProbe"]["httpGet"]["port"] == 9100
     assert literal_env(moved_sentinel)["SENTINEL_METRICS_PORT"] == "9100"
+    (moved_port,) = one(moved_docs, "Service")["spec"]["ports"]
+    assert moved_port["port"] == 8000 and moved_port["targetPort"] == 9100
+
+
+def endpoint_slice_port(service_port: dict, pod: dict, minor: int) -> int | None:
+    """The port the EndpointSlice controller of Kubernetes 1.<minor> puts in the
+    slice for ``service_port`` and ``pod``, or None (no endpoint: nothing is
+    scraped). A number is taken as it is; a name is looked up, as
+    ``podutil.FindPort`` does, among ``spec.containers`` only before 1.33, and
+    also among restartable (native sidecar) init containers from 1.33 on."""
+    target = service_port["targetPort"]
+    if isinstance(target, int):
+        return target
+    containers = list(pod["containers"])
+    if minor >= 33:
+        containers += [c for c in pod.get("initContainers") or []
+                       if c.get("restartPolicy") == "Always"]
+    for c in containers:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and p.get("protocol", "TCP") == service_port["protocol"]:
+                return p["containerPort"]
+    return None
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar"), ci("native-sidecar")],
+                         ids=["wrapper", "sidecar", "native-sidecar"])
+def test_service_reaches_the_exporter_on_every_supported_kubernetes(values):
+    """Native sidecar on 1.29-1.32: a named targetPort pointing at an init
+    container's port does not resolve, and the Service has no endpoint."""
+    docs = render(values)
+    spec = pod_spec(docs)
+    (port,) = one(docs, "Service")["spec"]["ports"]
+    metrics = sentinel_container(spec)["ports"][0]["containerPort"]
+    for kube_version in KUBE_VERSIONS:
+        assert endpoint_slice_port(port, spec, _minor(kube_version)) == metrics, kube_version
+    # the probes of the native sidecar name no port either
+    for c in all_containers(spec):
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            for handler in ("httpGet", "tcpSocket"):
+                if handler in c.get(probe, {}):
+                    assert isinstance(c[probe][handler]["port"], int), (c["name"], probe)
+
+
+def liveness_command(values: tuple[str, ...], socket_path: Path) -> list[str]:
+    probe = sentinel_container(pod_spec(render(values)))["livenessProbe"]
+    command = list(probe["exec"]["command"])
+    assert command[-2:] == ["/shared/sentinel.socket", str(probe["timeoutSeconds"])]
+    return command[:-2] + [str(socket_path), "2"]
+
+
+@pytest.mark.parametrize("values", [ci("sidecar"), ci("native-sidecar")],
+                         ids=["sidecar", "native-sidecar"])
+def test_sidecar_liveness_does_not_depend_on_a_port(values, start_sentinel, tmp_path):
+    """In sidecar mode the workload shares the network namespace and may hold
+    the metrics port first; the liveness probe asks Sentinel's control socket
+    instead. Run for real: it passes against a live Sentinel, fails (exit 1,
+    one line) against a frozen one and a gone one."""
+    probe = sentinel_container(pod_spec(render(values)))["livenessProbe"]
+    assert set(probe) & {"httpGet", "tcpSocket", "grpc"} == set()
+    command = liveness_command(values, tmp_path / "s.sock")
+    assert command[:4] == ["python3", "-I", "-S", "-c"]  # the standard library only
+    sentinel = start_sentinel(["--no-metrics", "--socket", str(tmp_path / "s.sock"), "--",
+                               sys.executable, str(REPO / "tests" / "children" / "signal_printer.py"),
+                               "--exit-on", "TERM"])
+    sentinel.expect("ready")
+    wait_until(lambda: (tmp_path / "s.sock").exists(), what="the control socket")
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and not ok.stderr, ok.stderr
+    os.kill(sentinel.pid, signal.SIGSTOP)  # a hung Sentinel must fail the probe
+    try:
+        hung = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    finally:
+        os.kill(sentinel.pid, signal.SIGCONT)
+    assert hung.returncode == 1 and hung.stderr.startswith("sentinel liveness: no answer on "), hung.stderr
+    assert len(hung.stderr.splitlines()) == 1 and "Traceback" not in hung.stderr
+    sentinel.signal(signal.SIGTERM)  # forwarded; Sentinel exits with its workload
+    sentinel.wait()
+    gone = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and "sentinel liveness: no answer" in gone.stderr
 
 
 def test_probes_can_be_turned_off():
@@ -704,6 +790,11 @@ REJECTED = {
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
                                         "is the Sentinel container's name"),
     "wrapper without a command": (("json:workload.command=[]",), "mode: wrapper needs workload.command"),
+    "workload on the metrics port": (('json:workload.ports=[{"name":"http","containerPort":8000}]',),
+                                     "workload.ports: port 8000 is sentinel.metrics.port"),
+    "sidecar workload on the metrics port": (("mode=sidecar", 'json:workload.ports=[{"containerPort":9100}]',
+                                              "sentinel.metrics.port=9100"),
+                                             "workload.ports: port 9100 is sentinel.metrics.port"),
 }
 
 
