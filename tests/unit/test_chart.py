@@ -39,6 +39,7 @@ import yaml
 
 from sentinel import events
 from sentinel.config import OPTIONS, parse_settings, parse_size
+from sentinel.errors import UsageError
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,8 +98,13 @@ def template_args(values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
     args = ["template", release, str(chart), "--namespace", namespace]
     for v in values:
         args += ["-f", str(v)]
-    for s in sets:  # "json:key=[]" goes through --set-json
-        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
+    for s in sets:  # "json:key=[]" goes through --set-json, "str:key=1" through --set-string
+        if s.startswith("json:"):
+            args += ["--set-json", s[5:]]
+        elif s.startswith("str:"):
+            args += ["--set-string", s[4:]]
+        else:
+            args += ["--set", s]
     if kube_version:
         args += ["--kube-version", kube_version]
     for a in api_versions:
@@ -775,7 +781,42 @@ REJECTED = {
     "service type": (("service.type=ExternalName",), "/service/type"),
     "size unit": (("sentinel.maxRss=12XB",), "/sentinel/maxRss"),
     "negative size": (("sentinel.maxRss=-5Mi",), "/sentinel/maxRss"),
+    "size without a unit below 64k": (("str:sentinel.maxRss=512",), "/sentinel/maxRss"),
+    "size as a YAML number": (("sentinel.maxRss=1048576",), "/sentinel/maxRss': 'anyOf' failed"),
+    "size with an exponent": (("sentinel.maxRss=1e9",), "/sentinel/maxRss"),
+    "size with a unit below 64k": (("sentinel.maxRss=10Ki",),
+                                   'sentinel.maxRss: "10Ki" is 10240 bytes, below Sentinel\'s 64k floor'),
+    "size above 2^63-1": (("sentinel.maxRss=9000Pi",), "larger than 2^63-1 bytes"),
     "duration": (("sentinel.gracePeriod=3 sec",), "/sentinel/gracePeriod"),
+    "zero grace period": (("sentinel.gracePeriod=0s",), "/sentinel/gracePeriod"),
+    "zero interval": (("sentinel.interval=0",), "/sentinel/interval"),
+    "interval below 1ms": (("sentinel.interval=500us",), "sentinel.interval: 500us is outside Sentinel's range"),
+    "interval above 60s": (("sentinel.interval=2m",), "sentinel.interval: 2m is outside Sentinel's range"),
+    "size limit with a space": (("sharedVolume.sizeLimit=16 Mi",), "/sharedVolume/sizeLimit"),
+    "size limit in milli-bytes": (("sharedVolume.sizeLimit=16m",), "/sharedVolume/sizeLimit"),
+    "size limit as a number": (("sharedVolume.sizeLimit=16777216",), "/sharedVolume/sizeLimit"),
+    "bad memory quantity": (("workload.resources.limits.memory=1GB",), "/workload/resources/limits/memory"),
+    "upper-case name override": (("nameOverride=Guard",), "/nameOverride"),
+    "upper-case fullname override": (("fullnameOverride=My-Guard",), "/fullnameOverride"),
+    "upper-case service account": (("serviceAccount.name=Guard",), "/serviceAccount/name"),
+    "upper-case pull secret": (('json:imagePullSecrets=[{"name":"RegCred"}]',), "/imagePullSecrets/0/name"),
+    "upper-case dashboard namespace": (("grafanaDashboard.namespace=Monitoring",), "/grafanaDashboard/namespace"),
+    "image tag as a number": (("json:image.tag=1.20",), "/image/tag': got number, want string"),
+    "workload tag as a number": (("mode=sidecar", "workload.image.repository=app", "json:workload.image.tag=2"),
+                                 "/workload/image/tag': got number, want string"),
+    "image tag with a slash": (("image.tag=v1/2",), "/image/tag"),
+    "memory limit below maxRss plus Sentinel": (("workload.resources.limits.memory=210Mi",),
+        "workload.resources.limits.memory (210Mi) must be above sentinel.maxRss (200Mi) plus "
+        "Sentinel's own memory in the same container (56 MiB with the Events client)"),
+    "memory limit below maxRss, events off": (("workload.resources.limits.memory=220Mi", "sentinel.k8sEvents=off"),
+        "plus Sentinel's own memory in the same container (32 MiB): else the kernel's OOM killer"),
+    "memory limit as an exponent": (("workload.resources.limits.memory=2e8",), "raise limits.memory to at least 257Mi"),
+    "cgroup measure: limit at maxRss": (("sentinel.measure=cgroup", "workload.resources.limits.memory=200Mi"),
+        "workload.resources.limits.memory (200Mi) must be above sentinel.maxRss (200Mi): else"),
+    "sidecar workload limit at maxRss": (("mode=sidecar", "json:workload.resources={\"limits\":{\"memory\":\"150Mi\"}}",
+                                          "sentinel.maxRss=150Mi"), "must be above sentinel.maxRss (150Mi): else"),
+    "sidecar's own limit below its footprint": (("mode=sidecar", "sentinel.resources.limits.memory=40Mi"),
+        "sentinel.resources.limits.memory (40Mi) is below Sentinel's own footprint (56 MiB with the Events client)"),
     "privileged port": (("sentinel.metrics.port=80",), "/sentinel/metrics/port"),
     "socket mode": (("sentinel.socketMode=rw",), "/sentinel/socketMode"),
     "container name": (("workload.name=My_App",), "/workload/name"),
@@ -806,11 +847,22 @@ def test_bad_values_are_refused(case):
 
 
 ACCEPTED = [
-    ("sentinel.maxRss=1.5Gi",), ("sentinel.maxRss=512MB",), ("sentinel.maxRss=1048576",),
+    ("sentinel.maxRss=1.5Gi",), ("sentinel.maxRss=512MB",), ("str:sentinel.maxRss=1048576",),
     ("sentinel.maxRss=",), ("sentinel.gracePeriod=250ms",), ("sentinel.interval=2",),
     ("sentinel.measure=cgroup",), ("sentinel.k8sEvents=false",), ("sentinel.restart=always",),
     ("mode=sidecar", "sidecar.target.cmdline=", "sidecar.target.pid=7"),
     ("global.imageRegistry=example.com",),
+    ("str:image.tag=1.20",), ("image.tag=v1.2.3-rc.1_x",), ("str:sentinel.maxRss=64000",),
+    ("sentinel.maxRss=64k",), ("sentinel.maxRss=512m",), ("sentinel.maxRss=8000Pi",),
+    ("sentinel.gracePeriod=.5s",), ("sentinel.interval=1ms",), ("sentinel.interval=60s",),
+    ("sharedVolume.sizeLimit=1e9",), ("sharedVolume.sizeLimit=0.5Gi",), ("sharedVolume.sizeLimit=",),
+    ("workload.resources.limits.memory=257Mi",),  # 200Mi + 56 MiB, just above
+    ("workload.resources.limits.memory=233Mi", "sentinel.k8sEvents=off"),  # 200Mi + 32 MiB
+    ("sentinel.measure=cgroup", "workload.resources.limits.memory=201Mi"),
+    ("workload.resources.limits.memory=1", "sentinel.maxRss="),  # no limit: nothing to compare
+    ("workload.resources.limits.cpu=0.5", "workload.resources.requests.cpu=100m"),
+    ("mode=sidecar", "sentinel.resources.limits.memory=56Mi"),
+    ("nameOverride=guard", "fullnameOverride=", "serviceAccount.create=false", "serviceAccount.name=ci.guard"),
 ]
 
 
@@ -818,6 +870,54 @@ ACCEPTED = [
 def test_good_values_are_accepted(sets):
     """Positive controls for the refusals above."""
     assert one(render((), sets), "Deployment")
+
+
+def _chart_accepts(*sets: str) -> bool:
+    return helm(*template_args((), sets), check=False).returncode == 0
+
+
+def _sentinel_accepts(*args: str) -> tuple[bool, object]:
+    try:
+        return True, parse_settings("run", [*args, "--", "true"], environ={})
+    except UsageError:
+        return False, None
+
+
+SIZES = ["200Mi", "1.5Gi", "512M", "512MB", "1G", "64k", "64kb", "64000", "1048576", "512m",
+         "0.5Gi", " 200Mi ", "200 Mi", "8000Pi", "512", "63999", "63k", "10Ki", "1e9", "1E9",
+         "0", "0Mi", "0.0Gi", "-5Mi", "12XB", "1.5.5Mi", ".5Gi", "5.Mi", "200mi", "1Ei", "0x10",
+         "1_000_000", "9000Pi", "+5Mi"]
+DURATIONS = ["3s", "250ms", "1.5", "2m", "1h", " 3s ", "3 s", "0s", "0", "0.0", "0ms", ".5s",
+             "5.s", "1us", "500us", "1ms", "60s", "61s", "-1s", "3 sec", "1e3", "2d", "1h30m",
+             "0.0001", "9000h", "3S"]
+
+
+def test_values_schema_mirrors_sentinels_size_grammar():
+    """Every size the chart accepts for maxRss Sentinel accepts as --max-rss, and
+    the other way round (through helm: the schema and the template checks)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        chart = dict(zip(SIZES, pool.map(lambda s: _chart_accepts(f"str:sentinel.maxRss={s}"), SIZES)))
+    sentinel = {s: _sentinel_accepts("--max-rss", s)[0] for s in SIZES}
+    assert chart == sentinel, {s: (chart[s], sentinel[s]) for s in SIZES if chart[s] != sentinel[s]}
+    assert sum(chart.values()) >= 10 and sum(not v for v in chart.values()) >= 10
+
+
+def test_values_schema_mirrors_sentinels_durations_refusing_zero():
+    """interval and gracePeriod: what Sentinel accepts, except a zero grace period
+    (SIGKILL without warning; Sentinel takes it, the chart refuses it)."""
+    def chart_job(case):
+        key, text = case
+        return case, _chart_accepts(f"str:sentinel.{key}={text}", "terminationGracePeriodSeconds=40000000")
+
+    cases = [(k, d) for k in ("interval", "gracePeriod") for d in DURATIONS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        chart = dict(pool.map(chart_job, cases))
+    expected = {}
+    for key, text in cases:
+        ok, settings = _sentinel_accepts("--interval" if key == "interval" else "--grace-period", text)
+        expected[(key, text)] = ok and (key == "interval" or settings.grace_period_seconds > 0)
+    assert chart == expected, {c: (chart[c], expected[c]) for c in cases if chart[c] != expected[c]}
+    assert not chart[("gracePeriod", "0s")] and _sentinel_accepts("--grace-period", "0s")[0]
 
 
 def test_empty_max_rss_supervises_without_a_limit():
