@@ -36,6 +36,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.config import incluster_config
 
 from sentinel import events
 from sentinel.config import OPTIONS, parse_settings, parse_size
@@ -300,14 +301,48 @@ def test_rules_file_and_prometheusrule_pass_promtool(tmp_path):
         assert "SUCCESS" in proc.stdout + proc.stderr
 
 
+RELEASE_MATCHERS = 'namespace="guarded",service="demo-sentinel"'
+# Alerts whose expression keeps the target labels (no aggregation).
+KEEPS_TARGET_LABELS = {"SentinelMemoryNearLimit", "SentinelDown"}
+
+
+def _scoped_unit_tests(unit_tests: dict) -> dict:
+    """The compose stack's promtool tests as this release's series would look:
+    every input series carries the release's namespace and Service, and has a
+    twin from another release (namespace "elsewhere") that must change nothing."""
+    def scope(series: str, matchers: str = RELEASE_MATCHERS) -> str:
+        name, brace, rest = series.partition("{")
+        return f"{name}{{{matchers},{rest}" if brace else f"{name}{{{matchers}}}"
+
+    out = copy.deepcopy(unit_tests)
+    for test in out["tests"]:
+        twins = [dict(s, series=scope(s["series"], 'namespace="elsewhere",service="demo-sentinel"'))
+                 for s in test.get("input_series", [])]
+        for s in test.get("input_series", []):
+            s["series"] = scope(s["series"])
+        test["input_series"] = test.get("input_series", []) + twins
+        for expr_test in test.get("promql_expr_test", []):
+            for sample in expr_test.get("exp_samples", []):
+                sample["labels"] = scope(sample["labels"], RELEASE_MATCHERS + ',sentinel_release="guarded/demo"')
+        for alert_test in test.get("alert_rule_test", []):
+            for alert in alert_test.get("exp_alerts", []):
+                labels = alert.setdefault("exp_labels", {})
+                labels["sentinel_release"] = "guarded/demo"
+                if alert_test["alertname"] in KEEPS_TARGET_LABELS:
+                    labels.update(namespace="guarded", service="demo-sentinel")
+    return out
+
+
 def test_prometheusrule_passes_the_compose_stacks_rule_unit_tests(tmp_path):
-    """The rules as the PrometheusRule carries them (after helm's YAML round trip)
-    pass the promtool unit tests written for the docker-compose stack's file."""
+    """The rules as the PrometheusRule carries them (after helm's YAML round trip,
+    scoped to the release) pass the promtool unit tests written for the
+    docker-compose stack's file, with another release's series beside them."""
     unit_tests = REPO / "docker" / "prometheus" / "rules" / "sentinel.rules.test.yml"
     assert unit_tests.is_file(), f"{unit_tests} is missing"
     rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
     (tmp_path / "sentinel.rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    shutil.copy(unit_tests, tmp_path / unit_tests.name)
+    scoped = _scoped_unit_tests(yaml.safe_load(unit_tests.read_text()))
+    (tmp_path / unit_tests.name).write_text(yaml.safe_dump(scoped, sort_keys=False))
     proc = subprocess.run([promtool(), "test", "rules", unit_tests.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -328,18 +363,36 @@ def test_chart_copies_match_the_docker_stack(source):
             f"{copy_.relative_to(REPO)} differs from {source.relative_to(REPO)}; run `make chart-sync`"
 
 
-def test_prometheusrule_embeds_the_rules_file():
+def test_prometheusrule_embeds_the_rules_file_scoped_to_the_release():
+    """The file's groups, with the release in each group name and rule label, and
+    the release's namespace and Service in each selector; nothing else changed."""
     rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
     expected = yaml.safe_load((CHART / "files" / "sentinel.rules.yml").read_text())["groups"]
-    assert expected and rule["spec"]["groups"] == expected
+    assert expected and len(rule["spec"]["groups"]) == len(expected)
+    for got, want in zip(rule["spec"]["groups"], expected):
+        assert got["name"] == want["name"] + "/guarded/demo"
+        assert len(got["rules"]) == len(want["rules"])
+        for g, w in zip(got["rules"], want["rules"]):
+            assert g["labels"] == {**w.get("labels", {}), "sentinel_release": "guarded/demo"}
+            selectors = re.findall(r"\b(?:sentinel[_:][\w:]*|up)\{[^}]*\}", g["expr"])
+            assert selectors and all(RELEASE_MATCHERS in s for s in selectors), g["expr"]
+            unscoped = g["expr"].replace("{" + RELEASE_MATCHERS + "}", "").replace(RELEASE_MATCHERS + ",", "")
+            assert unscoped == w["expr"]
+            assert {k: v for k, v in g.items() if k not in ("expr", "labels")} == \
+                {k: v for k, v in w.items() if k not in ("expr", "labels")}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 def test_dashboard_configmap_embeds_the_json_for_grafanas_sidecar():
     cm = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "ConfigMap")
-    text = (CHART / "files" / "dashboards" / "sentinel.json").read_text()
-    assert cm["data"] == {"sentinel.json": text}
-    assert json.loads(cm["data"]["sentinel.json"])["title"]
+    original = json.loads((CHART / "files" / "dashboards" / "sentinel.json").read_text())
+    assert set(cm["data"]) == {"sentinel.json"}
+    dashboard = json.loads(cm["data"]["sentinel.json"])
+    # the release's own uid and title (see the two-release test), the rest as in the file
+    assert dashboard["title"] == f"{original['title']} (guarded/demo)"
+    assert re.fullmatch(r"sentinel-demo-[0-9a-f]{8}", dashboard["uid"])
+    assert {k: v for k, v in dashboard.items() if k not in ("uid", "title")} == \
+        {k: v for k, v in original.items() if k not in ("uid", "title")}
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Sentinel"}
 
@@ -354,6 +407,33 @@ def test_servicemonitor_scrapes_the_metrics_port_as_job_sentinel():
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
     # Prometheus Operator names the job after this Service label's value.
     assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "sentinel"
+
+
+def test_two_releases_in_one_cluster_do_not_collide():
+    """Same release name in two namespaces, and two releases in one namespace,
+    all with their dashboard in Grafana's namespace: distinct dashboard uids
+    (<= 40 characters, Grafana's limit), titles and ConfigMap names; rule groups
+    and rule labels that carry the release."""
+    sets = ("grafanaDashboard.namespace=monitoring",)
+    releases = [("demo", "team-a"), ("demo", "team-b"), ("other", "team-a"), ("r" * 53, "team-a")]
+    seen = {"uid": set(), "title": set(), "cm": set(), "groups": set(), "labels": set()}
+    for release, namespace in releases:
+        docs = render(ci("monitoring-on"), sets, api_versions=(MONITORING_API,), release=release,
+                      namespace=namespace)
+        cm = one(docs, "ConfigMap")
+        assert cm["metadata"]["namespace"] == "monitoring"
+        dashboard = json.loads(cm["data"]["sentinel.json"])
+        assert len(dashboard["uid"]) <= 40 and re.fullmatch(r"[a-z0-9-]+", dashboard["uid"])
+        assert f"{namespace}/{release}" in dashboard["title"]
+        rule = one(docs, "PrometheusRule")
+        seen["uid"].add(dashboard["uid"])
+        seen["title"].add(dashboard["title"])
+        seen["cm"].add(cm["metadata"]["name"])
+        seen["groups"].add(tuple(g["name"] for g in rule["spec"]["groups"]))
+        seen["labels"].add(tuple(r["labels"]["sentinel_release"] for g in rule["spec"]["groups"]
+                                 for r in g["rules"]))
+        assert len(cm["metadata"]["name"]) <= 63
+    assert all(len(v) == len(releases) for v in seen.values()), seen
 
 
 def test_monitoring_objects_need_the_api_or_force():
@@ -674,9 +754,55 @@ def test_rbac_is_least_privilege(values):
                                         for r in documented["resources"] for v in documented["verbs"]}
     spec = pod_spec(docs)
     assert spec["serviceAccountName"] == sa["metadata"]["name"]
-    assert sa["automountServiceAccountToken"] is False and spec["automountServiceAccountToken"] is True
+    assert sa["automountServiceAccountToken"] is False
+    # wrapper: one container, the kubelet's mount; sidecar: see the token test below
+    assert spec["automountServiceAccountToken"] is (sentinel_container(spec)["command"][1] == "run")
     for doc in docs:
         assert doc["metadata"].get("namespace") == "guarded", doc["kind"]
+
+
+SA_DIR = os.path.dirname(incluster_config.SERVICE_TOKEN_FILENAME)
+
+
+@pytest.mark.parametrize("values", [ci("sidecar"), ci("native-sidecar")], ids=["sidecar", "native-sidecar"])
+def test_sidecar_workload_gets_no_service_account_token(values):
+    """The pod does not automount the token; Sentinel's container alone mounts a
+    projected volume with what the kubelet would mount (token, ca.crt,
+    namespace) at the path the kubernetes client reads."""
+    spec = pod_spec(render(values))
+    assert spec["automountServiceAccountToken"] is False
+    sentinel = sentinel_container(spec)
+    (workload,) = [c for c in spec["containers"] if c is not sentinel]
+    assert all(m["mountPath"] != SA_DIR and "token" not in m["name"] for m in workload["volumeMounts"])
+    (mount,) = [m for m in sentinel["volumeMounts"] if m["mountPath"] == SA_DIR]
+    assert mount["readOnly"] is True
+    volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+    sources = volume["projected"]["sources"]
+    token = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
+    ca = [i for s in sources if "configMap" in s and s["configMap"]["name"] == "kube-root-ca.crt"
+          for i in s["configMap"]["items"]]
+    ns = [i for s in sources if "downwardAPI" in s for i in s["downwardAPI"]["items"]]
+    assert [x["path"] for x in token] == [os.path.basename(incluster_config.SERVICE_TOKEN_FILENAME)]
+    assert ca == [{"key": "ca.crt", "path": os.path.basename(incluster_config.SERVICE_CERT_FILENAME)}]
+    assert ns == [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]
+    assert os.path.join(SA_DIR, "namespace") == events.SA_DIR + "/namespace"
+    # Events off: no token anywhere
+    off = pod_spec(render(values, ("sentinel.k8sEvents=off",)))
+    assert off["automountServiceAccountToken"] is False
+    assert "sentinel-api-token" not in {v["name"] for v in off["volumes"]}
+    assert all(m["mountPath"] != SA_DIR for c in all_containers(off) for m in c["volumeMounts"])
+
+
+def test_rolebinding_binds_the_account_the_pod_uses():
+    cases = [((), "demo-sentinel"), (("serviceAccount.name=custom",), "custom"),
+             (("serviceAccount.create=false", "serviceAccount.name=guard"), "guard"),
+             (("serviceAccount.create=false",), "default")]
+    for sets, name in cases:
+        for values in ((), ci("native-sidecar")):
+            docs = render(values, sets)
+            assert pod_spec(docs)["serviceAccountName"] == name, sets
+            (subject,) = one(docs, "RoleBinding")["subjects"]
+            assert subject == {"kind": "ServiceAccount", "name": name, "namespace": "guarded"}, sets
 
 
 def test_existing_service_account_without_rbac():

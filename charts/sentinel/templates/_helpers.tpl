@@ -419,6 +419,13 @@ with restartPolicy: Always; false: a plain container).
     {{- toYaml (mergeOverwrite (deepCopy .Values.containerSecurityContext) .Values.sentinel.securityContext) | nindent 4 }}
   volumeMounts:
     {{- include "sentinel.volumeMounts" . | nindent 4 }}
+    {{- if ne (include "sentinel.k8sEvents" .) "off" }}
+    # The pod does not automount the token (the workload would get it too):
+    # this container alone mounts it, at the path the kubernetes client reads.
+    - name: sentinel-api-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
 {{- end }}
 {{- end }}
 
