@@ -539,6 +539,8 @@ def test_socket_lives_on_a_shared_emptydir(values):
         assert mounts["shared"] == "/shared", c["name"]
         assert mounts["tmp"] == "/tmp", c["name"]  # writable scratch on a read-only root
     assert literal_env(sentinel_container(spec))["SENTINEL_SOCKET"] == "/shared/sentinel.socket"
+    # the pod's counters outlive a container restart there (the emptyDir lives with the pod)
+    assert literal_env(sentinel_container(spec))["SENTINEL_STATE_DIR"] == "/shared"
 
 
 @pytest.mark.parametrize("values", [(), ci("wrapper"), ci("sidecar"), ci("native-sidecar")],
@@ -678,6 +680,7 @@ def test_sentinel_reads_every_variable_and_accepts_every_value(values):
     assert settings.max_rss_bytes == parse_size(s["maxRss"])
     assert settings.measure == s["measure"]
     assert settings.socket_path == "/shared/sentinel.socket"
+    assert settings.state_dir == "/shared"
     assert settings.metrics_port == s["metrics"]["port"]
     assert settings.workload_name == chart_values["workload"]["name"]
     assert settings.termination_log == container["terminationMessagePath"]

@@ -294,6 +294,11 @@ the pod in Kubernetes Events. Argument: the root context.
   value: {{ include "sentinel.k8sEvents" . | quote }}
 - name: SENTINEL_TERMINATION_LOG
   value: {{ $s.terminationLog | quote }}
+# The pod's counters (kills, restarts, last kill) outlive a container restart
+# on the shared emptyDir, which lives as long as the pod: the next container's
+# sentinel_kills_total goes on from there instead of from zero.
+- name: SENTINEL_STATE_DIR
+  value: {{ .Values.sharedVolume.mountPath | quote }}
 {{- if eq .Values.mode "sidecar" }}
 {{- with .Values.sidecar.target }}
 {{- if .name }}
