@@ -5,7 +5,6 @@ PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 TOOLS_BIN   := $(CURDIR)/.tools/bin
-SHARED      ?= $(CURDIR)/../shared
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 
 .PHONY: demo test venv system-deps k8s-tools bench clean
@@ -22,7 +21,7 @@ system-deps:
 	bash scripts/install-system-deps.sh
 
 k8s-tools:
-	sh $(SHARED)/tools/install-k8s-tools.sh $(TOOLS_BIN) >/dev/null
+	sh scripts/install-k8s-tools.sh $(TOOLS_BIN) >/dev/null
 
 ## The main job: a real leaking process stopped by Sentinel, metrics and socket live.
 demo: venv

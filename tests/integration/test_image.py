@@ -121,9 +121,11 @@ def test_sentinel_is_pid_1_and_not_root(image):
     proc = run(image, "--no-metrics", "--no-socket", "--", "python", "-c", script)
     assert proc.returncode == 0, proc.stderr
     cmdline, ids = proc.stdout.splitlines()[:2]
-    # The console script's shebang names the venv's python; the kernel puts
-    # the interpreter first.
-    assert json.loads(cmdline)[1:3] == ["/opt/sentinel/bin/sentinel", "run"], cmdline
+    # The console script's shebang names the venv's python with -I; the
+    # kernel puts the interpreter and that flag first, then the script as
+    # found on PATH (a link to /opt/sentinel/bin/sentinel).
+    assert json.loads(cmdline)[:4] == ["/opt/sentinel/bin/python", "-I", "/usr/local/bin/sentinel",
+                                       "run"], cmdline
     uid, gid, ppid = map(int, ids.split())
     assert (uid, gid) == (UID, UID)
     assert ppid == 1, "the workload's parent is not PID 1 (Sentinel)"
@@ -201,3 +203,43 @@ def test_wheels_for_another_python_are_refused_in_one_line(image, tmp_path):
     assert proc.returncode != 0
     assert "wheelhouse: pyyaml-6.0-cp39-cp39-manylinux_2_17_x86_64.whl is not for cp311, " \
         "the Python of BASE" in proc.stderr, proc.stderr
+
+
+ENV_SCRIPT = ("import json, os, shutil, sys; print(json.dumps({'prefix': sys.prefix, "
+              "'executable': os.path.realpath(sys.executable), 'env': dict(os.environ), "
+              "'sentinel': shutil.which('sentinel')}))")
+
+
+def test_workload_gets_the_base_images_python_and_none_of_sentinels_environment(image):
+    """`python`/`python3` on the workload's PATH are the base image's interpreter
+    (where a derived image's `pip install` goes), Sentinel's packages are not
+    importable there, and the workload's environment is the base image's own:
+    no PATH entry, PYTHON* variable or VIRTUAL_ENV of Sentinel's."""
+    base = json.loads(podman("run", "--rm", "--network", "none", BASE_IMAGE, "python3", "-c",
+                             ENV_SCRIPT).stdout)
+    for interpreter in ("python3", "python"):
+        proc = run(image, "--no-metrics", "--no-socket", "--", interpreter, "-c", ENV_SCRIPT)
+        assert proc.returncode == 0, proc.stderr
+        seen = json.loads(proc.stdout)
+        assert seen["prefix"] == base["prefix"] and not seen["prefix"].startswith("/opt/sentinel")
+        assert seen["executable"] == base["executable"], (interpreter, seen["executable"])
+        env = seen["env"]
+        assert env["PATH"] == base["env"]["PATH"], env["PATH"]
+        assert "/opt/sentinel" not in env["PATH"]
+        ours = {k for k in env if (k.startswith("PYTHON") or k == "VIRTUAL_ENV") and k not in base["env"]}
+        assert not ours, f"Sentinel's variables reach the workload: {sorted(ours)}"
+        # what differs from the base image is only what podman sets per container
+        assert set(env) - set(base["env"]) <= {"HOSTNAME", "HOME", "container"}, sorted(env)
+        assert seen["sentinel"] == "/usr/local/bin/sentinel"  # still on PATH for `kubectl exec`
+    proc = run(image, "--no-metrics", "--no-socket", "--", "python3", "-c", "import sentinel")
+    assert proc.returncode == 1 and "No module named 'sentinel'" in proc.stderr, proc.stderr
+
+
+def test_sentinel_ignores_python_variables_meant_for_the_workload(image):
+    """A PYTHONPATH or PYTHONHOME set for the workload (docker run -e) passes to
+    it unchanged and does not break Sentinel, which runs isolated (-I)."""
+    proc = podman("run", "--rm", "--network", "none", "--env", "PYTHONPATH=/nonexistent/app",
+                  "--env", "PYTHONHOME=/nonexistent/home", image, "--no-metrics", "--no-socket",
+                  "--", "/bin/sh", "-c", 'echo "$PYTHONPATH $PYTHONHOME"', check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "/nonexistent/app /nonexistent/home"

@@ -7,7 +7,8 @@ way a cluster would check it.
   every object validated with kubernetes-validate in strict mode (unknown
   fields are errors, as with ``kubectl apply --validate=strict``).
 - ServiceMonitor and PrometheusRule against the Prometheus Operator CRDs with
-  ``shared/tools/validate-crd.py --strict``; the rules with ``promtool``.
+  ``scripts/validate-crd.py --strict`` (CRDs in ``tests/schemas/``, see
+  SOURCE.txt there); the rules with ``promtool``.
 - The values schema rejects unknown keys and bad enums (``helm template``
   fails), and the templates refuse settings the schema cannot express.
 - Assertions on the parsed objects: security context, RBAC, shared socket
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,16 +36,18 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes.config import incluster_config
 
 from sentinel import events
 from sentinel.config import OPTIONS, parse_settings, parse_size
+from sentinel.errors import UsageError
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sentinel"
-SHARED = REPO.parent / "shared"
 HELM = REPO / ".tools" / "bin" / "helm"
-VALIDATE_CRD = SHARED / "tools" / "validate-crd.py"
-CRD_DIR = SHARED / "schemas" / "prometheus-operator-v0.93.0"
+VALIDATE_CRD = REPO / "scripts" / "validate-crd.py"
+CRD_DIR = REPO / "tests" / "schemas" / "prometheus-operator-v0.93.0"
 CRDS = [CRD_DIR / "monitoring.coreos.com_servicemonitors.yaml",
         CRD_DIR / "monitoring.coreos.com_prometheusrules.yaml"]
 MONITORING_API = "monitoring.coreos.com/v1"
@@ -76,7 +80,7 @@ SENTINEL_ENV_NAMES = {opt.env_name for opt in OPTIONS}
 def helm_path() -> Path:
     if not os.access(HELM, os.X_OK):
         pytest.fail(f"helm not found at {HELM}; run `make k8s-tools` "
-                    f"(sh ../shared/tools/install-k8s-tools.sh .tools/bin)", pytrace=False)
+                    f"(sh scripts/install-k8s-tools.sh .tools/bin)", pytrace=False)
     return HELM
 
 
@@ -95,8 +99,13 @@ def template_args(values: tuple[str, ...] = (), sets: tuple[str, ...] = (),
     args = ["template", release, str(chart), "--namespace", namespace]
     for v in values:
         args += ["-f", str(v)]
-    for s in sets:  # "json:key=[]" goes through --set-json
-        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
+    for s in sets:  # "json:key=[]" goes through --set-json, "str:key=1" through --set-string
+        if s.startswith("json:"):
+            args += ["--set-json", s[5:]]
+        elif s.startswith("str:"):
+            args += ["--set-string", s[4:]]
+        else:
+            args += ["--set", s]
     if kube_version:
         args += ["--kube-version", kube_version]
     for a in api_versions:
@@ -244,11 +253,10 @@ def test_chart_refuses_kubernetes_below_its_floor():
 
 
 def validate_crd_command() -> list[str]:
-    """``validate-crd.py --strict --crd ...`` from shared/ beside the repository."""
+    """``scripts/validate-crd.py --strict --crd ...`` with the CRDs in tests/schemas/."""
     for path in (VALIDATE_CRD, *CRDS):
         if not path.is_file():
-            pytest.fail(f"{path} is missing: the tests expect the project's shared/ folder "
-                        f"beside the repository ({SHARED})", pytrace=False)
+            pytest.fail(f"{path} is missing from the repository", pytrace=False)
     return [sys.executable, str(VALIDATE_CRD), "--strict"] + [a for crd in CRDS for a in ("--crd", str(crd))]
 
 
@@ -293,14 +301,48 @@ def test_rules_file_and_prometheusrule_pass_promtool(tmp_path):
         assert "SUCCESS" in proc.stdout + proc.stderr
 
 
+RELEASE_MATCHERS = 'namespace="guarded",service="demo-sentinel"'
+# Alerts whose expression keeps the target labels (no aggregation).
+KEEPS_TARGET_LABELS = {"SentinelMemoryNearLimit", "SentinelDown"}
+
+
+def _scoped_unit_tests(unit_tests: dict) -> dict:
+    """The compose stack's promtool tests as this release's series would look:
+    every input series carries the release's namespace and Service, and has a
+    twin from another release (namespace "elsewhere") that must change nothing."""
+    def scope(series: str, matchers: str = RELEASE_MATCHERS) -> str:
+        name, brace, rest = series.partition("{")
+        return f"{name}{{{matchers},{rest}" if brace else f"{name}{{{matchers}}}"
+
+    out = copy.deepcopy(unit_tests)
+    for test in out["tests"]:
+        twins = [dict(s, series=scope(s["series"], 'namespace="elsewhere",service="demo-sentinel"'))
+                 for s in test.get("input_series", [])]
+        for s in test.get("input_series", []):
+            s["series"] = scope(s["series"])
+        test["input_series"] = test.get("input_series", []) + twins
+        for expr_test in test.get("promql_expr_test", []):
+            for sample in expr_test.get("exp_samples", []):
+                sample["labels"] = scope(sample["labels"], RELEASE_MATCHERS + ',sentinel_release="guarded/demo"')
+        for alert_test in test.get("alert_rule_test", []):
+            for alert in alert_test.get("exp_alerts", []):
+                labels = alert.setdefault("exp_labels", {})
+                labels["sentinel_release"] = "guarded/demo"
+                if alert_test["alertname"] in KEEPS_TARGET_LABELS:
+                    labels.update(namespace="guarded", service="demo-sentinel")
+    return out
+
+
 def test_prometheusrule_passes_the_compose_stacks_rule_unit_tests(tmp_path):
-    """The rules as the PrometheusRule carries them (after helm's YAML round trip)
-    pass the promtool unit tests written for the docker-compose stack's file."""
+    """The rules as the PrometheusRule carries them (after helm's YAML round trip,
+    scoped to the release) pass the promtool unit tests written for the
+    docker-compose stack's file, with another release's series beside them."""
     unit_tests = REPO / "docker" / "prometheus" / "rules" / "sentinel.rules.test.yml"
     assert unit_tests.is_file(), f"{unit_tests} is missing"
     rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
     (tmp_path / "sentinel.rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    shutil.copy(unit_tests, tmp_path / unit_tests.name)
+    scoped = _scoped_unit_tests(yaml.safe_load(unit_tests.read_text()))
+    (tmp_path / unit_tests.name).write_text(yaml.safe_dump(scoped, sort_keys=False))
     proc = subprocess.run([promtool(), "test", "rules", unit_tests.name], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -321,18 +363,36 @@ def test_chart_copies_match_the_docker_stack(source):
             f"{copy_.relative_to(REPO)} differs from {source.relative_to(REPO)}; run `make chart-sync`"
 
 
-def test_prometheusrule_embeds_the_rules_file():
+def test_prometheusrule_embeds_the_rules_file_scoped_to_the_release():
+    """The file's groups, with the release in each group name and rule label, and
+    the release's namespace and Service in each selector; nothing else changed."""
     rule = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "PrometheusRule")
     expected = yaml.safe_load((CHART / "files" / "sentinel.rules.yml").read_text())["groups"]
-    assert expected and rule["spec"]["groups"] == expected
+    assert expected and len(rule["spec"]["groups"]) == len(expected)
+    for got, want in zip(rule["spec"]["groups"], expected):
+        assert got["name"] == want["name"] + "/guarded/demo"
+        assert len(got["rules"]) == len(want["rules"])
+        for g, w in zip(got["rules"], want["rules"]):
+            assert g["labels"] == {**w.get("labels", {}), "sentinel_release": "guarded/demo"}
+            selectors = re.findall(r"\b(?:sentinel[_:][\w:]*|up)\{[^}]*\}", g["expr"])
+            assert selectors and all(RELEASE_MATCHERS in s for s in selectors), g["expr"]
+            unscoped = g["expr"].replace("{" + RELEASE_MATCHERS + "}", "").replace(RELEASE_MATCHERS + ",", "")
+            assert unscoped == w["expr"]
+            assert {k: v for k, v in g.items() if k not in ("expr", "labels")} == \
+                {k: v for k, v in w.items() if k not in ("expr", "labels")}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 def test_dashboard_configmap_embeds_the_json_for_grafanas_sidecar():
     cm = one(render(ci("monitoring-on"), api_versions=(MONITORING_API,)), "ConfigMap")
-    text = (CHART / "files" / "dashboards" / "sentinel.json").read_text()
-    assert cm["data"] == {"sentinel.json": text}
-    assert json.loads(cm["data"]["sentinel.json"])["title"]
+    original = json.loads((CHART / "files" / "dashboards" / "sentinel.json").read_text())
+    assert set(cm["data"]) == {"sentinel.json"}
+    dashboard = json.loads(cm["data"]["sentinel.json"])
+    # the release's own uid and title (see the two-release test), the rest as in the file
+    assert dashboard["title"] == f"{original['title']} (guarded/demo)"
+    assert re.fullmatch(r"sentinel-demo-[0-9a-f]{8}", dashboard["uid"])
+    assert {k: v for k, v in dashboard.items() if k not in ("uid", "title")} == \
+        {k: v for k, v in original.items() if k not in ("uid", "title")}
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Sentinel"}
 
@@ -347,6 +407,33 @@ def test_servicemonitor_scrapes_the_metrics_port_as_job_sentinel():
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
     # Prometheus Operator names the job after this Service label's value.
     assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "sentinel"
+
+
+def test_two_releases_in_one_cluster_do_not_collide():
+    """Same release name in two namespaces, and two releases in one namespace,
+    all with their dashboard in Grafana's namespace: distinct dashboard uids
+    (<= 40 characters, Grafana's limit), titles and ConfigMap names; rule groups
+    and rule labels that carry the release."""
+    sets = ("grafanaDashboard.namespace=monitoring",)
+    releases = [("demo", "team-a"), ("demo", "team-b"), ("other", "team-a"), ("r" * 53, "team-a")]
+    seen = {"uid": set(), "title": set(), "cm": set(), "groups": set(), "labels": set()}
+    for release, namespace in releases:
+        docs = render(ci("monitoring-on"), sets, api_versions=(MONITORING_API,), release=release,
+                      namespace=namespace)
+        cm = one(docs, "ConfigMap")
+        assert cm["metadata"]["namespace"] == "monitoring"
+        dashboard = json.loads(cm["data"]["sentinel.json"])
+        assert len(dashboard["uid"]) <= 40 and re.fullmatch(r"[a-z0-9-]+", dashboard["uid"])
+        assert f"{namespace}/{release}" in dashboard["title"]
+        rule = one(docs, "PrometheusRule")
+        seen["uid"].add(dashboard["uid"])
+        seen["title"].add(dashboard["title"])
+        seen["cm"].add(cm["metadata"]["name"])
+        seen["groups"].add(tuple(g["name"] for g in rule["spec"]["groups"]))
+        seen["labels"].add(tuple(r["labels"]["sentinel_release"] for g in rule["spec"]["groups"]
+                                 for r in g["rules"]))
+        assert len(cm["metadata"]["name"]) <= 63
+    assert all(len(v) == len(releases) for v in seen.values()), seen
 
 
 def test_monitoring_objects_need_the_api_or_force():
@@ -452,6 +539,8 @@ def test_socket_lives_on_a_shared_emptydir(values):
         assert mounts["shared"] == "/shared", c["name"]
         assert mounts["tmp"] == "/tmp", c["name"]  # writable scratch on a read-only root
     assert literal_env(sentinel_container(spec))["SENTINEL_SOCKET"] == "/shared/sentinel.socket"
+    # the pod's counters outlive a container restart there (the emptyDir lives with the pod)
+    assert literal_env(sentinel_container(spec))["SENTINEL_STATE_DIR"] == "/shared"
 
 
 @pytest.mark.parametrize("values", [(), ci("wrapper"), ci("sidecar"), ci("native-sidecar")],
@@ -461,18 +550,102 @@ def test_metrics_port_probes_and_service(values):
     spec = pod_spec(docs)
     sentinel = sentinel_container(spec)
     assert {"name": "metrics", "containerPort": 8000, "protocol": "TCP"} in sentinel["ports"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert sentinel[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    # port numbers, not names: see the EndpointSlice test below
+    assert sentinel["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": 8000}
+    if sentinel["command"][1] == "run":  # wrapper: the port is bound before the spawn
+        assert sentinel["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": 8000}
+    else:  # sidecar: see test_sidecar_liveness_does_not_depend_on_a_port
+        assert "httpGet" not in sentinel["livenessProbe"]
     others = [c for c in all_containers(spec) if c is not sentinel]
     assert all("livenessProbe" not in c and "readinessProbe" not in c for c in others)
     assert literal_env(sentinel)["SENTINEL_METRICS_PORT"] == "8000"
     (port,) = one(docs, "Service")["spec"]["ports"]
-    assert port == {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP",
+    assert port == {"name": "metrics", "port": 8000, "targetPort": 8000, "protocol": "TCP",
                     "appProtocol": "http"}
-    moved = pod_spec(render(values, ("sentinel.metrics.port=9100",)))
-    moved_sentinel = sentinel_container(moved)
+    moved_docs = render(values, ("sentinel.metrics.port=9100",))
+    moved_sentinel = sentinel_container(pod_spec(moved_docs))
     assert moved_sentinel["ports"][0]["containerPort"] == 9100
+    assert moved_sentinel["readinessProbe"]["httpGet"]["port"] == 9100
     assert literal_env(moved_sentinel)["SENTINEL_METRICS_PORT"] == "9100"
+    (moved_port,) = one(moved_docs, "Service")["spec"]["ports"]
+    assert moved_port["port"] == 8000 and moved_port["targetPort"] == 9100
+
+
+def endpoint_slice_port(service_port: dict, pod: dict, minor: int) -> int | None:
+    """The port the EndpointSlice controller of Kubernetes 1.<minor> puts in the
+    slice for ``service_port`` and ``pod``, or None (no endpoint: nothing is
+    scraped). A number is taken as it is; a name is looked up, as
+    ``podutil.FindPort`` does, among ``spec.containers`` only before 1.33, and
+    also among restartable (native sidecar) init containers from 1.33 on."""
+    target = service_port["targetPort"]
+    if isinstance(target, int):
+        return target
+    containers = list(pod["containers"])
+    if minor >= 33:
+        containers += [c for c in pod.get("initContainers") or []
+                       if c.get("restartPolicy") == "Always"]
+    for c in containers:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and p.get("protocol", "TCP") == service_port["protocol"]:
+                return p["containerPort"]
+    return None
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar"), ci("native-sidecar")],
+                         ids=["wrapper", "sidecar", "native-sidecar"])
+def test_service_reaches_the_exporter_on_every_supported_kubernetes(values):
+    """Native sidecar on 1.29-1.32: a named targetPort pointing at an init
+    container's port does not resolve, and the Service has no endpoint."""
+    docs = render(values)
+    spec = pod_spec(docs)
+    (port,) = one(docs, "Service")["spec"]["ports"]
+    metrics = sentinel_container(spec)["ports"][0]["containerPort"]
+    for kube_version in KUBE_VERSIONS:
+        assert endpoint_slice_port(port, spec, _minor(kube_version)) == metrics, kube_version
+    # the probes of the native sidecar name no port either
+    for c in all_containers(spec):
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            for handler in ("httpGet", "tcpSocket"):
+                if handler in c.get(probe, {}):
+                    assert isinstance(c[probe][handler]["port"], int), (c["name"], probe)
+
+
+def liveness_command(values: tuple[str, ...], socket_path: Path) -> list[str]:
+    probe = sentinel_container(pod_spec(render(values)))["livenessProbe"]
+    command = list(probe["exec"]["command"])
+    assert command[-2:] == ["/shared/sentinel.socket", str(probe["timeoutSeconds"])]
+    return command[:-2] + [str(socket_path), "2"]
+
+
+@pytest.mark.parametrize("values", [ci("sidecar"), ci("native-sidecar")],
+                         ids=["sidecar", "native-sidecar"])
+def test_sidecar_liveness_does_not_depend_on_a_port(values, start_sentinel, tmp_path):
+    """In sidecar mode the workload shares the network namespace and may hold
+    the metrics port first; the liveness probe asks Sentinel's control socket
+    instead. Run for real: it passes against a live Sentinel, fails (exit 1,
+    one line) against a frozen one and a gone one."""
+    probe = sentinel_container(pod_spec(render(values)))["livenessProbe"]
+    assert set(probe) & {"httpGet", "tcpSocket", "grpc"} == set()
+    command = liveness_command(values, tmp_path / "s.sock")
+    assert command[:4] == ["python3", "-I", "-S", "-c"]  # the standard library only
+    sentinel = start_sentinel(["--no-metrics", "--socket", str(tmp_path / "s.sock"), "--",
+                               sys.executable, str(REPO / "tests" / "children" / "signal_printer.py"),
+                               "--exit-on", "TERM"])
+    sentinel.expect("ready")
+    wait_until(lambda: (tmp_path / "s.sock").exists(), what="the control socket")
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and not ok.stderr, ok.stderr
+    os.kill(sentinel.pid, signal.SIGSTOP)  # a hung Sentinel must fail the probe
+    try:
+        hung = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    finally:
+        os.kill(sentinel.pid, signal.SIGCONT)
+    assert hung.returncode == 1 and hung.stderr.startswith("sentinel liveness: no answer on "), hung.stderr
+    assert len(hung.stderr.splitlines()) == 1 and "Traceback" not in hung.stderr
+    sentinel.signal(signal.SIGTERM)  # forwarded; Sentinel exits with its workload
+    sentinel.wait()
+    gone = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and "sentinel liveness: no answer" in gone.stderr
 
 
 def test_probes_can_be_turned_off():
@@ -507,6 +680,7 @@ def test_sentinel_reads_every_variable_and_accepts_every_value(values):
     assert settings.max_rss_bytes == parse_size(s["maxRss"])
     assert settings.measure == s["measure"]
     assert settings.socket_path == "/shared/sentinel.socket"
+    assert settings.state_dir == "/shared"
     assert settings.metrics_port == s["metrics"]["port"]
     assert settings.workload_name == chart_values["workload"]["name"]
     assert settings.termination_log == container["terminationMessagePath"]
@@ -583,9 +757,55 @@ def test_rbac_is_least_privilege(values):
                                         for r in documented["resources"] for v in documented["verbs"]}
     spec = pod_spec(docs)
     assert spec["serviceAccountName"] == sa["metadata"]["name"]
-    assert sa["automountServiceAccountToken"] is False and spec["automountServiceAccountToken"] is True
+    assert sa["automountServiceAccountToken"] is False
+    # wrapper: one container, the kubelet's mount; sidecar: see the token test below
+    assert spec["automountServiceAccountToken"] is (sentinel_container(spec)["command"][1] == "run")
     for doc in docs:
         assert doc["metadata"].get("namespace") == "guarded", doc["kind"]
+
+
+SA_DIR = os.path.dirname(incluster_config.SERVICE_TOKEN_FILENAME)
+
+
+@pytest.mark.parametrize("values", [ci("sidecar"), ci("native-sidecar")], ids=["sidecar", "native-sidecar"])
+def test_sidecar_workload_gets_no_service_account_token(values):
+    """The pod does not automount the token; Sentinel's container alone mounts a
+    projected volume with what the kubelet would mount (token, ca.crt,
+    namespace) at the path the kubernetes client reads."""
+    spec = pod_spec(render(values))
+    assert spec["automountServiceAccountToken"] is False
+    sentinel = sentinel_container(spec)
+    (workload,) = [c for c in spec["containers"] if c is not sentinel]
+    assert all(m["mountPath"] != SA_DIR and "token" not in m["name"] for m in workload["volumeMounts"])
+    (mount,) = [m for m in sentinel["volumeMounts"] if m["mountPath"] == SA_DIR]
+    assert mount["readOnly"] is True
+    volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+    sources = volume["projected"]["sources"]
+    token = [s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s]
+    ca = [i for s in sources if "configMap" in s and s["configMap"]["name"] == "kube-root-ca.crt"
+          for i in s["configMap"]["items"]]
+    ns = [i for s in sources if "downwardAPI" in s for i in s["downwardAPI"]["items"]]
+    assert [x["path"] for x in token] == [os.path.basename(incluster_config.SERVICE_TOKEN_FILENAME)]
+    assert ca == [{"key": "ca.crt", "path": os.path.basename(incluster_config.SERVICE_CERT_FILENAME)}]
+    assert ns == [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]
+    assert os.path.join(SA_DIR, "namespace") == events.SA_DIR + "/namespace"
+    # Events off: no token anywhere
+    off = pod_spec(render(values, ("sentinel.k8sEvents=off",)))
+    assert off["automountServiceAccountToken"] is False
+    assert "sentinel-api-token" not in {v["name"] for v in off["volumes"]}
+    assert all(m["mountPath"] != SA_DIR for c in all_containers(off) for m in c["volumeMounts"])
+
+
+def test_rolebinding_binds_the_account_the_pod_uses():
+    cases = [((), "demo-sentinel"), (("serviceAccount.name=custom",), "custom"),
+             (("serviceAccount.create=false", "serviceAccount.name=guard"), "guard"),
+             (("serviceAccount.create=false",), "default")]
+    for sets, name in cases:
+        for values in ((), ci("native-sidecar")):
+            docs = render(values, sets)
+            assert pod_spec(docs)["serviceAccountName"] == name, sets
+            (subject,) = one(docs, "RoleBinding")["subjects"]
+            assert subject == {"kind": "ServiceAccount", "name": name, "namespace": "guarded"}, sets
 
 
 def test_existing_service_account_without_rbac():
@@ -690,7 +910,42 @@ REJECTED = {
     "service type": (("service.type=ExternalName",), "/service/type"),
     "size unit": (("sentinel.maxRss=12XB",), "/sentinel/maxRss"),
     "negative size": (("sentinel.maxRss=-5Mi",), "/sentinel/maxRss"),
+    "size without a unit below 64k": (("str:sentinel.maxRss=512",), "/sentinel/maxRss"),
+    "size as a YAML number": (("sentinel.maxRss=1048576",), "/sentinel/maxRss': 'anyOf' failed"),
+    "size with an exponent": (("sentinel.maxRss=1e9",), "/sentinel/maxRss"),
+    "size with a unit below 64k": (("sentinel.maxRss=10Ki",),
+                                   'sentinel.maxRss: "10Ki" is 10240 bytes, below Sentinel\'s 64k floor'),
+    "size above 2^63-1": (("sentinel.maxRss=9000Pi",), "larger than 2^63-1 bytes"),
     "duration": (("sentinel.gracePeriod=3 sec",), "/sentinel/gracePeriod"),
+    "zero grace period": (("sentinel.gracePeriod=0s",), "/sentinel/gracePeriod"),
+    "zero interval": (("sentinel.interval=0",), "/sentinel/interval"),
+    "interval below 1ms": (("sentinel.interval=500us",), "sentinel.interval: 500us is outside Sentinel's range"),
+    "interval above 60s": (("sentinel.interval=2m",), "sentinel.interval: 2m is outside Sentinel's range"),
+    "size limit with a space": (("sharedVolume.sizeLimit=16 Mi",), "/sharedVolume/sizeLimit"),
+    "size limit in milli-bytes": (("sharedVolume.sizeLimit=16m",), "/sharedVolume/sizeLimit"),
+    "size limit as a number": (("sharedVolume.sizeLimit=16777216",), "/sharedVolume/sizeLimit"),
+    "bad memory quantity": (("workload.resources.limits.memory=1GB",), "/workload/resources/limits/memory"),
+    "upper-case name override": (("nameOverride=Guard",), "/nameOverride"),
+    "upper-case fullname override": (("fullnameOverride=My-Guard",), "/fullnameOverride"),
+    "upper-case service account": (("serviceAccount.name=Guard",), "/serviceAccount/name"),
+    "upper-case pull secret": (('json:imagePullSecrets=[{"name":"RegCred"}]',), "/imagePullSecrets/0/name"),
+    "upper-case dashboard namespace": (("grafanaDashboard.namespace=Monitoring",), "/grafanaDashboard/namespace"),
+    "image tag as a number": (("json:image.tag=1.20",), "/image/tag': got number, want string"),
+    "workload tag as a number": (("mode=sidecar", "workload.image.repository=app", "json:workload.image.tag=2"),
+                                 "/workload/image/tag': got number, want string"),
+    "image tag with a slash": (("image.tag=v1/2",), "/image/tag"),
+    "memory limit below maxRss plus Sentinel": (("workload.resources.limits.memory=210Mi",),
+        "workload.resources.limits.memory (210Mi) must be above sentinel.maxRss (200Mi) plus "
+        "Sentinel's own memory in the same container (56 MiB with the Events client)"),
+    "memory limit below maxRss, events off": (("workload.resources.limits.memory=220Mi", "sentinel.k8sEvents=off"),
+        "plus Sentinel's own memory in the same container (32 MiB): else the kernel's OOM killer"),
+    "memory limit as an exponent": (("workload.resources.limits.memory=2e8",), "raise limits.memory to at least 257Mi"),
+    "cgroup measure: limit at maxRss": (("sentinel.measure=cgroup", "workload.resources.limits.memory=200Mi"),
+        "workload.resources.limits.memory (200Mi) must be above sentinel.maxRss (200Mi): else"),
+    "sidecar workload limit at maxRss": (("mode=sidecar", "json:workload.resources={\"limits\":{\"memory\":\"150Mi\"}}",
+                                          "sentinel.maxRss=150Mi"), "must be above sentinel.maxRss (150Mi): else"),
+    "sidecar's own limit below its footprint": (("mode=sidecar", "sentinel.resources.limits.memory=40Mi"),
+        "sentinel.resources.limits.memory (40Mi) is below Sentinel's own footprint (56 MiB with the Events client)"),
     "privileged port": (("sentinel.metrics.port=80",), "/sentinel/metrics/port"),
     "socket mode": (("sentinel.socketMode=rw",), "/sentinel/socketMode"),
     "container name": (("workload.name=My_App",), "/workload/name"),
@@ -705,6 +960,11 @@ REJECTED = {
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
                                         "is the Sentinel container's name"),
     "wrapper without a command": (("json:workload.command=[]",), "mode: wrapper needs workload.command"),
+    "workload on the metrics port": (('json:workload.ports=[{"name":"http","containerPort":8000}]',),
+                                     "workload.ports: port 8000 is sentinel.metrics.port"),
+    "sidecar workload on the metrics port": (("mode=sidecar", 'json:workload.ports=[{"containerPort":9100}]',
+                                              "sentinel.metrics.port=9100"),
+                                             "workload.ports: port 9100 is sentinel.metrics.port"),
 }
 
 
@@ -716,11 +976,22 @@ def test_bad_values_are_refused(case):
 
 
 ACCEPTED = [
-    ("sentinel.maxRss=1.5Gi",), ("sentinel.maxRss=512MB",), ("sentinel.maxRss=1048576",),
+    ("sentinel.maxRss=1.5Gi",), ("sentinel.maxRss=512MB",), ("str:sentinel.maxRss=1048576",),
     ("sentinel.maxRss=",), ("sentinel.gracePeriod=250ms",), ("sentinel.interval=2",),
     ("sentinel.measure=cgroup",), ("sentinel.k8sEvents=false",), ("sentinel.restart=always",),
     ("mode=sidecar", "sidecar.target.cmdline=", "sidecar.target.pid=7"),
     ("global.imageRegistry=example.com",),
+    ("str:image.tag=1.20",), ("image.tag=v1.2.3-rc.1_x",), ("str:sentinel.maxRss=64000",),
+    ("sentinel.maxRss=64k",), ("sentinel.maxRss=512m",), ("sentinel.maxRss=8000Pi",),
+    ("sentinel.gracePeriod=.5s",), ("sentinel.interval=1ms",), ("sentinel.interval=60s",),
+    ("sharedVolume.sizeLimit=1e9",), ("sharedVolume.sizeLimit=0.5Gi",), ("sharedVolume.sizeLimit=",),
+    ("workload.resources.limits.memory=257Mi",),  # 200Mi + 56 MiB, just above
+    ("workload.resources.limits.memory=233Mi", "sentinel.k8sEvents=off"),  # 200Mi + 32 MiB
+    ("sentinel.measure=cgroup", "workload.resources.limits.memory=201Mi"),
+    ("workload.resources.limits.memory=1", "sentinel.maxRss="),  # no limit: nothing to compare
+    ("workload.resources.limits.cpu=0.5", "workload.resources.requests.cpu=100m"),
+    ("mode=sidecar", "sentinel.resources.limits.memory=56Mi"),
+    ("nameOverride=guard", "fullnameOverride=", "serviceAccount.create=false", "serviceAccount.name=ci.guard"),
 ]
 
 
@@ -728,6 +999,54 @@ ACCEPTED = [
 def test_good_values_are_accepted(sets):
     """Positive controls for the refusals above."""
     assert one(render((), sets), "Deployment")
+
+
+def _chart_accepts(*sets: str) -> bool:
+    return helm(*template_args((), sets), check=False).returncode == 0
+
+
+def _sentinel_accepts(*args: str) -> tuple[bool, object]:
+    try:
+        return True, parse_settings("run", [*args, "--", "true"], environ={})
+    except UsageError:
+        return False, None
+
+
+SIZES = ["200Mi", "1.5Gi", "512M", "512MB", "1G", "64k", "64kb", "64000", "1048576", "512m",
+         "0.5Gi", " 200Mi ", "200 Mi", "8000Pi", "512", "63999", "63k", "10Ki", "1e9", "1E9",
+         "0", "0Mi", "0.0Gi", "-5Mi", "12XB", "1.5.5Mi", ".5Gi", "5.Mi", "200mi", "1Ei", "0x10",
+         "1_000_000", "9000Pi", "+5Mi"]
+DURATIONS = ["3s", "250ms", "1.5", "2m", "1h", " 3s ", "3 s", "0s", "0", "0.0", "0ms", ".5s",
+             "5.s", "1us", "500us", "1ms", "60s", "61s", "-1s", "3 sec", "1e3", "2d", "1h30m",
+             "0.0001", "9000h", "3S"]
+
+
+def test_values_schema_mirrors_sentinels_size_grammar():
+    """Every size the chart accepts for maxRss Sentinel accepts as --max-rss, and
+    the other way round (through helm: the schema and the template checks)."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        chart = dict(zip(SIZES, pool.map(lambda s: _chart_accepts(f"str:sentinel.maxRss={s}"), SIZES)))
+    sentinel = {s: _sentinel_accepts("--max-rss", s)[0] for s in SIZES}
+    assert chart == sentinel, {s: (chart[s], sentinel[s]) for s in SIZES if chart[s] != sentinel[s]}
+    assert sum(chart.values()) >= 10 and sum(not v for v in chart.values()) >= 10
+
+
+def test_values_schema_mirrors_sentinels_durations_refusing_zero():
+    """interval and gracePeriod: what Sentinel accepts, except a zero grace period
+    (SIGKILL without warning; Sentinel takes it, the chart refuses it)."""
+    def chart_job(case):
+        key, text = case
+        return case, _chart_accepts(f"str:sentinel.{key}={text}", "terminationGracePeriodSeconds=40000000")
+
+    cases = [(k, d) for k in ("interval", "gracePeriod") for d in DURATIONS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        chart = dict(pool.map(chart_job, cases))
+    expected = {}
+    for key, text in cases:
+        ok, settings = _sentinel_accepts("--interval" if key == "interval" else "--grace-period", text)
+        expected[(key, text)] = ok and (key == "interval" or settings.grace_period_seconds > 0)
+    assert chart == expected, {c: (chart[c], expected[c]) for c in cases if chart[c] != expected[c]}
+    assert not chart[("gracePeriod", "0s")] and _sentinel_accepts("--grace-period", "0s")[0]
 
 
 def test_empty_max_rss_supervises_without_a_limit():

@@ -115,3 +115,41 @@ def test_e2e_script_fails_clearly_without_a_usable_docker():
     assert "e2e-kind: " in proc.stderr and ("Docker engine" in proc.stderr or "docker not found" in proc.stderr)
     usage = subprocess.run(["bash", str(REPO / "scripts" / "e2e-kind.sh")], capture_output=True, text=True)
     assert usage.returncode == 2 and "make e2e" in usage.stderr
+
+
+def test_the_repository_is_self_contained():
+    """A clone of this repository alone has what `make test` and the chart checks
+    need: nothing reaches for a folder beside it (the team's "shared" folder
+    once held the helm installer, validate-crd.py and the CRD schemas). The
+    pattern is spelt in pieces so that this file does not match it."""
+    shared = "shared"
+    pattern = "|".join([r"\.\./" + shared, f'parent / "{shared}"', f"/{shared}/tools",
+                        f"/{shared}/schemas"])
+    proc = subprocess.run(["git", "-C", str(REPO), "grep", "--untracked", "-nE", pattern,
+                           "--", ":!*.md"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and not proc.stdout, f"references outside the repository:\n{proc.stdout}"
+    dry = subprocess.run(["make", "-n", "-C", str(REPO), "k8s-tools"], capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "sh scripts/install-k8s-tools.sh " in dry.stdout, dry.stdout
+    assert os.access(REPO / "scripts" / "install-k8s-tools.sh", os.R_OK)
+    subprocess.run(["sh", "-n", str(REPO / "scripts" / "install-k8s-tools.sh")], check=True)
+
+
+def test_vendored_crd_schemas_match_their_source_note():
+    """tests/schemas/<name>/SOURCE.txt names origin, version and licence, and the
+    sha256 of every file beside it (so a silent edit is caught)."""
+    import hashlib
+
+    dirs = sorted(p for p in (REPO / "tests" / "schemas").iterdir() if p.is_dir())
+    assert [d.name for d in dirs] == ["prometheus-operator-v0.93.0"]
+    for d in dirs:
+        note = (d / "SOURCE.txt").read_text()
+        for field in ("origin:", "tag: v0.93.0", "commit:", "license: Apache-2.0"):
+            assert field in note, f"{d.name}/SOURCE.txt lacks {field!r}"
+        sums = dict(reversed(line.split()) for line in note.splitlines()
+                    if re.fullmatch(r"\s+[0-9a-f]{64}\s+\S+", line))
+        files = {p.name for p in d.iterdir() if p.name != "SOURCE.txt"}
+        assert set(sums) == files and files
+        for name, digest in sums.items():
+            assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digest, name

@@ -127,6 +127,61 @@ string holding a float. The schema has already checked the grammar.
 {{- end }}
 
 {{/*
+A Sentinel size (sentinel/config.py parse_size: "200Mi", "1.5Gi", "512M",
+"512m" = 512 MiB as Docker means it, "1048576") in bytes, as a string holding
+a float. The schema has already checked the grammar.
+*/}}
+{{- define "sentinel.sizeBytes" -}}
+{{- $text := . | toString | trim }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text }}
+{{- $unit := trimPrefix $number $text | trim }}
+{{- $factors := dict "" 1.0 "b" 1.0 "B" 1.0
+      "k" 1e3 "K" 1e3 "kB" 1e3 "KB" 1e3 "M" 1e6 "MB" 1e6 "G" 1e9 "GB" 1e9
+      "T" 1e12 "TB" 1e12 "P" 1e15 "PB" 1e15
+      "Ki" 1024.0 "KiB" 1024.0 "kiB" 1024.0 "kb" 1024.0
+      "Mi" 1048576.0 "MiB" 1048576.0 "m" 1048576.0 "mb" 1048576.0
+      "Gi" 1073741824.0 "GiB" 1073741824.0 "g" 1073741824.0 "gb" 1073741824.0
+      "Ti" 1099511627776.0 "TiB" 1099511627776.0 "t" 1099511627776.0 "tb" 1099511627776.0
+      "Pi" 1125899906842624.0 "PiB" 1125899906842624.0 }}
+{{- mulf (float64 $number) (get $factors $unit) }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity ("512Mi", "1G", "1e9", "0.5Gi", a YAML number) in base
+units, as a string holding a float (k8s.io/apimachinery resource.Quantity:
+binary suffixes Ki..Ei, decimal m k M G T P E, or an exponent eN/EN).
+*/}}
+{{- define "sentinel.quantityBytes" -}}
+{{- $text := . | toString | trim }}
+{{- $number := regexFind "^[+-]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $text }}
+{{- $suffix := trimPrefix $number $text }}
+{{- $factors := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18
+      "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0
+      "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $value := float64 $number }}
+{{- if hasKey $factors $suffix }}
+{{- $value = mulf $value (get $factors $suffix) }}
+{{- else }}
+{{- $exp := int (trimPrefix "+" (substr 1 (len $suffix) $suffix)) }}
+{{- range until (int (ternary $exp (mul -1 $exp) (ge $exp 0))) }}
+{{- $value = ternary (mulf $value 10) (divf $value 10) (ge $exp 0) }}
+{{- end }}
+{{- end }}
+{{- $value }}
+{{- end }}
+
+{{/*
+Sentinel's own resident memory in MiB, as the limits check counts it: the
+interpreter, asyncio, the control socket and the Prometheus exporter measure
+about 30 MiB (22 MiB with the exporter off); the kubernetes client that posts
+Events adds about 24 MiB (measured with `sentinel run` on CPython 3.11).
+Rounded up: 32 MiB, or 56 MiB when Events are not off.
+*/}}
+{{- define "sentinel.footprintMiB" -}}
+{{- ternary 32 56 (eq (include "sentinel.k8sEvents" .) "off") }}
+{{- end }}
+
+{{/*
 Checks that the schema cannot express; each fails the render with the fix.
 */}}
 {{- define "sentinel.validate" -}}
@@ -147,6 +202,52 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- end }}
 {{- if eq .Values.sentinel.measure "cgroup" }}
 {{- fail "sentinel.measure: cgroup does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" }}
+{{- end }}
+{{- end }}
+{{- range .Values.workload.ports }}
+{{- if eq (int .containerPort) (int $.Values.sentinel.metrics.port) }}
+{{- fail (printf "workload.ports: port %v is sentinel.metrics.port, where Sentinel's exporter listens (every container of a pod shares its network): give the workload another port or move sentinel.metrics.port" .containerPort) }}
+{{- end }}
+{{- end }}
+{{- $s := .Values.sentinel }}
+{{- $interval := include "sentinel.durationSeconds" $s.interval | float64 }}
+{{- if or (lt $interval 0.001) (gt $interval 60.0) }}
+{{- fail (printf "sentinel.interval: %v is outside Sentinel's range of 1ms to 60s; use e.g. 100ms" $s.interval) }}
+{{- end }}
+{{- if gt (include "sentinel.durationSeconds" $s.gracePeriod | float64) 31536000.0 }}
+{{- fail (printf "sentinel.gracePeriod: %v is longer than a year, which Sentinel refuses; use e.g. 3s or 1m" $s.gracePeriod) }}
+{{- end }}
+{{- if $s.maxRss }}
+{{- $maxRss := include "sentinel.sizeBytes" $s.maxRss | float64 }}
+{{- if lt $maxRss 64000.0 }}
+{{- fail (printf "sentinel.maxRss: %q is %.0f bytes, below Sentinel's 64k floor (a missing unit? e.g. %sMi): it would kill the workload at once" $s.maxRss (ceil $maxRss) (regexFind "^[0-9.]+" ($s.maxRss | toString | trim))) }}
+{{- end }}
+{{- if gt $maxRss 9223372036854775807.0 }}
+{{- fail (printf "sentinel.maxRss: %q is larger than 2^63-1 bytes, which Sentinel refuses; use e.g. 200Mi or 1.5Gi" $s.maxRss) }}
+{{- end }}
+{{- $footprint := include "sentinel.footprintMiB" . | int }}
+{{- $workloadMemory := dig "limits" "memory" "" (.Values.workload.resources | default dict) }}
+{{- if $workloadMemory }}
+{{- $memory := include "sentinel.quantityBytes" $workloadMemory | float64 }}
+{{- $ownMiB := 0 }}
+{{- $own := "" }}
+{{- if and (eq .Values.mode "wrapper") (ne $s.measure "cgroup") }}
+{{- $ownMiB = $footprint }}
+{{- $own = printf " plus Sentinel's own memory in the same container (%d MiB%s)" $footprint (ternary "" " with the Events client" (eq $footprint 32)) }}
+{{- end }}
+{{- $needed := addf $maxRss (mulf $ownMiB 1048576.0) }}
+{{- if le $memory $needed }}
+{{- fail (printf "workload.resources.limits.memory (%v) must be above sentinel.maxRss (%v)%s: else the kernel's OOM killer stops the workload before Sentinel does, and no kill is recorded; raise limits.memory to at least %dMi or lower sentinel.maxRss" $workloadMemory $s.maxRss $own (add1 (int (ceil (divf $needed 1048576.0))))) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq .Values.mode "sidecar" }}
+{{- $sentinelMemory := dig "limits" "memory" "" (.Values.sentinel.resources | default dict) }}
+{{- if $sentinelMemory }}
+{{- $footprint := include "sentinel.footprintMiB" . | int }}
+{{- if lt (include "sentinel.quantityBytes" $sentinelMemory | float64) (mulf $footprint 1048576.0) }}
+{{- fail (printf "sentinel.resources.limits.memory (%v) is below Sentinel's own footprint (%d MiB%s): the kernel would OOM-kill Sentinel; set at least %dMi" $sentinelMemory $footprint (ternary "" " with the Events client" (eq $footprint 32)) $footprint) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $grace := include "sentinel.durationSeconds" .Values.sentinel.gracePeriod | float64 }}
@@ -193,6 +294,11 @@ the pod in Kubernetes Events. Argument: the root context.
   value: {{ include "sentinel.k8sEvents" . | quote }}
 - name: SENTINEL_TERMINATION_LOG
   value: {{ $s.terminationLog | quote }}
+# The pod's counters (kills, restarts, last kill) outlive a container restart
+# on the shared emptyDir, which lives as long as the pod: the next container's
+# sentinel_kills_total goes on from there instead of from zero.
+- name: SENTINEL_STATE_DIR
+  value: {{ .Values.sharedVolume.mountPath | quote }}
 {{- if eq .Values.mode "sidecar" }}
 {{- with .Values.sidecar.target }}
 {{- if .name }}
@@ -231,16 +337,33 @@ the pod in Kubernetes Events. Argument: the root context.
 {{- end }}
 
 {{/*
-Probes of the container that runs Sentinel: an HTTP GET of /metrics on the
-exporter. Cheaper than an exec of `sentinel status` (a Python start-up every
-period, which the cgroup measure would also count against the workload).
+Probes of the container that runs Sentinel.
+- readiness: HTTP GET /metrics on the exporter's port *number* (a named port
+  of a native sidecar, an init container, does not resolve everywhere before
+  Kubernetes 1.33); it is what a scrape needs.
+- liveness, wrapper mode: the same GET. Sentinel binds the metrics port before
+  it spawns the workload, so the workload cannot hold it first. Cheaper than an
+  exec (no process is started, which the cgroup measure would count).
+- liveness, sidecar mode: the workload shares the pod's network namespace and
+  may hold that port first (the GET would then ask the workload, and a dead
+  Sentinel would pass), so it asks Sentinel's control socket instead:
+  files/liveness.py under `python3 -I -S`: about 17 ms of CPU and 11 MB for the
+  length of one probe, every periodSeconds (1.7 ms/s at the default 10 s, under
+  2 % of a 100m CPU limit; `sentinel status` would cost 140 ms and 33 MB).
 */}}
 {{- define "sentinel.probes" -}}
 {{- $probes := dict }}
 {{- range $kind := list "liveness" "readiness" }}
 {{- $p := get $.Values.probes $kind }}
 {{- if $p.enabled }}
-{{- $probe := dict "httpGet" (dict "path" "/metrics" "port" "metrics") }}
+{{- $probe := dict "httpGet" (dict "path" "/metrics" "port" (int $.Values.sentinel.metrics.port)) }}
+{{- if and (eq $kind "liveness") (eq $.Values.mode "sidecar") }}
+{{- $script := $.Files.Get "files/liveness.py" }}
+{{- if not $script }}
+{{- fail "files/liveness.py is missing from the chart: it is the sidecar's liveness probe" }}
+{{- end }}
+{{- $probe = dict "exec" (dict "command" (list "python3" "-I" "-S" "-c" $script (include "sentinel.socketPath" $) (toString $p.timeoutSeconds))) }}
+{{- end }}
 {{- range $field := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "failureThreshold" }}
 {{- $_ := set $probe $field (get $p $field) }}
 {{- end }}
@@ -301,6 +424,13 @@ with restartPolicy: Always; false: a plain container).
     {{- toYaml (mergeOverwrite (deepCopy .Values.containerSecurityContext) .Values.sentinel.securityContext) | nindent 4 }}
   volumeMounts:
     {{- include "sentinel.volumeMounts" . | nindent 4 }}
+    {{- if ne (include "sentinel.k8sEvents" .) "off" }}
+    # The pod does not automount the token (the workload would get it too):
+    # this container alone mounts it, at the path the kubernetes client reads.
+    - name: sentinel-api-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
 {{- end }}
 {{- end }}
 
