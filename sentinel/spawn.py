@@ -20,6 +20,11 @@ from sentinel.errors import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, SpawnError
 # dumb-init and subprocess(restore_signals=True) do. Every other ignored
 # signal is passed on as Sentinel was given it, and handlers reset at exec.
 _PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+# glibc's internal signals 32 and 33 are reset too: its posix_spawn would leave
+# them ignored in the child (see kernel.spawnp). No glibc program can ignore
+# them on purpose (sigaction() refuses them), so an ignored 32/33 that Sentinel
+# was given is that same artefact, from a parent that used posix_spawn.
+_SIGDEFAULT = (*_PYTHON_IGNORED, 32, 33)
 
 
 class Child:
@@ -68,21 +73,24 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
     """Start ``command`` with the given environment, fds, cwd and signal mask.
 
     The child is the leader of a new session (or of a new process group on
-    ``tty_fd``, which it then owns as foreground). Uses ``posix_spawnp`` (vfork
-    semantics: fast, and exec errors come back as ``OSError`` in the parent).
+    ``tty_fd``, which it then owns as foreground). Uses glibc's ``posix_spawnp``
+    (``kernel.spawnp``; vfork semantics: fast, and exec errors come back as
+    ``OSError`` in the parent); every signal Sentinel was given ignored stays
+    ignored but CPython's SIGPIPE/SIGXFSZ and glibc's 32/33 (``_SIGDEFAULT``).
     Raises ``SpawnError`` with exit code 127 (not found) or 126 (not
     executable, or any other exec failure).
     """
     import time
 
+    from sentinel import kernel
+
     env = os.environ if environ is None else environ
-    kwargs: dict = {"setsigmask": original_mask, "setsigdef": _PYTHON_IGNORED}
-    if tty_fd is None:
-        kwargs["setsid"] = True
-    else:
-        kwargs["setpgroup"] = 0
     try:
-        pid = os.posix_spawnp(command[0], list(command), env, **kwargs)
+        # glibc's posix_spawnp through ctypes, not os.posix_spawnp: only so can
+        # the child get SIG_DFL for glibc's internal signals 32 and 33.
+        pid = kernel.spawnp(command[0], command, env, sigmask=original_mask,
+                            sigdefault=_SIGDEFAULT, setsid=tty_fd is None,
+                            pgroup=None if tty_fd is None else 0)
     except OSError as exc:
         raise _spawn_error(command[0], exc) from None
     started_mono, started_wall = time.monotonic(), time.time()
