@@ -61,8 +61,8 @@ def _run(settings) -> int:
 
     if settings.measure == "cgroup":
         _require_cgroup()
-    pid1, subreaper = prepare_parent(settings.pdeathsig)
     original_mask = block_signals()
+    pid1, subreaper = prepare_parent(settings.pdeathsig)  # blocked: a pdeathsig waits
     if settings.tui:  # the dashboard takes the terminal: the workload writes to --tui-log
         from sentinel.tui import detach_output
 

@@ -294,8 +294,24 @@ class Guardian:
         for info in kernel.read_signals(self._sigfd):
             if info.signo == signal.SIGCHLD:
                 self._reap()
+            elif info.caused_by_self:
+                self._on_self_caused(info)
             else:
                 self._on_signal(info)
+
+    def _on_self_caused(self, info: kernel.SignalInfo) -> None:
+        # The kernel raised it at Sentinel for Sentinel's own write (SIGPIPE: a
+        # socket client or stderr reader that hung up; SIGXFSZ: a file-size
+        # limit) or CPU time (SIGXCPU): the workload never gets it. Counted, and
+        # logged once per signal: a log line to a gone stderr raises another.
+        name = signal_name(info.signo)
+        counts = self.state.self_caused_signals
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] == 1:
+            log.info("%s raised by Sentinel's own %s: not forwarded to the workload "
+                     "(counted in status as self_caused_signals; logged once)", name,
+                     "CPU time" if info.signo == signal.SIGXCPU else "write to a peer or file "
+                     "that cannot take it", extra={"event": "self_caused_signal"})
 
     def _on_signal(self, info: kernel.SignalInfo) -> None:
         if self._done is not None and self._done.done():  # lingering: nothing to forward to

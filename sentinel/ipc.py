@@ -514,7 +514,9 @@ def _who_answers(path: str) -> str | None:
             raise SocketUnavailable(f"{path} exists and cannot be checked (permission denied); "
                                     "remove it or choose another --socket") from None
         try:
-            probe.sendall(b"status\n")
+            # MSG_NOSIGNAL: a listener that hangs up raises no SIGPIPE at Sentinel
+            # (defence in depth: the guardian never forwards a self-caused one).
+            probe.sendall(b"status\n", socket.MSG_NOSIGNAL)
             data = b""
             deadline = time.monotonic() + _PROBE_TIMEOUT_SECONDS
             while b"\n" not in data and len(data) < 65536:

@@ -133,6 +133,7 @@ def prepare_parent(pdeathsig: int | None) -> tuple[bool, bool]:
     As PID 1 the kernel reparents every orphan to us. Otherwise we register
     as child subreaper (prctl), so orphaned grandchildren are still ours to
     reap. ``pdeathsig`` is delivered to us (and forwarded) if our parent dies.
+    Call it after ``block_signals``.
     """
     from sentinel import kernel
 
@@ -148,6 +149,9 @@ def prepare_parent(pdeathsig: int | None) -> tuple[bool, bool]:
     if pdeathsig:
         kernel.set_parent_death_signal(pdeathsig)
         if os.getppid() == 1 and not pid1:
-            # The parent died before prctl took effect: deliver it ourselves.
-            os.kill(os.getpid(), pdeathsig)
+            # The parent died before prctl took effect: deliver it ourselves. Signals
+            # are blocked by now, so it waits in the signalfd and is forwarded. With
+            # tgkill() (SI_TKILL), not kill(): SI_USER from our own PID is how the
+            # kernel raises SIGPIPE for our own writes, which is never forwarded.
+            signal.raise_signal(pdeathsig)
     return pid1, subreaper

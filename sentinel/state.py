@@ -149,6 +149,9 @@ class GuardianState:
     components: dict = field(default_factory=dict)  # "metrics"/"socket"/... -> status text
     subreaper: bool = False
     pid1: bool = False
+    # Signals the kernel raised at Sentinel for its own action (SIGPIPE for a write
+    # to a gone peer, SIGXFSZ, SIGXCPU), never forwarded: signal name -> count.
+    self_caused_signals: dict = field(default_factory=dict)
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

@@ -1,0 +1,68 @@
+"""kernel.SignalInfo.caused_by_self on real signalfd readings: what the kernel raises
+at a process for its own writes, against what another process (or the process on
+purpose, through tgkill) sends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from sentinel import kernel
+
+
+@pytest.fixture
+def sigfd():
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE, signal.SIGXFSZ})
+    fd = kernel.open_signalfd({signal.SIGPIPE, signal.SIGXFSZ})
+    try:
+        yield fd
+    finally:
+        kernel.read_signals(fd)  # drop what a failed test left pending
+        os.close(fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def test_a_write_to_a_gone_reader_is_self_caused(sigfd):
+    r, w = os.pipe()
+    os.close(r)
+    with pytest.raises(BrokenPipeError):
+        os.write(w, b"x")
+    os.close(w)
+    a, b = socket.socketpair()
+    b.close()
+    with pytest.raises(BrokenPipeError):
+        a.send(b"x")
+    a.close()
+    got = kernel.read_signals(sigfd)
+    # Both raised SIGPIPE (one pending instance: standard signals coalesce).
+    assert [(i.signo, i.code, i.pid, i.caused_by_self) for i in got] == [
+        (signal.SIGPIPE, kernel.SI_USER, os.getpid(), True)]
+
+
+def test_msg_nosignal_raises_nothing(sigfd):
+    a, b = socket.socketpair()
+    b.close()
+    with pytest.raises(BrokenPipeError):
+        a.send(b"x", socket.MSG_NOSIGNAL)
+    a.close()
+    assert kernel.read_signals(sigfd) == []
+
+
+def test_sent_signals_are_not_self_caused(sigfd):
+    subprocess.run(["kill", "-PIPE", str(os.getpid())], check=True)
+    signal.raise_signal(signal.SIGXFSZ)  # Sentinel's deliberate self-signal: tgkill()
+    got = {i.signo: i for i in kernel.read_signals(sigfd)}
+    assert got[signal.SIGPIPE].code == kernel.SI_USER
+    assert got[signal.SIGPIPE].pid != os.getpid() and not got[signal.SIGPIPE].caused_by_self
+    assert got[signal.SIGXFSZ].code == kernel.SI_TKILL and not got[signal.SIGXFSZ].caused_by_self
+
+
+def test_cpu_limit_signal_is_self_caused():
+    # SIGXCPU for RLIMIT_CPU comes with SI_KERNEL, which no sender can forge.
+    assert kernel.SignalInfo(signal.SIGXCPU, kernel.SI_KERNEL, 0, 0).caused_by_self
+    assert not kernel.SignalInfo(signal.SIGXCPU, kernel.SI_USER, 1, 0).caused_by_self
+    assert not kernel.SignalInfo(signal.SIGHUP, kernel.SI_KERNEL, 0, 0).caused_by_self  # hangup
