@@ -281,6 +281,8 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     rows.append(("sentinel", f"{s.get('version')} (pid {s.get('sentinel_pid')}, {role}, "
                              f"{s.get('mode')} mode)"))
     phase = str(s.get("phase"))
+    if s.get("stopped"):
+        phase += f", STOPPED by {s.get('stop_signal') or 'a signal'} (state T; SIGCONT resumes it)"
     rows.append(("phase", phase + ("" if s.get("enforcing", True)
                                    else " (enforcement PAUSED: the limit is not applied)")))
     pids = s.get("pids") or []

@@ -197,6 +197,8 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
         "command": list(state.command),
         "time": now_wall,
         "phase": state.phase,
+        "stopped": state.stopped and state.main_pid is not None,
+        "stop_signal": state.stop_signal,
         "enforcing": state.enforcing,
         "main_pid": state.main_pid,
         "started": state.started_wall,
@@ -225,7 +227,8 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
 
 
 # Keys a control-socket ``status`` object shares with a snapshot, same meaning.
-_STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "enforcing", "main_pid",
+_STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "stop_signal",
+                "enforcing", "main_pid",
                 "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events")
@@ -363,6 +366,9 @@ def state_line(snap: dict) -> tuple[str, str, str]:
     ``("TERMINATING", "SIGTERM sent (memory_limit), SIGKILL in 1.2s", "bold yellow")``."""
     phase = snap.get("phase") or "unknown"
     pid = snap.get("main_pid")
+    if phase == "running" and snap.get("stopped"):
+        return ("STOPPED", f"pid {pid}, stopped by {snap.get('stop_signal') or 'a signal'} "
+                "(state T); SIGCONT resumes it", "bold yellow")
     if phase == "running":
         if snap.get("enforcing", True):
             return "RUNNING", f"pid {pid}", "bold green"

@@ -334,16 +334,30 @@ class Guardian:
                 return
             if target and self._main_status is None:
                 self._record_kill(REASON_SHUTDOWN, target)
+        if (sig in _JOB_CONTROL_STOPS and sig not in self._rewrite
+                and self._tty_fd is None):
+            # The workload leads its own session: its process group is orphaned,
+            # and the kernel discards SIGTSTP/SIGTTIN/SIGTTOU there when they
+            # would stop it (get_signal, is_current_pgrp_orphaned). SIGSTOP
+            # stops it, as dumb-init does (--rewrite TSTP:TSTP keeps the signal).
+            target = signal.SIGSTOP
         if target == 0:
             log.debug("dropped %s (rewritten to 0)", name)
         elif self._main_status is None and self.child is not None:
             self.signal_workload(target)
+            if sig in _SHUTDOWN_SIGNALS:
+                self._continue_after_term()  # a stopped workload runs its handler
             self.emit("signal_forwarded", f"forwarded {name}"
                       + (f" as {signal_name(target)}" if target != sig else "")
                       + f" to {'pid' if self.settings.single_child else 'process group'} "
                         f"{self.child.pid}", logging.DEBUG, signal=signal_name(target),
                       sender_pid=info.pid)
-        if sig in _JOB_CONTROL_STOPS and not self.pid1:
+        if sig in _JOB_CONTROL_STOPS and not self.pid1 and (
+                self._tty_fd is not None or info.code == kernel.SI_KERNEL):
+            # A job of a shell on a terminal (the workload has the terminal, or the
+            # terminal itself sent it: Ctrl-Z): stop too, so the shell sees the job
+            # stopped. Sent from outside without a terminal (`docker kill -s TSTP`):
+            # Sentinel keeps running, to guard and to report the workload stopped.
             self._stop_self()
         elif sig == signal.SIGCONT and self._tty_fd is not None and self.child is not None:
             self._give_terminal()
@@ -381,6 +395,27 @@ class Guardian:
                     "another user than Sentinel (uid %d); run Sentinel as that user or as root",
                     signal_name(sig), "pid" if self.settings.single_child else "process group",
                     self.child.pid, os.getuid(), extra={"event": "signal_refused"})
+
+    def _continue_after_term(self, tree: bool = False) -> None:
+        """SIGCONT right after a SIGTERM, as systemd does: a stopped process (state T)
+        runs its SIGTERM handler now instead of sitting stopped until SIGKILL. To the
+        workload (its process group, or the direct child with ``single_child``); with
+        ``tree`` to every descendant too. Failures are not reported: the SIGTERM
+        before it is the step that counts, and names who refused it."""
+        if self.child is None:
+            return
+        try:
+            if self.settings.single_child and not tree:
+                os.kill(self.child.pid, signal.SIGCONT)
+            else:
+                os.killpg(self.child.pid, signal.SIGCONT)
+        except OSError:
+            pass
+        for pid in self._descendants() if tree else ():
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
 
     def _descendants(self) -> list[int]:
         """Every live descendant of Sentinel (the workload's whole tree, orphans included)."""
@@ -480,13 +515,19 @@ class Guardian:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
             is_main = self.child is not None and pid == self.child.pid
+            if os.WIFCONTINUED(status):
+                if is_main:
+                    self._set_stopped(None)
+                continue
             if os.WIFSTOPPED(status):
+                if is_main:
+                    self._set_stopped(os.WSTOPSIG(status))
                 if is_main and self._tty_fd is not None and not self.pid1:
                     self._stop_self()
                     if self.child is not None:
@@ -500,10 +541,24 @@ class Guardian:
         if self._cleanup and all(p in self._cleanup_refused for p in self._descendants()):
             self._cleanup_done()  # gone, or only processes that refuse Sentinel's signals
 
+    def _set_stopped(self, sig: int | None) -> None:
+        """Record the main process stopped by ``sig`` (state T), or resumed (``None``)."""
+        st = self.state
+        was = st.stop_signal
+        st.stopped = sig is not None
+        st.stop_signal = signal_name(sig) if sig is not None else None
+        if sig is not None and was is None:
+            self.emit("stopped", f"workload pid {st.main_pid} stopped by {st.stop_signal} "
+                      "(state T); it runs again on SIGCONT", logging.WARNING,
+                      pid=st.main_pid, signal=st.stop_signal)
+        elif sig is None and was is not None:
+            self.emit("continued", f"workload pid {st.main_pid} continued", pid=st.main_pid)
+
     def _main_exited(self, status: int) -> None:
         st = self.state
         code = exit_code_of(status)
         self._main_status = status
+        st.stopped, st.stop_signal = False, None
         st.last_exit_code = code
         kill = st.current_kill
         if kill is not None:
@@ -540,6 +595,7 @@ class Guardian:
         self._refusals = {}
         leftovers = self._signal_tree(signal.SIGTERM)
         self._note_refusals(kill, signal.SIGTERM, self._refusals, self._cleanup_refused)
+        self._continue_after_term(tree=True)  # a stopped leftover runs its handler
         if leftovers:
             log.info("stopping %d leftover process(es) of the workload: %s", len(leftovers),
                      _pid_list(leftovers), extra={"event": "cleanup"})
@@ -752,6 +808,9 @@ class Guardian:
         st.grace_deadline_mono = self._clock() + grace
         reached, refused = self._term_reach()  # before the signal: who it is for
         self.signal_workload(signal.SIGTERM)
+        # Then SIGCONT, as systemd does: a stopped workload (state T) runs its
+        # SIGTERM handler now instead of waiting for SIGKILL.
+        self._continue_after_term()
         self._note_refusals(kill, signal.SIGTERM, refused, kill.refused)
         if reached:  # a step that reached no process is neither claimed nor counted
             kill.signals.append("SIGTERM")

@@ -339,6 +339,9 @@ def status_dict(guardian, socket_info: dict | None = None) -> dict:
         "subreaper": st.subreaper,
         "mode": st.mode,
         "phase": st.phase,
+        "stopped": st.stopped and live,  # the main process is in state T (SIGSTOP, SIGTSTP, ...)
+        "stop_signal": st.stop_signal if live else None,
+        "self_caused_signals": dict(st.self_caused_signals),  # raised by Sentinel's own writes
         "enforcing": st.enforcing,
         "workload": st.workload,
         "command": list(st.command),

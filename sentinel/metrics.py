@@ -157,6 +157,10 @@ class SentinelCollector(Collector):
         yield gauge("sentinel_workload_up",
                     "1 while the workload's main process runs (stopping included), 0 while it "
                     "is restarting, exited or not found.", 1 if running else 0)
+        yield gauge("sentinel_workload_stopped",
+                    "1 while the workload's main process is stopped (state T: SIGSTOP, SIGTSTP, "
+                    "...; reported by waitpid), 0 otherwise; SIGCONT resumes it.",
+                    1 if running and st.stopped else 0)
         if st.started_wall is not None:
             yield gauge("sentinel_workload_start_time_seconds",
                         "Start time of the current (or last) workload process, in seconds since "

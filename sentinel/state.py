@@ -107,8 +107,8 @@ class KillRecord:
 class Event:
     """Something that happened, for logs, the dashboard and exporters.
 
-    ``kind`` is one of: spawned, exited, limit_crossed, signal_sent, signal_refused,
-    signal_forwarded, kill_started, kill_finished, restart_scheduled,
+    ``kind`` is one of: spawned, exited, stopped, continued, limit_crossed, signal_sent,
+    signal_refused, signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
     attached, attach_failed, detached, component.
     """
@@ -149,6 +149,10 @@ class GuardianState:
     components: dict = field(default_factory=dict)  # "metrics"/"socket"/... -> status text
     subreaper: bool = False
     pid1: bool = False
+    # The main process is stopped (state T: SIGSTOP, SIGTSTP, ...), from waitpid's
+    # WUNTRACED/WCONTINUED reports; stop_signal names the signal that stopped it.
+    stopped: bool = False
+    stop_signal: str | None = None
     # Signals the kernel raised at Sentinel for its own action (SIGPIPE for a write
     # to a gone peer, SIGXFSZ, SIGXCPU), never forwarded: signal name -> count.
     self_caused_signals: dict = field(default_factory=dict)

@@ -1,6 +1,9 @@
 """Job control on a real pseudo-terminal: an interactive bash runs Sentinel, Ctrl-Z
 stops the job, `fg` resumes it, Ctrl-C reaches the workload, which owns the
-terminal's foreground while it runs."""
+terminal's foreground while it runs. And from outside, without a terminal
+(`docker kill -s TSTP`, `kill -TSTP 1`): the workload leads its own session, where
+the kernel would discard SIGTSTP/SIGTTIN/SIGTTOU, and still stops; SIGCONT resumes
+it, and `status` says it is stopped meanwhile."""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ import signal
 import shlex
 
 import pexpect
+import pytest
 
-from tests.conftest import PY, REPO, SENTINEL, printer, proc_state, wait_until
+from sentinel.client import request
+from tests.conftest import PY, REPO, SENTINEL, descendants, printer, proc_state, wait_until
 
 
 def _shell():
@@ -74,3 +79,45 @@ def test_workload_reads_the_terminal_in_the_foreground():
         sh.expect(re.escape("status-0"))
     finally:
         sh.close(force=True)
+
+
+def _status(path) -> dict:
+    return request(str(path), "status", timeout=5)["status"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU],
+                         ids=["TSTP", "TTIN", "TTOU"])
+def test_job_control_from_outside_stops_and_resumes_the_workload(start_sentinel, mode, sig,
+                                                                 tmp_path):
+    path = tmp_path / "s.sock"
+    s = start_sentinel(["--socket", str(path), "--no-metrics", "--k8s-events", "off", "--",
+                        *printer("--default", "TSTP", "--default", "TTIN", "--default", "TTOU",
+                                 "--exit-on", "USR1=4")], pid1=mode == "pid1")
+    s.expect("ready child")
+    child = descendants(s.pid)[0]  # its PID as we see it (also when Sentinel is PID 1)
+    wait_until(path.exists, 10, what="the control socket")
+    s.signal(sig)
+    wait_until(lambda: proc_state(child) == "T", 5, what="the workload stopped")
+    status = wait_until(lambda: (st := _status(path))["stopped"] and st, 5,
+                        what="status to say stopped")
+    assert status["stop_signal"] == "SIGSTOP" and status["phase"] == "running"
+    text = request(str(path), "status text", timeout=5)["text"]
+    assert "STOPPED by SIGSTOP (state T; SIGCONT resumes it)" in text
+    assert proc_state(s.pid) in ("S", "R")  # Sentinel itself keeps guarding
+    s.signal(signal.SIGCONT)
+    assert s.expect("got child SIGCONT") == "got child SIGCONT"
+    wait_until(lambda: proc_state(child) in ("S", "R"), 5, what="the workload running")
+    wait_until(lambda: not _status(path)["stopped"], 5, what="status to say running")
+    s.signal(signal.SIGUSR1)
+    assert s.wait() == 4  # its exit status still comes back after the resume
+
+
+def test_rewrite_keeps_a_job_control_signal_as_it_is(start_sentinel):
+    # --rewrite TSTP:TSTP: the workload's own handler gets SIGTSTP (a caught one is
+    # delivered in an orphaned group too), no SIGSTOP is made of it.
+    s = start_sentinel(["--no-metrics", "--no-socket", "--rewrite", "TSTP:TSTP", "--",
+                        *printer()])
+    s.expect("ready child")
+    s.signal(signal.SIGTSTP)
+    assert s.expect("got child") == "got child SIGTSTP"
+    assert proc_state(descendants(s.pid)[0]) in ("S", "R")

@@ -200,6 +200,16 @@ def test_render_exited_on_its_own_is_not_killed():
     assert (label, detail) == ("EXITED", "exit code 3")
 
 
+def test_render_a_stopped_workload():
+    st = make_state()
+    st.stopped, st.stop_signal = True, "SIGTSTP"
+    text = text_of(snap_of(st))
+    assert "STOPPED" in text and "pid 4242, stopped by SIGTSTP (state T)" in text
+    assert "RUNNING" not in text
+    st.stopped, st.stop_signal = False, None
+    assert state_line(snap_of(st))[0] == "RUNNING"
+
+
 def test_render_restarting():
     st = make_state()
     st.phase, st.main_pid, st.restarts, st.last_exit_code = PHASE_RESTARTING, None, 2, 1

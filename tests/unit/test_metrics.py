@@ -88,6 +88,9 @@ sentinel_workload_processes{workload="api"} 2.0
 # HELP sentinel_workload_up 1 while the workload's main process runs (stopping included), 0 while it is restarting, exited or not found.
 # TYPE sentinel_workload_up gauge
 sentinel_workload_up{workload="api"} 1.0
+# HELP sentinel_workload_stopped 1 while the workload's main process is stopped (state T: SIGSTOP, SIGTSTP, ...; reported by waitpid), 0 otherwise; SIGCONT resumes it.
+# TYPE sentinel_workload_stopped gauge
+sentinel_workload_stopped{workload="api"} 0.0
 # HELP sentinel_workload_start_time_seconds Start time of the current (or last) workload process, in seconds since the Unix epoch.
 # TYPE sentinel_workload_start_time_seconds gauge
 sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09
@@ -205,6 +208,14 @@ def test_a_stale_sample_is_not_shown_while_the_workload_restarts():
     assert 'sentinel_workload_up{workload="api"} 0.0' in body
     assert 'sentinel_workload_processes{workload="api"} 0.0' in body
     assert 'sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09' in body
+
+
+def test_a_stopped_workload_shows_as_stopped():
+    st = busy_state()
+    st.stopped, st.stop_signal = True, "SIGSTOP"
+    assert 'sentinel_workload_stopped{workload="api"} 1.0' in text(SentinelCollector(st))
+    st.phase, st.main_pid = PHASE_RESTARTING, None  # a stale flag never outlives its process
+    assert 'sentinel_workload_stopped{workload="api"} 0.0' in text(SentinelCollector(st))
 
 
 def test_only_measured_figures_appear():
