@@ -81,6 +81,37 @@ def test_workload_reads_the_terminal_in_the_foreground():
         sh.close(force=True)
 
 
+def test_ctrl_z_stops_the_job_when_the_workload_does_not_have_the_terminal():
+    # stdin is not the terminal, so the workload leads its own session; Ctrl-Z
+    # reaches only Sentinel (from the terminal: si_code SI_KERNEL). The workload is
+    # stopped with SIGSTOP and Sentinel stops too, so the shell sees a stopped job.
+    sh = _shell()
+    child = None
+    try:
+        sh.sendline(" ".join([*SENTINEL, "run", "--no-metrics", "--no-socket", "--log-level",
+                              "warning", "--", *printer("--exit-on", "USR1=4")]) + " </dev/null")
+        sh.expect(r"ready child (\d+) (\d+)")
+        child = int(sh.match.group(1))
+        sh.sendcontrol("z")
+        sh.expect(r"Stopped")
+        sh.expect_exact("PROMPT$ ")
+        wait_until(lambda: proc_state(child) == "T", 5, what="the workload stopped")
+        sh.sendline("fg")
+        sh.expect("got child SIGCONT")
+        wait_until(lambda: proc_state(child) in ("S", "R"), 5, what="the workload running")
+        os.kill(child, signal.SIGUSR1)
+        sh.expect_exact("PROMPT$ ")
+        sh.sendline("echo status-$?")
+        sh.expect(re.escape("status-4"))
+    finally:
+        sh.close(force=True)
+        if child:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _status(path) -> dict:
     return request(str(path), "status", timeout=5)["status"]
 
