@@ -327,6 +327,12 @@ class WatchGuardian(Guardian):
         if self.child is not None:
             self._signal_tree(sig)
 
+    def _continue_after_term(self, tree: bool = False) -> None:
+        # The ladder's SIGCONT after its SIGTERM goes where that SIGTERM went: the
+        # target's whole tree (there is no process group of Sentinel's making).
+        if self.child is not None:
+            self._signal_tree(signal.SIGCONT)
+
     def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
         # signal_workload here is _signal_tree: the ladder's SIGTERM is for the whole tree.
         return self._reachable(self._descendants()) if self.child is not None else ([], {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 
 from sentinel.client import request
 from tests.conftest import PY, descendants, printer, proc_state, wait_until
@@ -90,3 +91,26 @@ def test_a_stopped_leftover_runs_its_sigterm_handler(start_sentinel, mode):
     s.signal(signal.SIGUSR1)  # the main process exits 5; the leftover stays
     assert s.wait(timeout=10) == 5, s.stderr()[-2000:]
     assert "leftover got SIGTERM" in s.rest()
+
+
+def test_watch_mode_a_stopped_target_over_its_limit_runs_its_sigterm_handler(start_sentinel):
+    # Sidecar mode: the target is not Sentinel's child (the test started it).
+    target = subprocess.Popen(printer("--exit-on", "TERM=3"), stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert target.stdout.readline().startswith(b"ready child")
+        os.kill(target.pid, signal.SIGSTOP)
+        wait_until(lambda: proc_state(target.pid) == "T", 5, what="the target stopped")
+        s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                            "--k8s-events", "off", *GRACE, "--max-rss", "1Mi", "--target-pid",
+                            str(target.pid)], cmd="watch")
+        try:
+            assert target.wait(10) == 3, s.stderr()[-2000:]
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the stopped target was not continued: {s.stderr()[-2000:]}")
+        assert target.stdout.readline() == b"got child SIGTERM\n"
+    finally:
+        if target.poll() is None:
+            target.kill()
+            target.wait()
+        target.stdout.close()
