@@ -49,7 +49,7 @@ def test_hostile_clients_that_hang_up_at_once_do_not_kill_the_workload(
         start_sentinel, mode, tmp_path):
     path = tmp_path / "s.sock"
     s = start_sentinel(["--socket", str(path), "--no-metrics", "--k8s-events", "off",
-                        "--log-level", "warning", "--", *SH_WORKLOAD], pid1=mode == "pid1")
+                        "--log-level", "info", "--", *SH_WORKLOAD], pid1=mode == "pid1")
     s.expect("ready")
     wait_until(path.exists, 10, what="the control socket")
     for _ in range(300):  # connect, ask, hang up before the reply is read
@@ -66,6 +66,11 @@ def test_hostile_clients_that_hang_up_at_once_do_not_kill_the_workload(
                what="a status reply")
     assert s.popen.poll() is None, f"Sentinel exited {s.popen.poll()}: {s.stderr()[-1500:]}"
     assert _workload_alive(s), s.stderr()[-2000:]
+    # Seen, counted and said once (a client that hung up before its reply was written).
+    counted = request(str(path), "status", timeout=5)["status"]["self_caused_signals"]
+    assert counted.get("SIGPIPE", 0) >= 1, counted
+    said = [ln for ln in s.stderr().splitlines() if "SIGPIPE raised by Sentinel's own" in ln]
+    assert len(said) == 1, said
     s.signal(signal.SIGUSR2)
     assert s.wait() == 7, s.stderr()[-2000:]
 
