@@ -77,8 +77,9 @@ def test_hostile_clients_that_hang_up_at_once_do_not_kill_the_workload(
 
 def _spawn_with_stderr_pipe(args: list[str], pid1: bool):
     r, w = os.pipe()
-    cmd = (["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []) + [*SENTINEL, "run",
-                                                                                *args]
+    # --kill-child: killing unshare on a failed test takes its namespace with it.
+    cmd = (["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] if pid1 else []) \
+        + [*SENTINEL, "run", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=w, stdin=subprocess.DEVNULL,
                          env=env, start_new_session=True)
