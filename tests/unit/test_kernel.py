@@ -1,6 +1,7 @@
 """kernel.SignalInfo.caused_by_self on real signalfd readings: what the kernel raises
 at a process for its own writes, against what another process (or the process on
-purpose, through tgkill) sends it."""
+purpose, through tgkill) sends it. kernel.spawnp on real children: glibc's 32/33
+reset (and not without glibc), errors as OSError."""
 
 from __future__ import annotations
 
@@ -66,3 +67,31 @@ def test_cpu_limit_signal_is_self_caused():
     assert kernel.SignalInfo(signal.SIGXCPU, kernel.SI_KERNEL, 0, 0).caused_by_self
     assert not kernel.SignalInfo(signal.SIGXCPU, kernel.SI_USER, 1, 0).caused_by_self
     assert not kernel.SignalInfo(signal.SIGHUP, kernel.SI_KERNEL, 0, 0).caused_by_self  # hangup
+
+
+def _child_sigign(monkeypatch, tmp_path, glibc: bool) -> int:
+    monkeypatch.setattr(kernel, "_GLIBC", glibc)
+    out = tmp_path / "status"
+    # This process ignores CPython's SIGPIPE and SIGXFSZ; the child is told to
+    # reset them and glibc's 32/33.
+    pid = kernel.spawnp("sh", ["sh", "-c", f"grep ^SigIgn /proc/self/status > {out}"],
+                        os.environ, sigmask=set(), sigdefault=(13, 25, 32, 33), setsid=True)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return int(out.read_text().split()[1], 16)
+
+
+def test_spawnp_resets_glibc_internal_signals(monkeypatch, tmp_path):
+    assert _child_sigign(monkeypatch, tmp_path, glibc=True) == 0
+
+
+def test_spawnp_fallback_without_glibc_cannot_name_32_and_33(monkeypatch, tmp_path):
+    # os.posix_spawnp's sigdefault refuses 32/33: glibc leaves them ignored.
+    assert _child_sigign(monkeypatch, tmp_path, glibc=False) == (1 << 31) | (1 << 32)
+
+
+def test_spawnp_errors_are_oserrors_naming_the_file():
+    with pytest.raises(FileNotFoundError) as info:
+        kernel.spawnp("definitely-not-a-command-xyz", ["x"], os.environ, sigmask=set(),
+                      sigdefault=())
+    assert info.value.filename == "definitely-not-a-command-xyz"
