@@ -95,3 +95,50 @@ def test_spawnp_errors_are_oserrors_naming_the_file():
         kernel.spawnp("definitely-not-a-command-xyz", ["x"], os.environ, sigmask=set(),
                       sigdefault=())
     assert info.value.filename == "definitely-not-a-command-xyz"
+
+
+def test_a_background_terminal_write_with_sigttou_blocked_raises_nothing():
+    # The claim caused_by_self rests on for SIGTTOU: with TOSTOP set and another
+    # process group in the terminal's foreground, a process that blocks SIGTTOU
+    # (as Sentinel blocks every signal) may write, and nothing is raised
+    # (tty_check_change treats a blocked SIGTTOU as ignored).
+    import pty
+    import termios
+
+    pid, master = pty.fork()
+    if pid == 0:  # a session leader with the pty as its controlling terminal
+        code = 1
+        try:
+            attrs = termios.tcgetattr(0)
+            attrs[3] |= termios.TOSTOP
+            termios.tcsetattr(0, termios.TCSANOW, attrs)
+            signal.pthread_sigmask(signal.SIG_BLOCK, kernel.catchable_signals())
+            fd = kernel.open_signalfd(kernel.catchable_signals())
+            fg = os.fork()
+            if fg == 0:
+                os.setpgid(0, 0)
+                signal.sigwait({signal.SIGTERM})
+                os._exit(0)
+            os.setpgid(fg, fg)
+            os.tcsetpgrp(0, fg)  # now this process is in the background
+            written = os.write(1, b"background write\n")
+            got = [i.signo for i in kernel.read_signals(fd) if i.signo != signal.SIGCHLD]
+            os.kill(fg, signal.SIGTERM)
+            code = 0 if written == 17 and got == [] else 3
+        finally:
+            os._exit(code)
+    try:
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 1024)
+            except OSError:  # EIO once the child is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, out
+        assert b"background write" in out
+    finally:
+        os.close(master)
