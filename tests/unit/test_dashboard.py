@@ -329,6 +329,16 @@ def test_status_adapter_makes_do_with_a_plain_status_reply():
     assert "Events (not in this Sentinel's status reply)" in text
 
 
+def test_sentinel_top_from_a_plain_status_reply_shows_a_stopped_workload():
+    from sentinel.ipc import status_dict
+
+    st = make_state()
+    st.stopped, st.stop_signal = True, "SIGSTOP"
+    reply = json.loads(json.dumps({"ok": True, "status": status_dict(SimpleNamespace(state=st))}))
+    assert reply["status"]["stopped"] is True and reply["status"]["stop_signal"] == "SIGSTOP"
+    assert state_line(StatusAdapter(names=None).update(reply, now_wall=NOW))[0] == "STOPPED"
+
+
 def test_status_adapter_takes_a_dashboard_reply_as_is():
     snap = snap_of(make_state())
     reply = json.loads(json.dumps({"ok": True, "status": {}, "dashboard": snap}))
