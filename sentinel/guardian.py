@@ -482,7 +482,9 @@ class Guardian:
         if limit is None or not self.state.enforcing or self._rate <= 0 or value >= limit:
             return interval
         eta = (limit - value) / self._rate
-        return max(_MIN_INTERVAL, min(interval, eta / 3))
+        # The floor never lifts the period above --interval itself (--interval
+        # may be as short as 1 ms): the sampler never waits longer than asked.
+        return max(min(_MIN_INTERVAL, interval), min(interval, eta / 3))
 
     # ------------------------------------------------------------------ the ladder
     def _record_kill(self, reason: str, sig: int) -> None:

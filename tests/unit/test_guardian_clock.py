@@ -198,3 +198,14 @@ def test_stop_in_a_restart_back_off_cancels_the_restart():
     loop.advance(10.0)
     assert finished == [1]  # Sentinel exits with the last code; nothing was respawned
     assert g.state.phase == "exited" and g.state.main_pid is None
+
+
+def test_an_interval_below_the_4ms_floor_is_never_exceeded():
+    # --interval 1ms with a workload racing to the limit: the speed-up's 4 ms
+    # floor must not make the sampler wait longer than the interval asked for.
+    g, loop, probe = make(limit=1000 * MiB, start=10 * MiB, rate=100 * MiB,
+                          interval_seconds=0.001)
+    loop.advance(2.0)
+    gaps = [b - a for a, b in zip(probe.samples, probe.samples[1:])]
+    assert len(gaps) > 1500 and max(gaps) <= 0.001 + 1e-9
+    assert g.sent == []  # far below the limit: no kill, just the cadence
