@@ -104,7 +104,9 @@ def test_a_stderr_nobody_reads_blocks_neither_the_ladder_nor_the_socket(started,
             for _ in range(600):
                 assert conn.request("pause")["ok"] and conn.request("resume")["ok"]
             log = conn.request("status")["status"]["log"]
+            text = conn.request("status text")["text"]  # what `sentinel status` prints
         assert log["lines_dropped"] >= 150, log
+        assert "line(s) dropped (stderr: full)" in text, text
         started_leak = time.monotonic()
         s.tell("leak")
         leaked = []

@@ -131,9 +131,11 @@ def test_persistent_sampling_failure_is_said_in_status_and_one_line(start_piped,
             failing = wait_until(lambda: (x := conn.request("status")["status"])["sampling"]
                                  ["failing"] and x, 10, what="sampling reported failing")
             time.sleep(0.5)  # more failed samples: still one line
+            text = conn.request("status text")["text"]  # what `sentinel status` prints
         finally:
             resource.prlimit(s.pid, resource.RLIMIT_NOFILE, (1024, HARD))
         assert "EMFILE" in failing["sampling"]["failure"]
+        assert "SAMPLING" in text and "FAILING (children EMFILE)" in text, text
         assert any(e["reason"] == "EMFILE" for e in failing["sample_errors"])
         wait_until(lambda: not conn.request("status")["status"]["sampling"]["failing"], 10,
                    what="sampling recovered")
