@@ -11,10 +11,11 @@ process. psutil serves everything off that path (names, command lines).
 
 Descriptors are kept only within a budget derived from Sentinel's soft
 RLIMIT_NOFILE (``descriptor_budget``), so no shape of workload can use up Sentinel's
-descriptors: ``statm`` is kept per process, ``children`` per thread only for
-processes with at most ``KEEP_CHILDREN_MAX_THREADS`` threads (a process with
-3000 threads would need 3000), and beyond the budget each file is opened,
-read and closed (about three times the cost of a read on a kept one).
+descriptors: ``statm`` is kept per process, ``children`` per thread for
+processes with at most ``KEEP_CHILDREN_MAX_THREADS`` threads, and for a
+process with more (3000 threads need 3000) only while they fit in half the
+budget; beyond the budget each file is opened, read and closed (about three
+times the cost of a read on a kept one).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ FD_RESERVE = 128
 # A kept descriptor costs kernel memory (a struct file, ~256 bytes, plus the
 # seq file's buffer while read): past this many the saving is not worth it.
 FD_KEPT_MAX = 16384
-# Processes with more threads get their per-thread children files opened,
-# read and closed on each sample instead of kept.
+# Processes with more threads keep their per-thread children files only
+# while those fit in half the budget; else they are opened, read and closed.
 KEEP_CHILDREN_MAX_THREADS = 8
 _GONE = (FileNotFoundError, ProcessLookupError)
 
@@ -203,7 +204,11 @@ class TreeProbe:
             except OSError as exc:  # EMFILE: this process's children are not seen
                 self._count_error("task", exc)
                 return []
-        keep = len(tids) <= KEEP_CHILDREN_MAX_THREADS
+        # A few threads: keep their children files. Many: only while they fit in half
+        # the budget (a 3000-thread process at a raised limit), the other half staying
+        # for the statm of the processes to come; else opened, read and closed.
+        keep = len(tids) <= KEEP_CHILDREN_MAX_THREADS or \
+            self.kept_descriptors - len(node.children) + len(tids) <= self._budget // 2
         if not keep and node.children:
             self.kept_descriptors -= len(node.children)
             node.close_children()

@@ -189,16 +189,20 @@ def test_kept_descriptors_never_exceed_the_budget_and_the_sum_is_whole(tmp_path)
     assert nothing.sample().rss_bytes == 30 * PAGE_SIZE and nothing.kept_descriptors == 0
 
 
-def test_a_process_with_many_threads_keeps_no_children_descriptor(tmp_path):
+def test_a_process_with_many_threads_keeps_children_descriptors_only_in_half_the_budget(
+        tmp_path):
     many = {tid: [] for tid in range(200, 200 + KEEP_CHILDREN_MAX_THREADS + 1)}
     many[200 + KEEP_CHILDREN_MAX_THREADS] = [300]  # the last thread forked
     proc = make_proc(tmp_path, {100: {"children": {100: [200]}},
                                 200: {"rss_pages": 1, "children": many},
                                 300: {"rss_pages": 2}})
-    probe = TreeProbe(100, include_root=False, proc_root=str(proc))
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=12)
     assert sorted(probe.sample().pids) == [200, 300]
     assert probe._nodes[200].children == {} and probe._nodes[200].statm is not None
     assert len(probe._nodes[300].children) == 1  # one thread: kept
+    roomy = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=100)
+    assert sorted(roomy.sample().pids) == [200, 300]
+    assert len(roomy._nodes[200].children) == KEEP_CHILDREN_MAX_THREADS + 1
 
 
 def test_an_unreadable_file_is_counted_and_the_walk_goes_on(tmp_path):
