@@ -29,7 +29,6 @@ import errno
 import json
 import logging
 import os
-import select
 import sys
 import threading
 import time
@@ -163,6 +162,8 @@ class BoundedHandler(logging.StreamHandler):
                 view = view[os.write(fd, view):]
             except BlockingIOError:
                 # O_NONBLOCK set on the shared description by someone else.
+                import select  # rare: kept off the start-up path
+
                 try:
                     ready = select.poll()
                     ready.register(fd, select.POLLOUT)

@@ -74,3 +74,23 @@ def test_a_reader_gone_is_epipe_counted_not_raised():
     handler.close()
     stream.close()
     assert handler.stats()["lines_dropped"] == 3 and handler.stats()["last_error"] == "EPIPE"
+
+
+def test_a_stderr_someone_made_nonblocking_waits_for_room_instead_of_dropping():
+    import threading
+
+    r, w = _full_pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)  # EAGAIN
+    stream = open(w, "w", closefd=True)
+    handler = logs.BoundedHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    drained = []
+    reader = threading.Timer(0.3, lambda: drained.append(os.read(r, 1 << 20)))
+    reader.start()
+    handler.emit(_record(1))
+    handler.close()
+    reader.join()
+    stream.close()
+    with open(r, "rb") as f:
+        assert f.read() == b"line 1\n"  # written once there was room, within the wait
+    assert handler.stats()["lines_dropped"] == 0
