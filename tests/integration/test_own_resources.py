@@ -54,10 +54,10 @@ def start_piped(start_sentinel):
 
 
 def _start_crowd(start_sentinel, tmp_path, crowd: list[str], soft: int, hard: int,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), pid1: bool = False):
     sock = tmp_path / "sentinel.socket"
     s = start_sentinel([*QUIET, "--socket", str(sock), "--grace-period", "5s", *extra, "--",
-                        *CROWD, *crowd], preexec_fn=_nofile(soft, hard))
+                        *CROWD, *crowd], preexec_fn=_nofile(soft, hard), pid1=pid1)
     return s, sock
 
 
@@ -91,8 +91,9 @@ def test_3000_threads_at_soft_limit_1024_are_still_enforced(start_piped, tmp_pat
     _leak_until_killed(s, sock, processes=1)
 
 
-def test_1500_processes_at_soft_limit_1024_are_still_enforced(start_piped, tmp_path):
-    s, sock = _start_crowd(start_piped, tmp_path, ["--procs", "1500"], 1024, HARD)
+def test_1500_processes_at_soft_limit_1024_are_still_enforced(start_piped, tmp_path, mode):
+    s, sock = _start_crowd(start_piped, tmp_path, ["--procs", "1500"], 1024, HARD,
+                           pid1=mode == "pid1")
     assert s.expect("limits ").split()[1:] == ["1024", str(HARD)]
     st = wait_until(lambda: _status(sock), 30, what="the control socket")
     # Sentinel raised its own soft limit to the hard one; the workload kept 1024.
