@@ -316,7 +316,8 @@ def _sampling_status(guardian) -> dict:
             "failing_since": st.sampling_failing_since_wall,
             "nofile_soft_limit": soft, "nofile_hard_limit": hard,
             "nofile_given_soft_limit": given[0],
-            "kept_descriptors": getattr(guardian.probe, "kept_descriptors", None)}
+            "kept_descriptors": getattr(getattr(guardian, "probe", None), "kept_descriptors",
+                                        None)}
 
 
 def _log_status() -> dict:

@@ -93,6 +93,7 @@ class BoundedHandler(logging.StreamHandler):
         self._thread: threading.Thread | None = None
         self._busy = False
         self._closed = False
+        self._stuck = False  # the last wait for the queue timed out
         self.dropped = 0
         self.last_error: str | None = None
 
@@ -132,8 +133,25 @@ class BoundedHandler(logging.StreamHandler):
                                                 daemon=True)
                 self._thread.start()
 
+    def _drain(self, seconds: float) -> None:
+        """Wait (at most ``seconds``) until every queued line is written; caller holds
+        ``_cond``."""
+        deadline = time.monotonic() + seconds
+        while (self._queue or self._busy) and self._thread is not None \
+                and self._thread.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._stuck = True  # logging.shutdown's close() after flush(): no 2nd wait
+                return
+            self._cond.wait(left)
+        self._stuck = False
+
     def flush(self) -> None:
-        pass  # never waits: see close()
+        """Wait at most ``FLUSH_SECONDS`` for the queue to be written. ``emit`` never
+        calls it; ``setStream`` does (lines queued for the old stream go there), and
+        so does ``logging.shutdown`` at exit."""
+        with self._cond:
+            self._drain(FLUSH_SECONDS)
 
     def _run(self) -> None:
         while True:
@@ -151,10 +169,14 @@ class BoundedHandler(logging.StreamHandler):
                     self._busy = False
                     self._cond.notify_all()
 
+    def _write_failed(self, error: str) -> None:
+        with self._cond:  # emit() counts under the same lock
+            self._drop(error)
+
     def _write(self, data: bytes) -> None:
         fd = self._fd()
         if fd is None:
-            self._drop("EBADF")
+            self._write_failed("EBADF")
             return
         view = memoryview(data)
         while view:
@@ -171,22 +193,16 @@ class BoundedHandler(logging.StreamHandler):
                         continue
                 except (OSError, ValueError):
                     pass
-                self._drop("EAGAIN")
+                self._write_failed("EAGAIN")
                 return
             except OSError as exc:  # EPIPE, EBADF, ENOSPC, EIO: drop it, go on
-                self._drop(errno.errorcode.get(exc.errno or 0, type(exc).__name__))
+                self._write_failed(errno.errorcode.get(exc.errno or 0, type(exc).__name__))
                 return
 
     def close(self) -> None:
         """Write out what is queued for at most ``FLUSH_SECONDS``; drop (and count) the rest."""
-        deadline = time.monotonic() + FLUSH_SECONDS
         with self._cond:
-            while (self._queue or self._busy) and self._thread is not None \
-                    and self._thread.is_alive():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            self._drain(0.0 if self._stuck else FLUSH_SECONDS)
             self._closed = True
             self.dropped += len(self._queue)
             self._queue.clear()

@@ -157,8 +157,8 @@ class TreeProbe:
                     self.kept_descriptors += 1
             except _GONE:
                 return None
-            except OSError as exc:  # EMFILE/ENFILE: read it once below, counted there
-                self._count_error("statm", exc)
+            except OSError:  # EMFILE/ENFILE: not kept; read once below (counted there)
+                pass
             node = self._nodes[pid] = _Node(fd)
         return node
 

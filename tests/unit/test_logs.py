@@ -94,3 +94,36 @@ def test_a_stderr_someone_made_nonblocking_waits_for_room_instead_of_dropping():
     with open(r, "rb") as f:
         assert f.read() == b"line 1\n"  # written once there was room, within the wait
     assert handler.stats()["lines_dropped"] == 0
+
+
+def test_set_stream_writes_what_was_queued_for_the_old_stream_there():
+    # The dashboard swaps stderr for its log file and back (tui.Dashboard).
+    (r1, w1), (r2, w2) = os.pipe(), os.pipe()
+    first, second = open(w1, "w"), open(w2, "w")
+    handler = logs.BoundedHandler(first)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for i in range(20):
+        handler.emit(_record(i))
+    handler.setStream(second)
+    handler.emit(_record(99))
+    handler.close()
+    first.close()
+    second.close()
+    with open(r1, "rb") as f1, open(r2, "rb") as f2:
+        assert f1.read().decode().splitlines() == [f"line {i}" for i in range(20)]
+        assert f2.read() == b"line 99\n"
+
+
+def test_shutdown_on_a_stuck_stderr_waits_once():
+    r, w = _full_pipe()
+    stream = open(w, "w")
+    handler = logs.BoundedHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.emit(_record(1))
+    handler.emit(_record(2))
+    t0 = time.monotonic()
+    handler.flush()  # what logging.shutdown does: flush(), then close()
+    handler.close()
+    assert time.monotonic() - t0 <= logs.FLUSH_SECONDS + 0.5
+    os.close(r)
+    stream.close()
