@@ -83,7 +83,8 @@ class BoundedHandler(logging.StreamHandler):
     stream's descriptor (``setStream`` may change it); for one without (a
     ``StringIO``) they are written at once. ``dropped`` counts lines lost to a
     full queue or a failed write; ``last_error`` names the last write error
-    (an errno name such as ``EPIPE``). ``close`` waits at most ``FLUSH_SECONDS``.
+    (an errno name such as ``EPIPE``). ``flush`` and ``close`` wait at most
+    ``FLUSH_SECONDS`` for the queue (once, when stderr is stuck).
     """
 
     def __init__(self, stream=None) -> None:
