@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from sentinel import __version__, logs
+from sentinel import __version__, fdlimit, logs
 from sentinel.config import Settings, signal_name
 from sentinel.guardian import Guardian
 from sentinel.spawn import Child
@@ -104,6 +104,10 @@ def serve(settings: Settings, child: Child | None, original_mask: set[int], *,
           pid1: bool, subreaper: bool, metrics_socket=None) -> int:
     """Supervise ``child`` until it is gone for good; return Sentinel's exit code."""
     logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
+    # The workload is running with the limits Sentinel was given; from here on
+    # Sentinel's own descriptors may go up to the hard limit (restarts get the
+    # given soft limit again: sentinel.fdlimit.as_given).
+    fdlimit.raise_soft()
     guardian = Guardian(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
                         version=__version__)
     return supervise(guardian, settings, metrics_socket=metrics_socket)

@@ -337,6 +337,14 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     if errors:
         rows.append(("probe errors", ", ".join(f"{e['probe']}/{e['reason']} x{e['count']}"
                                                for e in errors)))
+    sampling = s.get("sampling") or {}
+    if sampling.get("failing"):
+        rows.append(("SAMPLING", f"FAILING ({sampling.get('failure')}): the memory limit may "
+                                 "not be enforced"))
+    dropped = (s.get("log") or {}).get("lines_dropped")
+    if dropped:
+        rows.append(("log", f"{dropped} line(s) dropped (stderr: "
+                            f"{(s.get('log') or {}).get('last_error') or 'full'})"))
     for name, text in sorted((s.get("components") or {}).items()):
         rows.append((str(name), str(text)))
     return [(label, one_line(text)) for label, text in rows]

@@ -90,6 +90,7 @@ EVENT_OPERATOR_STOP = "OperatorStop"
 EVENT_OPERATOR_KILL = "OperatorKill"
 EVENT_TARGET_NOT_SIGNALABLE = "TargetNotSignalable"
 EVENT_SIGNAL_REFUSED = "SignalRefused"  # a process of the workload refused a ladder signal
+EVENT_SAMPLING_FAILED = "SamplingFailed"
 
 RBAC_RULE = ('{apiGroups: ["events.k8s.io", ""], resources: ["events"], '
              'verbs: ["create", "patch"]}')
@@ -348,8 +349,9 @@ class Record:
 def record_for(event: Event, workload: str) -> Record | None:
     """The ``Record`` for a guardian ``Event``, or ``None`` if it is not reported.
 
-    ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL) and
-    ``attach_failed`` (watch mode: a target Sentinel may not signal) are
+    ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL),
+    ``attach_failed`` (watch mode: a target Sentinel may not signal) and
+    ``sampling_failed`` (Warning ``SamplingFailed``: sampling fails persistently) are
     reported; everything else is not. Memory kills are ``Warning``s, operator
     stops ``Normal``; a SIGKILL after an ignored SIGTERM is always a ``Warning``.
     """
@@ -359,6 +361,9 @@ def record_for(event: Event, workload: str) -> Record | None:
                       truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
     if event.kind == "signal_refused":  # EPERM: named, never claimed as a kill
         return Record("Warning", EVENT_SIGNAL_REFUSED, f.get("signal") or "Signal",
+                      truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind == "sampling_failed":  # the limit may not be enforced: never quietly
+        return Record("Warning", EVENT_SAMPLING_FAILED, "Sample",
                       truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
     if event.kind != "signal_sent":
         return None

@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Callable
 
-from sentinel import kernel
+from sentinel import fdlimit, kernel
 from sentinel.config import Settings, signal_name
 from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -35,6 +35,9 @@ _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # Below this distance to the limit (in sampling periods at the current growth
 # rate) the sampler speeds up; it never samples faster than _MIN_INTERVAL.
 _MIN_INTERVAL = 0.004
+# This many samples in a row with a failed read (or an exception) make the
+# sampling "failing": one error line, status/metrics/an Event say so.
+_SAMPLING_FAILING_AFTER = 3
 # A run that lasted this long resets the restart back-off.
 _STABLE_RUN_SECONDS = 10.0
 # After the main child exits, leftovers get SIGTERM, then SIGKILL after the
@@ -177,6 +180,7 @@ class Guardian:
         self._prev: tuple[float, int] | None = None  # (mono, measure) of the previous sample
         self._rate = 0.0  # smoothed growth of the measure, bytes/s
         self._consecutive_failures = 0
+        self._failed_samples = 0  # samples in a row with a read error (sampling health)
         self._exit_code = 0
         self._listener_errors: set[str] = set()
         # Processes that refused the signal being sent (EPERM), pid -> real UID: filled by
@@ -280,7 +284,8 @@ class Guardian:
     def _respawn(self) -> None:
         self._restart_handle = None
         try:
-            child = spawn(self.settings.command, self.original_mask, tty_fd=self._tty_fd)
+            with fdlimit.as_given():  # the workload gets the RLIMIT_NOFILE Sentinel was given
+                child = spawn(self.settings.command, self.original_mask, tty_fd=self._tty_fd)
         except Exception as exc:  # SpawnError: the binary vanished; nothing left to run
             self.emit("exited", f"restart failed: {exc}", logging.ERROR)
             self._finish(getattr(exc, "exit_code", 127))
@@ -732,10 +737,49 @@ class Guardian:
                 self._listener_errors.add(str(key))
                 log.error("sampling failed: %r (counted in sentinel_probe_errors_total; "
                           "reported once)", exc, extra={"event": "probe_error"})
+            self._sample_health({key: 1}, exc)
             self._schedule_sample(self.settings.interval_seconds)
 
+    def _sample_health(self, new_errors: dict, exc: Exception | None = None) -> None:
+        """Track failed samples (a read error in the walk, or an exception); after
+        ``_SAMPLING_FAILING_AFTER`` in a row say so once, loudly: ``state.sampling_failing``,
+        one error line and a ``sampling_failed`` event (a Warning Event); the first good
+        sample after that says ``sampling_recovered``."""
+        st = self.state
+        if not new_errors:
+            self._failed_samples = 0
+            if st.sampling_failing:
+                st.sampling_failing = False
+                st.sampling_failure = None
+                st.sampling_failing_since_wall = None
+                self.emit("sampling_recovered", "sampling of the workload's memory works "
+                          "again; the limit is enforced", logging.WARNING)
+            return
+        self._failed_samples += 1
+        if st.sampling_failing or self._failed_samples < _SAMPLING_FAILING_AFTER:
+            return
+        what = ", ".join(f"{probe} {reason}" for probe, reason in sorted(new_errors))
+        if exc is not None:
+            what += f" ({exc!r})"
+        hint = ("Sentinel is out of file descriptors: start it with a higher RLIMIT_NOFILE "
+                "(ulimit -n, docker run --ulimit nofile=N:N)"
+                if any(r in ("EMFILE", "ENFILE") for _, r in new_errors) else
+                "check that Sentinel may read /proc of the workload (same user, or root)")
+        soft, hard = fdlimit.limits()
+        st.sampling_failing = True
+        st.sampling_failure = what
+        st.sampling_failing_since_wall = time.time()
+        self.emit("sampling_failed", f"sampling is failing ({self._failed_samples} samples in a "
+                  f"row: {what}): the memory limit may not be enforced; {hint} "
+                  f"(RLIMIT_NOFILE soft {soft}, hard {hard}; counted in "
+                  f"sentinel_probe_errors_total; reported once until it recovers)",
+                  logging.ERROR, errors=sorted(f"{p}/{r}" for p, r in new_errors))
+
     def _take_sample(self) -> None:
+        before = dict(self.probe.errors)
         sample = self.probe.sample()
+        self._sample_health({k: n - before.get(k, 0) for k, n in self.probe.errors.items()
+                             if n != before.get(k, 0)})
         st = self.state
         st.last_sample = sample
         st.sample_errors = self.probe.errors
@@ -771,7 +815,9 @@ class Guardian:
         if limit is None or not self.state.enforcing or self._rate <= 0 or value >= limit:
             return interval
         eta = (limit - value) / self._rate
-        return max(_MIN_INTERVAL, min(interval, eta / 3))
+        # The floor never lifts the period above --interval itself (--interval
+        # may be as short as 1 ms): the sampler never waits longer than asked.
+        return max(min(_MIN_INTERVAL, interval), min(interval, eta / 3))
 
     # ------------------------------------------------------------------ the ladder
     def _record_kill(self, reason: str, sig: int) -> None:

@@ -306,6 +306,28 @@ class Dispatcher:
                 "message": "commands: " + ", ".join(v.usage for v in VERBS.values())}
 
 
+def _sampling_status(guardian) -> dict:
+    """Whether sampling works, and Sentinel's descriptors: its RLIMIT_NOFILE now and
+    as given (the workload's), and how many the probe keeps open."""
+    from sentinel import fdlimit
+
+    st = guardian.state
+    (soft, hard), given = fdlimit.limits(), fdlimit.given()
+    return {"failing": st.sampling_failing, "failure": st.sampling_failure,
+            "failing_since": st.sampling_failing_since_wall,
+            "nofile_soft_limit": soft, "nofile_hard_limit": hard,
+            "nofile_given_soft_limit": given[0],
+            "kept_descriptors": getattr(getattr(guardian, "probe", None), "kept_descriptors",
+                                        None)}
+
+
+def _log_status() -> dict:
+    """Sentinel's own log output: lines dropped (stderr full or gone) and the last write error."""
+    from sentinel import logs
+
+    return logs.stats()
+
+
 def status_dict(guardian, socket_info: dict | None = None) -> dict:
     """The ``status`` reply's object: numbers numeric, sizes in bytes, times in seconds
     (``*_seconds`` durations, Unix times for ``started``/``sigkill`` of a kill)."""
@@ -368,6 +390,8 @@ def status_dict(guardian, socket_info: dict | None = None) -> dict:
         "grace_remaining_seconds": grace_left,
         "sample_errors": [{"probe": p, "reason": r, "count": n}
                           for (p, r), n in sorted(st.sample_errors.items())],
+        "sampling": _sampling_status(guardian),
+        "log": _log_status(),
         "components": {str(k): str(v) for k, v in st.components.items()},
         "socket": socket_info or {},
     }

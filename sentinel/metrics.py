@@ -209,7 +209,8 @@ class SentinelCollector(Collector):
 
         errors = CounterMetricFamily(
             "sentinel_probe_errors", "Failed reads while sampling, by probe (the /proc or cgroup "
-            "file) and reason (the error's type); vanished processes are not errors.",
+            "file) and reason (the error's type, or its errno name such as EMFILE); vanished "
+            "processes are not errors.",
             labels=["probe", "reason"])
         for (probe, reason), count in sorted(dict(st.sample_errors).items()):
             errors.add_metric([probe, reason], count)
@@ -230,6 +231,19 @@ class SentinelCollector(Collector):
                 event_errors.add_metric([reason], count)
             yield event_errors
 
+        yield gauge("sentinel_sampling_failing",
+                    "1 while sampling the workload's memory fails (several samples in a row with "
+                    "a failed /proc read, e.g. EMFILE: out of file descriptors), so the limit may "
+                    "not be enforced; see sentinel_probe_errors_total.",
+                    1 if st.sampling_failing else 0)
+        from sentinel import logs  # already loaded: the guardian logs through it
+
+        dropped = CounterMetricFamily(
+            "sentinel_log_lines_dropped", "Sentinel's own log lines dropped because stderr "
+            "could not take them (a full pipe nobody reads, EPIPE, EBADF, ENOSPC); enforcement "
+            "goes on.", labels=["workload"])
+        dropped.add_metric(w, logs.stats()["lines_dropped"])
+        yield dropped
         yield gauge("sentinel_enforcement_paused",
                     "1 while enforcement of the memory limit is paused from the control socket.",
                     0 if st.enforcing else 1)

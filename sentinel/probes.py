@@ -8,44 +8,106 @@ through ``/proc/<pid>/task/<tid>/children`` and each process's RSS is read
 from ``/proc/<pid>/statm``, both through descriptors kept open between
 samples (seq files regenerate on a read at offset 0), a few microseconds a
 process. psutil serves everything off that path (names, command lines).
+
+Descriptors are kept only within a budget derived from Sentinel's soft
+RLIMIT_NOFILE (``descriptor_budget``), so no shape of workload can use up Sentinel's
+descriptors: ``statm`` is kept per process, ``children`` per thread for
+processes with at most ``KEEP_CHILDREN_MAX_THREADS`` threads, and for a
+process with more (3000 threads need 3000) only while they fit in half the
+budget; beyond the budget each file is opened, read and closed (about three
+times the cost of a read on a kept one).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import time
 
 from sentinel.state import MemorySample
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _READ = 1 << 16
+# A read of a seq file this long may have been cut at the page-sized buffer
+# (records here are at most a few dozen bytes).
+_SEQ_FULL = PAGE_SIZE - 256
+# Descriptors the probe leaves to the rest of Sentinel (sockets, clients of
+# the control socket and /metrics, the kubernetes client, log files) before
+# it keeps any: it keeps at most half of the soft limit minus these.
+FD_RESERVE = 128
+# A kept descriptor costs kernel memory (a struct file, ~256 bytes, plus the
+# seq file's buffer while read): past this many the saving is not worth it.
+FD_KEPT_MAX = 16384
+# Processes with more threads keep their per-thread children files only
+# while those fit in half the budget; else they are opened, read and closed.
+KEEP_CHILDREN_MAX_THREADS = 8
+_GONE = (FileNotFoundError, ProcessLookupError)
+
+
+def descriptor_budget(soft_limit: int | None = None) -> int:
+    """How many descriptors the probe may keep for a soft RLIMIT_NOFILE of
+    ``soft_limit`` (default: Sentinel's own now): ``(soft - FD_RESERVE) // 2``,
+    between 0 and ``FD_KEPT_MAX``."""
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY:
+        return FD_KEPT_MAX
+    return max(0, min(FD_KEPT_MAX, (soft_limit - FD_RESERVE) // 2))
+
+
+def _read_once(path: str, size: int = _READ) -> bytes:
+    """Open, read and close ``path`` (for files whose descriptor is not kept)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _pread_all(fd) if size == _READ else os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
 
 
 class _Node:
-    """Open descriptors for one process: ``statm`` and each thread's ``children``."""
+    """Kept descriptors for one process: ``statm`` (``None`` when not kept) and each
+    thread's ``children`` (empty when not kept)."""
 
     __slots__ = ("statm", "children")
 
-    def __init__(self, statm: int) -> None:
+    def __init__(self, statm: int | None) -> None:
         self.statm = statm
         self.children: dict[str, int] = {}
 
-    def close(self) -> None:
-        for fd in (self.statm, *self.children.values()):
+    def kept(self) -> int:
+        return (self.statm is not None) + len(self.children)
+
+    def close_children(self) -> None:
+        for fd in self.children.values():
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.children.clear()
 
+    def close(self) -> None:
+        if self.statm is not None:
+            try:
+                os.close(self.statm)
+            except OSError:
+                pass
+            self.statm = None
+        self.close_children()
+
 
 def _pread_all(fd: int) -> bytes:
+    """The whole of a /proc seq file. One read returns at most the seq file's buffer (a
+    page) in whole records, so a read that comes back within one record of a page
+    (a ``children`` file of some 680 PIDs or more) is followed by more; a shorter one
+    is the end, which saves the second syscall for the common small file."""
     data = os.pread(fd, _READ, 0)
-    if len(data) < _READ:
+    if len(data) < _SEQ_FULL:
         return data
-    chunks = [data]
-    while len(data) == _READ:
-        data = os.pread(fd, _READ, sum(map(len, chunks)))
+    chunks, offset = [data], len(data)
+    while len(data) >= _SEQ_FULL:
+        data = os.pread(fd, _READ, offset)
+        offset += len(data)
         chunks.append(data)
     return b"".join(chunks)
 
@@ -60,12 +122,16 @@ class TreeProbe:
     spawns, and orphans reparent to it; helper threads never do).
 
     Vanished processes are skipped, never counted twice, never an error.
-    Errors that are not "gone" are counted in ``errors`` by (probe, reason).
+    Errors that are not "gone" (EMFILE, EACCES, ...) are counted in ``errors``
+    by (probe, reason) and never raised: the walk goes on without that file.
+    ``fd_budget`` caps the descriptors kept between samples (default: derived
+    from the soft RLIMIT_NOFILE at each sample, see ``descriptor_budget()``);
+    ``kept_descriptors`` is how many are kept now.
     """
 
     def __init__(self, root_pid: int, *, include_root: bool, measure: str = "rss",
                  proc_root: str = "/proc", root_threads: tuple[int, ...] | None = None,
-                 cgroup: "CgroupProbe | None" = None) -> None:
+                 cgroup: "CgroupProbe | None" = None, fd_budget: int | None = None) -> None:
         self.root_pid = root_pid
         self.include_root = include_root
         self.measure = measure
@@ -74,29 +140,51 @@ class TreeProbe:
         self.cgroup = cgroup
         self.errors: dict[tuple[str, str], int] = {}
         self._nodes: dict[int, _Node] = {}
+        self._fixed_budget = fd_budget
+        self._budget = fd_budget if fd_budget is not None else descriptor_budget()
+        self.kept_descriptors = 0
 
     # -- descriptors ------------------------------------------------------
     def _node(self, pid: int) -> _Node | None:
+        """The process's node, its ``statm`` kept while the budget allows; ``None`` if gone."""
         node = self._nodes.get(pid)
         if node is None:
+            fd = None
+            path = f"{self.proc}/{pid}/statm"
             try:
-                fd = os.open(f"{self.proc}/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
-            except (FileNotFoundError, ProcessLookupError):
+                if self.kept_descriptors < self._budget:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    self.kept_descriptors += 1
+            except _GONE:
                 return None
+            except OSError:  # EMFILE/ENFILE: not kept; read once below (counted there)
+                pass
             node = self._nodes[pid] = _Node(fd)
         return node
 
     def _drop(self, pid: int) -> None:
         node = self._nodes.pop(pid, None)
         if node is not None:
+            self.kept_descriptors -= node.kept()
             node.close()
 
     def close(self) -> None:
         for pid in list(self._nodes):
             self._drop(pid)
+        self.kept_descriptors = 0
+
+    def _refresh_budget(self) -> None:
+        if self._fixed_budget is None:
+            self._budget = descriptor_budget()
+        if self.kept_descriptors > self._budget:
+            self.close()  # the limit was lowered under us: start again within it
 
     def _count_error(self, probe: str, exc: OSError) -> None:
-        key = (probe, type(exc).__name__)
+        # The error's type, or for a plain OSError its errno's name (EMFILE, ENFILE).
+        reason = type(exc).__name__
+        if type(exc) is OSError and exc.errno in errno.errorcode:
+            reason = errno.errorcode[exc.errno]
+        key = (probe, reason)
         self.errors[key] = self.errors.get(key, 0) + 1
 
     # -- reading ----------------------------------------------------------
@@ -113,16 +201,33 @@ class TreeProbe:
                 tids = os.listdir(f"{self.proc}/{pid}/task")
             except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
                 return None
+            except OSError as exc:  # EMFILE: this process's children are not seen
+                self._count_error("task", exc)
+                return []
+        # A few threads: keep their children files. Many: only while they fit in half
+        # the budget (a 3000-thread process at a raised limit), the other half staying
+        # for the statm of the processes to come; else opened, read and closed.
+        keep = len(tids) <= KEEP_CHILDREN_MAX_THREADS or \
+            self.kept_descriptors - len(node.children) + len(tids) <= self._budget // 2
+        if not keep and node.children:
+            self.kept_descriptors -= len(node.children)
+            node.close_children()
         kids: list[int] = []
         for tid in tids:
             fd = node.children.get(tid)
+            path = f"{self.proc}/{pid}/task/{tid}/children"
             try:
-                if fd is None:
-                    fd = os.open(f"{self.proc}/{pid}/task/{tid}/children",
-                                 os.O_RDONLY | os.O_CLOEXEC)
+                if fd is not None:
+                    data = _pread_all(fd)
+                elif keep and self.kept_descriptors < self._budget:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     node.children[tid] = fd
-                kids.extend(map(int, _pread_all(fd).split()))
-            except (FileNotFoundError, ProcessLookupError):
+                    self.kept_descriptors += 1
+                    data = _pread_all(fd)
+                else:
+                    data = _read_once(path)
+                kids.extend(map(int, data.split()))
+            except _GONE:
                 continue  # that thread ended; its children went to another thread
             except OSError as exc:
                 self._count_error("children", exc)
@@ -132,17 +237,21 @@ class TreeProbe:
                     os.close(node.children.pop(gone))
                 except OSError:
                     pass
+                self.kept_descriptors -= 1
         return kids
 
     def rss_bytes(self, pid: int, node: _Node) -> int | None:
-        """RSS of ``pid`` in bytes from ``/proc/<pid>/statm`` (resident pages); ``None`` if gone."""
+        """RSS of ``pid`` in bytes from ``/proc/<pid>/statm`` (resident pages); ``None`` if
+        gone, ``-1`` if unreadable for another reason (counted in ``errors``)."""
         try:
-            return int(os.pread(node.statm, 128, 0).split()[1]) * PAGE_SIZE
+            data = os.pread(node.statm, 128, 0) if node.statm is not None else \
+                _read_once(f"{self.proc}/{pid}/statm", 128)
+            return int(data.split()[1]) * PAGE_SIZE
         except (ProcessLookupError, FileNotFoundError):
             return None
         except (OSError, IndexError, ValueError) as exc:
             self._count_error("statm", exc if isinstance(exc, OSError) else OSError(str(exc)))
-            return None
+            return -1
 
     def smaps_rollup(self, pid: int) -> tuple[int, int] | tuple[None, None] | None:
         """``(pss_bytes, uss_bytes)`` from ``/proc/<pid>/smaps_rollup``, or from
@@ -189,6 +298,7 @@ class TreeProbe:
         that left the tree are closed.
         """
         t0 = time.perf_counter()
+        self._refresh_budget()
         seen: set[int] = set()
         processes: list[tuple[int, int]] = []
         want_smaps = self.measure in ("pss", "uss")
@@ -214,7 +324,7 @@ class TreeProbe:
                 self._drop(pid)
                 continue
             if counted:
-                processes.append((pid, rss))
+                processes.append((pid, max(rss, 0)))  # unreadable (-1): its children still count
                 if want_smaps:
                     rollup = self.smaps_rollup(pid)
                     if rollup is not None and rollup[0] is None:

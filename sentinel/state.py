@@ -110,7 +110,7 @@ class Event:
     ``kind`` is one of: spawned, exited, stopped, continued, limit_crossed, signal_sent,
     signal_refused, signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
-    attached, attach_failed, detached, component.
+    attached, attach_failed, detached, component, sampling_failed, sampling_recovered.
     """
 
     kind: str
@@ -145,6 +145,11 @@ class GuardianState:
     grace_deadline_mono: float | None = None
     last_exit_code: int | None = None
     sample_errors: dict = field(default_factory=dict)  # (probe, reason) -> count
+    # Set after several samples in a row failed (a read error in the walk, e.g.
+    # EMFILE): the limit may not be enforced. ``sampling_failure`` says what failed.
+    sampling_failing: bool = False
+    sampling_failure: str | None = None
+    sampling_failing_since_wall: float | None = None
     events: deque = field(default_factory=lambda: deque(maxlen=200))
     components: dict = field(default_factory=dict)  # "metrics"/"socket"/... -> status text
     subreaper: bool = False

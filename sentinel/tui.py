@@ -15,8 +15,8 @@ and is the only one to write to the terminal, so a slow or stopped terminal
 can never stall enforcement.
 
 ``top`` polls the control socket's ``status`` and draws the same view. When
-stdout is not a terminal neither writes escape codes: ``run --tui`` keeps the
-plain stderr log lines, ``top`` prints one status line per interval.
+stdout is not a terminal neither writes escape codes: ``run --tui`` logs a
+plain status line at most once per interval, ``top`` prints one per interval.
 
 This module imports only the standard library at load time (``entry`` loads
 it before the spawn); rich is loaded by the render thread.
@@ -336,19 +336,47 @@ class Dashboard:
                    "sample_gap_max_seconds": max(gaps, default=0.0)})
 
 
-class _Off:
+# Off a terminal, --tui prints a plain status line this often at most (or
+# once per --interval if that is longer): a line per 100 ms sample would be
+# 36000 lines an hour in a container's log.
+PLAIN_PERIOD_SECONDS = 1.0
+
+
+class PlainStatus:
+    """``--tui`` without a terminal: one plain status line (``dashboard.format_line``,
+    no escape codes) in Sentinel's log every ``period`` seconds, from the guardian's
+    loop. It goes through the log's bounded writer, so a stuck stderr never stalls it."""
+
+    def __init__(self, guardian, period: float) -> None:
+        self.guardian = guardian
+        self.period = period
+        self._handle = guardian.loop.call_later(period, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = self.guardian.loop.call_later(self.period, self._tick)
+        from sentinel.dashboard import format_line, snapshot
+
+        # format_line starts with its own timestamp; the log line has one already.
+        line = format_line(snapshot(self.guardian.state)).partition(" ")[2]
+        log.info("%s", line, extra={"event": "status_line"})
+
     def close(self) -> None:
-        pass
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 def start_tui(guardian, settings):
     """Start the dashboard for ``run --tui``/``watch --tui``; returns an object with
-    ``close()``. Without a terminal on stdout it logs why and leaves the plain logs."""
+    ``close()``. Without a terminal on stdout it logs why and prints a plain status line
+    at most once per ``--interval`` (and at most once a second) instead."""
     if not detach_output(getattr(settings, "tui_log", None)):
-        guardian.state.components["dashboard"] = "off (stdout is not a terminal)"
-        log.warning("--tui: stdout is not a terminal, so no dashboard; plain log lines instead",
-                    extra={"event": "dashboard"})
-        return _Off()
+        period = max(PLAIN_PERIOD_SECONDS, guardian.state.interval_seconds)
+        guardian.state.components["dashboard"] = \
+            f"off (stdout is not a terminal): a status line every {period:g}s"
+        log.warning("--tui: stdout is not a terminal, so no dashboard; a plain status line "
+                    "every %gs instead", period, extra={"event": "dashboard"})
+        return PlainStatus(guardian, period)
     assert _terminal is not None
     dashboard = Dashboard(guardian, _terminal)
     guardian.state.components["dashboard"] = f"on (workload output in {_terminal.log_path})"

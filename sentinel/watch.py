@@ -385,6 +385,9 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
 
     absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
     os.chdir("/")
+    from sentinel import fdlimit
+
+    fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
     guardian = WatchGuardian(settings, original_mask, version=__version__)
     from sentinel.app import supervise
 

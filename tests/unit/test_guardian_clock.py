@@ -201,3 +201,57 @@ def test_stop_in_a_restart_back_off_cancels_the_restart():
     loop.advance(10.0)
     assert finished == [1]  # Sentinel exits with the last code; nothing was respawned
     assert g.state.phase == "exited" and g.state.main_pid is None
+
+
+def test_an_interval_below_the_4ms_floor_is_never_exceeded():
+    # --interval 1ms with a workload racing to the limit: the speed-up's 4 ms
+    # floor must not make the sampler wait longer than the interval asked for.
+    g, loop, probe = make(limit=1000 * MiB, start=10 * MiB, rate=100 * MiB,
+                          interval_seconds=0.001)
+    loop.advance(2.0)
+    gaps = [b - a for a, b in zip(probe.samples, probe.samples[1:])]
+    assert len(gaps) > 1500 and max(gaps) <= 0.001 + 1e-9
+    assert g.sent == []  # far below the limit: no kill, just the cadence
+
+
+def test_persistent_sampling_failure_is_reported_once_then_recovery():
+    from sentinel.events import record_for
+
+    g, loop, probe = make(limit=1000 * MiB, rate=0.0)
+    seen = []
+    g.listeners.append(seen.append)
+    real_sample = probe.sample
+    failing = {"on": False}
+
+    def sample():
+        if failing["on"]:  # what EMFILE does to the walk: counted, never raised
+            probe.errors[("children", "EMFILE")] = probe.errors.get(("children", "EMFILE"), 0) + 1
+        return real_sample()
+    probe.sample = sample
+    loop.advance(1.0)
+    assert not g.state.sampling_failing
+    failing["on"] = True
+    loop.advance(0.15)  # one or two failed samples: not yet "persistent"
+    assert not g.state.sampling_failing
+    loop.advance(2.0)  # twenty more: said once
+    assert g.state.sampling_failing and g.state.sampling_failure == "children EMFILE"
+    failed = [e for e in seen if e.kind == "sampling_failed"]
+    assert len(failed) == 1 and "out of file descriptors" in failed[0].message
+    rec = record_for(failed[0], "app")
+    assert (rec.type, rec.reason) == ("Warning", "SamplingFailed")
+    failing["on"] = False
+    loop.advance(0.2)
+    assert not g.state.sampling_failing and g.state.sampling_failing_since_wall is None
+    assert [e.kind for e in seen if e.kind.startswith("sampling_")] == \
+        ["sampling_failed", "sampling_recovered"]
+
+
+def test_a_probe_that_raises_counts_as_failing_too():
+    g, loop, probe = make(limit=1000 * MiB, rate=0.0)
+
+    def broken():
+        raise RuntimeError("probe bug")
+    probe.sample = broken
+    loop.advance(1.0)
+    assert g.state.sampling_failing and "RuntimeError" in g.state.sampling_failure
+    assert loop.next_timer() is not None  # sampling goes on, to see a recovery

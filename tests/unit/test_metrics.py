@@ -42,6 +42,7 @@ def make_state(**kw) -> GuardianState:
 def busy_state() -> GuardianState:
     st = make_state(phase=PHASE_RUNNING, main_pid=4242, started_wall=1700000000.25,
                     enforcing=False)
+    st.sampling_failing = True
     st.last_sample = MemorySample(
         at_mono=1.0, measure_bytes=150 * MiB, rss_bytes=160 * MiB,
         processes=((4242, 100 * MiB), (4243, 60 * MiB)), duration_seconds=0.0004,
@@ -135,9 +136,15 @@ sentinel_sample_duration_seconds_bucket{le="0.1",workload="api"} 2.0
 sentinel_sample_duration_seconds_bucket{le="+Inf",workload="api"} 2.0
 sentinel_sample_duration_seconds_count{workload="api"} 2.0
 sentinel_sample_duration_seconds_sum{workload="api"} 0.0204
-# HELP sentinel_probe_errors_total Failed reads while sampling, by probe (the /proc or cgroup file) and reason (the error's type); vanished processes are not errors.
+# HELP sentinel_probe_errors_total Failed reads while sampling, by probe (the /proc or cgroup file) and reason (the error's type, or its errno name such as EMFILE); vanished processes are not errors.
 # TYPE sentinel_probe_errors_total counter
 sentinel_probe_errors_total{probe="smaps_rollup",reason="PermissionError"} 4.0
+# HELP sentinel_sampling_failing 1 while sampling the workload's memory fails (several samples in a row with a failed /proc read, e.g. EMFILE: out of file descriptors), so the limit may not be enforced; see sentinel_probe_errors_total.
+# TYPE sentinel_sampling_failing gauge
+sentinel_sampling_failing{workload="api"} 1.0
+# HELP sentinel_log_lines_dropped_total Sentinel's own log lines dropped because stderr could not take them (a full pipe nobody reads, EPIPE, EBADF, ENOSPC); enforcement goes on.
+# TYPE sentinel_log_lines_dropped_total counter
+sentinel_log_lines_dropped_total{workload="api"} 0.0
 # HELP sentinel_enforcement_paused 1 while enforcement of the memory limit is paused from the control socket.
 # TYPE sentinel_enforcement_paused gauge
 sentinel_enforcement_paused{workload="api"} 1.0

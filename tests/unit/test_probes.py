@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from sentinel.probes import PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path
+from sentinel.probes import (
+    KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path,
+    descriptor_budget,
+)
 from tests.conftest import proc_state, wait_until
 
 
@@ -206,5 +210,78 @@ def test_real_tree_matches_psutil():
         for child in psutil.Process(root.pid).children(recursive=True):
             child.kill()
         root.kill()
+        root.wait()
+        root.stdout.close()
+
+
+# ------------------------------------------------------------------ descriptors
+
+def test_descriptor_budget_is_half_the_soft_limit_after_a_reserve():
+    assert descriptor_budget(1024) == 448
+    assert descriptor_budget(256) == 64
+    assert descriptor_budget(100) == 0
+    assert descriptor_budget(10**7) == 16384  # never more than FD_KEPT_MAX
+
+
+def test_kept_descriptors_never_exceed_the_budget_and_the_sum_is_whole(tmp_path):
+    procs = {100: {"children": {100: list(range(101, 131))}}}
+    procs.update({pid: {"rss_pages": 1} for pid in range(101, 131)})
+    proc = make_proc(tmp_path, procs)
+    full = TreeProbe(100, include_root=False, proc_root=str(proc)).sample()
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=5)
+    for _ in range(3):  # kept ones are reused, the rest opened, read and closed
+        sample = probe.sample()
+        assert sample.rss_bytes == full.rss_bytes == 30 * PAGE_SIZE
+        assert sorted(sample.pids) == list(range(101, 131))
+        assert probe.kept_descriptors == 5
+        assert sum(node.kept() for node in probe._nodes.values()) == 5
+    assert probe.errors == {}
+    nothing = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=0)
+    assert nothing.sample().rss_bytes == 30 * PAGE_SIZE and nothing.kept_descriptors == 0
+
+
+def test_a_process_with_many_threads_keeps_children_descriptors_only_in_half_the_budget(
+        tmp_path):
+    many = {tid: [] for tid in range(200, 200 + KEEP_CHILDREN_MAX_THREADS + 1)}
+    many[200 + KEEP_CHILDREN_MAX_THREADS] = [300]  # the last thread forked
+    proc = make_proc(tmp_path, {100: {"children": {100: [200]}},
+                                200: {"rss_pages": 1, "children": many},
+                                300: {"rss_pages": 2}})
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=12)
+    assert sorted(probe.sample().pids) == [200, 300]
+    assert probe._nodes[200].children == {} and probe._nodes[200].statm is not None
+    assert len(probe._nodes[300].children) == 1  # one thread: kept
+    roomy = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=100)
+    assert sorted(roomy.sample().pids) == [200, 300]
+    assert len(roomy._nodes[200].children) == KEEP_CHILDREN_MAX_THREADS + 1
+
+
+def test_an_unreadable_file_is_counted_and_the_walk_goes_on(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}},
+                                101: {"rss_pages": 1, "children": {101: [102]}},
+                                102: {"rss_pages": 4}})
+    (proc / "101" / "statm").unlink()
+    (proc / "101" / "statm").mkdir()  # reading it fails with EISDIR, not "gone"
+    probe = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=0)
+    sample = probe.sample()
+    assert sample.processes == ((101, 0), (102, 4 * PAGE_SIZE))  # 102 still counted
+    assert probe.errors == {("statm", "IsADirectoryError"): 1}
+
+
+def test_a_children_file_longer_than_a_page_is_read_whole():
+    # /proc/<pid>/task/<tid>/children hands out one page per read: some 680 PIDs.
+    root = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
+                             "for _ in range(900): os.posix_spawnp('sleep', ['sleep', '60'], "
+                             "os.environ)\nprint('ready', flush=True); sys.stdin.read()"],
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+    try:
+        assert root.stdout.readline() == b"ready\n"
+        probe = TreeProbe(root.pid, include_root=False)
+        assert len(probe.sample().pids) == 900
+        probe.close()
+    finally:
+        for child in psutil.Process(root.pid).children():
+            child.kill()
+        root.stdin.close()
         root.wait()
         root.stdout.close()
