@@ -106,18 +106,22 @@ def bind_metrics_port(settings):
         family, kind, proto, _, sockaddr = _socket.getaddrinfo(
             host or None, settings.metrics_port, 0, _socket.SOCK_STREAM, 0,
             _socket.AI_PASSIVE | _socket.AI_NUMERICHOST)[0]
-    except _socket.gaierror:
-        return None
-    sock = _socket.socket(family, kind, proto)
+    except (_socket.gaierror, UnicodeError):
+        return None  # a host name (or no valid name at all): the exporter says which
+    except Exception as exc:  # never a reason not to start the workload
+        return exc
+    sock = None
     try:
+        sock = _socket.socket(family, kind, proto)
         # As socketserver does (allow_reuse_address): a port in TIME_WAIT from
         # the previous container is free. Never SO_REUSEPORT: that would let
         # the workload share the port.
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         sock.bind(sockaddr)
         sock.listen(128)
-    except OSError as exc:
-        sock.close()
+    except Exception as exc:  # EADDRINUSE, EAFNOSUPPORT (IPv6 off), EMFILE...: one warning later
+        if sock is not None:
+            sock.close()
         return exc
     return sock
 

@@ -527,7 +527,10 @@ def start_exporter(guardian, settings, prebound=None) -> MetricsExporter:
         exporter.close()
         if prebound is not None and not isinstance(prebound, BaseException):
             prebound.close()  # a no-op once listen() took its descriptor
-        if isinstance(exc, OSError):
+        if isinstance(exc, UnicodeError):  # getaddrinfo's IDNA step: a label over 63 chars
+            reason = f"cannot resolve address {address!r}: not a valid host name"
+            hint = "give an IP address or a valid host name with --metrics-address"
+        elif isinstance(exc, OSError):
             reason = (exc.strerror or str(exc)).lower() if not isinstance(exc, socket.gaierror) \
                 else f"cannot resolve address {address!r}: {exc.strerror or exc}"
             hint = _bind_hint(exc)

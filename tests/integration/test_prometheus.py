@@ -533,3 +533,41 @@ def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_pa
     assert s.wait(10) == 143
     assert time.monotonic() - t0 < 3
     assert not [e for e in s.logs() if e.get("event") == "linger"]
+
+
+def test_a_sigterm_during_the_kill_means_no_linger(start_sentinel, tmp_path, mode):
+    # docker stop / pod deletion while the memory ladder's grace period runs: the
+    # runtime is waiting for Sentinel, so it exits once the workload is gone.
+    port = free_port()
+    go = tmp_path / "go"
+    s = start_sentinel(sentinel_args(
+        port, "--max-rss", "64Mi", "--grace-period", "2s", "--linger", "30s", "--", "sh", "-c",
+        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
+        f'exec "{PY}" "{LEAKER}" --quiet --rate 200 --ignore-term'), pid1=(mode == "pid1"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    wait_until(lambda: try_get(url), 20, what="/metrics")  # a scraper has been seen
+    go.touch()
+    wait_until(lambda: [e for e in s.logs() if e.get("event") == "limit_crossed"], 20,
+               what="the memory kill")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait(15) == 137  # SIGKILL after the grace period: the workload ignores SIGTERM
+    assert time.monotonic() - t0 < 2 + 3
+    assert not [e for e in s.logs() if e.get("event") == "linger"]
+
+
+@pytest.mark.parametrize("address", ["x" * 300, "256.1.1.1", "::ffff:zz"])
+def test_a_metrics_address_that_cannot_be_bound_never_stops_the_workload(start_sentinel,
+                                                                       address):
+    # The port is bound before the spawn: whatever goes wrong there (an invalid host
+    # name, IPv6 off: EAFNOSUPPORT) is one warning later, never exit 70 before the spawn.
+    port = free_port()
+    s = start_sentinel(["--metrics-address", address, "--metrics-port", str(port),
+                        "--no-socket", "--termination-log", "", "--",
+                        PY, "-c", "print('ran', flush=True); raise SystemExit(3)"])
+    s.expect("ran")
+    assert s.wait() == 3
+    err = s.stderr()
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = [ln for ln in err.splitlines() if "metrics exporter off" in ln]
+    assert len(lines) == 1 and " WARNING " in lines[0], err
