@@ -38,6 +38,8 @@ _MIN_INTERVAL = 0.004
 # This many samples in a row with a failed read (or an exception) make the
 # sampling "failing": one error line, status/metrics/an Event say so.
 _SAMPLING_FAILING_AFTER = 3
+# Probe errors that have a fallback in the same sample (no threat to enforcement).
+_FALLBACK_PROBES = frozenset({"smaps_rollup"})
 # A run that lasted this long resets the restart back-off.
 _STABLE_RUN_SECONDS = 10.0
 # After the main child exits, leftovers get SIGTERM, then SIGKILL after the
@@ -783,8 +785,11 @@ class Guardian:
     def _take_sample(self) -> None:
         before = dict(self.probe.errors)
         sample = self.probe.sample()
+        # An unreadable smaps_rollup (PSS/USS of a setuid child) is counted as a
+        # probe error but is no failure: that process counts with its RSS, an
+        # upper bound, so the limit is still enforced.
         self._sample_health({k: n - before.get(k, 0) for k, n in self.probe.errors.items()
-                             if n != before.get(k, 0)})
+                             if n != before.get(k, 0) and k[0] not in _FALLBACK_PROBES})
         st = self.state
         st.last_sample = sample
         st.sample_errors = self.probe.errors

@@ -255,3 +255,22 @@ def test_a_probe_that_raises_counts_as_failing_too():
     loop.advance(1.0)
     assert g.state.sampling_failing and "RuntimeError" in g.state.sampling_failure
     assert loop.next_timer() is not None  # sampling goes on, to see a recovery
+
+
+def test_an_unreadable_smaps_rollup_is_no_sampling_failure():
+    # --measure pss with a setuid child: its smaps_rollup gives EACCES every sample,
+    # counted as a probe error, but the process counts with its RSS: still enforced.
+    g, loop, probe = make(limit=1000 * MiB, rate=0.0)
+    seen = []
+    g.listeners.append(seen.append)
+    real_sample = probe.sample
+
+    def sample():
+        key = ("smaps_rollup", "PermissionError")
+        probe.errors[key] = probe.errors.get(key, 0) + 1
+        return real_sample()
+    probe.sample = sample
+    loop.advance(2.0)
+    assert probe.errors[("smaps_rollup", "PermissionError")] > 10
+    assert not g.state.sampling_failing
+    assert not [e for e in seen if e.kind == "sampling_failed"]
