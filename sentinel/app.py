@@ -158,7 +158,10 @@ async def _linger(guardian: Guardian, parts: list, seconds: float) -> None:
         return
     if st.started_wall is not None and kill.started_wall < st.started_wall:
         return  # a kill of an earlier run (--restart); this exit is not a kill's
-    since = time.monotonic()
+    # A scrape that started after the kill's last counter change (SIGTERM, or
+    # SIGKILL) shows it: count those made during the grace period or the sweep.
+    now_mono, now_wall = time.monotonic(), time.time()
+    since = now_mono - max(0.0, now_wall - (kill.sigkill_wall or kill.started_wall))
     reporters = [p for p in parts if hasattr(p, "pending_reports")]
 
     def pending() -> list[str]:
@@ -176,12 +179,12 @@ async def _linger(guardian: Guardian, parts: list, seconds: float) -> None:
     guardian.late_signal_listeners.append(on_late_signal)
     log.info("lingering up to %.1fs so that the kill is reported: waiting for %s (--linger; a "
              "SIGTERM ends it)", seconds, ", ".join(waiting), extra={"event": "linger"})
-    deadline = since + seconds
+    deadline = now_mono + seconds
     try:
         while True:
             await asyncio.sleep(_LINGER_POLL_SECONDS)
             waiting = pending()
-            took = time.monotonic() - since
+            took = time.monotonic() - now_mono
             if not waiting:
                 log.info("linger over after %.2fs: the kill's reports are out", took,
                          extra={"event": "linger", "seconds": took})

@@ -325,6 +325,12 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         log.debug("metrics: request from %s failed: %r", client_address, sys.exc_info()[1])
 
 
+# A scraper is one that scraped within this long: Prometheus' default lookback
+# (query.lookback-delta) is 5 min; one that has not scraped for longer would not
+# show the kill anyway, so the linger does not wait for it.
+SCRAPER_RECENT_SECONDS = 300.0
+
+
 class MetricsExporter:
     """The running exporter: a registry, a listening socket and one accept thread.
 
@@ -445,11 +451,15 @@ class MetricsExporter:
 
     def pending_reports(self, since_mono: float) -> str | None:
         """What is still to go out for the linger after a kill: "a scrape" when a scraper
-        has been seen but none started at or after ``since_mono`` (``time.monotonic()``)
-        has been served; ``None`` when nothing is pending (or nobody scrapes)."""
+        has been seen within ``SCRAPER_RECENT_SECONDS`` but none started at or after
+        ``since_mono`` (``time.monotonic()``: the kill's last counter change) has been
+        served; ``None`` when nothing is pending (or nobody scrapes now: one ``curl``
+        or ``helm test`` long ago is no scraper to wait for)."""
         with self._lock:
             last = self.last_scrape_started_mono
         if self.url is None or last is None or last >= since_mono:
+            return None
+        if time.monotonic() - last > SCRAPER_RECENT_SECONDS:
             return None
         return "a scrape of /metrics"
 
@@ -479,6 +489,10 @@ class _Body:
 
     def __init__(self, body, on_sent) -> None:
         self._body, self._on_sent = body, on_sent
+
+    def __len__(self) -> int:
+        # wsgiref sets Content-Length only for a body of one item it can count.
+        return len(self._body)
 
     def __iter__(self):
         return iter(self._body)

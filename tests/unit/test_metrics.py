@@ -606,3 +606,26 @@ def test_a_prebound_socket_is_served(guardian, exporters, warnings_seen):
     # A host name is left to the exporter (no DNS lookup before the spawn).
     assert bind_metrics_port(settings_for(port, address="localhost")) is None
     assert bind_metrics_port(settings_for(0)) is None
+
+
+def test_a_scraper_long_gone_is_not_waited_for(guardian, exporters):
+    from sentinel.metrics import SCRAPER_RECENT_SECONDS
+
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    assert get(e.url)[0] == 200
+    wait = time.monotonic() + 5
+    while e.scrapes_total < 1 and time.monotonic() < wait:
+        time.sleep(0.01)
+    later = time.monotonic()
+    assert e.pending_reports(later) == "a scrape of /metrics"  # scraped just now
+    e.last_scrape_started_mono = later - SCRAPER_RECENT_SECONDS - 1  # one curl, long ago
+    assert e.pending_reports(later) is None
+
+
+def test_metrics_responses_carry_a_content_length(guardian, exporters):
+    e = start_exporter(guardian, settings_for(free_port()))
+    exporters.append(e)
+    with OPENER.open(e.url, timeout=5) as resp:
+        body = resp.read()
+        assert int(resp.headers["Content-Length"]) == len(body) > 0
