@@ -76,12 +76,6 @@ class SignalInfo:
         self.signo, self.code, self.pid, self.uid = signo, code, pid, uid
 
     @property
-    def from_kernel(self) -> bool:
-        # si_code > 0 means the kernel raised it (a fault, a child event);
-        # SI_USER (0) and the negative codes are kill(), sigqueue(), tgkill().
-        return self.code > 0
-
-    @property
     def caused_by_self(self) -> bool:
         """True for a signal the kernel raised because of this process's own action.
 

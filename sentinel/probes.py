@@ -335,7 +335,7 @@ class TreeProbe:
                         # Unknown: the measure counts its RSS (PSS and USS never exceed
                         # it), the sample reports no PSS/USS, and the error is counted.
                         smaps_unknown = True
-                        rollup = (rss, rss)
+                        rollup = (max(rss, 0), max(rss, 0))  # -1: statm unreadable too
                     if rollup is not None:
                         pss_total += rollup[0]
                         uss_total += rollup[1]

@@ -141,9 +141,7 @@ class LiveView:
             if final is not None:
                 from rich.text import Text
 
-                from sentinel.dashboard import state_line
-
-                from sentinel.dashboard import render
+                from sentinel.dashboard import render, state_line
 
                 label, detail, style = state_line(final)
                 self.console.size = os.get_terminal_size(self.fd)
