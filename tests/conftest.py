@@ -89,6 +89,23 @@ def clean_env(env: dict | None = None) -> dict:
     return out
 
 
+def full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is already full: the next blocking write to it waits forever.
+    Returns ``(read_fd, write_fd)``; the write end is blocking again."""
+    import fcntl
+
+    r, w = os.pipe()
+    flags = fcntl.fcntl(w, fcntl.F_GETFL)
+    fcntl.fcntl(w, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    fcntl.fcntl(w, fcntl.F_SETFL, flags)  # an ordinary blocking pipe, and full
+    return r, w
+
+
 class Running:
     """A started Sentinel: its stdout is the workload's; its stderr goes to a file."""
 

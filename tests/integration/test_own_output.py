@@ -5,7 +5,6 @@ workload keeps its life and its exit status."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from sentinel.client import Connection, request
 from sentinel.errors import ControlError
-from tests.conftest import CHILDREN, PY, SENTINEL, descendants, wait_until
+from tests.conftest import CHILDREN, PY, SENTINEL, descendants, full_pipe, wait_until
 
 CROWD = [PY, str(CHILDREN / "crowd.py")]
 QUIET = ["--no-metrics", "--k8s-events", "off", "--termination-log", "", "--log-format", "json"]
@@ -68,19 +67,6 @@ def started():
         s.kill_all()
 
 
-def _full_pipe() -> tuple[int, int]:
-    """A pipe whose buffer is already full: the next blocking write to it waits forever."""
-    r, w = os.pipe()
-    flags = fcntl.fcntl(w, fcntl.F_GETFL)
-    fcntl.fcntl(w, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-    try:
-        while True:
-            os.write(w, b"x" * 4096)
-    except BlockingIOError:
-        pass
-    fcntl.fcntl(w, fcntl.F_SETFL, flags)  # Sentinel gets an ordinary blocking stderr
-    return r, w
-
 
 def _status(sock) -> dict | None:
     try:
@@ -91,7 +77,7 @@ def _status(sock) -> dict | None:
 
 
 def test_a_stderr_nobody_reads_blocks_neither_the_ladder_nor_the_socket(started, tmp_path):
-    r, w = _full_pipe()
+    r, w = full_pipe()
     sock = tmp_path / "sentinel.socket"
     try:
         s = started([*QUIET, "--socket", str(sock), "--max-rss", "100Mi", "--", *CROWD],

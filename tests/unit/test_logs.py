@@ -9,19 +9,8 @@ import os
 import time
 
 from sentinel import logs
+from tests.conftest import full_pipe
 
-
-def _full_pipe() -> tuple[int, int]:
-    r, w = os.pipe()
-    flags = fcntl.fcntl(w, fcntl.F_GETFL)
-    fcntl.fcntl(w, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-    try:
-        while True:
-            os.write(w, b"x" * 4096)
-    except BlockingIOError:
-        pass
-    fcntl.fcntl(w, fcntl.F_SETFL, flags)
-    return r, w
 
 
 def _record(i: int) -> logging.LogRecord:
@@ -29,7 +18,7 @@ def _record(i: int) -> logging.LogRecord:
 
 
 def test_a_full_stderr_never_blocks_and_overflow_is_counted():
-    r, w = _full_pipe()
+    r, w = full_pipe()
     stream = open(w, "w", closefd=True)
     handler = logs.BoundedHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -79,7 +68,7 @@ def test_a_reader_gone_is_epipe_counted_not_raised():
 def test_a_stderr_someone_made_nonblocking_waits_for_room_instead_of_dropping():
     import threading
 
-    r, w = _full_pipe()
+    r, w = full_pipe()
     fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)  # EAGAIN
     stream = open(w, "w", closefd=True)
     handler = logs.BoundedHandler(stream)
@@ -115,7 +104,7 @@ def test_set_stream_writes_what_was_queued_for_the_old_stream_there():
 
 
 def test_shutdown_on_a_stuck_stderr_waits_once():
-    r, w = _full_pipe()
+    r, w = full_pipe()
     stream = open(w, "w")
     handler = logs.BoundedHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
