@@ -42,9 +42,15 @@ _SAMPLING_FAILING_AFTER = 3
 _STABLE_RUN_SECONDS = 10.0
 # After the main child exits, leftovers get SIGTERM, then SIGKILL after the
 # grace period; SIGKILLed processes that still have not been reaped after this
-# many more seconds (stuck in uninterruptible sleep) are given up on. The same
-# bound applies to the main process after the ladder's SIGKILL.
+# many more seconds (stuck in uninterruptible sleep) are given up on. The main
+# process after the ladder's SIGKILL is named this long after it too, as not
+# confirmed yet, but is waited for longer (_main_reap_bound): its status is the
+# one the kubelet sees, and a big process can take seconds to die (page freeing
+# under a CPU limit, NFS/FUSE stalls in state D).
 _REAP_GIVE_UP_SECONDS = 2.0
+# The main process is waited for up to max(this, the grace period) after its
+# SIGKILL before Sentinel gives up on it and exits EXIT_NOT_ENDED (71).
+_MAIN_REAP_WAIT_SECONDS = 10.0
 # /proc/<pid>/stat states (fs/proc/array.c task_state_array), for warnings. A task
 # frozen by the cgroup v1 freezer shows as D.
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "uninterruptible sleep",
@@ -901,14 +907,27 @@ class Guardian:
                       refused=[{"pid": p, "uid": u} for p, u in refused.items()],
                       kill=kill.to_dict())
         # Bounded: what SIGKILL has not ended _REAP_GIVE_UP_SECONDS later (stuck in D
-        # state, a frozen cgroup), or what refused it, is named and given up on.
+        # state, a frozen cgroup) is named, the main process waited for up to
+        # _main_reap_bound(); what refused it is named and given up on.
         self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if hit else 0.0,
                                                   self._give_up)
 
-    def _give_up(self) -> None:
-        """The ladder's end when the main process outlived its SIGKILL by
-        ``_REAP_GIVE_UP_SECONDS`` (or refused it): name what is left, record the kill as
-        not confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
+    def _main_reap_bound(self) -> float:
+        """How long after its SIGKILL the main process is waited for before Sentinel
+        gives up on it: ``max(_MAIN_REAP_WAIT_SECONDS, grace period)``."""
+        return max(_MAIN_REAP_WAIT_SECONDS, self.settings.grace_period_seconds)
+
+    def _give_up(self, waited: bool = False) -> None:
+        """The ladder's check that its SIGKILL ended the main process.
+
+        ``_REAP_GIVE_UP_SECONDS`` after SIGKILL a main process still there is named
+        (state, RSS, UID) with the kill *not confirmed yet*, and waited for until
+        ``_main_reap_bound()`` after SIGKILL (``waited``): a big process can take
+        seconds to die, and its real status (137) must not be lost. If it dies
+        meanwhile, ``_main_exited`` cancels this and the stop ends as any other. A
+        main process that refused SIGKILL (EPERM), or that no SIGKILL reached, is
+        not waited for. At the end: name what is left, record the kill as not
+        confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
         unknown; no restart, since it may still run). As PID 1 the kernel then kills
         the rest of the namespace, once a frozen process is thawed."""
         self._grace_handle = None
@@ -917,7 +936,18 @@ class Guardian:
         kill = st.current_kill
         if kill is None or self._main_status is not None or self.child is None:
             return
-        after = (f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
+        sigkilled = "SIGKILL" in kill.signals and self.child.pid not in kill.refused
+        bound = self._main_reap_bound()
+        if sigkilled and not waited:
+            kill.survivors = self._survivors(
+                kill.refused, f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL; the kill is not "
+                f"confirmed yet: Sentinel waits for the main process (pid {self.child.pid}) "
+                f"up to {bound:.1f}s after SIGKILL") or [process_facts(self.child.pid)]
+            self._grace_handle = self.loop.call_later(
+                max(0.0, bound - _REAP_GIVE_UP_SECONDS), self._give_up, True)
+            return
+        after = (f"{bound:.1f}s after SIGKILL" if waited
+                 else f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
                  else "refusing SIGKILL")
         kill.survivors = self._survivors(kill.refused, after) or [process_facts(self.child.pid)]
         kill.confirmed = False

@@ -103,6 +103,9 @@ class Recorder(Guardian):
     def _term_reach(self):
         return ([] if self._main_status is not None else [4242]), {}  # nobody refuses
 
+    def _reap(self) -> None:
+        pass  # nothing real to reap: the tests feed exits with _main_exited
+
 
 def make(limit=100 * MiB, start=10 * MiB, rate=100 * MiB, **settings):
     loop = FakeLoop()
@@ -255,3 +258,49 @@ def test_a_probe_that_raises_counts_as_failing_too():
     loop.advance(1.0)
     assert g.state.sampling_failing and "RuntimeError" in g.state.sampling_failure
     assert loop.next_timer() is not None  # sampling goes on, to see a recovery
+
+
+def _stopped_and_sigkilled(grace: float):
+    """A workload that ignores SIGTERM: stopped by the operator, SIGKILLed one grace
+    period later; returns the guardian, the loop and the exit codes ``_finish`` got."""
+    g, loop, _ = make(limit=None, rate=0.0, grace_period_seconds=grace)
+    finished: list[int] = []
+    g._finish = finished.append  # type: ignore[method-assign]
+    loop.advance(0.5)
+    g.stop()
+    loop.advance(grace)
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    return g, loop, finished
+
+
+def test_a_main_process_dying_after_2s_of_sigkill_keeps_its_real_status():
+    # A big process can take seconds to die: still there 2 s after SIGKILL it is named
+    # as not confirmed yet, and waited for; its real status (137) is Sentinel's.
+    g, loop, finished = _stopped_and_sigkilled(1.0)
+    loop.advance(3.0)
+    assert finished == [] and g.state.phase == PHASE_TERMINATING
+    kill = g.state.current_kill
+    assert kill is not None and kill.confirmed is None  # not confirmed yet, not given up
+    g._main_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
+    loop.advance(1.0)
+    assert finished == [137]
+    assert g.state.last_kill is kill and kill.exit_code == 137 and kill.confirmed is True
+    assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
+
+
+def test_a_main_process_still_there_10s_after_sigkill_ends_in_71():
+    g, loop, finished = _stopped_and_sigkilled(1.0)
+    loop.advance(9.9)
+    assert finished == []
+    loop.advance(0.2)
+    assert finished == [71]
+    kill = g.state.last_kill
+    assert kill.confirmed is False and kill.exit_code is None and g.state.current_kill is None
+
+
+def test_a_grace_period_longer_than_10s_is_the_bound_after_sigkill():
+    g, loop, finished = _stopped_and_sigkilled(15.0)
+    loop.advance(14.9)
+    assert finished == []
+    loop.advance(0.2)
+    assert finished == [71]
