@@ -193,6 +193,7 @@ class Guardian:
         # _signal_tree, emptied by the ladder step that reads it.
         self._refusals: dict[int, int | None] = {}
         self._cleanup_refused: dict[int, int | None] = {}  # the leftover sweep's refusals
+        self._group_reached = False  # the last _signal_tree's killpg reached a process
         self._ending_kill: KillRecord | None = None  # a kill whose leftovers are being swept
 
     # ------------------------------------------------------------------ events
@@ -447,14 +448,24 @@ class Guardian:
 
         A process that refuses (EPERM: it runs as another user, e.g. setuid) is added
         to ``_refusals`` (pid -> real UID) instead; every other one still gets ``sig``.
+        ``_group_reached`` says whether the killpg reached any member of the group.
+        The walk can miss processes (a ``children`` file that cannot be opened:
+        EMFILE), so a live main process it did not find is signalled by its PID (it
+        is Sentinel's unreaped child: the PID is still its own) and counted.
         """
+        self._group_reached = False
         if self.child is not None:
             try:
                 os.killpg(self.child.pid, sig)
+                self._group_reached = True
             except (ProcessLookupError, PermissionError):  # EPERM: each is named below
                 pass
         hit = []
-        for pid in self._descendants():
+        pids = self._descendants()
+        main = self.child.pid if self.child is not None and self._main_status is None else None
+        if main is not None and main not in pids:
+            pids.append(main)
+        for pid in pids:
             try:
                 os.kill(pid, sig)
                 hit.append(pid)
@@ -482,6 +493,10 @@ class Guardian:
                         members.append(pid)
                 except OSError:
                     pass
+            # The main process leads the group (a session leader cannot leave it); a
+            # walk that missed it (EMFILE) must not make the killpg's SIGTERM unclaimed.
+            if self._main_status is None and self.child.pid not in members:
+                members.append(self.child.pid)
         return self._reachable(members)
 
     @staticmethod
@@ -908,9 +923,11 @@ class Guardian:
                       kill=kill.to_dict())
         # Bounded: what SIGKILL has not ended _REAP_GIVE_UP_SECONDS later (stuck in D
         # state, a frozen cgroup) is named, the main process waited for up to
-        # _main_reap_bound(); what refused it is named and given up on.
-        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if hit else 0.0,
-                                                  self._give_up)
+        # _main_reap_bound(); what refused it is named and given up on. At once only
+        # when every process refused: never because the walk found no process.
+        everyone_refused = not hit and not self._group_reached and bool(refused)
+        self._grace_handle = self.loop.call_later(
+            0.0 if everyone_refused else _REAP_GIVE_UP_SECONDS, self._give_up)
 
     def _main_reap_bound(self) -> float:
         """How long after its SIGKILL the main process is waited for before Sentinel
@@ -1006,6 +1023,9 @@ class Guardian:
                            sample.pids if sample else (self.child.pid,))  # type: ignore
         kill = self.state.current_kill
         if kill is not None and "SIGTERM" not in kill.signals:  # never claim it
+            if not kill.refused:
+                return ("SIGTERM reached no process (the workload is ending); SIGKILL "
+                        "follows, see Sentinel's log")
             return (f"SIGTERM reached no process: refused by {_refused_text(kill.refused)} "
                     "(permission denied); SIGKILL follows, see Sentinel's log")
         return "SIGTERM sent; SIGKILL after the grace period"
@@ -1032,6 +1052,8 @@ class Guardian:
         self._escalate()
         kill = st.current_kill or st.last_kill
         if kill is not None and "SIGKILL" not in kill.signals:  # never claim it
+            if not kill.refused:
+                return "SIGKILL reached no process (the workload is ending); see Sentinel's log"
             return (f"SIGKILL reached no process: refused by {_refused_text(kill.refused)} "
                     "(permission denied); see Sentinel's log")
         return "SIGKILL sent"
