@@ -972,6 +972,7 @@ class Guardian:
         st.current_kill = None
         st.grace_deadline_mono = None
         if self.settings.mode != "run":  # watch: the target may still go; keep watching
+            st.phase = PHASE_RUNNING  # it is still watched: a new kill or stop may start
             self.emit("kill_finished", self._kill_summary(kill), logging.WARNING,
                       kill=kill.to_dict())
             return
