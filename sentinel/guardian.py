@@ -1032,13 +1032,18 @@ class Guardian:
         return "SIGTERM sent; SIGKILL after the grace period"
 
     def kill(self, reason: str = REASON_OPERATOR) -> str:
-        """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart."""
+        """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart.
+        After the ladder's SIGKILL reached the workload, nothing more is sent."""
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
         self._require_workload()
         self._shutting_down = True
         st = self.state
+        if st.current_kill is not None and "SIGKILL" in st.current_kill.signals:
+            # Once is enough: a second SIGKILL is neither sent nor counted, and the
+            # wait for the main process's end is not pushed back.
+            return "SIGKILL already sent"
         if st.current_kill is None:
             sample = st.last_sample
             st.current_kill = KillRecord(

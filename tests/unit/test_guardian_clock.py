@@ -374,3 +374,26 @@ def test_the_fast_give_up_needs_every_process_to_refuse_and_names_it(monkeypatch
     loop.advance(0.01)  # SIGKILL refused too: nothing to wait for
     assert finished == [71]
     assert g.state.last_kill.signals == [] and g.state.last_kill.refused == {4242: 0}
+
+
+def test_a_second_kill_after_sigkill_sends_and_counts_nothing():
+    g, loop, finished = _stopped_and_sigkilled(1.0)  # stop, then SIGKILL at the grace's end
+    killed_at = loop.now
+    loop.advance(1.5)
+    assert g.kill() == "SIGKILL already sent"
+    loop.advance(0.1)
+    assert g.kill() == "SIGKILL already sent"
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.state.current_kill.signals == ["SIGTERM", "SIGKILL"]
+    assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
+    loop.advance(killed_at + 10.05 - loop.now)  # the bound still runs from the first SIGKILL
+    assert finished == [71]
+
+
+def test_a_kill_then_a_kill_again_is_one_sigkill():
+    g, loop, _ = make(limit=None, rate=0.0)
+    loop.advance(0.5)
+    assert g.kill() == "SIGKILL sent"
+    assert g.kill() == "SIGKILL already sent"
+    assert [s for _, s in g.sent] == [signal.SIGKILL]
+    assert g.state.kills == {("operator", "SIGKILL"): 1}
