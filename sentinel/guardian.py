@@ -955,11 +955,11 @@ class Guardian:
             return
         sigkilled = "SIGKILL" in kill.signals and self.child.pid not in kill.refused
         bound = self._main_reap_bound()
-        if sigkilled and not waited:
-            kill.survivors = self._survivors(
+        if sigkilled and not waited:  # named in the log; the record's survivors come at the end
+            self._survivors(
                 kill.refused, f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL; the kill is not "
                 f"confirmed yet: Sentinel waits for the main process (pid {self.child.pid}) "
-                f"up to {bound:.1f}s after SIGKILL") or [process_facts(self.child.pid)]
+                f"up to {bound:.1f}s after SIGKILL")
             self._grace_handle = self.loop.call_later(
                 max(0.0, bound - _REAP_GIVE_UP_SECONDS), self._give_up, True)
             return
