@@ -44,9 +44,15 @@ _FALLBACK_PROBES = frozenset({"smaps_rollup"})
 _STABLE_RUN_SECONDS = 10.0
 # After the main child exits, leftovers get SIGTERM, then SIGKILL after the
 # grace period; SIGKILLed processes that still have not been reaped after this
-# many more seconds (stuck in uninterruptible sleep) are given up on. The same
-# bound applies to the main process after the ladder's SIGKILL.
+# many more seconds (stuck in uninterruptible sleep) are given up on. The main
+# process after the ladder's SIGKILL is named this long after it too, as not
+# confirmed yet, but is waited for longer (_main_reap_bound): its status is the
+# one the kubelet sees, and a big process can take seconds to die (page freeing
+# under a CPU limit, NFS/FUSE stalls in state D).
 _REAP_GIVE_UP_SECONDS = 2.0
+# The main process is waited for up to max(this, the grace period) after its
+# SIGKILL before Sentinel gives up on it and exits EXIT_NOT_ENDED (71).
+_MAIN_REAP_WAIT_SECONDS = 10.0
 # /proc/<pid>/stat states (fs/proc/array.c task_state_array), for warnings. A task
 # frozen by the cgroup v1 freezer shows as D.
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "uninterruptible sleep",
@@ -192,6 +198,7 @@ class Guardian:
         # _signal_tree, emptied by the ladder step that reads it.
         self._refusals: dict[int, int | None] = {}
         self._cleanup_refused: dict[int, int | None] = {}  # the leftover sweep's refusals
+        self._group_reached = False  # the last _signal_tree's killpg reached a process
         self._ending_kill: KillRecord | None = None  # a kill whose leftovers are being swept
 
     # ------------------------------------------------------------------ events
@@ -448,14 +455,24 @@ class Guardian:
 
         A process that refuses (EPERM: it runs as another user, e.g. setuid) is added
         to ``_refusals`` (pid -> real UID) instead; every other one still gets ``sig``.
+        ``_group_reached`` says whether the killpg reached any member of the group.
+        The walk can miss processes (a ``children`` file that cannot be opened:
+        EMFILE), so a live main process it did not find is signalled by its PID (it
+        is Sentinel's unreaped child: the PID is still its own) and counted.
         """
+        self._group_reached = False
         if self.child is not None:
             try:
                 os.killpg(self.child.pid, sig)
+                self._group_reached = True
             except (ProcessLookupError, PermissionError):  # EPERM: each is named below
                 pass
         hit = []
-        for pid in self._descendants():
+        pids = self._descendants()
+        main = self.child.pid if self.child is not None and self._main_status is None else None
+        if main is not None and main not in pids:
+            pids.append(main)
+        for pid in pids:
             try:
                 os.kill(pid, sig)
                 hit.append(pid)
@@ -483,6 +500,10 @@ class Guardian:
                         members.append(pid)
                 except OSError:
                     pass
+            # The main process leads the group (a session leader cannot leave it); a
+            # walk that missed it (EMFILE) must not make the killpg's SIGTERM unclaimed.
+            if self._main_status is None and self.child.pid not in members:
+                members.append(self.child.pid)
         return self._reachable(members)
 
     @staticmethod
@@ -911,14 +932,29 @@ class Guardian:
                       refused=[{"pid": p, "uid": u} for p, u in refused.items()],
                       kill=kill.to_dict())
         # Bounded: what SIGKILL has not ended _REAP_GIVE_UP_SECONDS later (stuck in D
-        # state, a frozen cgroup), or what refused it, is named and given up on.
-        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if hit else 0.0,
-                                                  self._give_up)
+        # state, a frozen cgroup) is named, the main process waited for up to
+        # _main_reap_bound(); what refused it is named and given up on. At once only
+        # when every process refused: never because the walk found no process.
+        everyone_refused = not hit and not self._group_reached and bool(refused)
+        self._grace_handle = self.loop.call_later(
+            0.0 if everyone_refused else _REAP_GIVE_UP_SECONDS, self._give_up)
 
-    def _give_up(self) -> None:
-        """The ladder's end when the main process outlived its SIGKILL by
-        ``_REAP_GIVE_UP_SECONDS`` (or refused it): name what is left, record the kill as
-        not confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
+    def _main_reap_bound(self) -> float:
+        """How long after its SIGKILL the main process is waited for before Sentinel
+        gives up on it: ``max(_MAIN_REAP_WAIT_SECONDS, grace period)``."""
+        return max(_MAIN_REAP_WAIT_SECONDS, self.settings.grace_period_seconds)
+
+    def _give_up(self, waited: bool = False) -> None:
+        """The ladder's check that its SIGKILL ended the main process.
+
+        ``_REAP_GIVE_UP_SECONDS`` after SIGKILL a main process still there is named
+        (state, RSS, UID) with the kill *not confirmed yet*, and waited for until
+        ``_main_reap_bound()`` after SIGKILL (``waited``): a big process can take
+        seconds to die, and its real status (137) must not be lost. If it dies
+        meanwhile, ``_main_exited`` cancels this and the stop ends as any other. A
+        main process that refused SIGKILL (EPERM), or that no SIGKILL reached, is
+        not waited for. At the end: name what is left, record the kill as not
+        confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
         unknown; no restart, since it may still run). As PID 1 the kernel then kills
         the rest of the namespace, once a frozen process is thawed."""
         self._grace_handle = None
@@ -927,7 +963,18 @@ class Guardian:
         kill = st.current_kill
         if kill is None or self._main_status is not None or self.child is None:
             return
-        after = (f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
+        sigkilled = "SIGKILL" in kill.signals and self.child.pid not in kill.refused
+        bound = self._main_reap_bound()
+        if sigkilled and not waited:  # named in the log; the record's survivors come at the end
+            self._survivors(
+                kill.refused, f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL; the kill is not "
+                f"confirmed yet: Sentinel waits for the main process (pid {self.child.pid}) "
+                f"up to {bound:.1f}s after SIGKILL")
+            self._grace_handle = self.loop.call_later(
+                max(0.0, bound - _REAP_GIVE_UP_SECONDS), self._give_up, True)
+            return
+        after = (f"{bound:.1f}s after SIGKILL" if waited
+                 else f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
                  else "refusing SIGKILL")
         kill.survivors = self._survivors(kill.refused, after) or [process_facts(self.child.pid)]
         kill.confirmed = False
@@ -935,6 +982,7 @@ class Guardian:
         st.current_kill = None
         st.grace_deadline_mono = None
         if self.settings.mode != "run":  # watch: the target may still go; keep watching
+            st.phase = PHASE_RUNNING  # it is still watched: a new kill or stop may start
             self.emit("kill_finished", self._kill_summary(kill), logging.WARNING,
                       kill=kill.to_dict())
             return
@@ -986,18 +1034,26 @@ class Guardian:
                            sample.pids if sample else (self.child.pid,))  # type: ignore
         kill = self.state.current_kill
         if kill is not None and "SIGTERM" not in kill.signals:  # never claim it
+            if not kill.refused:
+                return ("SIGTERM reached no process (the workload is ending); SIGKILL "
+                        "follows, see Sentinel's log")
             return (f"SIGTERM reached no process: refused by {_refused_text(kill.refused)} "
                     "(permission denied); SIGKILL follows, see Sentinel's log")
         return "SIGTERM sent; SIGKILL after the grace period"
 
     def kill(self, reason: str = REASON_OPERATOR) -> str:
-        """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart."""
+        """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart.
+        After the ladder's SIGKILL reached the workload, nothing more is sent."""
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
         self._require_workload()
         self._shutting_down = True
         st = self.state
+        if st.current_kill is not None and "SIGKILL" in st.current_kill.signals:
+            # Once is enough: a second SIGKILL is neither sent nor counted, and the
+            # wait for the main process's end is not pushed back.
+            return "SIGKILL already sent"
         if st.current_kill is None:
             sample = st.last_sample
             st.current_kill = KillRecord(
@@ -1012,6 +1068,8 @@ class Guardian:
         self._escalate()
         kill = st.current_kill or st.last_kill
         if kill is not None and "SIGKILL" not in kill.signals:  # never claim it
+            if not kill.refused:
+                return "SIGKILL reached no process (the workload is ending); see Sentinel's log"
             return (f"SIGKILL reached no process: refused by {_refused_text(kill.refused)} "
                     "(permission denied); see Sentinel's log")
         return "SIGKILL sent"

@@ -45,7 +45,7 @@ import time
 
 from sentinel import __version__, kernel, logs
 from sentinel.config import Settings, signal_name
-from sentinel.guardian import Guardian
+from sentinel.guardian import Guardian, real_uid
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes import CgroupProbe, TreeProbe
 from sentinel.spawn import Child, block_signals
@@ -85,7 +85,6 @@ class WatchGuardian(Guardian):
         self._waiting_logged = False
         self._attached_once = False
         self._tree_seen: tuple[float, tuple[int, ...]] = (0.0, ())
-        self._signal_errors: set[int] = set()
         self._exclude = own_lineage()
         self.sample_listeners.append(self._remember_tree)
 
@@ -186,7 +185,6 @@ class WatchGuardian(Guardian):
         self._target = c
         self._attached_once = True
         self._waiting_logged = False
-        self._signal_errors.clear()
         # What Guardian._adopt does for a spawned child, for a found one.
         self.child = Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(), c.create_time)
         self._main_status = None
@@ -323,9 +321,14 @@ class WatchGuardian(Guardian):
 
     def signal_workload(self, sig: int) -> None:
         """Send ``sig`` to the target and every process of its tree (it has no process
-        group of Sentinel's making). Nothing if there is no target."""
-        if self.child is not None:
-            self._signal_tree(sig)
+        group of Sentinel's making). Nothing if there is no target. Processes that
+        refuse it are named as ``signal_refused`` (a ladder names its own)."""
+        if self.child is None:
+            return
+        self._refusals = {}
+        self._signal_tree(sig)
+        if self._refusals and self.state.current_kill is None:
+            self._note_refusals(None, sig, self._refusals, {})
 
     def _continue_after_term(self, tree: bool = False) -> None:
         # The ladder's SIGCONT after its SIGTERM goes where that SIGTERM went: the
@@ -341,7 +344,8 @@ class WatchGuardian(Guardian):
         """Send ``sig`` to every process of the target's tree; return the PIDs hit.
 
         The target itself is signalled through its pidfd, so a reused PID is
-        never hit; its descendants by PID, as in run mode.
+        never hit; its descendants by PID, as in run mode. A process that refuses
+        (EPERM) is added to ``_refusals`` (pid -> real UID), as in run mode.
         """
         if self.child is None:
             return []
@@ -355,13 +359,8 @@ class WatchGuardian(Guardian):
                 hit.append(pid)
             except ProcessLookupError:
                 pass
-            except PermissionError:
-                if pid not in self._signal_errors:
-                    self._signal_errors.add(pid)
-                    log.error("cannot send %s to pid %d of the target's tree: permission denied "
-                              "(it runs as another user); see the attach fix for the sidecar's "
-                              "securityContext", signal_name(sig), pid,
-                              extra={"event": "signal_error", "pid": pid})
+            except PermissionError:  # named by the caller, as in run mode (signal_refused)
+                self._refusals[pid] = real_uid(pid)
         return hit
 
 

@@ -20,7 +20,8 @@ from tests.integration.adopt import adopting, reap, reap_adopted
 
 FREEZER = Path("/sys/fs/cgroup/freezer")
 GRACE = 1.0
-GIVE_UP = 2.0  # guardian._REAP_GIVE_UP_SECONDS
+GIVE_UP = 2.0  # guardian._REAP_GIVE_UP_SECONDS: named as not confirmed yet
+BOUND = 10.0  # guardian._main_reap_bound() with this GRACE: the main process given up on
 SLACK = 2.0  # scheduling on a loaded 2-core machine
 
 
@@ -100,19 +101,30 @@ def test_frozen_main_process_is_named_with_state_and_rss_and_not_confirmed(
     assert request(str(sock), "stop", timeout=5.0).get("ok")
     stopped = time.monotonic()
 
-    wait_until(lambda: _events(s, "kill_finished"), GRACE + GIVE_UP + SLACK,
-               what=lambda: s.stderr()[-3000:])
+    # 2 s after SIGKILL: named, not confirmed yet, and still waited for.
+    first = wait_until(lambda: _events(s, "survivors"), GRACE + GIVE_UP + SLACK,
+                       what=lambda: s.stderr()[-3000:])[0]
     assert time.monotonic() - stopped <= GRACE + GIVE_UP + SLACK
+    assert "2.0s after SIGKILL; the kill is not confirmed yet" in first["msg"]
+    assert f"waits for the main process (pid {main_pid}) up to 10.0s" in first["msg"]
+    assert _events(s, "kill_finished") == [] and s.popen.poll() is None
+
+    wait_until(lambda: _events(s, "kill_finished"), GRACE + BOUND + SLACK,
+               what=lambda: s.stderr()[-3000:])
+    took = time.monotonic() - stopped
+    assert GRACE + BOUND - 0.5 <= took <= GRACE + BOUND + SLACK, took
     assert s.popen.poll() in (None, EXIT_NOT_ENDED)  # no other status was made up
 
     survivors = _events(s, "survivors")
-    assert len(survivors) == 1
-    facts = survivors[0]["survivors"]
-    assert [f["pid"] for f in facts] == [main_pid]
-    assert facts[0]["state"] == "D" and facts[0]["rss_bytes"] > 0
-    line = survivors[0]["msg"]
-    assert f"pid {main_pid} (state D uninterruptible sleep, rss " in line
-    assert "2.0s after SIGKILL" in line and "frozen cgroup" in line
+    assert len(survivors) == 2
+    for rec in survivors:
+        facts = rec["survivors"]
+        assert [f["pid"] for f in facts] == [main_pid]
+        assert facts[0]["state"] == "D" and facts[0]["rss_bytes"] > 0
+        assert f"pid {main_pid} (state D uninterruptible sleep, rss " in rec["msg"]
+        assert "frozen cgroup" in rec["msg"]
+    assert "10.0s after SIGKILL" in survivors[1]["msg"]
+    assert "not confirmed yet" not in survivors[1]["msg"]
 
     finished = _events(s, "kill_finished")
     assert len(finished) == 1
@@ -131,6 +143,45 @@ def test_frozen_main_process_is_named_with_state_and_rss_and_not_confirmed(
     wait_until(lambda: _tasks(freezer_group) == [], 10, what="the thawed task to die")
     if mode == "subreaper":
         assert reap(frozen[0]) in (128 + 15, 128 + 9)  # adopted: the pending signal ended it
+    assert descendants(s.popen.pid) == [] and zombies_of(os.getpid()) == []
+
+
+def test_main_process_that_dies_after_2s_of_sigkill_keeps_its_status_137(
+        start_sentinel, freezer_group, tmp_path, mode):
+    # A process slow to die (here: frozen, thawed 3 s after its SIGKILL; in life a big
+    # process under a CPU limit, an NFS/FUSE stall): Sentinel says at 2 s that the kill
+    # is not confirmed yet, waits on, and exits with the real status, not 71. SIGTERM is
+    # ignored (inherited across exec), so the pending fatal signal is the SIGKILL.
+    sock = tmp_path / "s.sock"
+    s = start_sentinel(["--no-metrics", "--socket", str(sock), "--log-format", "json",
+                        "--k8s-events", "off", "--grace-period", f"{GRACE}s", "--",
+                        "sh", "-c", "trap '' TERM; " + _join(freezer_group, "sleep 60")],
+                       pid1=mode == "pid1")
+    s.expect("in-group")
+    wait_until(lambda: sock.exists(), 15, what=lambda: s.stderr()[-2000:])
+    main_pid = wait_until(lambda: _events(s, "spawned"), 10, what="the spawned line")[0]["pid"]
+    _set_state(freezer_group, "FROZEN")
+    assert request(str(sock), "stop", timeout=5.0).get("ok")
+
+    wait_until(lambda: [e for e in _events(s, "signal_sent") if e["signal"] == "SIGKILL"],
+               GRACE + SLACK, what=lambda: s.stderr()[-3000:])
+    killed = time.monotonic()
+    first = wait_until(lambda: _events(s, "survivors"), GIVE_UP + SLACK,
+                       what=lambda: s.stderr()[-3000:])[0]
+    assert "not confirmed yet" in first["msg"]
+    time.sleep(max(0.0, killed + 3.0 - time.monotonic()))
+    assert s.popen.poll() is None, s.stderr()[-3000:]  # still waiting: not given up at 2 s
+    _set_state(freezer_group, "THAWED")
+
+    assert s.wait(BOUND + SLACK) == 137, s.stderr()[-3000:]
+    assert time.monotonic() - killed < BOUND
+    finished = _events(s, "kill_finished")
+    assert len(finished) == 1, s.stderr()[-3000:]
+    kill = finished[0]["kill"]
+    assert kill["signals"] == ["SIGTERM", "SIGKILL"] and kill["exit_code"] == 137
+    assert kill["confirmed"] is True and kill["survivors"] == []
+    assert "operator stop done" in finished[0]["msg"] and "exit code 137" in finished[0]["msg"]
+    assert [e["exit_code"] for e in _events(s, "exited")] == [137]
     assert descendants(s.popen.pid) == [] and zombies_of(os.getpid()) == []
 
 

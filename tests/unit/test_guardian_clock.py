@@ -103,6 +103,9 @@ class Recorder(Guardian):
     def _term_reach(self):
         return ([] if self._main_status is not None else [4242]), {}  # nobody refuses
 
+    def _reap(self) -> None:
+        pass  # nothing real to reap: the tests feed exits with _main_exited
+
 
 def make(limit=100 * MiB, start=10 * MiB, rate=100 * MiB, **settings):
     loop = FakeLoop()
@@ -274,3 +277,142 @@ def test_an_unreadable_smaps_rollup_is_no_sampling_failure():
     assert probe.errors[("smaps_rollup", "PermissionError")] > 10
     assert not g.state.sampling_failing
     assert not [e for e in seen if e.kind == "sampling_failed"]
+
+
+def _stopped_and_sigkilled(grace: float):
+    """A workload that ignores SIGTERM: stopped by the operator, SIGKILLed one grace
+    period later; returns the guardian, the loop and the exit codes ``_finish`` got."""
+    g, loop, _ = make(limit=None, rate=0.0, grace_period_seconds=grace)
+    finished: list[int] = []
+    g._finish = finished.append  # type: ignore[method-assign]
+    loop.advance(0.5)
+    g.stop()
+    loop.advance(grace)
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    return g, loop, finished
+
+
+def test_a_main_process_dying_after_2s_of_sigkill_keeps_its_real_status():
+    # A big process can take seconds to die: still there 2 s after SIGKILL it is named
+    # as not confirmed yet, and waited for; its real status (137) is Sentinel's.
+    g, loop, finished = _stopped_and_sigkilled(1.0)
+    loop.advance(3.0)
+    assert finished == [] and g.state.phase == PHASE_TERMINATING
+    kill = g.state.current_kill
+    assert kill is not None and kill.confirmed is None  # not confirmed yet, not given up
+    g._main_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
+    loop.advance(1.0)
+    assert finished == [137]
+    assert g.state.last_kill is kill and kill.exit_code == 137 and kill.confirmed is True
+    assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
+
+
+def test_a_main_process_still_there_10s_after_sigkill_ends_in_71():
+    g, loop, finished = _stopped_and_sigkilled(1.0)
+    loop.advance(9.9)
+    assert finished == []
+    loop.advance(0.2)
+    assert finished == [71]
+    kill = g.state.last_kill
+    assert kill.confirmed is False and kill.exit_code is None and g.state.current_kill is None
+
+
+def test_a_grace_period_longer_than_10s_is_the_bound_after_sigkill():
+    g, loop, finished = _stopped_and_sigkilled(15.0)
+    loop.advance(14.9)
+    assert finished == []
+    loop.advance(0.2)
+    assert finished == [71]
+
+
+def _real_signalling(monkeypatch, *, refuse: bool):
+    """A guardian with the real _signal_tree/_term_reach whose tree walk finds nothing
+    (every ``children`` read fails, as with EMFILE), and fake kill/killpg: the workload
+    (pid 4242, its group 4242) takes each signal, or with ``refuse`` gives EPERM."""
+    import os
+
+    from sentinel import guardian as guardian_module
+
+    loop = FakeLoop()
+    probe = ScriptedProbe(loop, 10 * MiB, 0.0)
+    probe.children = lambda pid: None  # type: ignore[method-assign]
+    delivered: list[tuple[str, int]] = []
+
+    def kill(pid, sig):
+        if pid != 4242:
+            raise ProcessLookupError(pid)
+        if refuse:  # kill(pid, 0) too: it checks the permission
+            raise PermissionError(pid)
+        if sig:
+            delivered.append(("pid", sig))
+
+    def killpg(pgid, sig):
+        if pgid != 4242:
+            raise ProcessLookupError(pgid)
+        if refuse:
+            raise PermissionError(pgid)
+        delivered.append(("group", sig))
+
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(os, "killpg", killpg)
+    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    s = Settings(command=("app",), workload_name="app", max_rss_bytes=None,
+                 grace_period_seconds=1.0)
+    g = Guardian(s, None, set(), loop=loop, probe=probe, clock=loop.time)  # type: ignore
+    g._reap = lambda: None  # type: ignore[method-assign]
+    finished: list[int] = []
+    g._finish = finished.append  # type: ignore[method-assign]
+    g._adopt(Child(4242, ("app",), None, loop.now, 0.0))
+    return g, loop, delivered, finished
+
+
+def test_a_killpg_that_delivered_counts_even_when_the_walk_finds_no_process(monkeypatch):
+    g, loop, delivered, finished = _real_signalling(monkeypatch, refuse=False)
+    loop.advance(0.5)
+    assert g.stop() == "SIGTERM sent; SIGKILL after the grace period"
+    kill = g.state.current_kill
+    assert kill.signals == ["SIGTERM"] and kill.reached == {"SIGTERM": [4242]}
+    loop.advance(1.0)  # the grace period: SIGKILL, recorded and counted
+    assert ("group", signal.SIGKILL) in delivered
+    assert kill.signals == ["SIGTERM", "SIGKILL"] and kill.reached["SIGKILL"] == [4242]
+    assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
+    loop.advance(1.0)
+    assert finished == [] and g.state.current_kill is kill  # no give-up at 0 s
+    g._main_exited(signal.SIGKILL)
+    loop.advance(0.1)
+    assert finished == [137] and kill.exit_code == 137 and kill.refused == {}
+
+
+def test_the_fast_give_up_needs_every_process_to_refuse_and_names_it(monkeypatch):
+    g, loop, delivered, finished = _real_signalling(monkeypatch, refuse=True)
+    loop.advance(0.5)
+    assert g.stop().startswith("SIGTERM reached no process: refused by pid 4242 (uid 0) "
+                               "(permission denied)")
+    loop.advance(1.0)  # the walk found nobody: the grace period is kept
+    assert delivered == [] and g.state.kills == {}
+    loop.advance(0.01)  # SIGKILL refused too: nothing to wait for
+    assert finished == [71]
+    assert g.state.last_kill.signals == [] and g.state.last_kill.refused == {4242: 0}
+
+
+def test_a_second_kill_after_sigkill_sends_and_counts_nothing():
+    g, loop, finished = _stopped_and_sigkilled(1.0)  # stop, then SIGKILL at the grace's end
+    killed_at = loop.now
+    loop.advance(1.5)
+    assert g.kill() == "SIGKILL already sent"
+    loop.advance(0.1)
+    assert g.kill() == "SIGKILL already sent"
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.state.current_kill.signals == ["SIGTERM", "SIGKILL"]
+    assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
+    loop.advance(killed_at + 10.05 - loop.now)  # the bound still runs from the first SIGKILL
+    assert finished == [71]
+
+
+def test_a_kill_then_a_kill_again_is_one_sigkill():
+    g, loop, _ = make(limit=None, rate=0.0)
+    loop.advance(0.5)
+    assert g.kill() == "SIGKILL sent"
+    assert g.kill() == "SIGKILL already sent"
+    assert [s for _, s in g.sent] == [signal.SIGKILL]
+    assert g.state.kills == {("operator", "SIGKILL"): 1}

@@ -1,0 +1,129 @@
+"""The watch-mode ladder (``WatchGuardian``) on an injected loop, with fake kill(2):
+a process of the target's tree that refuses (EPERM) is named one way, as in run
+mode (``signal_refused``, into ``kill.refused``, at SIGKILL too), and a ladder
+that gives up on the target leaves it watched (phase running: a new kill may start)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from sentinel import guardian as guardian_module
+from sentinel import watch as watch_module
+from sentinel.config import Settings
+from sentinel.spawn import Child
+from sentinel.state import PHASE_RUNNING, PHASE_TERMINATING, MemorySample
+from sentinel.watch import WatchGuardian
+from tests.unit.test_guardian_clock import MiB, FakeLoop
+
+TARGET, CHILD, LATE = 4242, 4243, 4244
+
+
+class TreeFake:
+    """The target's tree as the probe sees it: ``tree`` maps a PID to its children."""
+
+    root_pid = TARGET
+    include_root = True
+
+    def __init__(self, loop: FakeLoop, tree: dict[int, list[int]]) -> None:
+        self.loop, self.tree = loop, tree
+        self.errors: dict = {}
+        self.value = 10 * MiB
+
+    def children(self, pid):
+        return list(self.tree.get(pid, []))
+
+    def sample(self) -> MemorySample:
+        procs = [TARGET] + [p for kids in self.tree.values() for p in kids]
+        return MemorySample(at_mono=self.loop.now, measure_bytes=self.value,
+                            rss_bytes=self.value, processes=tuple((p, 0) for p in procs),
+                            duration_seconds=1e-5)
+
+    def close(self) -> None:
+        pass
+
+
+def _watching(monkeypatch, refusing: set[int]):
+    """A WatchGuardian attached to TARGET (tree TARGET -> CHILD), grace 1 s; kill(2)
+    is recorded, ``refusing`` PIDs give EPERM, PIDs not in the tree ESRCH."""
+    loop = FakeLoop()
+    s = Settings(mode="watch", command=(), workload_name="app", target_pid=TARGET,
+                 max_rss_bytes=None, grace_period_seconds=1.0)
+    g = WatchGuardian(s, set(), loop=loop)  # type: ignore[arg-type]
+    g.probe.close()
+    probe = TreeFake(loop, {TARGET: [CHILD]})
+    g.probe = probe  # type: ignore[assignment]
+    g._reap = lambda: None  # type: ignore[method-assign]  # nothing of ours to reap
+    sent: list[tuple[int, int]] = []
+
+    def kill(pid, sig):
+        alive = {TARGET} | {p for kids in probe.tree.values() for p in kids}
+        if pid not in alive:
+            raise ProcessLookupError(pid)
+        if pid in refusing:
+            raise PermissionError(pid)
+        if sig:
+            sent.append((pid, sig))
+
+    monkeypatch.setattr(os, "kill", kill)
+    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    monkeypatch.setattr(watch_module, "real_uid", lambda pid, proc="/proc": 0, raising=False)
+    monkeypatch.setattr(guardian_module, "process_facts", lambda pid, proc="/proc": {
+        "pid": pid, "state": "D", "uid": 0, "rss_bytes": 4096})
+    g.child = Child(TARGET, ("app",), None, loop.now, 0.0)
+    g._pidfd = None  # signalled by PID, like its descendants
+    g.state.main_pid = TARGET
+    g.state.phase = PHASE_RUNNING
+    events: list = []
+    g.listeners.append(events.append)
+    return g, loop, probe, sent, events
+
+
+def test_a_refusal_is_one_signal_refused_report_and_sigkill_refusals_are_recorded(
+        monkeypatch, caplog):
+    g, loop, probe, sent, events = _watching(monkeypatch, {CHILD, LATE})
+    caplog.set_level(logging.DEBUG, logger="sentinel")
+    g.stop()
+    kill = g.state.current_kill
+    assert kill.reached == {"SIGTERM": [TARGET]} and kill.refused == {CHILD: 0}
+    probe.tree[CHILD] = [LATE]  # a process of another user that appeared during the grace
+    loop.advance(1.0)
+    assert (TARGET, signal.SIGKILL) in sent
+    assert kill.signals == ["SIGTERM", "SIGKILL"] and kill.reached["SIGKILL"] == [TARGET]
+    assert kill.refused == {CHILD: 0, LATE: 0}  # the SIGKILL's refusal is in the record
+    refused = [e for e in events if e.kind == "signal_refused"]
+    assert [(e.fields["signal"], [r["pid"] for r in e.fields["refused"]]) for e in refused] \
+        == [("SIGTERM", [CHILD]), ("SIGKILL", [LATE])]  # each process named once
+    assert [r for r in caplog.records if getattr(r, "event", None) == "signal_error"] == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_operator_signal_that_is_refused_is_a_signal_refused_report(monkeypatch, caplog):
+    g, loop, probe, sent, events = _watching(monkeypatch, {CHILD})
+    caplog.set_level(logging.DEBUG, logger="sentinel")
+    g.send_signal(signal.SIGUSR1)
+    assert sent == [(TARGET, signal.SIGUSR1)]
+    refused = [e for e in events if e.kind == "signal_refused"]
+    assert len(refused) == 1 and refused[0].fields["refused"] == [{"pid": CHILD, "uid": 0}]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_target_given_up_on_is_still_watched_and_can_be_stopped_again(monkeypatch):
+    g, loop, probe, sent, events = _watching(monkeypatch, set())
+    g.stop()
+    loop.advance(1.0)  # SIGKILL; the fake target never dies (a frozen process)
+    loop.advance(2.0)  # named at 2 s, not confirmed yet
+    assert g.state.phase == PHASE_TERMINATING and g.state.current_kill is not None
+    loop.advance(8.1)  # 10 s after SIGKILL: given up on, not confirmed
+    assert g.state.current_kill is None and g.state.last_kill.confirmed is False
+    assert g.state.phase == PHASE_RUNNING  # still watched
+    assert g.stop() == "SIGTERM sent; SIGKILL after the grace period"  # not "already"
+    assert g.state.current_kill is not g.state.last_kill
+    # and the limit is enforced again: a sample over it starts a memory kill
+    g2, loop2, probe2, _, _ = _watching(monkeypatch, set())
+    g2.stop()
+    loop2.advance(11.2)
+    g2.state.limit_bytes = 5 * MiB
+    g2._take_sample()
+    assert g2.state.current_kill is not None and g2.state.current_kill.reason == "memory_limit"
