@@ -150,11 +150,11 @@ async def _linger(guardian: Guardian, parts: list, seconds: float) -> None:
     kill = st.last_kill
     if seconds <= 0 or st.mode != "run" or kill is None or kill.reason == REASON_SHUTDOWN:
         return  # watch mode ends only on SIGTERM/SIGINT: the kubelet is waiting
-    if guardian.shutdown_signal is not None:
+    if st.shutdown_signal is not None:
         # A SIGTERM/SIGINT came during the kill (its grace period, the leftover
         # sweep): the kubelet is waiting out terminationGracePeriodSeconds.
         log.debug("no linger: %s received during the kill; exiting now",
-                  guardian.shutdown_signal, extra={"event": "linger_skipped"})
+                  st.shutdown_signal, extra={"event": "linger_skipped"})
         return
     if st.started_wall is not None and kill.started_wall < st.started_wall:
         return  # a kill of an earlier run (--restart); this exit is not a kill's

@@ -283,6 +283,9 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     phase = str(s.get("phase"))
     if s.get("stopped"):
         phase += f", STOPPED by {s.get('stop_signal') or 'a signal'} (state T; SIGCONT resumes it)"
+    if s.get("shutdown_signal") and s.get("main_pid") is not None:
+        phase += (f", SHUTTING DOWN ({s['shutdown_signal']} forwarded; exits when the workload "
+                  "does)")
     rows.append(("phase", phase + ("" if s.get("enforcing", True)
                                    else " (enforcement PAUSED: the limit is not applied)")))
     pids = s.get("pids") or []

@@ -170,9 +170,6 @@ class Guardian:
         # signal other than SIGCHLD that arrives then goes to these listeners.
         self.linger: Callable | None = None
         self.late_signal_listeners: list[Callable] = []  # called with a kernel.SignalInfo
-        # The first SIGTERM/SIGINT Sentinel received ("SIGTERM"), or None: docker stop,
-        # pod deletion; whoever sent it is waiting for Sentinel to exit.
-        self.shutdown_signal: str | None = None
         # The workload shares Sentinel's cgroup in run mode (the container's):
         # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
@@ -338,8 +335,12 @@ class Guardian:
         sig = info.signo
         target = self._rewrite.get(sig, sig)
         name = signal_name(sig)
-        if sig in _SHUTDOWN_SIGNALS and self.shutdown_signal is None:
-            self.shutdown_signal = name  # the runtime is stopping us: no linger after this
+        if sig in _SHUTDOWN_SIGNALS and self.state.shutdown_signal is None:
+            self.state.shutdown_signal = name  # the runtime is stopping us: no linger after this
+        elif sig in _SHUTDOWN_SIGNALS and self._main_status is None and self.child is not None:
+            log.info("received %s from pid %d again: forwarding; still waiting for the workload "
+                     "to exit (it decides how long; the runtime's SIGKILL or 'sentinel kill' "
+                     "ends it)", name, info.pid, extra={"event": "shutdown"})
         if sig in _SHUTDOWN_SIGNALS and not self._shutting_down:
             self._shutting_down = True
             log.info("received %s from pid %d: forwarding, no restart; exiting when the "

@@ -364,6 +364,8 @@ def status_dict(guardian, socket_info: dict | None = None) -> dict:
         "stopped": st.stopped and live,  # the main process is in state T (SIGSTOP, SIGTSTP, ...)
         "stop_signal": st.stop_signal if live else None,
         "self_caused_signals": dict(st.self_caused_signals),  # raised by Sentinel's own writes
+        # "SIGTERM" once Sentinel was told to shut down: it exits when the workload is gone.
+        "shutdown_signal": st.shutdown_signal,
         "enforcing": st.enforcing,
         "workload": st.workload,
         "command": list(st.command),

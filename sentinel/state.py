@@ -161,6 +161,9 @@ class GuardianState:
     # Signals the kernel raised at Sentinel for its own action (SIGPIPE for a write
     # to a gone peer, SIGXFSZ, SIGXCPU), never forwarded: signal name -> count.
     self_caused_signals: dict = field(default_factory=dict)
+    # The first SIGTERM/SIGINT Sentinel received ("SIGTERM"; docker stop, pod
+    # deletion), or None: forwarded, and Sentinel exits once the workload is gone.
+    shutdown_signal: str | None = None
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

@@ -694,3 +694,33 @@ def test_reaction_to_a_limit_crossing_is_unchanged_by_hostile_clients(start_sent
     # noise on a shared 2-core machine (0.16-0.22 s seen; 0.53 s with that server).
     assert hostiles.max_sample_age < 0.35
     assert hostiles.replies > 200, "the flood did not happen: the test would prove nothing"
+
+
+def test_a_pending_shutdown_shows_in_status_and_a_repeated_signal_is_logged(start_sentinel,
+                                                                          sock_path, mode):
+    # The workload handles SIGTERM by printing it and carrying on (a slow shutdown):
+    # Sentinel forwards, waits for it, and says so instead of looking "running".
+    import signal as sig
+
+    from sentinel.client import status_text
+
+    def status():
+        reply = answers(sock_path)
+        return reply["status"] if reply else None
+
+    s = start_guarded(start_sentinel, sock_path, cmd=printer("--exit-on", "USR1=3"),
+                      pid1=(mode == "pid1"))
+    s.expect("ready")
+    assert status()["shutdown_signal"] is None
+    s.signal(sig.SIGTERM)
+    s.expect("got child SIGTERM")
+    now = wait_until(lambda: (r := status()) and r.get("shutdown_signal") and r, 10,
+                     what="shutdown_signal in status")
+    assert now["shutdown_signal"] == "SIGTERM" and now["main_pid"] is not None
+    assert "SHUTTING DOWN (SIGTERM forwarded" in status_text(now)
+    s.signal(sig.SIGTERM)
+    s.expect("got child SIGTERM")
+    wait_until(lambda: [e for e in s.logs() if e.get("event") == "shutdown"
+                        and "again" in e["msg"]], 10, what="the repeated SIGTERM logged")
+    s.signal(sig.SIGUSR1)
+    assert s.wait() == 3

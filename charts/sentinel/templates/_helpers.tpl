@@ -252,7 +252,7 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- end }}
 {{- $grace := include "sentinel.durationSeconds" .Values.sentinel.gracePeriod | float64 }}
 {{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $grace 1) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least sentinel.gracePeriod (%s) plus 1 s: on pod deletion Sentinel sends SIGTERM, waits the grace period, sends SIGKILL and then exits, and the kubelet SIGKILLs everything when terminationGracePeriodSeconds runs out" .Values.terminationGracePeriodSeconds .Values.sentinel.gracePeriod) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least sentinel.gracePeriod (%s) plus 1 s: a memory kill under way at pod deletion (SIGTERM, the grace period, SIGKILL) must finish, and be reported, before the kubelet SIGKILLs everything when terminationGracePeriodSeconds runs out" .Values.terminationGracePeriodSeconds .Values.sentinel.gracePeriod) }}
 {{- end }}
 {{- end }}
 
