@@ -924,9 +924,15 @@ class Guardian:
             kill.reached["SIGKILL"] = hit
             kill.sigkill_wall = time.time()
             self._record_kill(kill.reason, signal.SIGKILL)
-            self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) after the "
-                      f"{kill.grace_period_seconds:.1f}s grace period ({kill.reason}): "
-                      f"{_pid_list(hit)}"
+            waited, grace = self._clock() - kill.started_mono, kill.grace_period_seconds
+            if grace > 0 and waited >= grace - 0.05:
+                when = f"after the {grace:.1f}s grace period"
+            elif "SIGTERM" in kill.signals:  # an operator kill cut the grace period short
+                when = f"now, {waited:.1f}s into the {grace:.1f}s grace period"
+            else:  # a kill without a SIGTERM first, or one that no process accepted
+                when = "now"
+            self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) {when} "
+                      f"({kill.reason}): {_pid_list(hit)}"
                       + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
                          else ""),
                       logging.WARNING, signal="SIGKILL", reason=kill.reason, pids=hit,

@@ -416,3 +416,23 @@ def test_a_kill_then_a_kill_again_is_one_sigkill():
     assert g.kill() == "SIGKILL already sent"
     assert [s for _, s in g.sent] == [signal.SIGKILL]
     assert g.state.kills == {("operator", "SIGKILL"): 1}
+
+
+def test_the_sigkill_line_says_when_it_was_sent():
+    def sigkill_line(after_stop):
+        g, loop, _ = make(limit=None, rate=0.0, grace_period_seconds=3.0)
+        seen = []
+        g.listeners.append(seen.append)
+        loop.advance(0.5)
+        if after_stop is not None:
+            g.stop()
+            loop.advance(after_stop)
+        if after_stop is None or after_stop < 3.0:
+            g.kill()
+        return [e.message for e in seen if e.kind == "signal_sent"
+                and e.fields.get("signal") == "SIGKILL"][0]
+
+    assert "after the 3.0s grace period" in sigkill_line(3.5)  # the ladder's own step
+    assert "now, 0.5s into the 3.0s grace period" in sigkill_line(0.5)  # stop, then kill
+    line = sigkill_line(None)  # kill with no SIGTERM first
+    assert "process(es) now (operator)" in line and "grace" not in line
