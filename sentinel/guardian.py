@@ -681,6 +681,9 @@ class Guardian:
         how = " then ".join(kill.signals) if kill.signals else "no signal reached it"
         code = ("exit status unknown (still running)" if kill.exit_code is None
                 else f"exit code {kill.exit_code}")
+        if kill.exit_code is not None and self._exit_code != kill.exit_code \
+                and self.settings.mode == "run":
+            code += f" (Sentinel reports {self._exit_code})"  # --memory-kill-exit-code etc.
         if kill.confirmed is False:
             text = (f"{kill.reason} stop not confirmed: {how}, {code}; still there: "
                     + _pid_list([f["pid"] for f in kill.survivors]))

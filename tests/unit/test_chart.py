@@ -960,6 +960,8 @@ REJECTED = {
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
                                         "is the Sentinel container's name"),
     "wrapper without a command": (("json:workload.command=[]",), "mode: wrapper needs workload.command"),
+    "an empty word in the command": (('json:workload.command=["python", ""]',),
+                                     "at '/workload/command/1': minLength"),
     "workload on the metrics port": (('json:workload.ports=[{"name":"http","containerPort":8000}]',),
                                      "workload.ports: port 8000 is sentinel.metrics.port"),
     "sidecar workload on the metrics port": (("mode=sidecar", 'json:workload.ports=[{"containerPort":9100}]',

@@ -436,3 +436,15 @@ def test_the_sigkill_line_says_when_it_was_sent():
     assert "now, 0.5s into the 3.0s grace period" in sigkill_line(0.5)  # stop, then kill
     line = sigkill_line(None)  # kill with no SIGTERM first
     assert "process(es) now (operator)" in line and "grace" not in line
+
+
+def test_the_kill_summary_names_the_code_sentinel_reports():
+    g, loop, _ = make()  # crosses 100 MiB after about 0.9 s
+    seen = []
+    g.listeners.append(seen.append)
+    loop.advance(1.0)
+    assert g.state.current_kill is not None
+    g._main_exited(0)  # the workload's SIGTERM handler exits 0: still a failure
+    loop.advance(0.1)
+    done = [e.message for e in seen if e.kind == "kill_finished"]
+    assert done and "exit code 0 (Sentinel reports 137)" in done[0], done
