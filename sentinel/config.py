@@ -120,7 +120,7 @@ def parse_address(text: str) -> str:
 
     t = text.strip()
     if not t.startswith("["):
-        return t
+        return _check_unbracketed(t, text, _socket)
     inner, sep, rest = t[1:].partition("]")
     if sep and rest.startswith(":"):
         raise ValueError(f"{text!r} holds a port; give the address alone (e.g. [{inner}]) and "
@@ -133,6 +133,36 @@ def parse_address(text: str) -> str:
         raise ValueError(f"{text!r} is not a bracketed IPv6 address; use e.g. [::1], ::, "
                          "0.0.0.0 or a host name") from None
     return inner
+
+
+def _check_unbracketed(t: str, text: str, _socket) -> str:
+    """An address as given (IPv4, IPv6, a host name or empty for every address); a URL,
+    a host:port or a malformed IP address raises ``ValueError``, so a typo is an exit 2
+    at start-up rather than an exporter that is quietly off."""
+    fix = "give the address alone (e.g. 0.0.0.0, ::, 127.0.0.1 or a host name)"
+    if "/" in t:
+        raise ValueError(f"{text!r} looks like a URL; {fix} and the port with --metrics-port")
+    if ":" in t:
+        try:
+            _socket.inet_pton(_socket.AF_INET6, t.split("%", 1)[0])
+            return t
+        except OSError:
+            host, _, port = t.rpartition(":")
+            if port.isdigit() and host:
+                raise ValueError(f"{text!r} holds a port; {fix} and the port with "
+                                 f"--metrics-port {port}") from None
+            raise ValueError(f"{text!r} is not an IPv6 address; {fix}") from None
+    if t.replace(".", "").isdigit():
+        try:
+            _socket.inet_pton(_socket.AF_INET, t)
+        except OSError:
+            raise ValueError(f"{text!r} is not an IPv4 address; {fix}") from None
+        return t
+    labels = t.split(".") if t else []
+    if len(t) > 253 or any(not label or len(label) > 63 or not all(
+            c.isascii() and (c.isalnum() or c in "-_") for c in label) for label in labels):
+        raise ValueError(f"{text!r} is not a valid host name; {fix}")
+    return t
 
 
 def parse_positive_duration(text: str) -> float:

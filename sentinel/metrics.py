@@ -532,7 +532,7 @@ def start_exporter(guardian, settings, prebound=None) -> MetricsExporter:
     address, port = settings.metrics_address, settings.metrics_port
     collector = SentinelCollector(state, guardian=guardian)
     exporter = MetricsExporter(guardian, collector, build_registry(collector))
-    where = f"{address}:{port}"
+    where = f"[{address}]:{port}" if ":" in (address or "") else f"{address}:{port}"
     try:
         if isinstance(prebound, BaseException):
             raise prebound

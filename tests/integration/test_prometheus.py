@@ -556,18 +556,37 @@ def test_a_sigterm_during_the_kill_means_no_linger(start_sentinel, tmp_path, mod
     assert not [e for e in s.logs() if e.get("event") == "linger"]
 
 
-@pytest.mark.parametrize("address", ["x" * 300, "256.1.1.1", "::ffff:zz"])
-def test_a_metrics_address_that_cannot_be_bound_never_stops_the_workload(start_sentinel,
-                                                                       address):
-    # The port is bound before the spawn: whatever goes wrong there (an invalid host
-    # name, IPv6 off: EAFNOSUPPORT) is one warning later, never exit 70 before the spawn.
-    port = free_port()
-    s = start_sentinel(["--metrics-address", address, "--metrics-port", str(port),
-                        "--no-socket", "--termination-log", "", "--",
-                        PY, "-c", "print('ran', flush=True); raise SystemExit(3)"])
-    s.expect("ran")
-    assert s.wait() == 3
+@pytest.mark.parametrize("address,said", [
+    ("x" * 300, "is not a valid host name"), ("256.1.1.1", "is not an IPv4 address"),
+    ("::ffff:zz", "is not an IPv6 address"), ("127.0.0.1:9000", "holds a port"),
+    ("http://0.0.0.0", "looks like a URL")])
+def test_a_metrics_address_that_cannot_be_bound_is_refused_at_start(start_sentinel, address,
+                                                                   said):
+    # Refused with one line before anything starts (exit 2), never an exporter that
+    # is quietly off, never exit 70 from the bind before the spawn.
+    s = start_sentinel(["--metrics-address", address, "--no-socket", "--",
+                        PY, "-c", "print('ran', flush=True)"])
+    assert s.wait() == 2
     err = s.stderr()
-    assert "Traceback" not in err and "internal error" not in err, err
-    lines = [ln for ln in err.splitlines() if "metrics exporter off" in ln]
-    assert len(lines) == 1 and " WARNING " in lines[0], err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert said in err and "--metrics-address" in err
+    assert s.readline(1) is None  # the workload never ran
+
+
+def test_a_failing_early_bind_is_returned_not_raised(monkeypatch):
+    # socket() itself can fail before the spawn (EAFNOSUPPORT on a host booted with
+    # ipv6.disable=1, EMFILE): the exporter reports it later as one warning.
+    import _socket
+    import errno
+
+    from sentinel.config import parse_settings
+    from sentinel.entry import bind_metrics_port
+
+    settings = parse_settings("run", ["--metrics-address", "::", "--metrics-port",
+                                      str(free_port()), "--", "true"], {})
+
+    def no_ipv6(*args):
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+    monkeypatch.setattr(_socket, "socket", no_ipv6)
+    got = bind_metrics_port(settings)
+    assert isinstance(got, OSError) and got.errno == errno.EAFNOSUPPORT
