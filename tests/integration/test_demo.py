@@ -9,7 +9,6 @@ as a developer's shell might; a SENTINEL_MAX_RSS there must not change the demo.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sentinel.client import request
 from tests.conftest import PY, REPO, wait_until
 
 DEMO = REPO / "scripts" / "demo.py"
@@ -31,17 +31,8 @@ def _free_port() -> int:
 
 
 def _status(path: Path) -> dict:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        s.sendall(b"status\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+    return request(str(path), "status", timeout=5)  # the project's own client
+
 
 
 @pytest.fixture
