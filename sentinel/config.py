@@ -651,6 +651,10 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         values.setdefault("workload_name", str(values.get("target_name") or
                                                values.get("target_cmdline") or
                                                f"pid{values.get('target_pid')}"))
+    if not str(values.get("workload_name", "x")).strip():
+        raise UsageError("--workload-name: empty; Prometheus treats an empty label as absent. "
+                         "Give a name (e.g. --workload-name web), or leave it out for the "
+                         "default")
     _warn_unknown_variables(env)
     if mode == "run":
         delay = float(values.get("restart_delay_seconds",  # type: ignore[arg-type]
@@ -685,8 +689,10 @@ def _warn_unknown_variables(env) -> None:
     import difflib
 
     for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see 'sentinel run --help'"
+        # Compared without the common prefix, or every SENTINEL_X resembles something.
+        close = difflib.get_close_matches(name[len("SENTINEL_"):],
+                                          [k[len("SENTINEL_"):] for k in known], n=1, cutoff=0.7)
+        hint = f"; did you mean SENTINEL_{close[0]}?" if close else "; see 'sentinel run --help'"
         sys.stderr.write(f"sentinel: warning: {name} is not a Sentinel variable, ignored{hint}\n")
 
 

@@ -144,6 +144,23 @@ def test_unknown_variable_is_named_with_a_suggestion(capsys):
                    "did you mean SENTINEL_MAX_RSS?\n")
 
 
+
+@pytest.mark.parametrize("name", ["SENTINEL_FOO", "SENTINEL_BAR"])
+def test_an_unknown_variable_resembling_nothing_gets_no_wild_guess(capsys, name):
+    parse_settings("run", ["--", "app"], {name: "1"})
+    assert capsys.readouterr().err == (f"sentinel: warning: {name} is not a Sentinel variable, "
+                                       "ignored; see 'sentinel run --help'\n")
+
+
+@pytest.mark.parametrize("mode,argv", [("run", ["--", "app"]), ("watch", ["--target-pid", "1"])])
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_workload_name_is_refused(mode, argv, name):
+    # (An empty SENTINEL_WORKLOAD_NAME means unset, as for every variable.)
+    with pytest.raises(UsageError) as info:
+        parse_settings(mode, ["--workload-name", name, *argv], {})
+    assert str(info.value).startswith("--workload-name: empty") and info.value.exit_code == 2
+
+
 def test_relative_paths_are_resolved_before_sentinel_moves_to_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = parse_settings("run", ["--socket", "s.sock", "--kubeconfig", "a:b", "--", "app"], {})
