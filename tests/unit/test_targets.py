@@ -4,6 +4,7 @@ exe), command-line regexes, the choice among several, and never Sentinel itself.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -153,7 +154,7 @@ def test_target_pid_of_itself_or_an_ancestor_is_refused_with_the_fix():
 def test_an_ancestor_two_levels_up_is_refused():
     """As if Sentinel were a grandchild of this process (sh -> sleep): this process is
     then an ancestor two levels up, whatever this process's own place (PID 1 or not)."""
-    sh = subprocess.Popen(["sh", "-c", "sleep 60; exit 0"])
+    sh = subprocess.Popen(["sh", "-c", "sleep 60; exit 0"], start_new_session=True)
     try:
         grandchild = wait_until(lambda: (descendants(sh.pid) or [None])[0], 10,
                                 what="the sleep under sh")
@@ -164,7 +165,7 @@ def test_an_ancestor_two_levels_up_is_refused():
         with pytest.raises(targets.TargetIsSentinel, match=r"is Sentinel's parent \("):
             targets.check_target_pid(sh.pid, own_pid=grandchild)
     finally:
-        sh.kill()
+        os.killpg(sh.pid, signal.SIGKILL)  # the sleep too: it would outlive sh
         sh.wait()
 
 
