@@ -21,7 +21,7 @@ from sentinel import fdlimit, kernel
 from sentinel.config import Settings, signal_name
 from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes import CgroupProbe, TreeProbe
+from sentinel.probes import CgroupProbe, TreeProbe, status_field
 from sentinel.spawn import Child, spawn
 from sentinel.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY,
@@ -99,14 +99,7 @@ def process_facts(pid: int, proc: str = "/proc") -> dict:
 
 def real_uid(pid: int, proc: str = "/proc") -> int | None:
     """The real UID of ``pid`` (``/proc/<pid>/status``, ``Uid:`` first field), or ``None``."""
-    try:
-        with open(f"{proc}/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        pass
-    return None
+    return status_field(pid, b"Uid:", proc)
 
 
 def facts_text(facts: dict) -> str:

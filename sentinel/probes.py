@@ -60,6 +60,20 @@ def descriptor_budget(soft_limit: int | None = None) -> int:
     return max(0, min(FD_KEPT_MAX, (soft_limit - FD_RESERVE) // 2))
 
 
+def status_field(pid: int, key: bytes, proc_root: str = "/proc") -> int | None:
+    """The first number of the ``key`` line (e.g. ``b"Uid:"``, ``b"Tgid:"``) of
+    ``/proc/<pid>/status``; ``None`` when the process is gone or the line unreadable.
+    Off the sampling path: for warnings and target checks."""
+    try:
+        with open(f"{proc_root}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 def _read_once(path: str, size: int = _READ) -> bytes:
     """Open, read and close ``path`` (for files whose descriptor is not kept)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

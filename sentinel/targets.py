@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import psutil
 
 from sentinel.errors import SentinelError, UsageError
+from sentinel.probes import status_field
 
 COMM_MAX = 15  # TASK_COMM_LEN - 1
 # How well a name matches (TargetSpec.quality); 0 is no match.
@@ -164,14 +165,7 @@ class TargetIsSentinel(UsageError):
 def thread_group_id(pid: int) -> int | None:
     """``Tgid`` from ``/proc/<pid>/status``: ``pid`` for a process, its process's PID for
     a thread (whose ``/proc/<tid>`` is readable though not listed); ``None`` when gone."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return status_field(pid, b"Tgid:")
 
 
 def check_target_pid(pid: int, own_pid: int | None = None) -> None:
