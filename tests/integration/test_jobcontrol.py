@@ -27,6 +27,17 @@ def _shell():
     return sh
 
 
+def _stopped_job_then_fg(sh, child: int) -> None:
+    """After Ctrl-Z: Sentinel stopped itself, so the shell shows a stopped job and
+    prompts again, with the workload in state T; ``fg`` resumes both."""
+    sh.expect(r"Stopped")
+    sh.expect_exact("PROMPT$ ")
+    wait_until(lambda: proc_state(child) == "T", 5, what="the workload stopped")
+    sh.sendline("fg")
+    sh.expect("got child SIGCONT")
+    wait_until(lambda: proc_state(child) in ("S", "R"), 5, what="the workload running")
+
+
 def test_ctrl_z_and_fg_behave_as_in_a_shell():
     sh = _shell()
     child = None
@@ -38,13 +49,7 @@ def test_ctrl_z_and_fg_behave_as_in_a_shell():
         child = int(sh.match.group(1))
         assert int(sh.match.group(2)) == child  # its own process group, in the foreground
         sh.sendcontrol("z")  # the workload stops (default action of SIGTSTP)
-        # Sentinel stops itself so the shell sees a stopped job and prompts again.
-        sh.expect(r"Stopped")
-        sh.expect_exact("PROMPT$ ")
-        wait_until(lambda: proc_state(child) == "T", 5, what="the workload stopped")
-        sh.sendline("fg")
-        sh.expect("got child SIGCONT")
-        wait_until(lambda: proc_state(child) in ("S", "R"), 5, what="the workload running")
+        _stopped_job_then_fg(sh, child)
         # The workload owns the terminal again: Ctrl-C goes to it, not to Sentinel.
         sh.sendcontrol("c")
         sh.expect("got child SIGINT")
@@ -93,12 +98,7 @@ def test_ctrl_z_stops_the_job_when_the_workload_does_not_have_the_terminal():
         sh.expect(r"ready child (\d+) (\d+)")
         child = int(sh.match.group(1))
         sh.sendcontrol("z")
-        sh.expect(r"Stopped")
-        sh.expect_exact("PROMPT$ ")
-        wait_until(lambda: proc_state(child) == "T", 5, what="the workload stopped")
-        sh.sendline("fg")
-        sh.expect("got child SIGCONT")
-        wait_until(lambda: proc_state(child) in ("S", "R"), 5, what="the workload running")
+        _stopped_job_then_fg(sh, child)
         os.kill(child, signal.SIGUSR1)
         sh.expect_exact("PROMPT$ ")
         sh.sendline("echo status-$?")

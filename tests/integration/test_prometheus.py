@@ -414,17 +414,25 @@ def test_kills_reach_prometheus_across_container_restarts(start_sentinel, promet
     assert all(msgs and "reports are out" in msgs[-1] for msgs in lingers), lingers
 
 
-def test_the_linger_waits_for_one_more_scrape_and_keeps_the_exit_code(start_sentinel,
-                                                                      tmp_path):
+def _leak_after_a_scrape(start_sentinel, tmp_path, *, grace: str, linger: str,
+                         pid1: bool = False, leaker=()):
+    """Sentinel (limit 64Mi) whose workload starts leaking only once /metrics has been
+    scraped, so a scraper has been seen before the kill: ``(running, url)``."""
     port = free_port()
     go = tmp_path / "go"
     s = start_sentinel(sentinel_args(
-        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "30s", "--", "sh", "-c",
-        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
-        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
+        port, "--max-rss", "64Mi", "--grace-period", grace, "--linger", linger, "--", "sh",
+        "-c", f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
+              f'exec "{PY}" "{LEAKER}" --quiet --rate 200 {" ".join(leaker)}'), pid1=pid1)
     url = f"http://127.0.0.1:{port}/metrics"
     wait_until(lambda: try_get(url), 20, what="/metrics")  # a scraper has been seen
     go.touch()
+    return s, url
+
+
+def test_the_linger_waits_for_one_more_scrape_and_keeps_the_exit_code(start_sentinel,
+                                                                      tmp_path):
+    s, url = _leak_after_a_scrape(start_sentinel, tmp_path, grace="1s", linger="30s")
     wait_until(lambda: [e for e in s.logs() if e.get("event") == "linger"], 20,
                what="the linger", )
     assert s.popen.poll() is None  # still there, waiting for the scrape
@@ -447,15 +455,8 @@ def test_without_a_scraper_there_is_no_linger(start_sentinel, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_cuts_the_linger_short(start_sentinel, tmp_path, mode, sig):
-    port = free_port()
-    go = tmp_path / "go"
-    s = start_sentinel(sentinel_args(
-        port, "--max-rss", "64Mi", "--grace-period", "1s", "--linger", "60s", "--", "sh", "-c",
-        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
-        f'exec "{PY}" "{LEAKER}" --quiet --rate 200'), pid1=(mode == "pid1"))
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_until(lambda: try_get(url), 20, what="/metrics")
-    go.touch()
+    s, _ = _leak_after_a_scrape(start_sentinel, tmp_path, grace="1s", linger="60s",
+                                pid1=(mode == "pid1"))
     wait_until(lambda: [e for e in s.logs() if e.get("event") == "linger"], 20,
                what="the linger")
     assert s.popen.poll() is None
@@ -538,15 +539,8 @@ def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_pa
 def test_a_sigterm_during_the_kill_means_no_linger(start_sentinel, tmp_path, mode):
     # docker stop / pod deletion while the memory ladder's grace period runs: the
     # runtime is waiting for Sentinel, so it exits once the workload is gone.
-    port = free_port()
-    go = tmp_path / "go"
-    s = start_sentinel(sentinel_args(
-        port, "--max-rss", "64Mi", "--grace-period", "2s", "--linger", "30s", "--", "sh", "-c",
-        f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
-        f'exec "{PY}" "{LEAKER}" --quiet --rate 200 --ignore-term'), pid1=(mode == "pid1"))
-    url = f"http://127.0.0.1:{port}/metrics"
-    wait_until(lambda: try_get(url), 20, what="/metrics")  # a scraper has been seen
-    go.touch()
+    s, _ = _leak_after_a_scrape(start_sentinel, tmp_path, grace="2s", linger="30s",
+                                pid1=(mode == "pid1"), leaker=("--ignore-term",))
     wait_until(lambda: [e for e in s.logs() if e.get("event") == "limit_crossed"], 20,
                what="the memory kill")
     t0 = time.monotonic()
