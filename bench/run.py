@@ -111,7 +111,7 @@ def sample_cost(n: int, iterations: int) -> tuple[float, float]:
     """Microseconds per sample of a tree of n processes: Sentinel's probe vs psutil."""
     import psutil
 
-    from sentinel.probes import TreeProbe
+    from sentinel.probes.tree import TreeProbe
 
     root = subprocess.Popen(["sh", "-c", f"for i in $(seq {n - 1}); do sleep 3600 & done; "
                              "echo ready; wait"], stdout=subprocess.PIPE)

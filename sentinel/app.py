@@ -15,11 +15,13 @@ import os
 import signal
 import time
 
-from sentinel import __version__, fdlimit, logs
-from sentinel.config import Settings, signal_name
-from sentinel.guardian import Guardian
-from sentinel.spawn import Child
-from sentinel.state import REASON_SHUTDOWN
+from sentinel import __version__, logs
+
+from sentinel.core import fdlimit
+from sentinel.config.settings import Settings, signal_name
+from sentinel.core.guardian import Guardian
+from sentinel.core.spawn import Child
+from sentinel.core.state import REASON_SHUTDOWN
 
 log = logging.getLogger(logs.LOGGER_NAME)
 
@@ -32,7 +34,7 @@ _LINGER_POLL_SECONDS = 0.02
 
 
 def _start_state_file(guardian: Guardian, settings: Settings) -> list:
-    from sentinel import statefile  # stdlib only
+    from sentinel.exporters import statefile  # stdlib only
 
     return statefile.start(guardian, settings)
 
@@ -41,7 +43,7 @@ def _start_metrics(guardian: Guardian, settings: Settings, prebound=None) -> lis
     if not settings.metrics_port:
         guardian.state.components["metrics"] = "off: --no-metrics or --metrics-port 0"
         return []
-    from sentinel.metrics import start_exporter  # prometheus_client: after the spawn
+    from sentinel.exporters.metrics import start_exporter  # prometheus_client: after the spawn
 
     return [start_exporter(guardian, settings, prebound)]
 
@@ -50,14 +52,15 @@ def _start_socket(guardian: Guardian, settings: Settings) -> list:
     if not settings.socket_path:
         guardian.state.components["socket"] = "off: --no-socket"
         return []
-    from sentinel import ipc
+    from sentinel.control import server as ipc
 
     control = ipc.start(guardian, settings)  # None (logged, components says why) if off
     return [control] if control is not None else []
 
 
 def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
-    from sentinel import events, termlog  # stdlib only; `kubernetes` loads in events' worker
+    from sentinel.exporters import events  # stdlib only; `kubernetes` loads in events' worker
+    from sentinel.exporters import termlog
 
     return events.start(guardian, settings) + termlog.start(guardian, settings)
 
@@ -65,7 +68,7 @@ def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
 def _start_dashboard(guardian: Guardian, settings: Settings) -> list:
     if not settings.tui:
         return []
-    from sentinel.tui import start_tui  # rich: loaded by the render thread
+    from sentinel.ui.tui import start_tui  # rich: loaded by the render thread
 
     return [start_tui(guardian, settings)]
 
@@ -106,7 +109,7 @@ def serve(settings: Settings, child: Child | None, original_mask: set[int], *,
     logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
     # The workload is running with the limits Sentinel was given; from here on
     # Sentinel's own descriptors may go up to the hard limit (restarts get the
-    # given soft limit again: sentinel.fdlimit.as_given).
+    # given soft limit again: sentinel.core.fdlimit.as_given).
     fdlimit.raise_soft()
     guardian = Guardian(settings, child, original_mask, pid1=pid1, subreaper=subreaper,
                         version=__version__)

@@ -2,7 +2,7 @@
 
 ``run`` and ``watch`` are listed here for ``sentinel --help`` and hand their
 arguments to ``sentinel.entry``, whose argparse parser (one option table in
-``sentinel.config``) owns their flags: the workload must not wait for typer's
+``sentinel.config.settings``) owns their flags: the workload must not wait for typer's
 import.
 """
 
@@ -67,7 +67,7 @@ def _options(_version: bool = typer.Option(False, "--version", is_eager=True,
 
 
 # --- control socket client: status, stop, kill, signal, limit, pause, resume ---
-# Thin wrappers over sentinel.client (request, table, exit codes); the
+# Thin wrappers over sentinel.control.client (request, table, exit codes); the
 # protocol is in docs/control-socket.md.
 
 
@@ -87,7 +87,7 @@ def _timeout_opt():
 
 def _control(socket: str, command: str | None, as_json: bool, timeout: float,
              build=None) -> None:
-    from sentinel.client import cli_run
+    from sentinel.control.client import cli_run
 
     error = None
     if build is not None:
@@ -125,7 +125,7 @@ def signal_cmd(name: str = typer.Argument(..., metavar="NAME", help="TERM, SIGHU
                socket: str = _socket_opt(), as_json: bool = _json_opt(),
                timeout: float = _timeout_opt()) -> None:
     """Send one signal to the workload."""
-    from sentinel.client import signal_command
+    from sentinel.control.client import signal_command
 
     _control(socket, None, as_json, timeout, build=lambda: signal_command(name))
 
@@ -136,7 +136,7 @@ def limit_cmd(size: str = typer.Argument(None, metavar="[SIZE|none]",
               socket: str = _socket_opt(), as_json: bool = _json_opt(),
               timeout: float = _timeout_opt()) -> None:
     """Show the memory limit, or set it (same sizes as --max-rss)."""
-    from sentinel.client import limit_command
+    from sentinel.control.client import limit_command
 
     _control(socket, None, as_json, timeout, build=lambda: limit_command(size))
 
@@ -165,7 +165,7 @@ def top_cmd(
 ) -> None:
     """Live dashboard of a running Sentinel through its control socket (works over kubectl
     exec); plain status lines when stdout is not a terminal. Ctrl-C quits."""
-    from sentinel.config import die, parse_duration
+    from sentinel.config.settings import die, parse_duration
 
     try:
         period = parse_duration(interval) if interval is not None else None
@@ -173,7 +173,7 @@ def top_cmd(
         die(f"--interval: {exc}", 2)
     if period is not None and not 0.05 <= period <= 3600:
         die(f"--interval: {interval} is out of range; use 50ms to 1h, e.g. 250ms", 2)
-    from sentinel.tui import run_top
+    from sentinel.ui.tui import run_top
 
     raise typer.Exit(run_top(socket, period))
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str, code: int) -> int:
-    from sentinel.client import one_line
+    from sentinel.control.client import one_line
 
     sys.stderr.write(f"sentinel: error: {one_line(message)}\n")
     sys.stderr.flush()

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_or_watch(mode: str, args: list[str]) -> int:
-    from sentinel.config import die, is_true, parse_settings
+    from sentinel.config.settings import die, is_true, parse_settings
     from sentinel.errors import SentinelError
 
     opts = args[: args.index("--")] if "--" in args else args
@@ -33,10 +33,10 @@ def _run_or_watch(mode: str, args: list[str]) -> int:
     try:
         settings = parse_settings(mode, args)
         if mode == "watch":
-            from sentinel.spawn import block_signals
+            from sentinel.core.spawn import block_signals
 
             original_mask = block_signals()  # before the heavy imports, as in run
-            from sentinel.watch import serve_watch
+            from sentinel.core.watch import serve_watch
 
             return serve_watch(settings, original_mask)
         return _run(settings)
@@ -57,21 +57,21 @@ def _run_or_watch(mode: str, args: list[str]) -> int:
 
 
 def _run(settings) -> int:
-    from sentinel.spawn import block_signals, controlling_tty, prepare_parent, spawn
+    from sentinel.core.spawn import block_signals, controlling_tty, prepare_parent, spawn
 
     if settings.measure == "cgroup":
         _require_cgroup()
     original_mask = block_signals()
     pid1, subreaper = prepare_parent(settings.pdeathsig)  # blocked: a pdeathsig waits
     if settings.tui:  # the dashboard takes the terminal: the workload writes to --tui-log
-        from sentinel.tui import detach_output
+        from sentinel.ui.tui import detach_output
 
         detach_output(settings.tui_log)
     metrics_socket = bind_metrics_port(settings)  # before the spawn: the workload can't take it
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.
-    from sentinel.events import absolute_kubeconfig_env
+    from sentinel.exporters.events import absolute_kubeconfig_env
 
     absolute_kubeconfig_env()
     os.chdir("/")
@@ -128,7 +128,7 @@ def bind_metrics_port(settings):
 
 def _require_cgroup() -> None:
     from sentinel.errors import UsageError
-    from sentinel.probes import CgroupProbe
+    from sentinel.probes.tree import CgroupProbe
 
     if CgroupProbe.for_pid("self") is None:
         raise UsageError("--measure cgroup: no cgroup v2 memory controller for this process "

@@ -1,4 +1,4 @@
-"""``sentinel status|stop|kill|signal|limit|pause|resume`` and ``sentinel.client``
+"""``sentinel status|stop|kill|signal|limit|pause|resume`` and ``sentinel.control.client``
 against a real ``sentinel run``, and against no Sentinel at all."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentinel.cli import app
-from sentinel.client import Connection, print_status_table, request
+from sentinel.control.client import Connection, print_status_table, request
 from sentinel.errors import ControlError
 from tests.conftest import SENTINEL, clean_env, printer, wait_until
 from tests.integration.test_socket import event_logs, start_guarded

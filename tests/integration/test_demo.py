@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.client import request
+from sentinel.control.client import request
 from tests.conftest import PY, REPO, wait_until
 
 DEMO = REPO / "scripts" / "demo.py"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sentinel import events
+from sentinel.exporters import events
 from tests.conftest import PY, Running, leaker, wait_until
 from tests.fakes.apiserver import FakeApiServer
 
@@ -172,7 +172,7 @@ def test_auto_without_a_cluster_never_imports_kubernetes(tmp_path):
         assert s.wait() == 143
         err = s.stderr()
         assert "import time:" in err  # the check below can see imports at all
-        assert re.search(r"\|\s+sentinel\.events$", err, re.M)  # Events were considered ...
+        assert re.search(r"\|\s+sentinel\.exporters\.events$", err, re.M)  # Events were considered ...
         assert not re.search(r"\|\s+kubernetes\b", err)  # ... without loading the client
         assert not warnings_of(s)
         assert "Kubernetes Events" not in err
@@ -284,7 +284,7 @@ def test_operator_stop_is_a_normal_event(start_sentinel, tmp_path, api):
                        env=env_for(tmp_path, kc))
     s.expect("ready")
     wait_until(sock.exists, 10, what="the control socket")
-    from sentinel.client import request  # the control socket's client
+    from sentinel.control.client import request  # the control socket's client
 
     request(str(sock), "stop")
     assert s.wait() in (143, 128 + signal.SIGTERM)

@@ -15,7 +15,7 @@ import shlex
 import pexpect
 import pytest
 
-from sentinel.client import request
+from sentinel.control.client import request
 from tests.conftest import PY, REPO, SENTINEL, descendants, printer, proc_state, wait_until
 
 

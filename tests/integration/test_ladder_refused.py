@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.client import request
+from sentinel.control.client import request
 from sentinel.errors import EXIT_NOT_ENDED
 from tests.conftest import LEAKER, PY, Running, proc_state, require, wait_until
 from tests.integration.adopt import adopting, reap, reap_adopted

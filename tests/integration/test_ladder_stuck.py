@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.client import request
+from sentinel.control.client import request
 from sentinel.errors import EXIT_NOT_ENDED
 from tests.conftest import descendants, require, wait_until, zombies_of
 from tests.integration.adopt import adopting, reap, reap_adopted

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sentinel.client import Connection, request
+from sentinel.control.client import Connection, request
 from sentinel.errors import ControlError
 from tests.conftest import CHILDREN, PY, SENTINEL, descendants, full_pipe, wait_until
 

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 
-from sentinel.client import request
+from sentinel.control.client import request
 from sentinel.errors import ControlError
 from tests.conftest import PY, SENTINEL, descendants, printer, proc_state, wait_until
 

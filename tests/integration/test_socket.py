@@ -24,9 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.client import request
+from sentinel.control.client import request
 from sentinel.errors import ControlError
-from sentinel.ipc import ERROR_CODES, MAX_CLIENTS, MAX_LINE_BYTES
+from sentinel.control.server import ERROR_CODES, MAX_CLIENTS, MAX_LINE_BYTES
 from tests.conftest import PY, leaker, printer, require, wait_until
 
 NC = shutil.which("nc")
@@ -702,7 +702,7 @@ def test_a_pending_shutdown_shows_in_status_and_a_repeated_signal_is_logged(star
     # Sentinel forwards, waits for it, and says so instead of looking "running".
     import signal as sig
 
-    from sentinel.client import status_text
+    from sentinel.control.client import status_text
 
     def status():
         reply = answers(sock_path)

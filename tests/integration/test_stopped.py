@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 
-from sentinel.client import request
+from sentinel.control.client import request
 from tests.conftest import PY, descendants, printer, proc_state, wait_until
 
 GRACE = ["--grace-period", "30s"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.client import request
+from sentinel.control.client import request
 from sentinel.errors import ControlError
 from tests.conftest import PY, REPO, SENTINEL, descendants, leaker, wait_until
 

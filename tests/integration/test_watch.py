@@ -427,7 +427,7 @@ def test_the_age_of_a_just_started_target_is_its_real_age(start_sentinel, procs,
     import calendar
     import time
 
-    from sentinel.client import request
+    from sentinel.control.client import request
 
     marker = f"young-{uuid.uuid4().hex[:8]}"
     sock = str(tmp_path / "s.sock")

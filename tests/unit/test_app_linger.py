@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sentinel import app
-from sentinel.config import Settings
-from sentinel.guardian import Guardian
+from sentinel.config.settings import Settings
+from sentinel.core.guardian import Guardian
 
 
 @pytest.fixture

@@ -38,8 +38,8 @@ import pytest
 import yaml
 from kubernetes.config import incluster_config
 
-from sentinel import events
-from sentinel.config import OPTIONS, parse_settings, parse_size
+from sentinel.exporters import events
+from sentinel.config.settings import OPTIONS, parse_settings, parse_size
 from sentinel.errors import UsageError
 from tests.conftest import wait_until
 
@@ -750,7 +750,7 @@ def test_rbac_is_least_privilege(values):
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": "guarded"}]
-    # exactly what Sentinel's Event recorder asks for when it is refused (sentinel/events.py)
+    # exactly what Sentinel's Event recorder asks for when it is refused (sentinel/exporters/events.py)
     documented = yaml.safe_load(events.RBAC_RULE)
     assert {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]} == {(g, r, v) for g in documented["apiGroups"]

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from sentinel.config import parse_settings
+from sentinel.config.settings import parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

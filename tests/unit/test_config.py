@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from sentinel.config import (
+from sentinel.config.settings import (
     parse_duration, parse_limit, parse_rewrite, parse_settings, parse_signal, parse_size, split_command,
 )
 from sentinel.errors import UsageError

@@ -1,4 +1,4 @@
-"""The terminal dashboard's snapshot and renderer (sentinel/dashboard.py): a
+"""The terminal dashboard's snapshot and renderer (sentinel/ui/dashboard.py): a
 GuardianState in, text out. (The Grafana dashboard: tests/unit/test_grafana_dashboard.py.)
 
 Each view is rendered on a fixed 100-column ``rich`` console and asserted on
@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from sentinel import dashboard
-from sentinel.dashboard import (
+from sentinel.ui import dashboard
+from sentinel.ui.dashboard import (
     ProcessNames, StatusAdapter, format_line, fmt_duration, fmt_rate, headroom_style, render,
     snapshot, sparkline, state_line,
 )
-from sentinel.state import (
+from sentinel.core.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event,
     GuardianState, KillRecord, MemorySample,
 )
@@ -307,7 +307,7 @@ def test_process_names_reads_command_lines_and_caches_by_pid():
 
 
 def test_status_adapter_makes_do_with_a_plain_status_reply():
-    from sentinel.ipc import status_dict
+    from sentinel.control.server import status_dict
 
     st = make_state(value_mib=100, limit_mib=200)
     adapter = StatusAdapter(names=None)
@@ -330,7 +330,7 @@ def test_status_adapter_makes_do_with_a_plain_status_reply():
 
 
 def test_sentinel_top_from_a_plain_status_reply_shows_a_stopped_workload():
-    from sentinel.ipc import status_dict
+    from sentinel.control.server import status_dict
 
     st = make_state()
     st.stopped, st.stop_signal = True, "SIGSTOP"
@@ -346,7 +346,7 @@ def test_status_adapter_takes_a_dashboard_reply_as_is():
 
 
 def test_the_control_socket_serves_the_snapshot_to_top():
-    from sentinel.ipc import Dispatcher
+    from sentinel.control.server import Dispatcher
 
     st = make_state()
     st.events.append(Event("limit_crossed", "memory limit crossed: rss 201.0 MiB"))
@@ -363,7 +363,7 @@ def test_the_control_socket_serves_the_snapshot_to_top():
 
 
 def test_the_pid1_process_does_not_load_rich_for_the_socket_or_the_dashboard_modules():
-    code = ("import sys, sentinel.dashboard, sentinel.tui, sentinel.ipc; "
+    code = ("import sys, sentinel.ui.dashboard, sentinel.ui.tui, sentinel.control.server; "
             "print(sorted(m for m in ('rich', 'psutil') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

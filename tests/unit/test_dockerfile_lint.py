@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.config import Settings
+from sentinel.config.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"

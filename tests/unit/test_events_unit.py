@@ -11,11 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel import events, termlog
-from sentinel.config import parse_settings
-from sentinel.guardian import Guardian
-from sentinel.state import Event, KillRecord
-from sentinel.targets import TargetPermissionError
+from sentinel.exporters import events
+
+from sentinel.exporters import termlog
+from sentinel.config.settings import parse_settings
+from sentinel.core.guardian import Guardian
+from sentinel.core.state import Event, KillRecord
+from sentinel.core.targets import TargetPermissionError
 from tests.fakes.apiserver import FakeApiServer, validate_event
 
 POD = events.PodRef("web-1", "demo", "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001")

@@ -9,7 +9,7 @@ import sys
 
 SCRIPT = """
 import resource
-from sentinel import fdlimit
+from sentinel.core import fdlimit
 N = resource.RLIMIT_NOFILE
 assert fdlimit.raise_soft() == (1024, 1024) == resource.getrlimit(N)
 assert fdlimit.given() == (256, 1024)
@@ -31,7 +31,7 @@ def test_raise_soft_then_as_given_for_a_spawn():
 
 
 def test_as_given_changes_nothing_before_raise_soft():
-    script = ("import resource\nfrom sentinel import fdlimit\nN = resource.RLIMIT_NOFILE\n"
+    script = ("import resource\nfrom sentinel.core import fdlimit\nN = resource.RLIMIT_NOFILE\n"
               "before = resource.getrlimit(N)\nwith fdlimit.as_given():\n"
               "    assert resource.getrlimit(N) == before\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from sentinel.metrics import SentinelCollector, build_registry
+from sentinel.exporters.metrics import SentinelCollector, build_registry
 from tests.unit.test_metrics import busy_state
 
 REPO = Path(__file__).resolve().parents[2]

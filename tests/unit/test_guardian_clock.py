@@ -8,10 +8,10 @@ import signal
 
 import pytest
 
-from sentinel.config import Settings
-from sentinel.guardian import Guardian
-from sentinel.spawn import Child
-from sentinel.state import PHASE_TERMINATING, MemorySample
+from sentinel.config.settings import Settings
+from sentinel.core.guardian import Guardian
+from sentinel.core.spawn import Child
+from sentinel.core.state import PHASE_TERMINATING, MemorySample
 
 MiB = 2**20
 
@@ -218,7 +218,7 @@ def test_an_interval_below_the_4ms_floor_is_never_exceeded():
 
 
 def test_persistent_sampling_failure_is_reported_once_then_recovery():
-    from sentinel.events import record_for
+    from sentinel.exporters.events import record_for
 
     g, loop, probe = make(limit=1000 * MiB, rate=0.0)
     seen = []
@@ -331,7 +331,7 @@ def _real_signalling(monkeypatch, *, refuse: bool):
     (pid 4242, its group 4242) takes each signal, or with ``refuse`` gives EPERM."""
     import os
 
-    from sentinel import guardian as guardian_module
+    from sentinel.core import guardian as guardian_module
 
     loop = FakeLoop()
     probe = ScriptedProbe(loop, 10 * MiB, 0.0)

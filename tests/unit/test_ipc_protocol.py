@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel import ipc
-from sentinel.client import status_rows, status_text
-from sentinel.config import Settings
-from sentinel.guardian import Guardian
-from sentinel.ipc import ERROR_CODES, MAX_LINE_BYTES, AccessPolicy, Dispatcher, Peer, Session
+from sentinel.control import server as ipc
+from sentinel.control.client import status_rows, status_text
+from sentinel.config.settings import Settings
+from sentinel.core.guardian import Guardian
+from sentinel.control.server import ERROR_CODES, MAX_LINE_BYTES, AccessPolicy, Dispatcher, Peer, Session
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "control-socket.md"
 
@@ -340,7 +340,7 @@ def test_status_rows_are_single_lines_and_show_units():
 
 
 def test_signal_numbers_are_sent_as_numbers_by_the_cli_helpers():
-    from sentinel.client import limit_command, signal_command
+    from sentinel.control.client import limit_command, signal_command
 
     assert signal_command("usr1") == f"signal {int(signal.SIGUSR1)}"
     assert signal_command("36") == "signal 36"  # real-time signals have no name
@@ -351,7 +351,7 @@ def test_signal_numbers_are_sent_as_numbers_by_the_cli_helpers():
 
 
 def test_tunables_come_from_the_settings():
-    from sentinel.config import parse_settings
+    from sentinel.config.settings import parse_settings
 
     s = parse_settings("run", ["--socket-max-clients", "3", "--", "app"],
                        {"SENTINEL_SOCKET_IDLE_TIMEOUT": "250ms"})

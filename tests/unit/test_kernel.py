@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sentinel import kernel
+from sentinel.core import kernel
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_msg_nosignal_raises_nothing(sigfd):
 
 _SENT_CHECK = """
 import os, signal, subprocess, sys
-from sentinel import kernel
+from sentinel.core import kernel
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE, signal.SIGXFSZ})
 fd = kernel.open_signalfd({signal.SIGPIPE, signal.SIGXFSZ})
 subprocess.run(["kill", "-PIPE", str(os.getpid())], check=True)

@@ -4,8 +4,10 @@ SIGKILL): built from ``KillRecord.to_dict()`` and the guardian's event fields.""
 
 from __future__ import annotations
 
-from sentinel import events, termlog
-from sentinel.state import Event, KillRecord
+from sentinel.exporters import events
+
+from sentinel.exporters import termlog
+from sentinel.core.state import Event, KillRecord
 from tests.unit.test_events_unit import POD, schema_errors
 
 
@@ -60,8 +62,8 @@ def test_termination_message_when_no_signal_reached_the_workload():
 
 
 def test_process_facts_reads_state_uid_and_rss_from_a_proc_tree(tmp_path):
-    from sentinel.guardian import facts_text, process_facts
-    from sentinel.probes import PAGE_SIZE
+    from sentinel.core.guardian import facts_text, process_facts
+    from sentinel.probes.tree import PAGE_SIZE
 
     d = tmp_path / "123"
     d.mkdir()
@@ -77,7 +79,7 @@ def test_process_facts_reads_state_uid_and_rss_from_a_proc_tree(tmp_path):
 
 
 def test_status_text_shows_refused_processes_and_an_unconfirmed_stop():
-    from sentinel.client import status_rows
+    from sentinel.control.client import status_rows
 
     k = _kill(signals=["SIGTERM", "SIGKILL"], reached={"SIGTERM": [12], "SIGKILL": [12]},
               refused={13: 0}, confirmed=False, exit_code=137,

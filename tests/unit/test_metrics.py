@@ -16,14 +16,14 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_format_families
 
-from sentinel.config import Settings
-from sentinel.guardian import Guardian
+from sentinel.config.settings import Settings
+from sentinel.core.guardian import Guardian
 from sentinel.logs import LOGGER_NAME
-from sentinel.metrics import (
+from sentinel.exporters.metrics import (
     REACTION_BUCKETS, Histogram, MetricsExporter, SentinelCollector, build_registry,
     start_exporter,
 )
-from sentinel.state import (
+from sentinel.core.state import (
     PHASE_RESTARTING, PHASE_RUNNING, GuardianState, KillRecord, MemorySample,
 )
 
@@ -494,7 +494,7 @@ class _Carrier:
 
 
 def test_counters_of_earlier_containers_are_added():
-    from sentinel.statefile import Carried
+    from sentinel.exporters.statefile import Carried
 
     g = type("G", (), {})()
     g.pod_state = _Carrier(Carried(kills={("memory_limit", "SIGTERM"): 5,
@@ -520,7 +520,7 @@ def test_counters_of_earlier_containers_are_added():
 
 
 def test_event_errors_are_served_by_reason_when_events_are_on():
-    from sentinel.events import ERROR_REASONS
+    from sentinel.exporters.events import ERROR_REASONS
 
     st = make_state()
     assert not any(k[0].startswith("sentinel_k8s") for k in samples(SentinelCollector(st)))
@@ -609,7 +609,7 @@ def test_a_prebound_socket_is_served(guardian, exporters, warnings_seen):
 
 
 def test_a_scraper_long_gone_is_not_waited_for(guardian, exporters):
-    from sentinel.metrics import SCRAPER_RECENT_SECONDS
+    from sentinel.exporters.metrics import SCRAPER_RECENT_SECONDS
 
     e = start_exporter(guardian, settings_for(free_port()))
     exporters.append(e)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sentinel.probes import (
+from sentinel.probes.tree import (
     KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path,
     descriptor_budget,
 )

@@ -1,4 +1,4 @@
-"""The state file (sentinel.statefile): the pod's counters across container restarts.
+"""The state file (sentinel.exporters.statefile): the pod's counters across container restarts.
 
 Real files in a temporary directory; the counters come from a real ``GuardianState``."""
 
@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from sentinel import statefile
-from sentinel.state import REASON_MEMORY, GuardianState, KillRecord
+from sentinel.exporters import statefile
+from sentinel.core.state import REASON_MEMORY, GuardianState, KillRecord
 
 UID = "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001"
 

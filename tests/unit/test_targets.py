@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from sentinel import targets
-from sentinel.targets import Candidate, TargetSpec
+from sentinel.core import targets
+from sentinel.core.targets import Candidate, TargetSpec
 from tests.conftest import PY, descendants, wait_until
 
 

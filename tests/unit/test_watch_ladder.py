@@ -9,12 +9,12 @@ import logging
 import os
 import signal
 
-from sentinel import guardian as guardian_module
-from sentinel import watch as watch_module
-from sentinel.config import Settings
-from sentinel.spawn import Child
-from sentinel.state import PHASE_RUNNING, PHASE_TERMINATING, MemorySample
-from sentinel.watch import WatchGuardian
+from sentinel.core import guardian as guardian_module
+from sentinel.core import watch as watch_module
+from sentinel.config.settings import Settings
+from sentinel.core.spawn import Child
+from sentinel.core.state import PHASE_RUNNING, PHASE_TERMINATING, MemorySample
+from sentinel.core.watch import WatchGuardian
 from tests.unit.test_guardian_clock import MiB, FakeLoop
 
 TARGET, CHILD, LATE = 4242, 4243, 4244

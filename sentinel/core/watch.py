@@ -1,7 +1,7 @@
 """``sentinel watch``: guard a workload Sentinel did not start (sidecar mode).
 
 In a pod with ``shareProcessNamespace: true`` the sidecar sees the
-workload's processes. ``serve_watch`` waits for the target (``sentinel.targets``
+workload's processes. ``serve_watch`` waits for the target (``sentinel.core.targets``
 finds it; a poll every ``POLL_SECONDS`` with psutil), attaches to it, and then
 behaves as ``run`` does: the same sampler over the target's process tree
 (``TreeProbe`` rooted at the target, the target included), the same
@@ -43,14 +43,16 @@ import os
 import signal
 import time
 
-from sentinel import __version__, kernel, logs
-from sentinel.config import Settings, signal_name
-from sentinel.guardian import Guardian, real_uid
+from sentinel import __version__, logs
+
+from sentinel.core import kernel
+from sentinel.config.settings import Settings, signal_name
+from sentinel.core.guardian import Guardian, real_uid
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes import CgroupProbe, TreeProbe
-from sentinel.spawn import Child, block_signals
-from sentinel.state import PHASE_RUNNING, PHASE_WAITING
-from sentinel.targets import (
+from sentinel.probes.tree import CgroupProbe, TreeProbe
+from sentinel.core.spawn import Child, block_signals
+from sentinel.core.state import PHASE_RUNNING, PHASE_WAITING
+from sentinel.core.targets import (
     Candidate, TargetPermissionError, TargetSpec, age_seconds, candidate, check_signalable,
     check_target_pid, choose, own_lineage, scan,
 )
@@ -380,11 +382,11 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
     # before any thread (the metrics exporter, the Events worker) starts.
     if original_mask is None:
         original_mask = block_signals()
-    from sentinel.events import absolute_kubeconfig_env  # stdlib only
+    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
 
     absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
     os.chdir("/")
-    from sentinel import fdlimit
+    from sentinel.core import fdlimit
 
     fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
     guardian = WatchGuardian(settings, original_mask, version=__version__)

@@ -9,7 +9,7 @@ is up its own log lines go to the same file (they are also in the event
 pane). Before and after, its messages reach the terminal as usual.
 
 Drawing never runs on the guardian's loop: every 250 ms the loop takes a
-``sentinel.dashboard.snapshot`` (a fraction of a millisecond) and hands it to
+``sentinel.ui.dashboard.snapshot`` (a fraction of a millisecond) and hands it to
 a render thread, which draws it with rich ``Live`` on the alternate screen
 and is the only one to write to the terminal, so a slow or stopped terminal
 can never stall enforcement.
@@ -126,7 +126,7 @@ class LiveView:
         self.live.start()
 
     def draw(self, snap: dict, banner: str | None = None) -> None:
-        from sentinel.dashboard import render
+        from sentinel.ui.dashboard import render
 
         # The size is read from our own fd on every frame, so a resize shows
         # in the next frame; rich would ask fds 0-2, which are not ours here.
@@ -141,7 +141,7 @@ class LiveView:
             if final is not None:
                 from rich.text import Text
 
-                from sentinel.dashboard import render, state_line
+                from sentinel.ui.dashboard import render, state_line
 
                 label, detail, style = state_line(final)
                 self.console.size = os.get_terminal_size(self.fd)
@@ -167,7 +167,7 @@ class Dashboard:
     """``run --tui``: snapshots on the guardian's loop, drawing on a render thread."""
 
     def __init__(self, guardian, terminal: Terminal) -> None:
-        from sentinel.dashboard import ProcessNames
+        from sentinel.ui.dashboard import ProcessNames
 
         self.guardian = guardian
         self.terminal = terminal
@@ -215,7 +215,7 @@ class Dashboard:
         self._handle = self.guardian.loop.call_later(1 / FRAMES_PER_SECOND, self._tick)
         if not self._ready.is_set():  # the render thread is still importing rich
             return
-        from sentinel.dashboard import snapshot
+        from sentinel.ui.dashboard import snapshot
 
         t0 = time.perf_counter()
         snap = snapshot(self.guardian.state, self.names)
@@ -245,7 +245,7 @@ class Dashboard:
     def _render_loop(self) -> None:
         view = None
         try:
-            from sentinel.dashboard import load_psutil
+            from sentinel.ui.dashboard import load_psutil
 
             load_psutil()  # here, not on the loop's first snapshot (about 20 ms)
             watching = self.guardian.state.mode == "watch"
@@ -292,7 +292,7 @@ class Dashboard:
         """Called after the loop has stopped: draw the end state, restore the terminal."""
         if self._handle is not None:
             self._handle.cancel()
-        from sentinel.dashboard import snapshot
+        from sentinel.ui.dashboard import snapshot
 
         self._final = snapshot(self.guardian.state, self.names)
         self._stopping = True
@@ -352,7 +352,7 @@ class PlainStatus:
 
     def _tick(self) -> None:
         self._handle = self.guardian.loop.call_later(self.period, self._tick)
-        from sentinel.dashboard import format_line, snapshot
+        from sentinel.ui.dashboard import format_line, snapshot
 
         # format_line starts with its own timestamp; the log line has one already.
         line = format_line(snapshot(self.guardian.state)).partition(" ")[2]
@@ -394,7 +394,7 @@ class StatusSource:
     a Sentinel whose socket does not know that form gets plain ``status``."""
 
     def __init__(self, path: str) -> None:
-        from sentinel.dashboard import ProcessNames, StatusAdapter
+        from sentinel.ui.dashboard import ProcessNames, StatusAdapter
 
         self.path = path
         self.adapter = StatusAdapter(ProcessNames())
@@ -403,7 +403,7 @@ class StatusSource:
 
     def fetch(self) -> dict:
         """The next snapshot. Raises ``ControlError`` when no Sentinel answers."""
-        from sentinel.client import Connection
+        from sentinel.control.client import Connection
         from sentinel.errors import ControlError
 
         if self._conn is None:
@@ -438,7 +438,7 @@ def run_top(socket_path: str, interval: float | None = None) -> int:
     """
     import signal
 
-    from sentinel.dashboard import format_line
+    from sentinel.ui.dashboard import format_line
     from sentinel.errors import SentinelError
 
     def on_term(signum, frame):
@@ -446,7 +446,7 @@ def run_top(socket_path: str, interval: float | None = None) -> int:
 
     tui = can_draw(1)
     if tui:
-        from sentinel.dashboard import load_psutil
+        from sentinel.ui.dashboard import load_psutil
 
         load_psutil()  # before the first reply, so the first frame has command lines
     source = StatusSource(socket_path)

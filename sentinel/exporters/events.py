@@ -51,7 +51,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.state import REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.core.state import REASON_MEMORY, REASON_OPERATOR, Event
 
 log = logging.getLogger(LOGGER_NAME)
 

@@ -17,13 +17,15 @@ import signal
 import time
 from typing import Callable
 
-from sentinel import fdlimit, kernel
-from sentinel.config import Settings, signal_name
+from sentinel.core import fdlimit
+
+from sentinel.core import kernel
+from sentinel.config.settings import Settings, signal_name
 from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes import CgroupProbe, TreeProbe, status_field
-from sentinel.spawn import Child, spawn
-from sentinel.state import (
+from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field
+from sentinel.core.spawn import Child, spawn
+from sentinel.core.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY,
     REASON_OPERATOR, REASON_SHUTDOWN, Event, GuardianState, KillRecord, Listener,
 )
@@ -129,7 +131,7 @@ class Guardian:
     """Supervises one workload (``run`` mode). Create, then ``run()`` until it returns
     Sentinel's exit code.
 
-    ``child`` is the workload already spawned by ``sentinel.spawn`` before
+    ``child`` is the workload already spawned by ``sentinel.core.spawn`` before
     this module was imported; ``original_mask`` is the signal mask Sentinel was
     given (restored in each child). ``probe`` defaults to a ``TreeProbe`` of
     Sentinel's descendants; tests pass their own, and a ``loop``/``clock`` pair

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import psutil
 
 from sentinel.errors import SentinelError, UsageError
-from sentinel.probes import status_field
+from sentinel.probes.tree import status_field
 
 COMM_MAX = 15  # TASK_COMM_LEN - 1
 # How well a name matches (TargetSpec.quality); 0 is no match.

@@ -1,6 +1,6 @@
 """Starting the workload: the first thing ``sentinel run`` does after parsing.
 
-Only the standard library and ``sentinel.kernel`` are imported here, so the
+Only the standard library and ``sentinel.core.kernel`` are imported here, so the
 child runs before the monitor, exporters or dashboard are even loaded.
 """
 
@@ -48,7 +48,7 @@ def block_signals() -> set[int]:
     them from a signalfd, so none is lost or fatal between spawn and the
     main loop. Threads started later inherit the block.
     """
-    from sentinel.kernel import catchable_signals  # ctypes: a few ms, still before the spawn
+    from sentinel.core.kernel import catchable_signals  # ctypes: a few ms, still before the spawn
 
     return set(signal.pthread_sigmask(signal.SIG_BLOCK, catchable_signals()))
 
@@ -82,7 +82,7 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
     """
     import time
 
-    from sentinel import kernel
+    from sentinel.core import kernel
 
     env = os.environ if environ is None else environ
     try:
@@ -135,7 +135,7 @@ def prepare_parent(pdeathsig: int | None) -> tuple[bool, bool]:
     reap. ``pdeathsig`` is delivered to us (and forwarded) if our parent dies.
     Call it after ``block_signals``.
     """
-    from sentinel import kernel
+    from sentinel.core import kernel
 
     pid1 = os.getpid() == 1
     subreaper = False

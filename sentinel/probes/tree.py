@@ -25,7 +25,7 @@ import os
 import resource
 import time
 
-from sentinel.state import MemorySample
+from sentinel.core.state import MemorySample
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _READ = 1 << 16

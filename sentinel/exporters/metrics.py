@@ -12,7 +12,7 @@ its own ``CollectorRegistry``, so tests can build several.
 In ``sentinel run`` the port is bound before the workload is spawned
 (``sentinel.entry.bind_metrics_port``) and the listening socket is handed to
 ``start_exporter``. Counters of earlier containers of the pod come from the
-state file (``guardian.pod_state``, see ``sentinel.statefile``); served
+state file (``guardian.pod_state``, see ``sentinel.exporters.statefile``); served
 scrapes are counted for the linger after a kill (``pending_reports``).
 
 Failure never reaches the workload: a port that is taken or an address that
@@ -45,7 +45,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from sentinel.logs import LOGGER_NAME, printable
-from sentinel.state import (
+from sentinel.core.state import (
     PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event, GuardianState, MemorySample,
 )
 
@@ -107,7 +107,7 @@ class SentinelCollector(Collector):
                  sample_duration: Histogram | None = None, guardian=None) -> None:
         self.state = state
         # Parts that start after the exporter hang on the guardian, read at
-        # scrape time: ``pod_state`` (sentinel.statefile: counters of earlier
+        # scrape time: ``pod_state`` (sentinel.exporters.statefile: counters of earlier
         # containers of this pod) and ``k8s_events`` (the Events recorder).
         self.guardian = guardian
         self.reaction = reaction or Histogram(REACTION_BUCKETS)
@@ -218,7 +218,7 @@ class SentinelCollector(Collector):
 
         recorder = getattr(self.guardian, "k8s_events", None)
         if recorder is not None:
-            from sentinel.events import ERROR_REASONS  # stdlib only, loaded already
+            from sentinel.exporters.events import ERROR_REASONS  # stdlib only, loaded already
 
             event_errors = CounterMetricFamily(
                 "sentinel_k8s_event_errors", "Kubernetes Events that could not be sent, by "

@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from sentinel.client import status_text
-from sentinel.config import parse_limit, parse_signal, signal_name
+from sentinel.control.client import status_text
+from sentinel.config.settings import parse_limit, parse_signal, signal_name
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 
 log = logging.getLogger(LOGGER_NAME)
@@ -52,7 +52,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4096  # a longer line is refused and the client disconnected
 
 # Defaults of the per-client bounds; each can be overridden with the option
-# named in _TUNABLES (validated with the other settings in sentinel.config;
+# named in _TUNABLES (validated with the other settings in sentinel.config.settings;
 # documented in docs/control-socket.md).
 IDLE_TIMEOUT_SECONDS = 60.0  # no command for this long: "idle_timeout", then close
 LINE_TIMEOUT_SECONDS = 5.0  # a started line must end (newline) within this
@@ -180,7 +180,7 @@ _NO_LIMIT_WORDS = ("none", "off", "unlimited")
 class Dispatcher:
     """Turns one command line into one ``Reply`` by calling the guardian's commands.
 
-    ``guardian`` is a ``sentinel.guardian.Guardian`` (only its ``state`` and
+    ``guardian`` is a ``sentinel.core.guardian.Guardian`` (only its ``state`` and
     command methods are used). ``socket_info`` returns the server's part of
     ``status`` (path, clients). Runs on the guardian's loop.
     """
@@ -254,7 +254,7 @@ class Dispatcher:
         if args[0].lower() == "json":
             return {"status": status}
         if args[0].lower() == "dashboard":  # sentinel top: history, events, command lines
-            from sentinel import dashboard  # stdlib only; psutil loads off the loop
+            from sentinel.ui import dashboard  # stdlib only; psutil loads off the loop
 
             return {"status": status,
                     "dashboard": dashboard.snapshot(self.guardian.state, dashboard.SERVER_NAMES)}
@@ -309,7 +309,7 @@ class Dispatcher:
 def _sampling_status(guardian) -> dict:
     """Whether sampling works, and Sentinel's descriptors: its RLIMIT_NOFILE now and
     as given (the workload's), and how many the probe keeps open."""
-    from sentinel import fdlimit
+    from sentinel.core import fdlimit
 
     st = guardian.state
     (soft, hard), given = fdlimit.limits(), fdlimit.given()

@@ -22,7 +22,7 @@ import logging
 import os
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.state import REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.core.state import REASON_MEMORY, REASON_OPERATOR, Event
 
 log = logging.getLogger(LOGGER_NAME)
 

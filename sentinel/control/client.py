@@ -43,7 +43,7 @@ class _ReplyTooLarge(Exception):
 def max_reply_bytes(environ=None) -> int:
     """The longest reply this client reads: ``$SENTINEL_CLIENT_MAX_REPLY`` (a size such
     as ``32Mi``), else 8 MiB. Raises ``ValueError`` for a value that is not a size."""
-    from sentinel.config import parse_size
+    from sentinel.config.settings import parse_size
 
     raw = (os.environ if environ is None else environ).get(MAX_REPLY_ENV, "")
     if not raw.strip():
@@ -372,7 +372,7 @@ _USAGE_CODES = ("bad_argument", "unknown_command")
 
 def limit_command(size: str | None) -> str:
     """The ``limit`` line for ``sentinel limit [SIZE|none]``. Raises ``ValueError``."""
-    from sentinel.config import parse_size
+    from sentinel.config.settings import parse_size
 
     if size is None:
         return "limit"
@@ -386,7 +386,7 @@ def limit_command(size: str | None) -> str:
 
 def signal_command(name: str) -> str:
     """The ``signal`` line for ``sentinel signal NAME``. Raises ``ValueError``."""
-    from sentinel.config import parse_signal
+    from sentinel.config.settings import parse_signal
 
     try:
         return f"signal {parse_signal(name)}"

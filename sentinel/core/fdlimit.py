@@ -1,6 +1,6 @@
 """Sentinel's own file-descriptor limit (RLIMIT_NOFILE), raised for itself only.
 
-The tree probe keeps descriptors open between samples (``sentinel.probes``),
+The tree probe keeps descriptors open between samples (``sentinel.probes.tree``),
 so a workload with thousands of processes or threads could otherwise use up
 Sentinel's soft limit (1024 by default, as Docker and most distributions
 give it) and stop sampling. After the first spawn Sentinel raises its soft

@@ -97,7 +97,7 @@ def parse_limit(text: str) -> int:
 
 
 # Words that mean "no limit" for --max-rss, SENTINEL_MAX_RSS and the socket's
-# `limit` (sentinel.ipc has the same list).
+# `limit` (sentinel.control.server has the same list).
 NO_LIMIT_WORDS = ("none", "off", "unlimited")
 
 
@@ -331,7 +331,7 @@ class Settings:
     socket_path: str | None = "/tmp/sentinel.socket"  # None = no control socket
     socket_mode: int = 0o600
     socket_group: str | None = None
-    # Control-socket limits; None: sentinel.ipc's defaults (idle 60s, line 5s,
+    # Control-socket limits; None: sentinel.control.server's defaults (idle 60s, line 5s,
     # write 5s, 16 clients), documented in docs/control-socket.md.
     socket_idle_timeout_seconds: float | None = None
     socket_line_timeout_seconds: float | None = None
@@ -347,7 +347,7 @@ class Settings:
     kubeconfig: str | None = None
     termination_log: str | None = "/dev/termination-log"
     # Where the pod's counters (kills, restarts, last kill) outlive a container
-    # restart (sentinel.statefile); None: not kept. The chart passes /shared.
+    # restart (sentinel.exporters.statefile); None: not kept. The chart passes /shared.
     state_dir: str | None = None
     # After a kill, how long Sentinel may wait before exiting for its reports
     # to get out (Events posted, one more scrape). None: 5 s in a pod (POD_NAME
@@ -675,7 +675,7 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
 
 
 # Variables read elsewhere than the option table (the client commands' own, in
-# sentinel.client), so they are not reported as unknown.
+# sentinel.control.client), so they are not reported as unknown.
 EXTRA_VARIABLES = {"SENTINEL_CLIENT_MAX_REPLY"}
 
 
