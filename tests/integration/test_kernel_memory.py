@@ -281,3 +281,52 @@ def test_event_control_unavailable_names_the_reason(tmp_path):
                                      "cgroup.event_control does not exist")
     notify = wakeups.OomNotify(str(tmp_path))
     assert notify.fd == -1 and "does not exist" in notify.unavailable
+
+
+# Writes a file larger than its group's limit (its page cache is charged to the group),
+# drops it from the cache, then re-reads it through an mmap forever: page-cache thrash,
+# memory stall without harming the host (KERNEL.md recipe "PSI trigger").
+THRASHER = """
+import mmap, os, sys
+path = sys.argv[1]
+with open(path, "wb") as f:
+    for _ in range(96):
+        f.write(os.urandom(1 << 20))
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+print("ready", flush=True)
+while True:
+    for i in range(0, len(m), 4096):
+        m[i]
+"""
+
+
+def test_psi_trigger_wakes_the_loop_even_though_the_loop_poll_consumes_its_event(tmp_path):
+    # Measured here: the loop's poll of the epoll fd reports it readable, and the
+    # epoll.poll(0) after it finds nothing, because psi_trigger_poll clears the event
+    # on the first poll. Wakeups reports the trigger anyway.
+    with v1_group("memory") as mem:
+        (mem / "memory.limit_in_bytes").write_text(str(32 * MiB))
+        trigger = wakeups.PressureTrigger(stall_us=50_000, window_us=2_000_000)
+        assert trigger.unavailable is None and trigger.note is None
+        child = start_in([mem], THRASHER, str(tmp_path / "thrash.bin"))
+        try:
+            w = wakeups.Wakeups()
+            assert w.add(trigger) is None
+
+            async def main():
+                loop = asyncio.get_running_loop()
+                woke: asyncio.Future = loop.create_future()
+                w.attach(loop, lambda wake: woke.done() or woke.set_result(wake))
+                try:
+                    return await asyncio.wait_for(woke, 30)
+                finally:
+                    w.close()
+
+            wake = asyncio.run(main())
+            assert wake == wakeups.Wakeup("pressure", "/proc/pressure/memory",
+                                          "some memory stall over 0.05 s in 2 s")
+        finally:
+            trigger.close()
+            finish(child)
