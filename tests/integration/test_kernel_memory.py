@@ -5,7 +5,7 @@ waking a Wakeups epoll inside a running asyncio loop.
 
 Every group is created at the top of its hierarchy with a unique name (never inside or
 above the group this test runs in, which /proc/self/cgroup names) and removed in a
-finally (KERNEL.md recipe "Own v1 memory group").
+finally (docs/kernel.md, "Own v1 memory group").
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def test_event_control_unavailable_names_the_reason(tmp_path):
 
 # Writes a file larger than its group's limit (its page cache is charged to the group),
 # drops it from the cache, then re-reads it through an mmap forever: page-cache thrash,
-# memory stall without harming the host (KERNEL.md recipe "PSI trigger").
+# memory stall without harming the host (docs/kernel.md, "PSI trigger").
 THRASHER = """
 import mmap, os, sys
 path = sys.argv[1]

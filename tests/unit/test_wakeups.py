@@ -83,7 +83,7 @@ def test_read_pressure_parses_the_real_file():
 
 
 def test_psi_one_second_window_falls_back_to_two_seconds_and_says_so():
-    # Root here lacks CAP_SYS_RESOURCE (KERNEL.md): the kernel refuses a 1 s window.
+    # Root here lacks CAP_SYS_RESOURCE (docs/kernel.md): the kernel refuses a 1 s window.
     trigger = wakeups.PressureTrigger("/proc/pressure/memory", stall_us=150_000,
                                       window_us=1_000_000)
     try:
