@@ -40,9 +40,10 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-# Grows by 1 MiB steps (touched) up to a cap in MiB, printing each step, then waits.
+# Grows by 1 MiB steps (touched) up to a cap in MiB, at about 100 MiB/s (so a wake-up
+# delayed by a loaded machine still comes long before the cap), then waits.
 GROWER = """
-import mmap, sys
+import mmap, sys, time
 cap = int(sys.argv[1])
 chunks = []
 print("ready", flush=True)
@@ -52,7 +53,7 @@ for i in range(cap):
     for j in range(0, 1 << 20, 4096):
         m[j] = 1
     chunks.append(m)
-    print(i + 1, flush=True)
+    time.sleep(0.01)
 print("capped", flush=True)
 sys.stdin.read()
 """

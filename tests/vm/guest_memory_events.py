@@ -78,10 +78,14 @@ def setup(max_bytes: int) -> str:
     write(f"{CGROUP2}/cgroup.subtree_control", "+memory")
     group = f"{CGROUP2}/sentinel-guest-{os.getpid()}"
     os.mkdir(group)
-    write(f"{group}/memory.max", str(max_bytes))
-    for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
-        if os.path.exists(f"{group}/{name}"):
-            write(f"{group}/{name}", value)
+    try:
+        write(f"{group}/memory.max", str(max_bytes))
+        for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
+            if os.path.exists(f"{group}/{name}"):
+                write(f"{group}/{name}", value)
+    except OSError:
+        os.rmdir(group)
+        raise
     return group
 
 
