@@ -261,7 +261,8 @@ def process_mrelease(pidfd: int) -> str:
       the caller says so once, quietly, and goes on without it;
     - ``"error"``: anything else (EBADF: not a pidfd; EINTR, ENOMEM).
     """
-    result = _libc.syscall(ctypes.c_long(SYS_process_mrelease), ctypes.c_long(pidfd), ctypes.c_long(0))
+    result = _libc.syscall(ctypes.c_long(SYS_process_mrelease), ctypes.c_long(pidfd),
+                           ctypes.c_long(0))
     if result == 0:
         return MRELEASE_RELEASED
     err = ctypes.get_errno()

@@ -55,6 +55,9 @@ def classify_death(wait_status: int, sentinel_sent_sigkill: bool,
 
 def is_kernel_oom_kill(wait_status: int, sentinel_sent_sigkill: bool,
                        oom_kill_before: int | None, oom_kill_after: int | None) -> bool:
-    """``classify_death(...) == KERNEL_OOM``: a SIGKILL Sentinel did not send while ``oom_kill`` rose."""
+    """``classify_death(...) == KERNEL_OOM``.
+
+    True for a SIGKILL Sentinel did not send while ``oom_kill`` rose.
+    """
     return classify_death(wait_status, sentinel_sent_sigkill,
                           oom_kill_before, oom_kill_after) == KERNEL_OOM

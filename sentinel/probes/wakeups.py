@@ -300,7 +300,7 @@ class UsageThreshold(_EventControl):
                                             + "/cgroup.event_control", exc)
 
     def rearm(self, threshold_bytes: int) -> str | None:
-        """Register at ``threshold_bytes`` instead; an error text (the old one stays), or ``None``."""
+        """Register at ``threshold_bytes`` instead; an error text (the old stays), or ``None``."""
         try:
             new = self._register(f" {int(threshold_bytes)}")
         except OSError as exc:
@@ -321,7 +321,9 @@ class UsageThreshold(_EventControl):
 
 
 class OomNotify(_EventControl):
-    """Wake when a v1 memory group hits its limit and its OOM handling runs (``memory.oom_control``).
+    """Wake when a v1 memory group hits its limit and its OOM handling runs.
+
+    Registered on ``memory.oom_control`` through ``cgroup.event_control``.
 
     ``rose`` carries ``oom_kill`` (how many tasks the kernel killed since
     the last wake-up) read from ``memory.oom_control`` at wake-up.
