@@ -30,7 +30,8 @@ GROUPS: dict[str, int] = {
     "sentinel.probes": 1,
     "sentinel.core": 2,
     "sentinel.exporters": 3, "sentinel.control": 3, "sentinel.ui": 3,
-    "sentinel.app": 4, "sentinel.cli": 4, "sentinel.entry": 4, "sentinel.__main__": 4,
+    "sentinel.app": 4, "sentinel.cli": 4, "sentinel.entry": 4, "sentinel.launch": 4,
+    "sentinel.__main__": 4,
 }
 # Packages whose modules are groups of their own (a module is "sentinel.config.settings",
 # its group "sentinel.config"); the other names above are single modules.
@@ -125,6 +126,44 @@ def violations(root: Path, known: set = frozenset()) -> list[str]:
     return problems
 
 
+def cycles(root: Path) -> list[list[str]]:
+    """The import cycles among the modules under ``root/sentinel`` (function-level imports
+    included), each as its sorted modules: the strongly connected components of more than
+    one module (Tarjan's algorithm)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted((root / "sentinel").rglob("*.py")):
+        me = module_name(path, root)
+        graph[me] = {m for _, m in imports_of(path, root) if m != me}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v] & graph.keys()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
 def test_no_module_imports_a_higher_layer_or_a_forbidden_sibling():
     problems = violations(PACKAGE.parent, KNOWN)
     assert not problems, "layering broken:\n" + "\n".join(problems)
@@ -190,3 +229,18 @@ def test_negative_control_relative_sibling_and_unlayered_imports_are_reported(tm
         "sentinel/stray.py:1: sentinel.stray is in no layer; add it to GROUPS in "
         "tests/unit/test_layering.py (and to the README's layout)",
     ]
+
+
+def test_no_import_cycles_entry_and_cli_included():
+    """``sentinel.entry`` (the console script) imports ``sentinel.cli`` and ``sentinel.launch``;
+    ``cli`` imports ``launch``, never ``entry`` (issue 10: the entry <-> cli circle)."""
+    assert cycles(PACKAGE.parent) == []
+
+
+def test_negative_control_a_cycle_through_a_lazy_import_is_found(tmp_path):
+    root = _package(tmp_path, {
+        "sentinel/entry.py": "def main():\n    from sentinel.cli import main\n",
+        "sentinel/cli.py": "def run():\n    from sentinel import entry\n",
+        "sentinel/launch.py": "",
+    })
+    assert cycles(root) == [["sentinel.cli", "sentinel.entry"]]
