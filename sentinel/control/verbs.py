@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
-from sentinel.config.settings import parse_limit, parse_signal, signal_name
+from sentinel.config.settings import NO_LIMIT_WORDS, parse_limit, parse_signal, signal_name
 from sentinel.control.client import status_text
 from sentinel.control.protocol import (
     PROTOCOL_VERSION, CommandError, Peer, Reply, encode, error_reply, split_words,
@@ -33,8 +33,7 @@ from sentinel.logs import LOGGER_NAME, fmt_bytes
 log = logging.getLogger(LOGGER_NAME)
 
 # handler(guardian, args, socket_info) -> the reply's fields, or a raw reply (status text)
-Handler = Callable[[Any, "list[str]", "Callable[[], dict]"], Union[dict, bytes]]
-_NO_LIMIT_WORDS = ("none", "off", "unlimited")
+Handler = Callable[[Any, list, Callable[[], dict]], Union[dict, bytes]]
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def _signal(guardian, args: list[str], socket_info) -> dict:
 def _limit(guardian, args: list[str], socket_info) -> dict:
     st = guardian.state
     if args:
-        if args[0].lower() in _NO_LIMIT_WORDS:
+        if args[0].lower() in NO_LIMIT_WORDS:
             limit = None
         else:
             try:
