@@ -84,7 +84,7 @@ def start_components(guardian: Guardian, settings: Settings, metrics_socket=None
     """Start every enabled part; return the started ones (each has ``close()``).
 
     ``metrics_socket``: the metrics port bound before the spawn (or the
-    ``OSError`` binding raised), see ``sentinel.entry.bind_metrics_port``.
+    ``OSError`` binding raised), see ``sentinel.launch.bind_metrics_port``.
     A part that fails in an unexpected way (a bug) is logged on one line and
     left off; the workload is already running and must not pay for it.
     """

@@ -1,7 +1,8 @@
 """The typer app: every command but the fast path of ``run``/``watch``.
 
 ``run`` and ``watch`` are listed here for ``sentinel --help`` and hand their
-arguments to ``sentinel.entry``, whose argparse parser (one option table in
+arguments to ``sentinel.launch`` (the console script, ``sentinel.entry``, goes
+there directly), whose argparse parser (one option table in
 ``sentinel.config.settings``) owns their flags: the workload must not wait for typer's
 import.
 """
@@ -34,17 +35,17 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def run(ctx: typer.Context) -> None:
     """Run CMD under Sentinel: sentinel run [OPTIONS] -- CMD [ARGS...] (see run --help)."""
-    from sentinel.entry import main as entry_main
+    from sentinel.launch import run_or_watch  # not sentinel.entry: entry imports cli
 
-    raise typer.Exit(entry_main(["run", *ctx.args]))
+    raise typer.Exit(run_or_watch("run", ctx.args))
 
 
 @app.command(context_settings=_PASSTHROUGH, add_help_option=False)
 def watch(ctx: typer.Context) -> None:
     """Guard a workload Sentinel did not start (sidecar mode; see watch --help)."""
-    from sentinel.entry import main as entry_main
+    from sentinel.launch import run_or_watch  # not sentinel.entry: entry imports cli
 
-    raise typer.Exit(entry_main(["watch", *ctx.args]))
+    raise typer.Exit(run_or_watch("watch", ctx.args))
 
 
 @app.command()

@@ -97,7 +97,7 @@ def parse_limit(text: str) -> int:
 
 
 # Words that mean "no limit" for --max-rss, SENTINEL_MAX_RSS and the socket's
-# `limit` (sentinel.control.server has the same list).
+# `limit` verb (sentinel.control.verbs uses this list).
 NO_LIMIT_WORDS = ("none", "off", "unlimited")
 
 

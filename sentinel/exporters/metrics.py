@@ -10,7 +10,7 @@ here is registered on prometheus_client's global registry: each exporter has
 its own ``CollectorRegistry``, so tests can build several.
 
 In ``sentinel run`` the port is bound before the workload is spawned
-(``sentinel.entry.bind_metrics_port``) and the listening socket is handed to
+(``sentinel.launch.bind_metrics_port``) and the listening socket is handed to
 ``start_exporter``. Counters of earlier containers of the pod come from the
 state file (``guardian.pod_state``, see ``sentinel.exporters.statefile``); served
 scrapes are counted for the linger after a kill (``pending_reports``).
@@ -518,7 +518,7 @@ def _bind_hint(exc: OSError) -> str:
 def start_exporter(guardian, settings, prebound=None) -> MetricsExporter:
     """Serve ``/metrics`` for ``guardian`` on ``settings.metrics_address``:``metrics_port``.
 
-    ``prebound``: what ``sentinel.entry.bind_metrics_port`` made before the
+    ``prebound``: what ``sentinel.launch.bind_metrics_port`` made before the
     spawn: a listening socket to serve on, or the ``OSError`` binding raised
     (reported here, as a bind failure); ``None`` binds here.
 

@@ -16,24 +16,22 @@ psutil are imported on first use.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from collections import deque
 from typing import Any
 
 from sentinel.logs import fmt_bytes
 
+# The snapshot (the view model, JSON-ready) is served by the control socket too, so it
+# lives in sentinel.control.snapshot (control may not import ui); re-exported here.
+from sentinel.control.snapshot import (  # noqa: F401
+    HISTORY_POINTS, HISTORY_SECONDS, RATE_WINDOW_SECONDS, SERVER_NAMES, ProcessNames,
+    _downsample, _growth, _psutil, load_psutil, snapshot,
+)
+
 # Headroom thresholds for the bar and the sparkline: share of the limit used.
 WARN_FRACTION = 0.75
 DANGER_FRACTION = 0.90
-# The growth rate is a least-squares slope over this much recent history;
-# long enough to smooth chunked allocations, short enough to follow a change.
-RATE_WINDOW_SECONDS = 3.0
-# History kept in a snapshot: enough points for a full-width sparkline, few
-# enough that a status reply stays a few kilobytes.
-HISTORY_POINTS = 240
-HISTORY_SECONDS = 120.0
 SPARK = "▁▂▃▄▅▆▇█"
 # Between two samples at most this far apart the sparkline holds the first
 # value; a longer silence (no workload: restart back-off) is left blank.
@@ -46,184 +44,6 @@ SPARK_LIMIT_SCALE_FRACTION = 0.5
 # In that own-range scale the range is at least this share of the peak, so page-
 # level jitter of a steady workload stays flat instead of filling the height.
 SPARK_MIN_RANGE_FRACTION = 0.125
-
-
-_psutil_loaded = threading.Event()
-_psutil_lock = threading.Lock()
-_psutil_thread: threading.Thread | None = None
-
-
-def load_psutil() -> None:
-    """Import psutil now (about 20 ms); for a thread that may block."""
-    try:
-        import psutil  # noqa: F401
-    finally:
-        _psutil_loaded.set()
-
-
-def _psutil():
-    """psutil once imported, else None, starting the import on a helper thread: the
-    import must not stall the guardian's loop, which may be what is asking."""
-    global _psutil_thread
-    if _psutil_loaded.is_set():
-        return sys.modules.get("psutil")
-    with _psutil_lock:
-        if _psutil_thread is None:
-            _psutil_thread = threading.Thread(target=load_psutil, daemon=True,
-                                              name="sentinel-psutil-import")
-            _psutil_thread.start()
-    return None
-
-
-class ProcessNames:
-    """Command lines by PID, read with psutil on first sight, cached while the PID lives.
-
-    Only the few processes a view shows are asked for, so a tree of thousands
-    costs nothing; ``prune`` drops PIDs that left the tree (a reused PID is
-    read again once it reappears after leaving a sample). ``get`` returns
-    None until psutil has been imported (see ``_psutil``).
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[int, str] = {}
-
-    def get(self, pid: int) -> str | None:
-        name = self._cache.get(pid)
-        if name is None:
-            psutil = _psutil()
-            if psutil is None:
-                return None
-            try:
-                proc = psutil.Process(pid)
-                argv = proc.cmdline()
-            except (psutil.Error, OSError):  # gone, or another user's
-                return "?"
-            if not argv:
-                # Mid-exec (the new image's arguments are not set up yet), a
-                # zombie, or a kernel thread: show the name, ask again next time.
-                try:
-                    return f"[{proc.name()}]"
-                except (psutil.Error, OSError):
-                    return "?"
-            name = self._cache[pid] = " ".join(argv)
-        return name
-
-    def prune(self, live: set[int]) -> None:
-        for pid in [p for p in self._cache if p not in live]:
-            del self._cache[pid]
-
-
-# Command lines for the control socket's ``status dashboard``, shared by its clients.
-SERVER_NAMES = ProcessNames()
-
-
-def _growth(points: list[tuple[float, int]]) -> float | None:
-    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few."""
-    if len(points) < 3 or points[-1][0] - points[0][0] < 0.5:
-        return None
-    n = len(points)
-    t0 = points[0][0]
-    mean_t = sum(t - t0 for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var = sum((t - t0 - mean_t) ** 2 for t, _ in points)
-    if var <= 0:
-        return None
-    return sum((t - t0 - mean_t) * (v - mean_v) for t, v in points) / var
-
-
-def _downsample(points: list[tuple[float, int]], n: int) -> list[list]:
-    """At most ``n`` points: the highest value in each of ``n`` equal time slices."""
-    if len(points) <= n:
-        return [[round(t, 3), v] for t, v in points]
-    t0, t1 = points[0][0], points[-1][0]
-    span = (t1 - t0) or 1.0
-    buckets: dict[int, tuple[float, int]] = {}
-    for t, v in points:
-        i = min(n - 1, int((t - t0) / span * n))
-        if i not in buckets or v > buckets[i][1]:
-            buckets[i] = (t, v)
-    return [[round(t, 3), v] for t, v in (buckets[i] for i in sorted(buckets))]
-
-
-def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 20,
-             max_events: int = 30, now_wall: float | None = None,
-             now_mono: float | None = None) -> dict[str, Any]:
-    """The dashboard's view of a ``GuardianState`` as a JSON-ready dict.
-
-    Call it on the guardian's loop (it reads live state). Costs a pass over
-    ``state.history`` (at most 600 entries) and, with ``names``, a psutil read
-    for each PID shown for the first time. Relative times (uptime, grace
-    left) are computed here, so a remote viewer needs no clock of its own.
-    Keys: see docs/dashboard.md.
-    """
-    now_wall = time.time() if now_wall is None else now_wall
-    now_mono = time.monotonic() if now_mono is None else now_mono
-    sample = state.last_sample
-    history = [(t, v) for t, v in state.history if t >= now_wall - HISTORY_SECONDS]
-    this_run = [(t, v) for t, v in history if state.started_wall is None or t >= state.started_wall]
-    recent = [(t, v) for t, v in this_run if t >= now_wall - RATE_WINDOW_SECONDS]
-    growth = _growth(recent) if state.main_pid is not None else None
-    measure_bytes = sample.measure_bytes if sample is not None and state.main_pid else None
-    limit = state.limit_bytes
-    seconds_to_limit = None
-    if growth and growth > 0 and limit is not None and measure_bytes is not None \
-            and measure_bytes < limit:
-        seconds_to_limit = (limit - measure_bytes) / growth
-    tail = this_run[-50:]
-    gaps = [b[0] - a[0] for a, b in zip(tail, tail[1:])]
-
-    processes: list[dict] = []
-    process_count = 0
-    total_rss = 0
-    if sample is not None and state.main_pid is not None:
-        process_count = len(sample.processes)
-        total_rss = sample.rss_bytes
-        shown = sorted(sample.processes, key=lambda p: -p[1])[:max_processes]
-        for pid, rss in shown:
-            processes.append({"pid": pid, "rss_bytes": rss,
-                              "command": names.get(pid) if names else None})
-        if names is not None:
-            names.prune(set(sample.pids))
-
-    grace_left = None
-    if state.grace_deadline_mono is not None:
-        grace_left = max(0.0, state.grace_deadline_mono - now_mono)
-    events = [{"at": e.at_wall, "kind": e.kind, "message": e.message}
-              for e in list(state.events)[-max_events:]]
-    return {
-        "version": state.version,
-        "mode": state.mode,
-        "workload": state.workload,
-        "command": list(state.command),
-        "time": now_wall,
-        "phase": state.phase,
-        "stopped": state.stopped and state.main_pid is not None,
-        "stop_signal": state.stop_signal,
-        "enforcing": state.enforcing,
-        "main_pid": state.main_pid,
-        "started": state.started_wall,
-        "sentinel_started": state.sentinel_started_wall,
-        "measure": state.measure,
-        "measure_bytes": measure_bytes,
-        "rss_bytes": total_rss if sample is not None and state.main_pid else None,
-        "limit_bytes": limit,
-        "growth_bytes_per_second": growth,
-        "seconds_to_limit": seconds_to_limit,
-        "interval_seconds": state.interval_seconds,
-        "sample_gap_max_seconds": max(gaps) if gaps else None,
-        "process_count": process_count,
-        "processes": processes,
-        "history": _downsample(history, HISTORY_POINTS),
-        "grace_period_seconds": state.grace_period_seconds,
-        "grace_remaining_seconds": grace_left,
-        "current_kill": state.current_kill.to_dict() if state.current_kill else None,
-        "last_kill": state.last_kill.to_dict() if state.last_kill else None,
-        "last_exit_code": state.last_exit_code,
-        "kills_total": state.kills_total(),
-        "restarts": state.restarts,
-        "components": dict(state.components),
-        "events": events,
-    }
 
 
 # Keys a control-socket ``status`` object shares with a snapshot, same meaning.

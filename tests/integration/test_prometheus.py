@@ -574,7 +574,7 @@ def test_a_failing_early_bind_is_returned_not_raised(monkeypatch):
     import errno
 
     from sentinel.config.settings import parse_settings
-    from sentinel.entry import bind_metrics_port
+    from sentinel.launch import bind_metrics_port
 
     settings = parse_settings("run", ["--metrics-address", "::", "--metrics-port",
                                       str(free_port()), "--", "true"], {})

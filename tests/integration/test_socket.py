@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from sentinel.control.client import request
 from sentinel.errors import ControlError
-from sentinel.control.server import ERROR_CODES, MAX_CLIENTS, MAX_LINE_BYTES
+from sentinel.control.protocol import ERROR_CODES, MAX_LINE_BYTES
+from sentinel.control.server import MAX_CLIENTS
 from tests.conftest import PY, leaker, printer, require, wait_until
 
 NC = shutil.which("nc")

@@ -750,7 +750,7 @@ def test_rbac_is_least_privilege(values):
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": "guarded"}]
-    # exactly what Sentinel's Event recorder asks for when it is refused (sentinel/exporters/events.py)
+    # exactly what Sentinel's Event recorder asks for when it is refused (sentinel/exporters/k8s.py)
     documented = yaml.safe_load(events.RBAC_RULE)
     assert {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]} == {(g, r, v) for g in documented["apiGroups"]

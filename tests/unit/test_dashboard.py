@@ -307,7 +307,7 @@ def test_process_names_reads_command_lines_and_caches_by_pid():
 
 
 def test_status_adapter_makes_do_with_a_plain_status_reply():
-    from sentinel.control.server import status_dict
+    from sentinel.control.verbs import status_dict
 
     st = make_state(value_mib=100, limit_mib=200)
     adapter = StatusAdapter(names=None)
@@ -330,7 +330,7 @@ def test_status_adapter_makes_do_with_a_plain_status_reply():
 
 
 def test_sentinel_top_from_a_plain_status_reply_shows_a_stopped_workload():
-    from sentinel.control.server import status_dict
+    from sentinel.control.verbs import status_dict
 
     st = make_state()
     st.stopped, st.stop_signal = True, "SIGSTOP"
@@ -346,7 +346,7 @@ def test_status_adapter_takes_a_dashboard_reply_as_is():
 
 
 def test_the_control_socket_serves_the_snapshot_to_top():
-    from sentinel.control.server import Dispatcher
+    from sentinel.control.verbs import Dispatcher
 
     st = make_state()
     st.events.append(Event("limit_crossed", "memory limit crossed: rss 201.0 MiB"))

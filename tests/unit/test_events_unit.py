@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.exporters import events
+from sentinel.exporters import events, k8s
 
 from sentinel.exporters import termlog
 from sentinel.config.settings import parse_settings
@@ -177,7 +177,7 @@ def test_cluster_precedence_kubeconfig_then_service_account_then_home(tmp_path, 
     sa.mkdir()
     (sa / "token").write_text("t")
     (sa / "namespace").write_text("team-a\n")
-    monkeypatch.setattr(events, "SA_DIR", str(sa))
+    monkeypatch.setattr(k8s, "SA_DIR", str(sa))  # discovery lives in exporters.k8s
     home = tmp_path / "home"
     (home / ".kube").mkdir(parents=True)
     (home / ".kube" / "config").write_text("{}")
@@ -277,7 +277,7 @@ def test_an_unreadable_kubeconfig_is_a_problem(tmp_path, monkeypatch):
     def refuse(path, *a, **kw):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(events, "open", refuse, raising=False)
+    monkeypatch.setattr(k8s, "open", refuse, raising=False)
     got = events.kubeconfig_problem(str(tmp_path / "kc"))
     assert got.startswith("cannot be read by user ") and "permission denied" in got
 

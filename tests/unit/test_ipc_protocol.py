@@ -5,6 +5,7 @@ text rendering, and the documented error-code table."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -15,11 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sentinel.control import protocol, verbs
 from sentinel.control import server as ipc
 from sentinel.control.client import status_rows, status_text
 from sentinel.config.settings import Settings
 from sentinel.core.guardian import Guardian
-from sentinel.control.server import ERROR_CODES, MAX_LINE_BYTES, AccessPolicy, Dispatcher, Peer, Session
+from sentinel.control.protocol import ERROR_CODES, MAX_LINE_BYTES, Peer, Session
+from sentinel.control.server import AccessPolicy
+from sentinel.control.verbs import Dispatcher
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "control-socket.md"
 
@@ -139,8 +143,8 @@ def test_pause_resume_flip_enforcing(fresh):
 
 def test_help_lists_every_verb(fresh):
     obj = reply_of(fresh, b"help")
-    assert [c["name"] for c in obj["commands"]] == list(ipc.VERBS)
-    assert obj["protocol"] == ipc.PROTOCOL_VERSION
+    assert [c["name"] for c in obj["commands"]] == list(verbs.VERBS)
+    assert obj["protocol"] == protocol.PROTOCOL_VERSION
 
 
 def test_status_text_is_lines_then_one_empty_line(fresh):
@@ -165,10 +169,11 @@ def test_status_dashboard_form_for_top(fresh):
 
 
 def test_internal_errors_become_a_reply(fresh, monkeypatch):
-    def broken(self, args):
+    def broken(guardian, args, socket_info):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(Dispatcher, "_help", broken)
+    monkeypatch.setitem(verbs.VERBS, "help", dataclasses.replace(verbs.VERBS["help"],
+                                                                  handler=broken))
     obj = reply_of(fresh, b"help")
     assert obj["error"]["code"] == "internal" and "Traceback" not in obj["error"]["message"]
 
@@ -308,7 +313,7 @@ def test_error_code_table_in_docs_matches_the_code():
 
 def test_every_verb_is_documented():
     doc = DOC.read_text()
-    for verb in ipc.VERBS:
+    for verb in verbs.VERBS:
         assert f"| `{verb}" in doc, verb
 
 

@@ -582,7 +582,7 @@ def test_the_scrape_failure_warning_is_one_line(guardian, exporters, warnings_se
 
 
 def test_a_prebound_socket_is_served(guardian, exporters, warnings_seen):
-    from sentinel.entry import bind_metrics_port
+    from sentinel.launch import bind_metrics_port
 
     port = free_port()
     sock = bind_metrics_port(settings_for(port))

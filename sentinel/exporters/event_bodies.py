@@ -1,0 +1,240 @@
+"""Kubernetes Event bodies: which guardian events are reported, and as what. Pure.
+
+``record_for(event, workload)`` turns a guardian ``Event`` into a ``Record``
+(type ``Normal``/``Warning``, a stable UpperCamelCase reason, the action, a
+note of at most 1024 bytes) or ``None``; ``events_v1_body`` and
+``core_v1_body`` make the API object about a pod (``regarding`` /
+``involvedObject``); ``event_name`` names it as client-go does. No I/O, no
+``kubernetes`` import: bodies are plain dicts (the client's models drop the
+six fractional digits a ``MicroTime`` needs, kubernetes-client/python#730).
+The limits are the API server's (k8s.io/kubernetes
+pkg/apis/core/validation/events.go).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from sentinel.core.state import REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.logs import fmt_bytes
+
+# A domain-qualified name, as the API requires of reportingController.
+REPORTING_CONTROLLER = "sentinel.dev/guardian"
+# Limits the API server enforces (k8s.io/kubernetes pkg/apis/core/validation/events.go).
+NOTE_MAX_BYTES = 1024
+REASON_MAX = ACTION_MAX = REPORTING_INSTANCE_MAX = 128
+NAME_MAX = 253
+# client-go's tools/events keeps a series open this long after its last
+# observation (finishTime = 6 minutes); a repeat after that starts a new Event.
+SERIES_WINDOW_SECONDS = 360.0
+
+# Event reasons: stable UpperCamelCase words.
+EVENT_MEMORY = "MemoryLimitExceeded"
+EVENT_OPERATOR_STOP = "OperatorStop"
+EVENT_OPERATOR_KILL = "OperatorKill"
+EVENT_TARGET_NOT_SIGNALABLE = "TargetNotSignalable"
+EVENT_SIGNAL_REFUSED = "SignalRefused"  # a process of the workload refused a ladder signal
+EVENT_SAMPLING_FAILED = "SamplingFailed"
+
+API_EVENTS_V1 = "events.k8s.io/v1"
+API_CORE_V1 = "v1"
+# Where each API version's Events are created (POST) and patched (PATCH .../<name>).
+EVENT_PATHS = {API_EVENTS_V1: "/apis/events.k8s.io/v1/namespaces/{ns}/events",
+               API_CORE_V1: "/api/v1/namespaces/{ns}/events"}
+PATCH_CONTENT_TYPE = "application/strategic-merge-patch+json"
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """The pod Events are about (``regarding``)."""
+
+    name: str
+    namespace: str
+    uid: str | None = None
+
+    def reference(self) -> dict:
+        ref = {"apiVersion": "v1", "kind": "Pod", "name": self.name,
+               "namespace": self.namespace}
+        if self.uid:
+            ref["uid"] = self.uid
+        return ref
+
+
+def micro_time(wall: float) -> str:
+    """A ``MicroTime``: RFC 3339 with exactly six fractional digits, in UTC.
+
+    The API server parses it with Go's ``2006-01-02T15:04:05.000000Z07:00``,
+    which needs all six digits. (The Python client's own models serialize
+    datetimes with ``isoformat()``, which drops them when the microseconds
+    are zero; kubernetes-client/python#730. So bodies are sent as dicts.)
+    """
+    sec = int(wall)
+    micro = int(round((wall - sec) * 1e6))
+    if micro >= 1_000_000:
+        sec, micro = sec + 1, micro - 1_000_000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{micro:06d}Z"
+
+
+def rfc3339(wall: float) -> str:
+    """A ``Time`` (seconds precision), for the core v1 API's timestamps."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(wall)))
+
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+# NameIsDNSSubdomain (k8s.io/apimachinery pkg/util/validation: IsDNS1123Subdomain).
+_DNS_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+
+
+def is_dns_subdomain(name: str) -> bool:
+    """Whether the API server accepts ``name`` as an object name: a lowercase RFC 1123
+    subdomain of at most 253 characters."""
+    return len(name) <= NAME_MAX and _DNS_SUBDOMAIN.match(name) is not None
+
+
+def event_name(pod_name: str, wall: float, bump: int = 0) -> str:
+    """``<pod>.<unix nanoseconds in hex>``, as client-go names Events; always a valid name.
+
+    A long pod name is cut to fit 253 characters; a cut that ends in ``-`` or
+    ``.`` is trimmed back to a letter or digit (a DNS label may not end so).
+    When that still is not a valid name, a random UUID is the name, as
+    client-go's ``GenerateEventName`` falls back (kubernetes#127594).
+    ``bump`` adds nanoseconds: the next name to try when one is taken (409).
+    """
+    suffix = f".{int(wall * 1e9) + bump:x}"
+    name = pod_name[: NAME_MAX - len(suffix)].rstrip("-.") + suffix
+    return name if is_dns_subdomain(name) else str(uuid.uuid4())
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes (the API counts bytes), marked with "…"."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    ellipsis = "…".encode()
+    return data[: max_bytes - len(ellipsis)].decode(errors="ignore") + "…"
+
+
+def _pids_text(pids, shown: int = 20) -> str:
+    pids = list(pids or [])
+    text = ", ".join(map(str, pids[:shown]))
+    if len(pids) > shown:
+        text += f" and {len(pids) - shown} more"
+    return text or "none"
+
+
+def _size(n) -> str:
+    return "n/a" if n is None else f"{fmt_bytes(n)} ({n} bytes)"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What to report: an Event minus the pod and the API version."""
+
+    type: str  # "Normal" or "Warning"
+    reason: str  # UpperCamelCase, at most 128 characters
+    action: str  # machine-readable, e.g. "SIGTERM", at most 128 characters
+    note: str  # human-readable, at most NOTE_MAX_BYTES bytes
+    at_wall: float
+
+
+def record_for(event: Event, workload: str) -> Record | None:
+    """The ``Record`` for a guardian ``Event``, or ``None`` if it is not reported.
+
+    ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL),
+    ``attach_failed`` (watch mode: a target Sentinel may not signal) and
+    ``sampling_failed`` (Warning ``SamplingFailed``: sampling fails persistently) are
+    reported; everything else is not. Memory kills are ``Warning``s, operator
+    stops ``Normal``; a SIGKILL after an ignored SIGTERM is always a ``Warning``.
+    """
+    f = event.fields
+    if event.kind == "attach_failed":
+        return Record("Warning", EVENT_TARGET_NOT_SIGNALABLE, "Attach",
+                      truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind == "signal_refused":  # EPERM: named, never claimed as a kill
+        return Record("Warning", EVENT_SIGNAL_REFUSED, f.get("signal") or "Signal",
+                      truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind == "sampling_failed":  # the limit may not be enforced: never quietly
+        return Record("Warning", EVENT_SAMPLING_FAILED, "Sample",
+                      truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind != "signal_sent":
+        return None
+    kill = f.get("kill") or {}
+    reason = f.get("reason") or kill.get("reason")
+    sig = f.get("signal") or "SIGTERM"
+    signals = kill.get("signals") or [sig]
+    grace = kill.get("grace_period_seconds") or 0.0
+    # The PIDs this signal reached (``pids``); older events carry only the kill's.
+    pids = f.get("pids") if f.get("pids") is not None else kill.get("pids")
+    refused = f.get("refused") or []
+    measure = kill.get("measure") or "rss"
+    numbers = (f"{measure} {_size(kill.get('value_bytes'))}, limit "
+               f"{_size(kill.get('limit_bytes'))}")
+    if reason == REASON_MEMORY:
+        ev_reason, why = EVENT_MEMORY, f"Memory limit exceeded: {numbers}."
+    elif reason == REASON_OPERATOR:
+        ev_reason = EVENT_OPERATOR_KILL if signals[0] == "SIGKILL" else EVENT_OPERATOR_STOP
+        why = f"Operator requested a {'kill' if signals[0] == 'SIGKILL' else 'stop'} " \
+              f"({numbers})."
+    else:
+        return None  # Sentinel's own shutdown: the kubelet records that itself
+    if sig == "SIGTERM":
+        what = (f"Sent SIGTERM to workload {workload!r} (pids {_pids_text(pids)}); SIGKILL "
+                f"after the {grace:.1f}s grace period unless it exits.")
+        reaction = f.get("reaction_seconds")
+        if reaction is not None:
+            what += f" Reaction {reaction * 1000:.0f} ms after the crossing."
+        ev_type = "Warning" if reason == REASON_MEMORY else "Normal"
+    else:
+        if "SIGTERM" in signals:
+            what = (f"Sent SIGKILL to workload {workload!r} (pids {_pids_text(pids)}): it was "
+                    f"still running {grace:.1f}s after SIGTERM.")
+            ev_type = "Warning"
+        else:
+            what = f"Sent SIGKILL to workload {workload!r} (pids {_pids_text(pids)}), no grace."
+            ev_type = "Warning" if reason == REASON_MEMORY else "Normal"
+    if refused:
+        what += (f" Not sent to pids {_pids_text([r['pid'] for r in refused])} (uid "
+                 f"{_pids_text(sorted({str(r['uid']) for r in refused}))}): permission denied.")
+    return Record(ev_type, ev_reason, sig, truncate_utf8(f"{why} {what}", NOTE_MAX_BYTES),
+                  event.at_wall)
+
+
+def events_v1_body(rec: Record, pod: PodRef, name: str) -> dict:
+    """An ``events.k8s.io/v1`` Event for ``rec`` about ``pod``."""
+    return {
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": pod.namespace},
+        "eventTime": micro_time(rec.at_wall),
+        "type": rec.type, "reason": rec.reason[:REASON_MAX], "action": rec.action[:ACTION_MAX],
+        "note": rec.note,
+        "regarding": pod.reference(),
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": pod.name[:REPORTING_INSTANCE_MAX],
+    }
+
+
+def core_v1_body(rec: Record, pod: PodRef, name: str) -> dict:
+    """The same as a core ``v1`` Event (the fallback): count and timestamps instead of series."""
+    ts = rfc3339(rec.at_wall)
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": pod.namespace},
+        "involvedObject": pod.reference(),
+        "type": rec.type, "reason": rec.reason[:REASON_MAX], "message": rec.note,
+        "action": rec.action[:ACTION_MAX],
+        "source": {"component": "sentinel"},
+        "reportingComponent": REPORTING_CONTROLLER,
+        "reportingInstance": pod.name[:REPORTING_INSTANCE_MAX],
+        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+    }
+
+
+def series_patch(api_version: str, count: int, at_wall: float) -> dict:
+    """The PATCH that bumps an Event's series to ``count``, last observed at ``at_wall``:
+    ``series`` for ``events.k8s.io/v1``, ``count``/``lastTimestamp`` for core v1."""
+    if api_version == API_EVENTS_V1:
+        return {"series": {"count": count, "lastObservedTime": micro_time(at_wall)}}
+    return {"count": count, "lastTimestamp": rfc3339(at_wall)}
