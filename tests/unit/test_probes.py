@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 from sentinel.probes.tree import (
-    KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path,
-    descriptor_budget,
+    KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, TreeProbe, descriptor_budget,
 )
 from tests.conftest import proc_state, wait_until
 
@@ -148,42 +147,6 @@ def test_real_pss_and_uss_are_read():
     sample = probe.sample()
     assert sample.pss_bytes and sample.uss_bytes and probe.errors == {}
     assert sample.uss_bytes <= sample.pss_bytes <= sample.rss_bytes
-
-
-def _cgroup_fixture(tmp_path: Path, max_text: str) -> Path:
-    proc = tmp_path / "proc"
-    (proc / "self").mkdir(parents=True)
-    (proc / "42").mkdir()
-    cg_root = tmp_path / "cgroup"
-    (proc / "self" / "mountinfo").write_text(
-        f"25 1 0:22 / /sys rw - sysfs sysfs rw\n"
-        f"30 25 0:26 / {cg_root} rw,nosuid - cgroup2 cgroup2 rw\n")
-    (proc / "42" / "cgroup").write_text("1:memory:/old\n0::/kubepods/pod1/ctr\n")
-    d = cg_root / "kubepods" / "pod1" / "ctr"
-    d.mkdir(parents=True)
-    (d / "memory.current").write_text("104857600\n")
-    (d / "memory.max").write_text(max_text)
-    (d / "memory.stat").write_text("anon 1\nfile 2\ninactive_file 4857600\nactive_file 3\n")
-    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    return proc
-
-
-def test_cgroup_v2_figures(tmp_path):
-    proc = _cgroup_fixture(tmp_path, "209715200\n")
-    path = cgroup_v2_path(42, proc_root=str(proc))
-    assert path == str(tmp_path / "cgroup" / "kubepods" / "pod1" / "ctr")
-    cg = CgroupProbe.for_pid(42, proc_root=str(proc))
-    assert cg.read(working_set=True) == (104857600, 209715200, 100000000)
-    assert cg.read() == (104857600, 209715200, None)
-    assert cg.events()["oom_kill"] == 1
-
-
-def test_cgroup_max_and_v1_only(tmp_path):
-    proc = _cgroup_fixture(tmp_path, "max\n")
-    assert CgroupProbe.for_pid(42, proc_root=str(proc)).read()[1] is None
-    (proc / "42" / "cgroup").write_text("4:memory:/docker/abc\n")  # cgroup v1 only
-    assert cgroup_v2_path(42, proc_root=str(proc)) is None
-    assert CgroupProbe.for_pid(42, proc_root=str(proc)) is None
 
 
 def test_real_tree_matches_psutil():
