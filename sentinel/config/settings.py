@@ -141,8 +141,8 @@ def parse_max_rss(text: str) -> int | AutoLimit | None:
     try:
         return parse_limit(text)
     except ValueError as exc:
-        raise ValueError(f"{exc}, auto[:N%] (a share of the container's limit) or none "
-                         "(watch only)") from None
+        raise ValueError(f"{exc}, auto or auto:85% (that share of the container's limit), "
+                         "or none (watch only)") from None
 
 
 def parse_address(text: str) -> str:
