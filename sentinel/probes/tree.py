@@ -149,7 +149,9 @@ class TreeProbe:
     (EMFILE, EACCES, ...) are counted in ``errors`` by (probe, reason), named in
     the sample's ``unreadable`` and never raised: the walk goes on without that
     file, and a process whose ``statm`` is denied still has its children walked.
-    ``cgroup`` (a ``CgroupMemory``) adds the cgroup's figures to every sample;
+    ``cgroup`` (a ``CgroupMemory``) adds the cgroup's figures to every sample (its
+    failed reads are named in ``unreadable`` with pid 0 and counted in
+    ``cgroup.errors``);
     ``measure`` is ``rss``, ``pss``, ``uss``, ``cgroup`` (the cgroup's usage) or
     ``working-set`` (usage minus inactive_file).
     ``fd_budget`` caps the descriptors kept between samples (default: derived
@@ -384,9 +386,11 @@ class TreeProbe:
                       "cgroup_inactive_file_bytes": cg.inactive_file_bytes,
                       "cgroup_working_set_bytes": cg.working_set_bytes,
                       "cgroup_oom_kills": cg.oom_kills}
-            for file, reason in cg.unreadable:  # pid 0: the cgroup's, not a process's
+            # pid 0: the cgroup's, not a process's. Counted in self.cgroup.errors, not in
+            # self.errors: an optional figure that fails must not mark the tree's sampling
+            # (what --measure rss enforces on) as failing.
+            for file, reason in cg.unreadable:
                 self._unread.append(Unreadable(0, FIGURE_OF_FILE.get(file, file), reason))
-                self.errors[(file, reason)] = self.errors.get((file, reason), 0) + 1
         # --measure cgroup is the cgroup's usage (memory.current / memory.usage_in_bytes),
         # working-set the kubelet's working set; until the wiring refuses a cgroup that
         # became unreadable, an unknown cgroup figure falls back to the tree's RSS.
