@@ -134,7 +134,8 @@ def bind_metrics_port(settings):
 def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = "/proc"):
     """Settings with ``--max-rss auto`` resolved against ``pid``'s cgroup (in run mode
     Sentinel's own, which the workload shares): ``max_rss_bytes`` becomes
-    ``sentinel.probes.cgroup.auto_limit`` of its limit, less Sentinel's own footprint.
+    ``sentinel.probes.cgroup.auto_limit`` of its limit, less Sentinel's own footprint
+    unless the measure is the cgroup's (which counts Sentinel already).
     Raises ``UsageError`` (exit 2) when ``auto``, ``--measure cgroup`` or
     ``--measure working-set`` is asked for and no cgroup memory controller is visible,
     or when the cgroup has no limit. Unchanged settings when none of them is asked for."""
@@ -157,8 +158,10 @@ def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = 
         if settings.limit_auto_share is None:
             return settings
         limit, high = memory.limits()
-        value = auto_limit(limit, high, settings.limit_auto_share, OWN_FOOTPRINT_BYTES,
-                           version=memory.version)
+        # The cgroup measures count Sentinel too; the tree's (rss/pss/uss) do not, so
+        # Sentinel's own footprint comes off the limit for those only (as the chart does).
+        own = 0 if settings.measure in ("cgroup", "working-set") else OWN_FOOTPRINT_BYTES
+        value = auto_limit(limit, high, settings.limit_auto_share, own, version=memory.version)
     finally:
         memory.close()
     return dataclasses.replace(settings, max_rss_bytes=value)

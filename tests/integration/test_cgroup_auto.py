@@ -57,6 +57,14 @@ def test_auto_resolves_to_the_share_of_the_limit_less_sentinels_own(tmp_path):
         .max_rss_bytes == int(1024 * MiB * 0.9) - OWN_FOOTPRINT_BYTES
 
 
+@pytest.mark.parametrize("measure", ["cgroup", "working-set"])
+def test_with_a_cgroup_measure_sentinels_own_is_not_taken_off_twice(tmp_path, measure):
+    proc = v2_proc(tmp_path, "1073741824\n")
+    s = resolve_cgroup_settings(settings("--max-rss", "auto:50%", "--measure", measure),
+                                proc_root=str(proc))
+    assert s.max_rss_bytes == 512 * MiB  # the cgroup's usage counts Sentinel already
+
+
 def test_auto_takes_memory_high_when_lower(tmp_path):
     proc = v2_proc(tmp_path, "1073741824\n", "536870912\n")
     s = resolve_cgroup_settings(settings("--max-rss", "auto:100%"), proc_root=str(proc))
