@@ -5,6 +5,7 @@ oom_kill), and PSS against RSS on real forked workers that share a large buffer.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +150,43 @@ def test_pss_counts_shared_pages_once_where_summed_rss_counts_them_five_times():
         assert sample.rss_bytes / sample.pss_bytes >= 3.5, sample
         assert sample.measure_bytes == sample.pss_bytes
         assert sample.uss_bytes <= sample.pss_bytes
+
+
+BASE_IMAGE = "localhost/sentinel-base:bookworm"  # scripts/make-base-image.sh
+REPO = Path(__file__).resolve().parents[2]
+IN_CONTAINER = ("import json\nfrom sentinel.probes.cgroup import discover\n"
+                "m = discover()\nr = m.read()\n"
+                "print(json.dumps([m.version, m.path, m.read_only, r.limit_bytes, "
+                "r.current_bytes, r.oom_kills]))\n")
+
+
+def podman_run(*args: str) -> subprocess.CompletedProcess:
+    """The probe code of this tree, read-only, in the project's base image (its python3
+    and the standard library are all the probes need before the spawn)."""
+    require("podman")
+    images = subprocess.run(["podman", "image", "exists", BASE_IMAGE])
+    assert images.returncode == 0, f"{BASE_IMAGE} is missing: run scripts/make-base-image.sh"
+    return subprocess.run(["podman", "run", "--rm", "--network", "none",
+                           "-v", f"{REPO / 'sentinel'}:/opt/s/sentinel:ro",
+                           "-e", "PYTHONPATH=/opt/s", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_in_a_podman_container_the_cgroup_is_found_through_the_mount_root():
+    # podman on v1: the host's cgroup namespace, so /proc/self/cgroup says
+    # /libpod_parent/libpod-<id> and the read-only mount's root is that same path.
+    p = podman_run("--memory", "100m", BASE_IMAGE, "python3", "-c", IN_CONTAINER)
+    assert p.returncode == 0, p.stderr
+    version, path, read_only, limit, current, oom_kills = json.loads(p.stdout)
+    assert (version, path, read_only) == (1, "/sys/fs/cgroup/memory", True)
+    assert limit == 100 * MiB and 0 < current < limit and oom_kills == 0
+
+
+def test_in_a_podman_container_without_a_limit_auto_is_refused():
+    p = podman_run(BASE_IMAGE, "python3", "-m", "sentinel", "run", "--max-rss", "auto", "--",
+                   "true")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (
+        "sentinel: error: --max-rss auto: the container has no memory limit "
+        "(memory.limit_in_bytes is unlimited); set resources.limits.memory or give "
+        "--max-rss a size")
