@@ -25,6 +25,12 @@ def run_or_watch(mode: str, args: list[str]) -> int:
     try:
         settings = parse_settings(mode, args)
         if mode == "watch":
+            if settings.limit_auto_share is not None:
+                from sentinel.errors import UsageError
+
+                raise UsageError("--max-rss auto: not available in watch mode yet (the "
+                                 "workload's cgroup is known only once the target is found); "
+                                 "give --max-rss a size")
             from sentinel.core.spawn import block_signals
 
             original_mask = block_signals()  # before the heavy imports, as in run
@@ -51,8 +57,7 @@ def run_or_watch(mode: str, args: list[str]) -> int:
 def _run(settings) -> int:
     from sentinel.core.spawn import block_signals, controlling_tty, prepare_parent, spawn
 
-    if settings.measure == "cgroup":
-        _require_cgroup()
+    settings = resolve_cgroup_settings(settings)
     original_mask = block_signals()
     pid1, subreaper = prepare_parent(settings.pdeathsig)  # blocked: a pdeathsig waits
     if settings.tui:  # the dashboard takes the terminal: the workload writes to --tui-log
@@ -118,10 +123,39 @@ def bind_metrics_port(settings):
     return sock
 
 
-def _require_cgroup() -> None:
-    from sentinel.errors import UsageError
-    from sentinel.probes.tree import CgroupProbe
+def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = "/proc"):
+    """Settings with ``--max-rss auto`` resolved against ``pid``'s cgroup (in run mode
+    Sentinel's own, which the workload shares): ``max_rss_bytes`` becomes
+    ``sentinel.probes.cgroup.auto_limit`` of its limit, less Sentinel's own footprint
+    unless the measure is the cgroup's (which counts Sentinel already).
+    Raises ``UsageError`` (exit 2) when ``auto``, ``--measure cgroup`` or
+    ``--measure working-set`` is asked for and no cgroup memory controller is visible,
+    or when the cgroup has no limit. Unchanged settings when none of them is asked for."""
+    import dataclasses
 
-    if CgroupProbe.for_pid("self") is None:
-        raise UsageError("--measure cgroup: no cgroup v2 memory controller for this process "
-                         "(memory.current not found); use --measure rss")
+    if settings.limit_auto_share is None and settings.measure not in ("cgroup", "working-set"):
+        return settings
+    from sentinel.errors import UsageError
+    from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, auto_limit, discover, \
+        explain_no_cgroup
+
+    what = "--max-rss auto" if settings.limit_auto_share is not None else \
+        f"--measure {settings.measure}"
+    memory = discover(pid, proc_root=proc_root, cgroup_root=settings.cgroup_root)
+    if memory is None:
+        raise UsageError(f"{what}: " + explain_no_cgroup(
+            pid, proc_root=proc_root, cgroup_root=settings.cgroup_root)
+            + "; or use --measure rss with a size")
+    try:
+        if settings.limit_auto_share is None:
+            return settings
+        limit, high = memory.limits()
+        # The cgroup measures count Sentinel too; the tree's (rss/pss/uss) do not, so
+        # Sentinel's own footprint comes off the limit for those only (as the chart does).
+        own = 0 if settings.measure in ("cgroup", "working-set") else OWN_FOOTPRINT_BYTES
+        value = auto_limit(limit, high, settings.limit_auto_share, own, version=memory.version)
+    finally:
+        memory.close()
+    return dataclasses.replace(settings, max_rss_bytes=value)
+
+

@@ -101,15 +101,48 @@ def parse_limit(text: str) -> int:
 NO_LIMIT_WORDS = ("none", "off", "unlimited")
 
 
-def parse_max_rss(text: str) -> int | None:
-    """``--max-rss``: ``parse_limit``, or ``None`` (no limit: watch only) for ``none``,
-    ``off`` or ``unlimited``. Raises ``ValueError``."""
+class AutoLimit(float):
+    """``--max-rss auto[:N%]``: the share (0.01-1.0) of the container's memory limit,
+    resolved against the discovered cgroup at start-up (``sentinel.entry``)."""
+
+
+DEFAULT_AUTO_SHARE = 0.90  # sentinel.probes.cgroup.DEFAULT_AUTO_SHARE: leaves the kernel 10 %
+_AUTO_RE = re.compile(r"^\s*auto(?::\s*(\d+(?:\.\d+)?)\s*(%?))?\s*$", re.IGNORECASE)
+
+
+def parse_auto(text: str) -> AutoLimit | None:
+    """``auto`` -> ``AutoLimit(0.9)``, ``auto:85%`` -> ``AutoLimit(0.85)``; ``None`` when
+    ``text`` does not start with ``auto``. Raises ``ValueError`` for a share outside
+    1-100 % or a malformed one."""
+    if not text.strip().lower().startswith("auto"):
+        return None
+    match = _AUTO_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not auto or auto:N% (a share of the container's "
+                         "memory limit, e.g. auto:85%)")
+    if match.group(1) is None:
+        return AutoLimit(DEFAULT_AUTO_SHARE)
+    percent = float(match.group(1))
+    if not 1 <= percent <= 100:
+        raise ValueError(f"{text!r}: the share must be 1-100 % of the container's memory "
+                         "limit, e.g. auto:85%")
+    return AutoLimit(percent / 100)
+
+
+def parse_max_rss(text: str) -> int | AutoLimit | None:
+    """``--max-rss``: ``parse_limit``, ``None`` (no limit: watch only) for ``none``,
+    ``off`` or ``unlimited``, or an ``AutoLimit`` share for ``auto``/``auto:85%``.
+    Raises ``ValueError``."""
     if text.strip().lower() in NO_LIMIT_WORDS:
         return None
+    auto = parse_auto(text)
+    if auto is not None:
+        return auto
     try:
         return parse_limit(text)
     except ValueError as exc:
-        raise ValueError(f"{exc}, or none (watch only)") from None
+        raise ValueError(f"{exc}, auto or auto:85% (that share of the container's limit), "
+                         "or none (watch only)") from None
 
 
 def parse_address(text: str) -> str:
@@ -287,7 +320,7 @@ def parse_positive_int(text: str) -> int:
 # Settings
 # --------------------------------------------------------------------------
 
-MEASURES = ("rss", "pss", "uss", "cgroup")
+MEASURES = ("rss", "pss", "uss", "working-set", "cgroup")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LOG_FORMATS = ("human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -302,11 +335,18 @@ class Settings:
     command: tuple[str, ...] = ()
     # Memory limit on the measure below; None supervises without enforcing.
     max_rss_bytes: int | None = None
+    # --max-rss auto[:N%]: the share (0.01-1.0) of the container's memory limit; while
+    # set, max_rss_bytes is None until sentinel.entry resolves it against the cgroup.
+    limit_auto_share: float | None = None
     # Which figure is compared with the limit: tree RSS (default, cheapest,
     # what `ps` shows), PSS or USS from smaps_rollup (fairer for shared pages,
-    # ~10x the cost), or the cgroup v2 working set (memory.current minus
-    # inactive_file, what the kubelet evicts on).
+    # ~10x the cost), working-set (the cgroup's usage minus inactive_file, what
+    # the kubelet evicts on) or cgroup (the cgroup's usage: memory.current on v2,
+    # memory.usage_in_bytes on v1, what the kernel's OOM killer judges).
     measure: str = "rss"
+    # Where the cgroup hierarchy is mounted (or the cgroup's directory itself), for
+    # unusual mounts and fixture trees; None: found from /proc/self/mountinfo.
+    cgroup_root: str | None = None
     # Sampling period at rest. 0.1 s keeps the idle cost near zero; the
     # sampler samples faster as the measure nears the limit (see guardian).
     interval_seconds: float = 0.1
@@ -388,10 +428,15 @@ class Opt:
 
 OPTIONS: tuple[Opt, ...] = (
     Opt(("--max-rss",), "max_rss_bytes", parse_max_rss, metavar="SIZE",
-        help=f"memory limit on the workload's tree ({SIZE_EXAMPLES}); none: watch only"),
+        help=f"memory limit on the workload's tree ({SIZE_EXAMPLES}); auto or auto:85%%: that "
+             "share (default 90%%) of the container's memory limit; none: watch only"),
     Opt(("--measure",), "measure", choices=MEASURES,
-        help="figure compared with the limit: rss (tree RSS, default), pss, uss, or cgroup "
-             "(cgroup v2 working set)"),
+        help="figure compared with the limit: rss (tree RSS, default), pss, uss, working-set "
+             "(cgroup usage minus inactive_file, as the kubelet) or cgroup (cgroup usage: "
+             "memory.current / memory.usage_in_bytes)"),
+    Opt(("--cgroup-root",), "cgroup_root", str, metavar="PATH",
+        help="where the cgroup hierarchy is mounted, or the cgroup's directory (default: "
+             "from /proc/self/mountinfo)"),
     Opt(("--interval",), "interval_seconds", parse_duration, metavar="DURATION",
         help="sampling period at rest (default 0.1s; faster near the limit)"),
     Opt(("--grace-period",), "grace_period_seconds", parse_duration, metavar="DURATION",
@@ -595,6 +640,14 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
                                     for part in raw.split(",") if part.strip()]
             else:
                 values[opt.dest] = _convert(opt, raw, opt.env_name)
+    if isinstance(values.get("max_rss_bytes"), AutoLimit):
+        values["limit_auto_share"] = float(values.pop("max_rss_bytes"))  # type: ignore[arg-type]
+        values["max_rss_bytes"] = None
+    if isinstance(values.get("cgroup_root"), str):
+        if not str(values["cgroup_root"]).strip():
+            raise UsageError("--cgroup-root: empty path; give the directory where the cgroup "
+                             "hierarchy is mounted, e.g. /sys/fs/cgroup, or leave it out")
+        values["cgroup_root"] = os.path.abspath(str(values["cgroup_root"]))
     if values.pop("no_metrics", False):
         values["metrics_port"] = 0
     if values.pop("no_socket", False):

@@ -169,7 +169,8 @@ class Guardian:
         # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
                                         measure=settings.measure, root_threads=(os.getpid(),),
-                                        cgroup=CgroupProbe.for_pid("self"))
+                                        cgroup=CgroupProbe.for_pid(
+                                            "self", cgroup_root=settings.cgroup_root))
         self._rewrite = dict(settings.rewrite)
         self._tty_fd = child.tty_fd if child else None
         self._sigfd: int | None = None

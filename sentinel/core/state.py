@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from sentinel.probes.contract import MemorySample  # noqa: F401 - re-exported: core.state.MemorySample
+
 # Kill reasons: stable words used as metric label values and Event reasons.
 REASON_MEMORY = "memory_limit"  # the measure crossed the limit
 REASON_OPERATOR = "operator"  # `stop`/`kill` on the control socket
@@ -28,37 +30,6 @@ PHASE_WAITING = "waiting"  # watch mode: no target yet
 PHASE_EXITED = "exited"
 PHASES = (PHASE_STARTING, PHASE_RUNNING, PHASE_TERMINATING, PHASE_RESTARTING,
           PHASE_WAITING, PHASE_EXITED)
-
-
-@dataclass(frozen=True)
-class MemorySample:
-    """One reading of the workload's process tree.
-
-    ``measure_bytes`` is the figure compared with the limit (per
-    ``Settings.measure``). ``rss_bytes`` is the sum of resident set sizes over
-    the tree (``/proc/<pid>/statm`` field 2 x page size). ``pss_bytes`` and
-    ``uss_bytes`` come from ``/proc/<pid>/smaps_rollup`` (``smaps`` before Linux
-    4.14) and are ``None`` unless that measure is in use, or when a process's
-    figures could not be read (counted as a probe error; never reported as 0). The ``cgroup_*`` figures come from the cgroup v2
-    files ``memory.current``, ``memory.max`` and ``memory.stat`` (working set
-    = memory.current - inactive_file, as the kubelet computes it) and are
-    ``None`` where there is no cgroup v2 memory controller.
-    """
-
-    at_mono: float
-    measure_bytes: int
-    rss_bytes: int
-    processes: tuple[tuple[int, int], ...]  # (pid, rss_bytes), the root first
-    duration_seconds: float  # what taking this sample cost
-    pss_bytes: int | None = None
-    uss_bytes: int | None = None
-    cgroup_memory_current_bytes: int | None = None
-    cgroup_memory_max_bytes: int | None = None
-    cgroup_working_set_bytes: int | None = None
-
-    @property
-    def pids(self) -> tuple[int, ...]:
-        return tuple(pid for pid, _ in self.processes)
 
 
 @dataclass

@@ -180,7 +180,8 @@ class WatchGuardian(Guardian):
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
         s = self.settings
-        cgroup = CgroupProbe.for_pid(c.pid) if s.measure == "cgroup" else None
+        cgroup = CgroupProbe.for_pid(c.pid, cgroup_root=s.cgroup_root) \
+            if s.measure in ("cgroup", "working-set") else None
         old, self.probe = self.probe, TreeProbe(c.pid, include_root=True, measure=s.measure,
                                                 cgroup=cgroup)
         old.close()

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from sentinel.logs import LOGGER_NAME, printable
+from sentinel.probes.figures import BY_NAME, FIGURES
 from sentinel.core.state import (
     PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event, GuardianState, MemorySample,
 )
@@ -134,17 +135,22 @@ class SentinelCollector(Collector):
             yield gauge("sentinel_workload_memory_bytes",
                         "The workload tree's memory in bytes by the measure compared with the "
                         "limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
-                        "cgroup: memory.current - inactive_file), sampled every --interval "
-                        "and faster near the limit.",
+                        "working-set: usage - inactive_file; cgroup: the cgroup's usage), "
+                        "sampled every --interval and faster near the limit.",
                         sample.measure_bytes, ["measure"], [st.measure], unit="bytes")
-            yield gauge("sentinel_workload_rss_bytes",
-                        "Resident set size of the workload's process tree in bytes, summed over "
-                        "/proc/<pid>/statm (resident pages x page size) of each process.",
+            yield gauge("sentinel_workload_rss_bytes", BY_NAME["rss_bytes"].help,
                         sample.rss_bytes, unit="bytes")
-            for attr, doc in _OPTIONAL_MEMORY:
-                value = getattr(sample, attr)
-                if value is not None:
-                    yield gauge(f"sentinel_workload_{attr}", doc, value, unit="bytes")
+            for fig in _OPTIONAL_MEMORY:
+                value = getattr(sample, fig.name, None)
+                if value is None:
+                    continue
+                if fig.kind == "counter":  # the kernel's own counter (oom_kill)
+                    family = CounterMetricFamily(f"sentinel_workload_{fig.name}", fig.help,
+                                                 labels=["workload"])
+                    family.add_metric([workload], value)
+                    yield family
+                else:
+                    yield gauge(f"sentinel_workload_{fig.name}", fig.help, value, unit="bytes")
         if st.limit_bytes is not None:
             yield gauge("sentinel_memory_limit_bytes",
                         "The memory limit in bytes on the measure (--max-rss); crossing it "
@@ -253,19 +259,9 @@ class SentinelCollector(Collector):
         yield info
 
 
-_OPTIONAL_MEMORY = (
-    ("pss_bytes", "Proportional set size of the workload's tree in bytes, summed over "
-                  "/proc/<pid>/smaps_rollup; present with --measure pss or uss."),
-    ("uss_bytes", "Unique set size (private pages) of the workload's tree in bytes, summed over "
-                  "/proc/<pid>/smaps_rollup; present with --measure pss or uss."),
-    ("cgroup_memory_current_bytes", "memory.current of the workload's cgroup v2 in bytes; "
-                                    "present where a cgroup v2 memory controller is."),
-    ("cgroup_memory_max_bytes", "memory.max of the workload's cgroup v2 in bytes; absent where it "
-                                "is \"max\" (no limit) or there is no cgroup v2."),
-    ("cgroup_working_set_bytes", "Working set of the workload's cgroup v2 in bytes: "
-                                 "memory.current - inactive_file from memory.stat, as the kubelet "
-                                 "computes it."),
-)
+# Every figure but RSS is exported when the sample has it; the words come from the one
+# table of figures (sentinel.probes.figures), as status, the TUI and the docs do.
+_OPTIONAL_MEMORY = tuple(f for f in FIGURES if f.name != "rss_bytes")
 
 
 def build_registry(collector: SentinelCollector, *, process: bool = True) -> CollectorRegistry:

@@ -1,4 +1,4 @@
-"""Measuring the workload: its process tree, RSS/PSS/USS, cgroup v2 figures.
+"""Measuring the workload: its process tree, RSS/PSS/USS, and its cgroup's figures.
 
 This is Sentinel's hot path: a sample every 100 ms for as long as the
 workload lives. psutil's ``children(recursive=True)`` scans every process in
@@ -25,7 +25,12 @@ import os
 import resource
 import time
 
-from sentinel.core.state import MemorySample
+from sentinel.probes.cgroup import FIGURE_OF_FILE, CgroupMemory
+from sentinel.probes.contract import MemorySample, Unreadable, os_error_reason
+
+# The cgroup reader used to live here as CgroupProbe (cgroup v2 only); its callers
+# (core.guardian, core.watch) still say CgroupProbe.for_pid.
+CgroupProbe = CgroupMemory
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _READ = 1 << 16
@@ -139,9 +144,16 @@ class TreeProbe:
     threads are asked for children (run mode: only Sentinel's main thread
     spawns, and orphans reparent to it; helper threads never do).
 
-    Vanished processes are skipped, never counted twice, never an error.
-    Errors that are not "gone" (EMFILE, EACCES, ...) are counted in ``errors``
-    by (probe, reason) and never raised: the walk goes on without that file.
+    A ``MemoryProbe`` (``sentinel.probes.contract``). Vanished processes are
+    skipped, never counted twice, never an error. Errors that are not "gone"
+    (EMFILE, EACCES, ...) are counted in ``errors`` by (probe, reason), named in
+    the sample's ``unreadable`` and never raised: the walk goes on without that
+    file, and a process whose ``statm`` is denied still has its children walked.
+    ``cgroup`` (a ``CgroupMemory``) adds the cgroup's figures to every sample (its
+    failed reads are named in ``unreadable`` with pid 0 and counted in
+    ``cgroup.errors``);
+    ``measure`` is ``rss``, ``pss``, ``uss``, ``cgroup`` (the cgroup's usage) or
+    ``working-set`` (usage minus inactive_file).
     ``fd_budget`` caps the descriptors kept between samples (default: derived
     from the soft RLIMIT_NOFILE at each sample, see ``descriptor_budget()``);
     ``kept_descriptors`` is how many are kept now.
@@ -157,6 +169,7 @@ class TreeProbe:
         self.root_threads = root_threads
         self.cgroup = cgroup
         self.errors: dict[tuple[str, str], int] = {}
+        self._unread: list[Unreadable] = []  # this sample's, see MemorySample.unreadable
         self._nodes: dict[int, _Node] = {}
         self._fixed_budget = fd_budget
         self._budget = fd_budget if fd_budget is not None else descriptor_budget()
@@ -190,6 +203,8 @@ class TreeProbe:
         for pid in list(self._nodes):
             self._drop(pid)
         self.kept_descriptors = 0
+        if self.cgroup is not None:
+            self.cgroup.close()
 
     def _refresh_budget(self) -> None:
         if self._fixed_budget is None:
@@ -260,7 +275,8 @@ class TreeProbe:
 
     def rss_bytes(self, pid: int, node: _Node) -> int | None:
         """RSS of ``pid`` in bytes from ``/proc/<pid>/statm`` (resident pages); ``None`` if
-        gone, ``-1`` if unreadable for another reason (counted in ``errors``)."""
+        gone, ``-1`` if unreadable for another reason (EACCES, EISDIR, a garbled line:
+        counted in ``errors`` and named in the sample's ``unreadable``)."""
         try:
             data = os.pread(node.statm, 128, 0) if node.statm is not None else \
                 _read_once(f"{self.proc}/{pid}/statm", 128)
@@ -269,6 +285,7 @@ class TreeProbe:
             return None
         except (OSError, IndexError, ValueError) as exc:
             self._count_error("statm", exc if isinstance(exc, OSError) else OSError(str(exc)))
+            self._unread.append(Unreadable(pid, "rss_bytes", os_error_reason(exc)))
             return -1
 
     def smaps_rollup(self, pid: int) -> tuple[int, int] | tuple[None, None] | None:
@@ -295,9 +312,11 @@ class TreeProbe:
                     return None  # gone
                 if name == "smaps":  # neither file: nothing to read the figures from
                     self._count_error("smaps_rollup", exc)
+                    self._unread.append(Unreadable(pid, "pss_bytes", "missing"))
                     return None, None
             except OSError as exc:
                 self._count_error("smaps_rollup", exc)
+                self._unread.append(Unreadable(pid, "pss_bytes", os_error_reason(exc)))
                 return None, None
         assert data is not None
         pss = uss = 0
@@ -317,6 +336,7 @@ class TreeProbe:
         """
         t0 = time.perf_counter()
         self._refresh_budget()
+        self._unread = []
         seen: set[int] = set()
         processes: list[tuple[int, int]] = []
         want_smaps = self.measure in ("pss", "uss")
@@ -357,103 +377,36 @@ class TreeProbe:
         for pid in [p for p in self._nodes if p not in seen]:
             self._drop(pid)
         rss_total = sum(r for _, r in processes)
-        cg = self.cgroup.read(working_set=self.measure == "cgroup") if self.cgroup else None
-        fields = {}
+        fields: dict[str, int | None] = {}
+        cg = self.cgroup.read() if self.cgroup is not None else None
         if cg is not None:
-            fields = {"cgroup_memory_current_bytes": cg[0], "cgroup_memory_max_bytes": cg[1],
-                      "cgroup_working_set_bytes": cg[2]}
+            fields = {"cgroup_memory_current_bytes": cg.current_bytes,
+                      "cgroup_memory_max_bytes": cg.limit_bytes,
+                      "cgroup_memory_high_bytes": cg.high_bytes,
+                      "cgroup_inactive_file_bytes": cg.inactive_file_bytes,
+                      "cgroup_working_set_bytes": cg.working_set_bytes,
+                      "cgroup_oom_kills": cg.oom_kills}
+            # pid 0: the cgroup's, not a process's. Counted in self.cgroup.errors, not in
+            # self.errors: an optional figure that fails must not mark the tree's sampling
+            # (what --measure rss enforces on) as failing.
+            for file, reason in cg.unreadable:
+                self._unread.append(Unreadable(0, FIGURE_OF_FILE.get(file, file), reason))
+        # --measure cgroup is the cgroup's usage (memory.current / memory.usage_in_bytes),
+        # working-set the kubelet's working set; until the wiring refuses a cgroup that
+        # became unreadable, an unknown cgroup figure falls back to the tree's RSS.
+        cg_measure = {"cgroup": "cgroup_memory_current_bytes",
+                      "working-set": "cgroup_working_set_bytes"}.get(self.measure)
         if self.measure == "pss":
             measure = pss_total
         elif self.measure == "uss":
             measure = uss_total
-        elif self.measure == "cgroup" and cg is not None and cg[2] is not None:
-            measure = cg[2]
+        elif cg_measure is not None and fields.get(cg_measure) is not None:
+            measure = fields[cg_measure]  # type: ignore[assignment]
         else:
             measure = rss_total
         return MemorySample(
             at_mono=time.monotonic(), measure_bytes=measure, rss_bytes=rss_total,
             processes=tuple(processes), duration_seconds=time.perf_counter() - t0,
             pss_bytes=pss_total if want_smaps and not smaps_unknown else None,
-            uss_bytes=uss_total if want_smaps and not smaps_unknown else None, **fields)
-
-
-class CgroupProbe:
-    """Reads a cgroup v2 memory controller: ``memory.current``, ``memory.max``, ``memory.stat``.
-
-    ``path`` is the cgroup's directory (e.g. ``/sys/fs/cgroup``). Use
-    ``for_pid`` to find it; it returns ``None`` where there is no cgroup v2
-    memory controller (cgroup v1 hosts, hybrid hosts without it).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._current = os.open(os.path.join(path, "memory.current"), os.O_RDONLY | os.O_CLOEXEC)
-
-    @classmethod
-    def for_pid(cls, pid: int | str = "self", proc_root: str = "/proc") -> "CgroupProbe | None":
-        path = cgroup_v2_path(pid, proc_root)
-        if path is None or not os.path.exists(os.path.join(path, "memory.current")):
-            return None
-        try:
-            return cls(path)
-        except OSError:
-            return None
-
-    def _read(self, name: str) -> bytes | None:
-        try:
-            with open(os.path.join(self.path, name), "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def read(self, working_set: bool = False) -> tuple[int | None, int | None, int | None]:
-        """``(memory.current, memory.max or None for "max", working set or None)`` in bytes.
-
-        Working set = memory.current - inactive_file (memory.stat), floored at
-        0, as the kubelet computes it; only read when asked (one more file).
-        """
-        try:
-            current = int(os.pread(self._current, 64, 0))
-        except (OSError, ValueError):
-            return None, None, None
-        raw_max = self._read("memory.max")
-        limit = int(raw_max) if raw_max and raw_max.strip().isdigit() else None
-        ws = None
-        if working_set:
-            stat = self._read("memory.stat") or b""
-            inactive = 0
-            for line in stat.splitlines():
-                if line.startswith(b"inactive_file "):
-                    inactive = int(line.split()[1])
-                    break
-            ws = max(0, current - inactive)
-        return current, limit, ws
-
-    def events(self) -> dict[str, int]:
-        """Counters from ``memory.events`` (low, high, max, oom, oom_kill); ``{}`` if unreadable."""
-        raw = self._read("memory.events") or b""
-        out = {}
-        for line in raw.decode().splitlines():
-            key, _, value = line.partition(" ")
-            if value.strip().isdigit():
-                out[key] = int(value)
-        return out
-
-
-def cgroup_v2_path(pid: int | str = "self", proc_root: str = "/proc") -> str | None:
-    """The cgroup v2 directory of ``pid``: the ``0::`` line of ``/proc/<pid>/cgroup``
-    joined to the cgroup2 mount point from ``/proc/self/mountinfo``; ``None`` if absent."""
-    try:
-        with open(f"{proc_root}/{pid}/cgroup") as f:
-            rel = next((line[3:].strip() for line in f if line.startswith("0::")), None)
-        if rel is None:
-            return None
-        with open(f"{proc_root}/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                if right.split(" ", 1)[0] == "cgroup2":
-                    mount = left.split()[4]
-                    return os.path.normpath(mount + "/" + rel.lstrip("/"))
-    except OSError:
-        return None
-    return None
+            uss_bytes=uss_total if want_smaps and not smaps_unknown else None,
+            unreadable=tuple(self._unread), **fields)  # type: ignore[arg-type]

@@ -957,6 +957,18 @@ REJECTED = {
                                  "needs exactly one of sidecar.target.name"),
     "cgroup measure in a sidecar": (("mode=sidecar", "sentinel.measure=cgroup"),
                                     "sidecar sees its own container's cgroup"),
+    "working-set measure in a sidecar": (("mode=sidecar", "sentinel.measure=working-set"),
+                                         "sentinel.measure: working-set does not work in mode: sidecar"),
+    "auto share above 100 %": (("sentinel.maxRss=auto:150%", "workload.resources.limits.memory=1Gi"),
+                               "/sentinel/maxRss"),
+    "auto share below 1 %": (("sentinel.maxRss=auto:0.5%", "workload.resources.limits.memory=1Gi"),
+                             "/sentinel/maxRss"),
+    "auto with a space before the colon": (("sentinel.maxRss=auto :85%",), "/sentinel/maxRss"),
+    "auto without a memory limit": (("sentinel.maxRss=auto",),
+        "sentinel.maxRss: auto is a share of the container's memory limit, and "
+        "workload.resources.limits.memory is not set"),
+    "auto in a sidecar": (("mode=sidecar", "sentinel.maxRss=auto:85%"),
+                          "sentinel.maxRss: auto does not work in mode: sidecar yet"),
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
                                         "is the Sentinel container's name"),
     "wrapper without a command": (("json:workload.command=[]",), "mode: wrapper needs workload.command"),
@@ -994,6 +1006,11 @@ ACCEPTED = [
     ("workload.resources.limits.memory=257Mi",),  # 200Mi + 56 MiB, just above
     ("workload.resources.limits.memory=233Mi", "sentinel.k8sEvents=off"),  # 200Mi + 32 MiB
     ("sentinel.measure=cgroup", "workload.resources.limits.memory=201Mi"),
+    ("sentinel.measure=working-set", "workload.resources.limits.memory=201Mi"),
+    ("sentinel.maxRss=auto", "workload.resources.limits.memory=512Mi"),
+    ("sentinel.maxRss=auto:85%", "workload.resources.limits.memory=512Mi", "sentinel.measure=working-set"),
+    ("sentinel.maxRss=AUTO:100%", "workload.resources.limits.memory=100Mi"),
+    ("sentinel.maxRss=auto:1", "workload.resources.limits.memory=1Gi"),
     ("workload.resources.limits.memory=1", "sentinel.maxRss="),  # no limit: nothing to compare
     ("workload.resources.limits.cpu=0.5", "workload.resources.requests.cpu=100m"),
     ("mode=sidecar", "sentinel.resources.limits.memory=56Mi"),

@@ -296,3 +296,61 @@ def test_state_dir_and_linger(tmp_path, monkeypatch):
         parse_settings("run", ["--linger", "5 minutes", "--", "true"], {})
     with pytest.raises(UsageError, match="unrecognized arguments: --linger"):
         parse_settings("watch", ["--linger", "1s", "--target-pid", "1"], {})
+
+
+# -- --max-rss auto, --measure working-set, --cgroup-root (issue 9) ---------------
+@pytest.mark.parametrize("argv, env, share", [
+    (["--max-rss", "auto"], {}, 0.90),
+    (["--max-rss", "auto:85%"], {}, 0.85),
+    (["--max-rss", "AUTO:100%"], {}, 1.0),
+    (["--max-rss", "auto:1"], {}, 0.01),
+    (["--max-rss", " auto: 87.5% "], {}, 0.875),
+    ([], {"SENTINEL_MAX_RSS": "auto:85%"}, 0.85),
+    (["--max-rss", "auto"], {"SENTINEL_MAX_RSS": "1Gi"}, 0.90),  # the flag wins
+])
+def test_max_rss_auto_is_a_share_with_no_size_until_resolved(argv, env, share):
+    s = parse_settings("run", [*argv, "--", "app"], env)
+    assert s.limit_auto_share == pytest.approx(share)
+    assert s.max_rss_bytes is None
+
+
+def test_a_size_leaves_no_auto_share():
+    s = parse_settings("run", ["--max-rss", "1Gi", "--", "app"], {"SENTINEL_MAX_RSS": "auto"})
+    assert (s.max_rss_bytes, s.limit_auto_share) == (2**30, None)
+
+
+@pytest.mark.parametrize("raw, said", [
+    ("auto:0%", "the share must be 1-100 %"), ("auto:0.85", "the share must be 1-100 %"),
+    ("auto:101%", "the share must be 1-100 %"), ("auto:", "is not auto or auto:N%"),
+    ("auto:85%%", "is not auto or auto:N%"), ("automatic", "is not auto or auto:N%"),
+    ("auto:-5%", "is not auto or auto:N%"),
+])
+def test_bad_auto_shares_are_one_line(raw, said):
+    for argv, env, name in ((["--max-rss", raw], {}, "--max-rss"),
+                            ([], {"SENTINEL_MAX_RSS": raw}, "SENTINEL_MAX_RSS")):
+        with pytest.raises(UsageError) as info:
+            parse_settings("run", [*argv, "--", "app"], env)
+        assert str(info.value).startswith(f"{name}: {raw!r}") and said in str(info.value)
+        assert "\n" not in str(info.value) and "e.g. auto:85%" in str(info.value)
+
+
+@pytest.mark.parametrize("measure", ["rss", "pss", "uss", "working-set", "cgroup"])
+def test_measures_by_flag_and_variable(measure):
+    assert parse_settings("run", ["--measure", measure, "--", "app"], {}).measure == measure
+    assert parse_settings("run", ["--", "app"], {"SENTINEL_MEASURE": measure}).measure == measure
+
+
+def test_a_bad_measure_lists_working_set():
+    with pytest.raises(UsageError, match="'ws' is not one of rss, pss, uss, working-set, cgroup"):
+        parse_settings("run", ["--", "app"], {"SENTINEL_MEASURE": "ws"})
+
+
+def test_cgroup_root_by_flag_and_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert parse_settings("run", ["--cgroup-root", "cg", "--", "app"], {}).cgroup_root == \
+        str(tmp_path / "cg")
+    assert parse_settings("watch", ["--target-pid", "12345"],
+                          {"SENTINEL_CGROUP_ROOT": "/host/cgroup"}).cgroup_root == "/host/cgroup"
+    assert parse_settings("run", ["--", "app"], {}).cgroup_root is None
+    with pytest.raises(UsageError, match="--cgroup-root: empty path"):
+        parse_settings("run", ["--cgroup-root", " ", "--", "app"], {})

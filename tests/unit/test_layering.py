@@ -49,8 +49,6 @@ KNOWN = {
     # removed by the core split (watch mode's wiring, absolute_kubeconfig_env included,
     # moves up to app/entry)
     ("sentinel/core/watch.py", "sentinel.exporters.events"),
-    # removed by the probes change: MemorySample belongs to the probe contract (layer 1)
-    ("sentinel/probes/tree.py", "sentinel.core.state"),
 }
 
 

@@ -47,7 +47,8 @@ def busy_state() -> GuardianState:
         at_mono=1.0, measure_bytes=150 * MiB, rss_bytes=160 * MiB,
         processes=((4242, 100 * MiB), (4243, 60 * MiB)), duration_seconds=0.0004,
         pss_bytes=150 * MiB, uss_bytes=140 * MiB, cgroup_memory_current_bytes=300 * MiB,
-        cgroup_memory_max_bytes=512 * MiB, cgroup_working_set_bytes=250 * MiB)
+        cgroup_memory_max_bytes=512 * MiB, cgroup_working_set_bytes=250 * MiB,
+        cgroup_inactive_file_bytes=50 * MiB, cgroup_oom_kills=2)
     st.kills = {("memory_limit", "SIGTERM"): 2, ("memory_limit", "SIGKILL"): 1,
                 ("operator", "SIGTERM"): 1}
     st.restarts = 3
@@ -59,27 +60,33 @@ def busy_state() -> GuardianState:
 
 
 EXPECTED = '''\
-# HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; cgroup: memory.current - inactive_file), sampled every --interval and faster near the limit.
+# HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; working-set: usage - inactive_file; cgroup: the cgroup's usage), sampled every --interval and faster near the limit.
 # TYPE sentinel_workload_memory_bytes gauge
 sentinel_workload_memory_bytes{measure="pss",workload="api"} 1.572864e+08
 # HELP sentinel_workload_rss_bytes Resident set size of the workload's process tree in bytes, summed over /proc/<pid>/statm (resident pages x page size) of each process.
 # TYPE sentinel_workload_rss_bytes gauge
 sentinel_workload_rss_bytes{workload="api"} 1.6777216e+08
-# HELP sentinel_workload_pss_bytes Proportional set size of the workload's tree in bytes, summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
+# HELP sentinel_workload_pss_bytes Proportional set size of the workload's tree in bytes (shared pages divided among their sharers), summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
 # TYPE sentinel_workload_pss_bytes gauge
 sentinel_workload_pss_bytes{workload="api"} 1.572864e+08
 # HELP sentinel_workload_uss_bytes Unique set size (private pages) of the workload's tree in bytes, summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
 # TYPE sentinel_workload_uss_bytes gauge
 sentinel_workload_uss_bytes{workload="api"} 1.4680064e+08
-# HELP sentinel_workload_cgroup_memory_current_bytes memory.current of the workload's cgroup v2 in bytes; present where a cgroup v2 memory controller is.
+# HELP sentinel_workload_cgroup_memory_current_bytes Memory charged to the workload's cgroup in bytes (v2 memory.current, v1 memory.usage_in_bytes): anonymous memory, page cache, tmpfs and kernel memory.
 # TYPE sentinel_workload_cgroup_memory_current_bytes gauge
 sentinel_workload_cgroup_memory_current_bytes{workload="api"} 3.145728e+08
-# HELP sentinel_workload_cgroup_memory_max_bytes memory.max of the workload's cgroup v2 in bytes; absent where it is "max" (no limit) or there is no cgroup v2.
+# HELP sentinel_workload_cgroup_memory_max_bytes The cgroup's hard memory limit in bytes (v2 memory.max, v1 memory.limit_in_bytes); absent when unlimited ("max").
 # TYPE sentinel_workload_cgroup_memory_max_bytes gauge
 sentinel_workload_cgroup_memory_max_bytes{workload="api"} 5.36870912e+08
-# HELP sentinel_workload_cgroup_working_set_bytes Working set of the workload's cgroup v2 in bytes: memory.current - inactive_file from memory.stat, as the kubelet computes it.
+# HELP sentinel_workload_cgroup_inactive_file_bytes Inactive page cache of the workload's cgroup in bytes (memory.stat), which the kernel reclaims first.
+# TYPE sentinel_workload_cgroup_inactive_file_bytes gauge
+sentinel_workload_cgroup_inactive_file_bytes{workload="api"} 5.24288e+07
+# HELP sentinel_workload_cgroup_working_set_bytes Working set of the workload's cgroup in bytes: usage minus inactive_file, floored at 0, as the kubelet computes it.
 # TYPE sentinel_workload_cgroup_working_set_bytes gauge
 sentinel_workload_cgroup_working_set_bytes{workload="api"} 2.62144e+08
+# HELP sentinel_workload_cgroup_oom_kills_total Processes of the workload's cgroup killed by the kernel's OOM killer (the kernel's own counter).
+# TYPE sentinel_workload_cgroup_oom_kills_total counter
+sentinel_workload_cgroup_oom_kills_total{workload="api"} 2.0
 # HELP sentinel_memory_limit_bytes The memory limit in bytes on the measure (--max-rss); crossing it starts SIGTERM -> grace period -> SIGKILL.
 # TYPE sentinel_memory_limit_bytes gauge
 sentinel_memory_limit_bytes{measure="pss",workload="api"} 2.097152e+08

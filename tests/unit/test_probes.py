@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,10 +15,12 @@ import psutil
 import pytest
 
 from sentinel.probes.tree import (
-    KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, CgroupProbe, TreeProbe, cgroup_v2_path,
-    descriptor_budget,
+    KEEP_CHILDREN_MAX_THREADS, PAGE_SIZE, TreeProbe, descriptor_budget,
 )
-from tests.conftest import proc_state, wait_until
+from sentinel.probes.contract import Unreadable
+from tests.conftest import proc_state, require, wait_until
+
+NOBODY = 65534
 
 
 def make_proc(root: Path, procs: dict[int, dict]) -> Path:
@@ -150,42 +155,6 @@ def test_real_pss_and_uss_are_read():
     assert sample.uss_bytes <= sample.pss_bytes <= sample.rss_bytes
 
 
-def _cgroup_fixture(tmp_path: Path, max_text: str) -> Path:
-    proc = tmp_path / "proc"
-    (proc / "self").mkdir(parents=True)
-    (proc / "42").mkdir()
-    cg_root = tmp_path / "cgroup"
-    (proc / "self" / "mountinfo").write_text(
-        f"25 1 0:22 / /sys rw - sysfs sysfs rw\n"
-        f"30 25 0:26 / {cg_root} rw,nosuid - cgroup2 cgroup2 rw\n")
-    (proc / "42" / "cgroup").write_text("1:memory:/old\n0::/kubepods/pod1/ctr\n")
-    d = cg_root / "kubepods" / "pod1" / "ctr"
-    d.mkdir(parents=True)
-    (d / "memory.current").write_text("104857600\n")
-    (d / "memory.max").write_text(max_text)
-    (d / "memory.stat").write_text("anon 1\nfile 2\ninactive_file 4857600\nactive_file 3\n")
-    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    return proc
-
-
-def test_cgroup_v2_figures(tmp_path):
-    proc = _cgroup_fixture(tmp_path, "209715200\n")
-    path = cgroup_v2_path(42, proc_root=str(proc))
-    assert path == str(tmp_path / "cgroup" / "kubepods" / "pod1" / "ctr")
-    cg = CgroupProbe.for_pid(42, proc_root=str(proc))
-    assert cg.read(working_set=True) == (104857600, 209715200, 100000000)
-    assert cg.read() == (104857600, 209715200, None)
-    assert cg.events()["oom_kill"] == 1
-
-
-def test_cgroup_max_and_v1_only(tmp_path):
-    proc = _cgroup_fixture(tmp_path, "max\n")
-    assert CgroupProbe.for_pid(42, proc_root=str(proc)).read()[1] is None
-    (proc / "42" / "cgroup").write_text("4:memory:/docker/abc\n")  # cgroup v1 only
-    assert cgroup_v2_path(42, proc_root=str(proc)) is None
-    assert CgroupProbe.for_pid(42, proc_root=str(proc)) is None
-
-
 def test_real_tree_matches_psutil():
     root = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & (sleep 30 & wait) & "
                              "echo ready; wait"], stdout=subprocess.PIPE)
@@ -285,3 +254,67 @@ def test_a_children_file_longer_than_a_page_is_read_whole():
         root.stdin.close()
         root.wait()
         root.stdout.close()
+
+
+def _world_readable_tree(procs: dict[int, dict]) -> Path:
+    """``make_proc`` in a directory that user nobody can walk (pytest's tmp_path is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="sentinel-proc-"))
+    make_proc(base, procs)
+    for d, _, files in os.walk(base):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
+    return base
+
+
+def _as_nobody(fn):
+    """``fn()`` with the effective UID of nobody (root's real UID kept to come back)."""
+    require(root=True)
+    os.seteuid(NOBODY)
+    try:
+        return fn()
+    finally:
+        os.seteuid(0)
+
+
+@pytest.mark.parametrize("budget", [0, 8])
+def test_a_denied_statm_is_reported_and_does_not_hide_its_subtree(budget):
+    proc = _world_readable_tree({100: {"children": {100: [101]}},
+                                 101: {"rss_pages": 1, "children": {101: [102]}},
+                                 102: {"rss_pages": 4, "children": {102: [103]}},
+                                 103: {"rss_pages": 2}})
+    try:
+        os.chmod(proc / "101" / "statm", 0)  # EACCES for anyone but root
+        probe = TreeProbe(100, include_root=False, proc_root=str(proc), fd_budget=budget)
+        sample = _as_nobody(probe.sample)
+        probe.close()
+        assert sample.processes == ((101, 0), (102, 4 * PAGE_SIZE), (103, 2 * PAGE_SIZE))
+        assert sample.rss_bytes == 6 * PAGE_SIZE
+        assert sample.unreadable == (Unreadable(101, "rss_bytes", "EACCES"),)
+        assert probe.errors[("statm", "PermissionError")] >= 1
+    finally:
+        shutil.rmtree(proc)
+
+
+def test_a_denied_smaps_rollup_of_a_live_process_is_none_with_a_reason():
+    # A real process of another user (root's, read as nobody): statm is world-readable,
+    # smaps_rollup needs ptrace access (EACCES).
+    root = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    kid = None
+    try:
+        kid = wait_until(lambda: (TreeProbe(root.pid, include_root=False).sample().pids or
+                                  [None])[0], 5, what="sleep")
+        for measure in ("pss", "uss"):
+            probe = TreeProbe(root.pid, include_root=True, measure=measure)
+            sample = _as_nobody(probe.sample)
+            probe.close()
+            assert sample.pids == (root.pid, kid) and sample.rss_bytes > 0
+            assert sample.pss_bytes is None and sample.uss_bytes is None
+            assert sample.measure_bytes == sample.rss_bytes  # unknown: counted as its RSS
+            assert set(sample.unreadable) == {Unreadable(root.pid, "pss_bytes", "EACCES"),
+                                              Unreadable(kid, "pss_bytes", "EACCES")}
+    finally:
+        if kid is not None:
+            os.kill(kid, signal.SIGKILL)
+        root.kill()
+        root.wait()

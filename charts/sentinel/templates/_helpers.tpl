@@ -200,8 +200,11 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- if ne $set 1 }}
 {{- fail "mode: sidecar needs exactly one of sidecar.target.name, sidecar.target.cmdline or sidecar.target.pid, so that `sentinel watch` knows which process to guard" }}
 {{- end }}
-{{- if eq .Values.sentinel.measure "cgroup" }}
-{{- fail "sentinel.measure: cgroup does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" }}
+{{- if has .Values.sentinel.measure (list "cgroup" "working-set") }}
+{{- fail (printf "sentinel.measure: %s does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" .Values.sentinel.measure) }}
+{{- end }}
+{{- if regexMatch "^ *(?i:auto)" (.Values.sentinel.maxRss | toString) }}
+{{- fail "sentinel.maxRss: auto does not work in mode: sidecar yet (Sentinel resolves it against its own container's limit); give a size, or use mode: wrapper" }}
 {{- end }}
 {{- end }}
 {{- range .Values.workload.ports }}
@@ -217,7 +220,11 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- if gt (include "sentinel.durationSeconds" $s.gracePeriod | float64) 31536000.0 }}
 {{- fail (printf "sentinel.gracePeriod: %v is longer than a year, which Sentinel refuses; use e.g. 3s or 1m" $s.gracePeriod) }}
 {{- end }}
-{{- if $s.maxRss }}
+{{- $auto := regexMatch "^ *(?i:auto)" ($s.maxRss | toString) }}
+{{- if and $auto (eq .Values.mode "wrapper") (not (dig "limits" "memory" "" (.Values.workload.resources | default dict))) }}
+{{- fail (printf "sentinel.maxRss: %s is a share of the container's memory limit, and workload.resources.limits.memory is not set: Sentinel would refuse to start; set workload.resources.limits.memory or give maxRss a size" $s.maxRss) }}
+{{- end }}
+{{- if and $s.maxRss (not $auto) }}
 {{- $maxRss := include "sentinel.sizeBytes" $s.maxRss | float64 }}
 {{- if lt $maxRss 64000.0 }}
 {{- fail (printf "sentinel.maxRss: %q is %.0f bytes, below Sentinel's 64k floor (a missing unit? e.g. %sMi): it would kill the workload at once" $s.maxRss (ceil $maxRss) (regexFind "^[0-9.]+" ($s.maxRss | toString | trim))) }}
@@ -231,7 +238,7 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- $memory := include "sentinel.quantityBytes" $workloadMemory | float64 }}
 {{- $ownMiB := 0 }}
 {{- $own := "" }}
-{{- if and (eq .Values.mode "wrapper") (ne $s.measure "cgroup") }}
+{{- if and (eq .Values.mode "wrapper") (not (has $s.measure (list "cgroup" "working-set"))) }}
 {{- $ownMiB = $footprint }}
 {{- $own = printf " plus Sentinel's own memory in the same container (%d MiB%s)" $footprint (ternary "" " with the Events client" (eq $footprint 32)) }}
 {{- end }}

@@ -1,0 +1,192 @@
+"""The probes on real kernel files: a real cgroup v1 memory group of the test's own (found
+from /proc/<pid>/cgroup, its usage tracked, its limit read, a real kernel OOM kill seen in
+oom_kill), and PSS against RSS on real forked workers that share a large buffer."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from sentinel.probes.cgroup import auto_limit, discover
+from sentinel.probes.tree import TreeProbe
+from tests.conftest import PY, require
+
+MiB = 1024 * 1024
+MEMCG = Path("/sys/fs/cgroup/memory")
+
+# Grows by the MiB count on each stdin line (every page written), answers "ok".
+GROWER = ("import sys\nchunks = []\nprint('ready', flush=True)\nfor line in sys.stdin:\n"
+          "    chunks.append(bytearray(b'\\x01') * (int(line) * 1048576))\n"
+          "    print('ok', flush=True)\n")
+
+
+def _own_memory_group() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+    raise AssertionError("this process has no cgroup v1 memory line in /proc/self/cgroup")
+
+
+@contextmanager
+def own_v1_group(limit_bytes: int):
+    """A new memory group at the top of the v1 hierarchy, never inside or above the
+    group this test runs in; removed afterwards (its tasks killed, rmdir retried)."""
+    require(root=True)
+    if not (MEMCG / "cgroup.procs").is_file():
+        raise AssertionError(f"no cgroup v1 memory hierarchy at {MEMCG} (ls /sys/fs/cgroup/)")
+    name = f"sentinel-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    own = _own_memory_group()
+    assert own.split("/")[1:2] != [name], "the new group would hold this test"
+    group = MEMCG / name
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        memsw = group / "memory.memsw.limit_in_bytes"
+        if memsw.exists():  # no swap way out: the kernel must OOM-kill
+            memsw.write_text(str(limit_bytes))
+        yield group
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            for pid in (group / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                group.rmdir()
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # the killed tasks are still leaving the group
+
+
+def _line(proc: subprocess.Popen) -> str:
+    line = proc.stdout.readline()
+    assert line, f"the grower exited ({proc.poll()})"
+    return line.strip()
+
+
+def test_a_real_v1_group_is_found_read_and_its_oom_kill_counted():
+    limit = 64 * MiB
+    with own_v1_group(limit) as group:
+        # The pre-exec write to cgroup.procs: its pages are charged to the group from the
+        # start (a process that moves itself leaves earlier pages to the old group).
+        with subprocess.Popen(["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec {PY} -c "
+                               f"\"$0\"", GROWER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) as child:
+            assert _line(child) == "ready"
+            mem = discover(child.pid)
+            assert mem is not None, "no cgroup found for the child"
+            assert (mem.version, mem.path) == (1, str(group))
+            before = mem.read()
+            assert before.limit_bytes == limit and before.high_bytes is None
+            assert before.oom_kills == 0 and before.current_bytes > 0
+            assert auto_limit(before.limit_bytes, before.high_bytes, 0.9) == int(limit * 0.9)
+            child.stdin.write("24\n")
+            child.stdin.flush()
+            assert _line(child) == "ok"
+            grown = mem.read()
+            assert grown.current_bytes >= before.current_bytes + 22 * MiB, (before, grown)
+            assert grown.current_bytes <= limit
+            assert grown.working_set_bytes is not None and \
+                grown.working_set_bytes <= grown.current_bytes
+            child.stdin.write("80\n")  # past the limit: the kernel's OOM killer
+            child.stdin.flush()
+            assert child.wait(30) == -signal.SIGKILL
+            after = mem.read()
+            assert after.oom_kills == before.oom_kills + 1, after
+            assert after.events["oom_kill"] == after.oom_kills
+            mem.close()
+
+
+WORKERS = ("import os, sys, time\n"
+           "buf = bytearray(b'\\x01') * (64 * 1048576)\n"
+           "for _ in range(4):\n"
+           "    if os.fork() == 0:\n"
+           "        total = 0\n"
+           "        for i in range(0, len(buf), 4096):\n"
+           "            total += buf[i]\n"  # reads every page; writes none
+           "        os.write(1, b'ready %d\\n' % total)\n"
+           "        time.sleep(60)\n"
+           "        os._exit(0)\n"
+           "os.write(1, b'ready parent\\n')\n"
+           "time.sleep(60)\n")
+
+
+@contextmanager
+def _killed_after(parent: subprocess.Popen):
+    try:
+        yield
+    finally:
+        for pid in TreeProbe(parent.pid, include_root=False).sample().pids:
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+
+
+def test_pss_counts_shared_pages_once_where_summed_rss_counts_them_five_times():
+    # A prefork server's shape: a parent touches 64 MiB, then forks 4 workers that only
+    # read it. Summed RSS counts the buffer 5 times, PSS once.
+    with subprocess.Popen([PY, "-c", WORKERS], stdout=subprocess.PIPE, text=True) as parent, \
+            _killed_after(parent):
+        ready = [parent.stdout.readline() for _ in range(5)]
+        assert all(line.startswith("ready") for line in ready), ready
+        probe = TreeProbe(parent.pid, include_root=True, measure="pss")
+        sample = probe.sample()
+        probe.close()
+        assert len(sample.pids) == 5 and sample.unreadable == ()
+        buffer = 64 * MiB
+        assert sample.rss_bytes >= 4.8 * buffer, sample
+        assert buffer <= sample.pss_bytes <= 1.5 * buffer, sample
+        assert sample.rss_bytes / sample.pss_bytes >= 3.5, sample
+        assert sample.measure_bytes == sample.pss_bytes
+        assert sample.uss_bytes <= sample.pss_bytes
+
+
+BASE_IMAGE = "localhost/sentinel-base:bookworm"  # scripts/make-base-image.sh
+REPO = Path(__file__).resolve().parents[2]
+IN_CONTAINER = ("import json\nfrom sentinel.probes.cgroup import discover\n"
+                "m = discover()\nr = m.read()\n"
+                "print(json.dumps([m.version, m.path, m.read_only, r.limit_bytes, "
+                "r.current_bytes, r.oom_kills]))\n")
+
+
+def podman_run(*args: str) -> subprocess.CompletedProcess:
+    """The probe code of this tree, read-only, in the project's base image (its python3
+    and the standard library are all the probes need before the spawn)."""
+    require("podman")
+    images = subprocess.run(["podman", "image", "exists", BASE_IMAGE])
+    assert images.returncode == 0, f"{BASE_IMAGE} is missing: run scripts/make-base-image.sh"
+    return subprocess.run(["podman", "run", "--rm", "--network", "none",
+                           "-v", f"{REPO / 'sentinel'}:/opt/s/sentinel:ro",
+                           "-e", "PYTHONPATH=/opt/s", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_in_a_podman_container_the_cgroup_is_found_through_the_mount_root():
+    # podman on v1: the host's cgroup namespace, so /proc/self/cgroup says
+    # /libpod_parent/libpod-<id> and the read-only mount's root is that same path.
+    p = podman_run("--memory", "100m", BASE_IMAGE, "python3", "-c", IN_CONTAINER)
+    assert p.returncode == 0, p.stderr
+    version, path, read_only, limit, current, oom_kills = json.loads(p.stdout)
+    assert (version, path, read_only) == (1, "/sys/fs/cgroup/memory", True)
+    assert limit == 100 * MiB and 0 < current < limit and oom_kills == 0
+
+
+def test_in_a_podman_container_without_a_limit_auto_is_refused():
+    p = podman_run(BASE_IMAGE, "python3", "-m", "sentinel", "run", "--max-rss", "auto", "--",
+                   "true")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (
+        "sentinel: error: --max-rss auto: the container has no memory limit "
+        "(memory.limit_in_bytes is unlimited); set resources.limits.memory or give "
+        "--max-rss a size")

@@ -1,0 +1,320 @@
+"""cgroup discovery and reads on fixture trees built per test: v1, v2 and hybrid layouts,
+private and host cgroup namespaces (the mount's root field), read-only mounts, "max",
+missing files and odd values; ``auto_limit``; the figures table and its document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sentinel.errors import UsageError
+from sentinel.probes import figures
+from sentinel.probes.cgroup import (
+    CgroupMemory, auto_limit, discover, explain_no_cgroup, parse_mountinfo, parse_proc_cgroup,
+    parse_value, relative_to_root,
+)
+from sentinel.probes.contract import MemoryProbe, Unreadable
+from sentinel.probes.tree import TreeProbe
+
+MiB = 1024 * 1024
+V1_UNLIMITED = "9223372036854771712"  # PAGE_COUNTER_MAX pages in bytes, 4 KiB pages
+REPO = Path(__file__).resolve().parents[2]
+
+V2_FILES = {"memory.current": "104857600\n", "memory.max": "209715200\n",
+            "memory.high": "max\n",
+            "memory.stat": "anon 1\nfile 2\ninactive_file 4857600\nactive_file 3\n",
+            "memory.events": "low 0\nhigh 4\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"}
+V1_FILES = {"memory.usage_in_bytes": "104857600\n", "memory.limit_in_bytes": "209715200\n",
+            "memory.stat": "cache 5\ninactive_file 1\ntotal_inactive_file 4857600\n",
+            "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"}
+
+
+def build(tmp_path: Path, *, proc_cgroup: str, mounts: list[str],
+          groups: dict[str, dict[str, str]]) -> Path:
+    """A /proc with 42/cgroup and self/mountinfo, and cgroup directories under
+    tmp_path/cg (``groups``: directory relative to tmp_path/cg -> files). Mount lines
+    may say {cg} for that directory. Returns the fake /proc."""
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    (proc / "42").mkdir(parents=True)
+    (proc / "self").mkdir()
+    (proc / "42" / "cgroup").write_text(proc_cgroup)
+    (proc / "self" / "cgroup").write_text(proc_cgroup)
+    (proc / "self" / "mountinfo").write_text(
+        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+        + "".join(line.format(cg=cg) + "\n" for line in mounts))
+    for rel, files in groups.items():
+        d = cg / rel
+        d.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (d / name).write_text(text)
+    return proc
+
+
+def v2_mount(root="/", opts="rw,nosuid"):
+    return f"30 25 0:26 {root} {{cg}} {opts} - cgroup2 cgroup2 rw"
+
+
+def v1_mount(root="/", sub="memory", opts="rw,nosuid"):
+    return f"35 31 0:32 {root} {{cg}}/{sub} {opts} - cgroup cgroup rw,memory"
+
+
+# -- parsing ---------------------------------------------------------------
+def test_proc_cgroup_lines_v1_v2_and_hybrid():
+    assert parse_proc_cgroup("0::/a/b\n") == (None, "/a/b")
+    assert parse_proc_cgroup("5:cpu,cpuacct:/x\n4:memory:/docker/abc\n") == ("/docker/abc", None)
+    assert parse_proc_cgroup("4:memory:/m\n1:name=systemd:/s\n0::/u\n") == ("/m", "/u")
+    assert parse_proc_cgroup("garbage\n\n") == (None, None)
+
+
+def test_mountinfo_cgroup_mounts_with_root_and_read_only():
+    mounts = parse_mountinfo(
+        "31 23 0:28 / /sys/fs/cgroup ro,relatime - tmpfs tmpfs rw\n"
+        "35 31 0:32 /libpod_parent/ctr /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup "
+        "rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/my\\040dir rw - cgroup2 cgroup2 rw\n"
+        "bad line\n")
+    assert [(m.fstype, m.root, m.mount_point, m.read_only) for m in mounts] == [
+        ("cgroup", "/libpod_parent/ctr", "/sys/fs/cgroup/memory", True),
+        ("cgroup2", "/", "/sys/fs/cgroup/my dir", False)]
+
+
+@pytest.mark.parametrize("path, root, expected", [
+    ("/", "/", ""), ("/a/b", "/", "a/b"), ("/kubepods/pod1/ctr", "/kubepods/pod1/ctr", ""),
+    ("/kubepods/pod1/ctr", "/kubepods/pod1", "ctr"), ("/kubepods/pod2", "/kubepods/pod1", None),
+    ("/kubepods/pod10", "/kubepods/pod1", None), ("/../other", "/", None)])
+def test_the_mount_root_is_subtracted(path, root, expected):
+    assert relative_to_root(path, root) == expected
+
+
+@pytest.mark.parametrize("raw, limit, expected", [
+    (b"104857600\n", False, (104857600, None)), (b"", False, (None, "empty")),
+    (b"\n", False, (None, "empty")), (b"lots\n", False, (None, "garbage")),
+    (b"-4096\n", False, (None, "negative")), (b"99999999999999999999999\n", False,
+                                               (None, "huge")),
+    (b"max\n", False, (None, "garbage")), (b"max\n", True, (None, None)),
+    (V1_UNLIMITED.encode(), True, (None, None)), (b"209715200", True, (209715200, None))])
+def test_values_odd_and_unlimited(raw, limit, expected):
+    assert parse_value(raw, limit=limit) == expected
+
+
+# -- discovery -------------------------------------------------------------
+def test_v2_private_namespace(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": V2_FILES})
+    mem = discover(42, proc_root=str(proc))
+    assert (mem.version, mem.path, mem.read_only) == (2, str(tmp_path / "cg"), False)
+    r = mem.read()
+    assert (r.current_bytes, r.limit_bytes, r.high_bytes) == (104857600, 209715200, None)
+    assert (r.inactive_file_bytes, r.working_set_bytes, r.oom_kills) == (4857600, 100000000, 1)
+    assert r.events == {"low": 0, "high": 4, "max": 3, "oom": 1, "oom_kill": 1,
+                        "oom_group_kill": 0}
+    assert r.unreadable == () and mem.errors == {}
+
+
+@pytest.mark.parametrize("root, cgroup_path, rel", [
+    ("/kubepods/pod1/ctr", "/kubepods/pod1/ctr", "."),  # podman/Docker --cgroupns=host
+    ("/kubepods/pod1", "/kubepods/pod1/ctr", "ctr"),
+])
+def test_v2_host_namespace_subtracts_the_mount_root(tmp_path, root, cgroup_path, rel):
+    proc = build(tmp_path, proc_cgroup=f"0::{cgroup_path}\n", mounts=[v2_mount(root)],
+                 groups={rel: V2_FILES})
+    mem = discover(42, proc_root=str(proc))
+    assert mem.path == str((tmp_path / "cg" / rel).resolve())
+    assert mem.read().current_bytes == 104857600
+
+
+def test_v1_host_namespace_read_only_with_unlimited_limit(tmp_path):
+    files = dict(V1_FILES, **{"memory.limit_in_bytes": V1_UNLIMITED + "\n"})
+    proc = build(tmp_path, proc_cgroup="9:cpu:/x\n4:memory:/libpod_parent/libpod-abc\n",
+                 mounts=[v1_mount("/libpod_parent/libpod-abc", opts="ro,nosuid")],
+                 groups={"memory": files})
+    mem = discover(42, proc_root=str(proc))
+    assert (mem.version, mem.path, mem.read_only) == (1, str(tmp_path / "cg" / "memory"), True)
+    r = mem.read()
+    assert (r.current_bytes, r.limit_bytes, r.high_bytes) == (104857600, None, None)
+    assert (r.inactive_file_bytes, r.working_set_bytes) == (4857600, 100000000)
+    assert r.oom_kills == 2 and r.unreadable == ()
+
+
+@pytest.mark.parametrize("v2_first", [True, False])
+def test_hybrid_uses_the_v1_memory_controller(tmp_path, v2_first):
+    # These machines: cgroup2 at /sys/fs/cgroup/unified without a memory controller.
+    mounts = [v1_mount(), v2_mount().replace("{cg}", "{cg}/unified")]
+    proc = build(tmp_path, proc_cgroup="4:memory:/grp\n1:name=systemd:/grp\n0::/grp\n",
+                 mounts=mounts[::-1] if v2_first else mounts,
+                 groups={"memory/grp": V1_FILES, "unified/grp": {"cgroup.procs": "42\n"}})
+    mem = discover(42, proc_root=str(proc))
+    assert (mem.version, mem.path) == (1, str(tmp_path / "cg" / "memory" / "grp"))
+
+
+def test_v2_without_memory_controller_is_explained(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/grp\n", mounts=[v2_mount()],
+                 groups={"grp": {"cgroup.procs": "42\n"}})
+    assert discover(42, proc_root=str(proc)) is None
+    why = explain_no_cgroup(42, proc_root=str(proc))
+    assert "memory.current" in why and "no memory controller" in why and "\n" not in why
+
+
+def test_a_cgroup_outside_our_namespace_is_not_visible_and_sidecar_says_what_mount(tmp_path):
+    # What a sidecar sees of another container's process: a path outside its own root.
+    proc = build(tmp_path, proc_cgroup="0::/../ctr-workload\n", mounts=[v2_mount()],
+                 groups={".": V2_FILES})
+    assert discover(42, proc_root=str(proc)) is None
+    why = explain_no_cgroup(42, proc_root=str(proc), sidecar=True)
+    assert "outside the mount" in why
+    assert "host's /sys/fs/cgroup read-only" in why and "--cgroup-root" in why
+    proc_shared = build(tmp_path / "b", proc_cgroup="0::/kubepods/pod1/other\n",
+                        mounts=[v2_mount("/kubepods/pod1/sentinel")], groups={".": V2_FILES})
+    assert discover(42, proc_root=str(proc_shared)) is None
+
+
+def test_no_cgroup_mount_at_all(tmp_path):
+    proc = build(tmp_path, proc_cgroup="4:memory:/grp\n", mounts=[], groups={})
+    assert discover(42, proc_root=str(proc)) is None
+    assert "no v1 memory hierarchy is mounted here" in explain_no_cgroup(42, proc_root=str(proc))
+    assert discover(7, proc_root=str(proc)) is None  # gone: no /proc/7/cgroup
+    assert "cannot be read" in explain_no_cgroup(7, proc_root=str(proc))
+
+
+def test_explain_is_empty_when_visible(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": V2_FILES})
+    assert explain_no_cgroup(42, proc_root=str(proc)) == ""
+
+
+def test_cgroup_root_overrides_the_mount_point_or_is_the_directory(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/kubepods/pod1/ctr\n", mounts=[],
+                 groups={"elsewhere/kubepods/pod1/ctr": V2_FILES, "direct": V2_FILES})
+    assert discover(42, proc_root=str(proc)) is None
+    mem = discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "elsewhere"))
+    assert mem.path == str(tmp_path / "cg" / "elsewhere" / "kubepods" / "pod1" / "ctr")
+    mem = discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "direct"))
+    assert mem.path == str(tmp_path / "cg" / "direct")
+    assert CgroupMemory.for_pid(42, str(proc), str(tmp_path / "cg" / "direct")).version == 2
+    assert discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "nowhere")) is None
+
+
+# -- reading ---------------------------------------------------------------
+def test_missing_files_give_none_with_a_countable_reason(tmp_path):
+    files = {k: v for k, v in V2_FILES.items() if k not in ("memory.stat", "memory.events")}
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": files})
+    mem = discover(42, proc_root=str(proc))
+    r = mem.read()
+    assert r.current_bytes == 104857600
+    assert (r.inactive_file_bytes, r.working_set_bytes, r.oom_kills) == (None, None, None)
+    assert set(r.unreadable) == {("memory.stat", "missing"), ("memory.events", "missing")}
+    mem.read()
+    assert mem.errors == {("memory.stat", "missing"): 2, ("memory.events", "missing"): 2}
+
+
+def test_a_stat_file_without_inactive_file_and_events_without_oom_kill(tmp_path):
+    files = dict(V1_FILES, **{"memory.stat": "cache 5\n", "memory.oom_control":
+                              "oom_kill_disable 0\nunder_oom 0\n"})  # a kernel before 4.13
+    proc = build(tmp_path, proc_cgroup="4:memory:/\n", mounts=[v1_mount()],
+                 groups={"memory": files})
+    r = discover(42, proc_root=str(proc)).read()
+    assert (r.inactive_file_bytes, r.working_set_bytes, r.oom_kills) == (None, None, None)
+    assert set(r.unreadable) == {("memory.stat", "missing"), ("memory.oom_control", "missing")}
+
+
+@pytest.mark.parametrize("text, reason", [("", "empty"), ("many\n", "garbage"),
+                                          ("-1\n", "negative"),
+                                          ("184467440737095516160\n", "huge")])
+def test_odd_current_values_never_raise(tmp_path, text, reason):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()],
+                 groups={".": dict(V2_FILES, **{"memory.current": text})})
+    mem = discover(42, proc_root=str(proc))
+    r = mem.read()
+    assert r.current_bytes is None and r.working_set_bytes is None
+    assert r.unreadable == (("memory.current", reason),)
+    assert mem.errors == {("memory.current", reason): 1}
+
+
+def test_working_set_is_floored_at_zero(tmp_path):
+    files = dict(V2_FILES, **{"memory.stat": "inactive_file 204857600\n"})
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": files})
+    assert discover(42, proc_root=str(proc)).read().working_set_bytes == 0
+
+
+def test_limits_and_limit_changed_on_a_resize(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()],
+                 groups={".": dict(V2_FILES, **{"memory.high": "157286400\n"})})
+    mem = discover(42, proc_root=str(proc))
+    assert mem.limits() == (209715200, 157286400)
+    assert mem.limit_changed() is False  # the first look
+    assert mem.limit_changed() is False
+    (tmp_path / "cg" / "memory.max").write_text("419430400\n")  # an in-place pod resize
+    assert mem.limit_changed() is True
+    assert mem.limits() == (419430400, 157286400)
+    assert mem.limit_changed() is False
+    mem.close()
+    assert mem.events()["oom_kill"] == 1  # descriptors reopen after close
+
+
+# -- the tree probe with a cgroup -----------------------------------------------
+def _tree_with_cgroup(tmp_path, measure, files=V2_FILES):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": files})
+    (proc / "42" / "task" / "42").mkdir(parents=True)
+    (proc / "42" / "statm").write_text("1000 25 10 1 0 50 0\n")
+    (proc / "42" / "task" / "42" / "children").write_text("")
+    return TreeProbe(42, include_root=True, measure=measure, proc_root=str(proc),
+                     cgroup=discover(42, proc_root=str(proc)), fd_budget=8)
+
+
+@pytest.mark.parametrize("measure, expected", [("cgroup", 104857600),
+                                               ("working-set", 100000000)])
+def test_measure_cgroup_is_usage_and_working_set_is_the_kubelets(tmp_path, measure, expected):
+    probe = _tree_with_cgroup(tmp_path, measure)
+    assert isinstance(probe, MemoryProbe)
+    s = probe.sample()
+    assert s.measure_bytes == expected
+    assert (s.cgroup_memory_current_bytes, s.cgroup_memory_max_bytes, s.cgroup_working_set_bytes,
+            s.cgroup_inactive_file_bytes, s.cgroup_oom_kills) == (
+        104857600, 209715200, 100000000, 4857600, 1)
+    probe.close()
+
+
+def test_an_unreadable_cgroup_file_is_named_in_the_sample(tmp_path):
+    files = dict(V2_FILES, **{"memory.stat": "garbled"})  # no inactive_file line
+    probe = _tree_with_cgroup(tmp_path, "working-set", files)
+    s = probe.sample()
+    assert s.cgroup_working_set_bytes is None
+    assert s.unreadable == (Unreadable(0, "cgroup_inactive_file_bytes", "missing"),)
+    assert probe.cgroup.errors == {("memory.stat", "missing"): 1}
+    assert probe.errors == {}  # the tree's own sampling is not failing
+
+
+# -- auto ------------------------------------------------------------------
+def test_auto_limit_is_the_share_of_the_lower_limit_less_sentinels_own():
+    assert auto_limit(1000 * MiB, None, 0.9, 0) == int(900 * MiB)
+    assert auto_limit(1000 * MiB, 500 * MiB, 0.9, 0) == int(450 * MiB)  # high is lower
+    assert auto_limit(None, 500 * MiB, 0.85, 32 * MiB) == int(500 * MiB * 0.85) - 32 * MiB
+    assert auto_limit(400 * MiB, 800 * MiB, 1.0, 32 * MiB) == 368 * MiB
+
+
+def test_auto_limit_without_a_limit_says_what_to_do():
+    with pytest.raises(UsageError) as exc:
+        auto_limit(None, None, 0.9, 0)
+    assert str(exc.value) == ('--max-rss auto: the container has no memory limit (memory.max '
+                              'is "max"); set resources.limits.memory or give --max-rss a size')
+    with pytest.raises(UsageError, match=r"memory\.limit_in_bytes is unlimited"):
+        auto_limit(None, None, 0.9, 0, version=1)
+    with pytest.raises(UsageError, match="leaves .* bytes; raise resources.limits.memory"):
+        auto_limit(30 * MiB, None, 0.9, 32 * MiB)
+
+
+# -- the figures table -------------------------------------------------------
+def test_the_figures_document_is_generated_from_the_table():
+    doc = (REPO / "docs" / "memory-figures.md").read_text()
+    assert doc == figures.render_markdown(), \
+        "run: python -m sentinel.probes.figures > docs/memory-figures.md"
+
+
+def test_every_cgroup_and_smaps_figure_is_a_sample_field_and_a_metric():
+    from dataclasses import fields
+
+    from sentinel.probes.contract import MemorySample
+
+    names = {f.name for f in fields(MemorySample)}
+    assert {f.name for f in figures.FIGURES} <= names
+    assert figures.BY_NAME["cgroup_oom_kills"].metric == \
+        "sentinel_workload_cgroup_oom_kills_total"
