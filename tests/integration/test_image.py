@@ -259,13 +259,15 @@ LEAK_THEN_OOM_CONTROL = ("sh", "-c", "trap : TERM; python leaker.py --rate 50; r
                          "cat /sys/fs/cgroup/memory/memory.oom_control; exit $rc")
 
 
-def run_limited(image: str, *args: str, user: str | None = None,
+def run_limited(image: str, *args: str, user: str | None = None, cwd: Path | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
     """``podman run --rm --network none --memory 100m`` with tests/vm on /vm (no swap on
-    these hosts: the limit is the memory.limit_in_bytes a kernel OOM kill enforces)."""
-    return podman("run", "--rm", "--network", "none", "--memory", "100m",
-                  *(["--user", user] if user else []), "--volume", f"{VIEW.parent}:/vm:ro",
-                  image, *args, timeout=timeout, check=False)
+    these hosts: the limit is the memory.limit_in_bytes a kernel OOM kill enforces).
+    ``cwd``: this podman's conmon leaves an empty file "oom" in its working directory
+    after a kernel OOM kill; keep it out of the tree."""
+    return sh(["podman", "run", "--rm", "--network", "none", "--memory", "100m",
+               *(["--user", user] if user else []), "--volume", f"{VIEW.parent}:/vm:ro",
+               image, *args], timeout=timeout, check=False, cwd=cwd)
 
 
 @pytest.mark.parametrize("user, write_error", [("10001:10001", "EACCES"), ("0:0", "EROFS")])
@@ -318,12 +320,12 @@ def test_in_a_100m_container_sentinel_stops_the_leaker_before_the_kernel(image):
     assert "oom_kill 0" in proc.stdout, proc.stdout  # the kernel never had to act
 
 
-def test_with_sentinels_limit_above_the_containers_the_kernel_kills_137(image):
+def test_with_sentinels_limit_above_the_containers_the_kernel_kills_137(image, tmp_path):
     """Negative control: --max-rss 200Mi in a 100 MiB container. The kernel's OOM killer
     takes the leaker (v1 has no oom.group: Sentinel, PID 1, survives and reports it), the
     container exits 137, the kernel's oom_kill counter says 1, Sentinel sent nothing."""
     proc = run_limited(image, "--max-rss", "200Mi", "--log-format", "json", "--",
-                       *LEAK_THEN_OOM_CONTROL)
+                       *LEAK_THEN_OOM_CONTROL, cwd=tmp_path)
     logs = json_logs(proc.stderr)
     assert proc.returncode == 137, proc.stdout + proc.stderr
     assert not [e for e in logs if e.get("event") == "signal_sent"], proc.stderr
