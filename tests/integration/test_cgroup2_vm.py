@@ -20,6 +20,8 @@ to build the guest's caches (.cache/vm/) once per image and source tree.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -144,3 +146,16 @@ def test_an_unknown_scenario_is_one_line(tmp_path):
     proc = runner_error("--scenario", "no-such-scenario", "--cache-dir", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no scenario matches" in proc.stderr, proc.stderr
+
+
+def test_a_missing_qemu_is_one_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("cpio", "gzip", "podman", "find", "tar"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    proc = subprocess.run([sys.executable, RUNNER, "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PATH": str(bin_dir)})
+    assert proc.returncode == 2
+    assert proc.stderr == ("cgroup2-vm: qemu-system-x86_64 is missing: install qemu-system-x86 "
+                           "(bash scripts/install-system-deps.sh)\n"), proc.stderr
