@@ -8,7 +8,11 @@ Asserts what a user of `docker run IMAGE --max-rss 64Mi -- python leaker.py`
 sees: Sentinel is PID 1, the leaker is stopped with SIGTERM and the container
 exits 143; --ignore-term ends in SIGKILL and 137; without a limit nothing is
 killed; `podman stop` is forwarded; the user is not root; the socket and
-metrics work on a named volume as docker-compose.yml uses them.
+metrics work on a named volume as docker-compose.yml uses them. Under
+`--memory 100m`: the in-container cgroup view (v1, read-only, the host's cgroup
+namespace; recorded in tests/fixtures/cgroup/views/), Sentinel's SIGTERM before
+the kernel, and the kernel's kill (137) when Sentinel's limit is above the
+container's.
 
 Slow (about 30 s with the base image cached, plus about 45 s to debootstrap
 it once). The session fixture runs scripts/install-system-deps.sh, which
