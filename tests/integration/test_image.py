@@ -314,9 +314,9 @@ def test_in_container_view_is_cgroup_v1_read_only_under_a_host_namespace(image, 
     assert shape(same_user[0]) == shape(view)
 
 
-def test_in_a_100m_container_sentinel_stops_the_leaker_before_the_kernel(image):
+def test_in_a_100m_container_sentinel_stops_the_leaker_before_the_kernel(image, tmp_path):
     proc = run_limited(image, "--max-rss", "60Mi", "--log-format", "json", "--",
-                       *LEAK_THEN_OOM_CONTROL)
+                       *LEAK_THEN_OOM_CONTROL, cwd=tmp_path)  # a regression is an OOM kill
     logs = json_logs(proc.stderr)
     assert proc.returncode == 143, proc.stdout + proc.stderr
     assert [e["signal"] for e in logs if e.get("event") == "signal_sent"] == ["SIGTERM"]
