@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 TOOLS_BIN   := $(CURDIR)/.tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 
-.PHONY: demo test venv system-deps k8s-tools bench clean
+.PHONY: demo test venv system-deps k8s-tools bench clean vm-test
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ demo: venv
 ## Everything CI runs.
 test: venv system-deps k8s-tools
 	$(PY) -m pytest
+
+## A real cgroup v2 memory controller in a QEMU guest (these hosts are v1 hybrids):
+## scripts/cgroup2-vm.py boots it once with every tests/vm/guest_*.py (about 20 s).
+vm-test: venv system-deps
+	bash scripts/make-base-image.sh
+	$(PY) -m pytest tests/integration/test_cgroup2_vm.py -p no:cacheprovider
 
 ## Benchmark against the naive psutil loop, tini and dumb-init (installed here).
 bench: venv

@@ -7,6 +7,9 @@
 #   tmux                   tmux            (dashboard tests)
 #   podman, runc           podman runc     (container image test)
 #   debootstrap            debootstrap     (local base image, no registry)
+#   qemu-system-x86_64     qemu-system-x86 (a cgroup v2 guest: scripts/cgroup2-vm.py)
+#   /boot/vmlinuz-*-amd64  linux-image-amd64 (the guest's kernel)
+#   cpio                   cpio            (the guest's initramfs)
 #
 # Idempotent and fast when done: one dpkg-query, no `apt-get update`, when
 # every package is already installed. Non-interactive; run as root on Debian
@@ -30,6 +33,9 @@ packages=(
     slirp4netns
     debootstrap         # scripts/make-base-image.sh
     debian-archive-keyring
+    qemu-system-x86     # scripts/cgroup2-vm.py: a cgroup v2 guest (TCG; KVM does not boot here)
+    linux-image-amd64   # the guest's kernel under /boot
+    cpio                # packs the guest's initramfs
 )
 
 missing=()
@@ -65,7 +71,7 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-for cmd in prometheus promtool nc tmux podman runc debootstrap; do
+for cmd in prometheus promtool nc tmux podman runc debootstrap qemu-system-x86_64 cpio; do
     if ! command -v "$cmd" >/dev/null; then
         echo "install-system-deps: '$cmd' is still not on PATH after installing its package; check PATH includes /usr/sbin and /usr/bin" >&2
         exit 1

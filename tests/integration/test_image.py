@@ -8,7 +8,11 @@ Asserts what a user of `docker run IMAGE --max-rss 64Mi -- python leaker.py`
 sees: Sentinel is PID 1, the leaker is stopped with SIGTERM and the container
 exits 143; --ignore-term ends in SIGKILL and 137; without a limit nothing is
 killed; `podman stop` is forwarded; the user is not root; the socket and
-metrics work on a named volume as docker-compose.yml uses them.
+metrics work on a named volume as docker-compose.yml uses them. Under
+`--memory 100m`: the in-container cgroup view (v1, read-only, the host's cgroup
+namespace; recorded in tests/fixtures/cgroup/views/), Sentinel's SIGTERM before
+the kernel, and the kernel's kill (137) when Sentinel's limit is above the
+container's.
 
 Slow (about 30 s with the base image cached, plus about 45 s to debootstrap
 it once). The session fixture runs scripts/install-system-deps.sh, which
@@ -53,9 +57,10 @@ def json_logs(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image():
-    """Build the image once for this module; remove it afterwards.
+    """Build the image once per session (tests elsewhere may ask for it too); remove it
+    afterwards.
 
     dist/wheelhouse is rebuilt from scratch (a stale sentinel wheel would be
     installed instead of the tree's code). A lock keeps two test runs in the
@@ -243,3 +248,89 @@ def test_sentinel_ignores_python_variables_meant_for_the_workload(image):
                   "--", "/bin/sh", "-c", 'echo "$PYTHONPATH $PYTHONHOME"', check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "/nonexistent/app /nonexistent/home"
+
+
+# -- The in-container view: podman's --memory on this cgroup v1 hybrid host (issue 9) ----
+
+VIEW = REPO / "tests" / "vm" / "cgroup_view.py"
+RECORDED_VIEW = REPO / "tests" / "fixtures" / "cgroup" / "views" / "podman-v1-memory100m.jsonl"
+
+
+# The leaker, then the kernel's own counter (memory.oom_control's oom_kill; podman's
+# OOMKilled flag is false after a real kill here). The shell traps SIGTERM (a no-op:
+# Sentinel signals the whole group) so it lives to print the counter.
+LEAK_THEN_OOM_CONTROL = ("sh", "-c", "trap : TERM; python leaker.py --rate 50; rc=$?; "
+                         "cat /sys/fs/cgroup/memory/memory.oom_control; exit $rc")
+
+
+def run_limited(image: str, *args: str, user: str | None = None, cwd: Path | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+    """``podman run --rm --network none --memory 100m`` with tests/vm on /vm (no swap on
+    these hosts: the limit is the memory.limit_in_bytes a kernel OOM kill enforces).
+    ``cwd``: this podman's conmon leaves an empty file "oom" in its working directory
+    after a kernel OOM kill; keep it out of the tree."""
+    return sh(["podman", "run", "--rm", "--network", "none", "--memory", "100m",
+               *(["--user", user] if user else []), "--volume", f"{VIEW.parent}:/vm:ro",
+               image, *args], timeout=timeout, check=False, cwd=cwd)
+
+
+@pytest.mark.parametrize("user, write_error", [("10001:10001", "EACCES"), ("0:0", "EROFS")])
+def test_in_container_view_is_cgroup_v1_read_only_under_a_host_namespace(image, user, write_error):
+    """What Sentinel sees in a container here (tests/vm/cgroup_view.py, as its workload):
+    v1 lines in /proc/self/cgroup with the container's path, and a "0::" line too although
+    no cgroup2 is mounted inside; a read-only memory mount whose root is that same path
+    (podman's host cgroup namespace on v1: path minus root is "/", the group's directory is
+    the mount point); the 100 MiB limit; a write refused (EROFS for root, EACCES first for
+    the image's user). tests/fixtures/cgroup/views/ keeps these views for discovery's tests."""
+    proc = run_limited(image, "--no-metrics", "--no-socket", "--", "python",
+                       "/vm/cgroup_view.py", user=user)
+    assert proc.returncode == 0, proc.stderr
+    view = json.loads(proc.stdout)["cgroup_view"]
+    assert view["uid"] == int(user.split(":")[0])
+    memory = [line for line in view["proc_self_cgroup"] if line.split(":")[1] == "memory"]
+    assert len(memory) == 1, view["proc_self_cgroup"]
+    path = memory[0].split(":", 2)[2]
+    assert "/libpod-" in path, path
+    assert f"0::{path}" in view["proc_self_cgroup"]
+    fstypes = [line.split(" - ", 1)[1].split(" ")[0] for line in view["mountinfo"]]
+    assert "cgroup2" not in fstypes, view["mountinfo"]
+    mounts = [line.split(" ") for line in view["mountinfo"]
+              if "memory" in line.split(" - ", 1)[1].split(" ")[2].split(",")]
+    assert len(mounts) == 1, view["mountinfo"]
+    root, point, options = mounts[0][3], mounts[0][4], mounts[0][5]
+    assert (root, point) == (path, "/sys/fs/cgroup/memory"), mounts[0]
+    assert "ro" in options.split(","), options
+    files = view["files"]
+    assert files["/sys/fs/cgroup/memory/memory.limit_in_bytes"].strip() == str(100 * 2**20)
+    assert "oom_kill 0" in files["/sys/fs/cgroup/memory/memory.oom_control"]
+    assert view["open_for_write"] == {"/sys/fs/cgroup/memory/memory.limit_in_bytes": write_error}
+    # The recorded view for this user has the same shape (controllers, mounts, files).
+    recorded = [json.loads(line)["cgroup_view"] for line in RECORDED_VIEW.read_text().splitlines()]
+    same_user = [r for r in recorded if r["uid"] == view["uid"]]
+    assert len(same_user) == 1
+    shape = (lambda v: ([line.split(":")[:2] for line in v["proc_self_cgroup"]],
+                        [line.split(" ")[4:6] for line in v["mountinfo"]],
+                        sorted(v["files"]), v["open_for_write"]))
+    assert shape(same_user[0]) == shape(view)
+
+
+def test_in_a_100m_container_sentinel_stops_the_leaker_before_the_kernel(image, tmp_path):
+    proc = run_limited(image, "--max-rss", "60Mi", "--log-format", "json", "--",
+                       *LEAK_THEN_OOM_CONTROL, cwd=tmp_path)  # a regression is an OOM kill
+    logs = json_logs(proc.stderr)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    assert [e["signal"] for e in logs if e.get("event") == "signal_sent"] == ["SIGTERM"]
+    assert "got SIGTERM" in proc.stdout
+    assert "oom_kill 0" in proc.stdout, proc.stdout  # the kernel never had to act
+
+
+def test_with_sentinels_limit_above_the_containers_the_kernel_kills_137(image, tmp_path):
+    """Negative control: --max-rss 200Mi in a 100 MiB container. The kernel's OOM killer
+    takes the leaker (v1 has no oom.group: Sentinel, PID 1, survives and reports it), the
+    container exits 137, the kernel's oom_kill counter says 1, Sentinel sent nothing."""
+    proc = run_limited(image, "--max-rss", "200Mi", "--log-format", "json", "--",
+                       *LEAK_THEN_OOM_CONTROL, cwd=tmp_path)
+    logs = json_logs(proc.stderr)
+    assert proc.returncode == 137, proc.stdout + proc.stderr
+    assert not [e for e in logs if e.get("event") == "signal_sent"], proc.stderr
+    assert "oom_kill 1" in proc.stdout, proc.stdout
