@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 time.sleep(0.05)
     ok = result["woke_on_max_before_oom_kill"] and result["kernel_oom"]
+    # The VM runner's scenario contract (tests/vm/vmlib.py): one "check" line per claim.
+    for name in ("woke_on_max_before_oom_kill", "kernel_oom"):
+        emit(args.prefix, check=name, ok=bool(result[name]))
     emit(args.prefix, event="result", ok=ok, **result)
     return 0 if ok else 1
 
