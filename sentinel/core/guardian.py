@@ -17,13 +17,17 @@ import signal
 import time
 from typing import Callable
 
-from sentinel.core import fdlimit
+from collections import deque
+
+from sentinel.core import fdlimit, sampler
 
 from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
-from sentinel.errors import EXIT_NOT_ENDED
+from sentinel.errors import EXIT_NOT_ENDED, StateError
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field
+from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
+from sentinel.core.ladder import Ladder, Reach, main_reap_bound
 from sentinel.core.spawn import Child, spawn
 from sentinel.core.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY,
@@ -34,9 +38,10 @@ log = logging.getLogger(LOGGER_NAME)
 
 _JOB_CONTROL_STOPS = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-# Below this distance to the limit (in sampling periods at the current growth
-# rate) the sampler speeds up; it never samples faster than _MIN_INTERVAL.
-_MIN_INTERVAL = 0.004
+# The growth estimate reads at most this many recent samples (of the last
+# sampler.RATE_WINDOW_SECONDS): near the limit Sentinel samples every 4 ms, and a
+# slope over 750 points at 250 Hz would cost more than the walk it steers.
+_RATE_POINTS = 64
 # This many samples in a row with a failed read (or an exception) make the
 # sampling "failing": one error line, status/metrics/an Event say so.
 _SAMPLING_FAILING_AFTER = 3
@@ -44,17 +49,8 @@ _SAMPLING_FAILING_AFTER = 3
 _FALLBACK_PROBES = frozenset({"smaps_rollup"})
 # A run that lasted this long resets the restart back-off.
 _STABLE_RUN_SECONDS = 10.0
-# After the main child exits, leftovers get SIGTERM, then SIGKILL after the
-# grace period; SIGKILLed processes that still have not been reaped after this
-# many more seconds (stuck in uninterruptible sleep) are given up on. The main
-# process after the ladder's SIGKILL is named this long after it too, as not
-# confirmed yet, but is waited for longer (_main_reap_bound): its status is the
-# one the kubelet sees, and a big process can take seconds to die (page freeing
-# under a CPU limit, NFS/FUSE stalls in state D).
-_REAP_GIVE_UP_SECONDS = 2.0
-# The main process is waited for up to max(this, the grace period) after its
-# SIGKILL before Sentinel gives up on it and exits EXIT_NOT_ENDED (71).
-_MAIN_REAP_WAIT_SECONDS = 10.0
+# The ladder's timing after SIGKILL (2 s to name survivors, max(10 s, grace) for
+# the main process) lives in sentinel.core.ladder.
 # /proc/<pid>/stat states (fs/proc/array.c task_state_array), for warnings. A task
 # frozen by the cgroup v1 freezer shows as D.
 _STATE_NAMES = {"R": "running", "S": "sleeping", "D": "uninterruptible sleep",
@@ -174,14 +170,19 @@ class Guardian:
         self._tty_fd = child.tty_fd if child else None
         self._sigfd: int | None = None
         self._sample_handle: asyncio.TimerHandle | None = None
-        self._grace_handle: asyncio.TimerHandle | None = None
+        self._ladder: Ladder | None = None  # the workload's current (or last) stop
+        self._cleanup_ladder: Ladder | None = None  # the leftover sweep after its exit
+        # Called with the PIDs the ladder's SIGKILL reached, right after it was sent:
+        # where process_mrelease(2) will free their memory without waiting for the exit.
+        self.sigkill_listeners: list[Callable[[list[int]], None]] = []
         self._restart_handle: asyncio.TimerHandle | None = None
         self._done: asyncio.Future | None = None
         self._shutting_down = False
         self._cleanup = False  # main child gone, leftovers being stopped
         self._main_status: int | None = None
         self._prev: tuple[float, int] | None = None  # (mono, measure) of the previous sample
-        self._rate = 0.0  # smoothed growth of the measure, bytes/s
+        # (mono, measure) of this run's recent samples, for sampler.growth_rate
+        self._recent: deque[tuple[float, int]] = deque(maxlen=_RATE_POINTS)
         self._consecutive_failures = 0
         self._failed_samples = 0  # samples in a row with a read error (sampling health)
         self._exit_code = 0
@@ -245,9 +246,12 @@ class Guardian:
                   exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
 
     def close(self) -> None:
-        for handle in (self._sample_handle, self._grace_handle, self._restart_handle):
+        for handle in (self._sample_handle, self._restart_handle):
             if handle:
                 handle.cancel()
+        for ladder in (self._ladder, self._cleanup_ladder):
+            if ladder is not None:
+                ladder.cancel()
         if self._sigfd is not None:
             try:
                 self.loop.remove_reader(self._sigfd)
@@ -268,21 +272,59 @@ class Guardian:
 
     # ------------------------------------------------------------------ workload
     def _adopt(self, child: Child) -> None:
+        self.begin_run(child)
+        st = self.state
+        self.emit("spawned", f"started {' '.join(child.command)!r} as pid {child.pid}"
+                  + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
+                     else " (no memory limit: watching only)"),
+                  pid=child.pid, command=list(child.command))
+        self.sample_now()
+
+    def begin_run(self, child: Child, probe: TreeProbe | None = None) -> None:
+        """Take ``child`` as the workload from now on (spawned, or found by a source
+        such as watch mode's): its PID, start time and phase ``running`` in ``state``,
+        a fresh growth history, no kill under way. ``probe`` replaces the memory probe
+        (the old one is closed). The caller reports it and schedules the first sample
+        (``sample_now``)."""
+        if probe is not None:
+            old, self.probe = self.probe, probe
+            old.close()
         self.child = child
         self._main_status = None
         self._cleanup = False
         self._prev = None
-        self._rate = 0.0
+        self._recent.clear()
+        self._ladder = None
         st = self.state
         st.main_pid = child.pid
         st.started_wall = child.started_wall
         st.phase = PHASE_RUNNING
         st.current_kill = None
         st.grace_deadline_mono = None
-        self.emit("spawned", f"started {' '.join(child.command)!r} as pid {child.pid}"
-                  + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
-                     else " (no memory limit: watching only)"),
-                  pid=child.pid, command=list(child.command))
+
+    def end_run(self) -> None:
+        """The workload is gone without a status of Sentinel's (watch mode's target):
+        stop its ladder and sampling, forget it. ``state.current_kill`` is left to
+        the caller, which reports how the stop ended."""
+        for ladder in (self._ladder, self._cleanup_ladder):
+            if ladder is not None:
+                ladder.main_exited()
+        self._ladder = self._cleanup_ladder = None
+        if self._sample_handle:
+            self._sample_handle.cancel()
+            self._sample_handle = None
+        self.child = None
+        self._prev = None
+        self._recent.clear()
+        self.state.main_pid = None
+
+    def sample_now(self, reason: str = "") -> None:
+        """Cancel the pending sampling tick and sample at once (on the loop). The entry
+        point for wake-ups that should not wait for the tick: a limit change,
+        ``resume``, the start of a run; later the kernel's cgroup ``memory.events``/PSI
+        notifications. ``reason`` is for the debug log."""
+        if reason:
+            log.debug("sampling now: %s", reason)
         self._schedule_sample(0.0)
 
     def _respawn(self) -> None:
@@ -359,9 +401,14 @@ class Guardian:
         if target == 0:
             log.debug("dropped %s (rewritten to 0)", name)
         elif self._main_status is None and self.child is not None:
-            self.signal_workload(target)
             if sig in _SHUTDOWN_SIGNALS:
-                self._continue_after_term()  # a stopped workload runs its handler
+                # The shutdown is a ladder without escalation: the signal received, then
+                # SIGCONT (a stopped workload runs its handler); no SIGKILL from Sentinel:
+                # the runtime's own timeout (terminationGracePeriodSeconds) bounds it.
+                Ladder(self._forward, self.loop, clock=self._clock, grace_period_seconds=0.0,
+                       term_signal=target, escalate=False).start()
+            else:
+                self.signal_workload(target)
             self.emit("signal_forwarded", f"forwarded {name}"
                       + (f" as {signal_name(target)}" if target != sig else "")
                       + f" to {'pid' if self.settings.single_child else 'process group'} "
@@ -376,6 +423,14 @@ class Guardian:
             self._stop_self()
         elif sig == signal.SIGCONT and self._tty_fd is not None and self.child is not None:
             self._give_terminal()
+
+    def _forward(self, sig: int) -> Reach:
+        """The shutdown ladder's signaller: ``signal_workload``, SIGCONT as after a SIGTERM."""
+        if sig == signal.SIGCONT:
+            self._continue_after_term()
+        else:
+            self.signal_workload(sig)
+        return Reach()
 
     def _give_terminal(self) -> None:
         try:
@@ -592,9 +647,8 @@ class Guardian:
         kill = st.current_kill
         if kill is not None:
             kill.exit_code = code
-        if self._grace_handle:
-            self._grace_handle.cancel()
-            self._grace_handle = None
+        if self._ladder is not None:
+            self._ladder.main_exited()
         how = (f"exited with code {code}" if os.WIFEXITED(status)
                else f"was killed by {signal_name(os.WTERMSIG(status))} ({code})")
         self.emit("exited", f"workload pid {self.child.pid} {how}",  # type: ignore[union-attr]
@@ -621,35 +675,34 @@ class Guardian:
         # Whatever is left of the tree gets the same ladder, bounded in time.
         self._cleanup = True
         self._cleanup_refused = dict(kill.refused) if kill is not None else {}
-        self._refusals = {}
-        leftovers = self._signal_tree(signal.SIGTERM)
-        self._note_refusals(kill, signal.SIGTERM, self._refusals, self._cleanup_refused)
-        self._continue_after_term(tree=True)  # a stopped leftover runs its handler
-        if leftovers:
-            log.info("stopping %d leftover process(es) of the workload: %s", len(leftovers),
-                     _pid_list(leftovers), extra={"event": "cleanup"})
-            self._grace_handle = self.loop.call_later(
-                self.settings.grace_period_seconds, self._cleanup_escalate)
-        else:
+        self._cleanup_ladder = Ladder(
+            self._cleanup_signal, self.loop, clock=self._clock,
+            grace_period_seconds=self.settings.grace_period_seconds,
+            on_step=self._cleanup_step, on_sigkill=self._after_sigkill,
+            before_check=self._reap, on_given_up=lambda waited: self._cleanup_done())
+        if not self._cleanup_ladder.start().reached:
             self._cleanup_done()
 
-    def _cleanup_escalate(self) -> None:
+    def _cleanup_signal(self, sig: int) -> Reach:
+        """The leftover sweep's signaller: the whole tree (the main process is gone)."""
+        if sig == signal.SIGCONT:
+            self._continue_after_term(tree=True)  # a stopped leftover runs its handler
+            return Reach()
         self._refusals = {}
-        left = self._signal_tree(signal.SIGKILL)
-        self._note_refusals(self._ending_kill, signal.SIGKILL, self._refusals,
-                            self._cleanup_refused)
-        if left:
-            log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
-                        len(left), self.settings.grace_period_seconds, _pid_list(left),
-                        extra={"event": "cleanup"})
-        # Nothing to wait for when every leftover refused the SIGKILL.
-        self._grace_handle = self.loop.call_later(_REAP_GIVE_UP_SECONDS if left else 0.0,
-                                                  self._cleanup_timeout)
+        hit = self._signal_tree(sig)
+        return Reach(hit, dict(self._refusals))
 
-    def _cleanup_timeout(self) -> None:
-        self._grace_handle = None
-        self._reap()  # exits already pending are not survivors
-        self._cleanup_done()
+    def _cleanup_step(self, sig: int, reach: Reach) -> None:
+        self._note_refusals(self._ending_kill, sig, reach.refused, self._cleanup_refused)
+        if not reach.reached:
+            return
+        if sig == signal.SIGKILL:
+            log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
+                        len(reach.reached), self.settings.grace_period_seconds,
+                        _pid_list(reach.reached), extra={"event": "cleanup"})
+        else:
+            log.info("stopping %d leftover process(es) of the workload: %s",
+                     len(reach.reached), _pid_list(reach.reached), extra={"event": "cleanup"})
 
     def _survivors(self, refused: dict, after: str) -> list[dict]:
         """``process_facts`` of every live process of the tree, with one warning line
@@ -700,9 +753,9 @@ class Guardian:
         if not self._cleanup:
             return
         self._cleanup = False
-        if self._grace_handle:
-            self._grace_handle.cancel()
-            self._grace_handle = None
+        if self._cleanup_ladder is not None:
+            self._cleanup_ladder.main_exited()  # over: no further step
+            self._cleanup_ladder = None
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
@@ -825,29 +878,28 @@ class Guardian:
         value = sample.measure_bytes
         prev = self._prev
         self._prev = (sample.at_mono, value)
-        if prev is not None and sample.at_mono > prev[0]:
-            rate = (value - prev[1]) / (sample.at_mono - prev[0])
-            self._rate = 0.5 * self._rate + 0.5 * rate
+        self._recent.append((sample.at_mono, value))
         limit = st.limit_bytes
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
                 and self._main_status is None and sample.processes):
             self._memory_kill(sample, prev)
         self._schedule_sample(self._next_interval(value, limit))
 
-    def _next_interval(self, value: int, limit: int | None) -> float:
-        """The period at rest, shortened as the measure approaches the limit.
+    @property
+    def growth_bytes_per_second(self) -> float | None:
+        """The measure's growth over the last ``sampler.RATE_WINDOW_SECONDS`` of this run,
+        bytes/second (``sampler.growth_rate``; the dashboard computes the same), or
+        ``None`` with too few samples."""
+        points = self._recent
+        if not points:
+            return None
+        return sampler.growth_rate(sampler.recent_points(points, points[-1][0]))
 
-        At the current growth rate the crossing is ``(limit - value) / rate``
-        away; sampling at a third of that keeps both the reaction time and the
-        overshoot small without costing anything while the workload is steady.
-        """
-        interval = self.settings.interval_seconds
-        if limit is None or not self.state.enforcing or self._rate <= 0 or value >= limit:
-            return interval
-        eta = (limit - value) / self._rate
-        # The floor never lifts the period above --interval itself (--interval
-        # may be as short as 1 ms): the sampler never waits longer than asked.
-        return max(min(_MIN_INTERVAL, interval), min(interval, eta / 3))
+    def _next_interval(self, value: int, limit: int | None) -> float:
+        """The period until the next sample: ``sampler.next_interval`` at this run's growth."""
+        return sampler.next_interval(value, limit, self.growth_bytes_per_second,
+                                     self.settings.interval_seconds,
+                                     enforcing=self.state.enforcing)
 
     # ------------------------------------------------------------------ the ladder
     def _record_kill(self, reason: str, sig: int) -> None:
@@ -882,102 +934,100 @@ class Guardian:
         st.current_kill = kill
         st.phase = PHASE_TERMINATING
         st.grace_deadline_mono = self._clock() + grace
-        reached, refused = self._term_reach()  # before the signal: who it is for
-        self.signal_workload(signal.SIGTERM)
-        # Then SIGCONT, as systemd does: a stopped workload (state T) runs its
-        # SIGTERM handler now instead of waiting for SIGKILL.
-        self._continue_after_term()
-        self._note_refusals(kill, signal.SIGTERM, refused, kill.refused)
-        if reached:  # a step that reached no process is neither claimed nor counted
-            kill.signals.append("SIGTERM")
-            kill.reached["SIGTERM"] = reached
-            self._record_kill(reason, signal.SIGTERM)
-            self.emit("signal_sent", f"sent SIGTERM to the workload ({reason}): "
-                      f"{_pid_list(reached)}"
-                      + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
-                         else "")
-                      + f"; SIGKILL in {grace:.1f}s unless it exits", logging.WARNING,
-                      signal="SIGTERM", reason=reason, reaction_seconds=reaction, pids=reached,
-                      refused=[{"pid": p, "uid": u} for p, u in refused.items()],
-                      kill=kill.to_dict())
-        if not reached and self._all_refused(kill.refused):
-            # Every process refuses: a grace period would wait for nothing.
-            st.grace_deadline_mono = self._clock()
-            self._grace_handle = self.loop.call_later(0.0, self._escalate)
-        else:
-            self._grace_handle = self.loop.call_later(grace, self._escalate)
+        self._ladder = self._make_ladder(kill)
+        self._ladder.start()
+        st.grace_deadline_mono = self._ladder.grace_deadline
 
-    def _escalate(self) -> None:
-        self._grace_handle = None
-        st = self.state
-        kill = st.current_kill
-        if kill is None or self._main_status is not None:
+    def _make_ladder(self, kill: KillRecord) -> Ladder:
+        """The workload's ladder for ``kill``: SIGTERM (with SIGCONT) to what
+        ``signal_workload`` reaches, SIGKILL to the whole tree, the main process
+        waited for after it."""
+        return Ladder(self._ladder_signal, self.loop, clock=self._clock,
+                      grace_period_seconds=kill.grace_period_seconds, record=kill,
+                      main_pid=self.child.pid if self.child else None, wait_for_main=True,
+                      main_wait_seconds=main_reap_bound(self.settings.grace_period_seconds),
+                      on_step=lambda sig, reach: self._ladder_step(kill, sig, reach),
+                      on_sigkill=self._after_sigkill, everyone_refuses=self._all_refused,
+                      before_check=self._reap, on_unconfirmed=self._not_confirmed_yet,
+                      on_given_up=self._give_up)
+
+    def _ladder_signal(self, sig: int) -> Reach:
+        """The workload ladder's signaller: SIGTERM/SIGCONT as ``signal_workload`` sends
+        them (who it reaches read before the signal, so a process that exits at once
+        still counts), SIGKILL to the whole tree (``_signal_tree``)."""
+        if sig == signal.SIGCONT:
+            self._continue_after_term()
+            return Reach()
+        if sig == signal.SIGKILL:
+            self._refusals = {}
+            hit = self._signal_tree(signal.SIGKILL)
+            return Reach(hit, dict(self._refusals), self._group_reached)
+        reached, refused = self._term_reach()  # before the signal: who it is for
+        self.signal_workload(sig)
+        return Reach(reached, refused)
+
+    def _after_sigkill(self, pids: list[int]) -> None:
+        """Called right after the ladder's SIGKILL reached ``pids`` (process_mrelease goes
+        here). Nothing yet."""
+        for hook in list(self.sigkill_listeners):
+            hook(pids)
+
+    def _ladder_step(self, kill: KillRecord, sig: int, reach: Reach) -> None:
+        """Name the refusals of one step, and count and report a step that reached."""
+        reason, grace = kill.reason, kill.grace_period_seconds
+        refused, reached = reach.refused, reach.reached
+        self._note_refusals(kill, sig, refused, kill.refused)
+        if not reached:  # a step that reached no process is neither claimed nor counted
             return
-        self._refusals = {}
-        hit = self._signal_tree(signal.SIGKILL)
-        refused = self._refusals
-        self._note_refusals(kill, signal.SIGKILL, refused, kill.refused)
-        if hit:  # a step that reached no process is neither claimed nor counted
-            kill.signals.append("SIGKILL")
-            kill.reached["SIGKILL"] = hit
-            kill.sigkill_wall = time.time()
-            self._record_kill(kill.reason, signal.SIGKILL)
-            waited, grace = self._clock() - kill.started_mono, kill.grace_period_seconds
+        self._record_kill(reason, sig)
+        if sig == signal.SIGKILL:
+            waited = self._clock() - kill.started_mono
             if grace > 0 and waited >= grace - 0.05:
                 when = f"after the {grace:.1f}s grace period"
             elif "SIGTERM" in kill.signals:  # an operator kill cut the grace period short
                 when = f"now, {waited:.1f}s into the {grace:.1f}s grace period"
             else:  # a kill without a SIGTERM first, or one that no process accepted
                 when = "now"
-            self.emit("signal_sent", f"sent SIGKILL to {len(hit)} process(es) {when} "
-                      f"({kill.reason}): {_pid_list(hit)}"
-                      + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
-                         else ""),
-                      logging.WARNING, signal="SIGKILL", reason=kill.reason, pids=hit,
-                      refused=[{"pid": p, "uid": u} for p, u in refused.items()],
-                      kill=kill.to_dict())
-        # Bounded: what SIGKILL has not ended _REAP_GIVE_UP_SECONDS later (stuck in D
-        # state, a frozen cgroup) is named, the main process waited for up to
-        # _main_reap_bound(); what refused it is named and given up on. At once only
-        # when every process refused: never because the walk found no process.
-        everyone_refused = not hit and not self._group_reached and bool(refused)
-        self._grace_handle = self.loop.call_later(
-            0.0 if everyone_refused else _REAP_GIVE_UP_SECONDS, self._give_up)
+            head = f"sent SIGKILL to {len(reached)} process(es) {when} ({reason}): "
+            tail = ""
+        else:
+            head = f"sent SIGTERM to the workload ({reason}): "
+            tail = f"; SIGKILL in {grace:.1f}s unless it exits"
+        self.emit("signal_sent", head + _pid_list(reached)
+                  + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
+                     else "") + tail, logging.WARNING,
+                  signal=signal_name(sig), reason=reason, pids=reached,
+                  refused=[{"pid": p, "uid": u} for p, u in refused.items()],
+                  kill=kill.to_dict(),
+                  **({} if sig == signal.SIGKILL else {"reaction_seconds": kill.reaction_seconds}))
 
-    def _main_reap_bound(self) -> float:
-        """How long after its SIGKILL the main process is waited for before Sentinel
-        gives up on it: ``max(_MAIN_REAP_WAIT_SECONDS, grace period)``."""
-        return max(_MAIN_REAP_WAIT_SECONDS, self.settings.grace_period_seconds)
+    def _not_confirmed_yet(self, bound: float) -> None:
+        """2 s after SIGKILL the main process is still there: name what is left (the
+        record's survivors come at the end) and wait on."""
+        kill = self.state.current_kill
+        if kill is None or self.child is None:
+            return
+        self._survivors(
+            kill.refused, f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL; the kill is not "
+            f"confirmed yet: Sentinel waits for the main process (pid {self.child.pid}) "
+            f"up to {bound:.1f}s after SIGKILL")
 
     def _give_up(self, waited: bool = False) -> None:
-        """The ladder's check that its SIGKILL ended the main process.
+        """The end of the ladder's wait for the main process after its SIGKILL.
 
-        ``_REAP_GIVE_UP_SECONDS`` after SIGKILL a main process still there is named
-        (state, RSS, UID) with the kill *not confirmed yet*, and waited for until
-        ``_main_reap_bound()`` after SIGKILL (``waited``): a big process can take
-        seconds to die, and its real status (137) must not be lost. If it dies
-        meanwhile, ``_main_exited`` cancels this and the stop ends as any other. A
-        main process that refused SIGKILL (EPERM), or that no SIGKILL reached, is
-        not waited for. At the end: name what is left, record the kill as not
-        confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
+        ``_REAP_GIVE_UP_SECONDS`` after SIGKILL a main process still there was named
+        (``_not_confirmed_yet``) and waited for until ``main_reap_bound()`` after SIGKILL
+        (``waited``): a big process can take seconds to die, and its real status (137)
+        must not be lost. A main process that refused SIGKILL (EPERM), or that no
+        SIGKILL reached, is not waited for. Here: name what is left, record the kill
+        as not confirmed and, in run mode, exit with ``EXIT_NOT_ENDED`` (its status is
         unknown; no restart, since it may still run). As PID 1 the kernel then kills
         the rest of the namespace, once a frozen process is thawed."""
-        self._grace_handle = None
-        self._reap()  # an exit already pending is not a survivor
         st = self.state
         kill = st.current_kill
         if kill is None or self._main_status is not None or self.child is None:
             return
-        sigkilled = "SIGKILL" in kill.signals and self.child.pid not in kill.refused
-        bound = self._main_reap_bound()
-        if sigkilled and not waited:  # named in the log; the record's survivors come at the end
-            self._survivors(
-                kill.refused, f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL; the kill is not "
-                f"confirmed yet: Sentinel waits for the main process (pid {self.child.pid}) "
-                f"up to {bound:.1f}s after SIGKILL")
-            self._grace_handle = self.loop.call_later(
-                max(0.0, bound - _REAP_GIVE_UP_SECONDS), self._give_up, True)
-            return
+        bound = main_reap_bound(self.settings.grace_period_seconds)
         after = (f"{bound:.1f}s after SIGKILL" if waited
                  else f"{_REAP_GIVE_UP_SECONDS:.1f}s after SIGKILL" if "SIGKILL" in kill.signals
                  else "refusing SIGKILL")
@@ -1004,11 +1054,13 @@ class Guardian:
 
     # ------------------------------------------------------------------ commands
     # Called by the control socket from the loop. Each returns a short message
-    # and raises ValueError with a user-facing reason when it cannot act.
+    # and raises StateError (a ValueError: the socket's "invalid_state" reply) with a
+    # user-facing reason when the command does not fit the workload's state.
 
-    def _require_workload(self) -> None:
+    def _require_workload(self, command: str) -> None:
         if self.child is None or self._main_status is not None:
-            raise ValueError("no workload is running")
+            raise StateError("no workload is running", state="no_workload",
+                             command=command)
 
     def _cancel_restart(self) -> str | None:
         """In a restart back-off, ``stop``/``kill`` mean: no restart, and Sentinel exits."""
@@ -1030,9 +1082,10 @@ class Guardian:
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
-        self._require_workload()
+        self._require_workload("stop")
         if self.state.phase == PHASE_TERMINATING:
-            raise ValueError("the workload is already being stopped")
+            raise StateError("the workload is already being stopped",
+                             state=PHASE_TERMINATING, command="stop")
         self._shutting_down = self._shutting_down or reason == REASON_OPERATOR
         sample = self.state.last_sample
         self._start_ladder(reason, sample.measure_bytes if sample else None,
@@ -1052,7 +1105,7 @@ class Guardian:
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
-        self._require_workload()
+        self._require_workload("kill")
         self._shutting_down = True
         st = self.state
         if st.current_kill is not None and "SIGKILL" in st.current_kill.signals:
@@ -1068,9 +1121,8 @@ class Guardian:
                 pids=sample.pids if sample else (self.child.pid,),  # type: ignore[union-attr]
                 grace_period_seconds=0.0)
             st.phase = PHASE_TERMINATING
-        if self._grace_handle:
-            self._grace_handle.cancel()
-        self._escalate()
+            self._ladder = self._make_ladder(st.current_kill)
+        self._ladder.kill_now()
         kill = st.current_kill or st.last_kill
         if kill is not None and "SIGKILL" not in kill.signals:  # never claim it
             if not kill.refused:
@@ -1081,7 +1133,7 @@ class Guardian:
 
     def send_signal(self, sig: int) -> str:
         """Forward one signal to the workload as if Sentinel had received it (no rewrite)."""
-        self._require_workload()
+        self._require_workload("signal")
         self.signal_workload(sig)
         self.emit("signal_forwarded", f"operator sent {signal_name(sig)} to the workload",
                   signal=signal_name(sig))
@@ -1094,7 +1146,7 @@ class Guardian:
         self.emit("limit_changed", f"memory limit changed from {_limit_text(old)} to "
                   f"{_limit_text(limit_bytes)}", limit_bytes=limit_bytes, old_limit_bytes=old)
         if self.child is not None:
-            self._schedule_sample(0.0)
+            self.sample_now("limit changed")
         return f"limit {_limit_text(limit_bytes)}"
 
     def pause(self) -> str:
@@ -1112,5 +1164,5 @@ class Guardian:
         self.state.enforcing = True
         self.emit("enforcement_resumed", "enforcement resumed")
         if self.child is not None:
-            self._schedule_sample(0.0)
+            self.sample_now("enforcement resumed")
         return "enforcement resumed"

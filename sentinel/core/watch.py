@@ -8,7 +8,7 @@ behaves as ``run`` does: the same sampler over the target's process tree
 SIGTERM -> grace -> SIGKILL ladder, now sent to every process of the tree,
 and the same state, listeners and command methods, so the metrics exporter,
 control socket, Kubernetes Events and dashboard work unchanged
-(``sentinel.app.start_components``).
+(``sentinel.app.start_components``; ``sentinel.app.serve_watch`` wires them).
 
 The target is not Sentinel's child, so its exit is seen through a pidfd
 (``os.pidfd_open``, readable when the process ends) and its exit status is
@@ -43,18 +43,17 @@ import os
 import signal
 import time
 
-from sentinel import __version__, logs
-
 from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
 from sentinel.core.guardian import Guardian, real_uid
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe
-from sentinel.core.spawn import Child, block_signals
+from sentinel.core.ladder import Ladder, Reach
+from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_RUNNING, PHASE_WAITING
 from sentinel.core.targets import (
     Candidate, TargetPermissionError, TargetSpec, age_seconds, candidate, check_signalable,
-    check_target_pid, choose, own_lineage, scan,
+    choose, own_lineage, scan,
 )
 
 log = logging.getLogger(LOGGER_NAME)
@@ -80,7 +79,7 @@ class WatchGuardian(Guardian):
         self._pidfd: int | None = None
         self._poll_handle = None
         self._exit_poll_handle = None  # without pidfd_open (Linux < 5.3)
-        self._leftover_handle = None
+        self._leftover_ladder: Ladder | None = None  # the sweep after a killed target
         self._target: Candidate | None = None
         self._refused: set[tuple[int, float]] = set()
         self._choice_logged: tuple[int, float] | None = None
@@ -96,9 +95,11 @@ class WatchGuardian(Guardian):
         return await super().serve()
 
     def close(self) -> None:
-        for handle in (self._poll_handle, self._exit_poll_handle, self._leftover_handle):
+        for handle in (self._poll_handle, self._exit_poll_handle):
             if handle:
                 handle.cancel()
+        if self._leftover_ladder is not None:
+            self._leftover_ladder.cancel()
         self._close_pidfd()
         super().close()
 
@@ -181,25 +182,14 @@ class WatchGuardian(Guardian):
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
         s = self.settings
         cgroup = CgroupProbe.for_pid(c.pid) if s.measure == "cgroup" else None
-        old, self.probe = self.probe, TreeProbe(c.pid, include_root=True, measure=s.measure,
-                                                cgroup=cgroup)
-        old.close()
         self._target = c
         self._attached_once = True
         self._waiting_logged = False
-        # What Guardian._adopt does for a spawned child, for a found one.
-        self.child = Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(), c.create_time)
-        self._main_status = None
-        self._cleanup = False
-        self._prev = None
-        self._rate = 0.0
+        self.begin_run(Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(),
+                             c.create_time),
+                       TreeProbe(c.pid, include_root=True, measure=s.measure, cgroup=cgroup))
         st = self.state
-        st.main_pid = c.pid
         st.command = c.cmdline or (c.comm,)
-        st.started_wall = c.create_time
-        st.phase = PHASE_RUNNING
-        st.current_kill = None
-        st.grace_deadline_mono = None
         age = age_seconds(c.pid)
         if age is None:  # gone since: the pidfd reports it next
             age = max(0.0, time.time() - c.create_time)
@@ -209,7 +199,7 @@ class WatchGuardian(Guardian):
                      else " (no memory limit: watching only)"),
                   pid=c.pid, command=list(c.cmdline), target_uid=c.uid,
                   age_seconds=round(age, 3))
-        self._schedule_sample(0.0)
+        self.sample_now("attached")
         return True
 
     # ------------------------------------------------------------------ the target's end
@@ -239,11 +229,9 @@ class WatchGuardian(Guardian):
             return
         pid = self.child.pid
         st = self.state
-        for name in ("_grace_handle", "_sample_handle", "_exit_poll_handle"):
-            handle = getattr(self, name)
-            if handle:
-                handle.cancel()
-            setattr(self, name, None)
+        if self._exit_poll_handle:
+            self._exit_poll_handle.cancel()
+            self._exit_poll_handle = None
         kill = st.current_kill
         self.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
                   "Sentinel's child)", pid=pid)
@@ -255,12 +243,9 @@ class WatchGuardian(Guardian):
             self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
                       f"target pid {pid} is gone", kill=kill.to_dict())
             leftovers = self._leftovers(pid)
-        self.child = None
+        self.end_run()
         self._target = None
-        st.main_pid = None
         st.phase = PHASE_WAITING
-        self._prev = None
-        self._rate = 0.0
         if leftovers:
             self._stop_leftovers(leftovers)
         if self.spec.pid is not None:
@@ -286,29 +271,41 @@ class WatchGuardian(Guardian):
         return out
 
     def _stop_leftovers(self, procs: list[tuple[int, float]]) -> None:
+        """SIGTERM -> grace -> SIGKILL (one ``Ladder``) to ``procs``, (pid, start time)
+        pairs: a PID whose start time changed is another process and is left alone.
+        No SIGCONT (as before) and no wait after SIGKILL: these are not Sentinel's
+        children, so there is no exit status to wait for."""
         grace = self.settings.grace_period_seconds
         log.info("stopping %d leftover process(es) of the killed target: %s", len(procs),
                  [p for p, _ in procs], extra={"event": "cleanup"})
-        self._send_each(procs, signal.SIGTERM)
 
-        def escalate() -> None:
-            self._leftover_handle = None
-            alive = [(p, t) for p, t in procs if (c := candidate(p)) and c.create_time == t]
-            if alive:
+        def signaller(sig: int) -> Reach:
+            alive = procs if sig != signal.SIGKILL else [
+                (p, t) for p, t in procs if (c := candidate(p)) and c.create_time == t]
+            if sig == signal.SIGKILL and alive:
                 log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
                             len(alive), grace, [p for p, _ in alive],
                             extra={"event": "cleanup"})
-                self._send_each(alive, signal.SIGKILL)
+            return Reach(self._send_each(alive, sig))
 
-        self._leftover_handle = self.loop.call_later(grace, escalate)
+        if self._leftover_ladder is not None:
+            self._leftover_ladder.cancel()
+        self._leftover_ladder = Ladder(signaller, self.loop, grace_period_seconds=grace,
+                                       continue_after_term=False,
+                                       on_sigkill=self._after_sigkill)
+        self._leftover_ladder.start()
 
     @staticmethod
-    def _send_each(procs, sig: int) -> None:
+    def _send_each(procs, sig: int) -> list[int]:
+        """kill(2) each of ``procs``; the PIDs it reached (gone or refusing: not)."""
+        hit = []
         for pid, _ in procs:
             try:
                 os.kill(pid, sig)
+                hit.append(pid)
             except OSError:
                 pass
+        return hit
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, info: kernel.SignalInfo) -> None:
@@ -364,33 +361,3 @@ class WatchGuardian(Guardian):
             except PermissionError:  # named by the caller, as in run mode (signal_refused)
                 self._refusals[pid] = real_uid(pid)
         return hit
-
-
-def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> int:
-    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0).
-
-    ``original_mask``: the signal mask before the caller blocked every signal,
-    when it did (earlier is better: a SIGTERM before the block kills Sentinel
-    with 143 instead of exit 0); ``None`` blocks them here. Raises ``UsageError``
-    (exit code 2) for a ``--target-pid`` that can never be watched: Sentinel, one of
-    its ancestors, a thread (``check_target_pid``).
-    """
-    if settings.target_pid is not None:
-        check_target_pid(settings.target_pid)
-    logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
-    # Every signal is read from the guardian's signalfd, so it must be blocked
-    # before any thread (the metrics exporter, the Events worker) starts.
-    if original_mask is None:
-        original_mask = block_signals()
-    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
-
-    absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
-    os.chdir("/")
-    from sentinel.core import fdlimit
-
-    fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
-    guardian = WatchGuardian(settings, original_mask, version=__version__)
-    from sentinel.app import supervise
-
-    return supervise(guardian, settings)
-
