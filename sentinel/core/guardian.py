@@ -23,7 +23,9 @@ from sentinel.core import fdlimit, sampler
 
 from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
-from sentinel.errors import EXIT_NOT_ENDED, StateError
+from sentinel.core import supervisor
+from sentinel.core.supervisor import ProgramState, program_state
+from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field
 from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
@@ -170,6 +172,7 @@ class Guardian:
         self._tty_fd = child.tty_fd if child else None
         self._sigfd: int | None = None
         self._sample_handle: asyncio.TimerHandle | None = None
+        self._restarts_exhausted = False  # --max-restarts reached: given up
         self._ladder: Ladder | None = None  # the workload's current (or last) stop
         self._cleanup_ladder: Ladder | None = None  # the leftover sweep after its exit
         # Called with the PIDs the ladder's SIGKILL reached, right after it was sent:
@@ -607,11 +610,11 @@ class Guardian:
             is_main = self.child is not None and pid == self.child.pid
             if os.WIFCONTINUED(status):
                 if is_main:
-                    self._set_stopped(None)
+                    self.child_stopped(None)
                 continue
             if os.WIFSTOPPED(status):
                 if is_main:
-                    self._set_stopped(os.WSTOPSIG(status))
+                    self.child_stopped(os.WSTOPSIG(status))
                 if is_main and self._tty_fd is not None and not self.pid1:
                     self._stop_self()
                     if self.child is not None:
@@ -619,14 +622,16 @@ class Guardian:
                         self.signal_workload(signal.SIGCONT)
                 continue
             if is_main:
-                self._main_exited(status)
+                self.child_exited(status)
             else:
                 log.debug("reaped orphan pid %d (%s)", pid, exit_code_of(status))
         if self._cleanup and all(p in self._cleanup_refused for p in self._descendants()):
             self._cleanup_done()  # gone, or only processes that refuse Sentinel's signals
 
-    def _set_stopped(self, sig: int | None) -> None:
-        """Record the main process stopped by ``sig`` (state T), or resumed (``None``)."""
+    def child_stopped(self, sig: int | None) -> None:
+        """The init's report that the main process was stopped by ``sig`` (a ``waitpid``
+        WUNTRACED status, state T), or continued (``None``, WCONTINUED): recorded in
+        ``state.stopped``/``stop_signal`` and reported once per change."""
         st = self.state
         was = st.stop_signal
         st.stopped = sig is not None
@@ -638,7 +643,10 @@ class Guardian:
         elif sig is None and was is not None:
             self.emit("continued", f"workload pid {st.main_pid} continued", pid=st.main_pid)
 
-    def _main_exited(self, status: int) -> None:
+    def child_exited(self, status: int) -> None:
+        """The init's report that the main process was reaped with ``status`` (a raw
+        ``waitpid`` status): record its exit code, end its ladder, sweep its
+        leftovers, then restart it or finish with Sentinel's exit code."""
         st = self.state
         code = exit_code_of(status)
         self._main_status = status
@@ -793,6 +801,7 @@ class Guardian:
         if self._shutting_down or s.restart == "never":
             return False
         if s.max_restarts and self.state.restarts >= s.max_restarts:
+            self._restarts_exhausted = True
             log.warning("not restarting: --max-restarts %d reached", s.max_restarts,
                         extra={"event": "restart_limit"})
             return False
@@ -1057,10 +1066,23 @@ class Guardian:
     # and raises StateError (a ValueError: the socket's "invalid_state" reply) with a
     # user-facing reason when the command does not fit the workload's state.
 
-    def _require_workload(self, command: str) -> None:
-        if self.child is None or self._main_status is not None:
-            raise StateError("no workload is running", state="no_workload",
-                             command=command)
+    @property
+    def program_state(self) -> ProgramState:
+        """The workload's ``sentinel.core.supervisor.ProgramState`` now."""
+        st = self.state
+        kill = st.last_kill
+        return program_state(
+            has_process=self.child is not None and self._main_status is None,
+            stopping=st.phase == PHASE_TERMINATING and st.current_kill is not None,
+            stopped_by_signal=st.stopped, restart_pending=self._restart_handle is not None,
+            exited=self._main_status is not None or st.phase == PHASE_EXITED,
+            operator_or_shutdown=self._shutting_down,
+            given_up=self._restarts_exhausted or (
+                st.phase == PHASE_EXITED and kill is not None and kill.confirmed is False))
+
+    def _require(self, command: str) -> None:
+        """Refuse ``command`` with a ``StateError`` unless it fits ``program_state``."""
+        supervisor.check(command, self.program_state)
 
     def _cancel_restart(self) -> str | None:
         """In a restart back-off, ``stop``/``kill`` mean: no restart, and Sentinel exits."""
@@ -1079,13 +1101,10 @@ class Guardian:
     def stop(self, reason: str = REASON_OPERATOR) -> str:
         """Start the SIGTERM -> grace -> SIGKILL ladder now (an operator stop); in a
         restart back-off, cancel the restart instead."""
+        self._require("stop")
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
-        self._require_workload("stop")
-        if self.state.phase == PHASE_TERMINATING:
-            raise StateError("the workload is already being stopped",
-                             state=PHASE_TERMINATING, command="stop")
         self._shutting_down = self._shutting_down or reason == REASON_OPERATOR
         sample = self.state.last_sample
         self._start_ladder(reason, sample.measure_bytes if sample else None,
@@ -1102,10 +1121,10 @@ class Guardian:
     def kill(self, reason: str = REASON_OPERATOR) -> str:
         """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart.
         After the ladder's SIGKILL reached the workload, nothing more is sent."""
+        self._require("kill")
         cancelled = self._cancel_restart()
         if cancelled:
             return cancelled
-        self._require_workload("kill")
         self._shutting_down = True
         st = self.state
         if st.current_kill is not None and "SIGKILL" in st.current_kill.signals:
@@ -1133,7 +1152,7 @@ class Guardian:
 
     def send_signal(self, sig: int) -> str:
         """Forward one signal to the workload as if Sentinel had received it (no rewrite)."""
-        self._require_workload("signal")
+        self._require("signal")
         self.signal_workload(sig)
         self.emit("signal_forwarded", f"operator sent {signal_name(sig)} to the workload",
                   signal=signal_name(sig))
@@ -1141,6 +1160,7 @@ class Guardian:
 
     def set_limit(self, limit_bytes: int | None) -> str:
         """Change the memory limit (``None`` removes it); the next sample applies it."""
+        self._require("limit")
         old = self.state.limit_bytes
         self.state.limit_bytes = limit_bytes
         self.emit("limit_changed", f"memory limit changed from {_limit_text(old)} to "
@@ -1151,6 +1171,7 @@ class Guardian:
 
     def pause(self) -> str:
         """Stop enforcing the limit; sampling continues."""
+        self._require("pause")
         if not self.state.enforcing:
             return "enforcement already paused"
         self.state.enforcing = False
@@ -1159,6 +1180,8 @@ class Guardian:
         return "enforcement paused"
 
     def resume(self) -> str:
+        """Enforce the limit again, from a sample taken at once."""
+        self._require("resume")
         if self.state.enforcing:
             return "enforcement already active"
         self.state.enforcing = True

@@ -104,7 +104,7 @@ class Recorder(Guardian):
         return ([] if self._main_status is not None else [4242]), {}  # nobody refuses
 
     def _reap(self) -> None:
-        pass  # nothing real to reap: the tests feed exits with _main_exited
+        pass  # nothing real to reap: the tests feed exits with child_exited
 
 
 def make(limit=100 * MiB, start=10 * MiB, rate=100 * MiB, **settings):
@@ -137,7 +137,7 @@ def test_workload_exit_within_the_grace_period_cancels_sigkill():
     g, loop, _ = make(grace_period_seconds=3.0)
     loop.advance(1.0)
     assert [s for _, s in g.sent] == [signal.SIGTERM]
-    g._main_exited(signal.SIGTERM)  # a waitpid status: killed by SIGTERM
+    g.child_exited(signal.SIGTERM)  # a waitpid status: killed by SIGTERM
     loop.advance(10.0)
     # The ladder's SIGTERM, then the leftover sweep's SIGTERM: never a SIGKILL.
     assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGTERM]
@@ -196,7 +196,7 @@ def test_operator_stop_and_kill():
 def test_stop_in_a_restart_back_off_cancels_the_restart():
     g, loop, _ = make(limit=None, rate=0.0, restart="always", restart_delay_seconds=5.0)
     loop.advance(0.5)
-    g._main_exited(1 << 8)  # exited with code 1
+    g.child_exited(1 << 8)  # exited with code 1
     assert g.state.phase == "restarting" and g._restart_handle is not None
     finished = []
     g._finish = finished.append  # type: ignore[method-assign]
@@ -300,7 +300,7 @@ def test_a_main_process_dying_after_2s_of_sigkill_keeps_its_real_status():
     assert finished == [] and g.state.phase == PHASE_TERMINATING
     kill = g.state.current_kill
     assert kill is not None and kill.confirmed is None  # not confirmed yet, not given up
-    g._main_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
+    g.child_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
     loop.advance(1.0)
     assert finished == [137]
     assert g.state.last_kill is kill and kill.exit_code == 137 and kill.confirmed is True
@@ -378,7 +378,7 @@ def test_a_killpg_that_delivered_counts_even_when_the_walk_finds_no_process(monk
     assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
     loop.advance(1.0)
     assert finished == [] and g.state.current_kill is kill  # no give-up at 0 s
-    g._main_exited(signal.SIGKILL)
+    g.child_exited(signal.SIGKILL)
     loop.advance(0.1)
     assert finished == [137] and kill.exit_code == 137 and kill.refused == {}
 
@@ -444,7 +444,7 @@ def test_the_kill_summary_names_the_code_sentinel_reports():
     g.listeners.append(seen.append)
     loop.advance(1.0)
     assert g.state.current_kill is not None
-    g._main_exited(0)  # the workload's SIGTERM handler exits 0: still a failure
+    g.child_exited(0)  # the workload's SIGTERM handler exits 0: still a failure
     loop.advance(0.1)
     done = [e.message for e in seen if e.kind == "kill_finished"]
     assert done and "exit code 0 (Sentinel reports 137)" in done[0], done
