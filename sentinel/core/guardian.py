@@ -29,6 +29,7 @@ from sentinel.errors import EXIT_NOT_ENDED
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field
 from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
+from sentinel.core.init import Init, exit_code_of
 from sentinel.core.ladder import Ladder, Reach, main_reap_bound
 from sentinel.core.spawn import Child, spawn
 from sentinel.core.state import (
@@ -38,7 +39,6 @@ from sentinel.core.state import (
 
 log = logging.getLogger(LOGGER_NAME)
 
-_JOB_CONTROL_STOPS = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 _SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # The growth estimate reads at most this many recent samples (of the last
 # sampler.RATE_WINDOW_SECONDS): near the limit Sentinel samples every 4 ms, and a
@@ -119,12 +119,6 @@ def _refused_text(refused: dict[int, int | None], most: int = 10) -> str:
                                       else "")
 
 
-def exit_code_of(status: int) -> int:
-    """A ``waitpid`` status as a shell shows it: the exit code, or 128+N for signal N."""
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
-        else 128 + os.WTERMSIG(status)
-
-
 class Guardian:
     """Supervises one workload (``run`` mode). Create, then ``run()`` until it returns
     Sentinel's exit code.
@@ -162,15 +156,18 @@ class Guardian:
         # signals are still read and orphans reaped (sentinel.app sets it); a
         # signal other than SIGCHLD that arrives then goes to these listeners.
         self.linger: Callable | None = None
-        self.late_signal_listeners: list[Callable] = []  # called with a kernel.SignalInfo
+        # PID-1 duties (signalfd, forwarding, reaping, job control): sentinel.core.init.
+        self.init = Init(self.loop, pid1=pid1, subreaper=subreaper, rewrite=settings.rewrite,
+                         tty_fd=child.tty_fd if child else None,
+                         self_caused=self.state.self_caused_signals)
+        self.init.programs.append(self)
+        self.late_signal_listeners = self.init.late_signal_listeners  # one list
         # The workload shares Sentinel's cgroup in run mode (the container's):
         # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
                                         measure=settings.measure, root_threads=(os.getpid(),),
                                         cgroup=CgroupProbe.for_pid("self"))
-        self._rewrite = dict(settings.rewrite)
         self._tty_fd = child.tty_fd if child else None
-        self._sigfd: int | None = None
         self._sample_handle: asyncio.TimerHandle | None = None
         self._restarts_exhausted = False  # --max-restarts reached: given up
         self._ladder: Ladder | None = None  # the workload's current (or last) stop
@@ -227,17 +224,10 @@ class Guardian:
     async def serve(self) -> int:
         self._done = self.loop.create_future()
         self.loop.set_exception_handler(self._on_loop_error)
-        self._sigfd = kernel.open_signalfd(kernel.catchable_signals())
-        self.loop.add_reader(self._sigfd, self._on_signalfd)
-        if self.state.pid1:
-            log.info("running as PID 1: reaping every orphan in this PID namespace",
-                     extra={"event": "startup"})
-        elif self.state.subreaper:
-            log.info("not PID 1: registered as child subreaper, so orphaned descendants are "
-                     "reaped here", extra={"event": "startup"})
+        self.init.open()
         if self.child is not None:
             self._adopt(self.child)
-        self._on_signalfd()  # anything that arrived between the spawn and now
+        self.init.read_signals()  # anything that arrived between the spawn and now
         return await self._done
 
     def _on_loop_error(self, loop, context: dict) -> None:
@@ -255,21 +245,11 @@ class Guardian:
         for ladder in (self._ladder, self._cleanup_ladder):
             if ladder is not None:
                 ladder.cancel()
-        if self._sigfd is not None:
-            try:
-                self.loop.remove_reader(self._sigfd)
-            except Exception:
-                pass
-            os.close(self._sigfd)
-            self._sigfd = None
+        self.init.close()
         self.probe.close()
 
     def _finish(self, code: int) -> None:
-        if self._tty_fd is not None:
-            try:
-                os.tcsetpgrp(self._tty_fd, os.getpgrp())  # give the terminal back
-            except OSError:
-                pass
+        self.init.finish()  # the terminal goes back; later signals go to the linger
         if self._done and not self._done.done():
             self._done.set_result(code)
 
@@ -342,38 +322,19 @@ class Guardian:
         self._adopt(child)
 
     # ------------------------------------------------------------------ signals
-    def _on_signalfd(self) -> None:
-        if self._sigfd is None:
-            return
-        for info in kernel.read_signals(self._sigfd):
-            if info.signo == signal.SIGCHLD:
-                self._reap()
-            elif info.caused_by_self:
-                self._on_self_caused(info)
-            else:
-                self._on_signal(info)
+    # ------------------------------------------------------------------ the init's reports
+    @property
+    def main_pid(self) -> int | None:
+        """The live main process (whose statuses the init routes here), or ``None``."""
+        return self.child.pid if self.child is not None and self._main_status is None \
+            else None
 
-    def _on_self_caused(self, info: kernel.SignalInfo) -> None:
-        # The kernel raised it at Sentinel for Sentinel's own write (SIGPIPE: a
-        # socket client or stderr reader that hung up; SIGXFSZ: a file-size
-        # limit) or CPU time (SIGXCPU): the workload never gets it. Counted, and
-        # logged once per signal: a log line to a gone stderr raises another.
-        name = signal_name(info.signo)
-        counts = self.state.self_caused_signals
-        counts[name] = counts.get(name, 0) + 1
-        if counts[name] == 1:
-            log.info("%s raised by Sentinel's own %s: not forwarded to the workload "
-                     "(counted in status as self_caused_signals; logged once)", name,
-                     "CPU time" if info.signo == signal.SIGXCPU else "write to a peer or file "
-                     "that cannot take it", extra={"event": "self_caused_signal"})
-
-    def _on_signal(self, info: kernel.SignalInfo) -> None:
-        if self._done is not None and self._done.done():  # lingering: nothing to forward to
-            for listener in list(self.late_signal_listeners):
-                listener(info)
-            return
+    def on_signal(self, info: kernel.SignalInfo, target: int) -> bool:
+        """A signal Sentinel received, ``target`` the one to forward (``Init.target_of``:
+        rewritten; 0 drops it). SIGTERM/SIGINT are the shutdown: no restart, forwarded
+        as a ladder without escalation. False when Sentinel is ending at once (nothing
+        to forward to: a restart back-off), so the init does no job control."""
         sig = info.signo
-        target = self._rewrite.get(sig, sig)
         name = signal_name(sig)
         if sig in _SHUTDOWN_SIGNALS and self.state.shutdown_signal is None:
             self.state.shutdown_signal = name  # the runtime is stopping us: no linger after this
@@ -391,16 +352,9 @@ class Guardian:
                     self._restart_handle.cancel()
                 self.state.phase = PHASE_EXITED
                 self._finish(self._exit_code)
-                return
+                return False
             if target and self._main_status is None:
                 self._record_kill(REASON_SHUTDOWN, target)
-        if (sig in _JOB_CONTROL_STOPS and sig not in self._rewrite
-                and self._tty_fd is None):
-            # The workload leads its own session: its process group is orphaned,
-            # and the kernel discards SIGTSTP/SIGTTIN/SIGTTOU there when they
-            # would stop it (get_signal, is_current_pgrp_orphaned). SIGSTOP
-            # stops it, as dumb-init does (--rewrite TSTP:TSTP keeps the signal).
-            target = signal.SIGSTOP
         if target == 0:
             log.debug("dropped %s (rewritten to 0)", name)
         elif self._main_status is None and self.child is not None:
@@ -417,15 +371,7 @@ class Guardian:
                       + f" to {'pid' if self.settings.single_child else 'process group'} "
                         f"{self.child.pid}", logging.DEBUG, signal=signal_name(target),
                       sender_pid=info.pid)
-        if sig in _JOB_CONTROL_STOPS and not self.pid1 and (
-                self._tty_fd is not None or info.code == kernel.SI_KERNEL):
-            # A job of a shell on a terminal (the workload has the terminal, or the
-            # terminal itself sent it: Ctrl-Z): stop too, so the shell sees the job
-            # stopped. Sent from outside without a terminal (`docker kill -s TSTP`):
-            # Sentinel keeps running, to guard and to report the workload stopped.
-            self._stop_self()
-        elif sig == signal.SIGCONT and self._tty_fd is not None and self.child is not None:
-            self._give_terminal()
+        return True
 
     def _forward(self, sig: int) -> Reach:
         """The shutdown ladder's signaller: ``signal_workload``, SIGCONT as after a SIGTERM."""
@@ -434,18 +380,6 @@ class Guardian:
         else:
             self.signal_workload(sig)
         return Reach()
-
-    def _give_terminal(self) -> None:
-        try:
-            os.tcsetpgrp(self._tty_fd, self.child.pid)  # type: ignore[arg-type, union-attr]
-        except OSError:
-            pass
-
-    def _stop_self(self) -> None:
-        # Job control: the workload stopped (Ctrl-Z) or was told to; stop too,
-        # so the shell that started Sentinel sees the job as stopped. `fg`
-        # sends us SIGCONT, which is forwarded and gives the terminal back.
-        os.kill(os.getpid(), signal.SIGSTOP)
 
     def signal_workload(self, sig: int) -> None:
         """Send ``sig`` to the workload: its process group, or with ``single_child`` the
@@ -600,33 +534,15 @@ class Guardian:
 
     # ------------------------------------------------------------------ reaping
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED | os.WCONTINUED)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            is_main = self.child is not None and pid == self.child.pid
-            if os.WIFCONTINUED(status):
-                if is_main:
-                    self.child_stopped(None)
-                continue
-            if os.WIFSTOPPED(status):
-                if is_main:
-                    self.child_stopped(os.WSTOPSIG(status))
-                if is_main and self._tty_fd is not None and not self.pid1:
-                    self._stop_self()
-                    if self.child is not None:
-                        self._give_terminal()
-                        self.signal_workload(signal.SIGCONT)
-                continue
-            if is_main:
-                self.child_exited(status)
-            else:
-                log.debug("reaped orphan pid %d (%s)", pid, exit_code_of(status))
+        """Reap what is pending (``Init.reap``): statuses of the main process come back
+        as ``child_exited``/``child_stopped``, then ``after_reap``."""
+        self.init.reap()
+
+    def after_reap(self) -> None:
+        """After each reaping pass: the leftover sweep is over once every process left
+        refuses Sentinel's signals (or none is left)."""
         if self._cleanup and all(p in self._cleanup_refused for p in self._descendants()):
-            self._cleanup_done()  # gone, or only processes that refuse Sentinel's signals
+            self._cleanup_done()
 
     def child_stopped(self, sig: int | None) -> None:
         """The init's report that the main process was stopped by ``sig`` (a ``waitpid``

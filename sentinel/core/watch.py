@@ -308,7 +308,7 @@ class WatchGuardian(Guardian):
         return hit
 
     # ------------------------------------------------------------------ signals
-    def _on_signal(self, info: kernel.SignalInfo) -> None:
+    def on_signal(self, info: kernel.SignalInfo, target: int) -> bool:
         if info.signo in _SHUTDOWN:
             log.info("received %s from pid %d: exiting; the target is left alone (Kubernetes "
                      "stops each container itself)", signal_name(info.signo), info.pid,
@@ -317,6 +317,7 @@ class WatchGuardian(Guardian):
         else:
             log.debug("ignored %s from pid %d: watch mode forwards no signals",
                       signal_name(info.signo), info.pid)
+        return False  # no job control either: the target is not Sentinel's job
 
     def signal_workload(self, sig: int) -> None:
         """Send ``sig`` to the target and every process of its tree (it has no process
