@@ -53,17 +53,23 @@ def test_recent_points_keep_the_window_and_this_run_only():
 
 
 def test_the_dashboard_and_the_supervisor_report_the_same_growth(monkeypatch):
-    # A workload growing 7 MiB/s, sampled by the guardian on a fake clock; its
-    # state.history (wall times) feeds the dashboard's snapshot.
-    g, loop, _ = make(limit=10_000 * MiB, start=10 * MiB, rate=7 * MiB)
+    # A workload that allocates in chunks (7 MiB every 0.35 s), sampled by the
+    # guardian on a fake clock; its state.history (wall times) feeds the dashboard.
+    # Chunks make estimators differ (the last step, a smoothed step, a slope).
+    g, loop, probe = make(limit=10_000 * MiB, start=10 * MiB, rate=0.0)
+    t0 = loop.now
+    probe.value = lambda: 10 * MiB + 7 * MiB * int((loop.now - t0) / 0.35)  # type: ignore
     wall0 = time.time()
     monkeypatch.setattr(time, "time", lambda: wall0 + (loop.now - 1000.0))  # wall = fake
     g.state.started_wall = wall0
-    loop.advance(5.0)
-    snap = dashboard.snapshot(g.state, now_wall=time.time(), now_mono=loop.now)
-    assert g.growth_bytes_per_second == pytest.approx(7 * MiB, rel=1e-3)
-    assert snap["growth_bytes_per_second"] == pytest.approx(g.growth_bytes_per_second,
-                                                            rel=1e-3)
+    loop.advance(0.6)  # enough samples (0.1 s apart) for a slope
+    for _ in range(40):
+        loop.advance(0.13)
+        snap = dashboard.snapshot(g.state, now_wall=time.time(), now_mono=loop.now)
+        assert g.growth_bytes_per_second is not None
+        assert snap["growth_bytes_per_second"] == pytest.approx(g.growth_bytes_per_second,
+                                                                rel=1e-6)
+    assert g.growth_bytes_per_second == pytest.approx(20 * MiB, rel=0.15)
     assert dashboard.RATE_WINDOW_SECONDS == sampler.RATE_WINDOW_SECONDS
 
 
