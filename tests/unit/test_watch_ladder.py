@@ -127,3 +127,29 @@ def test_a_target_given_up_on_is_still_watched_and_can_be_stopped_again(monkeypa
     g2.state.limit_bytes = 5 * MiB
     g2._take_sample()
     assert g2.state.current_kill is not None and g2.state.current_kill.reason == "memory_limit"
+
+
+def test_leftovers_of_a_killed_target_get_the_same_ladder(monkeypatch):
+    # The target dies during its stop; CHILD (seen in the last sample) outlives it
+    # and ignores SIGTERM: SIGTERM now, SIGKILL one grace period (1 s) later, and
+    # the SIGKILL hook (process_mrelease's place) is told which PIDs it reached.
+    g, loop, probe, sent, events = _watching(monkeypatch, set())
+    released: list[list[int]] = []
+    g.sigkill_listeners.append(released.append)
+    g._take_sample()  # the tree seen: TARGET -> CHILD
+    g.stop()
+
+    class Same:
+        create_time = 0.0  # the start time seen: not a reused PID
+
+    monkeypatch.setattr(watch_module, "candidate", lambda pid: Same() if pid == CHILD else None)
+    sent.clear()
+    g._on_target_exit()
+    assert sent == [(CHILD, signal.SIGTERM)]
+    loop.advance(0.9)
+    assert sent == [(CHILD, signal.SIGTERM)]
+    loop.advance(0.2)
+    assert sent == [(CHILD, signal.SIGTERM), (CHILD, signal.SIGKILL)]
+    assert released == [[CHILD]]
+    loop.advance(10.0)
+    assert len(sent) == 2  # nothing more: not Sentinel's children, no status to wait for
