@@ -247,8 +247,8 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
     from sentinel.core import fdlimit
 
     fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
-    from sentinel.core.watch import WatchGuardian
+    from sentinel.core.watch import watch_guardian
 
-    guardian = WatchGuardian(settings, original_mask, version=__version__)
+    guardian = watch_guardian(settings, original_mask, version=__version__)
     return supervise(guardian, settings)
 

@@ -134,7 +134,7 @@ class Guardian:
                  pid1: bool = False, subreaper: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
                  probe: TreeProbe | None = None, version: str = "",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, source=None) -> None:
         self.settings = settings
         self.loop = loop or asyncio.new_event_loop()
         # The monotonic clock of kill records and the grace deadline; the
@@ -193,6 +193,12 @@ class Guardian:
         self._cleanup_refused: dict[int, int | None] = {}  # the leftover sweep's refusals
         self._group_reached = False  # the last _signal_tree's killpg reached a process
         self._ending_kill: KillRecord | None = None  # a kill whose leftovers are being swept
+        # Where the workload comes from when Sentinel did not spawn it (watch mode's
+        # WatchSource): it attaches it with begin_run/end_run, answers the signals
+        # Sentinel receives (on_signal), and sends signals to the tree (send).
+        self.source = source
+        if source is not None:
+            source.bind(self)
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, message: str, level: int = logging.INFO, **fields) -> Event:
@@ -227,6 +233,8 @@ class Guardian:
         self.init.open()
         if self.child is not None:
             self._adopt(self.child)
+        if self.source is not None:
+            self.source.start()
         self.init.read_signals()  # anything that arrived between the spawn and now
         return await self._done
 
@@ -245,8 +253,19 @@ class Guardian:
         for ladder in (self._ladder, self._cleanup_ladder):
             if ladder is not None:
                 ladder.cancel()
+        if self.source is not None:
+            self.source.close()
         self.init.close()
         self.probe.close()
+
+    @property
+    def finished(self) -> bool:
+        """The workload is gone for good: ``run()`` has its exit code."""
+        return self._done is not None and self._done.done()
+
+    def finish(self, code: int) -> None:
+        """End ``serve()`` with Sentinel's exit ``code`` (a source's SIGTERM, say)."""
+        self._finish(code)
 
     def _finish(self, code: int) -> None:
         self.init.finish()  # the terminal goes back; later signals go to the linger
@@ -334,6 +353,8 @@ class Guardian:
         rewritten; 0 drops it). SIGTERM/SIGINT are the shutdown: no restart, forwarded
         as a ladder without escalation. False when Sentinel is ending at once (nothing
         to forward to: a restart back-off), so the init does no job control."""
+        if self.source is not None:
+            return self.source.on_signal(info, target)
         sig = info.signo
         name = signal_name(sig)
         if sig in _SHUTDOWN_SIGNALS and self.state.shutdown_signal is None:
@@ -386,6 +407,14 @@ class Guardian:
         direct child only. Nothing if it is already gone."""
         if self.child is None:
             return
+        if self.source is not None and self.source.signals_tree:
+            # No process group of Sentinel's making: the whole tree. Refusals are
+            # named as signal_refused (a ladder names its own).
+            self._refusals = {}
+            self._signal_tree(sig)
+            if self._refusals and self.state.current_kill is None:
+                self._note_refusals(None, sig, self._refusals, {})
+            return
         try:
             if self.settings.single_child:
                 os.kill(self.child.pid, sig)
@@ -410,6 +439,9 @@ class Guardian:
         ``tree`` to every descendant too. Failures are not reported: the SIGTERM
         before it is the step that counts, and names who refused it."""
         if self.child is None:
+            return
+        if self.source is not None and self.source.signals_tree:
+            self._signal_tree(signal.SIGCONT)  # where the SIGTERM went: the whole tree
             return
         try:
             if self.settings.single_child and not tree:
@@ -449,6 +481,8 @@ class Guardian:
         is Sentinel's unreaped child: the PID is still its own) and counted.
         """
         self._group_reached = False
+        if self.source is not None and self.source.signals_tree:
+            return self._send_each(self._descendants(), sig) if self.child is not None else []
         if self.child is not None:
             try:
                 os.killpg(self.child.pid, sig)
@@ -478,6 +512,8 @@ class Guardian:
         that exits at once still counts as reached."""
         if self.child is None:
             return [], {}
+        if self.source is not None and self.source.signals_tree:
+            return self._reachable(self._descendants())  # the ladder's SIGTERM: the tree
         if self.settings.single_child:
             members = [self.child.pid]
         else:
@@ -493,6 +529,19 @@ class Guardian:
             if self._main_status is None and self.child.pid not in members:
                 members.append(self.child.pid)
         return self._reachable(members)
+
+    def _send_each(self, pids: list[int], sig: int) -> list[int]:
+        """``source.send`` each of ``pids``; the PIDs hit; EPERM into ``_refusals``."""
+        hit = []
+        for pid in pids:
+            try:
+                self.source.send(pid, sig)
+                hit.append(pid)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                self._refusals[pid] = real_uid(pid)
+        return hit
 
     @staticmethod
     def _reachable(pids) -> tuple[list[int], dict[int, int | None]]:
@@ -602,7 +651,7 @@ class Guardian:
         self._cleanup_ladder = Ladder(
             self._cleanup_signal, self.loop, clock=self._clock,
             grace_period_seconds=self.settings.grace_period_seconds,
-            on_step=self._cleanup_step, on_sigkill=self._after_sigkill,
+            on_step=self._cleanup_step, on_sigkill=self.after_sigkill,
             before_check=self._reap, on_given_up=lambda waited: self._cleanup_done())
         if not self._cleanup_ladder.start().reached:
             self._cleanup_done()
@@ -872,7 +921,7 @@ class Guardian:
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
                       main_wait_seconds=main_reap_bound(self.settings.grace_period_seconds),
                       on_step=lambda sig, reach: self._ladder_step(kill, sig, reach),
-                      on_sigkill=self._after_sigkill, everyone_refuses=self._all_refused,
+                      on_sigkill=self.after_sigkill, everyone_refuses=self._all_refused,
                       before_check=self._reap, on_unconfirmed=self._not_confirmed_yet,
                       on_given_up=self._give_up)
 
@@ -891,9 +940,10 @@ class Guardian:
         self.signal_workload(sig)
         return Reach(reached, refused)
 
-    def _after_sigkill(self, pids: list[int]) -> None:
-        """Called right after the ladder's SIGKILL reached ``pids`` (process_mrelease goes
-        here). Nothing yet."""
+    def after_sigkill(self, pids: list[int]) -> None:
+        """Called by every ladder right after its SIGKILL reached ``pids``: tells
+        ``sigkill_listeners`` (process_mrelease(2) goes here, to free their memory
+        without waiting for the exit)."""
         for hook in list(self.sigkill_listeners):
             hook(pids)
 

@@ -45,7 +45,7 @@ import time
 
 from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
-from sentinel.core.guardian import Guardian, real_uid
+from sentinel.core.guardian import Guardian
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe
 from sentinel.core.ladder import Ladder, Reach
@@ -67,15 +67,23 @@ CANDIDATES_SHOWN = 10
 _SHUTDOWN = (signal.SIGTERM, signal.SIGINT)
 
 
-class WatchGuardian(Guardian):
-    """A ``Guardian`` whose workload is found, not spawned. ``run()`` returns 0 on SIGTERM/SIGINT."""
+class WatchSource:
+    """The source of ``sentinel watch``'s workload: finds the target, attaches the
+    supervisor (``Guardian.begin_run``) to it, watches its exit through a pidfd
+    (``end_run``), stops the leftovers of a killed target, and sends signals to the
+    target's tree (``send``: the target through its pidfd, so a reused PID is never
+    hit). SIGTERM/SIGINT end Sentinel with 0 without touching the target; other
+    signals are ignored. Give it to ``Guardian(source=...)``, or use
+    ``watch_guardian``."""
 
-    def __init__(self, settings: Settings, original_mask: set[int], *, version: str = "",
-                 loop=None, poll_seconds: float = POLL_SECONDS) -> None:
-        super().__init__(settings, None, original_mask, loop=loop, version=version)
+    # Every signal goes to the whole tree: the target has no process group of
+    # Sentinel's making (Guardian reads this).
+    signals_tree = True
+
+    def __init__(self, settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> None:
         self.spec = TargetSpec.from_settings(settings)
-        self.state.phase = PHASE_WAITING
         self.poll_seconds = poll_seconds
+        self.g = None  # the Guardian, set by bind()
         self._pidfd: int | None = None
         self._poll_handle = None
         self._exit_poll_handle = None  # without pidfd_open (Linux < 5.3)
@@ -87,12 +95,21 @@ class WatchGuardian(Guardian):
         self._attached_once = False
         self._tree_seen: tuple[float, tuple[int, ...]] = (0.0, ())
         self._exclude = own_lineage()
-        self.sample_listeners.append(self._remember_tree)
+
+    def bind(self, guardian) -> None:
+        """Called by ``Guardian.__init__``: the supervisor this source feeds."""
+        self.g = guardian
+        guardian.state.phase = PHASE_WAITING
+        guardian.sample_listeners.append(self._remember_tree)
+
+    @property
+    def loop(self):
+        return self.g.loop
 
     # ------------------------------------------------------------------ loop
-    async def serve(self) -> int:
+    def start(self) -> None:
+        """Called when the supervisor's loop starts: look for the target."""
         self.loop.call_soon(self._poll)
-        return await super().serve()
 
     def close(self) -> None:
         for handle in (self._poll_handle, self._exit_poll_handle):
@@ -101,12 +118,11 @@ class WatchGuardian(Guardian):
         if self._leftover_ladder is not None:
             self._leftover_ladder.cancel()
         self._close_pidfd()
-        super().close()
 
     # ------------------------------------------------------------------ finding
     def _poll(self) -> None:
         self._poll_handle = None
-        if self.child is not None or (self._done is not None and self._done.done()):
+        if self.g.child is not None or (self.g.finished):
             return
         if self.spec.pid is not None and self._attached_once:
             return  # --target-pid attaches once (see the module docstring)
@@ -172,45 +188,45 @@ class WatchGuardian(Guardian):
             if pidfd is not None:
                 os.close(pidfd)
             self._refused.add((c.pid, c.create_time))
-            self.emit("attach_failed", str(exc), logging.ERROR, pid=c.pid, target_uid=c.uid,
+            self.g.emit("attach_failed", str(exc), logging.ERROR, pid=c.pid, target_uid=c.uid,
                       uid=exc.own_uid)
             return False
         self._pidfd = pidfd
         if pidfd is not None:
-            self.loop.add_reader(pidfd, self._on_target_exit)
+            self.loop.add_reader(pidfd, self.target_exited)
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
-        s = self.settings
+        s = self.g.settings
         cgroup = CgroupProbe.for_pid(c.pid) if s.measure == "cgroup" else None
         self._target = c
         self._attached_once = True
         self._waiting_logged = False
-        self.begin_run(Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(),
+        self.g.begin_run(Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(),
                              c.create_time),
                        TreeProbe(c.pid, include_root=True, measure=s.measure, cgroup=cgroup))
-        st = self.state
+        st = self.g.state
         st.command = c.cmdline or (c.comm,)
         age = age_seconds(c.pid)
         if age is None:  # gone since: the pidfd reports it next
             age = max(0.0, time.time() - c.create_time)
         st.started_wall = time.time() - age  # as exact as the age (create_time is not)
-        self.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
+        self.g.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
                   + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
                      else " (no memory limit: watching only)"),
                   pid=c.pid, command=list(c.cmdline), target_uid=c.uid,
                   age_seconds=round(age, 3))
-        self.sample_now("attached")
+        self.g.sample_now("attached")
         return True
 
     # ------------------------------------------------------------------ the target's end
     def _exit_poll(self) -> None:
         self._exit_poll_handle = None
         c = self._target
-        if c is None or self.child is None:
+        if c is None or self.g.child is None:
             return
         now = candidate(c.pid)
         if now is None or now.create_time != c.create_time:
-            self._on_target_exit()
+            self.target_exited()
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
 
@@ -223,27 +239,28 @@ class WatchGuardian(Guardian):
             os.close(self._pidfd)
             self._pidfd = None
 
-    def _on_target_exit(self) -> None:
+    def target_exited(self) -> None:
+        """The target is gone (its pidfd became readable, or the poll without one)."""
         self._close_pidfd()
-        if self.child is None:
+        if self.g.child is None:
             return
-        pid = self.child.pid
-        st = self.state
+        pid = self.g.child.pid
+        st = self.g.state
         if self._exit_poll_handle:
             self._exit_poll_handle.cancel()
             self._exit_poll_handle = None
         kill = st.current_kill
-        self.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
+        self.g.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
                   "Sentinel's child)", pid=pid)
         leftovers: list[tuple[int, float]] = []
         if kill is not None:
             st.last_kill = kill
             st.current_kill = None
             st.grace_deadline_mono = None
-            self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
+            self.g.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
                       f"target pid {pid} is gone", kill=kill.to_dict())
             leftovers = self._leftovers(pid)
-        self.end_run()
+        self.g.end_run()
         self._target = None
         st.phase = PHASE_WAITING
         if leftovers:
@@ -275,7 +292,7 @@ class WatchGuardian(Guardian):
         pairs: a PID whose start time changed is another process and is left alone.
         No SIGCONT (as before) and no wait after SIGKILL: these are not Sentinel's
         children, so there is no exit status to wait for."""
-        grace = self.settings.grace_period_seconds
+        grace = self.g.settings.grace_period_seconds
         log.info("stopping %d leftover process(es) of the killed target: %s", len(procs),
                  [p for p, _ in procs], extra={"event": "cleanup"})
 
@@ -292,7 +309,7 @@ class WatchGuardian(Guardian):
             self._leftover_ladder.cancel()
         self._leftover_ladder = Ladder(signaller, self.loop, grace_period_seconds=grace,
                                        continue_after_term=False,
-                                       on_sigkill=self._after_sigkill)
+                                       on_sigkill=self.g.after_sigkill)
         self._leftover_ladder.start()
 
     @staticmethod
@@ -313,52 +330,24 @@ class WatchGuardian(Guardian):
             log.info("received %s from pid %d: exiting; the target is left alone (Kubernetes "
                      "stops each container itself)", signal_name(info.signo), info.pid,
                      extra={"event": "shutdown"})
-            self._finish(0)
+            self.g.finish(0)
         else:
             log.debug("ignored %s from pid %d: watch mode forwards no signals",
                       signal_name(info.signo), info.pid)
         return False  # no job control either: the target is not Sentinel's job
 
-    def signal_workload(self, sig: int) -> None:
-        """Send ``sig`` to the target and every process of its tree (it has no process
-        group of Sentinel's making). Nothing if there is no target. Processes that
-        refuse it are named as ``signal_refused`` (a ladder names its own)."""
-        if self.child is None:
-            return
-        self._refusals = {}
-        self._signal_tree(sig)
-        if self._refusals and self.state.current_kill is None:
-            self._note_refusals(None, sig, self._refusals, {})
+    def send(self, pid: int, sig: int) -> None:
+        """kill(2) ``pid`` with ``sig``; the target itself through its pidfd, so a reused
+        PID is never hit. Raises ``ProcessLookupError``/``PermissionError`` as kill(2)."""
+        if self.g.child is not None and pid == self.g.child.pid and self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        else:
+            os.kill(pid, sig)
 
-    def _continue_after_term(self, tree: bool = False) -> None:
-        # The ladder's SIGCONT after its SIGTERM goes where that SIGTERM went: the
-        # target's whole tree (there is no process group of Sentinel's making).
-        if self.child is not None:
-            self._signal_tree(signal.SIGCONT)
 
-    def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
-        # signal_workload here is _signal_tree: the ladder's SIGTERM is for the whole tree.
-        return self._reachable(self._descendants()) if self.child is not None else ([], {})
-
-    def _signal_tree(self, sig: int) -> list[int]:
-        """Send ``sig`` to every process of the target's tree; return the PIDs hit.
-
-        The target itself is signalled through its pidfd, so a reused PID is
-        never hit; its descendants by PID, as in run mode. A process that refuses
-        (EPERM) is added to ``_refusals`` (pid -> real UID), as in run mode.
-        """
-        if self.child is None:
-            return []
-        hit = []
-        for pid in self._descendants():
-            try:
-                if pid == self.child.pid and self._pidfd is not None:
-                    signal.pidfd_send_signal(self._pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-                hit.append(pid)
-            except ProcessLookupError:
-                pass
-            except PermissionError:  # named by the caller, as in run mode (signal_refused)
-                self._refusals[pid] = real_uid(pid)
-        return hit
+def watch_guardian(settings: Settings, original_mask: set[int], *, version: str = "",
+                   loop=None, poll_seconds: float = POLL_SECONDS) -> Guardian:
+    """A ``Guardian`` fed by a ``WatchSource``: its workload is found, not spawned.
+    ``run()`` returns 0 on SIGTERM/SIGINT."""
+    return Guardian(settings, None, original_mask, loop=loop, version=version,
+                    source=WatchSource(settings, poll_seconds=poll_seconds))

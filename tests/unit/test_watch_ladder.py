@@ -14,7 +14,7 @@ from sentinel.core import watch as watch_module
 from sentinel.config.settings import Settings
 from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_RUNNING, PHASE_TERMINATING, MemorySample
-from sentinel.core.watch import WatchGuardian
+from sentinel.core.watch import watch_guardian
 from tests.unit.test_guardian_clock import MiB, FakeLoop
 
 TARGET, CHILD, LATE = 4242, 4243, 4244
@@ -50,10 +50,8 @@ def _watching(monkeypatch, refusing: set[int]):
     loop = FakeLoop()
     s = Settings(mode="watch", command=(), workload_name="app", target_pid=TARGET,
                  max_rss_bytes=None, grace_period_seconds=1.0)
-    g = WatchGuardian(s, set(), loop=loop)  # type: ignore[arg-type]
-    g.probe.close()
+    g = watch_guardian(s, set(), loop=loop)  # type: ignore[arg-type]
     probe = TreeFake(loop, {TARGET: [CHILD]})
-    g.probe = probe  # type: ignore[assignment]
     g._reap = lambda: None  # type: ignore[method-assign]  # nothing of ours to reap
     sent: list[tuple[int, int]] = []
 
@@ -71,10 +69,9 @@ def _watching(monkeypatch, refusing: set[int]):
     monkeypatch.setattr(watch_module, "real_uid", lambda pid, proc="/proc": 0, raising=False)
     monkeypatch.setattr(guardian_module, "process_facts", lambda pid, proc="/proc": {
         "pid": pid, "state": "D", "uid": 0, "rss_bytes": 4096})
-    g.child = Child(TARGET, ("app",), None, loop.now, 0.0)
-    g._pidfd = None  # signalled by PID, like its descendants
-    g.state.main_pid = TARGET
-    g.state.phase = PHASE_RUNNING
+    # Attached as the source does, without a pidfd: signalled by PID, like its descendants.
+    g.begin_run(Child(TARGET, ("app",), None, loop.now, 0.0), probe)  # type: ignore[arg-type]
+    assert g.state.main_pid == TARGET and g.state.phase == PHASE_RUNNING
     events: list = []
     g.listeners.append(events.append)
     return g, loop, probe, sent, events
@@ -124,8 +121,8 @@ def test_a_target_given_up_on_is_still_watched_and_can_be_stopped_again(monkeypa
     g2, loop2, probe2, _, _ = _watching(monkeypatch, set())
     g2.stop()
     loop2.advance(11.2)
-    g2.state.limit_bytes = 5 * MiB
-    g2._take_sample()
+    g2.set_limit(5 * MiB)  # samples at once
+    loop2.advance(0.0)
     assert g2.state.current_kill is not None and g2.state.current_kill.reason == "memory_limit"
 
 
@@ -136,7 +133,8 @@ def test_leftovers_of_a_killed_target_get_the_same_ladder(monkeypatch):
     g, loop, probe, sent, events = _watching(monkeypatch, set())
     released: list[list[int]] = []
     g.sigkill_listeners.append(released.append)
-    g._take_sample()  # the tree seen: TARGET -> CHILD
+    g.sample_now()
+    loop.advance(0.0)  # the tree seen: TARGET -> CHILD
     g.stop()
 
     class Same:
@@ -144,7 +142,7 @@ def test_leftovers_of_a_killed_target_get_the_same_ladder(monkeypatch):
 
     monkeypatch.setattr(watch_module, "candidate", lambda pid: Same() if pid == CHILD else None)
     sent.clear()
-    g._on_target_exit()
+    g.source.target_exited()
     assert sent == [(CHILD, signal.SIGTERM)]
     loop.advance(0.9)
     assert sent == [(CHILD, signal.SIGTERM)]
