@@ -1,9 +1,10 @@
 """``sentinel watch``: guard a workload Sentinel did not start (sidecar mode).
 
 In a pod with ``shareProcessNamespace: true`` the sidecar sees the
-workload's processes. ``serve_watch`` waits for the target (``sentinel.core.targets``
-finds it; a poll every ``POLL_SECONDS`` with psutil), attaches to it, and then
-behaves as ``run`` does: the same sampler over the target's process tree
+workload's processes. A ``WatchSource`` is where the supervisor (``Guardian``)
+gets its workload from: it waits for the target (``sentinel.core.targets`` finds
+it; a poll every ``POLL_SECONDS`` with psutil), attaches the supervisor to it, and
+from then on Sentinel behaves as ``run`` does: the same sampler over the target's process tree
 (``TreeProbe`` rooted at the target, the target included), the same
 SIGTERM -> grace -> SIGKILL ladder, now sent to every process of the tree,
 and the same state, listeners and command methods, so the metrics exporter,

@@ -1,4 +1,4 @@
-"""The watch-mode ladder (``WatchGuardian``) on an injected loop, with fake kill(2):
+"""The watch-mode ladder (a ``Guardian`` fed by a ``WatchSource``) on an injected loop, with fake kill(2):
 a process of the target's tree that refuses (EPERM) is named one way, as in run
 mode (``signal_refused``, into ``kill.refused``, at SIGKILL too), and a ladder
 that gives up on the target leaves it watched (phase running: a new kill may start)."""
@@ -45,7 +45,7 @@ class TreeFake:
 
 
 def _watching(monkeypatch, refusing: set[int]):
-    """A WatchGuardian attached to TARGET (tree TARGET -> CHILD), grace 1 s; kill(2)
+    """A watch-mode guardian attached to TARGET (tree TARGET -> CHILD), grace 1 s; kill(2)
     is recorded, ``refusing`` PIDs give EPERM, PIDs not in the tree ESRCH."""
     loop = FakeLoop()
     s = Settings(mode="watch", command=(), workload_name="app", target_pid=TARGET,
