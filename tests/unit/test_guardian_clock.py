@@ -12,6 +12,7 @@ from sentinel.config.settings import Settings
 from sentinel.core.guardian import Guardian
 from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_TERMINATING, MemorySample
+from sentinel.core.supervisor import ProgramState
 
 MiB = 2**20
 
@@ -197,7 +198,7 @@ def test_stop_in_a_restart_back_off_cancels_the_restart():
     g, loop, _ = make(limit=None, rate=0.0, restart="always", restart_delay_seconds=5.0)
     loop.advance(0.5)
     g.child_exited(1 << 8)  # exited with code 1
-    assert g.state.phase == "restarting" and g._restart_handle is not None
+    assert g.state.phase == "restarting" and g.program_state is ProgramState.BACKING_OFF
     finished = []
     g._finish = finished.append  # type: ignore[method-assign]
     assert "cancelled" in g.stop()
