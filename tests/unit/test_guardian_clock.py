@@ -332,7 +332,7 @@ def _real_signalling(monkeypatch, *, refuse: bool):
     (pid 4242, its group 4242) takes each signal, or with ``refuse`` gives EPERM."""
     import os
 
-    from sentinel.core import guardian as guardian_module
+    from sentinel.core import supervisor as supervisor_module
 
     loop = FakeLoop()
     probe = ScriptedProbe(loop, 10 * MiB, 0.0)
@@ -356,7 +356,7 @@ def _real_signalling(monkeypatch, *, refuse: bool):
 
     monkeypatch.setattr(os, "kill", kill)
     monkeypatch.setattr(os, "killpg", killpg)
-    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    monkeypatch.setattr(supervisor_module, "real_uid", lambda pid, proc="/proc": 0)
     s = Settings(command=("app",), workload_name="app", max_rss_bytes=None,
                  grace_period_seconds=1.0)
     g = Guardian(s, None, set(), loop=loop, probe=probe, clock=loop.time)  # type: ignore

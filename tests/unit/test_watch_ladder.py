@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 
-from sentinel.core import guardian as guardian_module
+from sentinel.core import supervisor as supervisor_module
 from sentinel.core import watch as watch_module
 from sentinel.config.settings import Settings
 from sentinel.core.spawn import Child
@@ -65,9 +65,9 @@ def _watching(monkeypatch, refusing: set[int]):
             sent.append((pid, sig))
 
     monkeypatch.setattr(os, "kill", kill)
-    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    monkeypatch.setattr(supervisor_module, "real_uid", lambda pid, proc="/proc": 0)
     monkeypatch.setattr(watch_module, "real_uid", lambda pid, proc="/proc": 0, raising=False)
-    monkeypatch.setattr(guardian_module, "process_facts", lambda pid, proc="/proc": {
+    monkeypatch.setattr(supervisor_module, "process_facts", lambda pid, proc="/proc": {
         "pid": pid, "state": "D", "uid": 0, "rss_bytes": 4096})
     # Attached as the source does, without a pidfd: signalled by PID, like its descendants.
     g.begin_run(Child(TARGET, ("app",), None, loop.now, 0.0), probe)  # type: ignore[arg-type]
