@@ -76,3 +76,17 @@ def test_the_dashboard_and_the_supervisor_report_the_same_growth(monkeypatch):
 def test_the_dashboard_estimator_is_the_samplers():
     pts = [(0.0, 0), (0.4, 10), (1.0, 90), (1.7, 120)]
     assert dashboard._growth(pts) == sampler.growth_rate(pts)
+
+
+def test_sample_now_samples_at_once_and_replaces_the_pending_tick():
+    # The entry point for kernel wake-ups (memory.events, PSI): one sample now, and
+    # the next tick one interval after it, not two ticks.
+    g, loop, probe = make(limit=1000 * MiB, rate=0.0)
+    loop.advance(0.55)  # samples at 0.0 ... 0.5; the next tick due at 0.6
+    before = len(probe.samples)
+    g.sample_now("memory.events high")
+    loop.advance(0.0)
+    assert len(probe.samples) == before + 1 and probe.samples[-1] == loop.now
+    assert loop.next_timer() == pytest.approx(INTERVAL)
+    loop.advance(0.06)  # the old 0.6 tick is gone
+    assert len(probe.samples) == before + 1
