@@ -218,3 +218,37 @@ def supervise(guardian: Guardian, settings: Settings, metrics_socket=None) -> in
                 part.close()
             except Exception as exc:  # closing must never change the exit code
                 log.debug("closing %r failed: %r", part, exc)
+
+
+def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> int:
+    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0).
+
+    ``original_mask``: the signal mask before the caller blocked every signal,
+    when it did (earlier is better: a SIGTERM before the block kills Sentinel
+    with 143 instead of exit 0); ``None`` blocks them here. Raises ``UsageError``
+    (exit code 2) for a ``--target-pid`` that can never be watched: Sentinel, one of
+    its ancestors, a thread (``check_target_pid``).
+    """
+    from sentinel.core.targets import check_target_pid
+
+    if settings.target_pid is not None:
+        check_target_pid(settings.target_pid)
+    logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
+    # Every signal is read from the guardian's signalfd, so it must be blocked
+    # before any thread (the metrics exporter, the Events worker) starts.
+    if original_mask is None:
+        from sentinel.core.spawn import block_signals
+
+        original_mask = block_signals()
+    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
+
+    absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
+    os.chdir("/")
+    from sentinel.core import fdlimit
+
+    fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
+    from sentinel.core.watch import watch_guardian
+
+    guardian = watch_guardian(settings, original_mask, version=__version__)
+    return supervise(guardian, settings)
+

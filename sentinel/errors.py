@@ -62,3 +62,16 @@ class ProbeAccessDenied(SentinelError):
 
 class ControlError(SentinelError):
     """A control-socket client could not reach a Sentinel."""
+
+
+class StateError(SentinelError, ValueError):
+    """An operator command that does not fit the program's state (``stop`` while it is
+    already being stopped, ``signal`` with no workload running). ``state`` is the
+    program's phase or condition (``"terminating"``, ``"no_workload"``), ``command``
+    the verb refused. A ``ValueError`` too: the control socket answers it as
+    ``{code: "invalid_state", message}`` with this message."""
+
+    def __init__(self, message: str, *, state: str, command: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.command = command

@@ -34,7 +34,7 @@ def run_or_watch(mode: str, args: list[str]) -> int:
             from sentinel.core.spawn import block_signals
 
             original_mask = block_signals()  # before the heavy imports, as in run
-            from sentinel.core.watch import serve_watch
+            from sentinel.app import serve_watch
 
             return serve_watch(settings, original_mask)
         return _run(settings)

@@ -18,9 +18,11 @@ import threading
 import time
 from typing import Any
 
+from sentinel.core import sampler
+
 # The growth rate is a least-squares slope over this much recent history;
 # long enough to smooth chunked allocations, short enough to follow a change.
-RATE_WINDOW_SECONDS = 3.0
+RATE_WINDOW_SECONDS = sampler.RATE_WINDOW_SECONDS
 # History kept in a snapshot: enough points for a full-width sparkline, few
 # enough that a status reply stays a few kilobytes.
 HISTORY_POINTS = 240
@@ -96,17 +98,10 @@ SERVER_NAMES = ProcessNames()
 
 
 def _growth(points: list[tuple[float, int]]) -> float | None:
-    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few."""
-    if len(points) < 3 or points[-1][0] - points[0][0] < 0.5:
-        return None
-    n = len(points)
-    t0 = points[0][0]
-    mean_t = sum(t - t0 for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var = sum((t - t0 - mean_t) ** 2 for t, _ in points)
-    if var <= 0:
-        return None
-    return sum((t - t0 - mean_t) * (v - mean_v) for t, v in points) / var
+    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few: the
+    supervisor's own estimator (``sentinel.core.sampler.growth_rate``), so "time to
+    limit" here is what the sampler steers by."""
+    return sampler.growth_rate(points)
 
 
 def _downsample(points: list[tuple[float, int]], n: int) -> list[list]:

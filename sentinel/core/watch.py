@@ -1,14 +1,15 @@
 """``sentinel watch``: guard a workload Sentinel did not start (sidecar mode).
 
 In a pod with ``shareProcessNamespace: true`` the sidecar sees the
-workload's processes. ``serve_watch`` waits for the target (``sentinel.core.targets``
-finds it; a poll every ``POLL_SECONDS`` with psutil), attaches to it, and then
-behaves as ``run`` does: the same sampler over the target's process tree
+workload's processes. A ``WatchSource`` is where the supervisor (``Guardian``)
+gets its workload from: it waits for the target (``sentinel.core.targets`` finds
+it; a poll every ``POLL_SECONDS`` with psutil), attaches the supervisor to it, and
+from then on Sentinel behaves as ``run`` does: the same sampler over the target's process tree
 (``TreeProbe`` rooted at the target, the target included), the same
 SIGTERM -> grace -> SIGKILL ladder, now sent to every process of the tree,
 and the same state, listeners and command methods, so the metrics exporter,
 control socket, Kubernetes Events and dashboard work unchanged
-(``sentinel.app.start_components``).
+(``sentinel.app.start_components``; ``sentinel.app.serve_watch`` wires them).
 
 The target is not Sentinel's child, so its exit is seen through a pidfd
 (``os.pidfd_open``, readable when the process ends) and its exit status is
@@ -43,18 +44,17 @@ import os
 import signal
 import time
 
-from sentinel import __version__, logs
-
 from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
-from sentinel.core.guardian import Guardian, real_uid
+from sentinel.core.guardian import Guardian
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe
-from sentinel.core.spawn import Child, block_signals
+from sentinel.core.ladder import Ladder, Reach
+from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_RUNNING, PHASE_WAITING
 from sentinel.core.targets import (
     Candidate, TargetPermissionError, TargetSpec, age_seconds, candidate, check_signalable,
-    check_target_pid, choose, own_lineage, scan,
+    choose, own_lineage, scan,
 )
 
 log = logging.getLogger(LOGGER_NAME)
@@ -68,19 +68,27 @@ CANDIDATES_SHOWN = 10
 _SHUTDOWN = (signal.SIGTERM, signal.SIGINT)
 
 
-class WatchGuardian(Guardian):
-    """A ``Guardian`` whose workload is found, not spawned. ``run()`` returns 0 on SIGTERM/SIGINT."""
+class WatchSource:
+    """The source of ``sentinel watch``'s workload: finds the target, attaches the
+    supervisor (``Guardian.begin_run``) to it, watches its exit through a pidfd
+    (``end_run``), stops the leftovers of a killed target, and sends signals to the
+    target's tree (``send``: the target through its pidfd, so a reused PID is never
+    hit). SIGTERM/SIGINT end Sentinel with 0 without touching the target; other
+    signals are ignored. Give it to ``Guardian(source=...)``, or use
+    ``watch_guardian``."""
 
-    def __init__(self, settings: Settings, original_mask: set[int], *, version: str = "",
-                 loop=None, poll_seconds: float = POLL_SECONDS) -> None:
-        super().__init__(settings, None, original_mask, loop=loop, version=version)
+    # Every signal goes to the whole tree: the target has no process group of
+    # Sentinel's making (Guardian reads this).
+    signals_tree = True
+
+    def __init__(self, settings: Settings, *, poll_seconds: float = POLL_SECONDS) -> None:
         self.spec = TargetSpec.from_settings(settings)
-        self.state.phase = PHASE_WAITING
         self.poll_seconds = poll_seconds
+        self.g = None  # the Guardian, set by bind()
         self._pidfd: int | None = None
         self._poll_handle = None
         self._exit_poll_handle = None  # without pidfd_open (Linux < 5.3)
-        self._leftover_handle = None
+        self._leftover_ladder: Ladder | None = None  # the sweep after a killed target
         self._target: Candidate | None = None
         self._refused: set[tuple[int, float]] = set()
         self._choice_logged: tuple[int, float] | None = None
@@ -88,24 +96,34 @@ class WatchGuardian(Guardian):
         self._attached_once = False
         self._tree_seen: tuple[float, tuple[int, ...]] = (0.0, ())
         self._exclude = own_lineage()
-        self.sample_listeners.append(self._remember_tree)
+
+    def bind(self, guardian) -> None:
+        """Called by ``Guardian.__init__``: the supervisor this source feeds."""
+        self.g = guardian
+        guardian.state.phase = PHASE_WAITING
+        guardian.sample_listeners.append(self._remember_tree)
+
+    @property
+    def loop(self):
+        return self.g.loop
 
     # ------------------------------------------------------------------ loop
-    async def serve(self) -> int:
+    def start(self) -> None:
+        """Called when the supervisor's loop starts: look for the target."""
         self.loop.call_soon(self._poll)
-        return await super().serve()
 
     def close(self) -> None:
-        for handle in (self._poll_handle, self._exit_poll_handle, self._leftover_handle):
+        for handle in (self._poll_handle, self._exit_poll_handle):
             if handle:
                 handle.cancel()
+        if self._leftover_ladder is not None:
+            self._leftover_ladder.cancel()
         self._close_pidfd()
-        super().close()
 
     # ------------------------------------------------------------------ finding
     def _poll(self) -> None:
         self._poll_handle = None
-        if self.child is not None or (self._done is not None and self._done.done()):
+        if self.g.child is not None or (self.g.finished):
             return
         if self.spec.pid is not None and self._attached_once:
             return  # --target-pid attaches once (see the module docstring)
@@ -171,57 +189,46 @@ class WatchGuardian(Guardian):
             if pidfd is not None:
                 os.close(pidfd)
             self._refused.add((c.pid, c.create_time))
-            self.emit("attach_failed", str(exc), logging.ERROR, pid=c.pid, target_uid=c.uid,
+            self.g.emit("attach_failed", str(exc), logging.ERROR, pid=c.pid, target_uid=c.uid,
                       uid=exc.own_uid)
             return False
         self._pidfd = pidfd
         if pidfd is not None:
-            self.loop.add_reader(pidfd, self._on_target_exit)
+            self.loop.add_reader(pidfd, self.target_exited)
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
-        s = self.settings
+        s = self.g.settings
         cgroup = CgroupProbe.for_pid(c.pid, cgroup_root=s.cgroup_root) \
             if s.measure in ("cgroup", "working-set") else None
-        old, self.probe = self.probe, TreeProbe(c.pid, include_root=True, measure=s.measure,
-                                                cgroup=cgroup)
-        old.close()
         self._target = c
         self._attached_once = True
         self._waiting_logged = False
-        # What Guardian._adopt does for a spawned child, for a found one.
-        self.child = Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(), c.create_time)
-        self._main_status = None
-        self._cleanup = False
-        self._prev = None
-        self._rate = 0.0
-        st = self.state
-        st.main_pid = c.pid
+        self.g.begin_run(Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(),
+                             c.create_time),
+                       TreeProbe(c.pid, include_root=True, measure=s.measure, cgroup=cgroup))
+        st = self.g.state
         st.command = c.cmdline or (c.comm,)
-        st.started_wall = c.create_time
-        st.phase = PHASE_RUNNING
-        st.current_kill = None
-        st.grace_deadline_mono = None
         age = age_seconds(c.pid)
         if age is None:  # gone since: the pidfd reports it next
             age = max(0.0, time.time() - c.create_time)
         st.started_wall = time.time() - age  # as exact as the age (create_time is not)
-        self.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
+        self.g.emit("attached", f"attached to {c.describe()}, user {c.uid}, started {age:.1f}s ago"
                   + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
                      else " (no memory limit: watching only)"),
                   pid=c.pid, command=list(c.cmdline), target_uid=c.uid,
                   age_seconds=round(age, 3))
-        self._schedule_sample(0.0)
+        self.g.sample_now("attached")
         return True
 
     # ------------------------------------------------------------------ the target's end
     def _exit_poll(self) -> None:
         self._exit_poll_handle = None
         c = self._target
-        if c is None or self.child is None:
+        if c is None or self.g.child is None:
             return
         now = candidate(c.pid)
         if now is None or now.create_time != c.create_time:
-            self._on_target_exit()
+            self.target_exited()
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
 
@@ -234,34 +241,30 @@ class WatchGuardian(Guardian):
             os.close(self._pidfd)
             self._pidfd = None
 
-    def _on_target_exit(self) -> None:
+    def target_exited(self) -> None:
+        """The target is gone (its pidfd became readable, or the poll without one)."""
         self._close_pidfd()
-        if self.child is None:
+        if self.g.child is None:
             return
-        pid = self.child.pid
-        st = self.state
-        for name in ("_grace_handle", "_sample_handle", "_exit_poll_handle"):
-            handle = getattr(self, name)
-            if handle:
-                handle.cancel()
-            setattr(self, name, None)
+        pid = self.g.child.pid
+        st = self.g.state
+        if self._exit_poll_handle:
+            self._exit_poll_handle.cancel()
+            self._exit_poll_handle = None
         kill = st.current_kill
-        self.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
+        self.g.emit("detached", f"target pid {pid} is gone (exit status unknown: it is not "
                   "Sentinel's child)", pid=pid)
         leftovers: list[tuple[int, float]] = []
         if kill is not None:
             st.last_kill = kill
             st.current_kill = None
             st.grace_deadline_mono = None
-            self.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
+            self.g.emit("kill_finished", f"{kill.reason} stop done: {' then '.join(kill.signals)}; "
                       f"target pid {pid} is gone", kill=kill.to_dict())
             leftovers = self._leftovers(pid)
-        self.child = None
+        self.g.end_run()
         self._target = None
-        st.main_pid = None
         st.phase = PHASE_WAITING
-        self._prev = None
-        self._rate = 0.0
         if leftovers:
             self._stop_leftovers(leftovers)
         if self.spec.pid is not None:
@@ -287,111 +290,66 @@ class WatchGuardian(Guardian):
         return out
 
     def _stop_leftovers(self, procs: list[tuple[int, float]]) -> None:
-        grace = self.settings.grace_period_seconds
+        """SIGTERM -> grace -> SIGKILL (one ``Ladder``) to ``procs``, (pid, start time)
+        pairs: a PID whose start time changed is another process and is left alone.
+        No SIGCONT (as before) and no wait after SIGKILL: these are not Sentinel's
+        children, so there is no exit status to wait for."""
+        grace = self.g.settings.grace_period_seconds
         log.info("stopping %d leftover process(es) of the killed target: %s", len(procs),
                  [p for p, _ in procs], extra={"event": "cleanup"})
-        self._send_each(procs, signal.SIGTERM)
 
-        def escalate() -> None:
-            self._leftover_handle = None
-            alive = [(p, t) for p, t in procs if (c := candidate(p)) and c.create_time == t]
-            if alive:
+        def signaller(sig: int) -> Reach:
+            alive = procs if sig != signal.SIGKILL else [
+                (p, t) for p, t in procs if (c := candidate(p)) and c.create_time == t]
+            if sig == signal.SIGKILL and alive:
                 log.warning("SIGKILL to %d leftover process(es) after the %.1fs grace period: %s",
                             len(alive), grace, [p for p, _ in alive],
                             extra={"event": "cleanup"})
-                self._send_each(alive, signal.SIGKILL)
+            return Reach(self._send_each(alive, sig))
 
-        self._leftover_handle = self.loop.call_later(grace, escalate)
+        if self._leftover_ladder is not None:
+            self._leftover_ladder.cancel()
+        self._leftover_ladder = Ladder(signaller, self.loop, grace_period_seconds=grace,
+                                       continue_after_term=False,
+                                       on_sigkill=self.g.after_sigkill)
+        self._leftover_ladder.start()
 
     @staticmethod
-    def _send_each(procs, sig: int) -> None:
+    def _send_each(procs, sig: int) -> list[int]:
+        """kill(2) each of ``procs``; the PIDs it reached (gone or refusing: not)."""
+        hit = []
         for pid, _ in procs:
             try:
                 os.kill(pid, sig)
+                hit.append(pid)
             except OSError:
                 pass
+        return hit
 
     # ------------------------------------------------------------------ signals
-    def _on_signal(self, info: kernel.SignalInfo) -> None:
+    def on_signal(self, info: kernel.SignalInfo, target: int) -> bool:
         if info.signo in _SHUTDOWN:
             log.info("received %s from pid %d: exiting; the target is left alone (Kubernetes "
                      "stops each container itself)", signal_name(info.signo), info.pid,
                      extra={"event": "shutdown"})
-            self._finish(0)
+            self.g.finish(0)
         else:
             log.debug("ignored %s from pid %d: watch mode forwards no signals",
                       signal_name(info.signo), info.pid)
+        return False  # no job control either: the target is not Sentinel's job
 
-    def signal_workload(self, sig: int) -> None:
-        """Send ``sig`` to the target and every process of its tree (it has no process
-        group of Sentinel's making). Nothing if there is no target. Processes that
-        refuse it are named as ``signal_refused`` (a ladder names its own)."""
-        if self.child is None:
-            return
-        self._refusals = {}
-        self._signal_tree(sig)
-        if self._refusals and self.state.current_kill is None:
-            self._note_refusals(None, sig, self._refusals, {})
-
-    def _continue_after_term(self, tree: bool = False) -> None:
-        # The ladder's SIGCONT after its SIGTERM goes where that SIGTERM went: the
-        # target's whole tree (there is no process group of Sentinel's making).
-        if self.child is not None:
-            self._signal_tree(signal.SIGCONT)
-
-    def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
-        # signal_workload here is _signal_tree: the ladder's SIGTERM is for the whole tree.
-        return self._reachable(self._descendants()) if self.child is not None else ([], {})
-
-    def _signal_tree(self, sig: int) -> list[int]:
-        """Send ``sig`` to every process of the target's tree; return the PIDs hit.
-
-        The target itself is signalled through its pidfd, so a reused PID is
-        never hit; its descendants by PID, as in run mode. A process that refuses
-        (EPERM) is added to ``_refusals`` (pid -> real UID), as in run mode.
-        """
-        if self.child is None:
-            return []
-        hit = []
-        for pid in self._descendants():
-            try:
-                if pid == self.child.pid and self._pidfd is not None:
-                    signal.pidfd_send_signal(self._pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-                hit.append(pid)
-            except ProcessLookupError:
-                pass
-            except PermissionError:  # named by the caller, as in run mode (signal_refused)
-                self._refusals[pid] = real_uid(pid)
-        return hit
+    def send(self, pid: int, sig: int) -> None:
+        """kill(2) ``pid`` with ``sig``; the target itself through its pidfd, so a reused
+        PID is never hit. Raises ``ProcessLookupError``/``PermissionError`` as kill(2)."""
+        if self.g.child is not None and pid == self.g.child.pid and self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+        else:
+            os.kill(pid, sig)
 
 
-def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> int:
-    """Run ``sentinel watch`` until SIGTERM/SIGINT; return Sentinel's exit code (0).
-
-    ``original_mask``: the signal mask before the caller blocked every signal,
-    when it did (earlier is better: a SIGTERM before the block kills Sentinel
-    with 143 instead of exit 0); ``None`` blocks them here. Raises ``UsageError``
-    (exit code 2) for a ``--target-pid`` that can never be watched: Sentinel, one of
-    its ancestors, a thread (``check_target_pid``).
-    """
-    if settings.target_pid is not None:
-        check_target_pid(settings.target_pid)
-    logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
-    # Every signal is read from the guardian's signalfd, so it must be blocked
-    # before any thread (the metrics exporter, the Events worker) starts.
-    if original_mask is None:
-        original_mask = block_signals()
-    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
-
-    absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
-    os.chdir("/")
-    from sentinel.core import fdlimit
-
-    fdlimit.raise_soft()  # watch spawns nothing: the probe may use up to the hard limit
-    guardian = WatchGuardian(settings, original_mask, version=__version__)
-    from sentinel.app import supervise
-
-    return supervise(guardian, settings)
-
+def watch_guardian(settings: Settings, original_mask: set[int], *, version: str = "",
+                   loop=None, poll_seconds: float = POLL_SECONDS) -> Guardian:
+    """A ``Guardian`` fed by a ``WatchSource``: its workload is found, not spawned.
+    ``run()`` returns 0 on SIGTERM/SIGINT."""
+    return Guardian(settings, None, original_mask, loop=loop, version=version,
+                    source=WatchSource(settings, poll_seconds=poll_seconds))

@@ -12,6 +12,7 @@ from sentinel.config.settings import Settings
 from sentinel.core.guardian import Guardian
 from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_TERMINATING, MemorySample
+from sentinel.core.supervisor import ProgramState
 
 MiB = 2**20
 
@@ -104,7 +105,7 @@ class Recorder(Guardian):
         return ([] if self._main_status is not None else [4242]), {}  # nobody refuses
 
     def _reap(self) -> None:
-        pass  # nothing real to reap: the tests feed exits with _main_exited
+        pass  # nothing real to reap: the tests feed exits with child_exited
 
 
 def make(limit=100 * MiB, start=10 * MiB, rate=100 * MiB, **settings):
@@ -137,7 +138,7 @@ def test_workload_exit_within_the_grace_period_cancels_sigkill():
     g, loop, _ = make(grace_period_seconds=3.0)
     loop.advance(1.0)
     assert [s for _, s in g.sent] == [signal.SIGTERM]
-    g._main_exited(signal.SIGTERM)  # a waitpid status: killed by SIGTERM
+    g.child_exited(signal.SIGTERM)  # a waitpid status: killed by SIGTERM
     loop.advance(10.0)
     # The ladder's SIGTERM, then the leftover sweep's SIGTERM: never a SIGKILL.
     assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGTERM]
@@ -196,8 +197,8 @@ def test_operator_stop_and_kill():
 def test_stop_in_a_restart_back_off_cancels_the_restart():
     g, loop, _ = make(limit=None, rate=0.0, restart="always", restart_delay_seconds=5.0)
     loop.advance(0.5)
-    g._main_exited(1 << 8)  # exited with code 1
-    assert g.state.phase == "restarting" and g._restart_handle is not None
+    g.child_exited(1 << 8)  # exited with code 1
+    assert g.state.phase == "restarting" and g.program_state is ProgramState.BACKING_OFF
     finished = []
     g._finish = finished.append  # type: ignore[method-assign]
     assert "cancelled" in g.stop()
@@ -300,7 +301,7 @@ def test_a_main_process_dying_after_2s_of_sigkill_keeps_its_real_status():
     assert finished == [] and g.state.phase == PHASE_TERMINATING
     kill = g.state.current_kill
     assert kill is not None and kill.confirmed is None  # not confirmed yet, not given up
-    g._main_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
+    g.child_exited(signal.SIGKILL)  # a waitpid status: killed by SIGKILL
     loop.advance(1.0)
     assert finished == [137]
     assert g.state.last_kill is kill and kill.exit_code == 137 and kill.confirmed is True
@@ -331,7 +332,7 @@ def _real_signalling(monkeypatch, *, refuse: bool):
     (pid 4242, its group 4242) takes each signal, or with ``refuse`` gives EPERM."""
     import os
 
-    from sentinel.core import guardian as guardian_module
+    from sentinel.core import supervisor as supervisor_module
 
     loop = FakeLoop()
     probe = ScriptedProbe(loop, 10 * MiB, 0.0)
@@ -355,7 +356,7 @@ def _real_signalling(monkeypatch, *, refuse: bool):
 
     monkeypatch.setattr(os, "kill", kill)
     monkeypatch.setattr(os, "killpg", killpg)
-    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    monkeypatch.setattr(supervisor_module, "real_uid", lambda pid, proc="/proc": 0)
     s = Settings(command=("app",), workload_name="app", max_rss_bytes=None,
                  grace_period_seconds=1.0)
     g = Guardian(s, None, set(), loop=loop, probe=probe, clock=loop.time)  # type: ignore
@@ -378,7 +379,7 @@ def test_a_killpg_that_delivered_counts_even_when_the_walk_finds_no_process(monk
     assert g.state.kills == {("operator", "SIGTERM"): 1, ("operator", "SIGKILL"): 1}
     loop.advance(1.0)
     assert finished == [] and g.state.current_kill is kill  # no give-up at 0 s
-    g._main_exited(signal.SIGKILL)
+    g.child_exited(signal.SIGKILL)
     loop.advance(0.1)
     assert finished == [137] and kill.exit_code == 137 and kill.refused == {}
 
@@ -444,7 +445,7 @@ def test_the_kill_summary_names_the_code_sentinel_reports():
     g.listeners.append(seen.append)
     loop.advance(1.0)
     assert g.state.current_kill is not None
-    g._main_exited(0)  # the workload's SIGTERM handler exits 0: still a failure
+    g.child_exited(0)  # the workload's SIGTERM handler exits 0: still a failure
     loop.advance(0.1)
     done = [e.message for e in seen if e.kind == "kill_finished"]
     assert done and "exit code 0 (Sentinel reports 137)" in done[0], done

@@ -62,7 +62,7 @@ def test_termination_message_when_no_signal_reached_the_workload():
 
 
 def test_process_facts_reads_state_uid_and_rss_from_a_proc_tree(tmp_path):
-    from sentinel.core.guardian import facts_text, process_facts
+    from sentinel.core.supervisor import facts_text, process_facts
     from sentinel.probes.tree import PAGE_SIZE
 
     d = tmp_path / "123"

@@ -43,13 +43,7 @@ SIBLINGS_ALLOWED = {("sentinel.ui", "sentinel.control")}
 SHARED_LAYERS = {0, 4}
 
 # Violations that another branch removes; each entry is (importer file, imported module).
-KNOWN = {
-    # removed by the core split
-    ("sentinel/core/watch.py", "sentinel.app"),
-    # removed by the core split (watch mode's wiring, absolute_kubeconfig_env included,
-    # moves up to app/entry)
-    ("sentinel/core/watch.py", "sentinel.exporters.events"),
-}
+KNOWN: set[tuple[str, str]] = set()  # (file, module) pairs allowed to break a rule: none
 
 
 def group_of(module: str) -> str | None:
@@ -165,16 +159,6 @@ def cycles(root: Path) -> list[list[str]]:
 def test_no_module_imports_a_higher_layer_or_a_forbidden_sibling():
     problems = violations(PACKAGE.parent, KNOWN)
     assert not problems, "layering broken:\n" + "\n".join(problems)
-
-
-def test_known_violations_are_still_real():
-    """An entry of KNOWN that no longer happens must be deleted, so that it cannot hide a
-    new import of the same module later."""
-    found = set()
-    for line in violations(PACKAGE.parent):
-        rel = line.split(":", 1)[0]
-        found |= {(r, m) for r, m in KNOWN if r == rel and f" imports {m} " in line}
-    assert found == KNOWN
 
 
 def test_package_inits_are_empty_and_the_top_one_imports_nothing():

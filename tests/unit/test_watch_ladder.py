@@ -1,4 +1,4 @@
-"""The watch-mode ladder (``WatchGuardian``) on an injected loop, with fake kill(2):
+"""The watch-mode ladder (a ``Guardian`` fed by a ``WatchSource``) on an injected loop, with fake kill(2):
 a process of the target's tree that refuses (EPERM) is named one way, as in run
 mode (``signal_refused``, into ``kill.refused``, at SIGKILL too), and a ladder
 that gives up on the target leaves it watched (phase running: a new kill may start)."""
@@ -9,12 +9,12 @@ import logging
 import os
 import signal
 
-from sentinel.core import guardian as guardian_module
+from sentinel.core import supervisor as supervisor_module
 from sentinel.core import watch as watch_module
 from sentinel.config.settings import Settings
 from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_RUNNING, PHASE_TERMINATING, MemorySample
-from sentinel.core.watch import WatchGuardian
+from sentinel.core.watch import watch_guardian
 from tests.unit.test_guardian_clock import MiB, FakeLoop
 
 TARGET, CHILD, LATE = 4242, 4243, 4244
@@ -45,15 +45,13 @@ class TreeFake:
 
 
 def _watching(monkeypatch, refusing: set[int]):
-    """A WatchGuardian attached to TARGET (tree TARGET -> CHILD), grace 1 s; kill(2)
+    """A watch-mode guardian attached to TARGET (tree TARGET -> CHILD), grace 1 s; kill(2)
     is recorded, ``refusing`` PIDs give EPERM, PIDs not in the tree ESRCH."""
     loop = FakeLoop()
     s = Settings(mode="watch", command=(), workload_name="app", target_pid=TARGET,
                  max_rss_bytes=None, grace_period_seconds=1.0)
-    g = WatchGuardian(s, set(), loop=loop)  # type: ignore[arg-type]
-    g.probe.close()
+    g = watch_guardian(s, set(), loop=loop)  # type: ignore[arg-type]
     probe = TreeFake(loop, {TARGET: [CHILD]})
-    g.probe = probe  # type: ignore[assignment]
     g._reap = lambda: None  # type: ignore[method-assign]  # nothing of ours to reap
     sent: list[tuple[int, int]] = []
 
@@ -67,14 +65,13 @@ def _watching(monkeypatch, refusing: set[int]):
             sent.append((pid, sig))
 
     monkeypatch.setattr(os, "kill", kill)
-    monkeypatch.setattr(guardian_module, "real_uid", lambda pid, proc="/proc": 0)
+    monkeypatch.setattr(supervisor_module, "real_uid", lambda pid, proc="/proc": 0)
     monkeypatch.setattr(watch_module, "real_uid", lambda pid, proc="/proc": 0, raising=False)
-    monkeypatch.setattr(guardian_module, "process_facts", lambda pid, proc="/proc": {
+    monkeypatch.setattr(supervisor_module, "process_facts", lambda pid, proc="/proc": {
         "pid": pid, "state": "D", "uid": 0, "rss_bytes": 4096})
-    g.child = Child(TARGET, ("app",), None, loop.now, 0.0)
-    g._pidfd = None  # signalled by PID, like its descendants
-    g.state.main_pid = TARGET
-    g.state.phase = PHASE_RUNNING
+    # Attached as the source does, without a pidfd: signalled by PID, like its descendants.
+    g.begin_run(Child(TARGET, ("app",), None, loop.now, 0.0), probe)  # type: ignore[arg-type]
+    assert g.state.main_pid == TARGET and g.state.phase == PHASE_RUNNING
     events: list = []
     g.listeners.append(events.append)
     return g, loop, probe, sent, events
@@ -124,6 +121,33 @@ def test_a_target_given_up_on_is_still_watched_and_can_be_stopped_again(monkeypa
     g2, loop2, probe2, _, _ = _watching(monkeypatch, set())
     g2.stop()
     loop2.advance(11.2)
-    g2.state.limit_bytes = 5 * MiB
-    g2._take_sample()
+    g2.set_limit(5 * MiB)  # samples at once
+    loop2.advance(0.0)
     assert g2.state.current_kill is not None and g2.state.current_kill.reason == "memory_limit"
+
+
+def test_leftovers_of_a_killed_target_get_the_same_ladder(monkeypatch):
+    # The target dies during its stop; CHILD (seen in the last sample) outlives it
+    # and ignores SIGTERM: SIGTERM now, SIGKILL one grace period (1 s) later, and
+    # the SIGKILL hook (process_mrelease's place) is told which PIDs it reached.
+    g, loop, probe, sent, events = _watching(monkeypatch, set())
+    released: list[list[int]] = []
+    g.sigkill_listeners.append(released.append)
+    g.sample_now()
+    loop.advance(0.0)  # the tree seen: TARGET -> CHILD
+    g.stop()
+
+    class Same:
+        create_time = 0.0  # the start time seen: not a reused PID
+
+    monkeypatch.setattr(watch_module, "candidate", lambda pid: Same() if pid == CHILD else None)
+    sent.clear()
+    g.source.target_exited()
+    assert sent == [(CHILD, signal.SIGTERM)]
+    loop.advance(0.9)
+    assert sent == [(CHILD, signal.SIGTERM)]
+    loop.advance(0.2)
+    assert sent == [(CHILD, signal.SIGTERM), (CHILD, signal.SIGKILL)]
+    assert released == [[CHILD]]
+    loop.advance(10.0)
+    assert len(sent) == 2  # nothing more: not Sentinel's children, no status to wait for

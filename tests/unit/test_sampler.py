@@ -1,0 +1,92 @@
+"""``sentinel.core.sampler``: the cadence and the one growth estimator, as pure
+functions; the supervisor (``Guardian``) and the dashboard get the same growth."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sentinel.core import sampler
+from sentinel.ui import dashboard
+from tests.unit.test_guardian_clock import MiB, make
+
+INTERVAL = 0.1
+
+
+def test_at_rest_the_interval_is_the_one_asked_for():
+    assert sampler.next_interval(10 * MiB, None, 50 * MiB, INTERVAL) == INTERVAL  # no limit
+    assert sampler.next_interval(10 * MiB, 100 * MiB, 0.0, INTERVAL) == INTERVAL  # steady
+    assert sampler.next_interval(10 * MiB, 100 * MiB, None, INTERVAL) == INTERVAL  # unknown
+    assert sampler.next_interval(10 * MiB, 100 * MiB, -MiB, INTERVAL) == INTERVAL  # shrinking
+    assert sampler.next_interval(200 * MiB, 100 * MiB, MiB, INTERVAL) == INTERVAL  # over
+    assert sampler.next_interval(90 * MiB, 100 * MiB, 100 * MiB, INTERVAL,
+                                 enforcing=False) == INTERVAL  # paused
+
+
+def test_near_the_limit_it_samples_at_a_third_of_the_time_left():
+    # 40 MiB left at 100 MiB/s: 0.4 s away, sampled every 0.1 s (the interval caps it)
+    assert sampler.next_interval(60 * MiB, 100 * MiB, 100 * MiB, INTERVAL) == INTERVAL
+    # 6 MiB left: 0.06 s away -> 0.02 s
+    assert sampler.next_interval(94 * MiB, 100 * MiB, 100 * MiB, INTERVAL) == \
+        pytest.approx(0.02)
+
+
+def test_the_4ms_floor_never_lifts_the_period_above_the_interval():
+    assert sampler.next_interval(100 * MiB - 1, 100 * MiB, 100 * MiB, INTERVAL) == \
+        sampler.MIN_INTERVAL_SECONDS == 0.004
+    assert sampler.next_interval(100 * MiB - 1, 100 * MiB, 100 * MiB, 0.001) == 0.001
+
+
+def test_growth_is_the_least_squares_slope_and_none_with_too_little():
+    assert sampler.growth_rate([(0.0, 0), (0.5, 50), (1.0, 100)]) == pytest.approx(100.0)
+    assert sampler.growth_rate([(0.0, 0), (1.0, 100)]) is None  # two points
+    assert sampler.growth_rate([(0.0, 0), (0.1, 10), (0.2, 20)]) is None  # 0.2 s span
+    assert sampler.growth_rate([(0.0, 300), (0.5, 200), (1.0, 100)]) == pytest.approx(-200.0)
+
+
+def test_recent_points_keep_the_window_and_this_run_only():
+    pts = [(float(t), t * 10) for t in range(10)]
+    assert sampler.recent_points(pts, 9.0) == pts[6:]
+    assert sampler.recent_points(pts, 9.0, since=8.0) == pts[8:]
+    assert sampler.recent_points(pts, 9.0, window_seconds=1.0) == pts[8:]
+
+
+def test_the_dashboard_and_the_supervisor_report_the_same_growth(monkeypatch):
+    # A workload that allocates in chunks (7 MiB every 0.35 s), sampled by the
+    # guardian on a fake clock; its state.history (wall times) feeds the dashboard.
+    # Chunks make estimators differ (the last step, a smoothed step, a slope).
+    g, loop, probe = make(limit=10_000 * MiB, start=10 * MiB, rate=0.0)
+    t0 = loop.now
+    probe.value = lambda: 10 * MiB + 7 * MiB * int((loop.now - t0) / 0.35)  # type: ignore
+    wall0 = time.time()
+    monkeypatch.setattr(time, "time", lambda: wall0 + (loop.now - 1000.0))  # wall = fake
+    g.state.started_wall = wall0
+    loop.advance(0.6)  # enough samples (0.1 s apart) for a slope
+    for _ in range(40):
+        loop.advance(0.13)
+        snap = dashboard.snapshot(g.state, now_wall=time.time(), now_mono=loop.now)
+        assert g.growth_bytes_per_second is not None
+        assert snap["growth_bytes_per_second"] == pytest.approx(g.growth_bytes_per_second,
+                                                                rel=1e-6)
+    assert g.growth_bytes_per_second == pytest.approx(20 * MiB, rel=0.15)
+    assert dashboard.RATE_WINDOW_SECONDS == sampler.RATE_WINDOW_SECONDS
+
+
+def test_the_dashboard_estimator_is_the_samplers():
+    pts = [(0.0, 0), (0.4, 10), (1.0, 90), (1.7, 120)]
+    assert dashboard._growth(pts) == sampler.growth_rate(pts)
+
+
+def test_sample_now_samples_at_once_and_replaces_the_pending_tick():
+    # The entry point for kernel wake-ups (memory.events, PSI): one sample now, and
+    # the next tick one interval after it, not two ticks.
+    g, loop, probe = make(limit=1000 * MiB, rate=0.0)
+    loop.advance(0.55)  # samples at 0.0 ... 0.5; the next tick due at 0.6
+    before = len(probe.samples)
+    g.sample_now("memory.events high")
+    loop.advance(0.0)
+    assert len(probe.samples) == before + 1 and probe.samples[-1] == loop.now
+    assert loop.next_timer() == pytest.approx(INTERVAL)
+    loop.advance(0.06)  # the old 0.6 tick is gone
+    assert len(probe.samples) == before + 1
