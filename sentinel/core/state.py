@@ -19,7 +19,8 @@ from sentinel.probes.contract import MemorySample  # noqa: F401 - re-exported: c
 REASON_MEMORY = "memory_limit"  # the measure crossed the limit
 REASON_OPERATOR = "operator"  # `stop`/`kill` on the control socket
 REASON_SHUTDOWN = "shutdown"  # Sentinel itself got SIGTERM/SIGINT (docker stop, pod deletion)
-KILL_REASONS = (REASON_MEMORY, REASON_OPERATOR, REASON_SHUTDOWN)
+REASON_KERNEL_OOM = "kernel_oom"  # the kernel's OOM killer, not Sentinel (oom_kill rose)
+KILL_REASONS = (REASON_MEMORY, REASON_OPERATOR, REASON_SHUTDOWN, REASON_KERNEL_OOM)
 
 # Phases of the workload as the guardian sees it.
 PHASE_STARTING = "starting"
@@ -60,6 +61,9 @@ class KillRecord:
     # SIGKILL: uninterruptible sleep, a frozen cgroup), listed in ``survivors``.
     confirmed: bool | None = None
     survivors: list[dict] = field(default_factory=list)  # process_facts() of each
+    # Why SIGKILL came before the grace period ended because the workload would reach
+    # the container's hard limit first (sentinel.core.kernel_side.early_sigkill_reason).
+    early_sigkill_reason: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -71,6 +75,7 @@ class KillRecord:
             "reached": {sig: list(pids) for sig, pids in self.reached.items()},
             "refused": [{"pid": pid, "uid": uid} for pid, uid in self.refused.items()],
             "confirmed": self.confirmed, "survivors": [dict(p) for p in self.survivors],
+            "early_sigkill_reason": self.early_sigkill_reason,
         }
 
 
@@ -135,6 +140,12 @@ class GuardianState:
     # The first SIGTERM/SIGINT Sentinel received ("SIGTERM"; docker stop, pod
     # deletion), or None: forwarded, and Sentinel exits once the workload is gone.
     shutdown_signal: str | None = None
+    # Kernel wake-up source kind ("memory_events", "pressure", "usage_threshold",
+    # "oom_notify") -> how many wake-ups made Sentinel sample at once.
+    wakeups: dict = field(default_factory=dict)
+    # Topic ("pressure", "mrelease", "oom_score_adj", "cgroup", "shared_pages", ...) ->
+    # one line on what the kernel allowed or refused Sentinel.
+    kernel_notes: dict = field(default_factory=dict)
 
     def kills_total(self) -> int:
         return sum(self.kills.values())
