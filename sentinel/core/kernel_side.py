@@ -43,6 +43,7 @@ from sentinel.core import kernel
 from sentinel.core.oom import KERNEL_OOM, classify_death
 from sentinel.core.state import REASON_KERNEL_OOM, KillRecord
 from sentinel.logs import LOGGER_NAME, fmt_bytes
+from sentinel.probes.tree import status_field
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -275,6 +276,8 @@ class KernelSide:
         margin = self.sup.settings.oom_score_adj_margin
         if not margin:
             return
+        if self.sup.source is None and status_field(pid, b"PPid:") != os.getpid():
+            return  # run mode: only Sentinel's own child (never a PID it does not hold)
         notes = self.sup.state.kernel_notes
         if not self._own_tried:
             self._own_tried = True
