@@ -18,10 +18,15 @@ Every group is new, at the top of its hierarchy, and removed in a finally.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 from sentinel.control.client import request
+from sentinel.core.kernel_side import KernelSide
+from sentinel.core.state import GuardianState
 from sentinel.errors import ControlError
 from tests.conftest import PY, descendants, leaker, printer, wait_until
 from tests.integration.test_cgroup_real import own_v1_group
@@ -116,17 +121,12 @@ def test_a_kill_9_from_outside_is_not_a_kernel_oom_kill(start_sentinel, mode, tm
         s.expect("ready child")
         wait_until(lambda: sampled(sock), 10, what="a first sample")
         workload = descendants(s.pid)[0]
-        subprocess_kill(workload)
+        os.kill(workload, signal.SIGKILL)  # as `kill -9 PID` from outside would
         assert s.wait(20) == 137
         assert oom_kills(group) == 0
         assert not events(s, "kernel_oom_kill")
         (exited,) = events(s, "exited")
         assert exited["exit_code"] == 137
-
-
-def subprocess_kill(pid: int) -> None:
-    import os
-    os.kill(pid, signal.SIGKILL)  # as `kill -9 PID` from outside would
 
 
 # ---------------------------------------------------------------- racing the kernel
@@ -238,3 +238,21 @@ def test_margin_0_leaves_oom_score_adj_alone(start_sentinel, tmp_path):
     assert Path(f"/proc/{workload}/oom_score_adj").read_text().strip() == str(_own_adj())
     s.signal(signal.SIGTERM)
     assert s.wait(20) == 0
+
+
+def test_the_pidfd_opened_when_the_ladder_starts_is_the_one_used_after_sigkill():
+    # The victim is SIGKILLed and reaped before the post-SIGKILL hook runs: a PID looked
+    # up then could be another process's; the pidfd held from the ladder's start still
+    # names the victim (process_mrelease answers ESRCH, "already"), never a newcomer.
+    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
+                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                          version="")
+    side = KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+    victim = subprocess.Popen(["sleep", "60"])
+    side.open_pidfds([victim.pid])
+    victim.kill()
+    victim.wait()
+    side.after_sigkill([victim.pid])
+    assert side.mrelease_results == {"already": 1}
+    assert "mrelease" not in state.kernel_notes
+    side.close_pidfds()
