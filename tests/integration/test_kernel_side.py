@@ -256,3 +256,23 @@ def test_the_pidfd_opened_when_the_ladder_starts_is_the_one_used_after_sigkill()
     assert side.mrelease_results == {"already": 1}
     assert "mrelease" not in state.kernel_notes
     side.close_pidfds()
+
+
+def test_a_kernel_oom_kill_of_another_process_of_the_tree_is_reported(start_sentinel,
+                                                                     tmp_path):
+    # The main process (a shell) outlives the kernel's kill of its leaking child: the
+    # oom_kill rise is reported as a kernel_oom_kill without a PID, and counted.
+    sock = tmp_path / "s.sock"
+    with own_v1_group(192 * MiB) as group:
+        leak = " ".join(leaker("--rate", "200", "--quiet"))
+        s = start_sentinel([*common(sock, tmp_path), "--max-rss", "1g", "--", "sh", "-c",
+                            f"{leak}; echo leaker-gone $?; exec sleep 600"],
+                           preexec_fn=joiner(group))
+        s.expect("leaker-gone 137", timeout=30)
+        (ev,) = wait_until(lambda: events(s, "kernel_oom_kill"), 10,
+                           what="the kernel's kill of the leaker to be reported")
+        assert ev["pid"] is None and ev["oom_kills_delta"] >= 1 and ev["level"] == "error"
+        assert "not the main one" in ev["msg"]
+        st = status(sock)
+        assert {"reason": "kernel_oom", "signal": "SIGKILL", "count": 1} in st["kills"]
+        assert st["last_kill"] is None and st["phase"] == "running"
