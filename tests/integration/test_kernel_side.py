@@ -276,3 +276,21 @@ def test_a_kernel_oom_kill_of_another_process_of_the_tree_is_reported(start_sent
         st = status(sock)
         assert {"reason": "kernel_oom", "signal": "SIGKILL", "count": 1} in st["kills"]
         assert st["last_kill"] is None and st["phase"] == "running"
+
+
+def test_watch_mode_raises_the_attached_targets_oom_score_adj(start_sentinel, tmp_path):
+    target = subprocess.Popen([PY, "-c", "import time; print('ready', flush=True); "
+                               "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout.readline() == "ready\n"
+        base = _own_adj()
+        s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                            "--k8s-events", "off", "--target-pid", str(target.pid)],
+                           cmd="watch")
+        wait_until(lambda: events(s, "attached"), 10, what="the attach")
+        wait_until(lambda: Path(f"/proc/{target.pid}/oom_score_adj").read_text().strip()
+                   == str(min(1000, base + 100)), 10, what="the target's oom_score_adj")
+    finally:
+        target.kill()
+        target.wait()
+        target.stdout.close()
