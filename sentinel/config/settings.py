@@ -376,6 +376,10 @@ class Settings:
     # During a grace period, SIGKILL early when the workload would reach the container's
     # hard limit before it ends (sentinel.core.kernel_side); True waits the full period.
     no_early_sigkill: bool = False
+    # At a memory kill's SIGTERM, clamp the workload's cgroup v2 memory.high to its usage
+    # for the grace period (restored after). Off by default: it needs a writable,
+    # delegated cgroup and Sentinel outside it (sentinel.core.kernel_side.clamp_high).
+    clamp_high: bool = False
     restart: str = "never"
     restart_delay_seconds: float = 1.0  # first back-off; doubles each failure
     restart_max_delay_seconds: float = 30.0  # back-off cap
@@ -471,6 +475,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--no-early-sigkill",), "no_early_sigkill", flag=True,
         help="wait the full grace period even when the workload would reach the container's "
              "hard memory limit (and be OOM-killed by the kernel) before it ends"),
+    Opt(("--clamp-high",), "clamp_high", flag=True,
+        help="at a memory kill's SIGTERM, set the workload's cgroup v2 memory.high to its "
+             "usage so it cannot grow during the grace period; restored after (needs a "
+             "writable cgroup that Sentinel is not in)"),
     Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
         help="signal Sentinel receives (and forwards) when its own parent dies"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),

@@ -41,8 +41,9 @@ import time
 
 from sentinel.core import kernel
 from sentinel.core.oom import KERNEL_OOM, classify_death
-from sentinel.core.state import REASON_KERNEL_OOM, KillRecord
+from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, KillRecord
 from sentinel.logs import LOGGER_NAME, fmt_bytes
+from sentinel.probes.cgroup import discover
 from sentinel.probes.tree import status_field
 
 log = logging.getLogger(LOGGER_NAME)
@@ -91,6 +92,15 @@ def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
             f"before the grace period ends in {grace_left:.2f}s")
 
 
+def _write(path: str, value: str) -> None:
+    # os.write on a raw fd: the kernel's EINVAL/EROFS reaches us (a buffered write hides it).
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
 def _read_oom_score_adj(pid: int | str) -> int | None:
     try:
         with open(f"/proc/{pid}/oom_score_adj", "rb") as f:
@@ -113,6 +123,7 @@ class KernelSide:
         self._own_tried = False
         self._own_adj: int | None = None  # Sentinel's oom_score_adj after its one try
         self._own_note = ""  # why it could not be lowered, for kernel_notes
+        self._high_saved: tuple[str, str] | None = None  # (cgroup dir, memory.high before)
 
     # ------------------------------------------------------------------ oom_kill
     def _cgroup(self):
@@ -133,6 +144,7 @@ class KernelSide:
         self._oom_base = self._read_oom_kills()
         self._rise_at = None
         self.close_pidfds()
+        self.restore_high()
         self.protect(pid)
 
     def on_sample(self, sample) -> None:
@@ -156,6 +168,7 @@ class KernelSide:
         """The main process was reaped with ``status``: if the kernel's OOM killer
         did it (``classify_death``), record, count and announce it and return the
         record (also ``state.last_kill``); else ``None``."""
+        self.restore_high()
         after = self._read_oom_kills()
         last = self.sup.state.last_sample
         if after is None and last is not None:
@@ -211,7 +224,72 @@ class KernelSide:
                     extra={"event": "early_sigkill", "reason": reason})
         return ladder.escalate_now(reason) is not None
 
+    # ------------------------------------------------------------------ memory.high
+    def clamp_high(self) -> None:
+        """``--clamp-high``, at a memory kill's SIGTERM: set the workload's cgroup v2
+        ``memory.high`` to its ``memory.current`` so it cannot grow while it cleans up
+        (the kernel throttles and reclaims above it: mm/memcontrol.c); ``restore_high``
+        puts the old value back. Only where it cannot hurt: cgroup v2, a writable
+        cgroupfs (delegated; a pod's is read-only: EROFS), and Sentinel outside that
+        cgroup (the sidecar layout): inside it, the throttling (up to 2 s per
+        allocation) would stall Sentinel's own SIGKILL. Otherwise one line in
+        ``kernel_notes["clamp_high"]``, once. Never raises."""
+        if not self.sup.settings.clamp_high or self._high_saved is not None:
+            return
+        cg = self._cgroup()
+        why = None
+        if cg is None or cg.version != 2:
+            why = "memory.high exists on cgroup v2 only" + (
+                f"; this cgroup is v{cg.version}" if cg is not None else
+                "; no cgroup memory controller is visible")
+        elif os.path.realpath(getattr(discover("self"), "path", "") or "/") == \
+                os.path.realpath(cg.path):
+            why = ("Sentinel runs in the workload's cgroup, where memory.high would throttle "
+                   "Sentinel's own SIGKILL too; clamp only with Sentinel outside it")
+        if why is None:
+            try:
+                with open(os.path.join(cg.path, "memory.high"), "rb") as f:
+                    old = f.read().strip().decode()
+                current = cg.read().current_bytes
+                if current is None:
+                    raise FileNotFoundError("memory.current unreadable")
+                _write(os.path.join(cg.path, "memory.high"), str(current))
+                self._high_saved = (cg.path, old)
+                log.info("memory.high clamped to %s (was %s) for the grace period: the "
+                         "workload cannot grow while it cleans up", fmt_bytes(current), old,
+                         extra={"event": "clamp_high"})
+                return
+            except OSError as exc:
+                why = (f"memory.high is not writable ({exc.strerror or exc}: a read-only "
+                       "cgroupfs, as in a pod unless privileged, or a cgroup not delegated)")
+        self._note_once("clamp_high", f"--clamp-high: not clamped: {why}")
+
+    def restore_high(self) -> None:
+        """Put back the ``memory.high`` that ``clamp_high`` replaced (once)."""
+        saved, self._high_saved = self._high_saved, None
+        if saved is None:
+            return
+        path, old = saved
+        try:
+            _write(os.path.join(path, "memory.high"), old)
+            log.info("memory.high restored to %s", old, extra={"event": "clamp_high"})
+        except OSError as exc:  # the group may be gone with its workload
+            log.debug("memory.high not restored to %s: %s", old, exc)
+
+    def _note_once(self, topic: str, note: str) -> None:
+        notes = self.sup.state.kernel_notes
+        if topic not in notes:
+            notes[topic] = note
+            log.info("%s", note, extra={"event": "kernel_note"})
+
     # ------------------------------------------------------------------ process_mrelease
+    def ladder_starting(self, kill) -> None:
+        """A ladder for ``kill`` (a ``KillRecord``) is about to send its first signal:
+        pidfds for its PIDs, and ``clamp_high`` for a memory kill."""
+        self.open_pidfds(kill.pids)
+        if kill.reason == REASON_MEMORY:
+            self.clamp_high()
+
     def open_pidfds(self, pids) -> None:
         """A ladder starts: a pidfd for each of ``pids`` (up to ``MAX_PIDFDS``), so the
         SIGKILL's process_mrelease names these processes even if a PID is reused."""
@@ -256,6 +334,11 @@ class KernelSide:
                 log.info("%s", note, extra={"event": "kernel_note"})
         if self.mrelease_results:
             log.debug("process_mrelease results so far: %s", self.mrelease_results)
+
+    def close(self) -> None:
+        """Sentinel is ending (or the run): pidfds closed, memory.high restored."""
+        self.close_pidfds()
+        self.restore_high()
 
     def close_pidfds(self) -> None:
         for fd in self._pidfds.values():

@@ -308,7 +308,7 @@ class Supervisor:
                 ladder.cancel()
         if self.source is not None:
             self.source.close()
-        self.kernel_side.close_pidfds()
+        self.kernel_side.close()
         self.probe.close()
 
     @property
@@ -367,6 +367,7 @@ class Supervisor:
             if ladder is not None:
                 ladder.main_exited()
         self._ladder = self._cleanup_ladder = None
+        self.kernel_side.restore_high()
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
@@ -979,7 +980,8 @@ class Supervisor:
         """The workload's ladder for ``kill``: SIGTERM (with SIGCONT) to what
         ``signal_workload`` reaches, SIGKILL to the whole tree, the main process
         waited for after it."""
-        self.kernel_side.open_pidfds(kill.pids)  # before any signal: a reused PID is never hit
+        # pidfds before any signal (a reused PID is never hit); --clamp-high's memory.high
+        self.kernel_side.ladder_starting(kill)
         return Ladder(self._ladder_signal, self.loop, clock=self._clock,
                       grace_period_seconds=kill.grace_period_seconds, record=kill,
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,

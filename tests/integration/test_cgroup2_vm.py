@@ -15,6 +15,9 @@ every tests/vm/guest_*.py once (module fixture). Each scenario asserts in the gu
 - guest_early_sigkill: a leaker ignoring SIGTERM would reach memory.max within the grace
   period; Sentinel SIGKILLs early (oom_kill 0); with --no-early-sigkill the kernel's group
   kill takes Sentinel too.
+- guest_clamp_high: --clamp-high sets the workload's memory.high to its usage at SIGTERM
+  (Sentinel in a sibling group): it barely grows during the grace period, memory.high is
+  "max" again afterwards; without the flag it grows on.
 - guest_measure_cgroup: --measure cgroup shows memory.current/memory.max in status and
   /metrics.
 
@@ -131,6 +134,14 @@ def test_sentinel_sigkills_before_memory_max_within_the_grace_period(vm):
     assert f["memory_events"]["oom_kill"] == 0, f
     assert f["no_early_sentinel_exit"] == -9, f  # the negative control: Sentinel died too
     assert f["no_early_memory_events"]["oom_group_kill"] >= 1, f
+
+
+def test_clamp_high_holds_the_workload_during_the_grace_period(vm):
+    f = facts(vm, "guest_clamp_high")
+    clamp, without = f["with_clamp"], f["without"]
+    assert clamp["exit"] == 137 and clamp["high_after"] == "max", f
+    assert clamp["peak"] < clamp["clamped"] + 24 * MiB, f
+    assert without["clamped"] is None and without["peak"] > clamp["peak"] + 60 * MiB, f
 
 
 def test_measure_cgroup_reads_the_v2_figures(vm):

@@ -294,3 +294,18 @@ def test_watch_mode_raises_the_attached_targets_oom_score_adj(start_sentinel, tm
         target.kill()
         target.wait()
         target.stdout.close()
+
+
+def test_clamp_high_on_cgroup_v1_says_once_why_it_does_nothing(start_sentinel, tmp_path):
+    # memory.high is v2's; here (v1 memory) --clamp-high is one INFO line, and the memory
+    # kill goes on as ever (the real clamp: tests/vm/guest_clamp_high.py).
+    sock = tmp_path / "s.sock"
+    with own_v1_group(256 * MiB) as group:
+        s = start_sentinel([*common(sock, tmp_path), "--max-rss", "48m", "--clamp-high",
+                            "--grace-period", "0.5s", "--",
+                            *leaker("--rate", "50", "--max", "80", "--ignore-term",
+                                    "--quiet")], preexec_fn=joiner(group))
+        assert s.wait(30) == 137
+        (note,) = [e for e in events(s, "kernel_note") if "--clamp-high" in e["msg"]]
+        assert note["level"] == "info" and "cgroup v2 only; this cgroup is v1" in note["msg"]
+        assert [e["signal"] for e in events(s, "signal_sent")] == ["SIGTERM", "SIGKILL"]
