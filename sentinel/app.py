@@ -80,6 +80,16 @@ _PARTS = (("state-file", _start_state_file), ("metrics", _start_metrics),
           ("k8s-events", _start_k8s_events), ("dashboard", _start_dashboard))
 
 
+def _publish_cgroup(guardian: Guardian) -> None:
+    """Fill ``state.cgroup`` ({"version", "path", "read_only"}) from the probe's cgroup
+    reader, unless the core already did, for status, the TUI and the PSI metrics."""
+    cgroup = getattr(getattr(guardian, "probe", None), "cgroup", None)
+    if not guardian.state.cgroup and cgroup is not None:
+        guardian.state.cgroup = {"version": getattr(cgroup, "version", None),
+                                 "path": getattr(cgroup, "path", None),
+                                 "read_only": bool(getattr(cgroup, "read_only", False))}
+
+
 def start_components(guardian: Guardian, settings: Settings, metrics_socket=None) -> list:
     """Start every enabled part; return the started ones (each has ``close()``).
 
@@ -89,6 +99,7 @@ def start_components(guardian: Guardian, settings: Settings, metrics_socket=None
     left off; the workload is already running and must not pay for it.
     """
     started: list = []
+    _publish_cgroup(guardian)
     for name, start in _PARTS:
         try:
             if name == "metrics":
