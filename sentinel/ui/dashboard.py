@@ -178,6 +178,10 @@ def _killed_this_run(snap: dict) -> dict | None:
 
 
 def _kill_text(kill: dict) -> str:
+    if kill.get("reason") == "kernel_oom":  # no signal of Sentinel's: the kernel's SIGKILL
+        code = kill.get("exit_code")
+        return "kernel OOM kill (SIGKILL by the kernel, before Sentinel's limit)" + (
+            f", exit code {code}" if code is not None else "")
     how = " then ".join(kill.get("signals") or []) or "signal"
     code = kill.get("exit_code")
     return f"{kill.get('reason', '?')}: {how}" + (f", exit code {code}" if code is not None else "")
@@ -312,7 +316,7 @@ def _event_style(kind: str) -> str:
     return {"limit_crossed": "bold red", "signal_sent": "red", "kill_started": "red",
             "kill_finished": "yellow", "exited": "yellow", "restart_scheduled": "magenta",
             "spawned": "green", "enforcement_paused": "yellow", "limit_changed": "cyan",
-            "signal_forwarded": "cyan"}.get(kind, "default")
+            "signal_forwarded": "cyan", "kernel_oom_kill": "bold red"}.get(kind, "default")
 
 
 def _component_text(name: str, status: str):

@@ -461,3 +461,19 @@ def test_status_adapter_takes_the_kernels_side_from_a_plain_status_reply():
     assert [f["name"] for f in snap["figures"]] == [f["name"] for f in snap_of(st)["figures"]]
     assert snap["kernel_oom_kills"] == 1 and snap["cgroup"]["version"] == 1
     assert "kernel OOM kills 1" in text_of(snap, width=200)
+
+
+def test_a_kernel_oom_kill_is_named_as_such_when_the_workload_is_gone():
+    st = kernel_state()
+    st.phase, st.main_pid, st.last_exit_code = PHASE_EXITED, None, 137
+    st.last_kill = KillRecord(reason="kernel_oom", started_wall=NOW - 1, started_mono=MONO - 1,
+                              measure="working-set", value_bytes=250 * MiB,
+                              limit_bytes=460 * MiB, pids=(4242,), grace_period_seconds=3.0,
+                              exit_code=137)
+    st.events.append(Event("kernel_oom_kill", "the kernel killed pid 4242", at_wall=NOW - 1))
+    label, detail, _ = state_line(snap_of(st))
+    assert (label, detail) == ("KILLED", "kernel OOM kill (SIGKILL by the kernel, before "
+                                         "Sentinel's limit), exit code 137")
+    text = text_of(snap_of(st), width=200)
+    assert "kernel_oom_kill   the kernel killed pid 4242" in text
+    assert "kernel OOM kills 1" in text
