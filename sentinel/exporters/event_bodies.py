@@ -142,8 +142,10 @@ def kernel_oom_note(fields: dict, workload: str) -> str:
     measure = kill.get("measure") or "rss"
     delta = fields.get("oom_kills_delta")
     who = f"PID {pid}" if pid is not None else "a process"
-    text = (f"The kernel's OOM killer killed {who} of workload {workload!r} (SIGKILL, exit "
-            f"code {kill.get('exit_code', 137)}) because the container's cgroup hit its memory "
+    code = kill.get("exit_code")
+    text = (f"The kernel's OOM killer killed {who} of workload {workload!r} (SIGKILL"
+            f"{f', exit code {code}' if code is not None else ''}) because the container's "
+            "cgroup hit its memory "
             f"limit ({_size(cgroup_limit) if cgroup_limit is not None else 'limit unknown'})"
             f" before Sentinel's limit did (limit {_size(limit)} on {measure}, last sample "
             f"{_size(kill.get('value_bytes'))}).")
@@ -175,11 +177,12 @@ def record_for(event: Event, workload: str) -> Record | None:
     """The ``Record`` for a guardian ``Event``, or ``None`` if it is not reported.
 
     ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL),
-    ``attach_failed`` (watch mode: a target Sentinel may not signal) and
+    ``attach_failed`` (watch mode: a target Sentinel may not signal),
     ``sampling_failed`` (Warning ``SamplingFailed``: sampling fails persistently) and
     ``kernel_oom_kill`` (Warning ``KernelOOMKill``: the kernel's OOM killer took a
-    workload process before Sentinel's limit was reached) are reported; everything else is not. Memory kills are ``Warning``s, operator
-    stops ``Normal``; a SIGKILL after an ignored SIGTERM is always a ``Warning``.
+    workload process before Sentinel's limit was reached) are reported; everything
+    else is not. Memory kills are ``Warning``s, operator stops ``Normal``; a SIGKILL
+    after an ignored SIGTERM is always a ``Warning``.
     """
     f = event.fields
     if event.kind == "attach_failed":
