@@ -703,7 +703,7 @@ def test_a_pending_shutdown_shows_in_status_and_a_repeated_signal_is_logged(star
     # Sentinel forwards, waits for it, and says so instead of looking "running".
     import signal as sig
 
-    from sentinel.control.client import status_rows
+    from sentinel.control.client import status_rows, status_text
 
     def status():
         reply = answers(sock_path)
