@@ -109,6 +109,8 @@ def test_a_kernel_oom_kill_is_told_apart_and_reported(start_sentinel, mode, tmp_
         assert kill["signals"] == [] and kill["limit_bytes"] == 1 << 30
         assert {"reason": "kernel_oom", "signal": "SIGKILL", "count": 1} in st["kills"]
         assert st["last_exit_code"] == 137
+        term = (tmp_path / "termination-log").read_text()
+        assert term.startswith("KernelOOMKill: ") and "192.0 MiB" in term, term
         s.signal(signal.SIGTERM)  # in the back-off: Sentinel ends with the last exit code
         assert s.wait(20) == 137
 
