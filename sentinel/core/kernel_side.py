@@ -168,7 +168,7 @@ class KernelSide:
         """The main process was reaped with ``status``: if the kernel's OOM killer
         did it (``classify_death``), record, count and announce it and return the
         record (also ``state.last_kill``); else ``None``."""
-        self.restore_high()
+        self.close()  # the workload's ladder is over: no pidfd outlives it (a restart back-off)
         after = self._read_oom_kills()
         last = self.sup.state.last_sample
         if after is None and last is not None:
@@ -332,6 +332,7 @@ class KernelSide:
                         "is freed as it exits")
                 self.sup.state.kernel_notes["mrelease"] = note
                 log.info("%s", note, extra={"event": "kernel_note"})
+        self.close_pidfds()  # SIGKILL was the last signal: the others are not needed
         if self.mrelease_results:
             log.debug("process_mrelease results so far: %s", self.mrelease_results)
 

@@ -367,7 +367,7 @@ class Supervisor:
             if ladder is not None:
                 ladder.main_exited()
         self._ladder = self._cleanup_ladder = None
-        self.kernel_side.restore_high()
+        self.kernel_side.close()  # pidfds closed, memory.high restored
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
