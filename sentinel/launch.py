@@ -209,8 +209,8 @@ def auto_note(memory, limit: int | None, high: int | None, share: float, own: in
     use_high = high is not None and (limit is None or high < limit)
     if use_high:
         base = (f"memory.high {_mib(high or 0)} from {source(memory.high_source)} (a "
-                "throttle, not a kill limit: the kernel slows the workload at memory.high and OOM-kills "
-                "only at memory.max"
+                "throttle, not a kill limit: the kernel slows the workload at memory.high "
+                "and OOM-kills only at memory.max"
                 + (f", {_mib(limit)}" if limit is not None else ", unlimited") + ")")
     else:
         name = "memory.max" if memory.version == 2 else "memory.limit_in_bytes"

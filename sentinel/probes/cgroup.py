@@ -11,7 +11,10 @@ root (the kernel shows ``/../x`` for a cgroup outside our namespace) is not visi
 On hybrid hosts the memory controller is on v1 while a cgroup2 hierarchy without it
 sits at ``/sys/fs/cgroup/unified``: the v1 memory line wins whenever its hierarchy is
 mounted. ``cgroup_root`` (``--cgroup-root``) replaces the mount point, for unusual
-mounts and fixture trees; it may also be the cgroup's directory itself.
+mounts and fixture trees; it may also be the cgroup's directory itself, but never a
+hierarchy's root group (whose usage is the whole host's; see ``_under_cgroup_root``).
+Limits (``CgroupMemory.limits``) are the kernel's effective ones: the lowest of the
+group's and its visible ancestors' (``limit_source`` says which group).
 
 Reads (``CgroupMemory.read``): descriptors kept open and read with ``pread`` at
 offset 0 (cgroupfs regenerates the file on each read at 0), as the tree probe does
