@@ -59,7 +59,7 @@ def _start_socket(guardian: Guardian, settings: Settings) -> list:
 
 
 def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
-    from sentinel.exporters import events  # stdlib only; `kubernetes` loads in events' worker
+    from sentinel.exporters import events  # no third-party import; `kubernetes` loads in its worker
     from sentinel.exporters import termlog
 
     return events.start(guardian, settings) + termlog.start(guardian, settings)
