@@ -59,7 +59,7 @@ def _start_socket(guardian: Guardian, settings: Settings) -> list:
 
 
 def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
-    from sentinel.exporters import events  # stdlib only; `kubernetes` loads in events' worker
+    from sentinel.exporters import events  # no third-party import; `kubernetes` loads in its worker
     from sentinel.exporters import termlog
 
     return events.start(guardian, settings) + termlog.start(guardian, settings)
@@ -86,6 +86,9 @@ def _publish_cgroup(guardian: Guardian, settings: Settings) -> None:
     mode without one, ``kernel_notes["cgroup"]`` says why none is visible (one read of
     /proc/self/cgroup and mountinfo). Never raises."""
     state = guardian.state
+    if settings.limit_auto_note and "auto" not in state.kernel_notes:  # said once
+        state.kernel_notes["auto"] = settings.limit_auto_note
+        log.info("%s", settings.limit_auto_note, extra={"event": "limit_auto"})
     cgroup = getattr(getattr(guardian, "probe", None), "cgroup", None)
     if not state.cgroup and cgroup is not None:
         state.cgroup = {"version": getattr(cgroup, "version", None),
@@ -263,7 +266,7 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
         from sentinel.core.spawn import block_signals
 
         original_mask = block_signals()
-    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
+    from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only
 
     absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
     os.chdir("/")

@@ -981,6 +981,10 @@ REJECTED = {
     "auto without a memory limit": (("sentinel.maxRss=auto",),
         "sentinel.maxRss: auto is a share of the container's memory limit, and "
         "workload.resources.limits.memory is not set"),
+    "auto:100% with a cgroup measure": (("sentinel.maxRss=auto:100%", "sentinel.measure=working-set",
+                                         "workload.resources.limits.memory=1Gi"),
+        "sentinel.maxRss: auto:100% with measure: working-set puts Sentinel's limit at the "
+        "kernel's own"),
     "auto in a sidecar": (("mode=sidecar", "sentinel.maxRss=auto:85%"),
                           "sentinel.maxRss: auto does not work in mode: sidecar yet"),
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
@@ -1023,7 +1027,7 @@ ACCEPTED = [
     ("sentinel.measure=working-set", "workload.resources.limits.memory=201Mi"),
     ("sentinel.maxRss=auto", "workload.resources.limits.memory=512Mi"),
     ("sentinel.maxRss=auto:85%", "workload.resources.limits.memory=512Mi", "sentinel.measure=working-set"),
-    ("sentinel.maxRss=AUTO:100%", "workload.resources.limits.memory=100Mi"),
+    ("sentinel.maxRss=AUTO:100%", "workload.resources.limits.memory=100Mi", "sentinel.measure=rss"),
     ("sentinel.maxRss=auto:1", "workload.resources.limits.memory=1Gi"),
     ("workload.resources.limits.memory=1", "sentinel.maxRss="),  # no limit: nothing to compare
     ("workload.resources.limits.cpu=0.5", "workload.resources.requests.cpu=100m"),

@@ -246,6 +246,9 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- if and $auto (eq .Values.mode "wrapper") (not (dig "limits" "memory" "" (.Values.workload.resources | default dict))) }}
 {{- fail (printf "sentinel.maxRss: %s is a share of the container's memory limit, and workload.resources.limits.memory is not set: Sentinel would refuse to start; set workload.resources.limits.memory or give maxRss a size" $s.maxRss) }}
 {{- end }}
+{{- if and $auto (has $s.measure (list "cgroup" "working-set")) (ge (regexFind "[0-9.]+" ($s.maxRss | toString) | float64) 100.0) }}
+{{- fail (printf "sentinel.maxRss: %s with measure: %s puts Sentinel's limit at the kernel's own, which OOM-kills the workload before Sentinel can stop it: Sentinel would refuse to start; use a share below 100 %% (auto is 90 %%)" $s.maxRss $s.measure) }}
+{{- end }}
 {{- if and $s.maxRss (not $auto) }}
 {{- $maxRss := include "sentinel.sizeBytes" $s.maxRss | float64 }}
 {{- if lt $maxRss 64000.0 }}
