@@ -7,9 +7,13 @@ from __future__ import annotations
 import dataclasses
 import signal
 
+import pytest
+
+from sentinel.config.settings import parse_settings
 from sentinel.core.kernel_side import OOM_RISE_SETTLE_SECONDS, early_sigkill_reason
 from sentinel.core.ladder import Ladder
 from sentinel.core.state import KillRecord
+from sentinel.errors import UsageError
 from sentinel.probes.contract import MemorySample
 from tests.unit.test_guardian_clock import FakeLoop, MiB, make
 from tests.unit.test_ladder_unit import FakeSignaller, record
@@ -179,3 +183,19 @@ def test_a_rise_the_main_process_outlives_is_another_process_killed_by_the_kerne
     g._finish = lambda code: None  # type: ignore[method-assign]
     g.child_exited(SIGKILLED)  # a later kill -9: the settled rise does not make it the kernel's
     assert g.state.last_kill is None
+
+
+# ---------------------------------------------------------------- the options
+def test_the_options_parse_from_flags_and_variables_and_refuse_out_of_range():
+    s = parse_settings("run", ["--", "app"], environ={})
+    assert (s.oom_score_adj_margin, s.no_early_sigkill, s.clamp_high) == (100, False, False)
+    s = parse_settings("run", ["--oom-score-adj-margin", "0", "--no-early-sigkill",
+                               "--clamp-high", "--", "app"], environ={})
+    assert (s.oom_score_adj_margin, s.no_early_sigkill, s.clamp_high) == (0, True, True)
+    s = parse_settings("watch", ["--target-pid", "1"],
+                       environ={"SENTINEL_OOM_SCORE_ADJ_MARGIN": "250",
+                                "SENTINEL_NO_EARLY_SIGKILL": "1"})
+    assert (s.oom_score_adj_margin, s.no_early_sigkill) == (250, True)
+    with pytest.raises(UsageError) as info:
+        parse_settings("run", ["--oom-score-adj-margin", "5000", "--", "app"], environ={})
+    assert "--oom-score-adj-margin" in str(info.value) and "0-2000" in str(info.value)
