@@ -11,7 +11,8 @@ Four duties, each a short hook in ``sentinel.core.supervisor``:
   process outlives by ``OOM_RISE_SETTLE_SECONDS`` was the kernel killing another
   process of the group: the same record, without a PID.
 - **Racing the kernel.** During a grace period, ``early_sigkill_reason`` (pure)
-  projects the cgroup's usage at the sampler's one growth estimate; when the
+  projects the cgroup's working set (usage less inactive page cache, which the kernel
+  reclaims before it kills) at the sampler's one growth estimate; when the
   container's hard limit (``memory.max`` / ``memory.limit_in_bytes``) comes before
   the SIGKILL, the ladder escalates now (``Ladder.escalate_now``): the kernel's
   OOM killer would otherwise take the workload (and with ``memory.oom.group=1``
@@ -214,8 +215,13 @@ class KernelSide:
         at ``growth`` (bytes/s) reaches the container's hard limit first. True if sent."""
         if self.sup.settings.no_early_sigkill or ladder is None or ladder.sigkill_sent:
             return False
-        reason = early_sigkill_reason(sample.cgroup_memory_current_bytes,
-                                      sample.cgroup_memory_max_bytes, growth,
+        # The working set (usage - inactive_file), not the usage: page cache fills a
+        # group up to its limit in normal operation and the kernel reclaims it before
+        # any OOM kill; a full cache must not cut a grace period short.
+        usage = sample.cgroup_working_set_bytes
+        if usage is None:
+            usage = sample.cgroup_memory_current_bytes
+        reason = early_sigkill_reason(usage, sample.cgroup_memory_max_bytes, growth,
                                       self.sup._clock(), ladder.grace_deadline)
         if reason is None:
             return False

@@ -71,15 +71,18 @@ class _CgroupProbe:
     """The ScriptedProbe's samples with cgroup figures: usage = the measure + ``extra``,
     ``memory.max`` = ``hard``, and an ``oom_kill`` counter the test raises."""
 
-    def __init__(self, inner, hard: int | None, extra: int = 0) -> None:
+    def __init__(self, inner, hard: int | None, extra: int = 0, inactive: int = 0) -> None:
         self.inner, self.hard, self.extra, self.oom_kills = inner, hard, extra, 0
+        self.inactive = inactive  # inactive_file: page cache the kernel reclaims first
         self.errors = inner.errors
         self.root_pid, self.include_root = inner.root_pid, inner.include_root
         self.cgroup = self
 
     def sample(self) -> MemorySample:
         s = self.inner.sample()
-        return dataclasses.replace(s, cgroup_memory_current_bytes=s.measure_bytes + self.extra,
+        current = min(s.measure_bytes + self.extra, self.hard or 1 << 62)
+        return dataclasses.replace(s, cgroup_memory_current_bytes=current,
+                                   cgroup_working_set_bytes=max(0, current - self.inactive),
                                    cgroup_memory_max_bytes=self.hard,
                                    cgroup_oom_kills=self.oom_kills)
 
@@ -119,6 +122,18 @@ def test_a_fast_leaker_is_sigkilled_before_it_reaches_the_hard_limit():
         kill.early_sigkill_reason
     msg = [e.message for e in g.state.events if e.kind == "signal_sent"][-1]
     assert "into the 10.0s grace period" in msg and "hard limit" in msg
+
+
+def test_a_group_full_of_page_cache_does_not_cut_the_grace_period_short():
+    # The usage sits at memory.max (cache fills the group, as it does), the working set
+    # is low and the workload does not grow: the SIGKILL waits for the grace period.
+    g, loop, probe = _guardian(grace_period_seconds=5.0, rate=0.0, start=120 * MiB)
+    probe.extra, probe.inactive = 1 << 30, 200 * MiB  # usage capped at the 256 MiB limit
+    loop.advance(4.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+    loop.advance(1.5)
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.state.current_kill.early_sigkill_reason is None
 
 
 def test_without_early_sigkill_the_grace_period_is_waited_out():
