@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentinel.exporters.events import EVENT_MEMORY, REPORTING_CONTROLLER
+from sentinel.exporters.event_bodies import EVENT_MEMORY, REPORTING_CONTROLLER
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sentinel"

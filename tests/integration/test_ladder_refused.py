@@ -194,7 +194,8 @@ def test_operator_stop_when_the_main_process_refuses_counts_no_kill_and_exits_71
     assert kill["signals"] == [] and kill["reached"] == {}
     assert kill["refused"] == [{"pid": main_pid, "uid": 0}]
     assert _kills(_metrics(port)) == {("memory_limit", "SIGTERM"): 0.0,
-                                      ("memory_limit", "SIGKILL"): 0.0}  # nothing counted
+                                      ("memory_limit", "SIGKILL"): 0.0,
+                                      ("kernel_oom", "SIGKILL"): 0.0}  # nothing counted
     assert events(s, "signal_sent") == []
 
     code = s.wait(2.0 + GIVE_UP + SLACK + 5)
