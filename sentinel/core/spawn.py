@@ -30,11 +30,14 @@ _SIGDEFAULT = (*_PYTHON_IGNORED, 32, 33)
 class Child:
     """The spawned workload: its PID (also its process-group ID) and how it was started."""
 
-    __slots__ = ("pid", "command", "tty_fd", "started_mono", "started_wall")
+    __slots__ = ("pid", "command", "tty_fd", "started_mono", "started_wall", "cwd")
 
     def __init__(self, pid: int, command: tuple[str, ...], tty_fd: int | None,
-                 started_mono: float, started_wall: float) -> None:
+                 started_mono: float, started_wall: float, cwd: str | None = None) -> None:
         self.pid = pid
+        # The directory it was started in (absolute), for restarts: Sentinel itself moves
+        # to / after the first spawn so as not to pin it. None: unknown (inherited).
+        self.cwd = cwd
         self.command = command
         self.tty_fd = tty_fd  # the controlling terminal the child was given, if any
         self.started_mono = started_mono
@@ -69,7 +72,7 @@ def controlling_tty() -> int | None:
 
 
 def spawn(command: tuple[str, ...], original_mask: set[int], *,
-          tty_fd: int | None = None, environ=None) -> Child:
+          tty_fd: int | None = None, environ=None, cwd: str | None = None) -> Child:
     """Start ``command`` with the given environment, fds, cwd and signal mask.
 
     The child is the leader of a new session (or of a new process group on
@@ -78,7 +81,10 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
     ``OSError`` in the parent); every signal Sentinel was given ignored stays
     ignored but CPython's SIGPIPE/SIGXFSZ and glibc's 32/33 (``_SIGDEFAULT``).
     Raises ``SpawnError`` with exit code 127 (not found) or 126 (not
-    executable, or any other exec failure).
+    executable, or any other exec failure). ``cwd``: the directory the child
+    starts in (a restart: the one the first run was started in, although
+    Sentinel has moved to /); ``None`` inherits Sentinel's. The returned
+    ``Child.cwd`` is ``cwd``, or Sentinel's directory at the spawn.
     """
     import time
 
@@ -90,7 +96,7 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
         # the child get SIG_DFL for glibc's internal signals 32 and 33.
         pid = kernel.spawnp(command[0], command, env, sigmask=original_mask,
                             sigdefault=_SIGDEFAULT, setsid=tty_fd is None,
-                            pgroup=None if tty_fd is None else 0)
+                            pgroup=None if tty_fd is None else 0, cwd=cwd)
     except OSError as exc:
         raise _spawn_error(command[0], exc) from None
     started_mono, started_wall = time.monotonic(), time.time()
@@ -100,7 +106,12 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
             os.tcsetpgrp(tty_fd, pid)
         except OSError:
             tty_fd = None
-    return Child(pid, tuple(command), tty_fd, started_mono, started_wall)
+    if cwd is None:
+        try:
+            cwd = os.getcwd()
+        except OSError:  # the directory was removed: restarts inherit /
+            cwd = None
+    return Child(pid, tuple(command), tty_fd, started_mono, started_wall, cwd)
 
 
 def _spawn_error(name: str, exc: OSError) -> SpawnError:

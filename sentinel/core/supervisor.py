@@ -223,6 +223,8 @@ class Supervisor:
         self._clock = clock
         self.original_mask = original_mask
         self.child = child
+        # Restarts start where the first run started (Sentinel itself moved to /).
+        self._workload_cwd = child.cwd if child is not None else None
         self.pid1 = pid1
         self.state = GuardianState(
             mode=settings.mode, workload=settings.workload_name, command=settings.command,
@@ -389,7 +391,8 @@ class Supervisor:
         self._restart_handle = None
         try:
             with fdlimit.as_given():  # the workload gets the RLIMIT_NOFILE Sentinel was given
-                child = spawn(self.settings.command, self.original_mask, tty_fd=self._tty_fd)
+                child = spawn(self.settings.command, self.original_mask, tty_fd=self._tty_fd,
+                              cwd=self._workload_cwd)
         except Exception as exc:  # SpawnError: the binary vanished; nothing left to run
             self.emit("exited", f"restart failed: {exc}", logging.ERROR)
             self._finish(getattr(exc, "exit_code", 127))

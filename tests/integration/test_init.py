@@ -349,3 +349,21 @@ def test_the_line_on_a_success_exit_code_names_the_option(start_sentinel):
     assert s.wait() == 0
     [line] = [r for r in s.logs() if r.get("event") == "exit_code"]
     assert line["msg"] == "exit code 3 is reported as 0 (--success-exit-code 3)"
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-command", "relative-command"])
+def test_a_restarted_workload_starts_in_the_directory_of_the_first_run(start_sentinel, mode,
+                                                                       tmp_path, relative):
+    # Sentinel moves itself to / after the first spawn (not to pin the directory);
+    # every restart must still start where the first run did (Docker's WORKDIR,
+    # a relative ./app or script path).
+    script = tmp_path / "app.sh"
+    script.write_text("#!/bin/sh\necho \"cwd $(pwd)\"\nls app.sh >/dev/null || exit 9\nexit 3\n")
+    script.chmod(0o755)
+    cmd = ["./app.sh"] if relative else ["sh", str(script)]
+    s = start_sentinel(["--no-metrics", "--no-socket", "--restart", "on-failure",
+                        "--max-restarts", "2", "--restart-delay", "50ms", "--", *cmd],
+                       cwd=str(tmp_path), pid1=(mode == "pid1"))
+    assert s.wait(30) == 3  # not 9 (no app.sh in /), nor 127 (./app.sh not found)
+    lines = [line for line in s.rest() if line.startswith("cwd ")]
+    assert lines == [f"cwd {tmp_path}"] * 3
