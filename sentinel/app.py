@@ -86,6 +86,12 @@ def _publish_cgroup(guardian: Guardian, settings: Settings) -> None:
     mode without one, ``kernel_notes["cgroup"]`` says why none is visible (one read of
     /proc/self/cgroup and mountinfo). Never raises."""
     state = guardian.state
+    if settings.cgroup_note and "measure" not in state.kernel_notes:  # said once
+        state.kernel_notes["measure"] = settings.cgroup_note
+        log.info("%s", settings.cgroup_note, extra={"event": "cgroup_measure"})
+    if settings.cgroup_warning and "cgroup_shared" not in state.kernel_notes:
+        state.kernel_notes["cgroup_shared"] = settings.cgroup_warning
+        log.warning("%s", settings.cgroup_warning, extra={"event": "cgroup_shared"})
     if settings.limit_auto_note and "auto" not in state.kernel_notes:  # said once
         state.kernel_notes["auto"] = settings.limit_auto_note
         log.info("%s", settings.limit_auto_note, extra={"event": "limit_auto"})

@@ -143,23 +143,48 @@ def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = 
     is asked for."""
     import dataclasses
 
-    if settings.limit_auto_share is None and settings.measure not in ("cgroup", "working-set"):
+    cgroup_measure = settings.measure in ("cgroup", "working-set")
+    if settings.limit_auto_share is None and not cgroup_measure \
+            and settings.cgroup_root is None:
         return settings
     from sentinel.errors import UsageError
-    from sentinel.probes.cgroup import auto_limit, discover, explain_no_cgroup
+    from sentinel.probes.cgroup import (auto_limit, discover, explain_no_cgroup,
+                                        is_hierarchy_root, other_members)
 
     what = "--max-rss auto" if settings.limit_auto_share is not None else \
-        f"--measure {settings.measure}"
+        f"--measure {settings.measure}" if cgroup_measure else \
+        f"--cgroup-root {settings.cgroup_root}"
     memory = discover(pid, proc_root=proc_root, cgroup_root=settings.cgroup_root)
     if memory is None:
+        fix = "give --max-rss a size" if settings.limit_auto_share is not None else \
+            "or use --measure rss" if cgroup_measure else "or leave --cgroup-root out"
         raise UsageError(f"{what}: " + explain_no_cgroup(
-            pid, proc_root=proc_root, cgroup_root=settings.cgroup_root)
-            + "; or use --measure rss with a size")
+            pid, proc_root=proc_root, cgroup_root=settings.cgroup_root) + f"; {fix}")
     try:
+        if settings.limit_auto_share is None and not cgroup_measure:
+            return settings  # --cgroup-root checked: the figures are optional with rss
+        if is_hierarchy_root(memory):
+            raise UsageError(f"{what}: this process's cgroup is the hierarchy's root group "
+                             f"({memory.path}), whose usage is the whole host's memory; run "
+                             "Sentinel in the container's own cgroup, or use --measure rss "
+                             "with a --max-rss size")
+        updates: dict = {}
+        if cgroup_measure:
+            file = "memory.current" if memory.version == 2 else "memory.usage_in_bytes"
+            updates["cgroup_note"] = (f"--measure {settings.measure}: cgroup v{memory.version} "
+                                      f"{memory.path} ({file})")
+            if pid == "self" and proc_root == "/proc":  # before the spawn: Sentinel alone
+                others = other_members(memory, {os.getpid()})
+                if others:
+                    shown = ", ".join(map(str, others[:10])) + (", ..." if len(others) > 10
+                                                                else "")
+                    updates["cgroup_warning"] = (
+                        f"--measure {settings.measure}: the cgroup {memory.path} also holds "
+                        f"{len(others)} process(es) that are not the workload's (pid "
+                        f"{shown}); their memory counts against --max-rss too")
         if settings.limit_auto_share is None:
-            return settings
+            return dataclasses.replace(settings, **updates)
         share = settings.limit_auto_share
-        cgroup_measure = settings.measure in ("cgroup", "working-set")
         if cgroup_measure and share >= 1.0:
             raise UsageError(f"--max-rss auto:100% with --measure {settings.measure}: the "
                              "limit would be the kernel's own, which OOM-kills the workload "
@@ -173,7 +198,7 @@ def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = 
         note = auto_note(memory, limit, high, share, own, value)
     finally:
         memory.close()
-    return dataclasses.replace(settings, max_rss_bytes=value, limit_auto_note=note)
+    return dataclasses.replace(settings, max_rss_bytes=value, limit_auto_note=note, **updates)
 
 
 def own_footprint_bytes(settings, environ=None) -> int:

@@ -107,7 +107,8 @@ class AutoLimit(float):
 
 
 DEFAULT_AUTO_SHARE = 0.90  # sentinel.probes.cgroup.DEFAULT_AUTO_SHARE: leaves the kernel 10 %
-_AUTO_RE = re.compile(r"^\s*auto(?::\s*(\d+(?:\.\d+)?)\s*(%?))?\s*$", re.IGNORECASE)
+# The share needs its %: "auto:85" could as well mean 85 MiB.
+_AUTO_RE = re.compile(r"^\s*auto(?::\s*(\d+(?:\.\d+)?)\s*%)?\s*$", re.IGNORECASE)
 
 
 def parse_auto(text: str) -> AutoLimit | None:
@@ -349,6 +350,10 @@ class Settings:
     limit_auto_share: float | None = None
     # How auto was resolved, one line (sentinel.launch.auto_note); logged at start-up.
     limit_auto_note: str = ""
+    # Set by launch.resolve_cgroup_settings for a cgroup measure: which group is measured
+    # (logged at INFO), and what else it holds (logged as a warning).
+    cgroup_note: str = ""
+    cgroup_warning: str = ""
     # Which figure is compared with the limit: tree RSS (default, cheapest,
     # what `ps` shows), PSS or USS from smaps_rollup (fairer for shared pages,
     # ~10x the cost), working-set (the cgroup's usage minus inactive_file, what

@@ -444,14 +444,16 @@ def _is_hierarchy_root(directory: str) -> bool:
 
 
 def _under_cgroup_root(cgroup_root: str, rel_path: str, version: int,
-                       candidates: list[Mount]) -> CgroupMemory | None:
+                       candidates: list[Mount], pid: int | None = None) -> CgroupMemory | None:
     """The group ``rel_path`` names under ``--cgroup-root``, which stands for the mount
     point of the hierarchy: the mount of this controller (``candidates``) whose root
     holds ``rel_path`` gives the part to drop (the mount's root field), as in
     discovery without it. ``cgroup_root`` itself is taken as the cgroup's own
     directory only when it is not a hierarchy root (``_is_hierarchy_root``): the
     root's usage is the whole host's, and a sidecar given the host's cgroupfs must
-    never enforce a limit on that (a target outside the tree is not found instead)."""
+    never enforce a limit on that (a target outside the tree is not found instead).
+    A directory is taken only if ``pid`` (numeric; ``None``: not checked) is in it
+    (``_holds``)."""
     mount = next((m for m in candidates if relative_to_root(rel_path, m.root) is not None),
                  None)
     rel = relative_to_root(rel_path, mount.root if mount is not None else "/")
@@ -460,9 +462,51 @@ def _under_cgroup_root(cgroup_root: str, rel_path: str, version: int,
     if not _is_hierarchy_root(cgroup_root):
         dirs.append(cgroup_root)  # --cgroup-root may be the cgroup's directory itself
     for d in dirs:
-        if _has(d, version):
+        if _has(d, version) and _holds(d, pid):
             return CgroupMemory(os.path.normpath(d), version, read_only=ro, top=cgroup_root)
     return None
+
+
+def _member_pids(directory: str) -> set[int] | None:
+    """The processes (TGIDs) directly in the group ``directory`` (its ``cgroup.procs``),
+    or ``None`` when that file cannot be read (a fixture tree without it)."""
+    text = _read_text(os.path.join(directory, "cgroup.procs"))
+    if text is None:
+        return None
+    return {int(w) for w in text.split() if w.isdigit()}
+
+
+def _holds(directory: str, pid: int | None) -> bool:
+    """Whether ``pid`` is in the group ``directory`` itself. With ``--cgroup-root`` a
+    directory is the workload's only if its ``cgroup.procs`` lists the process: an
+    ancestor (every sibling container's memory) or an unrelated group (another
+    workload's) is never taken. Unknown (no ``pid``, no readable file): accepted."""
+    if pid is None:
+        return True
+    members = _member_pids(directory)
+    return members is None or pid in members
+
+
+def _numeric_pid(pid: int | str, proc_root: str) -> int | None:
+    """``pid`` as a number (``"self"`` is this process on the real /proc), else None."""
+    if isinstance(pid, int):
+        return pid
+    if pid == "self":
+        return os.getpid() if proc_root == "/proc" else None
+    return int(pid) if str(pid).isdigit() else None
+
+
+def is_hierarchy_root(memory: CgroupMemory) -> bool:
+    """Whether ``memory`` is a hierarchy's root group (the whole host's memory): never
+    the figure to enforce a container's limit on."""
+    return _is_hierarchy_root(memory.path)
+
+
+def other_members(memory: CgroupMemory, own_pids) -> list[int]:
+    """Processes directly in ``memory``'s group that are not in ``own_pids`` (sorted):
+    a cgroup measure counts their memory too. ``[]`` when unreadable."""
+    members = _member_pids(memory.path) or set()
+    return sorted(members - set(own_pids))
 
 
 def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
@@ -481,10 +525,12 @@ def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
         candidates = [m for m in mounts if m.fstype == "cgroup2"] if version == 2 else \
             [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
         if cgroup_root is not None:
-            found = _under_cgroup_root(cgroup_root, rel_path, version, candidates)
+            found = _under_cgroup_root(cgroup_root, rel_path, version, candidates,
+                                       _numeric_pid(pid, proc_root))
             if found is not None:
                 return _Found(found, "")
-            tried.append(f"v{version} {rel_path} under --cgroup-root {cgroup_root}"
+            tried.append(f"v{version} {rel_path} under --cgroup-root {cgroup_root}: no group "
+                         f"there holds process {pid}"
                          + (" (the hierarchy's root itself is never taken for the "
                             "workload's group: it is the whole host's memory)"
                             if _is_hierarchy_root(cgroup_root) and _has(cgroup_root, version)
@@ -535,6 +581,9 @@ def explain_no_cgroup(pid: int | str = "self", *, proc_root: str = "/proc",
                "the host's /sys/fs/cgroup read-only into Sentinel's container (a hostPath "
                "volume) and share the host's cgroup namespace, or give --cgroup-root the "
                "directory where the workload's cgroup is mounted")
+    elif cgroup_root is not None:
+        fix = (f"check --cgroup-root {cgroup_root}: it must be where the cgroup file system "
+               "is mounted, or the directory of the group this process is in")
     else:
         fix = ("mount the cgroup file system (read-only is enough) at /sys/fs/cgroup, or "
                "give --cgroup-root the directory where it is mounted")
@@ -574,10 +623,12 @@ def auto_limit(limit_bytes: int | None, high_bytes: int | None, share: float,
     base = min(limits)
     value = int(base * share) - own_bytes
     if value < MIN_AUTO_LIMIT_BYTES:
+        mib = 1024 * 1024
+        left = "nothing" if value <= 0 else f"{value} bytes"
         raise UsageError(f"--max-rss auto: {share_text(share)} of the container's limit of "
-                         f"{base} "
-                         f"bytes, less Sentinel's own {own_bytes} bytes, leaves {value} bytes; "
-                         "raise resources.limits.memory or give --max-rss a size")
+                         f"{base / mib:.1f} MiB ({base} bytes), less Sentinel's own "
+                         f"{own_bytes / mib:.0f} MiB, leaves {left}; raise "
+                         "resources.limits.memory, a larger share, or give --max-rss a size")
     return value
 
 

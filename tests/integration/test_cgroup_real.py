@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import signal
+import shlex
 import subprocess
 import time
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from sentinel.probes.cgroup import auto_limit, discover
 from sentinel.probes.tree import TreeProbe
-from tests.conftest import PY, require
+from tests.conftest import PY, SENTINEL, clean_env, require, wait_until
 
 MiB = 1024 * 1024
 MEMCG = Path("/sys/fs/cgroup/memory")
@@ -233,3 +234,56 @@ def test_in_a_podman_container_without_a_limit_auto_is_refused():
         "sentinel: error: --max-rss auto: the container has no memory limit "
         "(memory.limit_in_bytes is unlimited); set resources.limits.memory or give "
         "--max-rss a size")
+
+
+def _sentinel_in(group: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """``sentinel run ARGS`` started inside ``group`` (the shell joins it, then execs)."""
+    argv = " ".join(shlex.quote(a) for a in (*SENTINEL, "run", "--no-metrics", "--no-socket",
+                                             *args))
+    return subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec {argv}'],
+                          capture_output=True, text=True, timeout=timeout, env=clean_env({}))
+
+
+def test_a_cgroup_measure_names_its_group_and_warns_of_processes_not_the_workloads():
+    # The cgroup measures count every process of the group: one that is not the
+    # workload's (here a sleep already in the group) is named once, as a warning.
+    with own_v1_group(512 * MiB) as group:
+        other = subprocess.Popen(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec sleep 60'])
+        try:
+            wait_until(lambda: str(other.pid) in (group / "cgroup.procs").read_text().split(),
+                       timeout=10, what="the other process in the group")
+            out = _sentinel_in(group, "--measure", "cgroup", "--max-rss", "400Mi", "--", "true")
+            assert out.returncode == 0, out.stderr
+            assert f"--measure cgroup: cgroup v1 {group} (memory.usage_in_bytes)" in out.stderr
+            warning = [line for line in out.stderr.splitlines() if "also holds" in line]
+            assert len(warning) == 1 and f"pid {other.pid}" in warning[0], out.stderr
+        finally:
+            other.kill()
+            other.wait()
+
+
+def test_a_cgroup_measure_in_the_hierarchys_root_group_is_refused():
+    # The root group's usage is the whole host's: never a container's limit.
+    require(root=True)
+    keeper = MEMCG / "cgroup.procs"
+    out = subprocess.run(["sh", "-c", f'echo $$ > {keeper} && exec ' + " ".join(
+        shlex.quote(a) for a in (*SENTINEL, "run", "--measure", "working-set", "--max-rss",
+                                 "100Mi", "--", "true"))],
+        capture_output=True, text=True, timeout=30, env=clean_env({}))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "hierarchy's root group" in out.stderr
+
+
+def test_a_cgroup_root_the_workload_is_not_in_is_refused_also_with_rss(tmp_path):
+    # An unrelated group (another workload's) or an ancestor is never measured, and a
+    # wrong --cgroup-root is said even where the cgroup figures are optional.
+    with own_v1_group(512 * MiB) as group:
+        for args in (["--cgroup-root", str(group)],
+                     ["--cgroup-root", str(group), "--measure", "cgroup", "--max-rss", "1Gi"],
+                     ["--cgroup-root", str(tmp_path / "nowhere")]):
+            out = subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", *args,
+                                  "--", "true"], capture_output=True, text=True, timeout=30,
+                                 env=clean_env({}))
+            assert out.returncode == 2, (args, out.stderr)
+            assert out.stderr.count("\n") == 1 and "check --cgroup-root" in out.stderr, \
+                out.stderr

@@ -13,8 +13,8 @@ from sentinel.errors import UsageError
 from sentinel.probes import figures
 from sentinel.probes.cgroup import (
     ANCESTOR_NOT_VISIBLE, OWN_FOOTPRINT_BYTES, OWN_FOOTPRINT_EVENTS_BYTES, CgroupMemory,
-    auto_limit, discover, explain_no_cgroup, parse_mountinfo, parse_proc_cgroup, parse_value,
-    relative_to_root, share_text,
+    auto_limit, discover, explain_no_cgroup, is_hierarchy_root, other_members,
+    parse_mountinfo, parse_proc_cgroup, parse_value, relative_to_root, share_text,
 )
 from sentinel.probes.contract import MemoryProbe, Unreadable
 from sentinel.probes.tree import TreeProbe
@@ -212,6 +212,29 @@ def test_cgroup_root_never_takes_the_hierarchy_root_for_the_workloads_group(tmp_
     assert mem.path == root + "/other/ctr" and mem.version == 1
 
 
+def test_cgroup_root_takes_only_a_group_the_process_is_in(tmp_path):
+    # An ancestor (every sibling container's memory) or an unrelated group (another
+    # workload's) given as --cgroup-root is never the workload's: its cgroup.procs
+    # must list the process.
+    proc = build(tmp_path, proc_cgroup="0::/kubepods/pod1/ctr\n", mounts=[],
+                 groups={"pods": dict(V2_FILES, **{"cgroup.procs": "7\n8\n"}),
+                         "mine": dict(V2_FILES, **{"cgroup.procs": "7\n42\n"})})
+    assert discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "pods")) is None
+    why = explain_no_cgroup(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "pods"))
+    assert "no group there holds process 42" in why and "check --cgroup-root" in why
+    mem = discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "mine"))
+    assert mem is not None and mem.path == str(tmp_path / "cg" / "mine")
+
+
+def test_the_hierarchy_root_and_the_other_members_of_a_group_are_told(tmp_path):
+    proc = build(tmp_path, proc_cgroup="4:memory:/\n", mounts=[v1_mount()],
+                 groups={"memory": dict(V1_FILES, **{"cgroup.sane_behavior": "0\n",
+                                                     "cgroup.procs": "1\n42\n99\n"})})
+    mem = discover(42, proc_root=str(proc))
+    assert mem is not None and is_hierarchy_root(mem)
+    assert other_members(mem, {42}) == [1, 99]
+
+
 def test_cgroup_root_drops_the_root_of_the_mount_that_holds_the_path(tmp_path):
     # Two cgroup2 mounts; only the second's root holds the path: its root is dropped.
     proc = build(tmp_path, proc_cgroup="0::/kubepods/pod1/ctr\n",
@@ -326,7 +349,7 @@ def test_auto_limit_without_a_limit_says_what_to_do():
                               'is "max"); set resources.limits.memory or give --max-rss a size')
     with pytest.raises(UsageError, match=r"memory\.limit_in_bytes is unlimited"):
         auto_limit(None, None, 0.9, 0, version=1)
-    with pytest.raises(UsageError, match="leaves .* bytes; raise resources.limits.memory"):
+    with pytest.raises(UsageError, match="leaves nothing; raise resources.limits.memory"):
         auto_limit(30 * MiB, None, 0.9, 32 * MiB)
 
 

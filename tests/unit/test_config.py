@@ -303,7 +303,7 @@ def test_state_dir_and_linger(tmp_path, monkeypatch):
     (["--max-rss", "auto"], {}, 0.90),
     (["--max-rss", "auto:85%"], {}, 0.85),
     (["--max-rss", "AUTO:100%"], {}, 1.0),
-    (["--max-rss", "auto:1"], {}, 0.01),
+    (["--max-rss", "auto:1%"], {}, 0.01),
     (["--max-rss", " auto: 87.5% "], {}, 0.875),
     ([], {"SENTINEL_MAX_RSS": "auto:85%"}, 0.85),
     (["--max-rss", "auto"], {"SENTINEL_MAX_RSS": "1Gi"}, 0.90),  # the flag wins
@@ -320,7 +320,8 @@ def test_a_size_leaves_no_auto_share():
 
 
 @pytest.mark.parametrize("raw, said", [
-    ("auto:0%", "the share must be 1-100 %"), ("auto:0.85", "the share must be 1-100 %"),
+    ("auto:0%", "the share must be 1-100 %"), ("auto:0.85", "is not auto or auto:N%"),
+    ("auto:85", "is not auto or auto:N%"), ("auto:0.5%", "the share must be 1-100 %"),
     ("auto:101%", "the share must be 1-100 %"), ("auto:", "is not auto or auto:N%"),
     ("auto:85%%", "is not auto or auto:N%"), ("automatic", "is not auto or auto:N%"),
     ("auto:-5%", "is not auto or auto:N%"),
