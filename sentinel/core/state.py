@@ -20,6 +20,14 @@ REASON_MEMORY = "memory_limit"  # the measure crossed the limit
 REASON_OPERATOR = "operator"  # `stop`/`kill` on the control socket
 REASON_SHUTDOWN = "shutdown"  # Sentinel itself got SIGTERM/SIGINT (docker stop, pod deletion)
 KILL_REASONS = (REASON_MEMORY, REASON_OPERATOR, REASON_SHUTDOWN)
+# The kernel's OOM killer got there first: a workload process died of a SIGKILL Sentinel
+# did not send while the cgroup's oom_kill counter rose (issue 9). Recorded as a
+# KillRecord(reason="kernel_oom", signals=[], exit_code=137, ...), counted in
+# state.kills[("kernel_oom", "SIGKILL")], announced by Event(kind="kernel_oom_kill",
+# fields={"kill": record.to_dict(), "pid": int, "oom_kills_delta": int,
+# "cgroup_limit_bytes": int | None}).
+REASON_KERNEL_OOM = "kernel_oom"
+KILL_REASONS = (*KILL_REASONS, REASON_KERNEL_OOM)
 
 # Phases of the workload as the guardian sees it.
 PHASE_STARTING = "starting"
@@ -135,6 +143,16 @@ class GuardianState:
     # The first SIGTERM/SIGINT Sentinel received ("SIGTERM"; docker stop, pod
     # deletion), or None: forwarded, and Sentinel exits once the workload is gone.
     shutdown_signal: str | None = None
+    # Kernel wake-ups that made Sentinel sample at once, by source: "memory_events"
+    # (v2 memory.events POLLPRI), "pressure" (a PSI trigger), "usage_threshold" (v1
+    # cgroup.event_control eventfd), "oom_notify" (v1 OOM eventfd) -> count.
+    wakeups: dict = field(default_factory=dict)
+    # What the kernel's side could not give, one line per topic: "pressure", "mrelease",
+    # "oom_score_adj", "cgroup" (why no cgroup is visible) -> text for status and the TUI.
+    kernel_notes: dict = field(default_factory=dict)
+    # The workload's cgroup as discovered: {"version": 1 | 2, "path": its directory,
+    # "read_only": bool}; {} when none is visible (kernel_notes["cgroup"] says why).
+    cgroup: dict = field(default_factory=dict)
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

@@ -1,0 +1,286 @@
+"""The sampling side of issue 9: kernel wake-ups into the sampler, ``--max-rss auto``
+followed when the container's limit changes, and the shared-pages cross-check.
+
+One ``SamplingSide`` per ``Supervisor``, fed by three short hooks there:
+
+- ``on_run()`` when a run begins (spawned workload, watch target): the probe's cgroup
+  (``TreeProbe.cgroup``, a ``sentinel.probes.cgroup.CgroupMemory``) gets a
+  ``sentinel.probes.wakeups.Wakeups`` on the loop: v2 ``memory.events``; v1
+  ``UsageThreshold`` (armed where the measure would reach the limit) and ``OomNotify``
+  where ``cgroup.event_control`` is writable; a system PSI ``PressureTrigger`` as a
+  hint. Each wake-up is counted in ``state.wakeups[kind]`` (``memory_events``,
+  ``usage_threshold``, ``oom_notify``, ``pressure``) and calls ``sample_now``. A source
+  that is unavailable is said once at INFO (``state.kernel_notes``), never an error.
+- ``on_sample(sample)`` after each sample, before the kill decision: the auto limit
+  re-read (the sample's own ``cgroup_memory_max_bytes``/``high``: no extra read),
+  the threshold kept ahead of the measure, and the shared-pages check.
+- ``on_limit(limit)`` when the limit changed (``limit`` command, auto re-read): the
+  v1 threshold is re-armed.
+
+``covered(sample)`` says whether a kernel wake-up fires before the measure can reach
+the limit: then ``sentinel.core.sampler.relaxed_interval`` may stretch the tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sentinel.logs import LOGGER_NAME, fmt_bytes
+
+log = logging.getLogger(LOGGER_NAME)
+
+# state.wakeups keys, by the Wakeup.kind of sentinel.probes.wakeups.
+WAKEUP_KEYS = {"memory.events": "memory_events", "usage_threshold": "usage_threshold",
+               "oom_control": "oom_notify", "pressure": "pressure"}
+# The shared-pages check: summed RSS this many times the cgroup's usage or the tree's
+# PSS means RSS counts shared pages many times over (fork()ed workers, shared memory).
+SHARED_RATIO = 1.5
+SHARED_CHECK_SECONDS = 60.0  # the cheap check (cgroup usage) at most this often
+SHARED_NEAR_SHARE = 0.8  # the once-only check (PSS too) when RSS first passes this
+# The v1 threshold is re-armed when where it should be is this much below where it is
+# (the gap between the cgroup's usage and the measure shrank): it would fire late.
+_REARM_SLACK_BYTES = 1 << 20
+# The PSI hint: 150 ms of stall in 1 s (2 s when 1 s is refused, KERNEL.md).
+_PSI_STALL_US, _PSI_WINDOW_US = 150_000, 1_000_000
+
+
+class SamplingSide:
+    """The supervisor's kernel wake-ups, auto limit re-read and shared-pages check (see
+    the module). ``sup`` is the ``Supervisor``; ``proc_pressure`` the system PSI file.
+    Never raises into the loop: a failure is one log line and the tick goes on."""
+
+    def __init__(self, sup, *, proc_pressure: str = "/proc/pressure/memory") -> None:
+        self.sup = sup
+        self.proc_pressure = proc_pressure
+        self.wakeups = None  # a probes.wakeups.Wakeups while attached
+        self.threshold = None  # the v1 UsageThreshold, when armed
+        self.events_watch = None  # the v2 MemoryEventsWatch, when watched
+        self._cgroup_path: str | None = None
+        self._said: set[str] = set()
+        self._limits_seen: tuple[int | None, int | None] | None = None
+        self._shared_done = False  # warned, or the near-limit check ran
+        self._shared_next = 0.0  # monotonic time of the next cheap check
+
+    # ------------------------------------------------------------------ notes
+    def note(self, topic: str, text: str, level: int = logging.INFO) -> None:
+        """``kernel_notes[topic] = text`` and one log line, once per text."""
+        self.sup.state.kernel_notes[topic] = text
+        if text not in self._said:
+            self._said.add(text)
+            log.log(level, text, extra={"event": "kernel_note", "topic": topic})
+
+    # ------------------------------------------------------------------ wake-ups
+    def on_run(self) -> None:
+        """(Re)attach the wake-ups to the current probe's cgroup; kept when it is the
+        same cgroup as before (a restart in run mode)."""
+        memory = getattr(self.sup.probe, "cgroup", None)
+        path = memory.path if memory is not None else None
+        if self.wakeups is not None and path == self._cgroup_path:
+            return
+        self.close()
+        self._cgroup_path = path
+        try:
+            self._attach(memory)
+        except Exception as exc:  # never harm the workload: the tick still samples
+            log.warning("kernel wake-ups not attached: %r; sampling on the tick only", exc,
+                        extra={"event": "kernel_note"})
+
+    def _attach(self, memory) -> None:
+        from sentinel.probes import wakeups as wk  # small, standard library only
+
+        w = wk.Wakeups()
+        if memory is not None and memory.version == 2:
+            try:
+                self.events_watch = wk.MemoryEventsWatch(f"{memory.path}/memory.events")
+                self._add(w, self.events_watch, "memory_events")
+            except OSError as exc:
+                self.note("memory_events", f"memory.events of {memory.path} cannot be "
+                          f"watched ({exc.strerror}); sampling on the tick only")
+        elif memory is not None and memory.version == 1:
+            limit = self.sup.state.limit_bytes
+            if limit is not None:
+                self.threshold = wk.UsageThreshold(memory.path, self._threshold_for(None))
+                if not self._add(w, self.threshold, "usage_threshold"):
+                    self.threshold = None
+            self._add(w, wk.OomNotify(memory.path), "oom_notify")
+        pressure = wk.PressureTrigger(self.proc_pressure, _PSI_STALL_US, _PSI_WINDOW_US)
+        if pressure.note:
+            self.note("pressure", pressure.note)
+        self._add(w, pressure, "pressure")
+        w.attach(self.sup.loop, self._woke)
+        self.wakeups = w
+
+    def _add(self, w, source, key: str) -> bool:
+        why = w.add(source)
+        if why is None:
+            return True
+        source.close()
+        self.note(key if key != "pressure" else "pressure", why + "; sampling on the tick "
+                  "for this (not an error)")
+        return False
+
+    def _woke(self, wake) -> None:
+        if wake.kind == "error":
+            self.note("wakeups", wake.reason, logging.WARNING)
+            return
+        key = WAKEUP_KEYS.get(wake.kind, wake.kind)
+        st = self.sup.state
+        st.wakeups[key] = st.wakeups.get(key, 0) + 1
+        if self.sup.child is None:
+            return
+        log.log(logging.DEBUG if key == "pressure" and st.wakeups[key] > 1 else logging.INFO,
+                "woken by %s (%s): sampling now", key, wake.reason,
+                extra={"event": "wakeup", "source": key})
+        if key == "usage_threshold":
+            self._rearm(None)  # the kernel fires on each crossing: follow the measure
+        self.sup.sample_now(f"{key}: {wake.reason}")
+
+    # ------------------------------------------------------------------ the v1 threshold
+    def _threshold_for(self, sample) -> int:
+        """Where usage will be when the measure reaches the limit: the limit itself for
+        ``--measure cgroup``; else the cgroup's usage plus the measure's headroom (usage
+        grows at least as fast as the tree's resident pages: they are charged to it)."""
+        limit = self.sup.state.limit_bytes or 0
+        if sample is None or self.sup.state.measure == "cgroup":
+            return limit
+        usage = sample.cgroup_memory_current_bytes
+        if usage is None:
+            return limit
+        return max(1, usage + (limit - sample.measure_bytes))
+
+    def _rearm(self, sample) -> None:
+        if self.threshold is None:
+            return
+        sample = sample or self.sup.state.last_sample
+        err = self.threshold.rearm(self._threshold_for(sample))
+        if err:
+            self.note("usage_threshold", err)
+
+    def on_limit(self, limit_bytes: int | None) -> None:
+        """The limit changed: re-arm the v1 threshold (or arm it, the first time)."""
+        if limit_bytes is None or self.wakeups is None:
+            return
+        if self.threshold is not None:
+            self._rearm(None)
+            return
+        memory = getattr(self.sup.probe, "cgroup", None)
+        if memory is not None and memory.version == 1:
+            from sentinel.probes import wakeups as wk
+
+            self.threshold = wk.UsageThreshold(memory.path, self._threshold_for(
+                self.sup.state.last_sample))
+            if not self._add(self.wakeups, self.threshold, "usage_threshold"):
+                self.threshold = None
+
+    def covered(self, sample) -> bool:
+        """A kernel wake-up fires before ``sample``'s measure can reach the limit: the v1
+        threshold is armed, or v2 ``memory.events`` is watched and the cgroup's
+        ``memory.high``/``memory.max`` is nearer in usage than the limit in the measure."""
+        limit = self.sup.state.limit_bytes
+        if limit is None or sample is None:
+            return False
+        if self.threshold is not None and self.threshold.fd >= 0:
+            return True
+        if self.events_watch is None or self.events_watch.fd < 0:
+            return False
+        usage = sample.cgroup_memory_current_bytes
+        bounds = [b for b in (sample.cgroup_memory_high_bytes, sample.cgroup_memory_max_bytes)
+                  if b is not None]
+        if usage is None or not bounds:
+            return False
+        return min(bounds) - usage <= limit - sample.measure_bytes
+
+    # ------------------------------------------------------------------ each sample
+    def on_sample(self, sample) -> None:
+        """After each sample, before the kill decision (see the module)."""
+        try:
+            self._follow_auto_limit(sample)
+            if self.threshold is not None and sample.cgroup_memory_current_bytes is not None:
+                want = self._threshold_for(sample)
+                if want < self.threshold.threshold_bytes - _REARM_SLACK_BYTES:
+                    self._rearm(sample)
+            self._shared_pages(sample)
+        except Exception as exc:  # a bug here must not stop enforcement
+            key = f"sampling side: {exc!r}"
+            if key not in self._said:
+                self._said.add(key)
+                log.warning("%s (reported once)", key, extra={"event": "kernel_note"})
+
+    def _follow_auto_limit(self, sample) -> None:
+        """``--max-rss auto``: when the sample's ``memory.max``/``memory.high`` differ
+        from the ones seen before (an in-place pod resize), apply the new auto limit as
+        the ``limit`` command does (a ``limit_changed`` event)."""
+        s = self.sup.settings
+        if s.limit_auto_share is None:
+            return
+        now = (sample.cgroup_memory_max_bytes, sample.cgroup_memory_high_bytes)
+        if now == (None, None) and sample.cgroup_memory_current_bytes is None:
+            return  # no cgroup in this sample: nothing to follow
+        before, self._limits_seen = self._limits_seen, now
+        if before is None or before == now:
+            return
+        from sentinel.errors import UsageError
+        from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, auto_limit
+
+        memory = getattr(self.sup.probe, "cgroup", None)
+        own = 0 if s.measure in ("cgroup", "working-set") else OWN_FOOTPRINT_BYTES
+        try:
+            value = auto_limit(now[0], now[1], s.limit_auto_share, own,
+                               version=memory.version if memory is not None else 2)
+        except UsageError as exc:
+            log.warning("the container's memory limit changed, but %s; the limit stays "
+                        "%s", str(exc).replace("; set", ". Set", 1),
+                        fmt_bytes(self.sup.state.limit_bytes), extra={"event": "limit_auto"})
+            return
+        if value != self.sup.state.limit_bytes:
+            self.sup.apply_limit(value, why=f"--max-rss auto:{s.limit_auto_share:.0%} of the "
+                                 f"container's new limit")
+
+    def _shared_pages(self, sample) -> None:
+        """``--measure rss``: summed RSS against the cgroup's usage (cheap, every
+        ``SHARED_CHECK_SECONDS``) and, once, when RSS first passes ``SHARED_NEAR_SHARE``
+        of the limit, against the tree's PSS (one smaps_rollup per process). One
+        WARNING when RSS is over ``SHARED_RATIO`` times either."""
+        st = self.sup.state
+        if st.measure != "rss" or self._shared_done or not sample.processes:
+            return
+        limit = st.limit_bytes
+        near = limit is not None and sample.rss_bytes >= SHARED_NEAR_SHARE * limit
+        now = time.monotonic()
+        if not near and now < self._shared_next:
+            return
+        self._shared_next = now + SHARED_CHECK_SECONDS
+        usage = sample.cgroup_memory_current_bytes
+        if usage and sample.rss_bytes > SHARED_RATIO * usage:
+            self._warn_shared(sample.rss_bytes, usage, "the cgroup's usage")
+            return
+        if not near:
+            return
+        self._shared_done = True  # the PSS check runs once
+        probe = self.sup.probe
+        pss = 0
+        for pid, rss in sample.processes:
+            got = probe.smaps_rollup(pid)
+            if got is None:
+                continue  # gone
+            pss += got[0] if got[0] is not None else rss  # unreadable: its RSS, no alarm
+        if pss and sample.rss_bytes > SHARED_RATIO * pss:
+            self._warn_shared(sample.rss_bytes, pss, "the tree's PSS")
+
+    def _warn_shared(self, rss: int, other: int, what: str) -> None:
+        self._shared_done = True
+        self.note("shared_pages", (
+            f"the tree's summed RSS {fmt_bytes(rss)} is {rss / other:.1f}x {what} "
+            f"({fmt_bytes(other)}): its processes share pages (fork()ed workers, shared "
+            "memory) that RSS counts once per process, so --measure rss may stop the "
+            "workload far below its real use; use --measure pss (shared pages split) or "
+            "--measure working-set (what the kubelet evicts on)"), logging.WARNING)
+
+    def close(self) -> None:
+        if self.wakeups is not None:
+            try:
+                self.wakeups.close()
+            except Exception:
+                pass
+        self.wakeups = self.threshold = self.events_watch = None
