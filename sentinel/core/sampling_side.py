@@ -108,7 +108,12 @@ class SamplingSide:
         if pressure.note:
             self.note("pressure", pressure.note)
         self._add(w, pressure, "pressure")
-        w.attach(self.sup.loop, self._woke)
+        try:
+            w.attach(self.sup.loop, self._woke)
+        except Exception:
+            w.close()
+            self.threshold = self.events_watch = None
+            raise
         self.wakeups = w
 
     def _add(self, w, source, key: str) -> bool:

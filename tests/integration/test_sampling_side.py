@@ -150,3 +150,22 @@ def test_an_unreadable_enforcing_cgroup_figure_is_said_once_never_replaced(
     assert not events(s, "limit_crossed")  # RSS (small) never replaced the usage figure
     s.signal(signal.SIGTERM)
     assert s.wait(10) == 143
+
+
+def test_watch_says_once_when_the_targets_cgroup_is_not_visible(start_sentinel, tmp_path):
+    import subprocess
+
+    target = subprocess.Popen(["sleep", "60"])
+    try:
+        s = start_sentinel([*QUIET, "--target-pid", str(target.pid), "--cgroup-root",
+                            str(tmp_path / "not-mounted")], cmd="watch")
+        wait_until(lambda: [e for e in s.logs() if e.get("topic") == "cgroup"], 10,
+                   what="the cgroup note")
+        notes = [e for e in s.logs() if e.get("topic") == "cgroup"]
+        assert len(notes) == 1, notes
+        assert "in sidecar mode the workload's cgroup belongs to another container" in \
+            notes[0]["msg"] and "hostPath" in notes[0]["msg"], notes
+        assert events(s, "attached")  # watched all the same, on the tree's figures
+    finally:
+        target.kill()
+        target.wait()

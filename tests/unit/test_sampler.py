@@ -90,3 +90,32 @@ def test_sample_now_samples_at_once_and_replaces_the_pending_tick():
     assert loop.next_timer() == pytest.approx(INTERVAL)
     loop.advance(0.06)  # the old 0.6 tick is gone
     assert len(probe.samples) == before + 1
+
+
+# ---------------------------------------------------------------- relaxed_interval
+def test_a_kernel_wakeup_that_covers_the_limit_lets_the_tick_stretch_with_the_headroom():
+    far = sampler.relaxed_interval(10 * MiB, 4096 * MiB, None, INTERVAL, 1.0, covered=True)
+    assert far == 1.0  # 4 GiB of headroom at 1 GiB/s: 1.3 s away, capped by --max-interval
+    # 600 MiB left at the planned-for 1 GiB/s: a third of 0.59 s
+    mid = sampler.relaxed_interval(424 * MiB, 1024 * MiB, None, INTERVAL, 1.0, covered=True)
+    assert mid == pytest.approx(600 / 1024 / 3)
+    # a faster measured growth is planned for instead
+    assert sampler.relaxed_interval(424 * MiB, 1024 * MiB, 2048 * MiB, INTERVAL, 1.0,
+                                    covered=True) == pytest.approx(600 / 2048 / 3)
+
+
+def test_without_cover_or_near_the_limit_it_is_exactly_next_interval():
+    args = (10 * MiB, 4096 * MiB, None, INTERVAL)
+    assert sampler.relaxed_interval(*args, 1.0, covered=False) == INTERVAL
+    assert sampler.relaxed_interval(10 * MiB, None, None, INTERVAL, 1.0, covered=True) == INTERVAL
+    assert sampler.relaxed_interval(*args, 1.0, covered=True, enforcing=False) == INTERVAL
+    assert sampler.relaxed_interval(5000 * MiB, 4096 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == INTERVAL  # over the limit
+    # near the limit (sampling faster than --interval): the kernel's cover changes nothing
+    near = (94 * MiB, 100 * MiB, 100 * MiB, INTERVAL)
+    assert sampler.relaxed_interval(*near, 1.0, covered=True) == \
+        sampler.next_interval(*near) == pytest.approx(0.02)
+    # never below --interval, and --max-interval below --interval changes nothing
+    assert sampler.relaxed_interval(1023 * MiB, 1024 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == INTERVAL
+    assert sampler.relaxed_interval(*args, 0.05, covered=True) == INTERVAL
