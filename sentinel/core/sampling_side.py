@@ -41,6 +41,8 @@ SHARED_NEAR_SHARE = 0.8  # the once-only check (PSS too) when RSS first passes t
 # The v1 threshold is re-armed when where it should be is this much below where it is
 # (the gap between the cgroup's usage and the measure shrank): it would fire late.
 _REARM_SLACK_BYTES = 1 << 20
+# ...and only while the measure is more than this share of the limit away from it.
+_REARM_HEADROOM_SHARE = 0.25
 # The PSI hint: 150 ms of stall in 1 s (2 s when 1 s is refused, KERNEL.md).
 _PSI_STALL_US, _PSI_WINDOW_US = 150_000, 1_000_000
 
@@ -61,6 +63,8 @@ class SamplingSide:
         self._limits_seen: tuple[int | None, int | None] | None = None
         self._shared_done = False  # warned, or the near-limit check ran
         self._shared_next = 0.0  # monotonic time of the next cheap check
+        self._rearm_pending = False  # the threshold fired: move it once far from the limit
+        self._arm_pending = False  # a v1 cgroup: arm the threshold at the next good sample
 
     # ------------------------------------------------------------------ notes
     def note(self, topic: str, text: str, level: int = logging.INFO) -> None:
@@ -98,11 +102,9 @@ class SamplingSide:
                 self.note("memory_events", f"memory.events of {memory.path} cannot be "
                           f"watched ({exc.strerror}); sampling on the tick only")
         elif memory is not None and memory.version == 1:
-            limit = self.sup.state.limit_bytes
-            if limit is not None:
-                self.threshold = wk.UsageThreshold(memory.path, self._threshold_for(None))
-                if not self._add(w, self.threshold, "usage_threshold"):
-                    self.threshold = None
+            # The usage threshold is armed by the first sample far from the limit
+            # (on_sample): where usage will be when the measure reaches the limit.
+            self._arm_pending = True
             self._add(w, wk.OomNotify(memory.path), "oom_notify")
         pressure = wk.PressureTrigger(self.proc_pressure, _PSI_STALL_US, _PSI_WINDOW_US)
         if pressure.note:
@@ -138,7 +140,7 @@ class SamplingSide:
                 "woken by %s (%s): sampling now", key, wake.reason,
                 extra={"event": "wakeup", "source": key})
         if key == "usage_threshold":
-            self._rearm(None)  # the kernel fires on each crossing: follow the measure
+            self._rearm_pending = True  # after the sample (on_sample), far from the limit
         self.sup.sample_now(f"{key}: {wake.reason}")
 
     # ------------------------------------------------------------------ the v1 threshold
@@ -161,22 +163,37 @@ class SamplingSide:
         err = self.threshold.rearm(self._threshold_for(sample))
         if err:
             self.note("usage_threshold", err)
+        else:
+            log.debug("cgroup v1 usage threshold moved to %d bytes (limit %s)",
+                      self.threshold.threshold_bytes, self.sup.state.limit_bytes,
+                      extra={"event": "threshold", "threshold_bytes":
+                             self.threshold.threshold_bytes,
+                             "limit_bytes": self.sup.state.limit_bytes})
 
     def on_limit(self, limit_bytes: int | None) -> None:
-        """The limit changed: re-arm the v1 threshold (or arm it, the first time)."""
-        if limit_bytes is None or self.wakeups is None:
-            return
+        """The limit changed: re-arm the v1 threshold (or arm it) at the next sample far
+        from the new limit."""
         if self.threshold is not None:
-            self._rearm(None)
-            return
-        memory = getattr(self.sup.probe, "cgroup", None)
-        if memory is not None and memory.version == 1:
-            from sentinel.probes import wakeups as wk
+            self._rearm_pending = True
+        elif self.wakeups is not None and getattr(getattr(self.sup.probe, "cgroup", None),
+                                                  "version", None) == 1:
+            self._arm_pending = True
 
-            self.threshold = wk.UsageThreshold(memory.path, self._threshold_for(
-                self.sup.state.last_sample))
-            if not self._add(self.wakeups, self.threshold, "usage_threshold"):
-                self.threshold = None
+    def _arm(self, sample) -> None:
+        from sentinel.probes import wakeups as wk
+
+        self._arm_pending = False
+        memory = getattr(self.sup.probe, "cgroup", None)
+        if memory is None or self.wakeups is None:
+            return
+        self.threshold = wk.UsageThreshold(memory.path, self._threshold_for(sample))
+        if not self._add(self.wakeups, self.threshold, "usage_threshold"):
+            self.threshold = None
+            return
+        log.debug("cgroup v1 usage threshold armed at %d bytes (limit %s)",
+                  self.threshold.threshold_bytes, self.sup.state.limit_bytes,
+                  extra={"event": "threshold", "threshold_bytes": self.threshold.threshold_bytes,
+                         "limit_bytes": self.sup.state.limit_bytes})
 
     def covered(self, sample) -> bool:
         """A kernel wake-up fires before ``sample``'s measure can reach the limit: the v1
@@ -201,9 +218,19 @@ class SamplingSide:
         """After each sample, before the kill decision (see the module)."""
         try:
             self._follow_auto_limit(sample)
-            if self.threshold is not None and sample.cgroup_memory_current_bytes is not None:
+            limit = self.sup.state.limit_bytes
+            far = (limit is not None and sample.cgroup_memory_current_bytes is not None
+                   and limit - sample.measure_bytes > _REARM_HEADROOM_SHARE * limit)
+            if far and self._arm_pending:
+                self._arm(sample)
+            elif far and self.threshold is not None:
+                # Registering costs a synchronize_rcu() in the kernel (mm/memcontrol-v1.c
+                # __mem_cgroup_usage_register_event): ~5 ms here, with the loop blocked.
+                # So only far from the limit; near it the sampler's own 4 ms ticks rule.
                 want = self._threshold_for(sample)
-                if want < self.threshold.threshold_bytes - _REARM_SLACK_BYTES:
+                if self._rearm_pending or \
+                        want < self.threshold.threshold_bytes - _REARM_SLACK_BYTES:
+                    self._rearm_pending = False
                     self._rearm(sample)
             self._shared_pages(sample)
         except Exception as exc:  # a bug here must not stop enforcement

@@ -57,7 +57,7 @@ def test_max_rss_auto_follows_a_changed_limit(start_sentinel, tmp_path):
     sock = str(tmp_path / "s.sock")
     with own_v1_group(400 * MiB) as group:
         s = start_sentinel(["--no-metrics", "--socket", sock, "--log-format", "json",
-                            "--max-rss", "auto:50%", "--", "sleep", "60"],
+                            "--log-level", "debug", "--max-rss", "auto:50%", "--", "sleep", "60"],
                            preexec_fn=into(group))
         first = 200 * MiB - 32 * MiB  # 50 % less Sentinel's own 32 MiB
         wait_until(lambda: _status_limit(sock) == first, 10, what=f"limit {first}")
@@ -70,6 +70,9 @@ def test_max_rss_auto_follows_a_changed_limit(start_sentinel, tmp_path):
         changed = events(s, "limit_changed")
         assert changed and changed[-1]["limit_bytes"] == after, s.stderr()[-2000:]
         assert changed[-1]["old_limit_bytes"] == first
+        # The v1 threshold follows: armed for the new limit (usage + the new headroom).
+        wait_until(lambda: [e for e in events(s, "threshold") if e["limit_bytes"] == after],
+                   10, what="the threshold re-armed for the new limit")
         s.signal(signal.SIGTERM)
         assert s.wait(10) == 143
 

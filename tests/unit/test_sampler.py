@@ -94,14 +94,19 @@ def test_sample_now_samples_at_once_and_replaces_the_pending_tick():
 
 # ---------------------------------------------------------------- relaxed_interval
 def test_a_kernel_wakeup_that_covers_the_limit_lets_the_tick_stretch_with_the_headroom():
+    plan = sampler.PLAUSIBLE_GROWTH_BYTES_PER_SECOND
+    assert plan == 300 * MiB  # three times the benchmark's 100 MiB/s leak
     far = sampler.relaxed_interval(10 * MiB, 4096 * MiB, None, INTERVAL, 1.0, covered=True)
-    assert far == 1.0  # 4 GiB of headroom at 1 GiB/s: 1.3 s away, capped by --max-interval
-    # 600 MiB left at the planned-for 1 GiB/s: a third of 0.59 s
-    mid = sampler.relaxed_interval(424 * MiB, 1024 * MiB, None, INTERVAL, 1.0, covered=True)
-    assert mid == pytest.approx(600 / 1024 / 3)
+    assert far == 1.0  # 4 GiB of headroom at 300 MiB/s: 13 s away, capped by --max-interval
+    # 600 MiB left at the planned-for 300 MiB/s: a third of 2 s
+    mid = sampler.relaxed_interval(424 * MiB, 1024 * MiB, None, INTERVAL, 5.0, covered=True)
+    assert mid == pytest.approx(600 / 300 / 3)
     # a faster measured growth is planned for instead
     assert sampler.relaxed_interval(424 * MiB, 1024 * MiB, 2048 * MiB, INTERVAL, 1.0,
                                     covered=True) == pytest.approx(600 / 2048 / 3)
+    # at the benchmark's 100 MiB limit the tick stays about --interval
+    assert sampler.relaxed_interval(1 * MiB, 100 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == pytest.approx(99 / 300 / 3)
 
 
 def test_without_cover_or_near_the_limit_it_is_exactly_next_interval():
