@@ -67,6 +67,10 @@ def test_max_rss_auto_follows_a_changed_limit(start_sentinel, tmp_path):
         (group / "memory.limit_in_bytes").write_text(str(600 * MiB))  # a pod resize
         after = 300 * MiB - 32 * MiB
         wait_until(lambda: _status_limit(sock) == after, 10, what=f"limit {after}")
+        memory = request(sock, "status", timeout=1.0)["status"]["memory"]
+        # --measure rss, and every cgroup figure in the sample all the same
+        assert memory["cgroup_memory_max_bytes"] == 600 * MiB, memory
+        assert memory["cgroup_memory_current_bytes"] and memory["rss_bytes"] is not None
         changed = events(s, "limit_changed")
         assert changed and changed[-1]["limit_bytes"] == after, s.stderr()[-2000:]
         assert changed[-1]["old_limit_bytes"] == first
@@ -172,3 +176,12 @@ def test_watch_says_once_when_the_targets_cgroup_is_not_visible(start_sentinel, 
     finally:
         target.kill()
         target.wait()
+
+
+def test_run_says_once_why_no_cgroup_is_visible(start_sentinel, tmp_path):
+    s = start_sentinel([*QUIET, "--cgroup-root", str(tmp_path / "not-mounted"), "--max-rss",
+                        "1Gi", "--", PY, "-c", "print('up', flush=True)"])
+    assert s.wait(20) == 0
+    notes = [e for e in s.logs() if e.get("topic") == "cgroup"]
+    assert len(notes) == 1 and "no cgroup memory controller is visible" in notes[0]["msg"] \
+        and "--cgroup-root" in notes[0]["msg"], s.stderr()[-2000:]
