@@ -84,6 +84,13 @@ class SamplingSide:
             return
         self.close()
         self._cgroup_path = path
+        if memory is None and self.sup.settings.mode == "run" and "cgroup" not in \
+                self.sup.state.kernel_notes:
+            # The workload shares Sentinel's cgroup: say once why its figures are missing.
+            from sentinel.probes.cgroup import explain_no_cgroup
+
+            self.note("cgroup", explain_no_cgroup(
+                "self", cgroup_root=self.sup.settings.cgroup_root))
         try:
             self._attach(memory)
         except Exception as exc:  # never harm the workload: the tick still samples
@@ -134,11 +141,12 @@ class SamplingSide:
         key = WAKEUP_KEYS.get(wake.kind, wake.kind)
         st = self.sup.state
         st.wakeups[key] = st.wakeups.get(key, 0) + 1
-        if self.sup.child is None:
-            return
+        live = self.sup.child is not None
         log.log(logging.DEBUG if key == "pressure" and st.wakeups[key] > 1 else logging.INFO,
-                "woken by %s (%s): sampling now", key, wake.reason,
-                extra={"event": "wakeup", "source": key})
+                "woken by %s (%s)%s", key, wake.reason, ": sampling now" if live else "",
+                extra={"event": "wakeup", "source": key, "rose": dict(wake.rose)})
+        if not live:
+            return
         if key == "usage_threshold":
             self._rearm_pending = True  # after the sample (on_sample), far from the limit
         self.sup.sample_now(f"{key}: {wake.reason}")

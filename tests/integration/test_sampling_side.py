@@ -185,3 +185,15 @@ def test_run_says_once_why_no_cgroup_is_visible(start_sentinel, tmp_path):
     notes = [e for e in s.logs() if e.get("topic") == "cgroup"]
     assert len(notes) == 1 and "no cgroup memory controller is visible" in notes[0]["msg"] \
         and "--cgroup-root" in notes[0]["msg"], s.stderr()[-2000:]
+
+
+def test_a_v1_kernel_oom_wakes_sentinel_through_its_oom_notification(start_sentinel):
+    # --max-rss far above the group's 64 MiB: the kernel kills the leaker (SIGKILL, 137)
+    # and the group's OOM notification wakes Sentinel.
+    with own_v1_group(64 * MiB) as group:
+        s = start_sentinel([*QUIET, "--max-rss", "1Gi", "--", *leaker("--rate", "100",
+                                                                          "--quiet")],
+                           preexec_fn=into(group))
+        assert s.wait(30) == 137, s.stderr()[-3000:]
+        woken = [e for e in events(s, "wakeup") if e.get("source") == "oom_notify"]
+        assert woken and woken[0]["rose"].get("oom_kill", 0) >= 1, s.stderr()[-3000:]
