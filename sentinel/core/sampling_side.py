@@ -24,6 +24,7 @@ the limit: then ``sentinel.core.sampler.relaxed_interval`` may stretch the tick.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -41,7 +42,8 @@ SHARED_NEAR_SHARE = 0.8  # the once-only check (PSS too) when RSS first passes t
 # The v1 threshold is re-armed when where it should be is this much below where it is
 # (the gap between the cgroup's usage and the measure shrank): it would fire late.
 _REARM_SLACK_BYTES = 1 << 20
-# ...and only while the measure is more than this share of the limit away from it.
+# The first registration (on the loop: ~5 ms) waits for a sample this share of the limit
+# away from it; later moves are made by a helper thread (_rearm).
 _REARM_HEADROOM_SHARE = 0.25
 # The PSI hint: 150 ms of stall in 1 s (2 s when 1 s is refused, KERNEL.md).
 _PSI_STALL_US, _PSI_WINDOW_US = 150_000, 1_000_000
@@ -63,8 +65,10 @@ class SamplingSide:
         self._limits_seen: tuple[int | None, int | None] | None = None
         self._shared_done = False  # warned, or the near-limit check ran
         self._shared_next = 0.0  # monotonic time of the next cheap check
-        self._rearm_pending = False  # the threshold fired: move it once far from the limit
+        self._rearm_pending = False  # the threshold fired: move it after the sample
         self._arm_pending = False  # a v1 cgroup: arm the threshold at the next good sample
+        self._rearming = False  # a helper thread is registering a moved threshold
+        self._want: int | None = None  # where the threshold should be, bytes
 
     # ------------------------------------------------------------------ notes
     def note(self, topic: str, text: str, level: int = logging.INFO) -> None:
@@ -148,7 +152,7 @@ class SamplingSide:
         if not live:
             return
         if key == "usage_threshold":
-            self._rearm_pending = True  # after the sample (on_sample), far from the limit
+            self._rearm_pending = True  # after the sample (on_sample), off the loop
         self.sup.sample_now(f"{key}: {wake.reason}")
 
     # ------------------------------------------------------------------ the v1 threshold
@@ -165,22 +169,55 @@ class SamplingSide:
         return max(1, usage + (limit - sample.measure_bytes))
 
     def _rearm(self, sample) -> None:
-        if self.threshold is None:
+        """Move the threshold to where the measure would reach the limit now. The
+        registration blocks in the kernel's synchronize_rcu() (~5 ms here; in the loop it
+        delayed the benchmark's SIGTERM from 1-4 ms to 6-16 ms), so a helper thread makes
+        it and the loop adopts the new eventfd; one at a time, the latest wish last."""
+        thr = self.threshold
+        if thr is None:
             return
-        sample = sample or self.sup.state.last_sample
-        err = self.threshold.rearm(self._threshold_for(sample))
+        want = self._threshold_for(sample or self.sup.state.last_sample)
+        self._want = want
+        if self._rearming:
+            return
+        self._rearming = True
+        loop = self.sup.loop
+
+        def register() -> None:
+            try:
+                fd, err = thr.register_at(want), None
+            except OSError as exc:
+                fd, err = -1, thr.why(exc)
+            try:
+                loop.call_soon_threadsafe(self._rearmed, thr, want, fd, err)
+            except RuntimeError:  # the loop is closed: Sentinel is ending
+                if fd >= 0:
+                    os.close(fd)
+
+        import threading
+
+        threading.Thread(target=register, name="sentinel-threshold", daemon=True).start()
+
+    def _rearmed(self, thr, want: int, fd: int, err: str | None) -> None:
+        self._rearming = False
+        if thr is not self.threshold or self.wakeups is None:  # closed meanwhile
+            if fd >= 0:
+                os.close(fd)
+            return
         if err:
             self.note("usage_threshold", err)
-        else:
-            log.debug("cgroup v1 usage threshold moved to %d bytes (limit %s)",
-                      self.threshold.threshold_bytes, self.sup.state.limit_bytes,
-                      extra={"event": "threshold", "threshold_bytes":
-                             self.threshold.threshold_bytes,
-                             "limit_bytes": self.sup.state.limit_bytes})
+            return
+        thr.adopt(fd, want)
+        log.debug("cgroup v1 usage threshold moved to %d bytes (limit %s)", want,
+                  self.sup.state.limit_bytes, extra={"event": "threshold", "threshold_bytes":
+                                                     want, "limit_bytes":
+                                                     self.sup.state.limit_bytes})
+        if self._want != want:
+            self._rearm(None)  # a newer wish came while this one registered
 
     def on_limit(self, limit_bytes: int | None) -> None:
-        """The limit changed: re-arm the v1 threshold (or arm it) at the next sample far
-        from the new limit."""
+        """The limit changed: re-arm the v1 threshold at the next sample (or arm it at the
+        next one far from the new limit)."""
         if self.threshold is not None:
             self._rearm_pending = True
         elif self.wakeups is not None and getattr(getattr(self.sup.probe, "cgroup", None),
@@ -231,10 +268,9 @@ class SamplingSide:
                    and limit - sample.measure_bytes > _REARM_HEADROOM_SHARE * limit)
             if far and self._arm_pending:
                 self._arm(sample)
-            elif far and self.threshold is not None:
-                # Registering costs a synchronize_rcu() in the kernel (mm/memcontrol-v1.c
-                # __mem_cgroup_usage_register_event): ~5 ms here, with the loop blocked.
-                # So only far from the limit; near it the sampler's own 4 ms ticks rule.
+            elif self.threshold is not None and sample.cgroup_memory_current_bytes is not None:
+                # Moved off the loop (_rearm): after each crossing, and when the gap between
+                # usage and the measure shrank (it would fire late).
                 want = self._threshold_for(sample)
                 if self._rearm_pending or \
                         want < self.threshold.threshold_bytes - _REARM_SLACK_BYTES:
