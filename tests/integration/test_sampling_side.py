@@ -197,3 +197,58 @@ def test_a_v1_kernel_oom_wakes_sentinel_through_its_oom_notification(start_senti
         assert s.wait(30) == 137, s.stderr()[-3000:]
         woken = [e for e in events(s, "wakeup") if e.get("source") == "oom_notify"]
         assert woken and woken[0]["rose"].get("oom_kill", 0) >= 1, s.stderr()[-3000:]
+
+
+# Waits for its go-file, then leaks 150 MiB/s and exits 0 at 400 MiB (2.7 s) unless stopped.
+LEAK_ON_GO = """
+import os, sys, time
+print("waiting", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+chunks = []
+for _ in range(400):
+    chunks.append(bytearray(b"\\x01") * (1 << 20))
+    time.sleep(1 / 150)
+"""
+HOLDER = "b = bytearray(b'\\x01') * (150 << 20); print('held', flush=True); input()"
+
+
+def test_a_threshold_passed_by_others_memory_is_moved_and_still_stops_the_leak(
+        start_sentinel, tmp_path):
+    # A process of the group that is not the workload's takes 150 MiB: the group's usage
+    # passes the threshold while the tree's RSS stays small, and the wake-up moves the
+    # threshold up by what usage had gained by then (the holder may still be allocating:
+    # a threshold below the ideal only wakes early, and is moved again). The leak that follows is stopped by the moved
+    # threshold; unmoved, only the 5 s tick would see it (the leak exits 0 after 2.7 s).
+    import subprocess
+
+    script, go = tmp_path / "leak.py", tmp_path / "go"
+    script.write_text(LEAK_ON_GO)
+    holder = None
+    with own_v1_group(1024 * MiB) as group:
+        try:
+            s = start_sentinel([*QUIET, "--log-level", "debug", "--max-rss", "100Mi",
+                                "--interval", "5s", "--grace-period", "2s", "--", PY,
+                                str(script), str(go)], preexec_fn=into(group))
+            s.expect("waiting")
+            wait_until(lambda: events(s, "threshold"), 10, what="the threshold armed")
+            armed = events(s, "threshold")[0]["threshold_bytes"]
+            holder = subprocess.Popen([PY, "-c", HOLDER], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True,
+                                      preexec_fn=into(group))
+            assert holder.stdout.readline().strip() == "held"
+            wait_until(lambda: [e for e in events(s, "threshold")
+                                if e["threshold_bytes"] > armed + 50 * MiB], 10,
+                       what=lambda: f"the threshold moved up: {s.stderr()[-3000:]}")
+            go.write_text("")
+            t0 = time.monotonic()
+            assert s.wait(30) == 143, s.stderr()[-3000:]
+            assert time.monotonic() - t0 < 2.5, "stopped by the 5 s tick, not a wake-up"
+            woke = [e for e in events(s, "wakeup") if e.get("source") == "usage_threshold"]
+            assert len(woke) >= 2, woke
+        finally:
+            if holder is not None:
+                holder.kill()
+                holder.wait()
+                holder.stdin.close()
+                holder.stdout.close()
