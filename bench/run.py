@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Sentinel's benchmark: reaction time, overshoot, idle cost, sample cost, start-up.
+"""Sentinel's benchmark: reaction time, overshoot, idle cost, sample cost, start-up, measures.
 
 Each figure is measured for Sentinel and, side by side, for its peers where
 they do the same job: the naive psutil loop (bench/naive_guard.py) for
 enforcement and idle cost, tini and dumb-init (when installed: `make bench`
 installs them) for start-up. Prints a table with ratios and one summary line.
 
-    python bench/run.py [--runs N] [--idle-seconds S] [--quick]
+    python bench/run.py [--runs N] [--idle-seconds S] [--quick] [--only measures]
+
+The cost per sample of each --measure (rss, pss, uss, working-set, cgroup) is
+taken on trees of 10 and 1,000 `sleep` processes in a memory group of its own
+at the top of the cgroup v1 hierarchy (root; removed afterwards).
 """
 
 from __future__ import annotations
@@ -138,6 +142,106 @@ def sample_cost(n: int, iterations: int) -> tuple[float, float]:
     return ours, naive
 
 
+# ---------------------------------------------------------------- cost per measure
+MEASURES = ("rss", "pss", "uss", "working-set", "cgroup")
+MEMCG = Path("/sys/fs/cgroup/memory")  # this project's hosts: cgroup v1 memory (hybrid)
+CGROUP_ALONE = "cgroup files alone (no tree walk)"
+
+
+def _own_v1_group() -> Path:
+    """A new memory group at the top of the v1 hierarchy for the bench's workload (never
+    the one this process runs in); the caller removes it. Needs root."""
+    if not (MEMCG / "cgroup.procs").is_file():
+        raise SystemExit(f"bench: no cgroup v1 memory hierarchy at {MEMCG}; run as root on a "
+                         "v1/hybrid host, or leave out --only measures")
+    group = MEMCG / f"sentinel-bench-{os.getpid()}"
+    group.mkdir()
+    return group
+
+
+def _remove_group(group: Path) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        for pid in (group / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # killed tasks still leaving the group
+
+
+def measure_costs(sizes: tuple[int, ...], seconds: float) -> list[tuple[int, str, float, float]]:
+    """``[(processes, measure, wall us a sample, CPU share of a core at 10 Hz)]``: one
+    ``TreeProbe.sample()`` of a tree of ``sleep`` processes in an own v1 memory group,
+    for each ``--measure``; CPU time from ``time.process_time()`` over ``seconds``."""
+    from sentinel.probes.cgroup import CgroupMemory
+    from sentinel.probes.tree import TreeProbe
+
+    out = []
+    group = _own_v1_group()
+    try:
+        for n in sizes:
+            root = subprocess.Popen(
+                ["sh", "-c", f'echo $$ > "{group}/cgroup.procs"; '
+                 f"for i in $(seq {n - 1}); do sleep 3600 & done; echo ready; wait"],
+                stdout=subprocess.PIPE)
+            try:
+                root.stdout.readline()
+                for measure in MEASURES:
+                    cg = CgroupMemory(str(group), 1)
+                    probe = TreeProbe(root.pid, include_root=True, measure=measure, cgroup=cg)
+                    assert len(probe.sample().processes) == n
+                    count, c0, t0 = 0, time.process_time(), time.perf_counter()
+                    while time.perf_counter() - t0 < seconds:
+                        probe.sample()
+                        count += 1
+                    wall = (time.perf_counter() - t0) / count
+                    cpu = (time.process_time() - c0) / count
+                    probe.close()
+                    out.append((n, measure, wall * 1e6, cpu * 10 * 100))
+                # The cgroup's files alone: one read covers any tree (no walk).
+                cg = CgroupMemory(str(group), 1)
+                cg.read()
+                count, c0, t0 = 0, time.process_time(), time.perf_counter()
+                while time.perf_counter() - t0 < seconds / 3:
+                    cg.read()
+                    count += 1
+                out.append((n, CGROUP_ALONE, (time.perf_counter() - t0) / count * 1e6,
+                            (time.process_time() - c0) / count * 10 * 100))
+                cg.close()
+            finally:
+                root.kill()
+                root.wait()
+                root.stdout.close()
+                for pid in (group / "cgroup.procs").read_text().split():
+                    try:
+                        os.kill(int(pid), 9)
+                    except ProcessLookupError:
+                        pass
+    finally:
+        _remove_group(group)
+    return out
+
+
+def print_measure_costs(costs: list[tuple[int, str, float, float]]) -> None:
+    head = ("measure", *(f"tree of {n}: us a sample (CPU at 10 Hz)"
+                         for n in dict.fromkeys(c[0] for c in costs)))
+    by = {(m, n): (w, c) for n, m, w, c in costs}
+    rows = [(m, *(f"{by[(m, n)][0]:.3g} us ({by[(m, n)][1]:.2g} % of a core)"
+                  for n in dict.fromkeys(c[0] for c in costs))) for m in (*MEASURES, CGROUP_ALONE)]
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+
+
 # ---------------------------------------------------------------- start-up
 def startup(prefix: list[str], runs: int) -> tuple[float, float]:
     """Median ms for `PREFIX true` to finish, and until the child runs (`date +%s.%N`)."""
@@ -157,9 +261,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7, help="leaks per guard (default 7)")
     ap.add_argument("--idle-seconds", type=float, default=20.0, help="idle window (default 20)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
+    ap.add_argument("--only", choices=("measures",),
+                    help="run one section: measures (cost per sample of each --measure)")
     a = ap.parse_args()
     if a.quick:
         a.runs, a.idle_seconds = 3, 5.0
+    if a.only == "measures":
+        print("bench: cost per sample of each measure, trees of 10 and 1000...", file=sys.stderr)
+        print_measure_costs(measure_costs((10, 1000), 1.0 if a.quick else 3.0))
+        return 0
     rows: list[tuple[str, str, str, str]] = []
 
     def row(name, ours, peer, unit, peer_name="naive psutil loop"):
@@ -215,6 +325,10 @@ def main() -> int:
     print(f"\nsummary: reaction {s_react:.1f} ms (naive {n_react:.1f}), overshoot {s_over:.1f} MiB, "
           f"idle CPU {s_cpu:.3f} CPU-s/min (naive {n_cpu:.2f}), RSS {s_rss:.1f} MiB, "
           f"child runs after {s_child:.0f} ms, `run -- true` +{s_total - base_total:.0f} ms")
+
+    print("\nbench: cost per sample of each measure, trees of 10 and 1000...", file=sys.stderr)
+    print()
+    print_measure_costs(measure_costs((10, 1000), 1.0 if a.quick else 3.0))
     return 0
 
 

@@ -59,7 +59,7 @@ def _start_socket(guardian: Guardian, settings: Settings) -> list:
 
 
 def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
-    from sentinel.exporters import events  # stdlib only; `kubernetes` loads in events' worker
+    from sentinel.exporters import events  # no third-party import; `kubernetes` loads in its worker
     from sentinel.exporters import termlog
 
     return events.start(guardian, settings) + termlog.start(guardian, settings)
@@ -80,6 +80,31 @@ _PARTS = (("state-file", _start_state_file), ("metrics", _start_metrics),
           ("k8s-events", _start_k8s_events), ("dashboard", _start_dashboard))
 
 
+def _publish_cgroup(guardian: Guardian, settings: Settings) -> None:
+    """Fill ``state.cgroup`` ({"version", "path", "read_only"}) from the probe's cgroup
+    reader, unless the core already did, for status, the TUI and the PSI metrics; in run
+    mode without one, ``kernel_notes["cgroup"]`` says why none is visible (one read of
+    /proc/self/cgroup and mountinfo). Never raises."""
+    state = guardian.state
+    if settings.limit_auto_note and "auto" not in state.kernel_notes:  # said once
+        state.kernel_notes["auto"] = settings.limit_auto_note
+        log.info("%s", settings.limit_auto_note, extra={"event": "limit_auto"})
+    cgroup = getattr(getattr(guardian, "probe", None), "cgroup", None)
+    if not state.cgroup and cgroup is not None:
+        state.cgroup = {"version": getattr(cgroup, "version", None),
+                        "path": getattr(cgroup, "path", None),
+                        "read_only": bool(getattr(cgroup, "read_only", False))}
+    elif cgroup is None and settings.mode == "run" and "cgroup" not in state.kernel_notes:
+        from sentinel.probes.cgroup import explain_no_cgroup
+
+        try:
+            why = explain_no_cgroup("self", cgroup_root=settings.cgroup_root)
+        except Exception as exc:  # a note must never stop the components
+            why = f"no cgroup memory controller is visible ({exc!r})"
+        if why:
+            state.kernel_notes["cgroup"] = why
+
+
 def start_components(guardian: Guardian, settings: Settings, metrics_socket=None) -> list:
     """Start every enabled part; return the started ones (each has ``close()``).
 
@@ -89,6 +114,7 @@ def start_components(guardian: Guardian, settings: Settings, metrics_socket=None
     left off; the workload is already running and must not pay for it.
     """
     started: list = []
+    _publish_cgroup(guardian, settings)
     for name, start in _PARTS:
         try:
             if name == "metrics":
@@ -240,7 +266,7 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
         from sentinel.core.spawn import block_signals
 
         original_mask = block_signals()
-    from sentinel.exporters.events import absolute_kubeconfig_env  # stdlib only
+    from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only
 
     absolute_kubeconfig_env()  # read after the move to /, as kubectl would read it here
     os.chdir("/")

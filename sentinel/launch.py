@@ -5,7 +5,10 @@ Shared by the console script (``sentinel.entry``, which comes here without
 importing typer) and the typer app (``sentinel.cli``'s ``run``/``watch``), so
 that neither of those two imports the other. Nothing heavy at module level:
 the workload is spawned before anything but the option table, ``core.spawn``
-and ``core.kernel`` is imported (``tests/integration/test_own_resources.py``).
+and ``core.kernel`` is imported (``tests/integration/test_own_resources.py``);
+with ``--max-rss auto`` or ``--measure cgroup|working-set`` also
+``probes.cgroup`` (with ``probes.contract``) and ``exporters.kubeenv``, and a few
+reads of /proc and the cgroup's files, before the spawn.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def _run(settings) -> int:
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.
-    from sentinel.exporters.k8s import absolute_kubeconfig_env  # stdlib only
+    from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only
 
     absolute_kubeconfig_env()
     os.chdir("/")
@@ -123,21 +126,27 @@ def bind_metrics_port(settings):
     return sock
 
 
-def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = "/proc"):
+def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = "/proc",
+                            environ=None):
     """Settings with ``--max-rss auto`` resolved against ``pid``'s cgroup (in run mode
     Sentinel's own, which the workload shares): ``max_rss_bytes`` becomes
-    ``sentinel.probes.cgroup.auto_limit`` of its limit, less Sentinel's own footprint
-    unless the measure is the cgroup's (which counts Sentinel already).
+    ``sentinel.probes.cgroup.auto_limit`` of its effective limit (the lowest of its
+    own and its visible ancestors', ``CgroupMemory.limits``), less Sentinel's own
+    footprint unless the measure is the cgroup's (which counts Sentinel already):
+    ``OWN_FOOTPRINT_EVENTS_BYTES`` (56 MiB) when Kubernetes Events may be posted
+    (``exporters.kubeenv.events_may_post`` on ``environ``, default ``os.environ``),
+    else ``OWN_FOOTPRINT_BYTES`` (32 MiB); ``limit_auto_note`` says in one line how.
     Raises ``UsageError`` (exit 2) when ``auto``, ``--measure cgroup`` or
     ``--measure working-set`` is asked for and no cgroup memory controller is visible,
-    or when the cgroup has no limit. Unchanged settings when none of them is asked for."""
+    when the cgroup has no limit, or for a share of 100 % with a cgroup measure (the
+    limit would be the kernel's: it kills first). Unchanged settings when none of them
+    is asked for."""
     import dataclasses
 
     if settings.limit_auto_share is None and settings.measure not in ("cgroup", "working-set"):
         return settings
     from sentinel.errors import UsageError
-    from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, auto_limit, discover, \
-        explain_no_cgroup
+    from sentinel.probes.cgroup import auto_limit, discover, explain_no_cgroup
 
     what = "--max-rss auto" if settings.limit_auto_share is not None else \
         f"--measure {settings.measure}"
@@ -149,13 +158,64 @@ def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = 
     try:
         if settings.limit_auto_share is None:
             return settings
+        share = settings.limit_auto_share
+        cgroup_measure = settings.measure in ("cgroup", "working-set")
+        if cgroup_measure and share >= 1.0:
+            raise UsageError(f"--max-rss auto:100% with --measure {settings.measure}: the "
+                             "limit would be the kernel's own, which OOM-kills the workload "
+                             "before Sentinel can stop it; use a share below 100 % "
+                             "(the default is auto, 90 %)")
         limit, high = memory.limits()
         # The cgroup measures count Sentinel too; the tree's (rss/pss/uss) do not, so
         # Sentinel's own footprint comes off the limit for those only (as the chart does).
-        own = 0 if settings.measure in ("cgroup", "working-set") else OWN_FOOTPRINT_BYTES
-        value = auto_limit(limit, high, settings.limit_auto_share, own, version=memory.version)
+        own = 0 if cgroup_measure else own_footprint_bytes(settings, environ)
+        value = auto_limit(limit, high, share, own, version=memory.version)
+        note = auto_note(memory, limit, high, share, own, value)
     finally:
         memory.close()
-    return dataclasses.replace(settings, max_rss_bytes=value)
+    return dataclasses.replace(settings, max_rss_bytes=value, limit_auto_note=note)
 
 
+def own_footprint_bytes(settings, environ=None) -> int:
+    """Sentinel's own memory for ``--max-rss auto`` with a tree measure, in bytes:
+    ``OWN_FOOTPRINT_EVENTS_BYTES`` when the Kubernetes Events client may be loaded
+    (``--k8s-events on``, or ``auto`` with a cluster configured), else
+    ``OWN_FOOTPRINT_BYTES``; the chart's ``sentinel.footprintMiB`` rule."""
+    from sentinel.exporters.kubeenv import events_may_post
+    from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, OWN_FOOTPRINT_EVENTS_BYTES
+
+    return OWN_FOOTPRINT_EVENTS_BYTES if events_may_post(
+        settings.k8s_events, settings.kubeconfig, environ) else OWN_FOOTPRINT_BYTES
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}".removesuffix(".0") + " MiB"
+
+
+def auto_note(memory, limit: int | None, high: int | None, share: float, own: int,
+              value: int) -> str:
+    """One line on how ``--max-rss auto`` was resolved: the cgroup (version, path), the
+    limit taken and the group it came from, the share, Sentinel's own footprint taken
+    off, the result. Logged once at start-up and kept in ``kernel_notes["auto"]``."""
+    from sentinel.probes.cgroup import ANCESTOR_NOT_VISIBLE, share_text
+
+    def source(path: str | None) -> str:
+        if path is None or path == memory.path:
+            return "its own"
+        if path == ANCESTOR_NOT_VISIBLE:
+            return "an ancestor not visible here (v1 hierarchical_memory_limit)"
+        return f"{path} (a parent)"
+
+    use_high = high is not None and (limit is None or high < limit)
+    if use_high:
+        base = (f"memory.high {_mib(high or 0)} from {source(memory.high_source)} (a "
+                "throttle, not a kill limit: the kernel slows the workload at memory.high "
+                "and OOM-kills only at memory.max"
+                + (f", {_mib(limit)}" if limit is not None else ", unlimited") + ")")
+    else:
+        name = "memory.max" if memory.version == 2 else "memory.limit_in_bytes"
+        base = f"{name} {_mib(limit or 0)} from {source(memory.limit_source)}"
+    own_text = f"less Sentinel's own {_mib(own)}" if own else \
+        "nothing off for Sentinel (the cgroup measure counts it)"
+    return (f"--max-rss auto: cgroup v{memory.version} {memory.path}: {base}; "
+            f"{share_text(share)} of it, {own_text}: limit {_mib(value)} ({value} bytes)")

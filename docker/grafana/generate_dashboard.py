@@ -196,6 +196,25 @@ def build() -> dash_b.Dashboard:
                f"{{{{workload}}}} sample p{int(q * 100)}", ref)
          for q, ref in ((0.5, "A"), (0.99, "B"))],
         pos(16, 21, 8, 8), unit="s"))
+
+    # Row 5: the kernel's side: OOM kills it made before Sentinel's limit, and pressure.
+    d = d.with_panel(series_panel(
+        13, "Kernel OOM kills",
+        "Workload processes the kernel's OOM killer took before Sentinel's limit was reached "
+        "(no SIGTERM, no grace), per interval. Any bar means Sentinel's limit sits too close "
+        "to the container's: lower --max-rss, or use --max-rss auto or --measure working-set.",
+        [query(f'sum by (workload) (increase(sentinel_kills_total{{{W}, reason="kernel_oom"}}'
+               f'[$__rate_interval]))', "{{workload}} kernel OOM kill", "A")],
+        pos(0, 29, 12, 8), unit="none", bars=True))
+    d = d.with_panel(series_panel(
+        14, "Memory pressure (PSI)",
+        "Share of time tasks stalled waiting for memory (some: at least one; full: all at "
+        "once), of the workload's cgroup (v2) or the whole host, from "
+        "sentinel_memory_pressure_stall_seconds_total. Rising pressure comes before the "
+        "kernel's OOM killer.",
+        [query(f"rate(sentinel_memory_pressure_stall_seconds_total[$__rate_interval]) * "
+               f"{PER_WORKLOAD}", "{{workload}} {{scope}} {{kind}}", "A")],
+        pos(12, 29, 12, 8), unit="percentunit"))
     return d
 
 

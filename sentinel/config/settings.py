@@ -338,6 +338,8 @@ class Settings:
     # --max-rss auto[:N%]: the share (0.01-1.0) of the container's memory limit; while
     # set, max_rss_bytes is None until sentinel.entry resolves it against the cgroup.
     limit_auto_share: float | None = None
+    # How auto was resolved, one line (sentinel.launch.auto_note); logged at start-up.
+    limit_auto_note: str = ""
     # Which figure is compared with the limit: tree RSS (default, cheapest,
     # what `ps` shows), PSS or USS from smaps_rollup (fairer for shared pages,
     # ~10x the cost), working-set (the cgroup's usage minus inactive_file, what

@@ -302,14 +302,9 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     if mem:
         rows.append(("memory", f"{measure} {fmt_bytes(mem.get('measure_bytes'))}"
                      + f" (sampled {fmt_duration(mem.get('sample_age_seconds'))} ago)"))
-        figures = [f"rss {fmt_bytes(mem.get('rss_bytes'))}"]
-        for key, label in (("pss_bytes", "pss"), ("uss_bytes", "uss"),
-                           ("cgroup_working_set_bytes", "cgroup working set"),
-                           ("cgroup_memory_current_bytes", "cgroup current"),
-                           ("cgroup_memory_max_bytes", "cgroup max")):
-            if mem.get(key) is not None:
-                figures.append(f"{label} {fmt_bytes(mem[key])}")
-        rows.append(("figures", ", ".join(figures)))
+        from sentinel.control.snapshot import memory_figures  # names from the figures table
+
+        rows.append(("figures", ", ".join(figure_text(f) for f in memory_figures(mem))))
     else:
         rows.append(("memory", f"{measure}: no sample yet"))
     limit = s.get("limit_bytes")
@@ -348,9 +343,52 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     if dropped:
         rows.append(("log", f"{dropped} line(s) dropped (stderr: "
                             f"{(s.get('log') or {}).get('last_error') or 'full'})"))
+    rows.extend(kernel_rows(s))
     for name, text in sorted((s.get("components") or {}).items()):
         rows.append((str(name), str(text)))
     return [(label, one_line(text)) for label, text in rows]
+
+
+def figure_text(figure: dict) -> str:
+    """``"cgroup working set 250.0 MiB"``, ``"cgroup oom kills 2"``: one entry of
+    ``control.snapshot.memory_figures``, its value in its unit."""
+    value = figure.get("value")
+    shown = fmt_bytes(value) if figure.get("unit") == "bytes" else str(value)
+    return f"{figure.get('label')} {shown}"
+
+
+def cgroup_text(cgroup: dict | None, notes: dict | None = None) -> str:
+    """``"v1 /sys/fs/cgroup/memory/x (read-only), limit 100.0 MiB"``, or why none is
+    visible (``kernel_notes["cgroup"]``)."""
+    if not cgroup:
+        why = (notes or {}).get("cgroup")
+        return "none visible" + (f": {why}" if why else "")
+    text = f"v{cgroup.get('version')} {cgroup.get('path')}"
+    if cgroup.get("read_only"):
+        text += " (read-only)"
+    limit = cgroup.get("limit_bytes")
+    text += f", limit {fmt_bytes(limit)}" if limit is not None else ", no limit"
+    if cgroup.get("high_bytes") is not None:
+        text += f", high {fmt_bytes(cgroup['high_bytes'])}"
+    return text
+
+
+def kernel_rows(s: dict) -> list[tuple[str, str]]:
+    """Rows for the kernel's side of a ``status`` object (absent keys: an older Sentinel,
+    no rows): the cgroup, kernel OOM kills, wake-ups, and each kernel note."""
+    rows: list[tuple[str, str]] = []
+    if "cgroup" not in s and "kernel_oom_kills" not in s:
+        return rows
+    notes = dict(s.get("kernel_notes") or {})
+    rows.append(("cgroup", cgroup_text(s.get("cgroup"), notes)))
+    rows.append(("kernel OOM kills", str(s.get("kernel_oom_kills") or 0)))
+    woke = {k: v for k, v in sorted((s.get("wakeups") or {}).items()) if v}
+    if woke:
+        rows.append(("wake-ups", ", ".join(f"{k} x{v}" for k, v in woke.items())))
+    for topic, text in sorted(notes.items()):
+        if topic != "cgroup" or s.get("cgroup"):
+            rows.append((f"kernel {topic}", str(text)))
+    return rows
 
 
 def status_text(status: dict, now: float | None = None) -> str:

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from sentinel.core import sampler
+from sentinel.probes.figures import FIGURES
 
 # The growth rate is a least-squares slope over this much recent history;
 # long enough to smooth chunked allocations, short enough to follow a change.
@@ -27,6 +28,49 @@ RATE_WINDOW_SECONDS = sampler.RATE_WINDOW_SECONDS
 # enough that a status reply stays a few kilobytes.
 HISTORY_POINTS = 240
 HISTORY_SECONDS = 120.0
+
+
+
+def figure_label(name: str) -> str:
+    """A figure's short label from its table name: ``cgroup_working_set_bytes`` ->
+    ``"cgroup working set"`` (the name, its unit suffix off, in words)."""
+    return name.removesuffix("_bytes").replace("_", " ")
+
+
+def memory_figures(source) -> list[dict]:
+    """Every figure of the table (``sentinel.probes.figures``) that ``source`` has, in
+    the table's order: ``[{"name", "label", "unit" ("bytes"/"count"), "value"}]``.
+    ``source`` is a ``MemorySample`` or a ``status`` reply's ``memory`` dict; a figure
+    that is ``None`` (not read, not measured) is left out, never shown as 0."""
+    out = []
+    for fig in FIGURES:
+        value = source.get(fig.name) if isinstance(source, dict) else \
+            getattr(source, fig.name, None)
+        if value is not None:
+            out.append({"name": fig.name, "label": figure_label(fig.name), "unit": fig.unit,
+                        "value": value})
+    return out
+
+
+def kernel_view(state) -> dict:
+    """The kernel's side for status and the dashboard: ``cgroup`` (``state.cgroup`` plus
+    the last sample's ``limit_bytes``/``high_bytes``, or ``None`` when none is visible),
+    ``kernel_oom_kills`` (workload processes the kernel's OOM killer took, counted by
+    Sentinel), ``wakeups`` (source -> count) and ``kernel_notes`` (topic -> one line)."""
+    from sentinel.core.state import REASON_KERNEL_OOM
+
+    sample = state.last_sample
+    cgroup = dict(getattr(state, "cgroup", None) or {}) or None
+    if cgroup is not None:
+        cgroup["limit_bytes"] = getattr(sample, "cgroup_memory_max_bytes", None)
+        cgroup["high_bytes"] = getattr(sample, "cgroup_memory_high_bytes", None)
+    kernel_kills = sum(n for (reason, _), n in dict(state.kills).items()
+                       if reason == REASON_KERNEL_OOM)
+    return {"cgroup": cgroup, "kernel_oom_kills": kernel_kills,
+            "wakeups": dict(getattr(state, "wakeups", None) or {}),
+            "kernel_notes": {str(k): str(v)
+                             for k, v in dict(getattr(state, "kernel_notes", None) or {}).items()}}
+
 
 _psutil_loaded = threading.Event()
 _psutil_lock = threading.Lock()
@@ -179,6 +223,8 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
         "measure": state.measure,
         "measure_bytes": measure_bytes,
         "rss_bytes": total_rss if sample is not None and state.main_pid else None,
+        # Every figure the last sample has, named from the figures table.
+        "figures": memory_figures(sample) if sample is not None and state.main_pid else [],
         "limit_bytes": limit,
         "growth_bytes_per_second": growth,
         "seconds_to_limit": seconds_to_limit,
@@ -196,4 +242,5 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
         "restarts": state.restarts,
         "components": dict(state.components),
         "events": events,
+        **kernel_view(state),
     }

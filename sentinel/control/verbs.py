@@ -25,6 +25,8 @@ from typing import Any, Callable, Union
 
 from sentinel.config.settings import NO_LIMIT_WORDS, parse_limit, parse_signal, signal_name
 from sentinel.control.client import status_text
+from sentinel.control.snapshot import kernel_view
+from sentinel.probes.figures import FIGURES
 from sentinel.control.protocol import (
     PROTOCOL_VERSION, CommandError, Peer, Reply, encode, error_reply, split_words,
 )
@@ -243,6 +245,8 @@ def status_dict(guardian, socket_info: dict | None = None) -> dict:
             "cgroup_memory_current_bytes": sample.cgroup_memory_current_bytes,
             "cgroup_memory_max_bytes": sample.cgroup_memory_max_bytes,
             "cgroup_working_set_bytes": sample.cgroup_working_set_bytes,
+            # ... and every other figure of the table the sample has (None: not read).
+            **{fig.name: getattr(sample, fig.name, None) for fig in FIGURES},
             "sample_age_seconds": round(max(0.0, now_mono - sample.at_mono), 6),
             "sample_duration_seconds": sample.duration_seconds,
         }
@@ -297,4 +301,7 @@ def status_dict(guardian, socket_info: dict | None = None) -> dict:
         "log": _log_status(),
         "components": {str(k): str(v) for k, v in st.components.items()},
         "socket": socket_info or {},
+        # cgroup (version, path, read_only, limit_bytes, high_bytes), kernel_oom_kills,
+        # wakeups, kernel_notes: see control.snapshot.kernel_view.
+        **kernel_view(st),
     }

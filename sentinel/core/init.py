@@ -121,13 +121,24 @@ class Init:
         anything that arrived between the spawn and the reader)."""
         if self._sigfd is None:
             return
+        failed = False
         for info in kernel.read_signals(self._sigfd):
-            if info.signo == signal.SIGCHLD:
-                self.reap()
-            elif info.caused_by_self:
-                self._on_self_caused(info)
-            else:
-                self.on_signal(info)
+            # The batch is drained from the signalfd already: one handler's failure must
+            # not drop the signals after it (a lost SIGCHLD would leave the main process
+            # a zombie and Sentinel waiting for it forever).
+            try:
+                if info.signo == signal.SIGCHLD:
+                    self.reap()
+                elif info.caused_by_self:
+                    self._on_self_caused(info)
+                else:
+                    self.on_signal(info)
+            except Exception as exc:
+                failed = True
+                log.error("handling %s failed: %r (the other signals are still handled)",
+                          signal_name(info.signo), exc)
+        if failed:
+            self.reap()  # whatever was lost, every exited child is still reaped
 
     def _on_self_caused(self, info: kernel.SignalInfo) -> None:
         # The kernel raised it at Sentinel for Sentinel's own write (SIGPIPE: a

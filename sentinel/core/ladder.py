@@ -28,12 +28,16 @@ processes that refuse a signal (EPERM) are recorded in ``KillRecord.refused``.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from sentinel.config.settings import signal_name
+from sentinel.logs import LOGGER_NAME
+
+log = logging.getLogger(LOGGER_NAME)
 
 # SIGKILLed processes that have not been reaped this long after it are named.
 REAP_GIVE_UP_SECONDS = 2.0
@@ -139,16 +143,21 @@ class Ladder:
 
     def start(self) -> Reach:
         """Step 1: ``term_signal`` then SIGCONT; schedule SIGKILL (``escalate``)."""
-        reach = self._send(self.term_signal)
-        if self.continue_after_term:
-            self.signaller(signal.SIGCONT)  # failures are not reported: the SIGTERM counts
-        if self.escalate and not self.ended:
-            all_refused = (not reach.reached and bool(self.refused)
-                           and (self.everyone_refuses is None
-                                or self.everyone_refuses(self.refused)))
-            delay = 0.0 if all_refused else self.grace_period_seconds
-            self.grace_deadline = self.clock() + delay
-            self._later(delay, self._sigkill)
+        reach = None
+        try:
+            reach = self._send(self.term_signal)
+            if self.continue_after_term:
+                self.signaller(signal.SIGCONT)  # failures are not reported: the SIGTERM counts
+        finally:
+            # Scheduled whatever the signaller or a hook raised: a ladder must never stall
+            # between its steps (the exception still reaches the caller, which logs it).
+            if self.escalate and not self.ended:
+                all_refused = (reach is not None and not reach.reached and bool(self.refused)
+                               and (self.everyone_refuses is None
+                                    or self.everyone_refuses(self.refused)))
+                delay = 0.0 if all_refused else self.grace_period_seconds
+                self.grace_deadline = self.clock() + delay
+                self._later(delay, self._sigkill)
         return reach
 
     def kill_now(self) -> Reach | None:
@@ -197,12 +206,22 @@ class Ladder:
         self._handle = None
         if self.ended:
             return None
-        reach = self._send(signal.SIGKILL)
-        if reach.reached and self.on_sigkill is not None:
-            self.on_sigkill(list(reach.reached))
-        # At once only when every process refused: never because the walk found none.
-        everyone_refused = not reach.reached and not reach.group_reached and bool(reach.refused)
-        self._later(0.0 if everyone_refused else self.reap_give_up_seconds, self._check, False)
+        reach = None
+        try:
+            reach = self._send(signal.SIGKILL)
+            if reach.reached and self.on_sigkill is not None:
+                try:
+                    self.on_sigkill(list(reach.reached))
+                except Exception as exc:  # a hook (process_mrelease) never stops the ladder
+                    log.warning("after SIGKILL: %r (the ladder goes on)", exc)
+        finally:
+            # At once only when every process refused: never because the walk found none.
+            # Scheduled even if the signaller raised: survivors are still named, and the
+            # ladder still gives up in time.
+            everyone_refused = (reach is not None and not reach.reached
+                                and not reach.group_reached and bool(reach.refused))
+            self._later(0.0 if everyone_refused else self.reap_give_up_seconds,
+                        self._check, False)
         return reach
 
     def _check(self, waited: bool) -> None:

@@ -21,21 +21,24 @@ MIN_INTERVAL_SECONDS = 0.004
 # The growth rate is a least-squares slope over this much recent history; long
 # enough to smooth chunked allocations, short enough to follow a change.
 RATE_WINDOW_SECONDS = 3.0
-# A slope needs at least this many points spread over at least this long.
-_MIN_POINTS = 3
-_MIN_SPAN_SECONDS = 0.5
+# A slope needs two points at different times. No longer minimum span: a leak at start-up
+# must speed the sampler up from the second sample (a 1 GiB/s leak crosses a 250 MiB limit
+# within a quarter second; waiting for 0.5 s of history overshot it by ~65 MiB, past a
+# container's own limit), and at --interval below 8 ms the 64 points kept never span 0.5 s.
+# Over-estimating early only samples faster for a moment; it never kills sooner.
+_MIN_POINTS = 2
 
 
 def growth_rate(points: Iterable[tuple[float, int]]) -> float | None:
     """The least-squares slope of ``(seconds, bytes)`` points, in bytes/second.
 
     ``points`` are in time order, on any one clock (monotonic or wall seconds);
-    pass only the recent ones (``recent_points``). ``None`` with fewer than 3
-    points or when they span less than 0.5 s (too little to tell growth from
-    noise). Negative when memory shrinks. Raises nothing.
+    pass only the recent ones (``recent_points``). With two points it is their
+    slope; ``None`` with fewer, or when they all share one time. Negative when
+    memory shrinks. Raises nothing.
     """
     pts = list(points)
-    if len(pts) < _MIN_POINTS or pts[-1][0] - pts[0][0] < _MIN_SPAN_SECONDS:
+    if len(pts) < _MIN_POINTS or pts[-1][0] <= pts[0][0]:
         return None
     n = len(pts)
     t0 = pts[0][0]

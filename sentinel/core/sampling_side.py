@@ -39,6 +39,8 @@ WAKEUP_KEYS = {"memory.events": "memory_events", "usage_threshold": "usage_thres
 SHARED_RATIO = 1.5
 SHARED_CHECK_SECONDS = 60.0  # the cheap check (cgroup usage) at most this often
 SHARED_NEAR_SHARE = 0.8  # the once-only check (PSS too) when RSS first passes this
+# --max-rss auto: the effective limit (ancestors included) is re-read at least this often.
+LIMIT_REREAD_SECONDS = 10.0
 # The v1 threshold is re-armed when where it should be is this much below where it is
 # (the gap between the cgroup's usage and the measure shrank): it would fire late.
 _REARM_SLACK_BYTES = 1 << 20
@@ -62,7 +64,10 @@ class SamplingSide:
         self.events_watch = None  # the v2 MemoryEventsWatch, when watched
         self._cgroup_path: str | None = None
         self._said: set[str] = set()
-        self._limits_seen: tuple[int | None, int | None] | None = None
+        self._limits_seen: tuple[int | None, int | None] | None = None  # effective
+        self._own_limits_seen: tuple[int | None, int | None] | None = None  # the group's
+        self._limits_next = 0.0  # monotonic time of the next effective-limit re-read
+        self._own_bytes = 0  # Sentinel's footprint, as --max-rss auto took it off
         self._shared_done = False  # warned, or the near-limit check ran
         self._shared_next = 0.0  # monotonic time of the next cheap check
         self._rearm_pending = False  # the threshold fired: move it after the sample
@@ -88,13 +93,6 @@ class SamplingSide:
             return
         self.close()
         self._cgroup_path = path
-        if memory is None and self.sup.settings.mode == "run" and "cgroup" not in \
-                self.sup.state.kernel_notes:
-            # The workload shares Sentinel's cgroup: say once why its figures are missing.
-            from sentinel.probes.cgroup import explain_no_cgroup
-
-            self.note("cgroup", explain_no_cgroup(
-                "self", cgroup_root=self.sup.settings.cgroup_root))
         try:
             self._attach(memory)
         except Exception as exc:  # never harm the workload: the tick still samples
@@ -284,26 +282,40 @@ class SamplingSide:
                 log.warning("%s (reported once)", key, extra={"event": "kernel_note"})
 
     def _follow_auto_limit(self, sample) -> None:
-        """``--max-rss auto``: when the sample's ``memory.max``/``memory.high`` differ
-        from the ones seen before (an in-place pod resize), apply the new auto limit as
-        the ``limit`` command does (a ``limit_changed`` event)."""
+        """``--max-rss auto``: re-resolve when the container's limit changes (an in-place
+        pod resize). The group's own ``memory.max``/``memory.high`` are in every sample
+        (no extra read); the effective limit (``CgroupMemory.limits``: the lowest of the
+        group's and its ancestors', as at start-up) is re-read when those change and
+        every ``LIMIT_REREAD_SECONDS``. A new value is applied as the ``limit`` command
+        does (a ``limit_changed`` event), less the same footprint as at start-up."""
         s = self.sup.settings
-        if s.limit_auto_share is None:
+        memory = getattr(self.sup.probe, "cgroup", None)
+        if s.limit_auto_share is None or memory is None:
             return
-        now = (sample.cgroup_memory_max_bytes, sample.cgroup_memory_high_bytes)
-        if now == (None, None) and sample.cgroup_memory_current_bytes is None:
-            return  # no cgroup in this sample: nothing to follow
-        before, self._limits_seen = self._limits_seen, now
-        if before is None or before == now:
+        own_now = (sample.cgroup_memory_max_bytes, sample.cgroup_memory_high_bytes)
+        now = time.monotonic()
+        if own_now == self._own_limits_seen and now < self._limits_next:
+            return
+        self._own_limits_seen, self._limits_next = own_now, now + LIMIT_REREAD_SECONDS
+        effective = memory.limits()
+        before, self._limits_seen = self._limits_seen, effective
+        bounds = [b for b in effective if b is not None]
+        if before is None:
+            # Sentinel's footprint as start-up took it off (launch.own_footprint_bytes,
+            # layer 4): what the share of this limit exceeds the resolved one by.
+            cgroup_measure = s.measure in ("cgroup", "working-set")
+            limit = self.sup.state.limit_bytes
+            self._own_bytes = 0 if cgroup_measure or not bounds or limit is None else \
+                max(0, int(min(bounds) * s.limit_auto_share) - limit)
+            return
+        if before == effective:
             return
         from sentinel.errors import UsageError
-        from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, auto_limit
+        from sentinel.probes.cgroup import auto_limit
 
-        memory = getattr(self.sup.probe, "cgroup", None)
-        own = 0 if s.measure in ("cgroup", "working-set") else OWN_FOOTPRINT_BYTES
         try:
-            value = auto_limit(now[0], now[1], s.limit_auto_share, own,
-                               version=memory.version if memory is not None else 2)
+            value = auto_limit(effective[0], effective[1], s.limit_auto_share,
+                               self._own_bytes, version=memory.version)
         except UsageError as exc:
             log.warning("the container's memory limit changed, but %s; the limit stays "
                         "%s", str(exc).replace("; set", ". Set", 1),
@@ -311,7 +323,7 @@ class SamplingSide:
             return
         if value != self.sup.state.limit_bytes:
             self.sup.apply_limit(value, why=f"--max-rss auto:{s.limit_auto_share:.0%} of the "
-                                 f"container's new limit")
+                                 f"container's new limit {fmt_bytes(min(bounds))}")
 
     def _shared_pages(self, sample) -> None:
         """``--measure rss``: summed RSS against the cgroup's usage (cheap, every

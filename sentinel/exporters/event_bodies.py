@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sentinel.core.state import REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, REASON_OPERATOR, Event
 from sentinel.logs import fmt_bytes
 
 # A domain-qualified name, as the API requires of reportingController.
@@ -38,6 +38,7 @@ EVENT_OPERATOR_KILL = "OperatorKill"
 EVENT_TARGET_NOT_SIGNALABLE = "TargetNotSignalable"
 EVENT_SIGNAL_REFUSED = "SignalRefused"  # a process of the workload refused a ladder signal
 EVENT_SAMPLING_FAILED = "SamplingFailed"
+EVENT_KERNEL_OOM = "KernelOOMKill"  # the kernel's OOM killer took a workload process first
 
 API_EVENTS_V1 = "events.k8s.io/v1"
 API_CORE_V1 = "v1"
@@ -129,6 +130,38 @@ def _size(n) -> str:
     return "n/a" if n is None else f"{fmt_bytes(n)} ({n} bytes)"
 
 
+def kernel_oom_note(fields: dict, workload: str) -> str:
+    """What a ``kernel_oom_kill`` event's ``fields`` say, in words: the kernel killed PID N
+    because the cgroup hit its limit (both numbers: the cgroup's limit, Sentinel's limit
+    on its measure and the last sample of it), why (Sentinel's limit sits too close to or
+    above the container's) and the fix. Shared by the Event and the termination message."""
+    kill = fields.get("kill") or {}
+    pid = fields.get("pid")
+    cgroup_limit = fields.get("cgroup_limit_bytes")
+    limit = kill.get("limit_bytes")
+    measure = kill.get("measure") or "rss"
+    delta = fields.get("oom_kills_delta")
+    who = f"PID {pid}" if pid is not None else "a process"
+    code = kill.get("exit_code")
+    text = (f"The kernel's OOM killer killed {who} of workload {workload!r} (SIGKILL"
+            f"{f', exit code {code}' if code is not None else ''}) because the container's "
+            "cgroup hit its memory "
+            f"limit ({_size(cgroup_limit) if cgroup_limit is not None else 'limit unknown'})"
+            f" before Sentinel's limit did (limit {_size(limit)} on {measure}, last sample "
+            f"{_size(kill.get('value_bytes'))}).")
+    if delta and delta > 1:
+        text += f" The cgroup's oom_kill counter rose by {delta}."
+    if limit is None:
+        where = "Sentinel had no limit set"
+    elif cgroup_limit is not None and limit >= cgroup_limit:
+        where = "Sentinel's limit sits above the container's"
+    else:
+        where = "Sentinel's limit sits too close to the container's (or its measure misses " \
+                "what the cgroup is charged: page cache, tmpfs, kernel memory)"
+    return (f"{text} {where}: lower --max-rss, or use --max-rss auto or --measure "
+            "working-set so Sentinel stops it with SIGTERM first.")
+
+
 @dataclass(frozen=True)
 class Record:
     """What to report: an Event minus the pod and the API version."""
@@ -144,10 +177,12 @@ def record_for(event: Event, workload: str) -> Record | None:
     """The ``Record`` for a guardian ``Event``, or ``None`` if it is not reported.
 
     ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL),
-    ``attach_failed`` (watch mode: a target Sentinel may not signal) and
-    ``sampling_failed`` (Warning ``SamplingFailed``: sampling fails persistently) are
-    reported; everything else is not. Memory kills are ``Warning``s, operator
-    stops ``Normal``; a SIGKILL after an ignored SIGTERM is always a ``Warning``.
+    ``attach_failed`` (watch mode: a target Sentinel may not signal),
+    ``sampling_failed`` (Warning ``SamplingFailed``: sampling fails persistently) and
+    ``kernel_oom_kill`` (Warning ``KernelOOMKill``: the kernel's OOM killer took a
+    workload process before Sentinel's limit was reached) are reported; everything
+    else is not. Memory kills are ``Warning``s, operator stops ``Normal``; a SIGKILL
+    after an ignored SIGTERM is always a ``Warning``.
     """
     f = event.fields
     if event.kind == "attach_failed":
@@ -159,6 +194,10 @@ def record_for(event: Event, workload: str) -> Record | None:
     if event.kind == "sampling_failed":  # the limit may not be enforced: never quietly
         return Record("Warning", EVENT_SAMPLING_FAILED, "Sample",
                       truncate_utf8(event.message, NOTE_MAX_BYTES), event.at_wall)
+    if event.kind == "kernel_oom_kill":  # the kernel got there first: Sentinel's limit is off
+        return Record("Warning", EVENT_KERNEL_OOM, "SIGKILL",
+                      truncate_utf8(kernel_oom_note(f, workload), NOTE_MAX_BYTES),
+                      event.at_wall)
     if event.kind != "signal_sent":
         return None
     kill = f.get("kill") or {}

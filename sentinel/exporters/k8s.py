@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from sentinel.exporters.event_bodies import PodRef
+from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # noqa: F401 - re-exported
 
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 5.0
@@ -150,24 +151,6 @@ def kubeconfig_problems(source: ClusterSource) -> list[tuple[str, str]]:
     """``(path, problem)`` for each file of ``source`` that cannot be used (see
     ``kubeconfig_problem``); ``[]`` when all can, or for in-cluster."""
     return [(p, why) for p in source.paths() if (why := kubeconfig_problem(p)) is not None]
-
-
-def absolute_kubeconfig_env(environ=None, cwd: str | None = None) -> None:
-    """Make the relative entries of ``$KUBECONFIG`` absolute, in place, against ``cwd``
-    (default: the current directory).
-
-    Call it before Sentinel moves to ``/``: kubectl reads a relative entry from
-    the directory it was started in, and so must Sentinel, which reads
-    ``$KUBECONFIG`` only once the workload runs.
-    """
-    env = os.environ if environ is None else environ
-    value = env.get("KUBECONFIG")
-    if not value:
-        return
-    base = os.getcwd() if cwd is None else cwd
-    parts = [p if not p or os.path.isabs(p) else os.path.join(base, p)
-             for p in value.split(os.pathsep)]
-    env["KUBECONFIG"] = os.pathsep.join(parts)
 
 
 def find_pod(source: ClusterSource | None, environ=None) -> PodRef | None:

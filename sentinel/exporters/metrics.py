@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
+import os
 import selectors
 import socket
 import socketserver
@@ -46,8 +47,10 @@ from prometheus_client.utils import floatToGoString
 
 from sentinel.logs import LOGGER_NAME, printable
 from sentinel.probes.figures import BY_NAME, FIGURES
+from sentinel.probes.wakeups import read_pressure
 from sentinel.core.state import (
-    PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY, Event, GuardianState, MemorySample,
+    PHASE_RUNNING, PHASE_TERMINATING, REASON_KERNEL_OOM, REASON_MEMORY, Event, GuardianState,
+    MemorySample,
 )
 
 log = logging.getLogger(LOGGER_NAME)
@@ -61,7 +64,13 @@ REACTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 SAMPLE_DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                            0.1)
 # Series that exist from the start so that rate()/increase() see the first kill.
-PREPOPULATED_KILLS = ((REASON_MEMORY, "SIGTERM"), (REASON_MEMORY, "SIGKILL"))
+PREPOPULATED_KILLS = ((REASON_MEMORY, "SIGTERM"), (REASON_MEMORY, "SIGKILL"),
+                      (REASON_KERNEL_OOM, "SIGKILL"))
+# Kernel wake-ups (GuardianState.wakeups), pre-initialised like the kills.
+WAKEUP_SOURCES = ("memory_events", "pressure", "usage_threshold", "oom_notify")
+# The host's memory pressure (PSI, kernel/sched/psi.c); a cgroup v2 group has its own
+# memory.pressure, which is read instead when the workload's group is known.
+SYSTEM_PRESSURE_PATH = "/proc/pressure/memory"
 # A client that stalls (connects and sends nothing) loses its connection after
 # this many seconds instead of holding a thread.
 CLIENT_TIMEOUT_SECONDS = 10.0
@@ -105,8 +114,11 @@ class SentinelCollector(Collector):
     """
 
     def __init__(self, state: GuardianState, reaction: Histogram | None = None,
-                 sample_duration: Histogram | None = None, guardian=None) -> None:
+                 sample_duration: Histogram | None = None, guardian=None,
+                 pressure_path: str | None = SYSTEM_PRESSURE_PATH) -> None:
         self.state = state
+        # The system's PSI file, read at each scrape (about 3 us; None: not exported).
+        self.pressure_path = pressure_path
         # Parts that start after the exporter hang on the guardian, read at
         # scrape time: ``pod_state`` (sentinel.exporters.statefile: counters of earlier
         # containers of this pod) and ``k8s_events`` (the Events recorder).
@@ -175,7 +187,9 @@ class SentinelCollector(Collector):
         kills = CounterMetricFamily(
             "sentinel_kills", "Signals Sentinel sent to stop the workload, by reason "
             "(memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts "
-            "its SIGTERM and, after the grace period, its SIGKILL.",
+            "its SIGTERM and, after the grace period, its SIGKILL. reason=\"kernel_oom\" "
+            "counts workload processes the kernel's OOM killer took first (SIGKILL, not "
+            "Sentinel's; the cgroup's oom_kill counter rose).",
             labels=["workload", "reason", "signal"])
         counts = dict.fromkeys(PREPOPULATED_KILLS, 0)
         if carried is not None:  # earlier containers of this pod (--state-dir)
@@ -186,6 +200,18 @@ class SentinelCollector(Collector):
         for (reason, sig), count in sorted(counts.items()):
             kills.add_metric([workload, reason, sig], count)
         yield kills
+
+        wakeups = CounterMetricFamily(
+            "sentinel_wakeups", "Kernel notifications that made Sentinel sample at once "
+            "instead of at its next tick, by source (memory_events: cgroup v2 memory.events; "
+            "pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: "
+            "cgroup v1 OOM eventfd).", labels=["workload", "source"])
+        woke = dict.fromkeys(WAKEUP_SOURCES, 0)
+        woke.update(dict(st.wakeups))
+        for source, count in sorted(woke.items()):
+            wakeups.add_metric([workload, str(source)], count)
+        yield wakeups
+        yield from self._pressure()
 
         restarts = CounterMetricFamily(
             "sentinel_restarts", "Restarts of the workload by the restart policy (--restart).",
@@ -257,6 +283,41 @@ class SentinelCollector(Collector):
                                 labels=["version", "mode"])
         info.add_metric([st.version, st.mode], {})
         yield info
+
+
+    def _pressure(self):
+        """``sentinel_memory_pressure_stall_seconds_total{kind, scope}`` from PSI's
+        ``total`` (microseconds stalled since boot, or since the cgroup was made): the
+        cgroup's ``memory.pressure`` (scope "cgroup", v2 only) when ``state.cgroup``
+        names it, and the system's (scope "system"). A file that cannot be read (no PSI,
+        v1, a gone group) is left out; never a scrape error."""
+        paths = []
+        cgroup = dict(self.state.cgroup or {})
+        if cgroup.get("version") == 2 and cgroup.get("path"):
+            paths.append(("cgroup", os.path.join(str(cgroup["path"]), "memory.pressure")))
+        if self.pressure_path:
+            paths.append(("system", self.pressure_path))
+        family = None
+        for scope, path in paths:
+            try:
+                figures = read_pressure(path)
+            except (OSError, ValueError):
+                continue
+            for kind in ("some", "full"):
+                total = figures.get(kind, {}).get("total_seconds")
+                if total is None:
+                    continue
+                if family is None:
+                    family = CounterMetricFamily(
+                        "sentinel_memory_pressure_stall_seconds", "Time in seconds that tasks "
+                        "stalled waiting for memory (PSI total: kind some = at least one task, "
+                        "full = all non-idle tasks at once), of the workload's cgroup (scope "
+                        "cgroup, its memory.pressure) or the whole system (scope system, "
+                        "/proc/pressure/memory); read at scrape time.",
+                        labels=["kind", "scope"])
+                family.add_metric([kind, scope], total)
+        if family is not None:
+            yield family
 
 
 # Every figure but RSS is exported when the sample has it; the words come from the one

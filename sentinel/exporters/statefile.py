@@ -63,7 +63,8 @@ MAX_BYTES = 1 << 20
 # hold up Sentinel's exit for more).
 FLUSH_SECONDS = 2.0
 # The guardian events after which the counters have changed.
-_CHANGED = ("signal_sent", "kill_finished", "restart_scheduled")
+_CHANGED = ("signal_sent", "kill_finished", "restart_scheduled",
+            "kernel_oom_kill")  # counted in state.kills[("kernel_oom", "SIGKILL")]
 
 
 @dataclass

@@ -5,7 +5,8 @@ reason, the measure against the limit, the PIDs, SIGTERM and/or SIGKILL with
 the grace used, the exit code) replaces the contents of the termination-log
 file. The kubelet reads that file when the container ends and shows it as
 the container's ``lastState.terminated.message``; it keeps at most 4096
-bytes, so the summary is cut to that. Nothing is written when no kill
+bytes, so the summary is cut to that. A kernel OOM kill (``kernel_oom_kill``)
+is written too, named ``KernelOOMKill`` as its Event is. Nothing is written when no kill
 happened, so a workload's own exit leaves the file as it was.
 
 The default path, ``/dev/termination-log``, is used only when it already
@@ -22,7 +23,8 @@ import logging
 import os
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.core.state import REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, REASON_OPERATOR, Event
+from sentinel.exporters.event_bodies import kernel_oom_note
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -31,6 +33,18 @@ DEFAULT_PATH = "/dev/termination-log"
 MAX_BYTES = 4096  # what the kubelet reads of it (terminationMessagePath)
 
 _WHY = {REASON_MEMORY: "memory limit exceeded", REASON_OPERATOR: "operator request"}
+
+
+def kernel_oom_summary(fields: dict, workload: str, kills_total: int | None = None) -> str:
+    """The message for a kernel OOM kill (a ``kernel_oom_kill`` event's ``fields``),
+    named as the Event names it (``KernelOOMKill``), at most ``MAX_BYTES``."""
+    text = f"KernelOOMKill: {kernel_oom_note(fields, workload)}"
+    if kills_total:
+        text += f" Kills so far (Sentinel's and the kernel's): {kills_total}."
+    data = (text + "\n").encode()
+    if len(data) > MAX_BYTES:
+        return data[: MAX_BYTES - 4].decode(errors="ignore") + "...\n"
+    return text + "\n"
 
 
 def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
@@ -100,9 +114,15 @@ class TerminationLog:
         self._warned = False
 
     def __call__(self, event: Event) -> None:
+        if event.kind == "kernel_oom_kill":
+            self.kills += 1
+            self.write(kernel_oom_summary(event.fields, self.workload, self.kills))
+            return
         if event.kind != "kill_finished":
             return
         kill = event.fields.get("kill") or {}
+        if kill.get("reason") == REASON_KERNEL_OOM:  # written at its kernel_oom_kill
+            return
         self.kills += 1
         self.write(summary(kill, self.workload, self.kills))
 

@@ -11,7 +11,10 @@ root (the kernel shows ``/../x`` for a cgroup outside our namespace) is not visi
 On hybrid hosts the memory controller is on v1 while a cgroup2 hierarchy without it
 sits at ``/sys/fs/cgroup/unified``: the v1 memory line wins whenever its hierarchy is
 mounted. ``cgroup_root`` (``--cgroup-root``) replaces the mount point, for unusual
-mounts and fixture trees; it may also be the cgroup's directory itself.
+mounts and fixture trees; it may also be the cgroup's directory itself, but never a
+hierarchy's root group (whose usage is the whole host's; see ``_under_cgroup_root``).
+Limits (``CgroupMemory.limits``) are the kernel's effective ones: the lowest of the
+group's and its visible ancestors' (``limit_source`` says which group).
 
 Reads (``CgroupMemory.read``): descriptors kept open and read with ``pread`` at
 offset 0 (cgroupfs regenerates the file on each read at 0), as the tree probe does
@@ -38,6 +41,8 @@ MAX_COUNTER = 2**63 - 1
 # cgroup v1 shows "no limit" as PAGE_COUNTER_MAX pages in bytes: 9223372036854771712 with
 # 4 KiB pages (LONG_MAX rounded down to a page). Anything this large is unlimited.
 V1_UNLIMITED_FLOOR = 2**62
+# limit_source when v1's hierarchical limit comes from a group not visible here.
+ANCESTOR_NOT_VISIBLE = "an ancestor cgroup not visible here"
 # --max-rss auto: the share of the container's limit when none is given.
 DEFAULT_AUTO_SHARE = 0.90
 
@@ -168,10 +173,20 @@ class CgroupMemory:
     Use ``discover()`` (or ``for_pid``) to find it.
     """
 
-    def __init__(self, path: str, version: int, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, version: int, *, read_only: bool = False,
+                 top: str | None = None) -> None:
         self.path = path
         self.version = version
         self.read_only = read_only
+        # The highest directory limits() may look at for an ancestor's limit: the
+        # hierarchy's mount point here (or --cgroup-root); None: this group only.
+        self.top = top
+        # Where the last limits() found its figures: the directory of the group whose
+        # memory.max / memory.limit_in_bytes (limit_source) or memory.high (high_source)
+        # is the effective one; ANCESTOR_NOT_VISIBLE when v1's hierarchical figure is
+        # lower than every group visible here; None when there is no such limit.
+        self.limit_source: str | None = None
+        self.high_source: str | None = None
         self.errors: dict[tuple[str, str], int] = {}
         self._fds: dict[str, int] = {}
         self._last_limit: tuple[int | None, int | None] | None = None
@@ -242,12 +257,71 @@ class CgroupMemory:
 
     # -- reading ----------------------------------------------------------
     def limits(self) -> tuple[int | None, int | None]:
-        """``(limit_bytes, high_bytes)``: v2 ``memory.max``/``memory.high``, v1
-        ``memory.limit_in_bytes``/``None``; ``None`` when unlimited or unreadable.
-        Two kept-descriptor reads (about 2 us)."""
+        """``(limit_bytes, high_bytes)`` the kernel applies to this group, in bytes:
+        the lowest of its own and its ancestors' (a parent's tighter limit binds the
+        child too); ``None`` when unlimited or unreadable. Sets ``limit_source`` and
+        ``high_source`` to the group each came from.
+
+        v2: the minimum of ``memory.max`` (and, separately, of ``memory.high``) over
+        this directory and its parents up to ``top`` (the mount point), never above
+        it. v1 (no ``memory.high``): the minimum of ``memory.limit_in_bytes`` and
+        ``memory.stat``'s ``hierarchical_memory_limit`` (and its
+        ``hierarchical_memsw_limit``, memory plus swap, when lower): the kernel's own
+        minimum over every ancestor, even those above the mount's root.
+
+        Ancestors outside this cgroup namespace are not seen: with a private cgroup
+        namespace (the default on v2) the namespace root is the container's own
+        group, so on v2 a parent's limit there is invisible. A group's own limit: two
+        kept-descriptor reads (about 2 us); v1 adds ``memory.stat`` (about 20 us),
+        v2 two opens per visible parent.
+        """
         unread: list = []
-        return (self._number("max", unread, limit=True),
-                self._number("high", unread, limit=True) if self.version == 2 else None)
+        limit = self._number("max", unread, limit=True)
+        self.limit_source = self.path if limit is not None else None
+        if self.version == 1:
+            stat = self._keyed("stat", [])
+            for key in (b"hierarchical_memory_limit", b"hierarchical_memsw_limit"):
+                raw = (stat or {}).get(key)
+                value = None if raw is None or raw >= V1_UNLIMITED_FLOOR else raw
+                if value is not None and (limit is None or value < limit):
+                    limit = value
+                    self.limit_source = self._v1_ancestor_with(value)
+            self.high_source = None
+            return limit, None
+        high = self._number("high", unread, limit=True)
+        self.high_source = self.path if high is not None else None
+        for parent in self._parents():
+            up_max = _read_limit(os.path.join(parent, "memory.max"))
+            if up_max is not None and (limit is None or up_max < limit):
+                limit, self.limit_source = up_max, parent
+            up_high = _read_limit(os.path.join(parent, "memory.high"))
+            if up_high is not None and (high is None or up_high < high):
+                high, self.high_source = up_high, parent
+        return limit, high
+
+    def _parents(self) -> list[str]:
+        """This group's parent directories, nearest first, up to ``top`` included
+        (none when ``top`` is None or this directory is not under it)."""
+        if self.top is None:
+            return []
+        top = os.path.normpath(self.top)
+        here = os.path.normpath(self.path)
+        if here == top or not here.startswith(top.rstrip("/") + "/"):
+            return []
+        out = []
+        while here != top:
+            here = os.path.dirname(here)
+            out.append(here)
+        return out
+
+    def _v1_ancestor_with(self, value: int) -> str:
+        """The nearest visible v1 ancestor whose ``memory.limit_in_bytes`` or
+        ``memory.memsw.limit_in_bytes`` is ``value``, else ``ANCESTOR_NOT_VISIBLE``."""
+        for parent in self._parents():
+            for name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
+                if _read_limit(os.path.join(parent, name)) == value:
+                    return parent
+        return ANCESTOR_NOT_VISIBLE
 
     def limit_changed(self) -> bool:
         """Whether ``limits()`` differs from what the previous call (or the first)
@@ -316,6 +390,17 @@ def parse_value(raw: bytes, *, limit: bool = False) -> tuple[int | None, str | N
     return value, None
 
 
+def _read_limit(path: str) -> int | None:
+    """An ancestor's limit file (``parse_value`` with ``limit``), ``None`` when it is
+    unlimited, missing (the root group has no ``memory.max``) or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64)
+    except OSError:
+        return None
+    return parse_value(raw, limit=True)[0]
+
+
 def parse_keyed(raw: bytes) -> dict[bytes, int]:
     """``key value`` lines (memory.stat, memory.events, memory.oom_control) as a dict;
     lines whose value is not a whole number >= 0 are left out."""
@@ -350,6 +435,36 @@ def _has(directory: str, version: int) -> bool:
     return os.path.exists(os.path.join(directory, _FILES[version]["current"]))
 
 
+def _is_hierarchy_root(directory: str) -> bool:
+    """Whether ``directory`` is the root group of a cgroup hierarchy: on v1 only the
+    root has ``cgroup.sane_behavior`` (and ``release_agent``; kernel/cgroup/cgroup-v1.c,
+    CFTYPE_ONLY_ON_ROOT), on v2 the root has no ``memory.current`` (CFTYPE_NOT_ON_ROOT),
+    which ``_has`` already refuses. A cgroup namespace's root is not a hierarchy root."""
+    return os.path.exists(os.path.join(directory, "cgroup.sane_behavior"))
+
+
+def _under_cgroup_root(cgroup_root: str, rel_path: str, version: int,
+                       candidates: list[Mount]) -> CgroupMemory | None:
+    """The group ``rel_path`` names under ``--cgroup-root``, which stands for the mount
+    point of the hierarchy: the mount of this controller (``candidates``) whose root
+    holds ``rel_path`` gives the part to drop (the mount's root field), as in
+    discovery without it. ``cgroup_root`` itself is taken as the cgroup's own
+    directory only when it is not a hierarchy root (``_is_hierarchy_root``): the
+    root's usage is the whole host's, and a sidecar given the host's cgroupfs must
+    never enforce a limit on that (a target outside the tree is not found instead)."""
+    mount = next((m for m in candidates if relative_to_root(rel_path, m.root) is not None),
+                 None)
+    rel = relative_to_root(rel_path, mount.root if mount is not None else "/")
+    ro = mount.read_only if mount is not None else False
+    dirs = [os.path.join(cgroup_root, rel)] if rel is not None else []
+    if not _is_hierarchy_root(cgroup_root):
+        dirs.append(cgroup_root)  # --cgroup-root may be the cgroup's directory itself
+    for d in dirs:
+        if _has(d, version):
+            return CgroupMemory(os.path.normpath(d), version, read_only=ro, top=cgroup_root)
+    return None
+
+
 def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
     own = _read_text(f"{proc_root}/{pid}/cgroup")
     if own is None:
@@ -366,15 +481,14 @@ def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
         candidates = [m for m in mounts if m.fstype == "cgroup2"] if version == 2 else \
             [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
         if cgroup_root is not None:
-            root = candidates[0].root if candidates else "/"
-            rel = relative_to_root(rel_path, root)
-            dirs = [os.path.join(cgroup_root, rel)] if rel is not None else []
-            dirs.append(cgroup_root)  # --cgroup-root may be the cgroup's directory itself
-            ro = candidates[0].read_only if candidates else False
-            for d in dirs:
-                if _has(d, version):
-                    return _Found(CgroupMemory(os.path.normpath(d), version, read_only=ro), "")
-            tried.append(f"v{version} {rel_path} under --cgroup-root {cgroup_root}")
+            found = _under_cgroup_root(cgroup_root, rel_path, version, candidates)
+            if found is not None:
+                return _Found(found, "")
+            tried.append(f"v{version} {rel_path} under --cgroup-root {cgroup_root}"
+                         + (" (the hierarchy's root itself is never taken for the "
+                            "workload's group: it is the whole host's memory)"
+                            if _is_hierarchy_root(cgroup_root) and _has(cgroup_root, version)
+                            else ""))
             continue
         if not candidates:
             tried.append(f"v{version} {rel_path}: no {'cgroup2' if version == 2 else 'v1 memory'}"
@@ -388,7 +502,8 @@ def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
                 continue
             d = os.path.normpath(os.path.join(m.mount_point, rel))
             if _has(d, version):
-                return _Found(CgroupMemory(d, version, read_only=m.read_only), "")
+                return _Found(CgroupMemory(d, version, read_only=m.read_only,
+                                           top=m.mount_point), "")
             tried.append(f"v{version} {d} has no {_FILES[version]['current']}"
                          + (" (no memory controller in this cgroup2 hierarchy)"
                             if version == 2 else ""))
@@ -430,10 +545,17 @@ def explain_no_cgroup(pid: int | str = "self", *, proc_root: str = "/proc",
 # --max-rss auto
 # --------------------------------------------------------------------------
 
-# Sentinel's own footprint when it shares the workload's cgroup (wrapper mode): the
-# README's measured 29.4 MiB RSS while watching, rounded up to 32 MiB as the chart's
-# own allowance for Sentinel is.
+# Sentinel's own footprint when it shares the workload's cgroup (wrapper mode), which
+# --max-rss auto takes off the limit with the tree measures: the interpreter, the
+# control socket and the exporter measure about 30 MiB of RSS while watching (the
+# README's 29.4 MiB), the kubernetes client that posts Events about 24 MiB more;
+# rounded up. One definition: the chart's "sentinel.footprintMiB"
+# (charts/sentinel/templates/_helpers.tpl) uses the same numbers (tests/unit/test_cgroup.py
+# reads both). A static figure on purpose: auto is resolved before the workload is
+# spawned and before anything heavy is imported, when Sentinel's own RSS is a fraction
+# of what it will be.
 OWN_FOOTPRINT_BYTES = 32 * 1024 * 1024
+OWN_FOOTPRINT_EVENTS_BYTES = 56 * 1024 * 1024  # when Kubernetes Events may be posted
 MIN_AUTO_LIMIT_BYTES = 64_000  # settings.MIN_LIMIT_BYTES: below it any process is killed
 
 
@@ -452,7 +574,13 @@ def auto_limit(limit_bytes: int | None, high_bytes: int | None, share: float,
     base = min(limits)
     value = int(base * share) - own_bytes
     if value < MIN_AUTO_LIMIT_BYTES:
-        raise UsageError(f"--max-rss auto: {share:.0%} of the container's limit of {base} "
+        raise UsageError(f"--max-rss auto: {share_text(share)} of the container's limit of "
+                         f"{base} "
                          f"bytes, less Sentinel's own {own_bytes} bytes, leaves {value} bytes; "
                          "raise resources.limits.memory or give --max-rss a size")
     return value
+
+
+def share_text(share: float) -> str:
+    """``0.855`` -> ``"85.5%"``: an auto share as the user gave it, not rounded."""
+    return f"{round(share * 100, 6):g}%"

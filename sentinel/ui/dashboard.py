@@ -26,7 +26,7 @@ from sentinel.logs import fmt_bytes
 # lives in sentinel.control.snapshot (control may not import ui); re-exported here.
 from sentinel.control.snapshot import (  # noqa: F401
     HISTORY_POINTS, HISTORY_SECONDS, RATE_WINDOW_SECONDS, SERVER_NAMES, ProcessNames,
-    _downsample, _growth, _psutil, load_psutil, snapshot,
+    _downsample, _growth, _psutil, load_psutil, memory_figures, snapshot,
 )
 
 # Headroom thresholds for the bar and the sparkline: share of the limit used.
@@ -51,7 +51,8 @@ _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "s
                 "enforcing", "main_pid",
                 "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
-                "kills_total", "restarts", "components", "events")
+                "kills_total", "restarts", "components", "events",
+                "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes")
 
 
 class StatusAdapter:
@@ -91,6 +92,7 @@ class StatusAdapter:
         value = memory.get("measure_bytes") if live else None
         snap["measure_bytes"] = value
         snap["rss_bytes"] = memory.get("rss_bytes") if live else None
+        snap["figures"] = memory_figures(memory) if live else []
         procs = sorted(status.get("processes") or [], key=lambda p: -(p.get("rss_bytes") or 0))
         snap["process_count"] = len(procs)
         shown = []
@@ -176,6 +178,10 @@ def _killed_this_run(snap: dict) -> dict | None:
 
 
 def _kill_text(kill: dict) -> str:
+    if kill.get("reason") == "kernel_oom":  # no signal of Sentinel's: the kernel's SIGKILL
+        code = kill.get("exit_code")
+        return "kernel OOM kill (SIGKILL by the kernel, before Sentinel's limit)" + (
+            f", exit code {code}" if code is not None else "")
     how = " then ".join(kill.get("signals") or []) or "signal"
     code = kill.get("exit_code")
     return f"{kill.get('reason', '?')}: {how}" + (f", exit code {code}" if code is not None else "")
@@ -310,7 +316,7 @@ def _event_style(kind: str) -> str:
     return {"limit_crossed": "bold red", "signal_sent": "red", "kill_started": "red",
             "kill_finished": "yellow", "exited": "yellow", "restart_scheduled": "magenta",
             "spawned": "green", "enforcement_paused": "yellow", "limit_changed": "cyan",
-            "signal_forwarded": "cyan"}.get(kind, "default")
+            "signal_forwarded": "cyan", "kernel_oom_kill": "bold red"}.get(kind, "default")
 
 
 def _component_text(name: str, status: str):
@@ -326,6 +332,48 @@ def _component_text(name: str, status: str):
     text = Text(f"{name}: ", style="dim")
     text.append(short.strip() or status, style="green" if ok else "red")
     return text
+
+
+def figure_lines(snap: dict) -> list:
+    """Lines for every memory figure the sample has (labels and units from the figures
+    table; the enforcing measure marked) and, when known, the kernel's side: the cgroup
+    (version, path, limit), kernel OOM kills, wake-ups and the kernel notes."""
+    from rich.text import Text
+
+    from sentinel.control.client import cgroup_text, figure_text
+
+    lines = []
+    figures = snap.get("figures") or []
+    measure = snap.get("measure", "rss")
+    enforcing = {"rss": "rss_bytes", "pss": "pss_bytes", "uss": "uss_bytes",
+                 "working-set": "cgroup_working_set_bytes",
+                 "cgroup": "cgroup_memory_current_bytes"}.get(measure)
+    if figures:
+        row = Text("figures ", style="dim", no_wrap=True, overflow="ellipsis")
+        for i, fig in enumerate(figures):
+            if i:
+                row.append("  ")
+            row.append(figure_text(fig), style="bold" if fig.get("name") == enforcing else "")
+        lines.append(row)
+    if "cgroup" in snap or "kernel_oom_kills" in snap:
+        row = Text("cgroup ", style="dim", no_wrap=True, overflow="ellipsis")
+        notes = dict(snap.get("kernel_notes") or {})
+        row.append(cgroup_text(snap.get("cgroup"), notes))
+        oom = snap.get("kernel_oom_kills") or 0
+        row.append("  kernel OOM kills ", style="dim")
+        row.append(str(oom), style="bold red" if oom else "")
+        woke = {k: v for k, v in sorted((snap.get("wakeups") or {}).items()) if v}
+        if woke:
+            row.append("  wake-ups ", style="dim")
+            row.append(", ".join(f"{k} x{v}" for k, v in woke.items()))
+        lines.append(row)
+        for topic, text in sorted(notes.items()):
+            if topic == "cgroup" and not snap.get("cgroup"):
+                continue  # said on the cgroup line
+            note = Text(f"kernel {topic}: ", style="dim", no_wrap=True, overflow="ellipsis")
+            note.append(str(text), style="yellow")
+            lines.append(note)
+    return lines
 
 
 def render(snap: dict, *, width: int = 100, height: int | None = None,
@@ -384,6 +432,7 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     else:
         figures.append("  no limit: watching only", style="dim")
     lines.append(figures)
+    lines.extend(figure_lines(snap))
     pct = f" {frac * 100:5.1f}%" if frac is not None else ""
     bar = _bar(frac, width - len(pct) - 2)
     bar.append(pct, style=headroom_style(frac))

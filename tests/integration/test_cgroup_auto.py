@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from sentinel.config.settings import parse_settings
-from sentinel.launch import resolve_cgroup_settings
+from sentinel.launch import own_footprint_bytes, resolve_cgroup_settings
 from sentinel.errors import UsageError
-from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES
+from sentinel.exporters import k8s
+from sentinel.exporters.kubeenv import events_may_post
+from sentinel.probes.cgroup import OWN_FOOTPRINT_BYTES, OWN_FOOTPRINT_EVENTS_BYTES
 from tests.conftest import SENTINEL, clean_env, leaker
 
 MiB = 1024 * 1024
@@ -82,6 +84,90 @@ def test_nothing_to_resolve_leaves_settings_alone(tmp_path):
     assert resolve_cgroup_settings(s, proc_root=str(tmp_path / "none")) is s
 
 
+def no_cluster(tmp_path: Path) -> dict:
+    """An environment without a cluster: no service host, no $KUBECONFIG, an empty HOME."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return {"HOME": str(tmp_path / "home")}
+
+
+@pytest.mark.parametrize("argv, env, own", [
+    (["--k8s-events", "off"], {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, OWN_FOOTPRINT_BYTES),
+    (["--k8s-events", "on"], {}, OWN_FOOTPRINT_EVENTS_BYTES),
+    ([], {}, OWN_FOOTPRINT_BYTES),  # auto, no cluster: the client is never loaded
+    ([], {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, OWN_FOOTPRINT_EVENTS_BYTES),
+    (["--kubeconfig", "/nope"], {}, OWN_FOOTPRINT_EVENTS_BYTES),
+])
+def test_sentinels_own_is_56_mib_when_events_may_be_posted(tmp_path, argv, env, own):
+    proc = v2_proc(tmp_path, "1073741824\n")
+    environ = {**no_cluster(tmp_path), **env}
+    s = resolve_cgroup_settings(settings("--max-rss", "auto:50%", *argv), proc_root=str(proc),
+                                environ=environ)
+    assert s.max_rss_bytes == 512 * MiB - own
+    assert own_footprint_bytes(s, environ) == own
+
+
+def test_events_may_post_whenever_a_cluster_is_found(tmp_path):
+    # The cheap pre-spawn guess is a superset of find_cluster (events' real discovery).
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    kc = home / ".kube" / "config"
+    envs = [{"HOME": str(tmp_path)}, {"HOME": str(home)}, {"HOME": str(tmp_path),
+            "KUBECONFIG": f"/nope:{kc}"}, {"HOME": str(home), "KUBECONFIG": "/nope"},
+            {"HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "1"}]
+    kc.write_text("{}\n")
+    seen = set()
+    for env in envs:
+        found = k8s.find_cluster(None, env) is not None
+        assert events_may_post("auto", None, env) >= found, env
+        seen.add(found)
+    assert seen == {True, False}
+    assert events_may_post("off", "/x", envs[1]) is False
+
+
+@pytest.mark.parametrize("measure", ["cgroup", "working-set"])
+def test_auto_100_percent_with_a_cgroup_measure_is_refused(tmp_path, measure):
+    proc = v2_proc(tmp_path, "1073741824\n")
+    with pytest.raises(UsageError, match=f"auto:100% with --measure {measure}: the limit would "
+                       "be the kernel's own"):
+        resolve_cgroup_settings(settings("--max-rss", "auto:100%", "--measure", measure),
+                                proc_root=str(proc))
+    s = resolve_cgroup_settings(settings("--max-rss", "auto:99.5%", "--measure", measure),
+                                proc_root=str(proc))
+    assert s.max_rss_bytes == int(1024 * MiB * 0.995)
+
+
+def test_the_note_says_how_auto_was_resolved(tmp_path):
+    proc = v2_proc(tmp_path, "1073741824\n")
+    s = resolve_cgroup_settings(settings("--max-rss", "auto:85.5%"), proc_root=str(proc),
+                                environ=no_cluster(tmp_path))
+    value = int(1024 * MiB * 0.855) - 32 * MiB
+    assert s.limit_auto_note == (
+        f"--max-rss auto: cgroup v2 {tmp_path / 'cg'}: memory.max 1024 MiB from its own; "
+        f"85.5% of it, less Sentinel's own 32 MiB: limit {value / MiB:.1f} MiB ({value} bytes)")
+    high = resolve_cgroup_settings(
+        settings("--max-rss", "auto", "--measure", "cgroup"),
+        proc_root=str(v2_proc(tmp_path / "h", "max\n", "536870912\n"))).limit_auto_note
+    assert "memory.high 512 MiB from its own (a throttle, not a kill limit: the kernel " \
+           "slows the workload at memory.high and OOM-kills only at memory.max, unlimited)" \
+           in high and "nothing off for Sentinel" in high
+
+
+def test_the_note_names_the_parent_the_limit_comes_from(tmp_path):
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("0::/kubepods.slice/ctr\n")
+    (proc / "self" / "mountinfo").write_text(f"30 25 0:26 / {cg} ro - cgroup2 cgroup2 rw\n")
+    (cg / "kubepods.slice" / "ctr").mkdir(parents=True)
+    (cg / "kubepods.slice" / "memory.max").write_text(f"{512 * MiB}\n")
+    for name, text in (("memory.current", "1000\n"), ("memory.max", "max\n"),
+                       ("memory.high", "max\n")):
+        (cg / "kubepods.slice" / "ctr" / name).write_text(text)
+    s = resolve_cgroup_settings(settings("--max-rss", "auto", "--measure", "working-set"),
+                                proc_root=str(proc))
+    assert s.max_rss_bytes == int(512 * MiB * 0.9)
+    assert f"memory.max 512 MiB from {cg / 'kubepods.slice'} (a parent)" in s.limit_auto_note
+
+
 def run(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", *argv],
                           capture_output=True, text=True, timeout=60, env=clean_env(None))
@@ -133,3 +219,26 @@ def test_an_auto_limit_stops_a_leaker_and_without_one_it_runs_out(tmp_path, max_
     assert p.returncode == code, p.stderr
     if code:
         assert f'"limit_bytes": {68 * MiB}' in p.stderr, p.stderr[-2000:]
+        # Said once at start, after logging is set up: how auto was resolved.
+        assert p.stderr.count(f"--max-rss auto: cgroup v1 {root}: memory.limit_in_bytes "
+                              "200 MiB from its own; 50% of it, less Sentinel's own 32 MiB: "
+                              f"limit 68 MiB ({68 * MiB} bytes)") == 1, p.stderr[-2000:]
+
+
+def test_the_kubeconfig_fix_up_after_the_spawn_imports_only_os():
+    # launch runs it right after the spawn: it must not pull in event bodies, the core's
+    # state and the probe contract as exporters.k8s does.
+    code = ("import sys\nbefore = set(sys.modules)\n"
+            "from sentinel.exporters.kubeenv import absolute_kubeconfig_env\n"
+            "print(sorted(m for m in set(sys.modules) - before if m.startswith('sentinel')))")
+    p = subprocess.run([SENTINEL[0], "-c", code], capture_output=True, text=True, timeout=60,
+                       env=clean_env(None))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "['sentinel', 'sentinel.exporters', 'sentinel.exporters.kubeenv']"
+    assert k8s.absolute_kubeconfig_env is absolute_kubeconfig_env_of_kubeenv()
+
+
+def absolute_kubeconfig_env_of_kubeenv():
+    from sentinel.exporters.kubeenv import absolute_kubeconfig_env
+
+    return absolute_kubeconfig_env

@@ -54,20 +54,29 @@ def own_v1_group(limit_bytes: int):
             memsw.write_text(str(limit_bytes))
         yield group
     finally:
-        deadline = time.monotonic() + 10
-        while True:
-            for pid in (group / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        # Child groups first (a test's own, or podman's under --cgroup-parent): a group
+        # with children cannot be removed.
+        for d in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            _remove_group(d)
+        _remove_group(group)
+
+
+def _remove_group(group: Path) -> None:
+    """Kill the group's tasks and remove it, retrying while they leave (EBUSY)."""
+    deadline = time.monotonic() + 10
+    while True:
+        for pid in (group / "cgroup.procs").read_text().split():
             try:
-                group.rmdir()
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)  # the killed tasks are still leaving the group
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            group.rmdir()
+            break
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # the killed tasks are still leaving the group
 
 
 def _line(proc: subprocess.Popen) -> str:
@@ -107,6 +116,25 @@ def test_a_real_v1_group_is_found_read_and_its_oom_kill_counted():
             assert after.oom_kills == before.oom_kills + 1, after
             assert after.events["oom_kill"] == after.oom_kills
             mem.close()
+
+
+def test_a_real_v1_parents_limit_binds_a_child_group_without_its_own():
+    # The reviewer's case: the workload's own group unlimited, its parent 512 MiB.
+    with own_v1_group(512 * MiB) as parent:
+        ctr = parent / "ctr"
+        ctr.mkdir()
+        with subprocess.Popen(["sh", "-c", f"echo $$ > {ctr}/cgroup.procs && echo ready && "
+                               "exec cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) as child:
+            assert _line(child) == "ready"
+            mem = discover(child.pid)
+            assert (mem.version, mem.path) == (1, str(ctr))
+            assert mem.read().limit_bytes is None  # its own file: unlimited
+            assert mem.limits() == (512 * MiB, None)
+            assert mem.limit_source == str(parent)
+            assert auto_limit(*mem.limits(), 0.9, 0, version=1) == int(512 * MiB * 0.9)
+            mem.close()
+            child.stdin.close()
 
 
 WORKERS = ("import os, sys, time\n"
@@ -180,6 +208,21 @@ def test_in_a_podman_container_the_cgroup_is_found_through_the_mount_root():
     version, path, read_only, limit, current, oom_kills = json.loads(p.stdout)
     assert (version, path, read_only) == (1, "/sys/fs/cgroup/memory", True)
     assert limit == 100 * MiB and 0 < current < limit and oom_kills == 0
+
+
+def test_in_a_podman_container_auto_takes_a_parent_groups_limit():
+    # --cgroup-parent with a 512 MiB limit, no --memory: the container's own group is
+    # unlimited and its parent above the mount's root; memory.stat's hierarchical limit
+    # still says 512 MiB, and the start-up line says where it came from.
+    with own_v1_group(512 * MiB) as parent:
+        p = podman_run(f"--cgroup-parent=/{parent.name}", BASE_IMAGE, "python3", "-m",
+                       "sentinel", "run", "--max-rss", "auto", "--k8s-events", "off",
+                       "--no-metrics", "--no-socket", "--", "true")
+    assert p.returncode == 0, p.stderr
+    value = int(512 * MiB * 0.9) - 32 * MiB
+    assert ("--max-rss auto: cgroup v1 /sys/fs/cgroup/memory: memory.limit_in_bytes 512 MiB "
+            "from an ancestor not visible here (v1 hierarchical_memory_limit); 90% of it, "
+            f"less Sentinel's own 32 MiB: limit 428.8 MiB ({value} bytes)") in p.stderr
 
 
 def test_in_a_podman_container_without_a_limit_auto_is_refused():

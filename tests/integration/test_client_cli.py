@@ -52,6 +52,9 @@ def test_status_table(guarded):
     assert rows["workload"].startswith("python") and f"pid {s.pid}" in rows["sentinel"]
     assert rows["memory"].startswith("rss ") and " MiB" in rows["memory"]
     assert rows["socket"] == f"listening on {path} (mode 0600)"
+    # Every figure from the figures table, and this host's v1 cgroup.
+    assert rows["figures"].startswith("rss ") and "cgroup memory current " in rows["figures"]
+    assert rows["cgroup"].startswith("v1 /sys/fs/cgroup/memory")
     assert out.stderr == ""
 
 

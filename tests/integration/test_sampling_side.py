@@ -178,15 +178,6 @@ def test_watch_says_once_when_the_targets_cgroup_is_not_visible(start_sentinel, 
         target.wait()
 
 
-def test_run_says_once_why_no_cgroup_is_visible(start_sentinel, tmp_path):
-    s = start_sentinel([*QUIET, "--cgroup-root", str(tmp_path / "not-mounted"), "--max-rss",
-                        "1Gi", "--", PY, "-c", "print('up', flush=True)"])
-    assert s.wait(20) == 0
-    notes = [e for e in s.logs() if e.get("topic") == "cgroup"]
-    assert len(notes) == 1 and "no cgroup memory controller is visible" in notes[0]["msg"] \
-        and "--cgroup-root" in notes[0]["msg"], s.stderr()[-2000:]
-
-
 def test_a_v1_kernel_oom_wakes_sentinel_through_its_oom_notification(start_sentinel):
     # --max-rss far above the group's 64 MiB: the kernel kills the leaker (SIGKILL, 137)
     # and the group's OOM notification wakes Sentinel.

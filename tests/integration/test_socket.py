@@ -703,7 +703,7 @@ def test_a_pending_shutdown_shows_in_status_and_a_repeated_signal_is_logged(star
     # Sentinel forwards, waits for it, and says so instead of looking "running".
     import signal as sig
 
-    from sentinel.control.client import status_text
+    from sentinel.control.client import status_rows, status_text
 
     def status():
         reply = answers(sock_path)
@@ -725,3 +725,23 @@ def test_a_pending_shutdown_shows_in_status_and_a_repeated_signal_is_logged(star
                         and "again" in e["msg"]], 10, what="the repeated SIGTERM logged")
     s.signal(sig.SIGUSR1)
     assert s.wait() == 3
+
+
+def test_status_names_the_real_cgroup_and_every_figure_it_reads(start_sentinel, tmp_path):
+    # This host's memory controller is cgroup v1 (hybrid): the workload shares
+    # Sentinel's group, which `sentinel run` publishes for status and the TUI.
+    from sentinel.control.client import status_rows
+
+    path = tmp_path / "s.sock"
+    s = start_guarded(start_sentinel, path)
+    status = wait_until(lambda: (r := answers(path)) and r["status"]["memory"] and r["status"],
+                        10, what="a sample in status")
+    cgroup = status["cgroup"]
+    assert cgroup["version"] == 1 and cgroup["path"].startswith("/sys/fs/cgroup/memory")
+    assert status["memory"]["cgroup_memory_current_bytes"] > 0
+    assert status["kernel_oom_kills"] == 0
+    rows = dict(status_rows(status))
+    assert rows["cgroup"].startswith(f"v1 {cgroup['path']}")
+    assert "cgroup memory current " in rows["figures"] and rows["kernel OOM kills"] == "0"
+    s.signal(15)
+    s.wait()

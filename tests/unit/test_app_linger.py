@@ -31,3 +31,30 @@ def test_an_explicit_linger_wins(guardian):
                               {"POD_NAME": "web-0"}) == 0.0
     assert app.linger_seconds(Settings(command=("true",), linger_seconds=40.0), guardian,
                               {}) == 40.0
+
+
+# ------------------------------------------------ the cgroup published for status
+
+def test_the_probes_cgroup_is_published_and_its_absence_explained(tmp_path):
+    from types import SimpleNamespace
+
+    from sentinel.core.state import GuardianState
+
+    def fake(cgroup):
+        st = GuardianState(mode="run", workload="w", command=("w",), measure="rss",
+                           limit_bytes=None, grace_period_seconds=3.0, interval_seconds=0.1,
+                           version="t")
+        return SimpleNamespace(state=st, probe=SimpleNamespace(cgroup=cgroup))
+
+    g = fake(SimpleNamespace(version=1, path="/sys/fs/cgroup/memory/x", read_only=True))
+    app._publish_cgroup(g, Settings(command=("true",)))
+    assert g.state.cgroup == {"version": 1, "path": "/sys/fs/cgroup/memory/x", "read_only": True}
+    assert "cgroup" not in g.state.kernel_notes
+
+    # An empty directory as --cgroup-root: no memory controller there, and the note says so.
+    g = fake(None)
+    app._publish_cgroup(g, Settings(command=("true",), cgroup_root=str(tmp_path)))
+    assert g.state.cgroup == {}
+    assert g.state.kernel_notes["cgroup"].startswith(
+        "no cgroup memory controller is visible for process self")
+    assert "--cgroup-root" in g.state.kernel_notes["cgroup"]

@@ -4,6 +4,7 @@ missing files and odd values; ``auto_limit``; the figures table and its document
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import pytest
 from sentinel.errors import UsageError
 from sentinel.probes import figures
 from sentinel.probes.cgroup import (
-    CgroupMemory, auto_limit, discover, explain_no_cgroup, parse_mountinfo, parse_proc_cgroup,
-    parse_value, relative_to_root,
+    ANCESTOR_NOT_VISIBLE, OWN_FOOTPRINT_BYTES, OWN_FOOTPRINT_EVENTS_BYTES, CgroupMemory,
+    auto_limit, discover, explain_no_cgroup, parse_mountinfo, parse_proc_cgroup, parse_value,
+    relative_to_root, share_text,
 )
 from sentinel.probes.contract import MemoryProbe, Unreadable
 from sentinel.probes.tree import TreeProbe
@@ -193,6 +195,32 @@ def test_cgroup_root_overrides_the_mount_point_or_is_the_directory(tmp_path):
     assert discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "nowhere")) is None
 
 
+def test_cgroup_root_never_takes_the_hierarchy_root_for_the_workloads_group(tmp_path):
+    # A sidecar given the host's v1 memory hierarchy: its root (cgroup.sane_behavior, the
+    # whole host's usage) must not stand for a target whose group is not under it.
+    host_root = dict(V1_FILES, **{"cgroup.sane_behavior": "0\n", "cgroup.procs": "1\n"})
+    proc = build(tmp_path, proc_cgroup="4:memory:/other/ctr\n", mounts=[v1_mount()],
+                 groups={"memory": host_root})
+    root = str(tmp_path / "cg" / "memory")
+    assert discover(42, proc_root=str(proc), cgroup_root=root) is None
+    assert "the hierarchy's root itself is never taken" in explain_no_cgroup(
+        42, proc_root=str(proc), cgroup_root=root, sidecar=True)
+    (tmp_path / "cg" / "memory" / "other" / "ctr").mkdir(parents=True)
+    for name, text in V1_FILES.items():
+        (tmp_path / "cg" / "memory" / "other" / "ctr" / name).write_text(text)
+    mem = discover(42, proc_root=str(proc), cgroup_root=root)
+    assert mem.path == root + "/other/ctr" and mem.version == 1
+
+
+def test_cgroup_root_drops_the_root_of_the_mount_that_holds_the_path(tmp_path):
+    # Two cgroup2 mounts; only the second's root holds the path: its root is dropped.
+    proc = build(tmp_path, proc_cgroup="0::/kubepods/pod1/ctr\n",
+                 mounts=[v2_mount("/other"), v2_mount("/kubepods/pod1")],
+                 groups={"alt/ctr": V2_FILES})
+    mem = discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "alt"))
+    assert mem is not None and mem.path == str(tmp_path / "cg" / "alt" / "ctr")
+
+
 # -- reading ---------------------------------------------------------------
 def test_missing_files_give_none_with_a_countable_reason(tmp_path):
     files = {k: v for k, v in V2_FILES.items() if k not in ("memory.stat", "memory.events")}
@@ -307,6 +335,79 @@ def test_auto_limit_without_a_limit_says_what_to_do():
         auto_limit(None, None, 0.9, 0, version=1)
     with pytest.raises(UsageError, match="leaves .* bytes; raise resources.limits.memory"):
         auto_limit(30 * MiB, None, 0.9, 32 * MiB)
+
+
+def v1_stat(hier_limit: str = V1_UNLIMITED, memsw: str = V1_UNLIMITED) -> str:
+    return (f"cache 5\nhierarchical_memory_limit {hier_limit}\nhierarchical_memsw_limit "
+            f"{memsw}\ntotal_inactive_file 4857600\n")
+
+
+def test_v1_a_parents_tighter_limit_is_the_hierarchical_one(tmp_path):
+    # The reproduced case: the container's own v1 limit unlimited, its parent's 512 MiB.
+    own = dict(V1_FILES, **{"memory.limit_in_bytes": V1_UNLIMITED + "\n",
+                            "memory.stat": v1_stat(str(512 * MiB))})
+    parent = dict(V1_FILES, **{"memory.limit_in_bytes": f"{512 * MiB}\n"})
+    proc = build(tmp_path, proc_cgroup="4:memory:/kubepods/pod1/ctr\n", mounts=[v1_mount()],
+                 groups={"memory/kubepods/pod1": parent, "memory/kubepods/pod1/ctr": own})
+    mem = discover(42, proc_root=str(proc))
+    assert mem.limits() == (512 * MiB, None)
+    assert mem.limit_source == str(tmp_path / "cg" / "memory" / "kubepods" / "pod1")
+    assert auto_limit(*mem.limits(), 0.9, 0, version=1) == int(512 * MiB * 0.9)
+
+
+def test_v1_hierarchical_limit_from_a_group_above_the_mount_root(tmp_path):
+    # podman's host cgroupns: the mount's root is the container's group, its parent is
+    # not visible; memory.stat still gives the kernel's minimum. memsw when lower.
+    own = dict(V1_FILES, **{"memory.limit_in_bytes": f"{900 * MiB}\n",
+                            "memory.stat": v1_stat(str(600 * MiB), str(500 * MiB))})
+    proc = build(tmp_path, proc_cgroup="4:memory:/libpod_parent/libpod-abc\n",
+                 mounts=[v1_mount("/libpod_parent/libpod-abc")], groups={"memory": own})
+    mem = discover(42, proc_root=str(proc))
+    assert mem.limits() == (500 * MiB, None)
+    assert mem.limit_source == ANCESTOR_NOT_VISIBLE
+    (tmp_path / "cg" / "memory" / "memory.stat").write_text(v1_stat())  # no tighter parent
+    assert mem.limits() == (900 * MiB, None) and mem.limit_source == mem.path
+
+
+def test_v2_the_lowest_max_and_high_of_the_visible_parents(tmp_path):
+    files = dict(V2_FILES, **{"memory.max": "max\n", "memory.high": "max\n"})
+    proc = build(tmp_path, proc_cgroup="0::/kubepods.slice/pod1/ctr\n", mounts=[v2_mount()],
+                 groups={"kubepods.slice": {"memory.max": f"{512 * MiB}\n",
+                                            "memory.high": "max\n"},
+                         "kubepods.slice/pod1": {"memory.max": f"{1024 * MiB}\n",
+                                                 "memory.high": f"{400 * MiB}\n"},
+                         "kubepods.slice/pod1/ctr": files})
+    # Above the mount point: never read, however low.
+    (tmp_path / "memory.max").write_text("1048576\n")
+    mem = discover(42, proc_root=str(proc))
+    assert mem.limits() == (512 * MiB, 400 * MiB)
+    assert mem.limit_source == str(tmp_path / "cg" / "kubepods.slice")
+    assert mem.high_source == str(tmp_path / "cg" / "kubepods.slice" / "pod1")
+    assert mem.read().limit_bytes is None  # the reading is the group's own file
+
+
+def test_v2_a_private_namespace_sees_no_parent(tmp_path):
+    proc = build(tmp_path, proc_cgroup="0::/\n", mounts=[v2_mount()], groups={".": V2_FILES})
+    (tmp_path / "memory.max").write_text("1048576\n")  # the host's, outside the namespace
+    mem = discover(42, proc_root=str(proc))
+    assert mem.limits() == (209715200, None) and mem.limit_source == mem.path
+
+
+def test_the_share_is_printed_as_given():
+    assert share_text(0.855) == "85.5%" and share_text(0.9) == "90%" and share_text(1.0) == "100%"
+    with pytest.raises(UsageError, match=r"--max-rss auto: 85\.5% of the container's limit"):
+        auto_limit(30 * MiB, None, 0.855, 32 * MiB)
+
+
+def test_sentinels_own_footprint_is_the_charts():
+    helpers = (REPO / "charts/sentinel/templates/_helpers.tpl").read_text()
+    define = helpers[helpers.index('define "sentinel.footprintMiB"'):]
+    off, on = map(int, re.search(r"ternary (\d+) (\d+) \(eq \(include \"sentinel.k8sEvents\" "
+                                 r"\.\) \"off\"\)", define).groups())
+    assert (off * MiB, on * MiB) == (OWN_FOOTPRINT_BYTES, OWN_FOOTPRINT_EVENTS_BYTES)
+    values = " ".join((REPO / "charts/sentinel/values.yaml").read_text().replace("#", "").split())
+    assert f"maxRss + {off} MiB, or maxRss + {on} MiB when k8sEvents is not off" in values
+    assert f"less Sentinel's own {off} MiB ({on} MiB when k8sEvents is not off" in values
 
 
 # -- the figures table -------------------------------------------------------

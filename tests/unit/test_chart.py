@@ -54,6 +54,9 @@ MONITORING_API = "monitoring.coreos.com/v1"
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# The pre-2.0.0 defaults, spelled out: with a container memory limit the defaults
+# are now auto on working-set (see test_the_default_limit_follows_the_container).
+RSS_200MI = ("sentinel.maxRss=200Mi", "sentinel.measure=rss")
 # The docker-compose stack's files, copied into the chart by `make chart-sync`.
 SYNCED_FILES = {
     REPO / "docker" / "prometheus" / "rules" / "sentinel.rules.yml": CHART / "files" / "sentinel.rules.yml",
@@ -677,8 +680,17 @@ def test_sentinel_reads_every_variable_and_accepts_every_value(values):
     for path in values:
         merge(chart_values, yaml.safe_load(Path(path).read_text()))
     s = chart_values["sentinel"]
-    assert settings.max_rss_bytes == parse_size(s["maxRss"])
-    assert settings.measure == s["measure"]
+    # null: the mode's default (auto on working-set with a container memory limit in
+    # wrapper mode, else 200Mi on rss).
+    kernel = mode == "run" and bool(
+        ((chart_values["workload"].get("resources") or {}).get("limits") or {}).get("memory"))
+    max_rss = s["maxRss"] if s["maxRss"] is not None else ("auto" if kernel else "200Mi")
+    if max_rss.strip().lower().startswith("auto"):
+        assert settings.max_rss_bytes is None and settings.limit_auto_share == 0.9
+    else:
+        assert settings.max_rss_bytes == parse_size(max_rss)
+    assert settings.measure == (s["measure"] if s["measure"] is not None
+                                else "working-set" if kernel else "rss")
     assert settings.socket_path == "/shared/sentinel.socket"
     assert settings.state_dir == "/shared"
     assert settings.metrics_port == s["metrics"]["port"]
@@ -934,13 +946,15 @@ REJECTED = {
     "workload tag as a number": (("mode=sidecar", "workload.image.repository=app", "json:workload.image.tag=2"),
                                  "/workload/image/tag': got number, want string"),
     "image tag with a slash": (("image.tag=v1/2",), "/image/tag"),
-    "memory limit below maxRss plus Sentinel": (("workload.resources.limits.memory=210Mi",),
+    "memory limit below maxRss plus Sentinel": (("workload.resources.limits.memory=210Mi", *RSS_200MI),
         "workload.resources.limits.memory (210Mi) must be above sentinel.maxRss (200Mi) plus "
         "Sentinel's own memory in the same container (56 MiB with the Events client)"),
-    "memory limit below maxRss, events off": (("workload.resources.limits.memory=220Mi", "sentinel.k8sEvents=off"),
+    "memory limit below maxRss, events off": (("workload.resources.limits.memory=220Mi", "sentinel.k8sEvents=off",
+                                               *RSS_200MI),
         "plus Sentinel's own memory in the same container (32 MiB): else the kernel's OOM killer"),
-    "memory limit as an exponent": (("workload.resources.limits.memory=2e8",), "raise limits.memory to at least 257Mi"),
-    "cgroup measure: limit at maxRss": (("sentinel.measure=cgroup", "workload.resources.limits.memory=200Mi"),
+    "memory limit as an exponent": (("workload.resources.limits.memory=2e8", *RSS_200MI), "raise limits.memory to at least 257Mi"),
+    "cgroup measure: limit at maxRss": (("sentinel.measure=cgroup", "workload.resources.limits.memory=200Mi",
+                                         "sentinel.maxRss=200Mi"),
         "workload.resources.limits.memory (200Mi) must be above sentinel.maxRss (200Mi): else"),
     "sidecar workload limit at maxRss": (("mode=sidecar", "json:workload.resources={\"limits\":{\"memory\":\"150Mi\"}}",
                                           "sentinel.maxRss=150Mi"), "must be above sentinel.maxRss (150Mi): else"),
@@ -967,6 +981,10 @@ REJECTED = {
     "auto without a memory limit": (("sentinel.maxRss=auto",),
         "sentinel.maxRss: auto is a share of the container's memory limit, and "
         "workload.resources.limits.memory is not set"),
+    "auto:100% with a cgroup measure": (("sentinel.maxRss=auto:100%", "sentinel.measure=working-set",
+                                         "workload.resources.limits.memory=1Gi"),
+        "sentinel.maxRss: auto:100% with measure: working-set puts Sentinel's limit at the "
+        "kernel's own"),
     "auto in a sidecar": (("mode=sidecar", "sentinel.maxRss=auto:85%"),
                           "sentinel.maxRss: auto does not work in mode: sidecar yet"),
     "sidecar named like the workload": (("mode=sidecar", "workload.name=sentinel"),
@@ -1009,7 +1027,7 @@ ACCEPTED = [
     ("sentinel.measure=working-set", "workload.resources.limits.memory=201Mi"),
     ("sentinel.maxRss=auto", "workload.resources.limits.memory=512Mi"),
     ("sentinel.maxRss=auto:85%", "workload.resources.limits.memory=512Mi", "sentinel.measure=working-set"),
-    ("sentinel.maxRss=AUTO:100%", "workload.resources.limits.memory=100Mi"),
+    ("sentinel.maxRss=AUTO:100%", "workload.resources.limits.memory=100Mi", "sentinel.measure=rss"),
     ("sentinel.maxRss=auto:1", "workload.resources.limits.memory=1Gi"),
     ("workload.resources.limits.memory=1", "sentinel.maxRss="),  # no limit: nothing to compare
     ("workload.resources.limits.cpu=0.5", "workload.resources.requests.cpu=100m"),
@@ -1134,3 +1152,23 @@ def test_notes_show_status_metrics_and_events():
                    "-f", ci("native-sidecar")[0], "--set", "serviceMonitor.enabled=true").stdout
     assert "-c sentinel -- sentinel status" in sidecar and "native sidecar" in sidecar
     assert "no ServiceMonitor was created" in sidecar
+
+
+@pytest.mark.parametrize("sets, max_rss, measure", [
+    ((), "200Mi", "rss"),  # wrapper, no container limit: nothing to take a share of
+    (("workload.resources.limits.memory=512Mi",), "auto", "working-set"),
+    (("workload.resources.limits.memory=512Mi", "sentinel.maxRss=300Mi"), "300Mi", "working-set"),
+    (("workload.resources.limits.memory=512Mi", "sentinel.measure=pss"), "auto", "pss"),
+    (("mode=sidecar", "json:workload.resources={\"limits\":{\"memory\":\"512Mi\"}}"),
+     "200Mi", "rss"),  # a sidecar cannot see the workload's cgroup
+], ids=["wrapper", "wrapper with a limit", "explicit size", "explicit measure", "sidecar"])
+def test_the_default_limit_follows_the_container(sets, max_rss, measure):
+    env = literal_env(sentinel_container(pod_spec(render(sets=sets))))
+    assert (env["SENTINEL_MAX_RSS"], env["SENTINEL_MEASURE"]) == (max_rss, measure)
+
+
+def test_notes_name_the_effective_limit():
+    proc = helm("install", "demo", str(CHART), "--dry-run=client", "--namespace", "guarded",
+                "--set", "workload.resources.limits.memory=512Mi", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Limit: auto of working-set;" in proc.stdout

@@ -392,3 +392,88 @@ def test_render_says_the_sparklines_range_when_it_is_not_the_limit():
     near = text_of(snap_of(make_state(value_mib=150, limit_mib=200)))
     assert next(line for line in near.splitlines() if line.startswith("last ")) \
         .startswith("last 10.0s ▃")  # to the limit: 50 MiB of 200 MiB, a quarter
+
+
+# ------------------------------------------------------------------ the kernel's side
+
+def kernel_state() -> GuardianState:
+    """A workload under working-set with every cgroup figure, a kernel OOM kill and notes."""
+    st = make_state()
+    st.measure = "working-set"
+    st.last_sample = MemorySample(
+        at_mono=MONO, measure_bytes=250 * MiB, rss_bytes=160 * MiB,
+        processes=((4242, 100 * MiB), (4243, 60 * MiB)), duration_seconds=0.0001,
+        cgroup_memory_current_bytes=300 * MiB, cgroup_memory_max_bytes=512 * MiB,
+        cgroup_working_set_bytes=250 * MiB, cgroup_inactive_file_bytes=50 * MiB,
+        cgroup_oom_kills=1)
+    st.cgroup = {"version": 1, "path": "/sys/fs/cgroup/memory/pod1/ctr", "read_only": True}
+    st.kills[("kernel_oom", "SIGKILL")] = 1
+    st.wakeups = {"memory_events": 0, "pressure": 4}
+    st.kernel_notes = {"pressure": "PSI trigger window raised to 2 s (no CAP_SYS_RESOURCE)",
+                       "mrelease": "process_mrelease unavailable: EPERM"}
+    return st
+
+
+def test_snapshot_carries_every_figure_from_the_table_and_the_kernels_side():
+    snap = snap_of(kernel_state())
+    assert [(f["name"], f["label"], f["unit"]) for f in snap["figures"]] == [
+        ("rss_bytes", "rss", "bytes"),
+        ("cgroup_memory_current_bytes", "cgroup memory current", "bytes"),
+        ("cgroup_memory_max_bytes", "cgroup memory max", "bytes"),
+        ("cgroup_inactive_file_bytes", "cgroup inactive file", "bytes"),
+        ("cgroup_working_set_bytes", "cgroup working set", "bytes"),
+        ("cgroup_oom_kills", "cgroup oom kills", "count")]
+    assert snap["cgroup"] == {"version": 1, "path": "/sys/fs/cgroup/memory/pod1/ctr",
+                              "read_only": True, "limit_bytes": 512 * MiB, "high_bytes": None}
+    assert snap["kernel_oom_kills"] == 1
+    assert snap["wakeups"] == {"memory_events": 0, "pressure": 4}
+    assert snap["kernel_notes"]["mrelease"] == "process_mrelease unavailable: EPERM"
+    json.dumps(snap)  # served as is by `status dashboard`
+
+
+def test_render_shows_every_figure_the_cgroup_kernel_oom_kills_and_notes():
+    text = text_of(snap_of(kernel_state()), width=200)
+    assert ("figures rss 160.0 MiB  cgroup memory current 300.0 MiB  cgroup memory max 512.0 "
+            "MiB  cgroup inactive file 50.0 MiB  cgroup working set 250.0 MiB  cgroup oom "
+            "kills 1") in text
+    assert ("cgroup v1 /sys/fs/cgroup/memory/pod1/ctr (read-only), limit 512.0 MiB  kernel "
+            "OOM kills 1  wake-ups pressure x4") in text
+    assert "kernel mrelease: process_mrelease unavailable: EPERM" in text
+    assert "kernel pressure: PSI trigger window raised to 2 s (no CAP_SYS_RESOURCE)" in text
+    assert text.index("working-set 250.0 MiB of limit") < text.index("figures rss")
+
+
+def test_render_says_why_no_cgroup_is_visible():
+    st = make_state()
+    st.kernel_notes = {"cgroup": "no cgroup memory controller is visible for process self"}
+    text = text_of(snap_of(st), width=200)
+    assert ("cgroup none visible: no cgroup memory controller is visible for process self  "
+            "kernel OOM kills 0") in text
+    assert "kernel cgroup:" not in text  # said once, on the cgroup line
+
+
+def test_status_adapter_takes_the_kernels_side_from_a_plain_status_reply():
+    from sentinel.control.verbs import status_dict
+
+    st = kernel_state()
+    status = json.loads(json.dumps(status_dict(SimpleNamespace(state=st, probe=None))))
+    snap = StatusAdapter().update({"status": status}, now_wall=NOW)
+    assert [f["name"] for f in snap["figures"]] == [f["name"] for f in snap_of(st)["figures"]]
+    assert snap["kernel_oom_kills"] == 1 and snap["cgroup"]["version"] == 1
+    assert "kernel OOM kills 1" in text_of(snap, width=200)
+
+
+def test_a_kernel_oom_kill_is_named_as_such_when_the_workload_is_gone():
+    st = kernel_state()
+    st.phase, st.main_pid, st.last_exit_code = PHASE_EXITED, None, 137
+    st.last_kill = KillRecord(reason="kernel_oom", started_wall=NOW - 1, started_mono=MONO - 1,
+                              measure="working-set", value_bytes=250 * MiB,
+                              limit_bytes=460 * MiB, pids=(4242,), grace_period_seconds=3.0,
+                              exit_code=137)
+    st.events.append(Event("kernel_oom_kill", "the kernel killed pid 4242", at_wall=NOW - 1))
+    label, detail, _ = state_line(snap_of(st))
+    assert (label, detail) == ("KILLED", "kernel OOM kill (SIGKILL by the kernel, before "
+                                         "Sentinel's limit), exit code 137")
+    text = text_of(snap_of(st), width=200)
+    assert "kernel_oom_kill   the kernel killed pid 4242" in text
+    assert "kernel OOM kills 1" in text

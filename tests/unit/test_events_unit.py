@@ -516,3 +516,69 @@ def test_a_target_it_may_not_signal_is_a_warning_event():
     assert (rec.type, rec.reason, rec.action) == ("Warning", "TargetNotSignalable", "Attach")
     assert rec.note == msg
     assert schema_errors(events.events_v1_body(rec, POD, "web-1.2")) == []
+
+
+# ---------------------------------------------------------------- kernel OOM kills
+
+def kernel_oom_event(limit_bytes=60 * 2**20, cgroup_limit_bytes=64 * 2**20, delta=1,
+                     measure="rss") -> Event:
+    """What the core emits when the kernel's OOM killer took a workload process."""
+    k = KillRecord(reason="kernel_oom", started_wall=time.time(), started_mono=0.0,
+                   measure=measure, value_bytes=58 * 2**20, limit_bytes=limit_bytes,
+                   pids=(12,), grace_period_seconds=3.0, signals=[], exit_code=137)
+    return Event("kernel_oom_kill", "the kernel killed pid 12",
+                 fields={"kill": k.to_dict(), "pid": 12, "oom_kills_delta": delta,
+                         "cgroup_limit_bytes": cgroup_limit_bytes})
+
+
+def test_a_kernel_oom_kill_is_a_warning_with_its_own_reason_and_both_limits():
+    rec = events.record_for(kernel_oom_event(), "leaker")
+    assert (rec.type, rec.reason, rec.action) == ("Warning", "KernelOOMKill", "SIGKILL")
+    assert rec.note == (
+        "The kernel's OOM killer killed PID 12 of workload 'leaker' (SIGKILL, exit code 137) "
+        "because the container's cgroup hit its memory limit (64.0 MiB (67108864 bytes)) "
+        "before Sentinel's limit did (limit 60.0 MiB (62914560 bytes) on rss, last sample "
+        "58.0 MiB (60817408 bytes)). Sentinel's limit sits too close to the container's (or "
+        "its measure misses what the cgroup is charged: page cache, tmpfs, kernel memory): "
+        "lower --max-rss, or use --max-rss auto or --measure working-set so Sentinel stops "
+        "it with SIGTERM first.")
+    assert schema_errors(events.events_v1_body(rec, POD, "web-1.3")) == []
+    assert schema_errors(events.core_v1_body(rec, POD, "web-1.4"), None) == []
+
+
+def test_a_kernel_oom_kill_above_sentinels_limit_says_so_and_counts_the_rise():
+    rec = events.record_for(kernel_oom_event(limit_bytes=2**30, delta=3), "leaker")
+    assert "The cgroup's oom_kill counter rose by 3." in rec.note
+    assert "Sentinel's limit sits above the container's: lower --max-rss" in rec.note
+    rec = events.record_for(kernel_oom_event(limit_bytes=None, cgroup_limit_bytes=None), "x")
+    assert "(limit unknown)" in rec.note and "Sentinel had no limit set" in rec.note
+    assert len(rec.note.encode()) <= events.NOTE_MAX_BYTES
+
+
+def test_a_kernel_oom_kill_is_posted_to_the_api_server(tmp_path):
+    with FakeApiServer() as api:
+        r = recorder(api, tmp_path)
+        r(kernel_oom_event())
+        r.close()
+    assert r.errors_total == {}
+    [posted] = api.events()
+    assert (posted["type"], posted["reason"], posted["action"]) == (
+        "Warning", "KernelOOMKill", "SIGKILL")
+    assert posted["regarding"]["name"] == "web-1"
+    assert posted["note"].startswith("The kernel's OOM killer killed PID 12")
+
+
+def test_the_termination_message_names_a_kernel_oom_kill_once(tmp_path):
+    path = tmp_path / "termination-log"
+    writer = termlog.TerminationLog(str(path), create=True, workload="leaker")
+    ev = kernel_oom_event()
+    writer(ev)
+    text = path.read_text()
+    assert text.startswith("KernelOOMKill: The kernel's OOM killer killed PID 12 of workload "
+                           "'leaker'")
+    assert "64.0 MiB (67108864 bytes)" in text and "60.0 MiB (62914560 bytes) on rss" in text
+    assert "--max-rss auto or --measure working-set" in text
+    assert text.endswith("Kills so far (Sentinel's and the kernel's): 1.\n")
+    # A kill_finished for the same kernel kill (if the core sends one) is not a second kill.
+    writer(Event("kill_finished", "done", fields={"kill": ev.fields["kill"]}))
+    assert path.read_text() == text and writer.kills == 1

@@ -170,3 +170,12 @@ def test_provisioning_points_at_compose_prometheus_and_dashboards_mount():
     mounts = {Path(v["source"]).name: v["target"] for v in grafana["volumes"]}
     assert mounts["dashboards"] == provider["options"]["path"]
     assert mounts["provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_kernel_oom_kills_and_memory_pressure_have_panels():
+    (kernel,) = exprs(panel("Kernel OOM kills"))
+    assert 'sentinel_kills_total{workload=~"$workload", reason="kernel_oom"}' in kernel
+    assert panel("Kernel OOM kills")["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+    (psi,) = exprs(panel("Memory pressure (PSI)"))
+    assert psi.startswith("rate(sentinel_memory_pressure_stall_seconds_total[")
+    assert panel("Memory pressure (PSI)")["fieldConfig"]["defaults"]["unit"] == "percentunit"

@@ -92,3 +92,30 @@ def test_a_received_signal_goes_to_each_program_rewritten():
         assert len(late) == 1 and len(program.reports) == 3
     finally:
         loop.close()
+
+
+def test_a_handler_that_raises_loses_no_signal_of_the_batch(monkeypatch):
+    # The signalfd's batch is drained already: a failing handler must not drop the SIGCHLD
+    # behind it, or the main process stays a zombie and its status is never passed on.
+    class Broken(Recording):
+        def on_signal(self, info, target) -> bool:
+            raise RuntimeError("handler broke")
+
+    loop = asyncio.new_event_loop()
+    try:
+        init = Init(loop)
+        main = _spawn("raise SystemExit(5)")
+        program = Broken(main)
+        init.programs.append(program)
+        wait_until(lambda: os.waitid(os.P_PID, main, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                   is not None, timeout=10)
+        batch = [kernel.SignalInfo(signo=signal.SIGUSR1, pid=1, uid=0, code=0),
+                 kernel.SignalInfo(signo=signal.SIGCHLD, pid=main, uid=0, code=1)]
+        monkeypatch.setattr(kernel, "read_signals", lambda fd: batch)
+        init._sigfd = -1  # read_signals is replaced: no real signalfd is read
+        init.read_signals()
+        init._sigfd = None
+        assert ("exited", 5) in program.reports
+        assert not os.path.exists(f"/proc/{main}")
+    finally:
+        loop.close()

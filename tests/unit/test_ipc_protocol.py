@@ -362,3 +362,48 @@ def test_tunables_come_from_the_settings():
                        {"SENTINEL_SOCKET_IDLE_TIMEOUT": "250ms"})
     assert ipc._tunables(s) == {"idle_timeout": 0.25, "max_clients": 3}
     assert ipc._tunables(parse_settings("run", ["--", "app"], {})) == {}
+
+
+def test_status_shows_every_figure_the_cgroup_and_the_kernels_side():
+    from types import SimpleNamespace
+
+    from sentinel.control.verbs import status_dict
+    from sentinel.core.state import GuardianState, MemorySample
+
+    MiB = 2**20
+    st = GuardianState(mode="run", workload="app", command=("app",), measure="working-set",
+                       limit_bytes=460 * MiB, grace_period_seconds=3.0, interval_seconds=0.1,
+                       version="t", phase="running", main_pid=8)
+    st.last_sample = MemorySample(
+        at_mono=0.0, measure_bytes=250 * MiB, rss_bytes=160 * MiB,
+        processes=((8, 160 * MiB),), duration_seconds=0.0001,
+        cgroup_memory_current_bytes=300 * MiB, cgroup_memory_max_bytes=512 * MiB,
+        cgroup_memory_high_bytes=500 * MiB, cgroup_working_set_bytes=250 * MiB,
+        cgroup_inactive_file_bytes=50 * MiB, cgroup_oom_kills=2)
+    st.cgroup = {"version": 2, "path": "/sys/fs/cgroup", "read_only": True}
+    st.kills[("kernel_oom", "SIGKILL")] = 2
+    st.wakeups = {"memory_events": 3}
+    st.kernel_notes = {"oom_score_adj": "cannot lower Sentinel's oom_score_adj: EACCES"}
+    status = json.loads(json.dumps(status_dict(SimpleNamespace(state=st, probe=None))))
+    assert status["memory"]["cgroup_memory_high_bytes"] == 500 * MiB
+    assert status["memory"]["cgroup_oom_kills"] == 2
+    assert status["cgroup"] == {"version": 2, "path": "/sys/fs/cgroup", "read_only": True,
+                                "limit_bytes": 512 * MiB, "high_bytes": 500 * MiB}
+    assert status["kernel_oom_kills"] == 2 and status["wakeups"] == {"memory_events": 3}
+    rows = dict(status_rows(status))
+    assert rows["figures"] == (
+        "rss 160.0 MiB, cgroup memory current 300.0 MiB, cgroup memory max 512.0 MiB, "
+        "cgroup memory high 500.0 MiB, cgroup inactive file 50.0 MiB, cgroup working set "
+        "250.0 MiB, cgroup oom kills 2")
+    assert rows["limit"] == "460.0 MiB on working-set"
+    assert rows["cgroup"] == "v2 /sys/fs/cgroup (read-only), limit 512.0 MiB, high 500.0 MiB"
+    assert rows["kernel OOM kills"] == "2"
+    assert rows["wake-ups"] == "memory_events x3"
+    assert rows["kernel oom_score_adj"] == "cannot lower Sentinel's oom_score_adj: EACCES"
+    assert "kernel_oom SIGKILL x2" in rows["kills"]
+
+    st.cgroup, st.kernel_notes = {}, {"cgroup": "no cgroup memory controller is visible"}
+    rows = dict(status_rows(json.loads(json.dumps(
+        status_dict(SimpleNamespace(state=st, probe=None))))))
+    assert rows["cgroup"] == "none visible: no cgroup memory controller is visible"
+    assert "kernel cgroup" not in rows

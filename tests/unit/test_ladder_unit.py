@@ -179,3 +179,40 @@ def test_sigcont_after_sigterm_can_be_left_out(cont):
     lad, _ = ladder(loop, sig, continue_after_term=cont)
     lad.start()
     assert (signal.SIGCONT in sig.signals()) is cont
+
+
+def test_a_failing_sigkill_hook_never_stops_the_ladder(caplog):
+    # process_mrelease (or any hook) raising must not cost the survivors' check and the
+    # give-up: the ladder goes on to its end.
+    loop = FakeLoop()
+    sig = FakeSignaller(loop)
+
+    def broken(pids):
+        raise RuntimeError("hook broke")
+
+    lad, calls = ladder(loop, sig, grace=1.0, on_sigkill=broken)
+    lad.start()
+    loop.advance(1.01)
+    assert sig.signals()[-1] == signal.SIGKILL
+    assert "hook broke" in caplog.text
+    loop.advance(2.0)
+    assert calls[-1] == ("given_up", 1003.0, False)
+
+
+class FailingSignaller(FakeSignaller):
+    def __call__(self, sig: int) -> Reach:
+        super().__call__(sig)
+        raise OSError(9, "Bad file descriptor")
+
+
+def test_a_signaller_that_raises_still_leaves_every_later_step_scheduled():
+    loop = FakeLoop()
+    sig = FailingSignaller(loop)
+    lad, calls = ladder(loop, sig, grace=1.0)
+    with pytest.raises(OSError):
+        lad.start()  # the caller (the supervisor) logs it ...
+    with pytest.raises(OSError):
+        loop.advance(1.01)  # ... and SIGKILL still follows one grace period later
+    assert signal.SIGKILL in sig.signals()
+    loop.advance(2.0)
+    assert calls and calls[-1] == ("given_up", 1003.0, False)

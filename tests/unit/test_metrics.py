@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -28,6 +29,7 @@ from sentinel.core.state import (
 )
 
 MiB = 2**20
+PRESSURE = str(Path(__file__).parent.parent / "fixtures" / "proc" / "pressure" / "memory")
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
 
 
@@ -48,7 +50,8 @@ def busy_state() -> GuardianState:
         processes=((4242, 100 * MiB), (4243, 60 * MiB)), duration_seconds=0.0004,
         pss_bytes=150 * MiB, uss_bytes=140 * MiB, cgroup_memory_current_bytes=300 * MiB,
         cgroup_memory_max_bytes=512 * MiB, cgroup_working_set_bytes=250 * MiB,
-        cgroup_inactive_file_bytes=50 * MiB, cgroup_oom_kills=2)
+        cgroup_inactive_file_bytes=50 * MiB, cgroup_oom_kills=2,
+        cgroup_memory_high_bytes=400 * MiB)
     st.kills = {("memory_limit", "SIGTERM"): 2, ("memory_limit", "SIGKILL"): 1,
                 ("operator", "SIGTERM"): 1}
     st.restarts = 3
@@ -56,6 +59,7 @@ def busy_state() -> GuardianState:
                               measure="pss", value_bytes=201 * MiB, limit_bytes=200 * MiB,
                               pids=(4242, 4243), grace_period_seconds=3.0)
     st.sample_errors = {("smaps_rollup", "PermissionError"): 4}
+    st.wakeups = {"memory_events": 5, "pressure": 1}
     return st
 
 
@@ -78,6 +82,9 @@ sentinel_workload_cgroup_memory_current_bytes{workload="api"} 3.145728e+08
 # HELP sentinel_workload_cgroup_memory_max_bytes The cgroup's hard memory limit in bytes (v2 memory.max, v1 memory.limit_in_bytes); absent when unlimited ("max").
 # TYPE sentinel_workload_cgroup_memory_max_bytes gauge
 sentinel_workload_cgroup_memory_max_bytes{workload="api"} 5.36870912e+08
+# HELP sentinel_workload_cgroup_memory_high_bytes The cgroup's throttling limit in bytes (v2 memory.high); absent when "max" or on cgroup v1.
+# TYPE sentinel_workload_cgroup_memory_high_bytes gauge
+sentinel_workload_cgroup_memory_high_bytes{workload="api"} 4.194304e+08
 # HELP sentinel_workload_cgroup_inactive_file_bytes Inactive page cache of the workload's cgroup in bytes (memory.stat), which the kernel reclaims first.
 # TYPE sentinel_workload_cgroup_inactive_file_bytes gauge
 sentinel_workload_cgroup_inactive_file_bytes{workload="api"} 5.24288e+07
@@ -102,11 +109,22 @@ sentinel_workload_stopped{workload="api"} 0.0
 # HELP sentinel_workload_start_time_seconds Start time of the current (or last) workload process, in seconds since the Unix epoch.
 # TYPE sentinel_workload_start_time_seconds gauge
 sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09
-# HELP sentinel_kills_total Signals Sentinel sent to stop the workload, by reason (memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts its SIGTERM and, after the grace period, its SIGKILL.
+# HELP sentinel_kills_total Signals Sentinel sent to stop the workload, by reason (memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts its SIGTERM and, after the grace period, its SIGKILL. reason="kernel_oom" counts workload processes the kernel's OOM killer took first (SIGKILL, not Sentinel's; the cgroup's oom_kill counter rose).
 # TYPE sentinel_kills_total counter
+sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0
 sentinel_kills_total{reason="memory_limit",signal="SIGKILL",workload="api"} 1.0
 sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="api"} 2.0
 sentinel_kills_total{reason="operator",signal="SIGTERM",workload="api"} 1.0
+# HELP sentinel_wakeups_total Kernel notifications that made Sentinel sample at once instead of at its next tick, by source (memory_events: cgroup v2 memory.events; pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup v1 OOM eventfd).
+# TYPE sentinel_wakeups_total counter
+sentinel_wakeups_total{source="memory_events",workload="api"} 5.0
+sentinel_wakeups_total{source="oom_notify",workload="api"} 0.0
+sentinel_wakeups_total{source="pressure",workload="api"} 1.0
+sentinel_wakeups_total{source="usage_threshold",workload="api"} 0.0
+# HELP sentinel_memory_pressure_stall_seconds_total Time in seconds that tasks stalled waiting for memory (PSI total: kind some = at least one task, full = all non-idle tasks at once), of the workload's cgroup (scope cgroup, its memory.pressure) or the whole system (scope system, /proc/pressure/memory); read at scrape time.
+# TYPE sentinel_memory_pressure_stall_seconds_total counter
+sentinel_memory_pressure_stall_seconds_total{kind="some",scope="system"} 2.837291
+sentinel_memory_pressure_stall_seconds_total{kind="full",scope="system"} 1.009881
 # HELP sentinel_restarts_total Restarts of the workload by the restart policy (--restart).
 # TYPE sentinel_restarts_total counter
 sentinel_restarts_total{workload="api"} 3.0
@@ -176,12 +194,73 @@ def samples(collector: SentinelCollector) -> dict[tuple, float]:
 
 # ---------------------------------------------------------------- exposition
 def test_exposition_of_a_busy_state_is_exact():
-    c = SentinelCollector(busy_state())
+    c = SentinelCollector(busy_state(), pressure_path=PRESSURE)
     for v in (0.003, 0.2):
         c.reaction.observe(v)
     for v in (0.0004, 0.02):
         c.sample_duration.observe(v)
     assert text(c) == EXPECTED
+
+
+def test_a_kernel_oom_kill_is_counted_under_its_own_reason():
+    st = make_state(measure="working-set")
+    body = text(SentinelCollector(st, pressure_path=None))
+    # Pre-initialised, so increase() sees the first kernel OOM kill.
+    assert 'sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0' in body
+    st.kills[("kernel_oom", "SIGKILL")] = 2
+    body = text(SentinelCollector(st, pressure_path=None))
+    assert 'sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 2.0' in body
+
+
+def test_wakeups_are_counted_by_source_from_zero():
+    st = make_state()
+    got = samples(SentinelCollector(st, pressure_path=None))
+    for source in ("memory_events", "pressure", "usage_threshold", "oom_notify"):
+        assert got[("sentinel_wakeups_total", (("source", source), ("workload", "api")))] == 0
+    st.wakeups["memory_events"] = 3
+    got = samples(SentinelCollector(st, pressure_path=None))
+    assert got[("sentinel_wakeups_total", (("source", "memory_events"),
+                                           ("workload", "api")))] == 3
+
+
+def test_pressure_is_read_at_scrape_time_from_the_cgroup_and_the_system(tmp_path):
+    group = tmp_path / "pod" / "ctr"
+    group.mkdir(parents=True)
+    (group / "memory.pressure").write_text(
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=1500000\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=250000\n")
+    st = make_state()
+    st.cgroup = {"version": 2, "path": str(group), "read_only": True}
+    c = SentinelCollector(st, pressure_path=PRESSURE)
+    got = samples(c)
+    name = "sentinel_memory_pressure_stall_seconds_total"
+    assert got[(name, (("kind", "some"), ("scope", "cgroup")))] == 1.5
+    assert got[(name, (("kind", "full"), ("scope", "cgroup")))] == 0.25
+    assert got[(name, (("kind", "some"), ("scope", "system")))] == 2.837291
+    (group / "memory.pressure").write_text("some avg10=0 avg60=0 avg300=0 total=3000000\n")
+    got = samples(c)  # read again at the next scrape; a line that is gone is left out
+    assert got[(name, (("kind", "some"), ("scope", "cgroup")))] == 3.0
+    assert (name, (("kind", "full"), ("scope", "cgroup"))) not in got
+
+
+def test_unreadable_pressure_is_absent_never_a_scrape_error(tmp_path):
+    st = make_state()
+    # v1 has no memory.pressure; a gone v2 group neither; no PSI on the host either.
+    st.cgroup = {"version": 2, "path": str(tmp_path / "gone"), "read_only": False}
+    body = text(SentinelCollector(st, pressure_path=str(tmp_path / "no-psi")))
+    assert "sentinel_memory_pressure" not in body
+    assert 'sentinel_workload_up{workload="api"} 0.0' in body
+    st.cgroup = {"version": 1, "path": str(tmp_path), "read_only": False}
+    (tmp_path / "memory.pressure").write_text("some total=9000000\n")  # never read on v1
+    body = text(SentinelCollector(st, pressure_path=None))
+    assert "sentinel_memory_pressure" not in body
+
+
+def test_the_hosts_pressure_is_exported_by_default():
+    # This machine has PSI (/proc/pressure/memory): the default reads the real file.
+    got = samples(SentinelCollector(make_state()))
+    assert got[("sentinel_memory_pressure_stall_seconds_total",
+                (("kind", "some"), ("scope", "system")))] >= 0
 
 
 def test_values_are_read_at_scrape_time_not_cached():

@@ -60,12 +60,14 @@ def test_every_alert_is_tested_firing_and_not_firing():
     for group in tests["tests"]:
         for case in group.get("alert_rule_test", []):
             (firing if case["exp_alerts"] else quiet).add(case["alertname"])
-    assert set(alerts()) == {"SentinelMemoryNearLimit", "SentinelMemoryKill", "SentinelDown"}
+    assert set(alerts()) == {"SentinelMemoryNearLimit", "SentinelMemoryKill",
+                             "SentinelKernelOOMKill", "SentinelDown"}
     assert firing == set(alerts())
     assert quiet == set(alerts())
 
 
-@pytest.mark.parametrize("name", ["SentinelMemoryNearLimit", "SentinelMemoryKill", "SentinelDown"])
+@pytest.mark.parametrize("name", ["SentinelMemoryNearLimit", "SentinelMemoryKill",
+                                  "SentinelKernelOOMKill", "SentinelDown"])
 def test_alerts_carry_severity_summary_and_description(name):
     alert = alerts()[name]
     assert alert["labels"]["severity"] in ("warning", "critical")
@@ -82,3 +84,16 @@ def test_recording_rules_follow_the_level_metric_operation_form():
     for rule in rules():
         if "record" in rule:
             assert rule["record"].count(":") == 2, rule["record"]
+
+
+def test_the_kernel_oom_alert_counts_only_kernel_kills(tmp_path):
+    expr = alerts()["SentinelKernelOOMKill"]["expr"]
+    assert 'sentinel_kills_total{reason="kernel_oom"}' in expr
+    # The harness can fail: the alert on every kill reason fires for "leaky" too.
+    (tmp_path / RULES.name).write_text(
+        RULES.read_text().replace('sentinel_kills_total{reason="kernel_oom"}',
+                                  'sentinel_kills_total{signal="SIGKILL"}'))
+    (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    out = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert out.returncode != 0
+    assert "SentinelKernelOOMKill" in out.stdout + out.stderr

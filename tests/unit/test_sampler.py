@@ -3,6 +3,7 @@ functions; the supervisor (``Guardian``) and the dashboard get the same growth."
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -40,8 +41,10 @@ def test_the_4ms_floor_never_lifts_the_period_above_the_interval():
 
 def test_growth_is_the_least_squares_slope_and_none_with_too_little():
     assert sampler.growth_rate([(0.0, 0), (0.5, 50), (1.0, 100)]) == pytest.approx(100.0)
-    assert sampler.growth_rate([(0.0, 0), (1.0, 100)]) is None  # two points
-    assert sampler.growth_rate([(0.0, 0), (0.1, 10), (0.2, 20)]) is None  # 0.2 s span
+    assert sampler.growth_rate([(0.0, 0), (1.0, 100)]) == pytest.approx(100.0)  # two points
+    assert sampler.growth_rate([(0.0, 0), (0.1, 10), (0.2, 20)]) == pytest.approx(100.0)
+    assert sampler.growth_rate([(0.0, 0)]) is None  # one point
+    assert sampler.growth_rate([(1.0, 0), (1.0, 10)]) is None  # one time
     assert sampler.growth_rate([(0.0, 300), (0.5, 200), (1.0, 100)]) == pytest.approx(-200.0)
 
 
@@ -90,6 +93,21 @@ def test_sample_now_samples_at_once_and_replaces_the_pending_tick():
     assert loop.next_timer() == pytest.approx(INTERVAL)
     loop.advance(0.06)  # the old 0.6 tick is gone
     assert len(probe.samples) == before + 1
+
+
+def test_a_start_up_leak_speeds_the_sampler_up_from_the_second_sample():
+    # 1 GiB/s from the first sample against a 250 MiB limit at --interval 0.1: the crossing
+    # is ~0.23 s away. The growth must be known (and the period shortened) at the second
+    # sample; waiting for 0.5 s of history let the leak overshoot by ~65 MiB.
+    g, loop, probe = make(limit=250 * MiB, start=10 * MiB, rate=1024 * MiB)
+    loop.advance(INTERVAL)  # samples at 0.0 and 0.1
+    assert len(probe.samples) == 2
+    assert g.growth_bytes_per_second == pytest.approx(1024 * MiB, rel=0.01)
+    assert loop.next_timer() < INTERVAL
+    loop.advance(1.0)
+    assert g.sent and g.sent[0][1] == signal.SIGTERM
+    killed_at = g.state.current_kill or g.state.last_kill
+    assert killed_at.value_bytes - 250 * MiB < 16 * MiB  # overshoot, bytes
 
 
 # ---------------------------------------------------------------- relaxed_interval

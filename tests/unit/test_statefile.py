@@ -12,6 +12,7 @@ import pytest
 
 from sentinel.exporters import statefile
 from sentinel.core.state import REASON_MEMORY, GuardianState, KillRecord
+from tests.conftest import wait_until
 
 UID = "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001"
 
@@ -171,3 +172,22 @@ def test_a_write_that_fails_is_one_warning(tmp_path, caplog):
     assert warning.startswith(f"cannot write the state file {sf.path}: ") and "\n" not in warning
     assert "enforcement goes on" in warning and "--state-dir" in warning
     assert sf.write_errors_total >= 1 and not (tmp_path / statefile.FILE_NAME).exists()
+
+
+def test_a_kernel_oom_kill_is_persisted_with_the_other_kills(tmp_path):
+    from sentinel.core.state import Event
+
+    sf = statefile.StateFile(str(tmp_path), new_state(), pod_uid=UID)
+    sf.load()
+    sf.state.kills[("kernel_oom", "SIGKILL")] = 1
+    sf(Event("kernel_oom_kill", "the kernel killed pid 12"))  # the listener queues a write
+    # Written at once, not only at close(): the kernel may take Sentinel next.
+    wait_until(lambda: os.path.exists(sf.path), 5, what="the state file after the OOM kill")
+    with open(sf.path, "rb") as f:
+        doc = json.loads(f.read())
+    sf.close()
+    assert doc["counters"]["kills"] == [
+        {"labels": {"reason": "kernel_oom", "signal": "SIGKILL"}, "value": 1}]
+    again = statefile.StateFile(str(tmp_path), new_state(), pod_uid=UID)
+    again.load()
+    assert again.carried.kills == {("kernel_oom", "SIGKILL"): 1}

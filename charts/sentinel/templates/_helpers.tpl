@@ -182,6 +182,28 @@ Rounded up: 32 MiB, or 56 MiB when Events are not off.
 {{- end }}
 
 {{/*
+The effective sentinel.maxRss and sentinel.measure. null (the default) means the
+mode's default: in wrapper mode with workload.resources.limits.memory, "auto" on
+"working-set" (90 % of the container's limit, on what the kubelet evicts on and
+close to what the kernel's OOM killer judges: Sentinel stops the workload before
+either does); otherwise (no limit to take a share of, or a sidecar, which cannot
+see the workload's cgroup) "200Mi" on "rss". Argument: the root context.
+*/}}
+{{- define "sentinel.kernelDefaults" -}}
+{{- if and (eq .Values.mode "wrapper") (dig "limits" "memory" "" (.Values.workload.resources | default dict)) }}true{{ end }}
+{{- end }}
+
+{{- define "sentinel.maxRss" -}}
+{{- $v := .Values.sentinel.maxRss }}
+{{- if kindIs "invalid" $v }}{{ ternary "auto" "200Mi" (eq (include "sentinel.kernelDefaults" .) "true") }}{{ else }}{{ $v | toString }}{{ end }}
+{{- end }}
+
+{{- define "sentinel.measure" -}}
+{{- $v := .Values.sentinel.measure }}
+{{- if kindIs "invalid" $v }}{{ ternary "working-set" "rss" (eq (include "sentinel.kernelDefaults" .) "true") }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+
+{{/*
 Checks that the schema cannot express; each fails the render with the fix.
 */}}
 {{- define "sentinel.validate" -}}
@@ -200,10 +222,10 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- if ne $set 1 }}
 {{- fail "mode: sidecar needs exactly one of sidecar.target.name, sidecar.target.cmdline or sidecar.target.pid, so that `sentinel watch` knows which process to guard" }}
 {{- end }}
-{{- if has .Values.sentinel.measure (list "cgroup" "working-set") }}
-{{- fail (printf "sentinel.measure: %s does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" .Values.sentinel.measure) }}
+{{- if has (include "sentinel.measure" .) (list "cgroup" "working-set") }}
+{{- fail (printf "sentinel.measure: %s does not work in mode: sidecar: the sidecar sees its own container's cgroup, not the workload's; use rss, pss or uss, or mode: wrapper" (include "sentinel.measure" .)) }}
 {{- end }}
-{{- if regexMatch "^ *(?i:auto)" (.Values.sentinel.maxRss | toString) }}
+{{- if regexMatch "^ *(?i:auto)" (include "sentinel.maxRss" .) }}
 {{- fail "sentinel.maxRss: auto does not work in mode: sidecar yet (Sentinel resolves it against its own container's limit); give a size, or use mode: wrapper" }}
 {{- end }}
 {{- end }}
@@ -212,7 +234,7 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- fail (printf "workload.ports: port %v is sentinel.metrics.port, where Sentinel's exporter listens (every container of a pod shares its network): give the workload another port or move sentinel.metrics.port" .containerPort) }}
 {{- end }}
 {{- end }}
-{{- $s := .Values.sentinel }}
+{{- $s := merge (dict "maxRss" (include "sentinel.maxRss" .) "measure" (include "sentinel.measure" .)) (omit .Values.sentinel "maxRss" "measure") }}
 {{- $interval := include "sentinel.durationSeconds" $s.interval | float64 }}
 {{- if or (lt $interval 0.001) (gt $interval 60.0) }}
 {{- fail (printf "sentinel.interval: %v is outside Sentinel's range of 1ms to 60s; use e.g. 100ms" $s.interval) }}
@@ -223,6 +245,9 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- $auto := regexMatch "^ *(?i:auto)" ($s.maxRss | toString) }}
 {{- if and $auto (eq .Values.mode "wrapper") (not (dig "limits" "memory" "" (.Values.workload.resources | default dict))) }}
 {{- fail (printf "sentinel.maxRss: %s is a share of the container's memory limit, and workload.resources.limits.memory is not set: Sentinel would refuse to start; set workload.resources.limits.memory or give maxRss a size" $s.maxRss) }}
+{{- end }}
+{{- if and $auto (has $s.measure (list "cgroup" "working-set")) (ge (regexFind "[0-9.]+" ($s.maxRss | toString) | float64) 100.0) }}
+{{- fail (printf "sentinel.maxRss: %s with measure: %s puts Sentinel's limit at the kernel's own, which OOM-kills the workload before Sentinel can stop it: Sentinel would refuse to start; use a share below 100 %% (auto is 90 %%)" $s.maxRss $s.measure) }}
 {{- end }}
 {{- if and $s.maxRss (not $auto) }}
 {{- $maxRss := include "sentinel.sizeBytes" $s.maxRss | float64 }}
@@ -268,7 +293,7 @@ Sentinel's settings as SENTINEL_* variables plus the downward API that names
 the pod in Kubernetes Events. Argument: the root context.
 */}}
 {{- define "sentinel.env" -}}
-{{- $s := .Values.sentinel -}}
+{{- $s := merge (dict "maxRss" (include "sentinel.maxRss" .) "measure" (include "sentinel.measure" .)) (omit .Values.sentinel "maxRss" "measure") -}}
 - name: SENTINEL_WORKLOAD_NAME
   value: {{ .Values.workload.name | quote }}
 {{- if $s.maxRss }}
