@@ -132,7 +132,7 @@ class SamplingSide:
         if why is None:
             return True
         source.close()
-        self.note(key if key != "pressure" else "pressure", why + "; sampling on the tick "
+        self.note(key, why + "; sampling on the tick "
                   "for this (not an error)")
         return False
 
