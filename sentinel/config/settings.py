@@ -309,6 +309,15 @@ def parse_mode(text: str) -> int:
     return mode
 
 
+def parse_oom_score_adj_margin(text: str) -> int:
+    """An oom_score_adj margin 0-2000 (the whole -1000..1000 range). Raises ``ValueError``."""
+    t = text.strip()
+    if not t.isdigit() or int(t) > 2000:
+        raise ValueError(f"{text!r} is not a whole number 0-2000 (oom_score_adj spans "
+                         "-1000..1000; 0 leaves it alone)")
+    return int(t)
+
+
 def parse_positive_int(text: str) -> int:
     t = text.strip()
     if not t.isdigit():
@@ -367,6 +376,17 @@ class Settings:
     # what an OOM kill shows, so dashboards that count 137 catch it).
     memory_kill_exit_code: int = EXIT_MEMORY_KILL_DEFAULT
     pdeathsig: int | None = None
+    # The workload's oom_score_adj is raised to Sentinel's + this (capped at 1000) so the
+    # kernel's OOM killer picks it first; 100 (not 1000) keeps the node-level order the
+    # kubelet set by QoS class nearly intact. 0: leave oom_score_adj alone.
+    oom_score_adj_margin: int = 100
+    # During a grace period, SIGKILL early when the workload would reach the container's
+    # hard limit before it ends (sentinel.core.kernel_side); True waits the full period.
+    no_early_sigkill: bool = False
+    # At a memory kill's SIGTERM, clamp the workload's cgroup v2 memory.high to its usage
+    # for the grace period (restored after). Off by default: it needs a writable,
+    # delegated cgroup and Sentinel outside it (sentinel.core.kernel_side.clamp_high).
+    clamp_high: bool = False
     restart: str = "never"
     restart_delay_seconds: float = 1.0  # first back-off; doubles each failure
     restart_max_delay_seconds: float = 30.0  # back-off cap
@@ -459,6 +479,16 @@ OPTIONS: tuple[Opt, ...] = (
         repeat=True, modes=("run",), help="exit 0 when the workload exits with CODE (repeatable)"),
     Opt(("--memory-kill-exit-code",), "memory_kill_exit_code", parse_exit_code, metavar="CODE",
         modes=("run",), help="exit code when a memory-killed workload still exits 0 (default 137)"),
+    Opt(("--oom-score-adj-margin",), "oom_score_adj_margin", parse_oom_score_adj_margin,
+        metavar="N", help="raise the workload's oom_score_adj to Sentinel's + N, at most 1000 "
+                          "(default 100; 0: leave it alone)"),
+    Opt(("--no-early-sigkill",), "no_early_sigkill", flag=True,
+        help="wait the full grace period even when the workload would reach the container's "
+             "hard memory limit (and be OOM-killed by the kernel) before it ends"),
+    Opt(("--clamp-high",), "clamp_high", flag=True,
+        help="at a memory kill's SIGTERM, set the workload's cgroup v2 memory.high to its "
+             "usage so it cannot grow during the grace period; restored after (needs a "
+             "writable cgroup that Sentinel is not in)"),
     Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
         help="signal Sentinel receives (and forwards) when its own parent dies"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),

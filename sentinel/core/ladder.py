@@ -133,6 +133,7 @@ class Ladder:
         self.refused: dict[int, int | None] = {}
         self.grace_deadline: float | None = None  # clock() time of the SIGKILL step
         self.ended = False
+        self.early_reason: str | None = None  # why escalate_now() cut the grace short
         self._handle: Handle | None = None
 
     # ------------------------------------------------------------------ steps
@@ -165,6 +166,19 @@ class Ladder:
         (once is enough: a second is neither sent nor counted, the wait not pushed back)."""
         if self.sigkill_sent or self.ended:
             return None
+        self.cancel()
+        return self._sigkill()
+
+    def escalate_now(self, reason: str) -> Reach | None:
+        """Step 2 now, before the grace period ends, because waiting would let the kernel
+        act first (``reason``: one line saying why, kept in ``early_reason`` and in the
+        record's ``early_sigkill_reason``). ``None`` (nothing sent) once SIGKILL was sent,
+        the ladder ended, or before ``start()`` scheduled a SIGKILL."""
+        if self.sigkill_sent or self.ended or self.grace_deadline is None:
+            return None
+        self.early_reason = reason
+        if self.record is not None:
+            self.record.early_sigkill_reason = reason
         self.cancel()
         return self._sigkill()
 

@@ -290,8 +290,8 @@ class SamplingSide:
         does (a ``limit_changed`` event), less the same footprint as at start-up."""
         s = self.sup.settings
         memory = getattr(self.sup.probe, "cgroup", None)
-        if s.limit_auto_share is None or memory is None:
-            return
+        if s.limit_auto_share is None or memory is None or self.sup.state.current_kill:
+            return  # (not during a stop: --clamp-high's memory.high is no resize)
         own_now = (sample.cgroup_memory_max_bytes, sample.cgroup_memory_high_bytes)
         now = time.monotonic()
         if own_now == self._own_limits_seen and now < self._limits_next:

@@ -68,6 +68,9 @@ class KillRecord:
     # SIGKILL: uninterruptible sleep, a frozen cgroup), listed in ``survivors``.
     confirmed: bool | None = None
     survivors: list[dict] = field(default_factory=list)  # process_facts() of each
+    # Why SIGKILL came before the grace period ended because the workload would reach
+    # the container's hard limit first (sentinel.core.kernel_side.early_sigkill_reason).
+    early_sigkill_reason: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +82,7 @@ class KillRecord:
             "reached": {sig: list(pids) for sig, pids in self.reached.items()},
             "refused": [{"pid": pid, "uid": uid} for pid, uid in self.refused.items()],
             "confirmed": self.confirmed, "survivors": [dict(p) for p in self.survivors],
+            "early_sigkill_reason": self.early_sigkill_reason,
         }
 
 

@@ -38,6 +38,7 @@ from typing import Callable
 
 from sentinel.config.settings import Settings, signal_name
 from sentinel.core import fdlimit, kernel, sampler
+from sentinel.core.kernel_side import KernelSide
 from sentinel.core.init import Init, exit_code_of
 from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
 from sentinel.core.ladder import Ladder, Reach, main_reap_bound
@@ -281,6 +282,10 @@ class Supervisor:
         self.sampling_side = SamplingSide(self)
         if source is not None:
             source.bind(self)
+        # The kernel's side of a kill: oom_kill told apart, racing the hard limit,
+        # process_mrelease after SIGKILL, oom_score_adj (sentinel.core.kernel_side).
+        self.kernel_side = KernelSide(self)
+        self.sigkill_listeners.append(self.kernel_side.after_sigkill)
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, message: str, level: int = logging.INFO, **fields) -> Event:
@@ -308,6 +313,7 @@ class Supervisor:
         if self.source is not None:
             self.source.close()
         self.sampling_side.close()
+        self.kernel_side.close()
         self.probe.close()
 
     @property
@@ -357,6 +363,7 @@ class Supervisor:
         st.current_kill = None
         st.grace_deadline_mono = None
         self.sampling_side.on_run()
+        self.kernel_side.new_run(child.pid)
 
     def end_run(self) -> None:
         """The workload is gone without a status of Sentinel's (watch mode's target):
@@ -366,6 +373,7 @@ class Supervisor:
             if ladder is not None:
                 ladder.main_exited()
         self._ladder = self._cleanup_ladder = None
+        self.kernel_side.close()  # pidfds closed, memory.high restored
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
@@ -685,6 +693,9 @@ class Supervisor:
             st.last_kill = kill
             st.current_kill = None
             st.grace_deadline_mono = None
+        # The kernel's OOM killer, not Sentinel? (a SIGKILL Sentinel did not send while
+        # oom_kill rose): recorded as a kernel_oom kill, announced at ERROR.
+        self.kernel_side.main_died(status, self._ladder is not None and self._ladder.sigkill_sent)
         # kill_finished waits for the leftover sweep: the stop is over when the tree is.
         self._ending_kill = kill
         self._exit_code = self._final_code(code, kill)
@@ -909,6 +920,10 @@ class Supervisor:
         prev = self._prev
         self._prev = (sample.at_mono, value)
         self._recent.append((sample.at_mono, value))
+        self.kernel_side.on_sample(sample)
+        if st.phase == PHASE_TERMINATING and self._main_status is None and st.current_kill:
+            self.kernel_side.check_early_sigkill(sample, self._ladder,
+                                                 self.growth_bytes_per_second)
         limit = st.limit_bytes
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
                 and self._main_status is None and sample.processes):
@@ -980,6 +995,8 @@ class Supervisor:
         """The workload's ladder for ``kill``: SIGTERM (with SIGCONT) to what
         ``signal_workload`` reaches, SIGKILL to the whole tree, the main process
         waited for after it."""
+        # pidfds before any signal (a reused PID is never hit); --clamp-high's memory.high
+        self.kernel_side.ladder_starting(kill)
         return Ladder(self._ladder_signal, self.loop, clock=self._clock,
                       grace_period_seconds=kill.grace_period_seconds, record=kill,
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
@@ -1021,7 +1038,10 @@ class Supervisor:
         self._record_kill(reason, sig)
         if sig == signal.SIGKILL:
             waited = self._clock() - kill.started_mono
-            if grace > 0 and waited >= grace - 0.05:
+            if kill.early_sigkill_reason:
+                when = (f"{waited:.1f}s into the {grace:.1f}s grace period: "
+                        f"{kill.early_sigkill_reason}")
+            elif grace > 0 and waited >= grace - 0.05:
                 when = f"after the {grace:.1f}s grace period"
             elif "SIGTERM" in kill.signals:  # an operator kill cut the grace period short
                 when = f"now, {waited:.1f}s into the {grace:.1f}s grace period"

@@ -9,6 +9,15 @@ every tests/vm/guest_*.py once (module fixture). Each scenario asserts in the gu
   memory.oom.group 1 stops a leaker with SIGTERM (exit 143); memory.events oom_kill stays 0.
 - guest_kernel_oom (negative control): with --max-rss above memory.max the kernel kills the
   whole group, Sentinel included (SIGKILL), and oom_kill rises.
+- guest_kernel_oom_reported: the workload in a child group (memory.max 100 MiB, oom.group
+  1), Sentinel in a sibling with --cgroup-root naming it: the kernel's kill is reported as
+  kernel_oom, Sentinel survives and exits 137.
+- guest_early_sigkill: a leaker ignoring SIGTERM would reach memory.max within the grace
+  period; Sentinel SIGKILLs early (oom_kill 0); with --no-early-sigkill the kernel's group
+  kill takes Sentinel too.
+- guest_clamp_high: --clamp-high sets the workload's memory.high to its usage at SIGTERM
+  (Sentinel in a sibling group): it barely grows during the grace period, memory.high is
+  "max" again afterwards; without the flag it grows on.
 - guest_measure_cgroup: --measure cgroup shows memory.current/memory.max in status and
   /metrics.
 - guest_wakeup: memory.events (high) wakes Sentinel (5 s --interval) before its tick.
@@ -110,6 +119,31 @@ def test_above_memory_max_the_kernel_kills_the_group_sentinel_included(vm):
     assert f["signals_sent"] == [], f
     assert f["memory_events"]["oom_kill"] >= 1, f
     assert f["memory_events"]["oom_group_kill"] >= 1, f
+
+
+def test_a_kernel_oom_kill_of_the_workload_is_reported_as_kernel_oom(vm):
+    f = facts(vm, "guest_kernel_oom_reported")
+    assert f["sentinel_exit"] == 137 and f["signals_sent"] == [], f
+    assert f["memory_events"]["oom_kill"] >= 1, f
+    oom = f["kernel_oom_kill"]
+    assert oom["kill"]["reason"] == "kernel_oom" and oom["cgroup_limit_bytes"] == 100 * MiB
+
+
+def test_sentinel_sigkills_before_memory_max_within_the_grace_period(vm):
+    f = facts(vm, "guest_early_sigkill")
+    assert f["sentinel_exit"] == 137 and f["signals_sent"] == ["SIGTERM", "SIGKILL"], f
+    assert "hard limit 200.0 MiB" in f["early_sigkill_reason"], f
+    assert f["memory_events"]["oom_kill"] == 0, f
+    assert f["no_early_sentinel_exit"] == -9, f  # the negative control: Sentinel died too
+    assert f["no_early_memory_events"]["oom_group_kill"] >= 1, f
+
+
+def test_clamp_high_holds_the_workload_during_the_grace_period(vm):
+    f = facts(vm, "guest_clamp_high")
+    clamp, without = f["with_clamp"], f["without"]
+    assert clamp["exit"] == 137 and clamp["high_after"] == "max", f
+    assert clamp["peak"] < clamp["clamped"] + 24 * MiB, f
+    assert without["clamped"] is None and without["peak"] > clamp["peak"] + 60 * MiB, f
 
 
 def test_measure_cgroup_reads_the_v2_figures(vm):

@@ -1,0 +1,402 @@
+"""The kernel's side of a kill (issue 9): what the supervisor does about the kernel.
+
+Four duties, each a short hook in ``sentinel.core.supervisor``:
+
+- **Kernel OOM kills told apart.** The cgroup's ``oom_kill`` counter (v2
+  ``memory.events``, v1 ``memory.oom_control``; the sample's ``cgroup_oom_kills``)
+  is kept per run; when the main process dies of a SIGKILL Sentinel did not send
+  while the counter rose, ``sentinel.core.oom.classify_death`` says ``kernel_oom``
+  and a ``KillRecord(reason="kernel_oom")`` is recorded, counted and announced as a
+  ``kernel_oom_kill`` Event (logged at ERROR with the fix). A rise that the main
+  process outlives by ``OOM_RISE_SETTLE_SECONDS`` was the kernel killing another
+  process of the group: the same record, without a PID.
+- **Racing the kernel.** During a grace period, ``early_sigkill_reason`` (pure)
+  projects the cgroup's working set (usage less inactive page cache, which the kernel
+  reclaims before it kills) at the sampler's one growth estimate; when the
+  container's hard limit (``memory.max`` / ``memory.limit_in_bytes``) comes before
+  the SIGKILL, the ladder escalates now (``Ladder.escalate_now``): the kernel's
+  OOM killer would otherwise take the workload (and with ``memory.oom.group=1``
+  Sentinel too) with no report. ``--no-early-sigkill`` turns it off.
+- **process_mrelease(2) after every SIGKILL Sentinel sends**, on a pidfd of each
+  victim opened when the ladder started (a reused PID is never hit): a frozen or
+  slow victim's private memory is freed now rather than when it runs again.
+- **Self-protection.** After each spawn (and on attaching in watch mode) the
+  workload's ``oom_score_adj`` is raised to Sentinel's + ``--oom-score-adj-margin``
+  (default 100, capped at 1000), after Sentinel tried once to lower its own by the
+  margin (needs CAP_SYS_RESOURCE). With the capability, the workload keeps the value
+  the kubelet gave the container (its QoS class: Guaranteed -997, BestEffort 1000,
+  Burstable in between) and only Sentinel goes below it; without it, the workload
+  is raised by a modest margin, not to 1000, so the node-level ordering the kubelet
+  set between pods stays nearly as it was.
+
+What the kernel allowed or refused is one line each in ``GuardianState.kernel_notes``
+("oom_score_adj", "mrelease").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+from sentinel.core import kernel
+from sentinel.core.oom import KERNEL_OOM, classify_death
+from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, KillRecord
+from sentinel.logs import LOGGER_NAME, fmt_bytes
+from sentinel.probes.cgroup import discover
+from sentinel.probes.tree import status_field
+
+log = logging.getLogger(LOGGER_NAME)
+
+# A rise of oom_kill that the main process outlives this long was the kernel killing
+# another process of the group. Within it, a SIGKILL death of the main process counts
+# as the kernel's: the counter rises when the OOM killer sends its SIGKILL
+# (mm/oom_kill.c __oom_kill_process), a big victim can take a while to exit, and a
+# sample may see the rise before the death is reaped.
+OOM_RISE_SETTLE_SECONDS = 1.0
+# At most this many pidfds are opened when a ladder starts (the rest are opened right
+# after their SIGKILL): a 10,000-process tree must not exhaust RLIMIT_NOFILE.
+MAX_PIDFDS = 256
+OOM_SCORE_ADJ_MARGIN_DEFAULT = 100
+
+
+def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
+                         growth_bytes_per_second: float | None, now: float,
+                         sigkill_at: float | None) -> str | None:
+    """Why SIGKILL should come now rather than at ``sigkill_at``, or ``None``.
+
+    ``usage_bytes`` is what the kernel judges (the cgroup's ``memory.current`` /
+    ``memory.usage_in_bytes``), ``hard_limit_bytes`` its ``memory.max`` /
+    ``memory.limit_in_bytes`` (``None``: unlimited or unknown), ``growth_bytes_per_second``
+    the sampler's growth estimate (``sentinel.core.sampler.growth_rate``), ``now`` and
+    ``sigkill_at`` monotonic seconds (the ladder's ``grace_deadline``). At that rate the
+    usage reaches the hard limit in ``(limit - usage) / rate`` seconds; if that is before
+    the grace period ends, the kernel's OOM killer would act first. Pure; never raises.
+    """
+    if usage_bytes is None or hard_limit_bytes is None or sigkill_at is None:
+        return None
+    grace_left = sigkill_at - now
+    if grace_left <= 0:
+        return None  # the SIGKILL is due anyway
+    headroom = hard_limit_bytes - usage_bytes
+    if headroom <= 0:
+        return (f"the container's usage {fmt_bytes(usage_bytes)} is at its hard limit "
+                f"{fmt_bytes(hard_limit_bytes)} with {grace_left:.2f}s of the grace period left")
+    if not growth_bytes_per_second or growth_bytes_per_second <= 0:
+        return None
+    projected = headroom / growth_bytes_per_second
+    if projected >= grace_left:
+        return None
+    return (f"growing {fmt_bytes(int(growth_bytes_per_second))}/s, the workload reaches the "
+            f"container's hard limit {fmt_bytes(hard_limit_bytes)} in {projected:.2f}s, "
+            f"before the grace period ends in {grace_left:.2f}s")
+
+
+def _write(path: str, value: str) -> None:
+    # os.write on a raw fd: the kernel's EINVAL/EROFS reaches us (a buffered write hides it).
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_oom_score_adj(pid: int | str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+class KernelSide:
+    """The supervisor's kernel duties (see the module). ``supervisor`` is the
+    ``Supervisor`` it serves: its ``state``, ``settings``, ``probe``, ``emit`` and
+    clock are used; it calls the hooks below."""
+
+    def __init__(self, supervisor) -> None:
+        self.sup = supervisor
+        self._oom_base: int | None = None  # oom_kill as this run began (or last settled)
+        self._rise_at: float | None = None  # when a sample first saw it above the base
+        self._pidfds: dict[int, int] = {}  # victim pid -> pidfd, from the ladder's start
+        self.mrelease_results: dict[str, int] = {}  # kernel.MRELEASE_* -> count
+        self._own_tried = False
+        self._own_adj: int | None = None  # Sentinel's oom_score_adj after its one try
+        self._own_note = ""  # why it could not be lowered, for kernel_notes
+        self._high_saved: tuple[str, str] | None = None  # (cgroup dir, memory.high before)
+
+    # ------------------------------------------------------------------ oom_kill
+    def _cgroup(self):
+        return getattr(self.sup.probe, "cgroup", None)
+
+    def _read_oom_kills(self) -> int | None:
+        cg = self._cgroup()
+        if cg is None:
+            return None
+        try:
+            return cg.events().get("oom_kill")
+        except Exception:  # a probe bug must never lose the exit status
+            return None
+
+    def new_run(self, pid: int) -> None:
+        """A new workload process: take the counter as it is now (a direct read)
+        and protect Sentinel from the OOM killer (``protect``)."""
+        self._oom_base = self._read_oom_kills()
+        self._rise_at = None
+        self.close_pidfds()
+        self.restore_high()
+        self.protect(pid)
+
+    def on_sample(self, sample) -> None:
+        """Follow ``sample.cgroup_oom_kills``; a rise the main process outlives by
+        ``OOM_RISE_SETTLE_SECONDS`` is announced as another process's kernel OOM kill."""
+        count = sample.cgroup_oom_kills
+        if count is None:
+            return
+        if self._oom_base is None or count < self._oom_base:  # first, or the group was recreated
+            self._oom_base, self._rise_at = count, None
+            return
+        if count == self._oom_base:
+            return
+        if self._rise_at is None:
+            self._rise_at = sample.at_mono
+        elif sample.at_mono - self._rise_at >= OOM_RISE_SETTLE_SECONDS:
+            delta, self._oom_base, self._rise_at = count - self._oom_base, count, None
+            self._announce(None, delta, sample)
+
+    def main_died(self, status: int, sentinel_sent_sigkill: bool) -> KillRecord | None:
+        """The main process was reaped with ``status``: if the kernel's OOM killer
+        did it (``classify_death``), record, count and announce it and return the
+        record (also ``state.last_kill``); else ``None``."""
+        self.close()  # the workload's ladder is over: no pidfd outlives it (a restart back-off)
+        after = self._read_oom_kills()
+        last = self.sup.state.last_sample
+        if after is None and last is not None:
+            after = last.cgroup_oom_kills
+        before = self._oom_base
+        if classify_death(status, sentinel_sent_sigkill, before, after) != KERNEL_OOM:
+            return None
+        self._oom_base, self._rise_at = after, None
+        return self._announce(self.sup.state.main_pid, after - before, last)  # type: ignore
+
+    def _announce(self, pid: int | None, delta: int, sample) -> KillRecord:
+        sup, st = self.sup, self.sup.state
+        cg_limit = sample.cgroup_memory_max_bytes if sample is not None else None
+        if cg_limit is None and self._cgroup() is not None:
+            try:
+                cg_limit = self._cgroup().limits()[0]
+            except Exception:
+                cg_limit = None
+        record = KillRecord(
+            reason=REASON_KERNEL_OOM, started_wall=time.time(), started_mono=sup._clock(),
+            measure=st.measure, value_bytes=sample.measure_bytes if sample else None,
+            limit_bytes=st.limit_bytes, pids=(pid,) if pid else (), grace_period_seconds=0.0,
+            exit_code=128 + signal.SIGKILL if pid else None, confirmed=True if pid else None)
+        key = (REASON_KERNEL_OOM, "SIGKILL")
+        st.kills[key] = st.kills.get(key, 0) + 1
+        if pid:
+            st.last_kill = record
+        who = f"pid {pid}" if pid else f"{delta} process(es) of the workload (not the main one)"
+        hit = f"its limit {fmt_bytes(cg_limit)}" if cg_limit else "its limit"
+        ours = (f"Sentinel's limit {fmt_bytes(st.limit_bytes)} on {st.measure}"
+                if st.limit_bytes else "Sentinel has no limit set")
+        sup.emit("kernel_oom_kill",
+                 f"the kernel's OOM killer killed {who}: the container's cgroup hit {hit} "
+                 f"before Sentinel acted; {ours} sits too close to it or above it. Fix: lower "
+                 "--max-rss, use --max-rss auto, or --measure working-set",
+                 logging.ERROR, kill=record.to_dict(), pid=pid, oom_kills_delta=delta,
+                 cgroup_limit_bytes=cg_limit)
+        return record
+
+    # ------------------------------------------------------------------ racing the kernel
+    def check_early_sigkill(self, sample, ladder, growth: float | None) -> bool:
+        """During a grace period: SIGKILL now (``ladder.escalate_now``) when the usage
+        at ``growth`` (bytes/s) reaches the container's hard limit first. True if sent."""
+        if self.sup.settings.no_early_sigkill or ladder is None or ladder.sigkill_sent:
+            return False
+        # The working set (usage - inactive_file), not the usage: page cache fills a
+        # group up to its limit in normal operation and the kernel reclaims it before
+        # any OOM kill; a full cache must not cut a grace period short.
+        usage = sample.cgroup_working_set_bytes
+        if usage is None:
+            usage = sample.cgroup_memory_current_bytes
+        reason = early_sigkill_reason(usage, sample.cgroup_memory_max_bytes, growth,
+                                      self.sup._clock(), ladder.grace_deadline)
+        if reason is None:
+            return False
+        log.warning("SIGKILL before the grace period ends: %s (the kernel's OOM killer would "
+                    "act first; --no-early-sigkill waits the full grace period)", reason,
+                    extra={"event": "early_sigkill", "reason": reason})
+        return ladder.escalate_now(reason) is not None
+
+    # ------------------------------------------------------------------ memory.high
+    def clamp_high(self) -> None:
+        """``--clamp-high``, at a memory kill's SIGTERM: set the workload's cgroup v2
+        ``memory.high`` to its ``memory.current`` so it cannot grow while it cleans up
+        (the kernel throttles and reclaims above it: mm/memcontrol.c); ``restore_high``
+        puts the old value back. Only where it cannot hurt: cgroup v2, a writable
+        cgroupfs (delegated; a pod's is read-only: EROFS), and Sentinel outside that
+        cgroup (the sidecar layout): inside it, the throttling (up to 2 s per
+        allocation) would stall Sentinel's own SIGKILL. Otherwise one line in
+        ``kernel_notes["clamp_high"]``, once. Never raises."""
+        if not self.sup.settings.clamp_high or self._high_saved is not None:
+            return
+        cg = self._cgroup()
+        why = None
+        if cg is None or cg.version != 2:
+            why = "memory.high exists on cgroup v2 only" + (
+                f"; this cgroup is v{cg.version}" if cg is not None else
+                "; no cgroup memory controller is visible")
+        elif os.path.realpath(getattr(discover("self"), "path", "") or "/") == \
+                os.path.realpath(cg.path):
+            why = ("Sentinel runs in the workload's cgroup, where memory.high would throttle "
+                   "Sentinel's own SIGKILL too; clamp only with Sentinel outside it")
+        if why is None:
+            try:
+                with open(os.path.join(cg.path, "memory.high"), "rb") as f:
+                    old = f.read().strip().decode()
+                current = cg.read().current_bytes
+                if current is None:
+                    raise FileNotFoundError("memory.current unreadable")
+                _write(os.path.join(cg.path, "memory.high"), str(current))
+                self._high_saved = (cg.path, old)
+                log.info("memory.high clamped to %s (was %s) for the grace period: the "
+                         "workload cannot grow while it cleans up", fmt_bytes(current), old,
+                         extra={"event": "clamp_high"})
+                return
+            except OSError as exc:
+                why = (f"memory.high is not writable ({exc.strerror or exc}: a read-only "
+                       "cgroupfs, as in a pod unless privileged, or a cgroup not delegated)")
+        self._note_once("clamp_high", f"--clamp-high: not clamped: {why}")
+
+    def restore_high(self) -> None:
+        """Put back the ``memory.high`` that ``clamp_high`` replaced (once)."""
+        saved, self._high_saved = self._high_saved, None
+        if saved is None:
+            return
+        path, old = saved
+        try:
+            _write(os.path.join(path, "memory.high"), old)
+            log.info("memory.high restored to %s", old, extra={"event": "clamp_high"})
+        except OSError as exc:  # the group may be gone with its workload
+            log.debug("memory.high not restored to %s: %s", old, exc)
+
+    def _note_once(self, topic: str, note: str) -> None:
+        notes = self.sup.state.kernel_notes
+        if topic not in notes:
+            notes[topic] = note
+            log.info("%s", note, extra={"event": "kernel_note"})
+
+    # ------------------------------------------------------------------ process_mrelease
+    def ladder_starting(self, kill) -> None:
+        """A ladder for ``kill`` (a ``KillRecord``) is about to send its first signal:
+        pidfds for its PIDs, and ``clamp_high`` for a memory kill."""
+        self.open_pidfds(kill.pids)
+        if kill.reason == REASON_MEMORY:
+            self.clamp_high()
+
+    def open_pidfds(self, pids) -> None:
+        """A ladder starts: a pidfd for each of ``pids`` (up to ``MAX_PIDFDS``), so the
+        SIGKILL's process_mrelease names these processes even if a PID is reused."""
+        for pid in pids:
+            if pid in self._pidfds or len(self._pidfds) >= MAX_PIDFDS:
+                continue
+            try:
+                fd = kernel.pidfd_open(pid)
+            except OSError:  # EMFILE, ENODEV: mrelease is a bonus, never a failure
+                continue
+            if fd is not None:
+                self._pidfds[pid] = fd
+
+    def after_sigkill(self, pids: list[int]) -> None:
+        """Right after a SIGKILL reached ``pids``: process_mrelease(2) on each.
+
+        A pid without a pidfd from the ladder's start gets one now: it was just
+        SIGKILLed and is still unreaped (Sentinel reaps on this loop), and were it
+        another process with a reused PID, the kernel would refuse (EINVAL: not dying)
+        and free nothing. Synchronous: ~48 ms for 1 GiB, on purpose (freeing memory
+        under pressure comes first)."""
+        for pid in pids:
+            fd = self._pidfds.pop(pid, None)
+            if fd is None:
+                try:
+                    fd = kernel.pidfd_open(pid)
+                except OSError:
+                    fd = None
+                if fd is None:
+                    continue
+            try:
+                result = kernel.process_mrelease(fd)
+            finally:
+                os.close(fd)
+            self.mrelease_results[result] = self.mrelease_results.get(result, 0) + 1
+            if result == kernel.MRELEASE_UNAVAILABLE and "mrelease" not in \
+                    self.sup.state.kernel_notes:
+                note = ("process_mrelease(2) unavailable (a kernel before 5.15, a seccomp "
+                        "filter, or a victim sharing its memory): a killed process's memory "
+                        "is freed as it exits")
+                self.sup.state.kernel_notes["mrelease"] = note
+                log.info("%s", note, extra={"event": "kernel_note"})
+        self.close_pidfds()  # SIGKILL was the last signal: the others are not needed
+        if self.mrelease_results:
+            log.debug("process_mrelease results so far: %s", self.mrelease_results)
+
+    def close(self) -> None:
+        """Sentinel is ending (or the run): pidfds closed, memory.high restored."""
+        self.close_pidfds()
+        self.restore_high()
+
+    def close_pidfds(self) -> None:
+        for fd in self._pidfds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pidfds.clear()
+
+    # ------------------------------------------------------------------ oom_score_adj
+    def protect(self, pid: int) -> None:
+        """Make the kernel's OOM killer pick the workload ``pid`` before Sentinel.
+
+        Once: lower Sentinel's own ``oom_score_adj`` by the margin (needs
+        CAP_SYS_RESOURCE). Each time: raise ``pid``'s to Sentinel's + the margin
+        (capped at 1000; never lowered). ``--oom-score-adj-margin 0`` does nothing.
+        The outcome is one line in ``kernel_notes["oom_score_adj"]``."""
+        margin = self.sup.settings.oom_score_adj_margin
+        if not margin:
+            return
+        if self.sup.source is None and status_field(pid, b"PPid:") != os.getpid():
+            return  # run mode: only Sentinel's own child (never a PID it does not hold)
+        notes = self.sup.state.kernel_notes
+        if not self._own_tried:
+            self._own_tried = True
+            own = _read_oom_score_adj("self")
+            if own is not None:
+                wanted = max(kernel.OOM_SCORE_ADJ_MIN, own - margin)
+                err = kernel.lower_own_oom_score_adj(wanted) if wanted < own else None
+                self._own_adj = own if err else wanted
+                if err:
+                    self._own_note = "; " + err
+                    log.info("%s", err, extra={"event": "kernel_note"})
+        own = self._own_adj
+        if own is None:
+            own = _read_oom_score_adj("self")
+        if own is None:
+            return
+        target = min(kernel.OOM_SCORE_ADJ_MAX, own + margin)
+        current = _read_oom_score_adj(pid)
+        if current is not None and current >= target:
+            note = f"workload pid {pid} at oom_score_adj {current}, Sentinel at {own}"
+        else:
+            err = kernel.raise_oom_score_adj(pid, target)
+            if err:
+                log.warning("%s: the kernel's OOM killer may pick Sentinel before the "
+                            "workload", err, extra={"event": "kernel_note"})
+                note = err
+            else:
+                note = (f"workload pid {pid} raised to oom_score_adj {target}, Sentinel at "
+                        f"{own} (margin {margin})")
+        if target <= own:
+            note += "; Sentinel is already at 1000: the workload cannot be ranked above it"
+        notes["oom_score_adj"] = note + self._own_note
