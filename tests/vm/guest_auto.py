@@ -11,8 +11,11 @@ from vmlib import LEAKER, MiB, SENTINEL, Group, check, fact, finish, json_logs, 
 import subprocess
 
 with Group("auto", max_bytes=200 * MiB) as group:
-    proc = group.spawn([*SENTINEL, "run", "--max-rss", "auto", "--no-metrics", "--no-socket",
-                        "--log-format", "json", "--", "python3", LEAKER, "--rate", "50"],
+    # A 0.5 s grace: the leak would reach memory.max ~1 s after the SIGTERM, and a grace
+    # longer than that lets the kernel side cut it short with an early SIGKILL.
+    proc = group.spawn([*SENTINEL, "run", "--max-rss", "auto", "--grace-period", "500ms",
+                        "--no-metrics", "--no-socket", "--log-format", "json", "--",
+                        "python3", LEAKER, "--rate", "50"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=120)
     events, logs = group.events(), json_logs(err)

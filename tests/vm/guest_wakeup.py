@@ -5,7 +5,10 @@ Sentinel runs inside it with --measure cgroup, --max-rss 90Mi and a 5 s --interv
 a leaker growing 50 MiB/s: between two ticks the group's usage passes 90 MiB and then
 memory.high, whose "high" event (kernfs POLLPRI on memory.events) makes Sentinel sample
 at once. It sends SIGTERM well before its next tick (exit 143), says it was woken by
-memory_events, and the kernel never OOM-kills (oom_kill 0).
+memory_events, and the kernel never OOM-kills (oom_kill 0). The 1 s grace period keeps
+the kernel side's early SIGKILL out of it (the leak would reach memory.max in ~2 s, less
+than the default 3 s grace: a sample taken before the slow guest runs the leaker's
+SIGTERM handler would cut the grace short).
 """
 
 from vmlib import LEAKER, MiB, SENTINEL, Group, check, fact, finish, json_logs, signals_sent
@@ -15,7 +18,7 @@ from datetime import datetime
 with Group("wakeup", max_bytes=200 * MiB) as group:
     group.write("memory.high", str(100 * MiB))
     proc = group.spawn([*SENTINEL, "run", "--measure", "cgroup", "--max-rss", "90Mi",
-                        "--interval", "5s", "--no-metrics", "--no-socket", "--log-format",
+                        "--interval", "5s", "--grace-period", "1s", "--no-metrics", "--no-socket", "--log-format",
                         "json", "--", "python3", LEAKER, "--rate", "50", "--max", "190",
                         "--exit-at-max"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
