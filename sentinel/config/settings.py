@@ -366,6 +366,11 @@ class Settings:
     # Sampling period at rest. 0.1 s keeps the idle cost near zero; the
     # sampler samples faster as the measure nears the limit (see guardian).
     interval_seconds: float = 0.1
+    # The longest period between ticks while a kernel wake-up (v1 usage threshold,
+    # v2 memory.events with memory.high/max before the limit) covers the limit and the
+    # measure is far from it (sentinel.core.sampler.relaxed_interval). 1 s: idle cost
+    # ~10x lower than 0.1 s ticks, and the kernel's wake-up, not the tick, reacts.
+    max_interval_seconds: float = 1.0
     # SIGTERM -> SIGKILL wait. 3 s plus the workload's shutdown must fit in the
     # pod's terminationGracePeriodSeconds (30 s by default).
     grace_period_seconds: float = 3.0
@@ -466,6 +471,9 @@ OPTIONS: tuple[Opt, ...] = (
              "from /proc/self/mountinfo)"),
     Opt(("--interval",), "interval_seconds", parse_duration, metavar="DURATION",
         help="sampling period at rest (default 0.1s; faster near the limit)"),
+    Opt(("--max-interval",), "max_interval_seconds", parse_duration, metavar="DURATION",
+        help="longest sampling period while a kernel wake-up covers the limit and memory is "
+             "far from it (default 1s; never below --interval)"),
     Opt(("--grace-period",), "grace_period_seconds", parse_duration, metavar="DURATION",
         help="wait between SIGTERM and SIGKILL (default 3s)"),
     Opt(("--single-child",), "single_child", flag=True, modes=("run",),
@@ -759,6 +767,9 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     interval = values.get("interval_seconds", Settings.interval_seconds)
     if not 0.001 <= float(interval) <= 60:  # type: ignore[arg-type]
         raise UsageError(f"--interval: {interval}s is out of range; use 1ms to 60s, e.g. 100ms")
+    longest = values.get("max_interval_seconds", Settings.max_interval_seconds)
+    if not 0.001 <= float(longest) <= 60:  # type: ignore[arg-type]
+        raise UsageError(f"--max-interval: {longest}s is out of range; use 1ms to 60s, e.g. 1s")
     if values.get("socket_path") is not None and str(values["socket_path"]).strip() == "":
         raise UsageError("--socket: empty path; use e.g. /tmp/sentinel.socket or --no-socket")
     return Settings(mode=mode, **values)  # type: ignore[arg-type]

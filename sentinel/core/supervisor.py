@@ -42,6 +42,7 @@ from sentinel.core.kernel_side import KernelSide
 from sentinel.core.init import Init, exit_code_of
 from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
 from sentinel.core.ladder import Ladder, Reach, main_reap_bound
+from sentinel.core.sampling_side import SamplingSide
 from sentinel.core.spawn import Child, spawn
 from sentinel.errors import EXIT_NOT_ENDED, StateError
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -246,6 +247,7 @@ class Supervisor:
         # its cgroup v2 figures, where there are any, are Sentinel's own cgroup's.
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
                                         measure=settings.measure, root_threads=(os.getpid(),),
+                                        smaps_min_period=settings.interval_seconds,
                                         cgroup=CgroupProbe.for_pid(
                                             "self", cgroup_root=settings.cgroup_root))
         self._tty_fd = child.tty_fd if child else None
@@ -278,6 +280,8 @@ class Supervisor:
         # WatchSource): it attaches it with begin_run/end_run, answers the signals
         # Sentinel receives (on_signal), and sends signals to the tree (send).
         self.source = source
+        # Kernel wake-ups, the auto limit's re-read, the shared-pages check (issue 9).
+        self.sampling_side = SamplingSide(self)
         if source is not None:
             source.bind(self)
         # The kernel's side of a kill: oom_kill told apart, racing the hard limit,
@@ -310,6 +314,7 @@ class Supervisor:
                 ladder.cancel()
         if self.source is not None:
             self.source.close()
+        self.sampling_side.close()
         self.kernel_side.close()
         self.probe.close()
 
@@ -359,6 +364,7 @@ class Supervisor:
         st.phase = PHASE_RUNNING
         st.current_kill = None
         st.grace_deadline_mono = None
+        self.sampling_side.on_run()
         self.kernel_side.new_run(child.pid)
 
     def end_run(self) -> None:
@@ -904,6 +910,7 @@ class Supervisor:
         st.last_sample = sample
         st.sample_errors = self.probe.errors
         st.history.append((time.time(), sample.measure_bytes))
+        self.sampling_side.on_sample(sample)  # may change the limit (auto), warn (shared)
         for listener in self.sample_listeners:
             try:
                 listener(sample)
@@ -923,6 +930,13 @@ class Supervisor:
         limit = st.limit_bytes
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
                 and self._main_status is None and sample.processes):
+            if getattr(self.probe, "smaps_estimated", False):
+                # PSS/USS between two smaps reads is an estimate from RSS: read them
+                # for real before a kill (force_smaps makes the next sample do so).
+                self._prev = prev
+                self._recent.pop()
+                self.probe.force_smaps()
+                return self._take_sample()
             self._memory_kill(sample, prev)
         self._schedule_sample(self._next_interval(value, limit))
 
@@ -938,9 +952,10 @@ class Supervisor:
 
     def _next_interval(self, value: int, limit: int | None) -> float:
         """The period until the next sample: ``sampler.next_interval`` at this run's growth."""
-        return sampler.next_interval(value, limit, self.growth_bytes_per_second,
-                                     self.settings.interval_seconds,
-                                     enforcing=self.state.enforcing)
+        return sampler.relaxed_interval(
+            value, limit, self.growth_bytes_per_second, self.settings.interval_seconds,
+            self.settings.max_interval_seconds, enforcing=self.state.enforcing,
+            covered=self.sampling_side.covered(self.state.last_sample))
 
     # ------------------------------------------------------------------ the ladder
     def _record_kill(self, reason: str, sig: int) -> None:
@@ -1203,9 +1218,21 @@ class Supervisor:
         self.state.limit_bytes = limit_bytes
         self.emit("limit_changed", f"memory limit changed from {_limit_text(old)} to "
                   f"{_limit_text(limit_bytes)}", limit_bytes=limit_bytes, old_limit_bytes=old)
+        self.sampling_side.on_limit(limit_bytes)
         if self.child is not None:
             self.sample_now("limit changed")
         return f"limit {_limit_text(limit_bytes)}"
+
+    def apply_limit(self, limit_bytes: int, why: str) -> None:
+        """A new limit from Sentinel itself (``--max-rss auto`` after the container's
+        limit changed): a ``limit_changed`` event as for the ``limit`` command, the v1
+        threshold re-armed; the sample being taken applies it."""
+        old = self.state.limit_bytes
+        self.state.limit_bytes = limit_bytes
+        self.emit("limit_changed", f"memory limit changed from {_limit_text(old)} to "
+                  f"{_limit_text(limit_bytes)} ({why})", logging.WARNING,
+                  limit_bytes=limit_bytes, old_limit_bytes=old, auto=True)
+        self.sampling_side.on_limit(limit_bytes)
 
     def pause(self) -> str:
         """Stop enforcing the limit; sampling continues."""

@@ -198,8 +198,14 @@ class WatchSource:
         else:
             self._exit_poll_handle = self.loop.call_later(self.poll_seconds, self._exit_poll)
         s = self.g.settings
-        cgroup = CgroupProbe.for_pid(c.pid, cgroup_root=s.cgroup_root) \
-            if s.measure in ("cgroup", "working-set") else None
+        # The target's own cgroup (another container's, in a sidecar): its figures in
+        # every sample and its memory.events as a wake-up, where it is visible here.
+        cgroup = CgroupProbe.for_pid(c.pid, cgroup_root=s.cgroup_root)
+        if cgroup is None:
+            from sentinel.probes.cgroup import explain_no_cgroup
+
+            self.g.sampling_side.note("cgroup", explain_no_cgroup(
+                c.pid, cgroup_root=s.cgroup_root, sidecar=True))
         self._target = c
         self._attached_once = True
         self._waiting_logged = False

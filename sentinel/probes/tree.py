@@ -41,6 +41,13 @@ _SEQ_FULL = PAGE_SIZE - 256
 # the control socket and /metrics, the kubernetes client, log files) before
 # it keeps any: it keeps at most half of the soft limit minus these.
 FD_RESERVE = 128
+# PSS/USS (smaps_rollup: a page-table walk under the workload's mmap lock, ~2.3 ms per
+# 200 MiB, 9.5 ms per GiB here) is read at most so often that it takes this share of the
+# wall time: after a read that cost C seconds the next waits C / 0.05 = 20 C.
+SMAPS_MAX_SHARE = 0.05
+# ...and at most every ``smaps_min_period`` (the supervisor passes --interval). A read
+# cheaper than this (a few small processes) is not worth an estimate: read each sample.
+SMAPS_CHEAP_SECONDS = 0.0005
 # A kept descriptor costs kernel memory charged to the container's cgroup:
 # a struct file and seq_file (~0.3 KiB) plus the seq file's page-sized buffer,
 # which stays allocated once read (kmalloc-cg-4k): about 4.2 KiB each, measured
@@ -154,6 +161,11 @@ class TreeProbe:
     ``cgroup.errors``);
     ``measure`` is ``rss``, ``pss``, ``uss``, ``cgroup`` (the cgroup's usage) or
     ``working-set`` (usage minus inactive_file).
+    With ``measure`` pss/uss, ``smaps_rollup`` is read at most every
+    ``max(smaps_min_period, last cost / SMAPS_MAX_SHARE)`` seconds once a read costs
+    ``smaps_cheap_seconds`` or more; samples in between carry the last PSS/USS plus
+    RSS's growth since as the measure (``smaps_estimated`` is then True and the sample's
+    ``pss_bytes``/``uss_bytes`` are ``None``); ``force_smaps()`` makes the next one read.
     ``fd_budget`` caps the descriptors kept between samples (default: derived
     from the soft RLIMIT_NOFILE at each sample, see ``descriptor_budget()``);
     ``kept_descriptors`` is how many are kept now.
@@ -161,7 +173,9 @@ class TreeProbe:
 
     def __init__(self, root_pid: int, *, include_root: bool, measure: str = "rss",
                  proc_root: str = "/proc", root_threads: tuple[int, ...] | None = None,
-                 cgroup: "CgroupProbe | None" = None, fd_budget: int | None = None) -> None:
+                 cgroup: "CgroupProbe | None" = None, fd_budget: int | None = None,
+                 smaps_min_period: float = 0.0,
+                 smaps_cheap_seconds: float = SMAPS_CHEAP_SECONDS) -> None:
         self.root_pid = root_pid
         self.include_root = include_root
         self.measure = measure
@@ -174,6 +188,14 @@ class TreeProbe:
         self._fixed_budget = fd_budget
         self._budget = fd_budget if fd_budget is not None else descriptor_budget()
         self.kept_descriptors = 0
+        # PSS/USS at most every last cost / SMAPS_MAX_SHARE seconds (see sample()):
+        # smaps_rollup costs ~2.3 ms per 200 MiB and holds the workload's mmap lock.
+        self._smaps_next = 0.0  # monotonic time of the next allowed smaps read
+        self.smaps_min_period = smaps_min_period
+        self.smaps_cheap_seconds = smaps_cheap_seconds
+        self._smaps_base: tuple[int, int, int] | None = None  # (rss, pss, uss) then
+        self.smaps_estimated = False  # the last sample's PSS/USS is an estimate
+        self._last_enforced: int | None = None  # the last good cgroup measure, bytes
 
     # -- descriptors ------------------------------------------------------
     def _node(self, pid: int) -> _Node | None:
@@ -339,7 +361,9 @@ class TreeProbe:
         self._unread = []
         seen: set[int] = set()
         processes: list[tuple[int, int]] = []
-        want_smaps = self.measure in ("pss", "uss")
+        want_smaps = self.measure in ("pss", "uss") and (
+            self._smaps_base is None or time.monotonic() >= self._smaps_next)
+        t_smaps = 0.0  # what the smaps reads of this walk cost, seconds
         pss_total = uss_total = 0
         smaps_unknown = False  # some process's PSS/USS could not be read
         stack = [self.root_pid]
@@ -364,7 +388,9 @@ class TreeProbe:
             if counted:
                 processes.append((pid, max(rss, 0)))  # unreadable (-1): its children still count
                 if want_smaps:
+                    t1 = time.perf_counter()
                     rollup = self.smaps_rollup(pid)
+                    t_smaps += time.perf_counter() - t1
                     if rollup is not None and rollup[0] is None:
                         # Unknown: the measure counts its RSS (PSS and USS never exceed
                         # it), the sample reports no PSS/USS, and the error is counted.
@@ -392,21 +418,55 @@ class TreeProbe:
             for file, reason in cg.unreadable:
                 self._unread.append(Unreadable(0, FIGURE_OF_FILE.get(file, file), reason))
         # --measure cgroup is the cgroup's usage (memory.current / memory.usage_in_bytes),
-        # working-set the kubelet's working set; until the wiring refuses a cgroup that
-        # became unreadable, an unknown cgroup figure falls back to the tree's RSS.
+        # working-set the kubelet's working set.
         cg_measure = {"cgroup": "cgroup_memory_current_bytes",
                       "working-set": "cgroup_working_set_bytes"}.get(self.measure)
+        pss_out = uss_out = None
+        self.smaps_estimated = False
+        if self.measure in ("pss", "uss"):
+            if want_smaps:
+                # The next read waits until this one is under SMAPS_MAX_SHARE of the wall
+                # time; in between the figures follow RSS (below).
+                self._smaps_next = 0.0 if t_smaps < self.smaps_cheap_seconds else \
+                    time.monotonic() + max(self.smaps_min_period, t_smaps / SMAPS_MAX_SHARE)
+                self._smaps_base = (rss_total, pss_total, uss_total)
+                if not smaps_unknown:
+                    pss_out, uss_out = pss_total, uss_total
+            else:
+                # Between reads: the last PSS/USS plus RSS's growth since. New resident
+                # pages count in full (an upper bound on what they add to PSS/USS), so
+                # growth is never missed; a kill on such an estimate is preceded by a
+                # real read (force_smaps(), the supervisor's _take_sample).
+                base_rss, base_pss, base_uss = self._smaps_base  # type: ignore[misc]
+                grown = rss_total - base_rss
+                pss_total, uss_total = max(0, base_pss + grown), max(0, base_uss + grown)
+                self.smaps_estimated = True
         if self.measure == "pss":
             measure = pss_total
         elif self.measure == "uss":
             measure = uss_total
         elif cg_measure is not None and fields.get(cg_measure) is not None:
             measure = fields[cg_measure]  # type: ignore[assignment]
+            self._last_enforced = measure
+        elif cg_measure is not None:
+            # The enforcing figure is unreadable (or no cgroup is visible): never a silent
+            # switch to another figure. Counted in errors (the supervisor's sampling
+            # health says it once, loudly); meanwhile the last good figure stands, raised
+            # to the tree's RSS if that is more, so growth is still stopped.
+            files = [f for f, _ in cg.unreadable] if cg is not None else []
+            reasons = [r for _, r in cg.unreadable] if cg is not None else []
+            key = (files[0] if files else "cgroup", reasons[0] if reasons else "missing")
+            self.errors[key] = self.errors.get(key, 0) + 1
+            measure = max(self._last_enforced or 0, rss_total)
         else:
             measure = rss_total
         return MemorySample(
             at_mono=time.monotonic(), measure_bytes=measure, rss_bytes=rss_total,
             processes=tuple(processes), duration_seconds=time.perf_counter() - t0,
-            pss_bytes=pss_total if want_smaps and not smaps_unknown else None,
-            uss_bytes=uss_total if want_smaps and not smaps_unknown else None,
+            pss_bytes=pss_out, uss_bytes=uss_out,
             unreadable=tuple(self._unread), **fields)  # type: ignore[arg-type]
+
+    def force_smaps(self) -> None:
+        """Read PSS/USS in the next ``sample()`` whatever the last read cost (before a
+        kill decided on an estimate)."""
+        self._smaps_next = 0.0

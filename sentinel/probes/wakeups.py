@@ -302,16 +302,31 @@ class UsageThreshold(_EventControl):
     def rearm(self, threshold_bytes: int) -> str | None:
         """Register at ``threshold_bytes`` instead; an error text (the old stays), or ``None``."""
         try:
-            new = self._register(f" {int(threshold_bytes)}")
+            new = self.register_at(threshold_bytes)
         except OSError as exc:
-            return _unavailable("cgroup v1 usage threshold", self.cgroup_dir
-                                + "/cgroup.event_control", exc)
+            return self.why(exc)
+        self.adopt(new, threshold_bytes)
+        return None
+
+    def register_at(self, threshold_bytes: int) -> int:
+        """A new eventfd registered at ``threshold_bytes`` (not yet in use: ``adopt``).
+        Blocks in the kernel's ``synchronize_rcu()`` (~5 ms): safe to call from a helper
+        thread, as it touches nothing of this object. Raises ``OSError``."""
+        return self._register(f" {int(threshold_bytes)}")
+
+    def why(self, exc: OSError) -> str:
+        """The one-line reason a registration failed."""
+        return _unavailable("cgroup v1 usage threshold", self.cgroup_dir
+                            + "/cgroup.event_control", exc)
+
+    def adopt(self, new: int, threshold_bytes: int) -> None:
+        """Use ``new`` (from ``register_at``) from now on; the old eventfd is closed (the
+        kernel drops its registration). On the loop's thread."""
         old, self.fd, self.threshold_bytes = self.fd, new, threshold_bytes
         if self._owner is not None:
             self._owner._replace_fd(self, old)
         if old >= 0:
             os.close(old)
-        return None
 
     def ready(self, _events: int = 0) -> Wakeup | None:
         if not self._drain():

@@ -20,6 +20,8 @@ every tests/vm/guest_*.py once (module fixture). Each scenario asserts in the gu
   "max" again afterwards; without the flag it grows on.
 - guest_measure_cgroup: --measure cgroup shows memory.current/memory.max in status and
   /metrics.
+- guest_wakeup: memory.events (high) wakes Sentinel (5 s --interval) before its tick.
+- guest_auto: --max-rss auto stops the leaker before the kernel; without a limit, refused.
 
 A new scenario is one file in tests/vm/ (see tests/vm/vmlib.py); it is picked up here
 without changes. `make vm-test` runs this file. Cost: about 20 s of boot plus about 15 s
@@ -151,6 +153,22 @@ def test_measure_cgroup_reads_the_v2_figures(vm):
     assert memory["cgroup_memory_current_bytes"] >= 20 * MiB, memory
     assert memory["measure_bytes"] == memory["cgroup_working_set_bytes"], memory
     assert f["sentinel_exit"] == 143, f
+
+
+def test_memory_events_wake_sentinel_before_its_tick(vm):
+    f = facts(vm, "guest_wakeup")
+    assert f["sentinel_exit"] == 143, f
+    assert "memory_events" in f["wakeups"], f
+    assert f["crossed_after_seconds"] < 4.5, f  # the tick is every 5 s
+    assert f["memory_events"]["oom_kill"] == 0, f
+
+
+def test_max_rss_auto_acts_before_the_kernel_and_needs_a_limit(vm):
+    f = facts(vm, "guest_auto")
+    assert f["sentinel_exit"] == 143 and f["signals_sent"] == ["SIGTERM"], f
+    assert f["memory_events"]["oom_kill"] == 0, f
+    assert f["auto_limit_bytes"] == int(200 * MiB * 0.9) - 32 * MiB, f
+    assert f["unlimited_exit"] == 2, f
 
 
 def runner_error(*args: str) -> subprocess.CompletedProcess:

@@ -206,7 +206,8 @@ def test_drawing_does_not_hurt_the_sampling_cadence(term, tmp_path):
     log = tmp_path / "workload.log"
     token = term.run(sentinel_cmd(
         "run", "--tui", "--tui-log", str(log), *QUIET, "--no-socket", "--log-format", "json",
-        "--interval", "20ms", "--max-rss", "1Gi", "--", *leaker("--rate", "50", "--max", "20")))
+        "--interval", "20ms", "--max-interval", "20ms",  # the cadence measured: --interval's
+        "--max-rss", "1Gi", "--", *leaker("--rate", "50", "--max", "20")))
     # Let it draw for 4 s (the uptime on the screen says when).
     term.wait(r"up ([4-9]|\d\d)\.\ds", timeout=20, what="4 s of drawing")
     term.keys("C-c")

@@ -324,14 +324,21 @@ def test_measure_cgroup_is_usage_and_working_set_is_the_kubelets(tmp_path, measu
     probe.close()
 
 
-def test_an_unreadable_cgroup_file_is_named_in_the_sample(tmp_path):
+@pytest.mark.parametrize("measure", ["rss", "working-set"])
+def test_an_unreadable_cgroup_file_is_named_in_the_sample(tmp_path, measure):
     files = dict(V2_FILES, **{"memory.stat": "garbled"})  # no inactive_file line
-    probe = _tree_with_cgroup(tmp_path, "working-set", files)
+    probe = _tree_with_cgroup(tmp_path, measure, files)
     s = probe.sample()
     assert s.cgroup_working_set_bytes is None
     assert s.unreadable == (Unreadable(0, "cgroup_inactive_file_bytes", "missing"),)
     assert probe.cgroup.errors == {("memory.stat", "missing"): 1}
-    assert probe.errors == {}  # the tree's own sampling is not failing
+    if measure == "rss":
+        assert probe.errors == {}  # an optional figure: the tree's sampling is not failing
+    else:
+        # The enforcing figure: counted where the supervisor's sampling health sees it
+        # (never a silent switch to RSS), and the measure is the tree's RSS at least.
+        assert probe.errors == {("memory.stat", "missing"): 1}
+        assert s.measure_bytes == s.rss_bytes
 
 
 # -- auto ------------------------------------------------------------------

@@ -318,3 +318,33 @@ def test_a_denied_smaps_rollup_of_a_live_process_is_none_with_a_reason():
             os.kill(kid, signal.SIGKILL)
         root.kill()
         root.wait()
+
+
+def test_pss_is_read_at_most_so_often_and_estimated_from_rss_in_between(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}},
+                                101: {"rss_pages": 100, "smaps": (40, 20)}})  # kB
+    # Every read counts as costly (cheap 0) and allows the next only a minute later.
+    probe = TreeProbe(100, include_root=False, measure="pss", proc_root=str(proc),
+                      smaps_min_period=60.0, smaps_cheap_seconds=0.0)
+    first = probe.sample()
+    assert (first.pss_bytes, first.measure_bytes, probe.smaps_estimated) == \
+        (40 * 1024, 40 * 1024, False)
+    (proc / "101" / "statm").write_text("1000 110 10 1 0 50 0\n")  # 10 pages more resident
+    (proc / "101" / "smaps_rollup").write_text("Pss: 999 kB\n")  # not read now
+    between = probe.sample()
+    assert probe.smaps_estimated and between.pss_bytes is None
+    assert between.measure_bytes == 40 * 1024 + 10 * PAGE_SIZE  # new pages count in full
+    probe.force_smaps()
+    again = probe.sample()
+    assert (again.pss_bytes, again.measure_bytes, probe.smaps_estimated) == \
+        (999 * 1024, 999 * 1024, False)
+
+
+def test_a_cheap_pss_read_is_read_every_sample(tmp_path):
+    proc = make_proc(tmp_path, {100: {"children": {100: [101]}},
+                                101: {"rss_pages": 100, "smaps": (40, 20)}})
+    probe = TreeProbe(100, include_root=False, measure="pss", proc_root=str(proc),
+                      smaps_min_period=60.0)  # a fixture read is far under 0.5 ms
+    probe.sample()
+    (proc / "101" / "smaps_rollup").write_text("Pss: 50 kB\n")
+    assert probe.sample().pss_bytes == 50 * 1024 and not probe.smaps_estimated

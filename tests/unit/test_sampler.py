@@ -108,3 +108,37 @@ def test_a_start_up_leak_speeds_the_sampler_up_from_the_second_sample():
     assert g.sent and g.sent[0][1] == signal.SIGTERM
     killed_at = g.state.current_kill or g.state.last_kill
     assert killed_at.value_bytes - 250 * MiB < 16 * MiB  # overshoot, bytes
+
+
+# ---------------------------------------------------------------- relaxed_interval
+def test_a_kernel_wakeup_that_covers_the_limit_lets_the_tick_stretch_with_the_headroom():
+    plan = sampler.PLAUSIBLE_GROWTH_BYTES_PER_SECOND
+    assert plan == 300 * MiB  # three times the benchmark's 100 MiB/s leak
+    far = sampler.relaxed_interval(10 * MiB, 4096 * MiB, None, INTERVAL, 1.0, covered=True)
+    assert far == 1.0  # 4 GiB of headroom at 300 MiB/s: 13 s away, capped by --max-interval
+    # 600 MiB left at the planned-for 300 MiB/s: a third of 2 s
+    mid = sampler.relaxed_interval(424 * MiB, 1024 * MiB, None, INTERVAL, 5.0, covered=True)
+    assert mid == pytest.approx(600 / 300 / 3)
+    # a faster measured growth is planned for instead
+    assert sampler.relaxed_interval(424 * MiB, 1024 * MiB, 2048 * MiB, INTERVAL, 1.0,
+                                    covered=True) == pytest.approx(600 / 2048 / 3)
+    # at the benchmark's 100 MiB limit the tick stays about --interval
+    assert sampler.relaxed_interval(1 * MiB, 100 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == pytest.approx(99 / 300 / 3)
+
+
+def test_without_cover_or_near_the_limit_it_is_exactly_next_interval():
+    args = (10 * MiB, 4096 * MiB, None, INTERVAL)
+    assert sampler.relaxed_interval(*args, 1.0, covered=False) == INTERVAL
+    assert sampler.relaxed_interval(10 * MiB, None, None, INTERVAL, 1.0, covered=True) == INTERVAL
+    assert sampler.relaxed_interval(*args, 1.0, covered=True, enforcing=False) == INTERVAL
+    assert sampler.relaxed_interval(5000 * MiB, 4096 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == INTERVAL  # over the limit
+    # near the limit (sampling faster than --interval): the kernel's cover changes nothing
+    near = (94 * MiB, 100 * MiB, 100 * MiB, INTERVAL)
+    assert sampler.relaxed_interval(*near, 1.0, covered=True) == \
+        sampler.next_interval(*near) == pytest.approx(0.02)
+    # never below --interval, and --max-interval below --interval changes nothing
+    assert sampler.relaxed_interval(1023 * MiB, 1024 * MiB, None, INTERVAL, 1.0,
+                                    covered=True) == INTERVAL
+    assert sampler.relaxed_interval(*args, 0.05, covered=True) == INTERVAL
