@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Inside a cgroup-v2 guest, as root: does MemoryEventsWatch wake on ``max`` before the OOM kill?
+"""Inside a cgroup-v2 guest, as root: does MemoryEventsWatch wake on ``max`` at an OOM kill?
 
 Run by the VM harness (QEMU TCG guest with cgroup2 on /sys/fs/cgroup, Sentinel on
 PYTHONPATH): ``python3 tests/vm/guest_memory_events.py [--max-mib 64] [--prefix WORD]``.
@@ -14,10 +14,12 @@ waits for the leaker's death through its pidfd. It prints one JSON object a line
   {"event": "wake", "t": seconds since start, "rose": {...}, "counters": {...},
    "child_alive": bool}                                   (one per wake-up)
   {"event": "exit", "t": ..., "status": raw wait status, "cause": "kernel_oom"|...}
-  {"event": "result", "woke_on_max_before_oom_kill": bool, "kernel_oom": bool, "ok": bool}
+  {"event": "result", "woke_on_max": bool, "woke_on_max_before_oom_kill": bool,
+   "kernel_oom": bool, "ok": bool}
 
-``woke_on_max_before_oom_kill`` is true when some wake-up reported ``max`` while the
-group's ``oom_kill`` counter had not risen yet; ``ok`` when that holds and the death was
+``woke_on_max`` is true when a wake-up reported ``max`` risen;
+``woke_on_max_before_oom_kill`` (a fact, not a claim: see ``main``) when that wake-up
+read ``oom_kill`` not yet risen; ``ok`` when ``woke_on_max`` holds and the death was
 classified as a kernel OOM kill. Exit status 0 if ok, 1 if not, 2 if the guest cannot
 run it (not root, no cgroup2 memory controller): then one JSON line says why.
 
@@ -110,11 +112,13 @@ async def watch(group: str, prefix: str) -> dict:
     exited = loop.create_future()
     loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))  # readable at exit
     woke_before = False
+    woke_on_max = False
 
     def on_wake(wake: wakeups.Wakeup) -> None:
-        nonlocal woke_before
+        nonlocal woke_before, woke_on_max
         alive = child.poll() is None
         counters = dict(events.counters)
+        woke_on_max |= "max" in wake.rose
         if "max" in wake.rose and counters.get("oom_kill", 0) == oom_kill_before:
             woke_before = True
         emit(prefix, event="wake", t=round(time.monotonic() - start, 6), rose=wake.rose,
@@ -134,7 +138,8 @@ async def watch(group: str, prefix: str) -> dict:
     emit(prefix, event="exit", t=round(time.monotonic() - start, 6), status=status,
          signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, cause=cause)
     w.close()
-    return {"woke_on_max_before_oom_kill": woke_before, "kernel_oom": cause == oom.KERNEL_OOM}
+    return {"woke_on_max": woke_on_max, "woke_on_max_before_oom_kill": woke_before,
+            "kernel_oom": cause == oom.KERNEL_OOM}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +162,16 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except OSError:
                 time.sleep(0.05)
-    ok = result["woke_on_max_before_oom_kill"] and result["kernel_oom"]
+    # The claims: memory.events woke the loop through POLLPRI with "max" risen, and the
+    # death was told a kernel OOM kill. Whether that wake-up came before oom_kill rose is
+    # a fact, not a claim: without swap the kernel OOM-kills an anonymous leak within the
+    # same charge that raised "max", and the kernel rate-limits the file notification
+    # (cgroup_file_notify, 20 ms), so in a slow TCG guest the read after the wake-up may
+    # already see oom_kill risen (2 of 4 runs). Waking before the kill is shown with
+    # memory.high, which throttles first, in guest_wakeup.py.
+    ok = result["woke_on_max"] and result["kernel_oom"]
     # The VM runner's scenario contract (tests/vm/vmlib.py): one "check" line per claim.
-    for name in ("woke_on_max_before_oom_kill", "kernel_oom"):
+    for name in ("woke_on_max", "kernel_oom"):
         emit(args.prefix, check=name, ok=bool(result[name]))
     emit(args.prefix, event="result", ok=ok, **result)
     return 0 if ok else 1
