@@ -146,6 +146,9 @@ def sample_cost(n: int, iterations: int) -> tuple[float, float]:
 MEASURES = ("rss", "pss", "uss", "working-set", "cgroup")
 MEMCG = Path("/sys/fs/cgroup/memory")  # this project's hosts: cgroup v1 memory (hybrid)
 CGROUP_ALONE = "cgroup files alone (no tree walk)"
+# With a cgroup measure Sentinel walks the tree once a second (probes.tree.walk_period_for).
+WALKED_EACH_SECOND = ("working-set", "cgroup")
+WALK_NOTE = "as sampled at 10 Hz (tree walked 1/s)"
 
 
 def _own_v1_group() -> Path:
@@ -215,6 +218,14 @@ def measure_costs(sizes: tuple[int, ...], seconds: float) -> list[tuple[int, str
                 out.append((n, CGROUP_ALONE, (time.perf_counter() - t0) / count * 1e6,
                             (time.process_time() - c0) / count * 10 * 100))
                 cg.close()
+                # As Sentinel samples with a cgroup measure at 10 Hz: the cgroup's files
+                # every sample, the tree walked once a second (walk_period_for).
+                got = {m: (w, c) for k, m, w, c in out if k == n}
+                alone_w, alone_c = got[CGROUP_ALONE]
+                for measure in WALKED_EACH_SECOND:
+                    walk_w, walk_c = got[measure]
+                    out.append((n, f"{measure}, {WALK_NOTE}", (walk_w + 9 * alone_w) / 10,
+                                (walk_c + 9 * alone_c) / 10))
             finally:
                 root.kill()
                 root.wait()
@@ -234,7 +245,9 @@ def print_measure_costs(costs: list[tuple[int, str, float, float]]) -> None:
                          for n in dict.fromkeys(c[0] for c in costs)))
     by = {(m, n): (w, c) for n, m, w, c in costs}
     rows = [(m, *(f"{by[(m, n)][0]:.3g} us ({by[(m, n)][1]:.2g} % of a core)"
-                  for n in dict.fromkeys(c[0] for c in costs))) for m in (*MEASURES, CGROUP_ALONE)]
+                  for n in dict.fromkeys(c[0] for c in costs))) for m in (*MEASURES, CGROUP_ALONE,
+                                                        *(f"{m}, {WALK_NOTE}"
+                                                          for m in WALKED_EACH_SECOND))]
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
     print("|" + "|".join("-" * (x + 2) for x in w) + "|")

@@ -46,7 +46,7 @@ from sentinel.core.sampling_side import SamplingSide
 from sentinel.core.spawn import Child, spawn
 from sentinel.errors import EXIT_NOT_ENDED, StateError
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field
+from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field, walk_period_for
 from sentinel.core.state import (
     PHASE_EXITED, PHASE_RESTARTING, PHASE_RUNNING, PHASE_TERMINATING, REASON_MEMORY,
     REASON_OPERATOR, REASON_SHUTDOWN, Event, GuardianState, KillRecord, Listener,
@@ -248,6 +248,7 @@ class Supervisor:
         self.probe = probe or TreeProbe(os.getpid(), include_root=False,
                                         measure=settings.measure, root_threads=(os.getpid(),),
                                         smaps_min_period=settings.interval_seconds,
+                                        walk_period=walk_period_for(settings.measure),
                                         cgroup=CgroupProbe.for_pid(
                                             "self", cgroup_root=settings.cgroup_root))
         self._tty_fd = child.tty_fd if child else None
@@ -554,20 +555,11 @@ class Supervisor:
                 self._group_reached = True
             except (ProcessLookupError, PermissionError):  # EPERM: each is named below
                 pass
-        hit = []
         pids = self._descendants()
         main = self.child.pid if self.child is not None and self._main_status is None else None
         if main is not None and main not in pids:
             pids.append(main)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-                hit.append(pid)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                self._refusals[pid] = real_uid(pid)
-        return hit
+        return self._send_each(pids, sig, os.kill)
 
     def _term_reach(self) -> tuple[list[int], dict[int, int | None]]:
         """Who ``signal_workload`` reaches: ``(pids, refused)``. The direct child with
@@ -595,12 +587,14 @@ class Supervisor:
                 members.append(self.child.pid)
         return self._reachable(members)
 
-    def _send_each(self, pids: list[int], sig: int) -> list[int]:
-        """``source.send`` each of ``pids``; the PIDs hit; EPERM into ``_refusals``."""
+    def _send_each(self, pids: list[int], sig: int, send=None) -> list[int]:
+        """``send(pid, sig)`` (default ``source.send``) to each of ``pids``; the PIDs hit;
+        a gone one is skipped, EPERM goes into ``_refusals``."""
+        send = send or self.source.send
         hit = []
         for pid in pids:
             try:
-                self.source.send(pid, sig)
+                send(pid, sig)
                 hit.append(pid)
             except ProcessLookupError:
                 pass

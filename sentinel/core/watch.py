@@ -48,7 +48,7 @@ from sentinel.core import kernel
 from sentinel.config.settings import Settings, signal_name
 from sentinel.core.guardian import Guardian
 from sentinel.logs import LOGGER_NAME, fmt_bytes
-from sentinel.probes.tree import CgroupProbe, TreeProbe
+from sentinel.probes.tree import CgroupProbe, TreeProbe, walk_period_for
 from sentinel.core.ladder import Ladder, Reach
 from sentinel.core.spawn import Child
 from sentinel.core.state import PHASE_RUNNING, PHASE_WAITING
@@ -211,7 +211,8 @@ class WatchSource:
         self._waiting_logged = False
         self.g.begin_run(Child(c.pid, c.cmdline or (c.comm,), None, time.monotonic(),
                              c.create_time),
-                       TreeProbe(c.pid, include_root=True, measure=s.measure, cgroup=cgroup))
+                       TreeProbe(c.pid, include_root=True, measure=s.measure, cgroup=cgroup,
+                                 walk_period=walk_period_for(s.measure)))
         st = self.g.state
         st.command = c.cmdline or (c.comm,)
         age = age_seconds(c.pid)

@@ -17,7 +17,8 @@ from sentinel.probes.cgroup import (
     parse_mountinfo, parse_proc_cgroup, parse_value, relative_to_root, share_text,
 )
 from sentinel.probes.contract import MemoryProbe, Unreadable
-from sentinel.probes.tree import TreeProbe
+from sentinel.probes import tree as tree_module
+from sentinel.probes.tree import TreeProbe, walk_period_for
 
 MiB = 1024 * 1024
 V1_UNLIMITED = "9223372036854771712"  # PAGE_COUNTER_MAX pages in bytes, 4 KiB pages
@@ -321,6 +322,34 @@ def test_measure_cgroup_is_usage_and_working_set_is_the_kubelets(tmp_path, measu
     assert (s.cgroup_memory_current_bytes, s.cgroup_memory_max_bytes, s.cgroup_working_set_bytes,
             s.cgroup_inactive_file_bytes, s.cgroup_oom_kills) == (
         104857600, 209715200, 100000000, 4857600, 1)
+    probe.close()
+
+
+@pytest.mark.parametrize("measure, walks", [("cgroup", 2), ("working-set", 2), ("rss", 4)])
+def test_with_a_cgroup_measure_the_tree_is_walked_once_a_period(tmp_path, monkeypatch,
+                                                                 measure, walks):
+    # The cgroup's files are the figure, read every sample; the walk (11 ms for 1,000
+    # processes) only lists the processes, at most every walk_period seconds. RSS walks
+    # every sample.
+    probe = _tree_with_cgroup(tmp_path, measure)
+    probe.walk_period = walk_period_for(measure)
+    now = [1000.0]
+    monkeypatch.setattr(tree_module.time, "monotonic", lambda: now[0])
+    calls = []
+    real = probe.children
+    monkeypatch.setattr(probe, "children", lambda pid, node=None: calls.append(pid)
+                        or real(pid, node))
+    current = tmp_path / "cg" / "memory.current"
+    samples = []
+    for t, usage in ((0.0, "104857600"), (0.4, "110000000"), (0.9, "120000000"),
+                     (1.2, "130000000")):
+        now[0] = 1000.0 + t
+        current.write_text(usage + "\n")
+        samples.append(probe.sample())
+    assert len(calls) == walks  # cgroup measures: at 0.0 and 1.2 s
+    assert [s.cgroup_memory_current_bytes for s in samples] == [
+        104857600, 110000000, 120000000, 130000000]  # fresh every sample
+    assert all(s.processes == samples[0].processes for s in samples)
     probe.close()
 
 
