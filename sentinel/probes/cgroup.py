@@ -476,15 +476,47 @@ def _member_pids(directory: str) -> set[int] | None:
     return {int(w) for w in text.split() if w.isdigit()}
 
 
+def _descends_from(child: int, ancestor: int, proc_root: str = "/proc") -> bool:
+    """Whether ``ancestor`` is ``child``'s parent, grandparent, ... (``/proc/<pid>/stat``
+    field 4, the PPID; at most 64 levels)."""
+    pid = child
+    for _ in range(64):
+        stat = _read_text(f"{proc_root}/{pid}/stat")
+        if stat is None:
+            return False
+        try:
+            ppid = int(stat.rpartition(")")[2].split()[1])
+        except (IndexError, ValueError):
+            return False
+        if ppid == ancestor:
+            return True
+        if ppid <= 1:
+            return False
+        pid = ppid
+    return False
+
+
 def _holds(directory: str, pid: int | None) -> bool:
-    """Whether ``pid`` is in the group ``directory`` itself. With ``--cgroup-root`` a
-    directory is the workload's only if its ``cgroup.procs`` lists the process: an
-    ancestor (every sibling container's memory) or an unrelated group (another
-    workload's) is never taken. Unknown (no ``pid``, no readable file): accepted."""
+    """Whether the group ``directory`` can be ``pid``'s workload's. With ``--cgroup-root``
+    a directory is taken only if its ``cgroup.procs`` lists the process or only its
+    descendants (the workload that joined it in a pre-exec step), or if it is an
+    empty leaf (no processes, no child groups: one the workload joins itself, e.g. a
+    pre-exec step writing its PID to ``cgroup.procs`` while Sentinel stays outside, as
+    ``--clamp-high`` needs). An ancestor (child groups: every sibling container's
+    memory) or a group holding other processes (another workload's) is never taken.
+    Unknown (no ``pid``, no readable file): accepted."""
     if pid is None:
         return True
     members = _member_pids(directory)
-    return members is None or pid in members
+    if members is None or pid in members:
+        return True
+    if members:  # the workload's only if every process in it is one of pid's descendants
+        return all(_descends_from(m, pid) for m in members)
+    try:
+        with os.scandir(directory) as entries:
+            return not any(e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return False
 
 
 def _numeric_pid(pid: int | str, proc_root: str) -> int | None:
@@ -530,7 +562,7 @@ def _locate(pid: int | str, proc_root: str, cgroup_root: str | None) -> _Found:
             if found is not None:
                 return _Found(found, "")
             tried.append(f"v{version} {rel_path} under --cgroup-root {cgroup_root}: no group "
-                         f"there holds process {pid}"
+                         f"there holds process {pid} (nor is an empty leaf for it to join)"
                          + (" (the hierarchy's root itself is never taken for the "
                             "workload's group: it is the whole host's memory)"
                             if _is_hierarchy_root(cgroup_root) and _has(cgroup_root, version)

@@ -275,15 +275,29 @@ def test_a_cgroup_measure_in_the_hierarchys_root_group_is_refused():
 
 
 def test_a_cgroup_root_the_workload_is_not_in_is_refused_also_with_rss(tmp_path):
-    # An unrelated group (another workload's) or an ancestor is never measured, and a
+    # A group holding another workload, or an ancestor, is never measured, and a
     # wrong --cgroup-root is said even where the cgroup figures are optional.
     with own_v1_group(512 * MiB) as group:
-        for args in (["--cgroup-root", str(group)],
-                     ["--cgroup-root", str(group), "--measure", "cgroup", "--max-rss", "1Gi"],
-                     ["--cgroup-root", str(tmp_path / "nowhere")]):
-            out = subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", *args,
-                                  "--", "true"], capture_output=True, text=True, timeout=30,
-                                 env=clean_env({}))
-            assert out.returncode == 2, (args, out.stderr)
-            assert out.stderr.count("\n") == 1 and "check --cgroup-root" in out.stderr, \
-                out.stderr
+        other = subprocess.Popen(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec sleep 60'])
+        try:
+            wait_until(lambda: str(other.pid) in (group / "cgroup.procs").read_text().split(),
+                       timeout=10, what="the other process in the group")
+            _refused_cgroup_roots(tmp_path, group)
+        finally:
+            other.kill()
+            other.wait()
+
+
+def _refused_cgroup_roots(tmp_path: Path, group: Path) -> None:
+    own = _own_memory_group()  # e.g. /a/b: /a is an ancestor of ours, with child groups
+    ancestor = MEMCG / own.split("/")[1] if own.count("/") >= 2 else MEMCG
+    for args in (["--cgroup-root", str(group)],
+                 ["--cgroup-root", str(group), "--measure", "cgroup", "--max-rss", "1Gi"],
+                 ["--cgroup-root", str(ancestor)],
+                 ["--cgroup-root", str(tmp_path / "nowhere")]):
+        out = subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", *args,
+                              "--", "true"], capture_output=True, text=True, timeout=30,
+                             env=clean_env({}))
+        assert out.returncode == 2, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and "check --cgroup-root" in out.stderr, \
+            out.stderr

@@ -227,6 +227,19 @@ def test_cgroup_root_takes_only_a_group_the_process_is_in(tmp_path):
     assert mem is not None and mem.path == str(tmp_path / "cg" / "mine")
 
 
+def test_cgroup_root_takes_an_empty_leaf_the_workload_joins_but_no_empty_ancestor(tmp_path):
+    # Sentinel outside the workload's group (--clamp-high needs it), the workload joining
+    # it in a pre-exec step: an empty leaf. An empty group with child groups is an
+    # ancestor (its usage is every child's): never.
+    proc = build(tmp_path, proc_cgroup="0::/sentinel\n", mounts=[],
+                 groups={"work": dict(V2_FILES, **{"cgroup.procs": ""}),
+                         "pod": dict(V2_FILES, **{"cgroup.procs": ""}),
+                         "pod/ctr": dict(V2_FILES, **{"cgroup.procs": "7\n"})})
+    mem = discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "work"))
+    assert mem is not None and mem.path == str(tmp_path / "cg" / "work")
+    assert discover(42, proc_root=str(proc), cgroup_root=str(tmp_path / "cg" / "pod")) is None
+
+
 def test_the_hierarchy_root_and_the_other_members_of_a_group_are_told(tmp_path):
     proc = build(tmp_path, proc_cgroup="4:memory:/\n", mounts=[v1_mount()],
                  groups={"memory": dict(V1_FILES, **{"cgroup.sane_behavior": "0\n",
@@ -478,3 +491,24 @@ def test_every_cgroup_and_smaps_figure_is_a_sample_field_and_a_metric():
     assert {f.name for f in figures.FIGURES} <= names
     assert figures.BY_NAME["cgroup_oom_kills"].metric == \
         "sentinel_workload_cgroup_oom_kills_total"
+
+
+def test_a_group_holding_only_the_processes_descendants_is_its_workloads(tmp_path):
+    # Run mode with Sentinel outside the group: the workload (Sentinel's child) joined it
+    # before the probe looked. Another process in it (not a descendant) is not ours.
+    import os
+    import subprocess
+
+    from sentinel.probes import cgroup as cg
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        group = tmp_path / "work"
+        group.mkdir()
+        (group / "cgroup.procs").write_text(f"{child.pid}\n")
+        assert cg._holds(str(group), os.getpid())
+        (group / "cgroup.procs").write_text(f"{child.pid}\n1\n")
+        assert not cg._holds(str(group), os.getpid())
+    finally:
+        child.kill()
+        child.wait()
