@@ -255,9 +255,31 @@ def test_the_pidfd_opened_when_the_ladder_starts_is_the_one_used_after_sigkill()
     victim.kill()
     victim.wait()
     side.after_sigkill([victim.pid])
+    wait_until(lambda: side.mrelease_results, 5, what="the mrelease thread's results")
     assert side.mrelease_results == {"already": 1}
     assert "mrelease" not in state.kernel_notes
     side.close_pidfds()
+
+
+def test_a_victim_that_is_not_dying_is_counted_apart_and_never_blamed_on_the_kernel():
+    # process_mrelease on a process no SIGKILL reached (EINVAL: not dying; as for a
+    # victim that shares its mm after vfork) is "not_dying": no "unavailable" note
+    # that would blame the kernel for every later kill.
+    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
+                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                          version="")
+    side = KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        side.open_pidfds([alive.pid])
+        side.after_sigkill([alive.pid])
+        wait_until(lambda: side.mrelease_results, 5, what="the mrelease thread's results")
+        assert side.mrelease_results == {"not_dying": 1}
+        assert "mrelease" not in state.kernel_notes
+        assert alive.poll() is None
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_a_kernel_oom_kill_of_another_process_of_the_tree_is_reported(start_sentinel,
