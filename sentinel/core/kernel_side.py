@@ -5,8 +5,9 @@ Four duties, each a short hook in ``sentinel.core.supervisor``:
 - **Kernel OOM kills told apart.** The cgroup's ``oom_kill`` counter (v2
   ``memory.events``, v1 ``memory.oom_control``; the sample's ``cgroup_oom_kills``)
   is kept per run; when the main process dies of a SIGKILL Sentinel did not send
-  while the counter rose, ``sentinel.core.oom.classify_death`` says ``kernel_oom``
-  and a ``KillRecord(reason="kernel_oom")`` is recorded, counted and announced as a
+  (by any path: ladder, ``signal KILL`` verb, a rewrite) while the counter rose,
+  ``sentinel.core.oom.classify_death`` says ``kernel_oom`` and a
+  ``KillRecord(reason="kernel_oom")`` is recorded, counted and announced as a
   ``kernel_oom_kill`` Event (logged at ERROR with the fix). A rise that the main
   process outlives by ``OOM_RISE_SETTLE_SECONDS`` was the kernel killing another
   process of the group: the same record, without a PID.
@@ -25,11 +26,11 @@ Four duties, each a short hook in ``sentinel.core.supervisor``:
 - **Self-protection.** After each spawn (and on attaching in watch mode) the
   workload's ``oom_score_adj`` is raised to Sentinel's + ``--oom-score-adj-margin``
   (default 100, capped at 1000), after Sentinel tried once to lower its own by the
-  margin (needs CAP_SYS_RESOURCE; never below -999: -1000 is OOM-immune). With the capability, the workload keeps the value
-  the kubelet gave the container (its QoS class: Guaranteed -997, BestEffort 1000,
-  Burstable in between) and only Sentinel goes below it; without it, the workload
-  is raised by a modest margin, not to 1000, so the node-level ordering the kubelet
-  set between pods stays nearly as it was.
+  margin (needs CAP_SYS_RESOURCE; never below -999: -1000 is OOM-immune). With the
+  capability, the workload keeps the value the kubelet gave the container (its QoS
+  class: Guaranteed -997, BestEffort 1000, Burstable in between) and only Sentinel
+  goes below it; without it, the workload is raised by a modest margin, not to 1000,
+  so the node-level ordering the kubelet set between pods stays nearly as it was.
 
 What the kernel allowed or refused is one line each in ``GuardianState.kernel_notes``
 ("oom_score_adj", "mrelease").
@@ -353,11 +354,12 @@ class KernelSide:
         """``--clamp-high``, at a memory kill's SIGTERM: set the workload's cgroup v2
         ``memory.high`` to its ``memory.current`` so it cannot grow while it cleans up
         (the kernel throttles and reclaims above it: mm/memcontrol.c); ``restore_high``
-        puts the old value back. Only where it cannot hurt: cgroup v2, a writable
-        cgroupfs (delegated; a pod's is read-only: EROFS), and Sentinel outside that
-        cgroup (the sidecar layout): inside it, the throttling (up to 2 s per
-        allocation) would stall Sentinel's own SIGKILL. Otherwise one line in
-        ``kernel_notes["clamp_high"]``, once. Never raises."""
+        puts the old value back at every end of the stop (exit, give-up, close); a
+        Sentinel killed meanwhile leaves the clamp (docs/kernel.md). Only where it
+        cannot hurt: cgroup v2, a writable cgroupfs (delegated; a pod's is read-only:
+        EROFS), and Sentinel outside that cgroup (the sidecar layout): inside it, the
+        throttling (up to 2 s per allocation) would stall Sentinel's own SIGKILL.
+        Otherwise one line in ``kernel_notes["clamp_high"]``, once. Never raises."""
         if not self.sup.settings.clamp_high or self._high_saved is not None:
             return
         cg = self._cgroup()

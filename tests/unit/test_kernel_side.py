@@ -82,7 +82,7 @@ class _CgroupProbe:
     def __init__(self, inner, hard: int | None, extra: int = 0, inactive: int = 0) -> None:
         self.inner, self.hard, self.extra, self.oom_kills = inner, hard, extra, 0
         self.inactive = inactive  # inactive_file: page cache the kernel reclaims first
-        self.ws = None  # a callable (the sample) -> working set bytes or None; None: usage - inactive
+        self.ws = None  # callable: sample -> working set bytes or None (default: usage - inactive)
         self.effective = None  # limits()'s hard limit (parents included) when not ``hard``
         self.limit_reads = 0
         self.errors = inner.errors
@@ -251,6 +251,7 @@ def test_the_working_set_growing_faster_than_the_measure_is_sigkilled_early():
     probe.ws = lambda s: int(100 * MiB + 100 * MiB * (s.at_mono - t0))
     loop.advance(3.0)
     assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.sent[1][0] - t0 < 1.5  # projected, not when the working set is at the limit
     assert "before the grace period ends" in g.state.current_kill.early_sigkill_reason
 
 
