@@ -337,6 +337,19 @@ def test_an_operators_signal_kill_is_sentinels_even_if_oom_kill_rose():
     assert not [e for e in g.state.events if e.kind == "kernel_oom_kill"]
 
 
+def test_a_signal_rewritten_to_sigkill_is_sentinels_even_if_oom_kill_rose():
+    # --signal-rewrite USR1:KILL: the forwarded SIGKILL is Sentinel's own.
+    g, loop, probe = _guardian(limit=None, rate=10 * MiB)
+    g._finish = lambda code: None  # type: ignore[method-assign]
+    loop.advance(0.5)
+    g.on_signal(kernel.SignalInfo(signo=signal.SIGUSR1, code=0, pid=1, uid=0), signal.SIGKILL)
+    assert g.sent[-1][1] == signal.SIGKILL
+    probe.oom_kills = 1
+    g.child_exited(SIGKILLED)
+    assert g.state.last_kill is None
+    assert not [e for e in g.state.events if e.kind == "kernel_oom_kill"]
+
+
 # ---------------------------------------------------------------- the exit path is guarded
 def test_a_failing_kernel_side_never_keeps_sentinel_from_exiting_with_the_code(caplog):
     g, loop, _ = _guardian(limit=None, rate=0.0)
