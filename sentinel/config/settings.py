@@ -493,7 +493,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--clamp-high",), "clamp_high", flag=True,
         help="at a memory kill's SIGTERM, set the workload's cgroup v2 memory.high to its "
              "usage so it cannot grow during the grace period; restored after (needs a "
-             "writable cgroup that Sentinel is not in)"),
+             "writable cgroup that Sentinel is not in; a Sentinel killed mid-grace leaves "
+             "it clamped)"),
     Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
         help="signal Sentinel receives (and forwards) when its own parent dies"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),

@@ -232,6 +232,7 @@ SYS_process_mrelease = 448
 MRELEASE_RELEASED = "released"
 MRELEASE_ALREADY = "already"
 MRELEASE_UNAVAILABLE = "unavailable"
+MRELEASE_NOT_DYING = "not_dying"
 MRELEASE_ERROR = "error"
 
 
@@ -277,9 +278,12 @@ def process_mrelease(pidfd: int) -> str:
     - ``"already"``: ESRCH, the process has no address space left (being freed
       or gone, reaped or not): nothing to do;
     - ``"unavailable"``: ENOSYS (a kernel before 5.15, or an old seccomp
-      profile), EPERM (a seccomp filter or LSM refused it), EINVAL (the
-      process is not dying, e.g. it shares its mm with a live process);
-      the caller says so once, quietly, and goes on without it;
+      profile), EPERM (a seccomp filter or LSM refused it): the caller says
+      so once, quietly, and goes on without it;
+    - ``"not_dying"``: EINVAL, this victim is not dying yet (the SIGKILL has
+      not been delivered) or shares its mm with a live process (after vfork,
+      CLONE_VM): a fact about this victim, not the kernel (mm/oom_kill.c
+      ``SYSCALL_DEFINE2(process_mrelease)``: ``task_will_free_mem`` false);
     - ``"error"``: anything else (EBADF: not a pidfd; EINTR, ENOMEM).
     """
     result = _libc.syscall(ctypes.c_long(SYS_process_mrelease), ctypes.c_long(pidfd),
@@ -289,7 +293,9 @@ def process_mrelease(pidfd: int) -> str:
     err = ctypes.get_errno()
     if err == errno.ESRCH:
         return MRELEASE_ALREADY
-    if err in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+    if err == errno.EINVAL:
+        return MRELEASE_NOT_DYING
+    if err in (errno.ENOSYS, errno.EPERM):
         return MRELEASE_UNAVAILABLE
     return MRELEASE_ERROR
 

@@ -5,29 +5,32 @@ Four duties, each a short hook in ``sentinel.core.supervisor``:
 - **Kernel OOM kills told apart.** The cgroup's ``oom_kill`` counter (v2
   ``memory.events``, v1 ``memory.oom_control``; the sample's ``cgroup_oom_kills``)
   is kept per run; when the main process dies of a SIGKILL Sentinel did not send
-  while the counter rose, ``sentinel.core.oom.classify_death`` says ``kernel_oom``
-  and a ``KillRecord(reason="kernel_oom")`` is recorded, counted and announced as a
+  (by any path: ladder, ``signal KILL`` verb, a rewrite) while the counter rose,
+  ``sentinel.core.oom.classify_death`` says ``kernel_oom`` and a
+  ``KillRecord(reason="kernel_oom")`` is recorded, counted and announced as a
   ``kernel_oom_kill`` Event (logged at ERROR with the fix). A rise that the main
   process outlives by ``OOM_RISE_SETTLE_SECONDS`` was the kernel killing another
   process of the group: the same record, without a PID.
 - **Racing the kernel.** During a grace period, ``early_sigkill_reason`` (pure)
   projects the cgroup's working set (usage less inactive page cache, which the kernel
-  reclaims before it kills) at the sampler's one growth estimate; when the
-  container's hard limit (``memory.max`` / ``memory.limit_in_bytes``) comes before
+  reclaims before it kills) at the working set's own growth (its samples'
+  ``sampler.growth_rate``); when the container's effective hard limit (the lowest
+  ``memory.max`` / ``memory.limit_in_bytes`` of the group and its parents) comes before
   the SIGKILL, the ladder escalates now (``Ladder.escalate_now``): the kernel's
   OOM killer would otherwise take the workload (and with ``memory.oom.group=1``
   Sentinel too) with no report. ``--no-early-sigkill`` turns it off.
 - **process_mrelease(2) after every SIGKILL Sentinel sends**, on a pidfd of each
-  victim opened when the ladder started (a reused PID is never hit): a frozen or
-  slow victim's private memory is freed now rather than when it runs again.
+  victim opened when the ladder started (a reused PID is never hit), in a short-lived
+  thread (the loop keeps reaping): a frozen or slow victim's private memory is freed
+  now rather than when it runs again.
 - **Self-protection.** After each spawn (and on attaching in watch mode) the
   workload's ``oom_score_adj`` is raised to Sentinel's + ``--oom-score-adj-margin``
   (default 100, capped at 1000), after Sentinel tried once to lower its own by the
-  margin (needs CAP_SYS_RESOURCE). With the capability, the workload keeps the value
-  the kubelet gave the container (its QoS class: Guaranteed -997, BestEffort 1000,
-  Burstable in between) and only Sentinel goes below it; without it, the workload
-  is raised by a modest margin, not to 1000, so the node-level ordering the kubelet
-  set between pods stays nearly as it was.
+  margin (needs CAP_SYS_RESOURCE; never below -999: -1000 is OOM-immune). With the
+  capability, the workload keeps the value the kubelet gave the container (its QoS
+  class: Guaranteed -997, BestEffort 1000, Burstable in between) and only Sentinel
+  goes below it; without it, the workload is raised by a modest margin, not to 1000,
+  so the node-level ordering the kubelet set between pods stays nearly as it was.
 
 What the kernel allowed or refused is one line each in ``GuardianState.kernel_notes``
 ("oom_score_adj", "mrelease").
@@ -38,9 +41,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
+from collections import deque
 
-from sentinel.core import kernel
+from sentinel.core import kernel, sampler
 from sentinel.core.oom import KERNEL_OOM, classify_death
 from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, KillRecord
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -59,6 +64,56 @@ OOM_RISE_SETTLE_SECONDS = 1.0
 # after their SIGKILL): a 10,000-process tree must not exhaust RLIMIT_NOFILE.
 MAX_PIDFDS = 256
 OOM_SCORE_ADJ_MARGIN_DEFAULT = 100
+# Sentinel never lowers itself below this: -1000 (OOM_SCORE_ADJ_MIN) makes a process
+# OOM-immune (mm/oom_kill.c oom_badness skips it), and a memory.oom.group kill skips
+# it too, which would leave Sentinel alive with its workload gone.
+OWN_OOM_SCORE_ADJ_FLOOR = kernel.OOM_SCORE_ADJ_MIN + 1
+# The effective hard limit (CgroupMemory.limits(): the group's and its parents') is
+# re-read at most this often during a grace period: it reads files, and it changes
+# only when an operator or the kubelet resizes the container.
+HARD_LIMIT_REFRESH_SECONDS = 2.0
+# Working-set points kept for the early-SIGKILL's growth (sampler.growth_rate uses
+# the last sampler.RATE_WINDOW_SECONDS of them).
+_WS_POINTS = 64
+
+
+def oom_score_adj_plan(own: int, margin: int) -> int:
+    """The ``oom_score_adj`` Sentinel asks for itself, from its own ``own`` (-1000..1000)
+    and ``margin`` (> 0): ``own - margin``, never below ``OWN_OOM_SCORE_ADJ_FLOOR`` (-999:
+    -1000 is OOM-immune). Equal to ``own`` (nothing to lower) when ``own`` is already at
+    or below the floor. Pure."""
+    return min(own, max(OWN_OOM_SCORE_ADJ_FLOOR, own - margin))
+
+
+def workload_oom_score_adj_target(own_before: int, own_now: int, margin: int) -> int:
+    """The ``oom_score_adj`` the workload is raised to (never lowered: the caller
+    compares with its current value), from Sentinel's value before its one try
+    (``own_before``, which the workload inherited: the kubelet's for the container),
+    after it (``own_now``) and ``margin``.
+
+    Not lowered (no CAP_SYS_RESOURCE, or nothing to lower): ``own_now + margin``, at
+    most 1000. Lowered: ``own_now + margin`` but never above ``own_before``: the
+    workload keeps the kubelet's value and only Sentinel goes below it (with the
+    -999 floor a Guaranteed pod's -997 stays -997, not -899). Pure."""
+    target = min(kernel.OOM_SCORE_ADJ_MAX, own_now + margin)
+    if own_now < own_before:
+        target = min(target, own_before)
+    return target
+
+
+def _guard(errors: set, name: str, fn, *args, default=None):
+    """Run the hook ``fn(*args)``; an exception is logged once per ``name`` (WARNING, with
+    the traceback at DEBUG) and gives ``default``: a kernel-side bug must never skip
+    the core's path (the exit status, the cleanup, the finish)."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the workload must outlive our bugs
+        if name not in errors:
+            errors.add(name)
+            log.warning("kernel side %s failed: %r (reported once; Sentinel goes on without "
+                        "it)", name, exc, extra={"event": "internal_error"})
+        log.debug("kernel side %s failed", name, exc_info=True)
+        return default
 
 
 def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
@@ -66,10 +121,10 @@ def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
                          sigkill_at: float | None) -> str | None:
     """Why SIGKILL should come now rather than at ``sigkill_at``, or ``None``.
 
-    ``usage_bytes`` is what the kernel judges (the cgroup's ``memory.current`` /
-    ``memory.usage_in_bytes``), ``hard_limit_bytes`` its ``memory.max`` /
+    ``usage_bytes`` is what the kernel judges (the cgroup's working set: ``memory.current``
+    / ``memory.usage_in_bytes`` less ``inactive_file``), ``hard_limit_bytes`` its ``memory.max`` /
     ``memory.limit_in_bytes`` (``None``: unlimited or unknown), ``growth_bytes_per_second``
-    the sampler's growth estimate (``sentinel.core.sampler.growth_rate``), ``now`` and
+    the growth of that same figure (``sentinel.core.sampler.growth_rate``), ``now`` and
     ``sigkill_at`` monotonic seconds (the ladder's ``grace_deadline``). At that rate the
     usage reaches the hard limit in ``(limit - usage) / rate`` seconds; if that is before
     the grace period ends, the kernel's OOM killer would act first. Pure; never raises.
@@ -95,7 +150,7 @@ def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
 
 def _write(path: str, value: str) -> None:
     # os.write on a raw fd: the kernel's EINVAL/EROFS reaches us (a buffered write hides it).
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # O_TRUNC: as a shell's >
     try:
         os.write(fd, value.encode())
     finally:
@@ -124,7 +179,31 @@ class KernelSide:
         self._own_tried = False
         self._own_adj: int | None = None  # Sentinel's oom_score_adj after its one try
         self._own_note = ""  # why it could not be lowered, for kernel_notes
+        self._own_before: int | None = None  # Sentinel's oom_score_adj before its one try
         self._high_saved: tuple[str, str] | None = None  # (cgroup dir, memory.high before)
+        # (mono, bytes) of this run's cgroup working set: the early SIGKILL's own growth
+        self._ws_points: deque[tuple[float, int]] = deque(maxlen=_WS_POINTS)
+        self._hard: tuple[float, int | None] | None = None  # (read at mono, effective limit)
+        self._sigkill_sent = False  # Sentinel sent SIGKILL to the main process this run
+        self._mrelease_lock = threading.Lock()
+        self._mrelease_thread: threading.Thread | None = None
+        self._hook_errors: set[str] = set()
+
+    def hook(self, name: str, *args, default=None):
+        """Call the hook method ``name`` with ``args`` from the supervisor, guarded
+        (``_guard``): an exception is logged once and gives ``default``."""
+        return _guard(self._hook_errors, name, getattr(self, name), *args, default=default)
+
+    @property
+    def high_clamped(self) -> bool:
+        """True while ``--clamp-high`` holds the workload's ``memory.high`` at its usage
+        (the sampling side's re-read of the limits ignores ``memory.high`` meanwhile)."""
+        return self._high_saved is not None
+
+    def note_sigkill(self) -> None:
+        """Sentinel sent SIGKILL to the main process by a path other than a ladder (the
+        ``signal KILL`` control verb): its death is then Sentinel's, never the kernel's."""
+        self._sigkill_sent = True
 
     # ------------------------------------------------------------------ oom_kill
     def _cgroup(self):
@@ -144,13 +223,20 @@ class KernelSide:
         and protect Sentinel from the OOM killer (``protect``)."""
         self._oom_base = self._read_oom_kills()
         self._rise_at = None
+        self._ws_points.clear()
+        self._hard = None
+        self._sigkill_sent = False
         self.close_pidfds()
         self.restore_high()
         self.protect(pid)
 
     def on_sample(self, sample) -> None:
         """Follow ``sample.cgroup_oom_kills``; a rise the main process outlives by
-        ``OOM_RISE_SETTLE_SECONDS`` is announced as another process's kernel OOM kill."""
+        ``OOM_RISE_SETTLE_SECONDS`` is announced as another process's kernel OOM kill.
+        Keeps ``sample.cgroup_working_set_bytes`` for the early SIGKILL's growth."""
+        ws = sample.cgroup_working_set_bytes
+        if ws is not None:
+            self._ws_points.append((sample.at_mono, ws))
         count = sample.cgroup_oom_kills
         if count is None:
             return
@@ -168,7 +254,10 @@ class KernelSide:
     def main_died(self, status: int, sentinel_sent_sigkill: bool) -> KillRecord | None:
         """The main process was reaped with ``status``: if the kernel's OOM killer
         did it (``classify_death``), record, count and announce it and return the
-        record (also ``state.last_kill``); else ``None``."""
+        record (also ``state.last_kill``); else ``None``. ``sentinel_sent_sigkill``
+        (the ladder's) is or-ed with any SIGKILL Sentinel sent it otherwise this run
+        (``note_sigkill``, ``after_sigkill``)."""
+        sentinel_sent_sigkill = sentinel_sent_sigkill or self._sigkill_sent
         self.close()  # the workload's ladder is over: no pidfd outlives it (a restart back-off)
         after = self._read_oom_kills()
         last = self.sup.state.last_sample
@@ -210,18 +299,48 @@ class KernelSide:
         return record
 
     # ------------------------------------------------------------------ racing the kernel
-    def check_early_sigkill(self, sample, ladder, growth: float | None) -> bool:
-        """During a grace period: SIGKILL now (``ladder.escalate_now``) when the usage
-        at ``growth`` (bytes/s) reaches the container's hard limit first. True if sent."""
+    @property
+    def working_set_growth(self) -> float | None:
+        """The cgroup working set's growth over the last ``sampler.RATE_WINDOW_SECONDS``,
+        bytes/second (``sampler.growth_rate`` of this run's samples), or ``None`` with
+        too few of them."""
+        points = self._ws_points
+        if not points:
+            return None
+        return sampler.growth_rate(sampler.recent_points(points, points[-1][0]))
+
+    def _hard_limit(self, sample) -> int | None:
+        """The effective hard limit (``CgroupMemory.limits()``: the lowest ``memory.max``
+        / ``memory.limit_in_bytes`` of the group and its parents), re-read at most every
+        ``HARD_LIMIT_REFRESH_SECONDS``; the sample's own-group figure without a cgroup."""
+        cg = self._cgroup()
+        if cg is None or not hasattr(cg, "limits"):
+            return sample.cgroup_memory_max_bytes
+        now = self.sup._clock()
+        if self._hard is None or now - self._hard[0] >= HARD_LIMIT_REFRESH_SECONDS:
+            try:
+                limit = cg.limits()[0]
+            except Exception:  # a probe bug: the sample's own figure
+                limit = sample.cgroup_memory_max_bytes
+            self._hard = (now, limit)
+        return self._hard[1]
+
+    def check_early_sigkill(self, sample, ladder, growth: float | None = None) -> bool:
+        """During a grace period: SIGKILL now (``ladder.escalate_now``) when the cgroup's
+        working set, at its own growth (``working_set_growth``), reaches the effective
+        hard limit first. True if sent. ``growth`` is ignored (the enforced measure's
+        slope is another figure: page cache with ``--measure cgroup``, shared pages
+        counted per process with ``rss``)."""
         if self.sup.settings.no_early_sigkill or ladder is None or ladder.sigkill_sent:
             return False
         # The working set (usage - inactive_file), not the usage: page cache fills a
         # group up to its limit in normal operation and the kernel reclaims it before
-        # any OOM kill; a full cache must not cut a grace period short.
-        usage = sample.cgroup_working_set_bytes
-        if usage is None:
-            usage = sample.cgroup_memory_current_bytes
-        reason = early_sigkill_reason(usage, sample.cgroup_memory_max_bytes, growth,
+        # any OOM kill; a full cache must not cut a grace period short. Unknown (no
+        # memory.stat): no check, never the usage in its place.
+        ws = sample.cgroup_working_set_bytes
+        if ws is None:
+            return False
+        reason = early_sigkill_reason(ws, self._hard_limit(sample), self.working_set_growth,
                                       self.sup._clock(), ladder.grace_deadline)
         if reason is None:
             return False
@@ -235,11 +354,12 @@ class KernelSide:
         """``--clamp-high``, at a memory kill's SIGTERM: set the workload's cgroup v2
         ``memory.high`` to its ``memory.current`` so it cannot grow while it cleans up
         (the kernel throttles and reclaims above it: mm/memcontrol.c); ``restore_high``
-        puts the old value back. Only where it cannot hurt: cgroup v2, a writable
-        cgroupfs (delegated; a pod's is read-only: EROFS), and Sentinel outside that
-        cgroup (the sidecar layout): inside it, the throttling (up to 2 s per
-        allocation) would stall Sentinel's own SIGKILL. Otherwise one line in
-        ``kernel_notes["clamp_high"]``, once. Never raises."""
+        puts the old value back at every end of the stop (exit, give-up, close); a
+        Sentinel killed meanwhile leaves the clamp (docs/kernel.md). Only where it
+        cannot hurt: cgroup v2, a writable cgroupfs (delegated; a pod's is read-only:
+        EROFS), and Sentinel outside that cgroup (the sidecar layout): inside it, the
+        throttling (up to 2 s per allocation) would stall Sentinel's own SIGKILL.
+        Otherwise one line in ``kernel_notes["clamp_high"]``, once. Never raises."""
         if not self.sup.settings.clamp_high or self._high_saved is not None:
             return
         cg = self._cgroup()
@@ -310,13 +430,20 @@ class KernelSide:
                 self._pidfds[pid] = fd
 
     def after_sigkill(self, pids: list[int]) -> None:
-        """Right after a SIGKILL reached ``pids``: process_mrelease(2) on each.
+        """Right after a SIGKILL reached ``pids``: process_mrelease(2) on each, in a
+        short-lived daemon thread.
 
-        A pid without a pidfd from the ladder's start gets one now: it was just
-        SIGKILLed and is still unreaped (Sentinel reaps on this loop), and were it
-        another process with a reused PID, the kernel would refuse (EINVAL: not dying)
-        and free nothing. Synchronous: ~48 ms for 1 GiB, on purpose (freeing memory
-        under pressure comes first)."""
+        A pid without a pidfd from the ladder's start gets one now (on the loop): it
+        was just SIGKILLed and is still unreaped (Sentinel reaps on this loop), and were
+        it another process with a reused PID, the kernel would refuse (EINVAL: not
+        dying) and free nothing. The calls take ~48 ms per GiB (a 32 GiB tree: ~1.5 s),
+        so they run off the loop, which keeps reaping and answering meanwhile: a pidfd
+        names its process even once reaped (then ESRCH, "already"), so the thread is
+        safe; it closes the pidfds after. The counts and the one-time note are
+        updated on the loop (``call_soon_threadsafe``)."""
+        if self.sup.state.main_pid in pids:
+            self._sigkill_sent = True
+        fds: list[int] = []
         for pid in pids:
             fd = self._pidfds.pop(pid, None)
             if fd is None:
@@ -326,20 +453,58 @@ class KernelSide:
                     fd = None
                 if fd is None:
                     continue
-            try:
-                result = kernel.process_mrelease(fd)
-            finally:
-                os.close(fd)
-            self.mrelease_results[result] = self.mrelease_results.get(result, 0) + 1
-            if result == kernel.MRELEASE_UNAVAILABLE and "mrelease" not in \
-                    self.sup.state.kernel_notes:
-                note = ("process_mrelease(2) unavailable (a kernel before 5.15, a seccomp "
-                        "filter, or a victim sharing its memory): a killed process's memory "
-                        "is freed as it exits")
-                self.sup.state.kernel_notes["mrelease"] = note
-                log.info("%s", note, extra={"event": "kernel_note"})
+            fds.append(fd)
         self.close_pidfds()  # SIGKILL was the last signal: the others are not needed
-        if self.mrelease_results:
+        if not fds:
+            return
+        loop = getattr(self.sup, "loop", None)
+        post = getattr(loop, "call_soon_threadsafe", None)
+        thread = threading.Thread(target=self._mrelease_all, args=(fds, post),
+                                  name="sentinel-mrelease", daemon=True)
+        self._mrelease_thread = thread
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: on the loop, as before
+            self._mrelease_all(fds, None)
+
+    def _mrelease_all(self, fds: list[int], post) -> None:
+        """The thread's body: process_mrelease on each of ``fds``, each closed after;
+        the results handed to ``_record_mrelease`` through ``post`` (the loop's
+        ``call_soon_threadsafe``; without a loop, called here, under the lock)."""
+        results: list[str] = []
+        for fd in fds:
+            try:
+                results.append(kernel.process_mrelease(fd))
+            except Exception:  # never a traceback from a helper thread
+                results.append(kernel.MRELEASE_ERROR)
+            finally:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        try:
+            if post is not None:
+                post(self._record_mrelease, results)
+            else:
+                self._record_mrelease(results)
+        except RuntimeError:  # the loop closed: Sentinel is ending
+            pass
+
+    def _record_mrelease(self, results: list[str]) -> None:
+        """Count ``results`` in ``mrelease_results``; ENOSYS/EPERM ("unavailable") is
+        said once in ``kernel_notes["mrelease"]``. EINVAL ("not_dying": this victim was
+        not dying yet, or shared its mm after vfork) is counted, never blamed on the
+        kernel."""
+        with self._mrelease_lock:
+            for result in results:
+                self.mrelease_results[result] = self.mrelease_results.get(result, 0) + 1
+                if result == kernel.MRELEASE_UNAVAILABLE and "mrelease" not in \
+                        self.sup.state.kernel_notes:
+                    note = ("process_mrelease(2) unavailable (a kernel before 5.15, or a "
+                            "seccomp filter or LSM refusing it): a killed process's memory "
+                            "is freed as it exits")
+                    self.sup.state.kernel_notes["mrelease"] = note
+                    log.info("%s", note, extra={"event": "kernel_note"})
             log.debug("process_mrelease results so far: %s", self.mrelease_results)
 
     def close(self) -> None:
@@ -372,8 +537,9 @@ class KernelSide:
         if not self._own_tried:
             self._own_tried = True
             own = _read_oom_score_adj("self")
+            self._own_before = own
             if own is not None:
-                wanted = max(kernel.OOM_SCORE_ADJ_MIN, own - margin)
+                wanted = oom_score_adj_plan(own, margin)
                 err = kernel.lower_own_oom_score_adj(wanted) if wanted < own else None
                 self._own_adj = own if err else wanted
                 if err:
@@ -384,7 +550,8 @@ class KernelSide:
             own = _read_oom_score_adj("self")
         if own is None:
             return
-        target = min(kernel.OOM_SCORE_ADJ_MAX, own + margin)
+        before = self._own_before if self._own_before is not None else own
+        target = workload_oom_score_adj_target(before, own, margin)
         current = _read_oom_score_adj(pid)
         if current is not None and current >= target:
             note = f"workload pid {pid} at oom_score_adj {current}, Sentinel at {own}"

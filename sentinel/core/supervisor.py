@@ -316,7 +316,7 @@ class Supervisor:
         if self.source is not None:
             self.source.close()
         self.sampling_side.close()
-        self.kernel_side.close()
+        self.kernel_side.hook("close")
         self.probe.close()
 
     @property
@@ -366,7 +366,7 @@ class Supervisor:
         st.current_kill = None
         st.grace_deadline_mono = None
         self.sampling_side.on_run()
-        self.kernel_side.new_run(child.pid)
+        self.kernel_side.hook("new_run", child.pid)
 
     def end_run(self) -> None:
         """The workload is gone without a status of Sentinel's (watch mode's target):
@@ -376,7 +376,7 @@ class Supervisor:
             if ladder is not None:
                 ladder.main_exited()
         self._ladder = self._cleanup_ladder = None
-        self.kernel_side.close()  # pidfds closed, memory.high restored
+        self.kernel_side.hook("close")  # pidfds closed, memory.high restored
         if self._sample_handle:
             self._sample_handle.cancel()
             self._sample_handle = None
@@ -445,6 +445,8 @@ class Supervisor:
         if target == 0:
             log.debug("dropped %s (rewritten to 0)", name)
         elif self._main_status is None and self.child is not None:
+            if target == signal.SIGKILL:  # a rewrite to SIGKILL: Sentinel's, not the kernel's
+                self.kernel_side.hook("note_sigkill")
             if sig in _SHUTDOWN_SIGNALS:
                 # The shutdown is a ladder without escalation: the signal received, then
                 # SIGCONT (a stopped workload runs its handler); no SIGKILL from Sentinel:
@@ -692,7 +694,8 @@ class Supervisor:
             st.grace_deadline_mono = None
         # The kernel's OOM killer, not Sentinel? (a SIGKILL Sentinel did not send while
         # oom_kill rose): recorded as a kernel_oom kill, announced at ERROR.
-        self.kernel_side.main_died(status, self._ladder is not None and self._ladder.sigkill_sent)
+        self.kernel_side.hook("main_died", status,
+                              self._ladder is not None and self._ladder.sigkill_sent)
         # kill_finished waits for the leftover sweep: the stop is over when the tree is.
         self._ending_kill = kill
         self._exit_code = self._final_code(code, kill)
@@ -917,10 +920,10 @@ class Supervisor:
         prev = self._prev
         self._prev = (sample.at_mono, value)
         self._recent.append((sample.at_mono, value))
-        self.kernel_side.on_sample(sample)
+        self.kernel_side.hook("on_sample", sample)
         if st.phase == PHASE_TERMINATING and self._main_status is None and st.current_kill:
-            self.kernel_side.check_early_sigkill(sample, self._ladder,
-                                                 self.growth_bytes_per_second)
+            # The working set's own growth (kept by the kernel side), not the measure's.
+            self.kernel_side.hook("check_early_sigkill", sample, self._ladder)
         limit = st.limit_bytes
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
                 and self._main_status is None and sample.processes):
@@ -993,7 +996,7 @@ class Supervisor:
         ``signal_workload`` reaches, SIGKILL to the whole tree, the main process
         waited for after it."""
         # pidfds before any signal (a reused PID is never hit); --clamp-high's memory.high
-        self.kernel_side.ladder_starting(kill)
+        self.kernel_side.hook("ladder_starting", kill)
         return Ladder(self._ladder_signal, self.loop, clock=self._clock,
                       grace_period_seconds=kill.grace_period_seconds, record=kill,
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
@@ -1023,7 +1026,13 @@ class Supervisor:
         ``sigkill_listeners`` (process_mrelease(2) goes here, to free their memory
         without waiting for the exit)."""
         for hook in list(self.sigkill_listeners):
-            hook(pids)
+            try:
+                hook(pids)
+            except Exception as exc:  # a listener's bug never stops the ladder
+                name = getattr(hook, "__qualname__", repr(hook))
+                if name not in self._listener_errors:
+                    self._listener_errors.add(name)
+                    log.warning("SIGKILL listener %s failed: %r (reported once)", name, exc)
 
     def _ladder_step(self, kill: KillRecord, sig: int, reach: Reach) -> None:
         """Name the refusals of one step, and count and report a step that reached."""
@@ -1089,6 +1098,7 @@ class Supervisor:
                  else "refusing SIGKILL")
         kill.survivors = self._survivors(kill.refused, after) or [process_facts(self.child.pid)]
         kill.confirmed = False
+        self.kernel_side.hook("restore_high")  # --clamp-high must not outlive the stop
         st.last_kill = kill
         st.current_kill = None
         st.grace_deadline_mono = None
@@ -1200,6 +1210,8 @@ class Supervisor:
     def send_signal(self, sig: int) -> str:
         """Forward one signal to the workload as if Sentinel had received it (no rewrite)."""
         self._require("signal")
+        if sig == signal.SIGKILL:  # Sentinel's SIGKILL: the death is never the kernel's
+            self.kernel_side.hook("note_sigkill")
         self.signal_workload(sig)
         self.emit("signal_forwarded", f"operator sent {signal_name(sig)} to the workload",
                   signal=signal_name(sig))

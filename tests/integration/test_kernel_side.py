@@ -173,6 +173,51 @@ def test_without_the_early_sigkill_the_kernel_gets_there_first(start_sentinel, t
     assert ev["kill"]["reason"] == "kernel_oom"
 
 
+# A workload that touches 100 MiB of private memory, idles past the growth window
+# (sampler.RATE_WINDOW_SECONDS), then writes a 300 MiB checkpoint (page cache, paced
+# at 100 MiB/s) and goes on writing it after SIGTERM: the cgroup's usage grows, its
+# working set does not.
+CHECKPOINTER = ("import mmap, signal, sys, time\n"
+                "termed = []\n"
+                "signal.signal(signal.SIGTERM, lambda *_: termed.append(1))\n"
+                "m = mmap.mmap(-1, 100 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+                "for i in range(0, 100 << 20, 4096):\n    m[i] = 1\n"
+                "chunk = b'x' * (10 << 20)\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(3.5)\n"
+                "with open(sys.argv[1], 'wb') as f:\n"
+                "    for _ in range(30):\n"
+                "        f.write(chunk)\n        f.flush()\n        time.sleep(0.1)\n"
+                "print('checkpoint written', 'after SIGTERM' if termed else 'unasked',"
+                " flush=True)\n"
+                "sys.exit(0 if termed else 3)\n")
+
+
+def test_a_checkpoint_growing_the_page_cache_keeps_its_whole_grace_period(
+        start_sentinel, tmp_path):
+    # --measure cgroup (usage, page cache included) crosses its 200m limit as the
+    # checkpoint is written: SIGTERM. The usage grows at ~100 MiB/s (at that slope the
+    # 512 MiB hard limit would come in ~3.5 s, before the 10 s grace period ends) while
+    # the working set stays flat: no early SIGKILL, the checkpoint is finished and the
+    # workload exits in its own time.
+    sock = tmp_path / "s.sock"
+    with own_v1_group(512 * MiB) as group:
+        s = start_sentinel([*common(sock, tmp_path), "--measure", "cgroup", "--max-rss",
+                            "200m", "--grace-period", "10s", "--",
+                            PY, "-c", CHECKPOINTER, str(tmp_path / "checkpoint")],
+                           preexec_fn=joiner(group))
+        s.expect("ready", timeout=20)
+        assert s.expect("checkpoint written", timeout=30) == \
+            "checkpoint written after SIGTERM", s.stderr()[-3000:]
+        s.wait(30)
+        assert oom_kills(group) == 0
+    assert [e["signal"] for e in events(s, "signal_sent")] == ["SIGTERM"], s.stderr()[-3000:]
+    assert not events(s, "early_sigkill")
+    assert (tmp_path / "checkpoint").stat().st_size == 300 * MiB
+    (exited,) = events(s, "exited")
+    assert exited["exit_code"] == 0
+
+
 # ---------------------------------------------------------------- process_mrelease
 def test_sentinels_sigkill_frees_a_frozen_victims_memory_without_thawing(
         start_sentinel, tmp_path):
@@ -224,7 +269,7 @@ def test_the_workload_is_ranked_above_sentinel_for_the_oom_killer(start_sentinel
     effective = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
                          if line.startswith("CapEff:")).split()[1], 16)
     if not effective & (1 << 24):  # no CAP_SYS_RESOURCE (as here): said once, quietly
-        # One note on it (the sampling side may add notes of its own: PSI, thresholds).
+        # (other topics, e.g. the PSI window, say their own notes)
         (note,) = [n for n in events(s, "kernel_note") if "oom_score_adj" in n["msg"]]
         assert note["level"] == "info" and "needs CAP_SYS_RESOURCE" in note["msg"]
     s.signal(signal.SIGTERM)
@@ -256,9 +301,31 @@ def test_the_pidfd_opened_when_the_ladder_starts_is_the_one_used_after_sigkill()
     victim.kill()
     victim.wait()
     side.after_sigkill([victim.pid])
+    wait_until(lambda: side.mrelease_results, 5, what="the mrelease thread's results")
     assert side.mrelease_results == {"already": 1}
     assert "mrelease" not in state.kernel_notes
     side.close_pidfds()
+
+
+def test_a_victim_that_is_not_dying_is_counted_apart_and_never_blamed_on_the_kernel():
+    # process_mrelease on a process no SIGKILL reached (EINVAL: not dying; as for a
+    # victim that shares its mm after vfork) is "not_dying": no "unavailable" note
+    # that would blame the kernel for every later kill.
+    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
+                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                          version="")
+    side = KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        side.open_pidfds([alive.pid])
+        side.after_sigkill([alive.pid])
+        wait_until(lambda: side.mrelease_results, 5, what="the mrelease thread's results")
+        assert side.mrelease_results == {"not_dying": 1}
+        assert "mrelease" not in state.kernel_notes
+        assert alive.poll() is None
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_a_kernel_oom_kill_of_another_process_of_the_tree_is_reported(start_sentinel,
