@@ -56,8 +56,10 @@ _HARD_MARGIN_BYTES = 4 << 20
 # what it read (200 backends mapping 8 GiB would otherwise hold the loop ~15 s).
 SHARED_PSS_BUDGET_SECONDS = 0.02
 # v2 memory.events wakes on nearly every charge at memory.max/high (the kernel
-# rate-limits it to ~10-20 ms): at most one wake-driven sample per --interval, a later
-# wake-up within it sampled at its end; oom/oom_kill always at once.
+# rate-limits it to ~10-20 ms): at most one wake-driven sample per --interval, and at
+# least one per WAKE_SAMPLE_GAP_SECONDS (a 5 s --interval must not delay a wake-up 5 s);
+# a later wake-up within the gap is sampled at its end; oom/oom_kill always at once.
+WAKE_SAMPLE_GAP_SECONDS = 0.1
 _URGENT_EVENTS = ("oom", "oom_kill")
 # The PSI hint: 150 ms of stall in 1 s (2 s when 1 s is refused, KERNEL.md).
 _PSI_STALL_US, _PSI_WINDOW_US = 150_000, 1_000_000
@@ -171,8 +173,9 @@ class SamplingSide:
         why = f"{key}: {wake.reason}"
         if key == "memory_events" and not any(k in wake.rose for k in _URGENT_EVENTS):
             # Debounced (see _URGENT_EVENTS): the last wake-driven sample was less than
-            # one --interval ago: one sample when it ends, the wake-ups between merged.
-            loop, gap = self.sup.loop, self.sup.settings.interval_seconds
+            # the gap ago: one sample when it ends, the wake-ups between merged.
+            loop = self.sup.loop
+            gap = min(self.sup.settings.interval_seconds, WAKE_SAMPLE_GAP_SECONDS)
             now = loop.time()
             if self._woke_at is not None and now - self._woke_at < gap:
                 if self._deferred is None:

@@ -316,6 +316,19 @@ def test_v2_wakeups_are_debounced_to_one_sample_per_interval_oom_never():
     g.close()
 
 
+def test_a_long_interval_debounces_wakeups_by_a_tenth_of_a_second_only():
+    g, loop, _ = make(limit=1000 * MiB, rate=0.0, interval_seconds=5.0, max_interval_seconds=5.0)
+    side = g.sampling_side
+    asked: list[float] = []
+    g.sample_now = lambda why="": asked.append(loop.now)  # type: ignore[method-assign]
+    side._woke(_events_wake(high=1))
+    loop.advance(0.01)
+    side._woke(_events_wake(high=1))
+    loop.advance(0.1)
+    assert [round(t - 1000, 3) for t in asked] == [0.0, 0.1], asked  # not 5 s later
+    g.close()
+
+
 def test_auto_ignores_sentinels_own_memory_high_clamp(tmp_path, monkeypatch):
     group = tmp_path / "pod"
     group.mkdir()
