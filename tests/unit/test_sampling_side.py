@@ -198,7 +198,7 @@ def test_v1_is_not_covered_after_a_failed_rearm():
     g, side = v1_side(100 * MiB, 80 * MiB, fail=OSError(errno.ENOMEM, "Cannot allocate memory"),
                       loop=loop)
     now = sample(20 * MiB, usage=30 * MiB, mx=1 * GiB)
-    assert side.covered(now)  # 30 MiB usage, the threshold at 110 MiB's place... (80 MiB)
+    assert side.covered(now)  # usage 30 MiB below the threshold (80), its place now 30 + 80 = 110
     side.on_limit(150 * MiB)
     side.on_sample(now)  # moves it off the loop: to 30 + 130 = 160 MiB
     loop.run_posted()
