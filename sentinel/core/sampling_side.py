@@ -47,6 +47,20 @@ _REARM_SLACK_BYTES = 1 << 20
 # The first registration (on the loop: ~5 ms) waits for a sample this share of the limit
 # away from it; later moves are made by a helper thread (_rearm).
 _REARM_HEADROOM_SHARE = 0.25
+# v1 covers the limit only while its threshold is this far below the hard (effective)
+# limit: the kernel reclaims page cache at the limit, so usage may never pass a threshold
+# at or near it while anonymous memory grows (a group full of cache).
+_HARD_MARGIN_BYTES = 4 << 20
+# The one-time PSS check reads smaps_rollup per process on the loop (~9.5 ms per GiB
+# mapped, under each process's mmap lock): it stops after this long and decides on
+# what it read (200 backends mapping 8 GiB would otherwise hold the loop ~15 s).
+SHARED_PSS_BUDGET_SECONDS = 0.02
+# v2 memory.events wakes on nearly every charge at memory.max/high (the kernel
+# rate-limits it to ~10-20 ms): at most one wake-driven sample per --interval, and at
+# least one per WAKE_SAMPLE_GAP_SECONDS (a 5 s --interval must not delay a wake-up 5 s);
+# a later wake-up within the gap is sampled at its end; oom/oom_kill always at once.
+WAKE_SAMPLE_GAP_SECONDS = 0.1
+_URGENT_EVENTS = ("oom", "oom_kill")
 # The PSI hint: 150 ms of stall in 1 s (2 s when 1 s is refused, KERNEL.md).
 _PSI_STALL_US, _PSI_WINDOW_US = 150_000, 1_000_000
 
@@ -68,12 +82,17 @@ class SamplingSide:
         self._own_limits_seen: tuple[int | None, int | None] | None = None  # the group's
         self._limits_next = 0.0  # monotonic time of the next effective-limit re-read
         self._own_bytes = 0  # Sentinel's footprint, as --max-rss auto took it off
+        self._own_known = False  # _own_bytes taken (kept for a re-attached cgroup)
         self._shared_done = False  # warned, or the near-limit check ran
         self._shared_next = 0.0  # monotonic time of the next cheap check
         self._rearm_pending = False  # the threshold fired: move it after the sample
         self._arm_pending = False  # a v1 cgroup: arm the threshold at the next good sample
         self._rearming = False  # a helper thread is registering a moved threshold
         self._want: int | None = None  # where the threshold should be, bytes
+        self._clock = time.monotonic  # a test's fake clock
+        self._woke_at: float | None = None  # loop time of the last wake-driven sample
+        self._deferred = None  # the loop handle of a debounced wake-up's sample
+        self._clamp_high: int | None = None  # memory.high seen while Sentinel clamped it
 
     # ------------------------------------------------------------------ notes
     def note(self, topic: str, text: str, level: int = logging.INFO) -> None:
@@ -151,14 +170,38 @@ class SamplingSide:
             return
         if key == "usage_threshold":
             self._rearm_pending = True  # after the sample (on_sample), off the loop
-        self.sup.sample_now(f"{key}: {wake.reason}")
+        why = f"{key}: {wake.reason}"
+        if key == "memory_events" and not any(k in wake.rose for k in _URGENT_EVENTS):
+            # Debounced (see _URGENT_EVENTS): the last wake-driven sample was less than
+            # the gap ago: one sample when it ends, the wake-ups between merged.
+            loop = self.sup.loop
+            gap = min(self.sup.settings.interval_seconds, WAKE_SAMPLE_GAP_SECONDS)
+            now = loop.time()
+            if self._woke_at is not None and now - self._woke_at < gap:
+                if self._deferred is None:
+                    self._deferred = loop.call_at(self._woke_at + gap, self._debounced, why)
+                return
+            self._woke_at = now
+        self._sample_now(why)
+
+    def _debounced(self, why: str) -> None:
+        self._deferred = None
+        self._woke_at = self.sup.loop.time()
+        if self.sup.child is not None:
+            self._sample_now(why + " (debounced)")
+
+    def _sample_now(self, why: str) -> None:
+        if self._deferred is not None:  # this sample serves the deferred one too
+            self._deferred.cancel()
+            self._deferred = None
+        self.sup.sample_now(why)
 
     # ------------------------------------------------------------------ the v1 threshold
     def _threshold_for(self, sample) -> int:
         """Where usage will be when the measure reaches the limit: the limit itself for
         ``--measure cgroup``; else the cgroup's usage plus the measure's headroom (usage
         grows at least as fast as the tree's resident pages: they are charged to it)."""
-        limit = self.sup.state.limit_bytes or 0
+        limit = self.sup.state.limit_bytes or 0  # (never armed without a limit: on_sample)
         if sample is None or self.sup.state.measure == "cgroup":
             return limit
         usage = sample.cgroup_memory_current_bytes
@@ -172,29 +215,53 @@ class SamplingSide:
         delayed the benchmark's SIGTERM from 1-4 ms to 6-16 ms), so a helper thread makes
         it and the loop adopts the new eventfd; one at a time, the latest wish last."""
         thr = self.threshold
-        if thr is None:
-            return
+        if thr is None or self.sup.state.limit_bytes is None:
+            return  # (no limit: on_limit dropped it)
         want = self._threshold_for(sample or self.sup.state.last_sample)
         self._want = want
         if self._rearming:
             return
-        self._rearming = True
         loop = self.sup.loop
 
         def register() -> None:
+            fd, err = -1, None
             try:
-                fd, err = thr.register_at(want), None
+                fd = thr.register_at(want)
             except OSError as exc:
-                fd, err = -1, thr.why(exc)
-            try:
-                loop.call_soon_threadsafe(self._rearmed, thr, want, fd, err)
-            except RuntimeError:  # the loop is closed: Sentinel is ending
-                if fd >= 0:
-                    os.close(fd)
+                err = thr.why(exc)
+            except Exception as exc:  # whatever it is, the loop must hear of it
+                err = f"cgroup v1 usage threshold not moved: {exc!r}"
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._rearmed, thr, want, fd, err)
+                except RuntimeError:  # the loop is closed: Sentinel is ending
+                    if fd >= 0:
+                        os.close(fd)
 
         import threading
 
-        threading.Thread(target=register, name="sentinel-threshold", daemon=True).start()
+        try:
+            threading.Thread(target=register, name="sentinel-threshold", daemon=True).start()
+        except Exception as exc:  # no thread (pids.max reached): no threshold, not covered
+            self._drop_threshold(f"cgroup v1 usage threshold not moved: no helper thread "
+                                 f"({exc}); sampling on the tick")
+            return
+        self._rearming = True  # after the start: a failed one never leaves it set
+
+    def _drop_threshold(self, why: str | None) -> None:
+        """The threshold cannot be kept where it must be: drop it (``covered()`` says
+        no, the tick samples at its normal cadence) and say why; armed again (on the
+        loop) at the next sample far from the limit."""
+        thr, self.threshold = self.threshold, None
+        self._rearming = False
+        if why:
+            self.note("usage_threshold", why)
+        if thr is not None:
+            if self.wakeups is not None:
+                self.wakeups.remove(thr)
+            thr.close()
+        if self.wakeups is not None:
+            self._arm_pending = True
 
     def _rearmed(self, thr, want: int, fd: int, err: str | None) -> None:
         self._rearming = False
@@ -202,8 +269,8 @@ class SamplingSide:
             if fd >= 0:
                 os.close(fd)
             return
-        if err:
-            self.note("usage_threshold", err)
+        if err:  # the old registration is in the wrong place now: not relied on
+            self._drop_threshold(err)
             return
         thr.adopt(fd, want)
         log.debug("cgroup v1 usage threshold moved to %d bytes (limit %s)", want,
@@ -215,7 +282,12 @@ class SamplingSide:
 
     def on_limit(self, limit_bytes: int | None) -> None:
         """The limit changed: re-arm the v1 threshold at the next sample (or arm it at the
-        next one far from the new limit)."""
+        next one far from the new limit); no limit (``limit none``): none armed."""
+        if limit_bytes is None:
+            self._rearm_pending = False
+            if self.threshold is not None:
+                self._drop_threshold(None)  # armed again with the next limit
+            return
         if self.threshold is not None:
             self._rearm_pending = True
         elif self.wakeups is not None and getattr(getattr(self.sup.probe, "cgroup", None),
@@ -240,13 +312,14 @@ class SamplingSide:
 
     def covered(self, sample) -> bool:
         """A kernel wake-up fires before ``sample``'s measure can reach the limit: the v1
-        threshold is armed, or v2 ``memory.events`` is watched and the cgroup's
-        ``memory.high``/``memory.max`` is nearer in usage than the limit in the measure."""
+        threshold is armed where usage can still cross it (see ``_v1_covered``), or v2
+        ``memory.events`` is watched and the cgroup's ``memory.high``/``memory.max`` is
+        nearer in usage than the limit in the measure."""
         limit = self.sup.state.limit_bytes
         if limit is None or sample is None:
             return False
-        if self.threshold is not None and self.threshold.fd >= 0:
-            return True
+        if self.threshold is not None:
+            return self._v1_covered(sample)
         if self.events_watch is None or self.events_watch.fd < 0:
             return False
         usage = sample.cgroup_memory_current_bytes
@@ -255,6 +328,23 @@ class SamplingSide:
         if usage is None or not bounds:
             return False
         return min(bounds) - usage <= limit - sample.measure_bytes
+
+    def _v1_covered(self, sample) -> bool:
+        """The v1 threshold (``memory.usage_in_bytes``) fires first: registered, usage
+        (the sample's) below it, it at most ``_REARM_SLACK_BYTES`` above where it should
+        be (``_threshold_for``), and ``_HARD_MARGIN_BYTES`` below the hard limit (the
+        sample's ``memory.limit_in_bytes``, and the effective one last read): usage
+        never rises past the hard limit, the kernel reclaims there."""
+        thr = self.threshold
+        usage = sample.cgroup_memory_current_bytes
+        if thr is None or thr.fd < 0 or self._rearming or usage is None:
+            return False
+        at = thr.threshold_bytes
+        hard = [b for b in (sample.cgroup_memory_max_bytes,
+                            (self._limits_seen or (None, None))[0]) if b is not None]
+        if hard and at > min(hard) - _HARD_MARGIN_BYTES:
+            return False
+        return usage < at <= self._threshold_for(sample) + _REARM_SLACK_BYTES
 
     # ------------------------------------------------------------------ each sample
     def on_sample(self, sample) -> None:
@@ -292,15 +382,27 @@ class SamplingSide:
         memory = getattr(self.sup.probe, "cgroup", None)
         if s.limit_auto_share is None or memory is None or self.sup.state.current_kill:
             return  # (not during a stop: --clamp-high's memory.high is no resize)
-        own_now = (sample.cgroup_memory_max_bytes, sample.cgroup_memory_high_bytes)
-        now = time.monotonic()
+        # --clamp-high's memory.high is Sentinel's own, no resize: while it is in place
+        # (the kernel side's high_clamped) and whenever memory.high still equals it, the
+        # high last seen before it stands in.
+        high = sample.cgroup_memory_high_bytes
+        if getattr(getattr(self.sup, "kernel_side", None), "high_clamped", False):
+            self._clamp_high = high
+        own_high = high is not None and high == self._clamp_high
+        if own_high:
+            high = (self._own_limits_seen or (None, None))[1]
+        own_now = (sample.cgroup_memory_max_bytes, high)
+        now = self._clock()
         if own_now == self._own_limits_seen and now < self._limits_next:
             return
         self._own_limits_seen, self._limits_next = own_now, now + LIMIT_REREAD_SECONDS
         effective = memory.limits()
+        if own_high:
+            effective = (effective[0], (self._limits_seen or (None, None))[1])
         before, self._limits_seen = self._limits_seen, effective
         bounds = [b for b in effective if b is not None]
-        if before is None:
+        if before is None and not self._own_known:
+            self._own_known = True
             # Sentinel's footprint as start-up took it off (launch.own_footprint_bytes,
             # layer 4): what the share of this limit exceeds the resolved one by.
             cgroup_measure = s.measure in ("cgroup", "working-set")
@@ -335,7 +437,7 @@ class SamplingSide:
             return
         limit = st.limit_bytes
         near = limit is not None and sample.rss_bytes >= SHARED_NEAR_SHARE * limit
-        now = time.monotonic()
+        now = self._clock()
         if not near and now < self._shared_next:
             return
         self._shared_next = now + SHARED_CHECK_SECONDS
@@ -349,14 +451,27 @@ class SamplingSide:
         read_pss = getattr(self.sup.probe, "smaps_rollup", None)
         if read_pss is None:
             return  # a probe without PSS (a test's): only the cgroup comparison
-        pss = 0
+        # Within SHARED_PSS_BUDGET_SECONDS (a time budget, not a process count: one
+        # process's read costs by its mappings): the processes read decide, their RSS
+        # against their PSS.
+        pss = rss_read = read = 0
+        deadline = self._clock() + SHARED_PSS_BUDGET_SECONDS
         for pid, rss in sample.processes:
+            if read and self._clock() >= deadline:
+                log.debug("shared-pages check: %d of %d processes read within %.0f ms",
+                          read, len(sample.processes), SHARED_PSS_BUDGET_SECONDS * 1e3,
+                          extra={"event": "shared_pages"})
+                break
+            read += 1
             got = read_pss(pid)
             if got is None:
                 continue  # gone
+            rss_read += rss
             pss += got[0] if got[0] is not None else rss  # unreadable: its RSS, no alarm
-        if pss and sample.rss_bytes > SHARED_RATIO * pss:
-            self._warn_shared(sample.rss_bytes, pss, "the tree's PSS")
+        if pss and rss_read > SHARED_RATIO * pss:
+            whose = "the tree's PSS" if read == len(sample.processes) else \
+                f"the PSS of the {read} of {len(sample.processes)} processes read in time"
+            self._warn_shared(rss_read, pss, whose)
 
     def _warn_shared(self, rss: int, other: int, what: str) -> None:
         self._shared_done = True
@@ -374,3 +489,10 @@ class SamplingSide:
             except Exception:
                 pass
         self.wakeups = self.threshold = self.events_watch = None
+        if self._deferred is not None:
+            self._deferred.cancel()
+        self._deferred = self._woke_at = None
+        # Nothing of the old cgroup carries over to the next (a re-attached watch target):
+        self._arm_pending = self._rearm_pending = self._rearming = False
+        self._limits_seen = self._own_limits_seen = self._want = None
+        self._limits_next = 0.0

@@ -403,6 +403,7 @@ class Wakeups:
         self._sources: dict[int, object] = {}
         self._loop = None
         self._callback = None
+        self._last_ready = 0  # how many fds the last poll() found ready
 
     @property
     def sources(self) -> list:
@@ -439,6 +440,7 @@ class Wakeups:
         """Drain every ready fd now, without blocking; the wake-ups found."""
         out: list[Wakeup] = []
         ready = self._epoll.poll(0)
+        self._last_ready = len(ready)
         for fd, events in ready:
             source = self._sources.get(fd)
             if source is None:
@@ -456,10 +458,16 @@ class Wakeups:
 
     def _on_readable(self) -> None:
         wakes = self.poll()
-        if not wakes:  # the loop's poll consumed a PSI event (see the class docstring)
+        if not wakes and not self._last_ready:
+            # No fd ready at all: the loop's poll consumed a PSI event (see the class
+            # docstring). A ready fd that woke nothing (memory.events' ``low``) is no PSI.
             wakes = [s.ready() for s in self._sources.values() if isinstance(s, PressureTrigger)]
         for wake in wakes:
             self._callback(wake)
+
+    def remove(self, source) -> None:
+        """Stop polling ``source`` and close it (its owner gave it up)."""
+        self._drop(source)
 
     def _drop(self, source) -> None:
         self._sources.pop(source.fd, None)

@@ -5,6 +5,7 @@ sharing), and an enforcing cgroup figure that becomes unreadable is said once, l
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -243,3 +244,90 @@ def test_a_threshold_passed_by_others_memory_is_moved_and_still_stops_the_leak(
                 holder.wait()
                 holder.stdin.close()
                 holder.stdout.close()
+
+
+def _cached_side(group: Path, tmp_path: Path, limit: int, cache_mib: int):
+    """A sampling side on the real v1 ``group`` after ``cache_mib`` MiB of page cache
+    were written (by a process in it, so charged to it); its wake-ups attached to a
+    real asyncio loop. Returns (guardian, side, loop)."""
+    import asyncio
+    import subprocess
+
+    from sentinel.config.settings import Settings
+    from sentinel.probes.cgroup import CgroupMemory
+    from tests.unit.test_guardian_clock import FakeLoop, Recorder, ScriptedProbe
+
+    subprocess.run(["dd", "if=/dev/zero", f"of={tmp_path / 'cache'}", "bs=1M",
+                    f"count={cache_mib}", "status=none"], check=True, preexec_fn=into(group))
+    loop = asyncio.new_event_loop()
+    s = Settings(command=("app",), workload_name="app", max_rss_bytes=limit)
+    probe = ScriptedProbe(FakeLoop(), 0, 0)
+    probe.cgroup = CgroupMemory(str(group), 1)  # type: ignore[attr-defined]
+    g = Recorder(s, None, set(), loop=loop, probe=probe)
+    side = g.sampling_side
+    side.on_run()
+    return g, side, loop
+
+
+def _v1_sample(group: Path, measure: int):
+    from sentinel.probes.contract import MemorySample
+
+    usage = int((group / "memory.usage_in_bytes").read_text())
+    hard = int((group / "memory.limit_in_bytes").read_text())
+    return MemorySample(at_mono=0.0, measure_bytes=measure, rss_bytes=measure,
+                        processes=((4242, measure),), duration_seconds=0.0,
+                        cgroup_memory_current_bytes=usage, cgroup_memory_max_bytes=hard)
+
+
+def test_a_v1_threshold_above_the_hard_limit_does_not_cover(tmp_path):
+    # 256 MiB hard limit, ~200 MiB of page cache, a 20 MiB workload under a 100 MiB
+    # limit: the threshold belongs at usage + 80 MiB = ~280 MiB, above the hard limit,
+    # where the kernel reclaims cache instead: it never fires, the tick must not stretch.
+    with own_v1_group(256 * MiB) as group:
+        g, side, loop = _cached_side(group, tmp_path, 100 * MiB, 200)
+        try:
+            now = _v1_sample(group, 20 * MiB)
+            assert now.cgroup_memory_current_bytes > 180 * MiB, now
+            side.on_sample(now)
+            thr = side.threshold
+            assert thr is not None and thr.fd >= 0, g.state.kernel_notes  # really armed
+            assert thr.threshold_bytes > 256 * MiB
+            assert not side.covered(now)
+            # The same group with room above the threshold: covered.
+            (group / "memory.memsw.limit_in_bytes").write_text(str(1024 * MiB))
+            (group / "memory.limit_in_bytes").write_text(str(1024 * MiB))
+            assert side.covered(_v1_sample(group, 20 * MiB))
+        finally:
+            side.close()
+            g.close()
+            loop.close()
+
+
+def test_a_v1_threshold_whose_rearm_fails_does_not_cover(tmp_path):
+    with own_v1_group(1024 * MiB) as group:
+        g, side, loop = _cached_side(group, tmp_path, 100 * MiB, 20)
+        try:
+            now = _v1_sample(group, 20 * MiB)
+            side.on_sample(now)
+            thr = side.threshold
+            assert thr is not None and thr.fd >= 0 and side.covered(now)
+            thr.path = str(group / "no-such-file")  # the kernel refuses the next one
+            done = loop.create_future()
+            rearmed = side._rearmed
+
+            def heard(*args) -> None:  # the handshake: the helper thread's answer ran
+                rearmed(*args)
+                done.set_result(args)
+
+            side._rearmed = heard  # type: ignore[method-assign]
+            side.on_limit(200 * MiB)
+            side.on_sample(now)  # re-armed by a helper thread, answered on the loop
+            _, _, fd, err = loop.run_until_complete(asyncio.wait_for(done, 10))
+            assert fd == -1 and "does not exist" in err  # refused for real (ENOENT)
+            assert side.threshold is None and not side.covered(now)
+            assert g.state.kernel_notes["usage_threshold"] == err
+        finally:
+            side.close()
+            g.close()
+            loop.close()
+

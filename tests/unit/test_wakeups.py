@@ -156,3 +156,53 @@ def test_idle_wakeups_in_a_running_loop_cost_no_callback_and_close_cleanly():
         return got
 
     assert asyncio.run(main()) == [wakeups.Wakeup("test", "eventfd", "count 3")]
+
+
+class _ReadyNothing:
+    """An fd that is ready (an eventfd with a count) whose re-read wakes nothing, as
+    memory.events does when only ``low`` rose."""
+
+    kind, path, events = "memory.events", "/fake/memory.events", 1  # EPOLLIN
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(1, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def ready(self, _events=0):
+        os.eventfd_read(self.fd)
+        return None
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _QuietPressure(wakeups.PressureTrigger):
+    """A PSI trigger that never fires by itself (an eventfd at 0: the machine's real
+    memory pressure cannot make this test flaky)."""
+
+    def __init__(self) -> None:  # noqa: D107 (no registration: nothing to read)
+        self.path, self.unavailable, self.note = "/fake/pressure", None, None
+        self.level, self.stall_us, self.window_us = "some", 150_000, 2_000_000
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def test_a_ready_fd_that_wakes_nothing_is_no_psi_wakeup_but_no_fd_ready_is():
+    w = wakeups.Wakeups()
+    trigger = _QuietPressure()
+    quiet = _ReadyNothing()
+    got: list = []
+    try:
+        assert w.add(trigger) is None and w.add(quiet) is None
+        w._callback = got.append
+        w._on_readable()  # memory.events' `low` rose: nothing to report
+        assert got == []
+        w._on_readable()  # nothing ready at all: the loop's poll took a PSI event
+        assert [g.kind for g in got] == ["pressure"]
+    finally:
+        w.close()
