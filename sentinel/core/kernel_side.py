@@ -77,6 +77,14 @@ HARD_LIMIT_REFRESH_SECONDS = 2.0
 _WS_POINTS = 64
 
 
+# How long after a spawn the workload's other processes get its oom_score_adj too (those
+# forked before Sentinel raised the main one's inherited Sentinel's).
+EARLY_PROTECT_SECONDS = 2.0
+# The early SIGKILL comes this long (or three sampling periods) before the projected
+# crossing of the container's hard limit, not at once.
+EARLY_SIGKILL_LEAD_SECONDS = 0.3
+
+
 def oom_score_adj_plan(own: int, margin: int) -> int:
     """The ``oom_score_adj`` Sentinel asks for itself, from its own ``own`` (-1000..1000)
     and ``margin`` (> 0): ``own - margin``, never below ``OWN_OOM_SCORE_ADJ_FLOOR`` (-999:
@@ -118,7 +126,8 @@ def _guard(errors: set, name: str, fn, *args, default=None):
 
 def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
                          growth_bytes_per_second: float | None, now: float,
-                         sigkill_at: float | None) -> str | None:
+                         sigkill_at: float | None,
+                         within_seconds: float | None = None) -> str | None:
     """Why SIGKILL should come now rather than at ``sigkill_at``, or ``None``.
 
     ``usage_bytes`` is what the kernel judges (the cgroup's working set: ``memory.current``
@@ -127,7 +136,10 @@ def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
     the growth of that same figure (``sentinel.core.sampler.growth_rate``), ``now`` and
     ``sigkill_at`` monotonic seconds (the ladder's ``grace_deadline``). At that rate the
     usage reaches the hard limit in ``(limit - usage) / rate`` seconds; if that is before
-    the grace period ends, the kernel's OOM killer would act first. Pure; never raises.
+    the grace period ends, the kernel's OOM killer would act first. With
+    ``within_seconds``, not yet while the crossing is further away than that: the
+    workload keeps its grace until shortly before (the caller samples again sooner).
+    Pure; never raises.
     """
     if usage_bytes is None or hard_limit_bytes is None or sigkill_at is None:
         return None
@@ -141,7 +153,7 @@ def early_sigkill_reason(usage_bytes: int | None, hard_limit_bytes: int | None,
     if not growth_bytes_per_second or growth_bytes_per_second <= 0:
         return None
     projected = headroom / growth_bytes_per_second
-    if projected >= grace_left:
+    if projected >= grace_left or (within_seconds is not None and projected > within_seconds):
         return None
     return (f"growing {fmt_bytes(int(growth_bytes_per_second))}/s, the workload reaches the "
             f"container's hard limit {fmt_bytes(hard_limit_bytes)} in {projected:.2f}s, "
@@ -188,6 +200,13 @@ class KernelSide:
         self._mrelease_lock = threading.Lock()
         self._mrelease_thread: threading.Thread | None = None
         self._hook_errors: set[str] = set()
+        self._last_pids: frozenset[int] = frozenset()  # the workload's, at the last sample
+        self._rise_pids: frozenset[int] = frozenset()  # ... when oom_kill was seen rising
+        self._last_value: int | None = None  # the measure at the last sample with processes
+        self._run_started: float | None = None  # monotonic, for the early tree protection
+        self._protected: set[int] = set()
+        self._target_adj: int | None = None  # the workload's oom_score_adj target
+        self._limit_warned: tuple | None = None  # (Sentinel's limit, the cgroup's) said
 
     def hook(self, name: str, *args, default=None):
         """Call the hook method ``name`` with ``args`` from the supervisor, guarded
@@ -226,6 +245,10 @@ class KernelSide:
         self._ws_points.clear()
         self._hard = None
         self._sigkill_sent = False
+        self._last_pids = self._rise_pids = frozenset()
+        self._last_value = None
+        self._run_started = self.sup._clock()
+        self._protected = set()
         self.close_pidfds()
         self.restore_high()
         self.protect(pid)
@@ -237,19 +260,59 @@ class KernelSide:
         ws = sample.cgroup_working_set_bytes
         if ws is not None:
             self._ws_points.append((sample.at_mono, ws))
+        pids = frozenset(sample.pids)
+        if pids:
+            self._last_value = sample.measure_bytes
+        self._protect_early_children(sample)
+        self._warn_limit_above_the_containers(sample)
         count = sample.cgroup_oom_kills
         if count is None:
+            self._last_pids = pids
             return
         if self._oom_base is None or count < self._oom_base:  # first, or the group was recreated
             self._oom_base, self._rise_at = count, None
+        elif count != self._oom_base:
+            if self._rise_at is None:
+                self._rise_at, self._rise_pids = sample.at_mono, self._last_pids
+            elif sample.at_mono - self._rise_at >= OOM_RISE_SETTLE_SECONDS:
+                delta, self._oom_base, self._rise_at = count - self._oom_base, count, None
+                if self._rise_pids - pids:  # a process of the workload's tree is gone
+                    self._announce(None, delta, sample)
+                else:
+                    # No process of the workload's tree went: the kernel killed another
+                    # process of the cgroup (a `kubectl exec` shell, a sibling program).
+                    self._note_once("oom_other", f"the kernel's OOM killer killed {delta} "
+                                    "process(es) of the cgroup that are not the workload's; "
+                                    "the container's memory limit is nearly used up")
+        self._last_pids = pids
+
+    def _protect_early_children(self, sample) -> None:
+        """In the first ``EARLY_PROTECT_SECONDS`` of a run, give the workload's other
+        processes the main one's ``oom_score_adj`` too: those it forked before Sentinel
+        raised it (a shell's ``cmd &``) inherited Sentinel's own value."""
+        if (self._target_adj is None or self._run_started is None
+                or self.sup._clock() - self._run_started > EARLY_PROTECT_SECONDS):
             return
-        if count == self._oom_base:
+        for pid in sample.pids:
+            if pid in self._protected:
+                continue
+            self._protected.add(pid)
+            current = _read_oom_score_adj(pid)
+            if current is not None and current < self._target_adj:
+                kernel.raise_oom_score_adj(pid, self._target_adj)  # gone or refused: left
+
+    def _warn_limit_above_the_containers(self, sample) -> None:
+        """Say once (per pair of figures) when Sentinel's limit is at or above the
+        container's hard limit: the kernel's OOM killer would act first."""
+        limit, hard = self.sup.state.limit_bytes, sample.cgroup_memory_max_bytes
+        if limit is None or hard is None or limit < hard or self._limit_warned == (limit, hard):
             return
-        if self._rise_at is None:
-            self._rise_at = sample.at_mono
-        elif sample.at_mono - self._rise_at >= OOM_RISE_SETTLE_SECONDS:
-            delta, self._oom_base, self._rise_at = count - self._oom_base, count, None
-            self._announce(None, delta, sample)
+        self._limit_warned = (limit, hard)
+        text = (f"Sentinel's limit {fmt_bytes(limit)} on {self.sup.state.measure} is at or above "
+                f"the container's memory limit {fmt_bytes(hard)}: the kernel's OOM killer will "
+                "act first; lower --max-rss, or use --max-rss auto")
+        self.sup.state.kernel_notes["limit_above_container"] = text
+        log.warning("%s", text, extra={"event": "kernel_note", "topic": "limit_above_container"})
 
     def main_died(self, status: int, sentinel_sent_sigkill: bool) -> KillRecord | None:
         """The main process was reaped with ``status``: if the kernel's OOM killer
@@ -279,7 +342,8 @@ class KernelSide:
                 cg_limit = None
         record = KillRecord(
             reason=REASON_KERNEL_OOM, started_wall=time.time(), started_mono=sup._clock(),
-            measure=st.measure, value_bytes=sample.measure_bytes if sample else None,
+            measure=st.measure, value_bytes=self._last_value if self._last_value is not None
+            else (sample.measure_bytes if sample else None),
             limit_bytes=st.limit_bytes, pids=(pid,) if pid else (), grace_period_seconds=0.0,
             exit_code=128 + signal.SIGKILL if pid else None, confirmed=True if pid else None)
         key = (REASON_KERNEL_OOM, "SIGKILL")
@@ -290,10 +354,20 @@ class KernelSide:
         hit = f"its limit {fmt_bytes(cg_limit)}" if cg_limit else "its limit"
         ours = (f"Sentinel's limit {fmt_bytes(st.limit_bytes)} on {st.measure}"
                 if st.limit_bytes else "Sentinel has no limit set")
+        if st.current_kill is not None and st.current_kill.signals:
+            # Sentinel had acted: the kernel came during the grace period.
+            why = (f"during the grace period after Sentinel's {st.current_kill.signals[0]}: "
+                   f"the container's cgroup hit {hit} while the workload shut down. Fix: a "
+                   "shorter --grace-period"
+                   + (", or leave the early SIGKILL on (no --no-early-sigkill)"
+                      if sup.settings.no_early_sigkill else ", or a lower --max-rss"))
+        else:
+            why = (f"the container's cgroup hit {hit} before Sentinel acted; {ours} sits too "
+                   "close to it or above it. Fix: lower --max-rss, use --max-rss auto, or "
+                   "--measure working-set")
         sup.emit("kernel_oom_kill",
-                 f"the kernel's OOM killer killed {who}: the container's cgroup hit {hit} "
-                 f"before Sentinel acted; {ours} sits too close to it or above it. Fix: lower "
-                 "--max-rss, use --max-rss auto, or --measure working-set",
+                 f"the kernel's OOM killer killed {who}{':' if not why.startswith('during') else ''} "
+                 f"{why}",
                  logging.ERROR, kill=record.to_dict(), pid=pid, oom_kills_delta=delta,
                  cgroup_limit_bytes=cg_limit)
         return record
@@ -340,8 +414,12 @@ class KernelSide:
         ws = sample.cgroup_working_set_bytes
         if ws is None:
             return False
+        # Not at the first sign: shortly before the projected crossing (three sampling
+        # periods, at least EARLY_SIGKILL_LEAD_SECONDS), so the workload keeps most of
+        # the time it has to clean up; samples come every --interval during the grace.
+        lead = max(EARLY_SIGKILL_LEAD_SECONDS, 3 * self.sup.settings.interval_seconds)
         reason = early_sigkill_reason(ws, self._hard_limit(sample), self.working_set_growth,
-                                      self.sup._clock(), ladder.grace_deadline)
+                                      self.sup._clock(), ladder.grace_deadline, lead)
         if reason is None:
             return False
         log.warning("SIGKILL before the grace period ends: %s (the kernel's OOM killer would "
@@ -552,6 +630,8 @@ class KernelSide:
             return
         before = self._own_before if self._own_before is not None else own
         target = workload_oom_score_adj_target(before, own, margin)
+        self._target_adj = target
+        self._protected.add(pid)
         current = _read_oom_score_adj(pid)
         if current is not None and current >= target:
             note = f"workload pid {pid} at oom_score_adj {current}, Sentinel at {own}"

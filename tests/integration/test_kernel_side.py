@@ -379,3 +379,20 @@ def test_clamp_high_on_cgroup_v1_says_once_why_it_does_nothing(start_sentinel, t
         (note,) = [e for e in events(s, "kernel_note") if "--clamp-high" in e["msg"]]
         assert note["level"] == "info" and "cgroup v2 only; this cgroup is v1" in note["msg"]
         assert [e["signal"] for e in events(s, "signal_sent")] == ["SIGTERM", "SIGKILL"]
+
+
+def test_processes_the_workload_forked_before_it_was_raised_are_raised_too(start_sentinel,
+                                                                          tmp_path):
+    # `sh -c 'sleep & ...'` forks at once, before Sentinel raises the shell: the sleep
+    # inherited Sentinel's value, and gets the workload's within the first samples.
+    sock = tmp_path / "s.sock"
+    s = start_sentinel([*common(sock, tmp_path), "--max-rss", "1Gi", "--",
+                        "sh", "-c", "sleep 30 & sleep 30 & wait"])
+    base = _own_adj()
+    want = str(min(1000, base + 100))
+    wait_until(lambda: len(descendants(s.pid)) >= 3, 10, what="the shell and its sleeps")
+    wait_until(lambda: all(Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == want
+                           for pid in descendants(s.pid)), 10,
+               what="every process of the workload at the workload's oom_score_adj")
+    s.signal(signal.SIGTERM)
+    assert s.wait(20) == 143

@@ -91,6 +91,8 @@ class _CgroupProbe:
 
     def sample(self) -> MemorySample:
         s = self.inner.sample()
+        s = dataclasses.replace(s, processes=s.processes + tuple(
+            (pid, 0) for pid in getattr(self, "workers", ())))
         current = min(s.measure_bytes + self.extra, self.hard or 1 << 62)
         ws = max(0, current - self.inactive) if self.ws is None else self.ws(s)
         return dataclasses.replace(s, cgroup_memory_current_bytes=current,
@@ -201,8 +203,10 @@ def test_sentinels_own_sigkill_stays_sentinels_even_if_oom_kill_rose():
 
 def test_a_rise_the_main_process_outlives_is_another_process_killed_by_the_kernel():
     g, loop, probe = _guardian(limit=None, rate=0.0)
+    probe.workers = (4243,)  # a worker of the workload's tree, which the kernel kills
     loop.advance(0.5)
     probe.oom_kills = 2
+    probe.workers = ()
     loop.advance(OOM_RISE_SETTLE_SECONDS + 0.5)
     ev = [e for e in g.state.events if e.kind == "kernel_oom_kill"]
     assert len(ev) == 1 and ev[0].fields["pid"] is None and ev[0].fields["oom_kills_delta"] == 2
@@ -211,6 +215,26 @@ def test_a_rise_the_main_process_outlives_is_another_process_killed_by_the_kerne
     g._finish = lambda code: None  # type: ignore[method-assign]
     g.child_exited(SIGKILLED)  # a later kill -9: the settled rise does not make it the kernel's
     assert g.state.last_kill is None
+
+
+def test_a_rise_with_every_process_of_the_workload_still_there_is_not_the_workloads():
+    # The kernel killed another process of the cgroup (a `kubectl exec` shell): said as a
+    # note, never counted as a kill of the workload.
+    g, loop, probe = _guardian(limit=None, rate=0.0)
+    loop.advance(0.5)
+    probe.oom_kills = 1
+    loop.advance(OOM_RISE_SETTLE_SECONDS + 0.5)
+    assert not [e for e in g.state.events if e.kind == "kernel_oom_kill"]
+    assert g.state.kills.get(("kernel_oom", "SIGKILL"), 0) == 0
+    assert "not the workload's" in g.state.kernel_notes["oom_other"]
+
+
+def test_a_limit_at_or_above_the_containers_is_warned_of_once():
+    g, loop, probe = _guardian(limit=300 * MiB, rate=0.0)
+    probe.hard = 200 * MiB
+    loop.advance(1.0)
+    assert "at or above the container's memory limit" in g.state.kernel_notes[
+        "limit_above_container"]
 
 
 # ---------------------------------------------------------------- the options
@@ -418,3 +442,13 @@ def test_process_mrelease_runs_off_the_loop_and_its_results_come_back_on_it(monk
     assert side.mrelease_results == {"unavailable": 2}
     assert list(state.kernel_notes) == ["mrelease"]  # said once
     assert side._sigkill_sent  # the main process was among them
+
+
+def test_the_early_sigkill_waits_until_shortly_before_the_projected_crossing():
+    from sentinel.core.kernel_side import early_sigkill_reason
+
+    # 1 GiB headroom at 100 MiB/s: the crossing is 10.24 s away, the grace ends in 30 s.
+    args = (0, 1024 * MiB, 100 * MiB, 0.0, 30.0)
+    assert early_sigkill_reason(*args) is not None  # without a lead: at once
+    assert early_sigkill_reason(*args, within_seconds=0.3) is None  # later, not yet
+    assert early_sigkill_reason(0, 20 * MiB, 100 * MiB, 0.0, 30.0, within_seconds=0.3)
