@@ -171,6 +171,9 @@ def resolve_cgroup_settings(settings, pid: int | str = "self", proc_root: str = 
         updates: dict = {}
         if cgroup_measure:
             file = "memory.current" if memory.version == 2 else "memory.usage_in_bytes"
+            if settings.measure == "working-set":
+                file += " less memory.stat's " + ("inactive_file" if memory.version == 2
+                                                  else "total_inactive_file")
             updates["cgroup_note"] = (f"--measure {settings.measure}: cgroup v{memory.version} "
                                       f"{memory.path} ({file})")
             if pid == "self" and proc_root == "/proc":  # before the spawn: Sentinel alone

@@ -410,14 +410,14 @@ _USAGE_CODES = ("bad_argument", "unknown_command")
 
 def limit_command(size: str | None) -> str:
     """The ``limit`` line for ``sentinel limit [SIZE|none]``. Raises ``ValueError``."""
-    from sentinel.config.settings import parse_size
+    from sentinel.config.settings import NO_LIMIT_WORDS, parse_limit
 
     if size is None:
         return "limit"
-    if size.strip().lower() in ("none", "off", "unlimited"):
+    if size.strip().lower() in NO_LIMIT_WORDS:
         return "limit none"
     try:
-        return f"limit {parse_size(size)}"
+        return f"limit {parse_limit(size)}"  # the 64k floor too, before anything is sent
     except ValueError as exc:
         raise ValueError(f"limit: {exc}, or none") from None
 

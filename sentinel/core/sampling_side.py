@@ -413,7 +413,7 @@ class SamplingSide:
         if before == effective:
             return
         from sentinel.errors import UsageError
-        from sentinel.probes.cgroup import auto_limit
+        from sentinel.probes.cgroup import auto_limit, share_text
 
         try:
             value = auto_limit(effective[0], effective[1], s.limit_auto_share,
@@ -424,8 +424,11 @@ class SamplingSide:
                         fmt_bytes(self.sup.state.limit_bytes), extra={"event": "limit_auto"})
             return
         if value != self.sup.state.limit_bytes:
-            self.sup.apply_limit(value, why=f"--max-rss auto:{s.limit_auto_share:.0%} of the "
-                                 f"container's new limit {fmt_bytes(min(bounds))}")
+            why = (f"--max-rss auto:{share_text(s.limit_auto_share)} of the container's new "
+                   f"limit {fmt_bytes(min(bounds))}")
+            self.sup.apply_limit(value, why=why)
+            # status shows the resolution now in force, not the start-up one
+            self.sup.state.kernel_notes["auto"] = f"{why}: limit {fmt_bytes(value)}"
 
     def _shared_pages(self, sample) -> None:
         """``--measure rss``: summed RSS against the cgroup's usage (cheap, every

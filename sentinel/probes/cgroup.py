@@ -613,6 +613,8 @@ def explain_no_cgroup(pid: int | str = "self", *, proc_root: str = "/proc",
                "the host's /sys/fs/cgroup read-only into Sentinel's container (a hostPath "
                "volume) and share the host's cgroup namespace, or give --cgroup-root the "
                "directory where the workload's cgroup is mounted")
+    elif cgroup_root is not None and not os.path.isdir(cgroup_root):
+        fix = f"check --cgroup-root {cgroup_root}: it does not exist (or is not a directory)"
     elif cgroup_root is not None:
         fix = (f"check --cgroup-root {cgroup_root}: it must be where the cgroup file system "
                "is mounted, or the directory of the group this process is in")

@@ -193,7 +193,7 @@ def test_cli_auto_without_a_limit_is_one_line_and_exit_2(tmp_path):
 ])
 def test_cli_no_visible_cgroup_is_one_line_and_exit_2(tmp_path, argv, said):
     err = one_line_exit_2(run(*argv, "--cgroup-root", str(tmp_path / "nowhere"), "--", "true"))
-    assert said in err and "--cgroup-root" in err
+    assert said in err and "--cgroup-root" in err and "it does not exist" in err
 
 
 def test_cli_bad_share_is_one_line_and_exit_2():

@@ -68,7 +68,10 @@ def test_max_rss_auto_follows_a_changed_limit(start_sentinel, tmp_path):
         (group / "memory.limit_in_bytes").write_text(str(600 * MiB))  # a pod resize
         after = 300 * MiB - 32 * MiB
         wait_until(lambda: _status_limit(sock) == after, 10, what=f"limit {after}")
-        memory = request(sock, "status", timeout=1.0)["status"]["memory"]
+        status = request(sock, "status", timeout=1.0)["status"]
+        memory = status["memory"]
+        # status's auto line is the resolution now in force, not the start-up one
+        assert "new limit 600.0 MiB" in status["kernel_notes"]["auto"], status["kernel_notes"]
         # --measure rss, and every cgroup figure in the sample all the same
         assert memory["cgroup_memory_max_bytes"] == 600 * MiB, memory
         assert memory["cgroup_memory_current_bytes"] and memory["rss_bytes"] is not None

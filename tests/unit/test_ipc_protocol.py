@@ -353,6 +353,8 @@ def test_signal_numbers_are_sent_as_numbers_by_the_cli_helpers():
     assert limit_command("None") == "limit none" and limit_command(None) == "limit"
     with pytest.raises(ValueError, match="^limit: 'x' is not a size"):
         limit_command("x")
+    with pytest.raises(ValueError, match="below the 64k floor"):  # before anything is sent
+        limit_command("512")
 
 
 def test_tunables_come_from_the_settings():
