@@ -356,18 +356,16 @@ class KernelSide:
                 if st.limit_bytes else "Sentinel has no limit set")
         if st.current_kill is not None and st.current_kill.signals:
             # Sentinel had acted: the kernel came during the grace period.
-            why = (f"during the grace period after Sentinel's {st.current_kill.signals[0]}: "
+            why = (f" during the grace period after Sentinel's {st.current_kill.signals[0]}: "
                    f"the container's cgroup hit {hit} while the workload shut down. Fix: a "
                    "shorter --grace-period"
                    + (", or leave the early SIGKILL on (no --no-early-sigkill)"
                       if sup.settings.no_early_sigkill else ", or a lower --max-rss"))
         else:
-            why = (f"the container's cgroup hit {hit} before Sentinel acted; {ours} sits too "
+            why = (f": the container's cgroup hit {hit} before Sentinel acted; {ours} sits too "
                    "close to it or above it. Fix: lower --max-rss, use --max-rss auto, or "
                    "--measure working-set")
-        sup.emit("kernel_oom_kill",
-                 f"the kernel's OOM killer killed {who}{':' if not why.startswith('during') else ''} "
-                 f"{why}",
+        sup.emit("kernel_oom_kill", f"the kernel's OOM killer killed {who}{why}",
                  logging.ERROR, kill=record.to_dict(), pid=pid, oom_kills_delta=delta,
                  cgroup_limit_bytes=cg_limit)
         return record
@@ -399,12 +397,12 @@ class KernelSide:
             self._hard = (now, limit)
         return self._hard[1]
 
-    def check_early_sigkill(self, sample, ladder, growth: float | None = None) -> bool:
-        """During a grace period: SIGKILL now (``ladder.escalate_now``) when the cgroup's
-        working set, at its own growth (``working_set_growth``), reaches the effective
-        hard limit first. True if sent. ``growth`` is ignored (the enforced measure's
-        slope is another figure: page cache with ``--measure cgroup``, shared pages
-        counted per process with ``rss``)."""
+    def check_early_sigkill(self, sample, ladder) -> bool:
+        """During a grace period: SIGKILL (``ladder.escalate_now``) when the cgroup's
+        working set, at its own growth (``working_set_growth``; never the enforced
+        measure's slope, which is another figure: page cache with ``--measure cgroup``,
+        shared pages counted per process with ``rss``), reaches the effective hard limit
+        before the grace period ends, shortly before the crossing. True if sent."""
         if self.sup.settings.no_early_sigkill or ladder is None or ladder.sigkill_sent:
             return False
         # The working set (usage - inactive_file), not the usage: page cache fills a

@@ -241,6 +241,28 @@ def test_v1_usage_threshold_wakes_the_loop_before_the_hard_cap():
             finish(child)
 
 
+def first_wakeup(source, timeout: float, then=None) -> wakeups.Wakeup:
+    """The first ``Wakeup`` of ``source`` in a real asyncio loop (``Wakeups`` attached
+    with ``loop.add_reader``); ``then()`` runs once attached. The Wakeups is closed
+    afterwards, and with it the source (closing it again is harmless). Raises
+    ``TimeoutError`` after ``timeout`` seconds."""
+    w = wakeups.Wakeups()
+    assert w.add(source) is None
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        woke: asyncio.Future = loop.create_future()
+        w.attach(loop, lambda wake: woke.done() or woke.set_result(wake))
+        if then is not None:
+            then()
+        try:
+            return await asyncio.wait_for(woke, timeout)
+        finally:
+            w.close()
+
+    return asyncio.run(main())
+
+
 def test_v1_oom_notification_wakes_on_a_real_kernel_oom_kill():
     with v1_group("memory") as mem:
         (mem / "memory.limit_in_bytes").write_text(str(64 * MiB))
@@ -251,21 +273,11 @@ def test_v1_oom_notification_wakes_on_a_real_kernel_oom_kill():
         try:
             assert child.stdout.readline() == "ready\n"
             assert notify.unavailable is None and notify.oom_kill == 0
-            w = wakeups.Wakeups()
-            assert w.add(notify) is None
-
-            async def main():
-                loop = asyncio.get_running_loop()
-                woke: asyncio.Future = loop.create_future()
-                w.attach(loop, lambda wake: woke.done() or woke.set_result(wake))
+            def go() -> None:
                 child.stdin.write("go\n")
                 child.stdin.flush()
-                try:
-                    return await asyncio.wait_for(woke, 20)
-                finally:
-                    w.close()
 
-            wake = asyncio.run(main())
+            wake = first_wakeup(notify, 20, then=go)
             assert (wake.kind, wake.path, wake.reason) == (
                 "oom_control", f"{mem}/memory.oom_control", "memory cgroup OOM")
             assert child.wait(timeout=10) == -signal.SIGKILL
@@ -314,19 +326,7 @@ def test_psi_trigger_wakes_the_loop_even_though_the_loop_poll_consumes_its_event
         assert trigger.unavailable is None and trigger.note is None
         child = start_in([mem], THRASHER, str(tmp_path / "thrash.bin"))
         try:
-            w = wakeups.Wakeups()
-            assert w.add(trigger) is None
-
-            async def main():
-                loop = asyncio.get_running_loop()
-                woke: asyncio.Future = loop.create_future()
-                w.attach(loop, lambda wake: woke.done() or woke.set_result(wake))
-                try:
-                    return await asyncio.wait_for(woke, 30)
-                finally:
-                    w.close()
-
-            wake = asyncio.run(main())
+            wake = first_wakeup(trigger, 30)
             assert wake == wakeups.Wakeup("pressure", "/proc/pressure/memory",
                                           "some memory stall over 0.05 s in 2 s")
         finally:

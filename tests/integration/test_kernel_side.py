@@ -288,14 +288,19 @@ def test_margin_0_leaves_oom_score_adj_alone(start_sentinel, tmp_path):
     assert s.wait(20) == 0
 
 
+def _bare_kernel_side() -> tuple[GuardianState, KernelSide]:
+    """A KernelSide on a minimal supervisor stand-in (state only; no probe, no source)."""
+    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
+                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                          version="")
+    return state, KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+
+
 def test_the_pidfd_opened_when_the_ladder_starts_is_the_one_used_after_sigkill():
     # The victim is SIGKILLed and reaped before the post-SIGKILL hook runs: a PID looked
     # up then could be another process's; the pidfd held from the ladder's start still
     # names the victim (process_mrelease answers ESRCH, "already"), never a newcomer.
-    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
-                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
-                          version="")
-    side = KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+    state, side = _bare_kernel_side()
     victim = subprocess.Popen(["sleep", "60"])
     side.open_pidfds([victim.pid])
     victim.kill()
@@ -311,10 +316,7 @@ def test_a_victim_that_is_not_dying_is_counted_apart_and_never_blamed_on_the_ker
     # process_mrelease on a process no SIGKILL reached (EINVAL: not dying; as for a
     # victim that shares its mm after vfork) is "not_dying": no "unavailable" note
     # that would blame the kernel for every later kill.
-    state = GuardianState(mode="run", workload="w", command=("sleep",), measure="rss",
-                          limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
-                          version="")
-    side = KernelSide(SimpleNamespace(state=state, probe=None, source=None))
+    state, side = _bare_kernel_side()
     alive = subprocess.Popen(["sleep", "60"])
     try:
         side.open_pidfds([alive.pid])
