@@ -75,3 +75,15 @@ class StateError(SentinelError, ValueError):
         super().__init__(message)
         self.state = state
         self.command = command
+
+
+class UnknownProgram(SentinelError, LookupError):
+    """A control command named a program Sentinel does not supervise. ``name`` is the
+    name asked for, ``known`` the names there are (in start order). The control socket
+    answers it as ``{code: "unknown_program", message}``."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"no program named {name!r}; the programs are: "
+                         + (", ".join(known) or "none"))
+        self.name = name
+        self.known = known

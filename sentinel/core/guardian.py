@@ -16,6 +16,7 @@ import logging
 
 from sentinel.core.init import Init, exit_code_of
 from sentinel.core.supervisor import Supervisor, facts_text, process_facts, real_uid
+from sentinel.errors import StateError, UnknownProgram
 from sentinel.logs import LOGGER_NAME
 
 __all__ = ["Guardian", "exit_code_of", "facts_text", "process_facts", "real_uid"]
@@ -38,6 +39,46 @@ class Guardian(Supervisor):
                          self_caused=self.state.self_caused_signals)
         self.init.programs.append(self)
         self.late_signal_listeners = self.init.late_signal_listeners  # one list
+
+    # ------------------------------------------------------------------ the host
+    # What exporters and the control socket use, the same on a ``Group`` (several
+    # programs from a config file, sentinel.core.group): ``state`` holds Sentinel's
+    # own figures (components, pid1, self_caused_signals, shutdown_signal) and, here,
+    # the one program's too.
+    multi = False  # one program: no ``program`` prefix on its log lines and output
+
+    @property
+    def programs(self) -> list[Supervisor]:
+        """The supervised programs in start order: here the one workload."""
+        return [self]
+
+    def program(self, name: str | None = None) -> Supervisor:
+        """The program called ``name`` (``None``: the main program, here the only one).
+        Raises ``UnknownProgram`` for any other name."""
+        if name is None or name == self.state.program:
+            return self
+        raise UnknownProgram(name, (self.state.program,))
+
+    def start_program(self, name: str | None = None) -> str:
+        """``start NAME``: only with several programs (``--config``). Raises
+        ``StateError`` here: the one workload's exit ends Sentinel."""
+        self.program(name)
+        raise StateError("'start' needs several programs (sentinel run --config); the "
+                         "workload's exit ends Sentinel", state=self.program_state.value,
+                         command="start")
+
+    def restart_program(self, name: str | None = None) -> str:
+        """``restart NAME``: only with several programs (``--config``); raises
+        ``StateError`` here."""
+        self.program(name)
+        raise StateError("'restart' needs several programs (sentinel run --config); with one "
+                         "workload, Sentinel's container restarts it",
+                         state=self.program_state.value, command="restart")
+
+    def reload(self) -> str:
+        """``reload``: only with a config file; raises ``StateError`` here."""
+        raise StateError("'reload' needs a config file (sentinel run --config FILE)",
+                         state=self.program_state.value, command="reload")
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:

@@ -100,6 +100,8 @@ class Event:
     message: str
     at_wall: float = field(default_factory=time.time)
     fields: dict = field(default_factory=dict)
+    # The program it is about (``GuardianState.program``); "" for Sentinel itself.
+    program: str = ""
 
 
 @dataclass
@@ -157,6 +159,10 @@ class GuardianState:
     # The workload's cgroup as discovered: {"version": 1 | 2, "path": its directory,
     # "read_only": bool}; {} when none is visible (kernel_notes["cgroup"] says why).
     cgroup: dict = field(default_factory=dict)
+    # The program's name: the ``program`` label of its metrics, ``NAME`` in control
+    # commands. The single-command form has one program named after its workload
+    # (``--workload-name``, default the command's basename); a config file names each.
+    program: str = ""
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

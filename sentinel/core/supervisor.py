@@ -232,7 +232,7 @@ class Supervisor:
             measure=settings.measure, limit_bytes=settings.max_rss_bytes,
             grace_period_seconds=settings.grace_period_seconds,
             interval_seconds=settings.interval_seconds, version=version, pid1=pid1,
-            subreaper=subreaper)
+            subreaper=subreaper, program=settings.workload_name)
         self.listeners: list[Listener] = []
         self.sample_listeners: list[Callable] = []  # called with each MemorySample
         # After the workload is gone for good (``serve()`` has its exit code),
@@ -293,7 +293,7 @@ class Supervisor:
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, message: str, level: int = logging.INFO, **fields) -> Event:
         """Log ``message``, record it in ``state.events`` and tell the listeners."""
-        event = Event(kind, message, fields=fields)
+        event = Event(kind, message, fields=fields, program=self.state.program)
         self.state.events.append(event)
         log.log(level, message, extra={"event": kind, **fields})
         for listener in list(self.listeners):
