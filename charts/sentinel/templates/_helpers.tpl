@@ -190,7 +190,7 @@ either does); otherwise (no limit to take a share of, or a sidecar, which cannot
 see the workload's cgroup) "200Mi" on "rss". Argument: the root context.
 */}}
 {{- define "sentinel.kernelDefaults" -}}
-{{- if and (eq .Values.mode "wrapper") (dig "limits" "memory" "" (.Values.workload.resources | default dict)) }}true{{ end }}
+{{- if and (eq .Values.mode "wrapper") (not .Values.programs) (dig "limits" "memory" "" (.Values.workload.resources | default dict)) }}true{{ end }}
 {{- end }}
 
 {{- define "sentinel.maxRss" -}}
@@ -207,8 +207,11 @@ see the workload's cgroup) "200Mi" on "rss". Argument: the root context.
 Checks that the schema cannot express; each fails the render with the fix.
 */}}
 {{- define "sentinel.validate" -}}
-{{- if and (eq .Values.mode "wrapper") (not .Values.workload.command) }}
-{{- fail "mode: wrapper needs workload.command: Sentinel runs `sentinel run -- <workload.command>`" }}
+{{- if .Values.programs }}
+{{- include "sentinel.validatePrograms" . }}
+{{- end }}
+{{- if and (eq .Values.mode "wrapper") (not .Values.workload.command) (not .Values.programs) }}
+{{- fail "mode: wrapper needs workload.command (or programs): Sentinel runs `sentinel run -- <workload.command>`" }}
 {{- end }}
 {{- if eq .Values.mode "sidecar" }}
 {{- if eq .Values.workload.name "sentinel" }}
@@ -242,14 +245,15 @@ Checks that the schema cannot express; each fails the render with the fix.
 {{- if gt (include "sentinel.durationSeconds" $s.gracePeriod | float64) 31536000.0 }}
 {{- fail (printf "sentinel.gracePeriod: %v is longer than a year, which Sentinel refuses; use e.g. 3s or 1m" $s.gracePeriod) }}
 {{- end }}
-{{- $auto := regexMatch "^ *(?i:auto)" ($s.maxRss | toString) }}
+{{- /* With programs, their own checks (sentinel.validatePrograms) replace these. */}}
+{{- $auto := and (not .Values.programs) (regexMatch "^ *(?i:auto)" ($s.maxRss | toString)) }}
 {{- if and $auto (eq .Values.mode "wrapper") (not (dig "limits" "memory" "" (.Values.workload.resources | default dict))) }}
 {{- fail (printf "sentinel.maxRss: %s is a share of the container's memory limit, and workload.resources.limits.memory is not set: Sentinel would refuse to start; set workload.resources.limits.memory or give maxRss a size" $s.maxRss) }}
 {{- end }}
 {{- if and $auto (has $s.measure (list "cgroup" "working-set")) (ge (regexFind "[0-9.]+" ($s.maxRss | toString) | float64) 100.0) }}
 {{- fail (printf "sentinel.maxRss: %s with measure: %s puts Sentinel's limit at the kernel's own, which OOM-kills the workload before Sentinel can stop it: Sentinel would refuse to start; use a share below 100 %% (auto is 90 %%)" $s.maxRss $s.measure) }}
 {{- end }}
-{{- if and $s.maxRss (not $auto) }}
+{{- if and $s.maxRss (not $auto) (not .Values.programs) }}
 {{- $maxRss := include "sentinel.sizeBytes" $s.maxRss | float64 }}
 {{- if lt $maxRss 64000.0 }}
 {{- fail (printf "sentinel.maxRss: %q is %.0f bytes, below Sentinel's 64k floor (a missing unit? e.g. %sMi): it would kill the workload at once" $s.maxRss (ceil $maxRss) (regexFind "^[0-9.]+" ($s.maxRss | toString | trim))) }}
@@ -294,6 +298,9 @@ the pod in Kubernetes Events. Argument: the root context.
 */}}
 {{- define "sentinel.env" -}}
 {{- $s := merge (dict "maxRss" (include "sentinel.maxRss" .) "measure" (include "sentinel.measure" .)) (omit .Values.sentinel "maxRss" "measure") -}}
+{{- /* With programs, the program options are the programs file's settings:
+(sentinel.programsSettings) and each program names itself. */}}
+{{- if not .Values.programs -}}
 - name: SENTINEL_WORKLOAD_NAME
   value: {{ .Values.workload.name | quote }}
 {{- if $s.maxRss }}
@@ -310,6 +317,7 @@ the pod in Kubernetes Events. Argument: the root context.
 - name: SENTINEL_RESTART
   value: {{ $s.restart | quote }}
 {{- end }}
+{{ end -}}
 - name: SENTINEL_LOG_FORMAT
   value: {{ $s.logFormat | quote }}
 - name: SENTINEL_LOG_LEVEL
@@ -473,4 +481,130 @@ file reaches the chart as a YAML 1.1 boolean.
 {{- define "sentinel.k8sEvents" -}}
 {{- $v := .Values.sentinel.k8sEvents }}
 {{- if kindIs "bool" $v }}{{ ternary "on" "off" $v }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+
+{{/*
+Several programs (.Values.programs, wrapper mode): where the programs file is
+mounted, its ConfigMap, its `settings:` and the file itself.
+*/}}
+{{- define "sentinel.programsDir" -}}
+/etc/sentinel
+{{- end }}
+
+{{- define "sentinel.programsPath" -}}
+{{- printf "%s/sentinel.yaml" (include "sentinel.programsDir" .) }}
+{{- end }}
+
+{{- define "sentinel.programsConfigMap" -}}
+{{- printf "%s-programs" (include "sentinel.fullname" .) }}
+{{- end }}
+
+{{/*
+The programs file's `settings:` as YAML: the program options the chart has
+values for (sentinel.interval, gracePeriod, restart, and maxRss and measure
+when not null: with programs null means no default, not the single workload's
+auto/200Mi) under programsSettings. They are the programs' defaults in the file
+rather than SENTINEL_* variables: a variable would override programsSettings
+(command line > environment > file). An empty maxRss is "none" there.
+*/}}
+{{- define "sentinel.programsSettings" -}}
+{{- $s := dict "interval" .Values.sentinel.interval "grace-period" .Values.sentinel.gracePeriod "restart" .Values.sentinel.restart }}
+{{- if not (kindIs "invalid" .Values.sentinel.maxRss) }}
+{{- $_ := set $s "max-rss" (.Values.sentinel.maxRss | toString | default "none") }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.sentinel.measure) }}
+{{- $_ := set $s "measure" .Values.sentinel.measure }}
+{{- end }}
+{{- toYaml (merge (deepCopy (.Values.programsSettings | default dict)) $s) }}
+{{- end }}
+
+{{/*
+sentinel.yaml (docs/config.md), the ConfigMap's only key; its sha256 is the
+pod's checksum/programs annotation.
+*/}}
+{{- define "sentinel.programsFile" -}}
+# Rendered by the Sentinel chart from .Values.programs and .Values.programsSettings
+# (the format: docs/config.md). Sentinel's own settings come from SENTINEL_*
+# variables, which override this file's settings:.
+version: 1
+settings:
+  {{- include "sentinel.programsSettings" . | nindent 2 }}
+programs:
+{{- range .Values.programs }}
+  - name: {{ .name | quote }}
+    {{- with omit . "name" }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of .Values.programs that the schema cannot express; each fails the
+render with the fix. The memory check is the single workload's, summed: the
+programs' sizes (auto and none skipped: auto is resolved by Sentinel against the
+same limit) plus Sentinel's own footprint must fit under limits.memory. On pod
+deletion Sentinel stops the programs in reverse start order, each with its own
+ladder, so terminationGracePeriodSeconds must cover the sum of their grace
+periods plus 1 s (the single workload's rule, summed).
+*/}}
+{{- define "sentinel.validatePrograms" -}}
+{{- if eq .Values.mode "sidecar" }}
+{{- fail "programs: several programs need mode: wrapper (Sentinel runs them as PID 1 from the programs file); in mode: sidecar Sentinel only watches a process another container started: set mode: wrapper, or programs: []" }}
+{{- end }}
+{{- $measure := .Values.sentinel.measure }}
+{{- if has $measure (list "cgroup" "working-set") }}
+{{- fail (printf "sentinel.measure: %s measures the whole container, shared by every program of programs: use rss, pss or uss (per program: measure)" $measure) }}
+{{- end }}
+{{- $settings := include "sentinel.programsSettings" . | fromYaml }}
+{{- $memory := dig "limits" "memory" "" (.Values.workload.resources | default dict) }}
+{{- $names := list }}
+{{- $mains := list }}
+{{- $sum := 0.0 }}
+{{- $sizes := list }}
+{{- $grace := 0.0 }}
+{{- range $i, $p := .Values.programs }}
+{{- if has $p.name $names }}
+{{- fail (printf "programs[%d].name: %q is the name of an earlier program; names must be unique (they label metrics and Events)" $i $p.name) }}
+{{- end }}
+{{- $names = append $names $p.name }}
+{{- if $p.main }}{{ $mains = append $mains $p.name }}{{ end }}
+{{- $max := get $settings "max-rss" }}
+{{- if hasKey $p "max-rss" }}{{ $max = index $p "max-rss" }}{{ end }}
+{{- $text := ternary "" (toString $max | trim) (kindIs "invalid" $max) }}
+{{- if regexMatch "^(?i:auto)" $text }}
+{{- if not $memory }}
+{{- fail (printf "programs[%d] (%s): max-rss %s is a share of the container's memory limit, and workload.resources.limits.memory is not set: Sentinel would refuse to start; set workload.resources.limits.memory or give max-rss a size" $i $p.name $text) }}
+{{- end }}
+{{- else if and $text (not (regexMatch "^(?i:none)$" $text)) }}
+{{- $bytes := include "sentinel.sizeBytes" $text | float64 }}
+{{- if lt $bytes 64000.0 }}
+{{- fail (printf "programs[%d] (%s): max-rss %q is %.0f bytes, below Sentinel's 64k floor (a missing unit? e.g. %sMi): it would kill the program at once" $i $p.name $text (ceil $bytes) (regexFind "^[0-9.]+" $text)) }}
+{{- end }}
+{{- $sum = addf $sum $bytes }}
+{{- $sizes = append $sizes (printf "%s %s" $p.name $text) }}
+{{- end }}
+{{- $g := get $settings "grace-period" }}
+{{- if hasKey $p "grace-period" }}{{ $g = index $p "grace-period" }}{{ end }}
+{{- $grace = addf $grace (include "sentinel.durationSeconds" $g | float64) }}
+{{- end }}
+{{- if gt (len $mains) 1 }}
+{{- fail (printf "programs: %s are all main: true; at most one program is main (its exit ends the container with its status)" (join ", " $mains)) }}
+{{- end }}
+{{- range $i, $p := .Values.programs }}
+{{- range (index $p "depends-on" | default list) }}
+{{- if not (has . $names) }}
+{{- fail (printf "programs[%d] (%s): depends-on names %q, which is not a program here (programs: %s)" $i $p.name . (join ", " $names)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $memory }}
+{{- $footprint := include "sentinel.footprintMiB" . | int }}
+{{- $needed := addf $sum (mulf $footprint 1048576.0) }}
+{{- if le (include "sentinel.quantityBytes" $memory | float64) $needed }}
+{{- fail (printf "workload.resources.limits.memory (%v) must be above the sum of the programs' max-rss (%s) plus Sentinel's own memory in the same container (%d MiB%s): else the kernel's OOM killer stops a program before Sentinel does, and no kill is recorded; raise limits.memory to at least %dMi or lower the programs' max-rss" $memory (join ", " $sizes | default "none") $footprint (ternary "" " with the Events client" (eq $footprint 32)) (add1 (int (ceil (divf $needed 1048576.0))))) }}
+{{- end }}
+{{- end }}
+{{- if lt (float64 .Values.terminationGracePeriodSeconds) (addf $grace 1) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least the sum of the programs' grace periods (%gs) plus 1 s: on pod deletion Sentinel stops them one after the other, and the kubelet SIGKILLs everything when terminationGracePeriodSeconds runs out" .Values.terminationGracePeriodSeconds $grace) }}
+{{- end }}
 {{- end }}
