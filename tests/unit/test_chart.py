@@ -22,6 +22,7 @@ fails the test with the command that installs it; nothing is skipped.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ import yaml
 from kubernetes.config import incluster_config
 
 from sentinel.exporters import events
-from sentinel.config.settings import OPTIONS, parse_settings, parse_size
+from sentinel.config.settings import OPTIONS, parse_settings, parse_signal, parse_size
 from sentinel.errors import UsageError
 from tests.conftest import wait_until
 
@@ -54,6 +55,8 @@ MONITORING_API = "monitoring.coreos.com/v1"
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+# One workload (`sentinel run -- CMD`); the others run several programs (`--config`).
+SINGLE_CI_VALUES = [p for p in CI_VALUES if not (yaml.safe_load(p.read_text()) or {}).get("programs")]
 # The pre-2.0.0 defaults, spelled out: with a container memory limit the defaults
 # are now auto on working-set (see test_the_default_limit_follows_the_container).
 RSS_200MI = ("sentinel.maxRss=200Mi", "sentinel.measure=rss")
@@ -213,7 +216,10 @@ def test_ci_values_cover_the_modes_and_monitoring():
             kinds.add("monitoring-on")
         if all(m is False for m in monitors):
             kinds.add("monitoring-off")
-    assert kinds >= {"wrapper", "sidecar", "native-sidecar", "monitoring-on", "monitoring-off"}
+        if values.get("programs"):
+            kinds.add("multi-program")
+    assert kinds >= {"wrapper", "sidecar", "native-sidecar", "monitoring-on", "monitoring-off",
+                     "multi-program"}
     assert KUBE_VERSIONS[0] == f"1.{FLOOR_MINOR}.0" and FLOOR_MINOR >= 29  # native sidecars
 
 
@@ -664,10 +670,11 @@ def test_downward_api_names_the_pod_for_events(values):
         assert env[name]["valueFrom"] == {"fieldRef": {"fieldPath": field}}
 
 
-@pytest.mark.parametrize("values", [(), *[(str(p),) for p in CI_VALUES]],
-                         ids=["defaults", *[p.name for p in CI_VALUES]])
+@pytest.mark.parametrize("values", [(), *[(str(p),) for p in SINGLE_CI_VALUES]],
+                         ids=["defaults", *[p.name for p in SINGLE_CI_VALUES]])
 def test_sentinel_reads_every_variable_and_accepts_every_value(values):
-    """The chart's SENTINEL_* variables through Sentinel's own settings parser."""
+    """The chart's SENTINEL_* variables through Sentinel's own settings parser
+    (several programs: test_programs_settings_and_variables_are_sentinels_own)."""
     docs = render(values)
     spec = pod_spec(docs)
     container = sentinel_container(spec)
@@ -1103,8 +1110,11 @@ def _schema_keys(schema: dict, defs: dict, prefix: str = "") -> set[str]:
     if "allOf" in schema:
         schema = {k: v for s in schema["allOf"] for k, v in _resolve(s, defs).items()}
     keys = set()
+    # programsSettings' keys are the programs file's (documented in its comment block
+    # and docs/config.md), dashed, empty by default.
     if schema.get("additionalProperties") is False and prefix.rsplit(".", 1)[-1] not in (
-            "podSecurityContext", "containerSecurityContext", "securityContext", "resources"):
+            "podSecurityContext", "containerSecurityContext", "securityContext", "resources",
+            "programsSettings"):
         for name, sub in schema.get("properties", {}).items():
             path = f"{prefix}.{name}" if prefix else name
             keys.add(path)
@@ -1172,3 +1182,247 @@ def test_notes_name_the_effective_limit():
                 "--set", "workload.resources.limits.memory=512Mi", check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Limit: auto of working-set;" in proc.stdout
+
+
+# --------------------------------------------------------------------------
+# Several programs (programs, programsSettings: `sentinel run --config`)
+# --------------------------------------------------------------------------
+
+PROGRAMS_PATH = "/etc/sentinel/sentinel.yaml"
+# A program's own keys in the programs file (docs/config.md); every other key of a
+# program is a `sentinel run` option of the same name. --stop-signal is added to the
+# option table by the programs file's branch; until then parse_signal checks it.
+PROGRAM_OWN_KEYS = {"name", "command", "env", "cwd", "user", "main", "depends-on", "on-give-up",
+                    "stop-signal"}
+RUN_OPTIONS = {o.flags[0][2:]: o for o in OPTIONS if "run" in o.modes}
+# Run options that are about one program: with programs, in the file, never variables.
+PROGRAM_OPTION_VARIABLES = {"SENTINEL_MAX_RSS", "SENTINEL_MEASURE", "SENTINEL_INTERVAL",
+                            "SENTINEL_GRACE_PERIOD", "SENTINEL_RESTART", "SENTINEL_WORKLOAD_NAME"}
+
+
+def programs_file(docs) -> tuple[dict, str]:
+    """The rendered ConfigMap's sentinel.yaml, parsed, and its text."""
+    cm = one([d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-programs")],
+             "ConfigMap")
+    assert set(cm["data"]) == {"sentinel.yaml"}
+    text = cm["data"]["sentinel.yaml"]
+    return yaml.safe_load(text), text
+
+
+def _as_args(key: str, value) -> list[str]:
+    """A program option of the file as `sentinel run` takes it on the command line."""
+    opt = RUN_OPTIONS[key]
+    if opt.flag:
+        return [f"--{key}"] if value else []
+    values = value if isinstance(value, list) else [value]
+    return [a for v in values for a in (f"--{key}", str(v))]
+
+
+def _check_with_sentinels_parser(key: str, value) -> None:
+    if key == "stop-signal":
+        parse_signal(str(value))
+        return
+    assert key in RUN_OPTIONS, f"{key}: not a `sentinel run` option"
+    parse_settings("run", [*_as_args(key, value), "--", "true"], environ={})
+
+
+def test_programs_render_the_config_file_in_a_configmap():
+    docs = render(ci("multi-program"))
+    config, _ = programs_file(docs)
+    values = yaml.safe_load((CHART / "ci" / "multi-program-values.yaml").read_text())
+    assert config["version"] == 1
+    assert [p["name"] for p in config["programs"]] == ["web", "cache", "worker"]
+    assert config["programs"] == values["programs"]  # as written, in order
+    assert [p["name"] for p in config["programs"] if p.get("main")] == ["web"]
+    sizes = {p["name"]: p["max-rss"] for p in config["programs"]}
+    assert sizes == {"web": "64Mi", "cache": "150Mi", "worker": "100Mi"}
+    # programsSettings over the chart's own program defaults (sentinel.*).
+    assert config["settings"] == {"output": "prefixed", "on-give-up": "continue",
+                                  "restart": "on-failure", "restart-delay": "2s",
+                                  "max-restarts": 5, "grace-period": "3s", "interval": "100ms"}
+    assert not programs_file_configmaps(render())  # none without programs
+
+
+def programs_file_configmaps(docs) -> list[dict]:
+    return [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-programs")]
+
+
+def test_programs_run_sentinel_with_the_mounted_config():
+    docs = render(ci("multi-program"))
+    spec = pod_spec(docs)
+    (c,) = spec["containers"]
+    assert c["name"] == "app"
+    assert c["command"] == ["sentinel", "run"]
+    assert c["args"] == ["--config", PROGRAMS_PATH]  # workload.command is ignored
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "programs"]
+    assert mount == {"name": "programs", "mountPath": "/etc/sentinel", "readOnly": True}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "programs"]
+    assert volume["configMap"]["name"] == "demo-sentinel-programs"
+    assert programs_file_configmaps(docs)[0]["metadata"]["name"] == "demo-sentinel-programs"
+    # The single workload keeps `sentinel run -- CMD` and no programs volume.
+    single = pod_spec(render(ci("wrapper")))
+    assert single["containers"][0]["args"][0] == "--"
+    assert "programs" not in {v["name"] for v in single["volumes"]}
+
+
+def test_a_programs_change_rolls_the_pods():
+    docs = render(ci("multi-program"))
+    _, text = programs_file(docs)
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    # The ConfigMap's block scalar adds the final newline; the checksum is of the file.
+    assert annotations["checksum/programs"] == hashlib.sha256(text.rstrip("\n").encode()).hexdigest()
+    changed = one(render(ci("multi-program"), ("programs[1].max-rss=160Mi",)), "Deployment")
+    assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/programs"] \
+        != annotations["checksum/programs"]
+    settings = one(render(ci("multi-program"), ("programsSettings.output=plain",)), "Deployment")
+    assert settings["spec"]["template"]["metadata"]["annotations"]["checksum/programs"] \
+        != annotations["checksum/programs"]
+    with_own = one(render(ci("multi-program"), ("podAnnotations.team=platform",)), "Deployment")
+    assert with_own["spec"]["template"]["metadata"]["annotations"] == {
+        "team": "platform", "checksum/programs": annotations["checksum/programs"]}
+    assert "annotations" not in one(render(), "Deployment")["spec"]["template"]["metadata"]
+
+
+def test_programs_settings_and_variables_are_sentinels_own():
+    """With programs, the SENTINEL_* variables carry only Sentinel's own settings
+    (a variable would override every program's default, command line > environment
+    > file); every program option in the file is one Sentinel's own parser accepts."""
+    docs = render(ci("multi-program"))
+    container = sentinel_container(pod_spec(docs))
+    env = literal_env(container)
+    assert not PROGRAM_OPTION_VARIABLES & env.keys(), sorted(PROGRAM_OPTION_VARIABLES & env.keys())
+    assert not {k for k in env if k.startswith("SENTINEL_")} - SENTINEL_ENV_NAMES
+    settings = parse_settings("run", ["--", "true"], environ=env)
+    assert settings.socket_path == "/shared/sentinel.socket" and settings.state_dir == "/shared"
+    assert settings.metrics_port == 8000 and settings.log_format == "json"
+    config, _ = programs_file(docs)
+    assert set(config) == {"version", "settings", "programs"}
+    assert config["settings"]["output"] in ("prefixed", "plain")
+    assert config["settings"]["on-give-up"] in ("exit", "continue")
+    for scope in [config["settings"], *config["programs"]]:
+        for key, value in scope.items():
+            if key in PROGRAM_OWN_KEYS or key in ("output", "on-give-up"):
+                continue
+            _check_with_sentinels_parser(key, value)
+    # The programs' commands are leaker.py's (in the image) with flags it accepts.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("leaker", REPO / "tests" / "leaker.py")
+    leaker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaker)
+    for p in config["programs"]:
+        assert p["command"][:2] == ["python", "leaker.py"]
+        leaker.parse_args(p["command"][2:])
+
+
+def test_schema_program_keys_are_the_files():
+    """Every key the schema allows in a program or in programsSettings is a key of the
+    programs file: a program's own key or a `sentinel run` option (no camelCase twin)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    program = set(schema["definitions"]["program"]["properties"])
+    settings = set(schema["properties"]["programsSettings"]["properties"])
+    assert {"name", "command", "max-rss", "grace-period", "restart", "measure"} <= program
+    assert schema["definitions"]["program"]["required"] == ["name", "command"]
+    for key in program - PROGRAM_OWN_KEYS:
+        assert key in RUN_OPTIONS, key
+    assert settings - {"output", "on-give-up"} == program - PROGRAM_OWN_KEYS | {"stop-signal"}
+    assert not {k for k in settings if k in RUN_OPTIONS and RUN_OPTIONS[k].dest in (
+        "metrics_port", "socket_path", "log_format", "state_dir", "k8s_events")}
+
+
+def test_programs_defaults_come_from_the_chart_under_programs_settings():
+    config, _ = programs_file(render(ci("multi-program"), (
+        "sentinel.gracePeriod=5s", "sentinel.maxRss=300Mi", "sentinel.measure=uss",
+        "programsSettings.grace-period=4s", "terminationGracePeriodSeconds=60")))
+    s = config["settings"]
+    assert (s["grace-period"], s["max-rss"], s["measure"]) == ("4s", "300Mi", "uss")
+    config, _ = programs_file(render(ci("multi-program"), ("sentinel.maxRss=",)))
+    assert config["settings"]["max-rss"] == "none"
+    # null (the default): no max-rss or measure default at all, not the single
+    # workload's auto on working-set (refused with several programs).
+    config, _ = programs_file(render(ci("multi-program")))
+    assert "max-rss" not in config["settings"] and "measure" not in config["settings"]
+
+
+PROGRAMS_JSON = 'json:programs=[{"name":"a","command":["python","leaker.py"]}]'
+
+PROGRAMS_REJECTED = {
+    "sidecar with programs": ((), ("mode=sidecar", PROGRAMS_JSON),
+        "programs: several programs need mode: wrapper (Sentinel runs them as PID 1 from the "
+        "programs file)"),
+    "an unknown program key": ((), ('json:programs=[{"name":"a","command":["x"],"max_rss":"1Gi"}]',),
+                               "at '/programs/0': additional properties 'max_rss' not allowed"),
+    "a bad restart value": ((), ('json:programs=[{"name":"a","command":["x"],"restart":"sometimes"}]',),
+                            "at '/programs/0/restart': value must be one of 'never', 'on-failure', 'always'"),
+    "a program without a command": ((), ('json:programs=[{"name":"a"}]',),
+                                    "at '/programs/0': missing property 'command'"),
+    "an empty command": ((), ('json:programs=[{"name":"a","command":[]}]',), "at '/programs/0/command'"),
+    "an upper-case name": ((), ('json:programs=[{"name":"Web","command":["x"]}]',), "at '/programs/0/name'"),
+    "a name of 64 characters": ((), ('json:programs=[{"name":"' + "a" * 64 + '","command":["x"]}]',),
+                                "at '/programs/0/name'"),
+    "a cgroup measure in a program": ((), ('json:programs=[{"name":"a","command":["x"],"measure":"working-set"}]',),
+                                      "at '/programs/0/measure'"),
+    "a bad size": ((), ('json:programs=[{"name":"a","command":["x"],"max-rss":"12XB"}]',),
+                   "at '/programs/0/max-rss'"),
+    "a zero grace period": ((), ('json:programs=[{"name":"a","command":["x"],"grace-period":"0s"}]',),
+                            "at '/programs/0/grace-period'"),
+    "a bad on-give-up": ((), ('json:programs=[{"name":"a","command":["x"],"on-give-up":"retry"}]',),
+                         "at '/programs/0/on-give-up'"),
+    "a global option in programsSettings": ((), (PROGRAMS_JSON, "programsSettings.metrics-port=9000"),
+                                            "additional properties 'metrics-port' not allowed"),
+    "a bad output": ((), (PROGRAMS_JSON, "programsSettings.output=json"), "at '/programsSettings/output'"),
+    "two programs of one name": ((), ('json:programs=[{"name":"a","command":["x"]},{"name":"a","command":["y"]}]',),
+                                 'programs[1].name: "a" is the name of an earlier program'),
+    "two mains": ((), ('json:programs=[{"name":"a","command":["x"],"main":true},'
+                       '{"name":"b","command":["y"],"main":true}]',),
+                  "programs: a, b are all main: true; at most one program is main"),
+    "an unknown dependency": ((), ('json:programs=[{"name":"a","command":["x"],"depends-on":["db"]}]',),
+                              'programs[0] (a): depends-on names "db", which is not a program here'),
+    "a cgroup measure for every program": ((), (PROGRAMS_JSON, "sentinel.measure=cgroup"),
+        "sentinel.measure: cgroup measures the whole container, shared by every program"),
+    "auto without a memory limit": ((), ('json:programs=[{"name":"a","command":["x"],"max-rss":"auto"}]',),
+        "programs[0] (a): max-rss auto is a share of the container's memory limit, and "
+        "workload.resources.limits.memory is not set"),
+    "a size below 64k": ((), ('json:programs=[{"name":"a","command":["x"],"max-rss":"10Ki"}]',),
+                         "programs[0] (a): max-rss \"10Ki\" is 10240 bytes, below Sentinel's 64k floor"),
+    "memory limit below the programs' sum": (ci("multi-program"), ("workload.resources.limits.memory=370Mi",),
+        "workload.resources.limits.memory (370Mi) must be above the sum of the programs' max-rss "
+        "(web 64Mi, cache 150Mi, worker 100Mi) plus Sentinel's own memory in the same container "
+        "(56 MiB with the Events client): else the kernel's OOM killer stops a program before "
+        "Sentinel does, and no kill is recorded; raise limits.memory to at least 371Mi"),
+    "grace periods longer than the pod's": (ci("multi-program"), ("terminationGracePeriodSeconds=8",),
+        "terminationGracePeriodSeconds (8) must be at least the sum of the programs' grace periods "
+        "(8s) plus 1 s"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROGRAMS_REJECTED), ids=list(PROGRAMS_REJECTED))
+def test_bad_programs_are_refused(case):
+    values, sets, message = PROGRAMS_REJECTED[case]
+    err = render_fails(*sets, values=values)
+    assert message in err, err
+
+
+PROGRAMS_ACCEPTED = [
+    (ci("multi-program"), ("workload.resources.limits.memory=371Mi",)),  # 314Mi + 56 MiB, just above
+    (ci("multi-program"), ("workload.resources.limits.memory=347Mi", "sentinel.k8sEvents=off")),
+    (ci("multi-program"), ("terminationGracePeriodSeconds=9",)),  # 3 s + 2 s + 3 s + 1 s
+    (ci("multi-program"), ("json:workload.command=[]",)),  # ignored with programs
+    (ci("multi-program"), ("programs[1].max-rss=auto:50%",)),  # auto: not summed
+    (ci("multi-program"), ("programs[2].max-rss=none", "workload.resources.limits.memory=271Mi")),
+    ((), ('json:programs=[{"name":"web.1_a","command":"python -m http.server 8080"}]',)),
+]
+
+
+@pytest.mark.parametrize("values, sets", PROGRAMS_ACCEPTED, ids=[" ".join(s) for _, s in PROGRAMS_ACCEPTED])
+def test_good_programs_are_accepted(values, sets):
+    """Positive controls for the refusals above."""
+    assert programs_file(render(values, sets))[0]["programs"]
+
+
+def test_notes_list_the_programs():
+    proc = helm("install", "demo", str(CHART), "--dry-run=client", "--namespace", "guarded",
+                "-f", ci("multi-program")[0])
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "Sentinel guards 3 programs from /etc/sentinel/sentinel.yaml (ConfigMap demo-sentinel-programs)" in notes
+    assert "web (main): 64Mi" in notes and "cache: 150Mi" in notes and "worker: 100Mi" in notes
+    assert "-c app -- sentinel status --socket /shared/sentinel.socket" in notes
