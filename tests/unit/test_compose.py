@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from sentinel.config.settings import parse_settings
+from sentinel.config.settings import OPTIONS, parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -184,3 +184,80 @@ def test_grafana_provisioning_matches_the_mounts(compose):
     urls = [d.get("url") for doc in provisioning("datasources")
             for d in doc.get("datasources", []) if d.get("type") == "prometheus"]
     assert urls == ["http://prometheus:9090"], urls
+
+
+# --------------------------------------------------------------------------
+# The `multi` service: several programs under one Sentinel (profile "multi")
+# --------------------------------------------------------------------------
+
+MULTI_CONFIG = DOCKER / "sentinel.multi.yaml"
+CHART_MULTI_VALUES = REPO / "charts" / "sentinel" / "ci" / "multi-program-values.yaml"
+CONFIG_TARGET = "/etc/sentinel/sentinel.yaml"
+
+
+def test_multi_service_is_opt_in_and_runs_the_mounted_config(compose):
+    services = compose["services"]
+    multi = services["multi"]
+    assert multi["profiles"] == ["multi"]
+    # The existing stack (and `up` without a profile) is unchanged.
+    assert all("profiles" not in svc for name, svc in services.items() if name != "multi")
+    assert multi["command"] == ["--config", CONFIG_TARGET]  # after ENTRYPOINT `sentinel run`
+    assert multi["image"] == services["sentinel"]["image"]
+    assert multi["build"] == services["sentinel"]["build"]
+    mount = mounts(multi)[CONFIG_TARGET]
+    assert mount["type"] == "bind" and mount["read_only"] is True
+    assert host_path(mount["source"]) == MULTI_CONFIG
+    # Its socket on its own volume, not the single-command service's.
+    env = {k: str(v) for k, v in multi.get("environment", {}).items()}
+    socket_dir = posixpath.dirname(env["SENTINEL_SOCKET"])
+    volume = mounts(multi)[socket_dir]
+    assert volume["type"] == "volume" and volume["source"] in compose["volumes"]
+    assert volume["source"] != mounts(services["sentinel"])["/shared"]["source"]
+
+
+def test_multi_config_names_three_programs_with_one_main():
+    config = yaml.safe_load(MULTI_CONFIG.read_text())
+    assert config["version"] == 1
+    programs = config["programs"]
+    assert [p["name"] for p in programs] == ["web", "cache", "worker"]
+    assert [p["name"] for p in programs if p.get("main")] == ["web"]
+    limits = {p["name"]: parse_settings("run", ["--max-rss", p["max-rss"], "--", "true"],
+                                        environ={}).max_rss_bytes for p in programs}
+    assert len(set(limits.values())) == 3, "the two leakers and the steady one have their own limits"
+    # The same three programs as the chart's example.
+    assert programs == yaml.safe_load(CHART_MULTI_VALUES.read_text())["programs"]
+
+
+def test_multi_config_values_are_sentinels_and_the_leakers():
+    config = yaml.safe_load(MULTI_CONFIG.read_text())
+    run = {o.flags[0][2:]: o for o in OPTIONS if "run" in o.modes}
+    own = {"name", "command", "env", "cwd", "user", "main", "depends-on", "on-give-up",
+           "stop-signal", "output"}
+    for scope in [config["settings"], *config["programs"]]:
+        for key, value in scope.items():
+            if key in own:
+                continue
+            assert key in run, f"{key}: not a `sentinel run` option"
+            args = [f"--{key}"] if run[key].flag else [f"--{key}", str(value)]
+            parse_settings("run", [*args, "--", "true"], environ={})
+    assert {p.get("stop-signal") for p in config["programs"]} - {None} <= {"INT", "TERM", "QUIT"}
+    spec = importlib.util.spec_from_file_location("leaker", REPO / "tests" / "leaker.py")
+    leaker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(leaker)
+    for p in config["programs"]:
+        assert p["command"][:2] == ["python", "leaker.py"]
+        leaker.parse_args(p["command"][2:])
+
+
+def test_prometheus_scrapes_the_multi_service_on_its_own_port(compose):
+    config = yaml.safe_load(PROMETHEUS_YML.read_text())
+    port = yaml.safe_load(MULTI_CONFIG.read_text())["settings"]["metrics-port"]
+    multi = compose["services"]["multi"]
+    assert f"{port}:{port}" in [str(p) for p in multi["ports"]]
+    sentinel_port = parse_settings("run", list(compose["services"]["sentinel"]["command"]),
+                                   environ={}).metrics_port
+    assert port != sentinel_port
+    jobs = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+            for job in config["scrape_configs"]}
+    assert jobs["sentinel-multi"] == [f"multi:{port}"]
+    assert "multi" in multi["networks"]["default"]["aliases"]
