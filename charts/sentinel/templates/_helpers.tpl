@@ -190,7 +190,7 @@ either does); otherwise (no limit to take a share of, or a sidecar, which cannot
 see the workload's cgroup) "200Mi" on "rss". Argument: the root context.
 */}}
 {{- define "sentinel.kernelDefaults" -}}
-{{- if and (eq .Values.mode "wrapper") (not .Values.programs) (dig "limits" "memory" "" (.Values.workload.resources | default dict)) }}true{{ end }}
+{{- if and (eq .Values.mode "wrapper") (dig "limits" "memory" "" (.Values.workload.resources | default dict)) }}true{{ end }}
 {{- end }}
 
 {{- define "sentinel.maxRss" -}}
