@@ -158,10 +158,11 @@ def diff(old: ProgramsConfig, new: ProgramsConfig) -> ConfigDiff:
     """Compare two loads of the file (``reload``, ``SIGHUP``)."""
     before = {p.name: p for p in old.programs}
     after = {p.name: p for p in new.programs}
+    # --no-metrics/--no-socket are metrics-port/socket: reported under those names.
     settings_changed = [name for name, opt in _BY_NAME.items()
                         if name not in PROGRAM_OPTIONS and name not in NOT_IN_FILE
-                        and any(hasattr(Settings, f) and getattr(old.settings, f)
-                                != getattr(new.settings, f) for f in _fields(opt.dest))]
+                        and hasattr(Settings, opt.dest)
+                        and getattr(old.settings, opt.dest) != getattr(new.settings, opt.dest)]
     if old.output != new.output:
         settings_changed.append("output")
     return ConfigDiff(
@@ -223,10 +224,11 @@ class _Loader:
             root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            where = f"{mark.line + 1}:{mark.column + 1}: " if mark else ""
             problem = exc.problem or exc.context or "a syntax error"
-            raise ConfigError(self.path, None, None, f"{where}not valid YAML: {problem}"
-                              " (check the indentation and quoting there)") from None
+            raise ConfigError(self.path, mark.line + 1 if mark else None, None,
+                              (f"column {mark.column + 1}: " if mark else "")
+                              + f"not valid YAML: {problem} (check the indentation and "
+                              "quoting there)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(self.path, None, None, f"not valid YAML: {exc}") from None
         if root is None or (self._is_null(root)):
@@ -349,6 +351,8 @@ class _Loader:
                 raw = self.scalar(vnode, key, "a value")
                 values = {opt.dest: _convert(opt, raw, key)}
             normalize_values(values)
+            if "max_rss_bytes" in values:  # a size or none replaces an auto share too
+                values.setdefault("limit_auto_share", None)
         except UsageError as exc:
             raise self.error(vnode, key, _problem(exc, key, opt.flags[0])) from None
         if "interval_seconds" in values or "max_interval_seconds" in values:
