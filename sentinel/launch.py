@@ -30,6 +30,8 @@ def run_or_watch(mode: str, args: list[str]) -> int:
         settings = parse_settings(mode, args, explicit=explicit)
         if mode == "run" and settings.config_path is not None:
             config = load_config_or_exit(settings, frozenset(explicit))
+            if settings.check_config:
+                return check_config(config)
             return run_config(config)
         if mode == "watch":
             if settings.limit_auto_share is not None:
@@ -77,6 +79,25 @@ def load_config_or_exit(settings, explicit: frozenset[str]):
             raise
         die(str(exc), exc.exit_code)
         raise  # die raised SystemExit; this line is for the type checker
+
+
+def check_config(config) -> int:
+    """``sentinel run --config FILE --check-config``: one line on stdout that the file is
+    valid, then one a program in start order; return 0. Nothing is started."""
+    import shlex
+    import sys
+
+    lines = [f"{config.path}: valid, {len(config.programs)} program(s) in start order, "
+             f"output {config.output}"]
+    for spec in config.programs:
+        facts = ["main"] if spec.main else [f"on-give-up {spec.on_give_up}"]
+        if spec.depends_on:
+            facts.append("after " + ", ".join(spec.depends_on))
+        if spec.user:
+            facts.append(f"as {spec.user} (uid {spec.uid}, gid {spec.gid})")
+        lines.append(f"  {spec.name}: {shlex.join(spec.command)} ({'; '.join(facts)})")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 def run_config(config) -> int:

@@ -45,6 +45,7 @@ PROGRAM_OPTIONS: tuple[str, ...] = (
 NOT_IN_FILE: dict[str, str] = {
     "workload-name": "each program's name is its workload name",
     "config": "a config file cannot name another one",
+    "check-config": "a command-line option",
     "target-name": "a watch-mode option", "target-cmdline": "a watch-mode option",
     "target-pid": "a watch-mode option",
 }

@@ -432,6 +432,7 @@ class Settings:
     # --config FILE (SENTINEL_CONFIG): several programs from a file
     # (sentinel.config.programs); absolute, as SIGHUP re-reads it after the chdir to /.
     config_path: str | None = None
+    check_config: bool = False  # --check-config: validate the --config file, start nothing
     # watch mode: how to find the target (exactly one is set)
     target_name: str | None = None
     target_cmdline: str | None = None
@@ -562,6 +563,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
     Opt(("--config",), "config_path", str, metavar="FILE", modes=("run",),
         help="run the programs of a YAML file (docs/config.md) instead of a command after --"),
+    Opt(("--check-config",), "check_config", flag=True, modes=("run",),
+        help="with --config: check the file, print the programs in start order, exit 0 (or "
+             "2 with the error); nothing is started"),
     Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
         help="watch the process started as NAME (comm, argv[0] or executable basename, or a "
              "script's: python3 NAME)"),
@@ -713,6 +717,9 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
         if "workload_name" in values:
             raise UsageError("--workload-name: with --config each program's name is its "
                              "workload name; leave --workload-name out")
+    elif mode == "run" and values.get("check_config"):
+        raise UsageError("--check-config: give the file to check, e.g. sentinel run "
+                         "--config sentinel.yaml --check-config")
     elif mode == "run":
         if not command:
             raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "

@@ -439,3 +439,27 @@ def test_yaml_is_imported_only_to_load_a_file():
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
                          env=clean_env(), cwd=REPO).stdout
     assert out.split() == ["False"]
+
+
+def test_cli_check_config(tmp_path):
+    marker = tmp_path / "started"
+    (tmp_path / "ok.yaml").write_text(textwrap.dedent(f"""\
+        programs:
+          - name: web
+            command: [touch, {marker}]
+            depends-on: [db]
+          - name: db
+            command: sh -c 'exec true'
+            on-give-up: continue
+        """))
+    r = run_cli(tmp_path, "--config", "ok.yaml", "--check-config")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == (f"{tmp_path / 'ok.yaml'}: valid, 2 program(s) in start order, output "
+                        "prefixed\n"
+                        "  db: sh -c 'exec true' (on-give-up continue)\n"
+                        f"  web: touch {marker} (main; after db)\n")
+    assert not marker.exists()
+    r = run_cli(tmp_path, "--check-config", "--", "touch", str(marker))
+    assert r.returncode == 2 and not marker.exists()
+    assert r.stderr == ("sentinel: error: --check-config: give the file to check, e.g. "
+                        "sentinel run --config sentinel.yaml --check-config\n")
