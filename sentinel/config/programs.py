@@ -28,9 +28,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sentinel.config.settings import (OPTIONS, Opt, Settings, UsageError, _convert,
-                                      normalize_values)
-from sentinel.errors import ConfigError
+from sentinel.config.settings import OPTIONS, Opt, Settings, _convert, normalize_values
+from sentinel.errors import ConfigError, UsageError
 
 # The run options about one program (their Opt flags without "--"). Under `settings:`
 # each is the default for every program; in a program it overrides that default.
@@ -294,6 +293,8 @@ class _Loader:
             return f"not allowed in the file: {NOT_IN_FILE[key]}"
         if where.startswith("programs[") and key in _BY_NAME:
             return "a global setting, not a program's; put it under settings:"
+        if where == "settings" and key in PROGRAM_KEYS:
+            return "a program's key, not a setting; put it in a program under programs:"
         import difflib
 
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -306,7 +307,7 @@ class _Loader:
     def scalar(self, node, key: str, what: str) -> str:
         if not self.is_scalar(node) or self._is_null(node):
             raise self.error(node, key, f"needs {what}, found "
-                             f"{'nothing' if self.is_scalar(node) else self.text(node)!r}")
+                             f"{'nothing' if self.is_scalar(node) else 'a ' + node.id}")
         return node.value
 
     def choice(self, node, key: str, choices: tuple[str, ...]) -> str:
