@@ -189,6 +189,16 @@ def test_user_refused_when_not_root(tmp_path, monkeypatch):
     assert config.programs[0].uid == nobody.pw_uid
 
 
+def test_supplementary_groups_are_the_users(tmp_path, monkeypatch):
+    # nobody has no supplementary group here: the group file is os.getgrouplist's.
+    asked = []
+    monkeypatch.setattr(os, "getgrouplist",
+                        lambda name, gid: asked.append((name, gid)) or [gid, 4243, gid])
+    config = load(tmp_path, f"programs:\n  - name: a\n    {OK}\n    user: nobody:nogroup\n")
+    gid = grp.getgrnam("nogroup").gr_gid
+    assert asked == [("nobody", gid)] and config.programs[0].groups == tuple(sorted({gid, 4243}))
+
+
 def test_one_program_may_measure_the_cgroup(tmp_path):
     config = load(tmp_path, f"programs:\n  - name: a\n    {OK}\n    measure: working-set\n")
     assert dict(config.programs[0].options)["measure"] == "working-set"
