@@ -62,6 +62,9 @@ CONFIG_MAX_RESTARTS = 5
 # A Prometheus label value and a Kubernetes-friendly word (a DNS label, plus _ and .).
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 NAME_MAX = 63
+# Options whose values are paths.
+_PATH_DESTS = frozenset({"socket_path", "termination_log", "tui_log", "state_dir",
+                         "cgroup_root"})
 # Measures of the container's cgroup: shared by every program, so not one program's.
 CGROUP_MEASURES = ("cgroup", "working-set")
 
@@ -211,6 +214,12 @@ class _Loader:
 
     def __init__(self, path: str, cli: Settings, explicit: frozenset[str]) -> None:
         self.path, self.cli, self.explicit = path, cli, explicit
+        # Relative paths in the file are the file's, as docker-compose takes them: the
+        # same on a reload, after Sentinel has moved to /.
+        self.base = os.path.dirname(os.path.abspath(path))
+
+    def relative(self, path: str) -> str:
+        return os.path.join(self.base, path) if path.strip() else path
 
     def error(self, node, key: str | None, problem: str) -> ConfigError:
         return ConfigError(self.path, None if node is None else _line(node), key, problem)
@@ -352,6 +361,11 @@ class _Loader:
             else:
                 raw = self.scalar(vnode, key, "a value")
                 values = {opt.dest: _convert(opt, raw, key)}
+            if opt.dest == "kubeconfig":  # a list, as $KUBECONFIG may be
+                values[opt.dest] = os.pathsep.join(
+                    self.relative(p) for p in str(values[opt.dest]).split(os.pathsep))
+            elif opt.dest in _PATH_DESTS:
+                values[opt.dest] = self.relative(str(values[opt.dest]))
             normalize_values(values)
             if "max_rss_bytes" in values:  # a size or none replaces an auto share too
                 values.setdefault("limit_auto_share", None)
@@ -488,7 +502,7 @@ class _Loader:
             return None
         node = keys["cwd"][1]
         value = self.scalar(node, f"{at}.cwd", "a directory")
-        path = os.path.abspath(value)
+        path = os.path.normpath(self.relative(value))
         if not os.path.isdir(path):
             why = "is not a directory" if os.path.exists(path) else "does not exist"
             raise self.error(node, f"{at}.cwd", f"{value!r} {why}; give an existing "

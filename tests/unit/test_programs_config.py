@@ -291,6 +291,23 @@ def test_full_file(tmp_path, monkeypatch):
     assert (cs.max_rss_bytes, cs.limit_auto_share) == (None, 0.8)
 
 
+def test_relative_paths_are_the_files(tmp_path, monkeypatch):
+    # As docker-compose: from the file's directory, not from where Sentinel runs (a
+    # reload reads the file again after Sentinel has moved to /).
+    (tmp_path / "conf" / "app").mkdir(parents=True)
+    monkeypatch.chdir("/")
+    config = load(tmp_path / "conf", """\
+        settings: {socket: run/s.sock, state-dir: state, kubeconfig: "k1:/abs/k2",
+                   termination-log: ""}
+        programs: [{name: a, command: [true], cwd: app/../app}]
+        """)
+    conf = tmp_path / "conf"
+    assert config.programs[0].cwd == str(conf / "app")
+    s = config.settings
+    assert (s.socket_path, s.state_dir, s.kubeconfig, s.termination_log) == (
+        str(conf / "run" / "s.sock"), str(conf / "state"), f"{conf / 'k1'}:/abs/k2", None)
+
+
 def test_program_options_are_run_options():
     names = {o.flags[0][2:] for o in OPTIONS if "run" in o.modes}
     assert set(PROGRAM_OPTIONS) <= names and len(set(PROGRAM_OPTIONS)) == len(PROGRAM_OPTIONS)
