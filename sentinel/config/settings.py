@@ -609,7 +609,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
     """The argparse parser for ``run`` or ``watch`` built from ``OPTIONS``."""
     parser = _Parser(
         prog=f"sentinel {mode}",
-        usage=f"sentinel {mode} [OPTIONS] " + ("-- CMD [ARGS...]" if mode == "run" else
+        usage=f"sentinel {mode} [OPTIONS] " + ("(-- CMD [ARGS...] | --config FILE)"
+                                                if mode == "run" else
                                                 "(--target-name NAME | --target-cmdline "
                                                 "REGEX | --target-pid PID)"),
         description=RUN_DESCRIPTION if mode == "run" else WATCH_DESCRIPTION,
