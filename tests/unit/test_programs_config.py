@@ -308,6 +308,21 @@ def test_relative_paths_are_the_files(tmp_path, monkeypatch):
         str(conf / "run" / "s.sock"), str(conf / "state"), f"{conf / 'k1'}:/abs/k2", None)
 
 
+def test_scalars_are_read_as_written(tmp_path):
+    # YAML 1.1 would make `off` a boolean and `0600` an octal int; the command line's
+    # grammar reads the text as written.
+    config = load(tmp_path, """\
+        settings: {k8s-events: off, metrics-port: 8000, socket-mode: 0660, tui: on,
+                   grace-period: 1.5, log-level: "debug"}
+        programs: [{name: a, command: [true], single-child: yes, memory-kill-exit-code: 0}]
+        """)
+    s = config.settings
+    assert (s.k8s_events, s.metrics_port, s.socket_mode, s.tui, s.grace_period_seconds,
+            s.log_level) == ("off", 8000, 0o660, True, 1.5, "debug")
+    a = dict(config.programs[0].options)
+    assert (a["single_child"], a["memory_kill_exit_code"]) == (True, 0)
+
+
 def test_program_options_are_run_options():
     names = {o.flags[0][2:] for o in OPTIONS if "run" in o.modes}
     assert set(PROGRAM_OPTIONS) <= names and len(set(PROGRAM_OPTIONS)) == len(PROGRAM_OPTIONS)
