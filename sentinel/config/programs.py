@@ -13,7 +13,7 @@ Every value goes through the same ``Opt`` conversion as on the command line, so 
 grammars (sizes, durations, signals) and their messages are one. The YAML is walked
 as nodes (``yaml.compose``) rather than loaded, so that every error names its line
 and dotted key, and a key given twice is an error (``yaml.safe_load`` silently keeps
-the last one). PyYAML is imported inside ``load_config`` only: the single-command
+the last one). PyYAML is imported only when a file is loaded: the single-command
 fast path never pays for it.
 
 Layer 0: imports only the standard library, PyYAML, ``sentinel.errors`` and
