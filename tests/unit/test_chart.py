@@ -40,7 +40,9 @@ import yaml
 from kubernetes.config import incluster_config
 
 from sentinel.exporters import events
-from sentinel.config.settings import OPTIONS, parse_settings, parse_signal, parse_size
+from sentinel.config.programs import (FILE_SETTINGS_KEYS, NAME_MAX, NAME_RE, PROGRAM_KEYS,
+                                      PROGRAM_OPTIONS, load_config)
+from sentinel.config.settings import OPTIONS, parse_settings, parse_size
 from sentinel.errors import UsageError
 from tests.conftest import wait_until
 
@@ -1189,12 +1191,6 @@ def test_notes_name_the_effective_limit():
 # --------------------------------------------------------------------------
 
 PROGRAMS_PATH = "/etc/sentinel/sentinel.yaml"
-# A program's own keys in the programs file (docs/config.md); every other key of a
-# program is a `sentinel run` option of the same name. --stop-signal is added to the
-# option table by the programs file's branch; until then parse_signal checks it.
-PROGRAM_OWN_KEYS = {"name", "command", "env", "cwd", "user", "main", "depends-on", "on-give-up",
-                    "stop-signal"}
-RUN_OPTIONS = {o.flags[0][2:]: o for o in OPTIONS if "run" in o.modes}
 # Run options that are about one program: with programs, in the file, never variables.
 PROGRAM_OPTION_VARIABLES = {"SENTINEL_MAX_RSS", "SENTINEL_MEASURE", "SENTINEL_INTERVAL",
                             "SENTINEL_GRACE_PERIOD", "SENTINEL_RESTART", "SENTINEL_WORKLOAD_NAME"}
@@ -1209,21 +1205,19 @@ def programs_file(docs) -> tuple[dict, str]:
     return yaml.safe_load(text), text
 
 
-def _as_args(key: str, value) -> list[str]:
-    """A program option of the file as `sentinel run` takes it on the command line."""
-    opt = RUN_OPTIONS[key]
-    if opt.flag:
-        return [f"--{key}"] if value else []
-    values = value if isinstance(value, list) else [value]
-    return [a for v in values for a in (f"--{key}", str(v))]
-
-
-def _check_with_sentinels_parser(key: str, value) -> None:
-    if key == "stop-signal":
-        parse_signal(str(value))
-        return
-    assert key in RUN_OPTIONS, f"{key}: not a `sentinel run` option"
-    parse_settings("run", [*_as_args(key, value), "--", "true"], environ={})
+def load_as_sentinel(docs, tmp_path: Path):
+    """The rendered pod's programs file through Sentinel's own loader, as the container
+    runs it: its args and SENTINEL_* variables, the ConfigMap's file at the mounted path
+    (here in tmp_path)."""
+    _, text = programs_file(docs)
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(text)
+    container = sentinel_container(pod_spec(docs))
+    args = [str(path) if a == PROGRAMS_PATH else a for a in container["args"]]
+    explicit: set[str] = set()
+    settings = parse_settings("run", args, environ=literal_env(container), explicit=explicit)
+    assert settings.config_path == str(path)
+    return load_config(settings.config_path, settings, frozenset(explicit))
 
 
 def test_programs_render_the_config_file_in_a_configmap():
@@ -1283,50 +1277,78 @@ def test_a_programs_change_rolls_the_pods():
     assert "annotations" not in one(render(), "Deployment")["spec"]["template"]["metadata"]
 
 
-def test_programs_settings_and_variables_are_sentinels_own():
+def test_programs_settings_and_variables_are_sentinels_own(tmp_path):
     """With programs, the SENTINEL_* variables carry only Sentinel's own settings
-    (a variable would override every program's default, command line > environment
-    > file); every program option in the file is one Sentinel's own parser accepts."""
+    (a variable would override every program's default: command line > environment
+    > file), and Sentinel's own loader reads the rendered file as the chart means it."""
     docs = render(ci("multi-program"))
-    container = sentinel_container(pod_spec(docs))
-    env = literal_env(container)
+    env = literal_env(sentinel_container(pod_spec(docs)))
     assert not PROGRAM_OPTION_VARIABLES & env.keys(), sorted(PROGRAM_OPTION_VARIABLES & env.keys())
     assert not {k for k in env if k.startswith("SENTINEL_")} - SENTINEL_ENV_NAMES
-    settings = parse_settings("run", ["--", "true"], environ=env)
-    assert settings.socket_path == "/shared/sentinel.socket" and settings.state_dir == "/shared"
-    assert settings.metrics_port == 8000 and settings.log_format == "json"
-    config, _ = programs_file(docs)
-    assert set(config) == {"version", "settings", "programs"}
-    assert config["settings"]["output"] in ("prefixed", "plain")
-    assert config["settings"]["on-give-up"] in ("exit", "continue")
-    for scope in [config["settings"], *config["programs"]]:
-        for key, value in scope.items():
-            if key in PROGRAM_OWN_KEYS or key in ("output", "on-give-up"):
-                continue
-            _check_with_sentinels_parser(key, value)
+    config = load_as_sentinel(docs, tmp_path)
+    assert config.settings.socket_path == "/shared/sentinel.socket"
+    assert config.settings.state_dir == "/shared" and config.settings.metrics_port == 8000
+    assert config.output == "prefixed" and config.main == "web"
+    assert [p.name for p in config.programs] == ["web", "cache", "worker"]
+    got = {p.name: config.program_settings(p) for p in config.programs}
+    assert {n: s.max_rss_bytes for n, s in got.items()} == {
+        "web": parse_size("64Mi"), "cache": parse_size("150Mi"), "worker": parse_size("100Mi")}
+    assert {n: s.measure for n, s in got.items()} == {"web": "rss", "cache": "rss", "worker": "pss"}
+    assert {n: s.grace_period_seconds for n, s in got.items()} == {"web": 3.0, "cache": 2.0, "worker": 3.0}
+    assert {n: s.restart for n, s in got.items()} == {"web": "never", "cache": "on-failure",
+                                                       "worker": "on-failure"}
+    assert got["worker"].stop_signal == signal.SIGINT and got["cache"].restart_delay_seconds == 2.0
+    assert {n: s.command[:2] for n, s in got.items()} == dict.fromkeys(got, ("python", "leaker.py"))
+    assert [p.on_give_up for p in config.programs] == ["exit", "continue", "continue"]
     # The programs' commands are leaker.py's (in the image) with flags it accepts.
     import importlib.util
     spec = importlib.util.spec_from_file_location("leaker", REPO / "tests" / "leaker.py")
     leaker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(leaker)
-    for p in config["programs"]:
-        assert p["command"][:2] == ["python", "leaker.py"]
-        leaker.parse_args(p["command"][2:])
+    for s in got.values():
+        leaker.parse_args(list(s.command[2:]))
 
 
-def test_schema_program_keys_are_the_files():
-    """Every key the schema allows in a program or in programsSettings is a key of the
-    programs file: a program's own key or a `sentinel run` option (no camelCase twin)."""
+# A value for every key the schema allows in a program and in programsSettings.
+EVERY_PROGRAM_KEY = {
+    "name": "a.b_c", "command": "python -c 'import time; time.sleep(9)'",
+    "env": {"A": 1, "B": True, "C": None, "D": "x"}, "cwd": "/tmp", "main": True,
+    "depends-on": [], "on-give-up": "exit", "measure": "uss", "max-rss": "100Mi",
+    "grace-period": 1.5, "stop-signal": 15, "restart": "always", "restart-delay": "500ms",
+    "restart-max-delay": "10s", "max-restarts": 0, "success-exit-code": [0, 3],
+    "memory-kill-exit-code": 137, "single-child": True, "interval": "50ms", "max-interval": "2s",
+    "clamp-high": True, "no-early-sigkill": True, "oom-score-adj-margin": 100,
+}
+EVERY_SETTINGS_KEY = {"output": "plain", "on-give-up": "continue", "measure": "pss",
+                      "max-rss": "none", "stop-signal": "QUIT", "max-restarts": 3, "clamp-high": False}
+
+
+def test_every_schema_key_is_one_sentinel_loads(tmp_path):
+    """The schema's program keys are the programs file's own (no camelCase twin, none
+    missing), and a value of each that the chart accepts, Sentinel's loader accepts."""
     schema = json.loads((CHART / "values.schema.json").read_text())
-    program = set(schema["definitions"]["program"]["properties"])
-    settings = set(schema["properties"]["programsSettings"]["properties"])
-    assert {"name", "command", "max-rss", "grace-period", "restart", "measure"} <= program
-    assert schema["definitions"]["program"]["required"] == ["name", "command"]
-    for key in program - PROGRAM_OWN_KEYS:
-        assert key in RUN_OPTIONS, key
-    assert settings - {"output", "on-give-up"} == program - PROGRAM_OWN_KEYS | {"stop-signal"}
-    assert not {k for k in settings if k in RUN_OPTIONS and RUN_OPTIONS[k].dest in (
-        "metrics_port", "socket_path", "log_format", "state_dir", "k8s_events")}
+    program = schema["definitions"]["program"]
+    assert set(program["properties"]) == set(PROGRAM_KEYS) | set(PROGRAM_OPTIONS)
+    assert program["required"] == ["name", "command"]
+    assert set(schema["properties"]["programsSettings"]["properties"]) == \
+        set(FILE_SETTINGS_KEYS) | set(PROGRAM_OPTIONS)
+    assert program["properties"]["name"] == {"$ref": "#/definitions/programName"}
+    assert schema["definitions"]["programName"]["pattern"] == NAME_RE.pattern
+    assert schema["definitions"]["programName"]["maxLength"] == NAME_MAX
+    # user only when Sentinel runs as root: the test's loader would refuse it otherwise.
+    assert set(EVERY_PROGRAM_KEY) | {"user"} == set(program["properties"])
+    second = {"name": "b", "command": ["python", "-V"], "depends-on": ["a.b_c"],
+              "success-exit-code": 2}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"programs": [EVERY_PROGRAM_KEY, second],
+                                      "programsSettings": EVERY_SETTINGS_KEY}))
+    config = load_as_sentinel(render((str(values),)), tmp_path)
+    a, b = (config.program_settings(p) for p in config.programs)
+    assert (a.measure, a.max_rss_bytes, a.stop_signal, a.success_exit_codes) == \
+        ("uss", parse_size("100Mi"), 15, frozenset({0, 3}))
+    assert (b.measure, b.max_rss_bytes, b.stop_signal, b.max_restarts) == ("pss", None, signal.SIGQUIT, 3)
+    assert config.output == "plain" and config.programs[1].on_give_up == "continue"
+    assert dict(config.programs[0].env) == {"A": "1", "B": "true", "C": None, "D": "x"}
 
 
 def test_programs_defaults_come_from_the_chart_under_programs_settings():

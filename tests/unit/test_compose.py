@@ -14,6 +14,7 @@ import importlib.util
 import json
 import posixpath
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
-from sentinel.config.settings import OPTIONS, parse_settings
+from sentinel.config.programs import load_config
+from sentinel.config.settings import parse_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -228,25 +230,29 @@ def test_multi_config_names_three_programs_with_one_main():
     assert programs == yaml.safe_load(CHART_MULTI_VALUES.read_text())["programs"]
 
 
-def test_multi_config_values_are_sentinels_and_the_leakers():
-    config = yaml.safe_load(MULTI_CONFIG.read_text())
-    run = {o.flags[0][2:]: o for o in OPTIONS if "run" in o.modes}
-    own = {"name", "command", "env", "cwd", "user", "main", "depends-on", "on-give-up",
-           "stop-signal", "output"}
-    for scope in [config["settings"], *config["programs"]]:
-        for key, value in scope.items():
-            if key in own:
-                continue
-            assert key in run, f"{key}: not a `sentinel run` option"
-            args = [f"--{key}"] if run[key].flag else [f"--{key}", str(value)]
-            parse_settings("run", [*args, "--", "true"], environ={})
-    assert {p.get("stop-signal") for p in config["programs"]} - {None} <= {"INT", "TERM", "QUIT"}
+def test_sentinel_loads_the_multi_config_as_the_service_runs_it(compose):
+    """Sentinel's own loader, with the service's command and environment: three
+    programs, web main, their limits and stop signals; the commands are leaker.py's."""
+    svc = compose["services"]["multi"]
+    env = {k: str(v) for k, v in svc.get("environment", {}).items()}
+    args = [str(MULTI_CONFIG) if a == CONFIG_TARGET else a for a in svc["command"]]
+    explicit: set[str] = set()
+    settings = parse_settings("run", args, environ=env, explicit=explicit)
+    config = load_config(settings.config_path, settings, frozenset(explicit))
+    assert config.main == "web" and config.output == "prefixed"
+    assert config.settings.metrics_port == 8001
+    assert config.settings.socket_path == env["SENTINEL_SOCKET"]
+    got = {p.name: config.program_settings(p) for p in config.programs}
+    assert {n: s.max_rss_bytes for n, s in got.items()} == {
+        "web": 64 << 20, "cache": 150 << 20, "worker": 100 << 20}
+    assert got["worker"].stop_signal == signal.SIGINT and got["worker"].measure == "pss"
+    assert [p.on_give_up for p in config.programs] == ["exit", "continue", "continue"]
     spec = importlib.util.spec_from_file_location("leaker", REPO / "tests" / "leaker.py")
     leaker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(leaker)
-    for p in config["programs"]:
-        assert p["command"][:2] == ["python", "leaker.py"]
-        leaker.parse_args(p["command"][2:])
+    for s in got.values():
+        assert s.command[:2] == ("python", "leaker.py")
+        leaker.parse_args(list(s.command[2:]))
 
 
 def test_prometheus_scrapes_the_multi_service_on_its_own_port(compose):
