@@ -48,7 +48,7 @@ from sentinel.core.init import Init, exit_code_of
 from sentinel.core.spawn import Child, spawn
 from sentinel.core.state import REASON_OPERATOR, GuardianState
 from sentinel.core.supervisor import ProgramState, Supervisor
-from sentinel.errors import ConfigError, StateError, UnknownProgram
+from sentinel.errors import SentinelError, StateError, UnknownProgram
 from sentinel.logs import LOGGER_NAME
 from sentinel.probes.tree import CgroupProbe, TreeProbe, walk_period_for
 
@@ -75,7 +75,7 @@ class Group:
     ``sentinel.config.programs.ProgramsConfig``). ``program_settings`` maps each
     program's name to its resolved ``Settings`` (``--max-rss auto`` already resolved);
     ``reload_config()`` reads the config file again and returns the same pair (raises
-    ``ConfigError``). Create, then ``run()`` until it returns Sentinel's exit code.
+    ``ConfigError`` or another ``SentinelError``). Create, then ``run()`` until it returns Sentinel's exit code.
 
     The host interface of ``sentinel.core.guardian.Guardian``: ``state`` (Sentinel's
     own figures), ``programs``, ``program(name)``, ``start_program``,
@@ -136,6 +136,8 @@ class Group:
         self._replacements: dict[str, tuple] = {}  # reload: name -> (spec, settings)
         self._removing: set[str] = set()  # reload: dropped once ended
         self._listener_errors: set[str] = set()
+        self._own_oom: dict = {"tried": False, "adj": None, "before": None, "note": ""}
+        self._notes_said: set[str] = set()
         self._set_prefixes([spec.name for spec in config.programs])
         for spec in config.programs:
             self._add(spec, program_settings[spec.name])
@@ -189,6 +191,8 @@ class Group:
                          version=self.version, clock=self._clock,
                          launcher=lambda name=name: self._launch(name), host=self)
         sup.spec = spec  # type: ignore[attr-defined]
+        sup.kernel_side.own = self._own_oom  # Sentinel's own oom_score_adj: lowered once
+        sup.sampling_side._said = self._notes_said  # noqa: SLF001 - a kernel note, said once
         sup.state.program = name
         sup.listeners = self.listeners  # one list: exporters subscribe once
         sup.sample_listeners = self.sample_listeners
@@ -342,6 +346,13 @@ class Group:
         """A program's run ended for good (``Supervisor._finish``): its ``code`` is the
         exit code it reports (``--success-exit-code``/``--memory-kill-exit-code``
         applied). Decide what follows (see the module's policy)."""
+        token = logs.PROGRAM.set("")  # the group's lines (and its tasks) are Sentinel's own
+        try:
+            self._program_ended(sup, code)
+        finally:
+            logs.PROGRAM.reset(token)
+
+    def _program_ended(self, sup: Supervisor, code: int) -> None:
         name = sup.state.program
         waiter = self._waiters.pop(name, None)
         if waiter is not None and not waiter.done():
@@ -476,8 +487,11 @@ class Group:
         self._require_running("start")
         sup = self.program(name)
         if not sup.ended:
-            raise StateError(f"program {sup.state.program} is {sup.program_state.value}, not "
-                             "ended: nothing to start", state=sup.program_state.value,
+            state = sup.program_state
+            why = ("its leftover processes are still being stopped; try again in a moment"
+                   if state in _ENDED else "it is already running (restart NAME restarts it)"
+                   if state is not ProgramState.STOPPING else "it is being stopped")
+            raise StateError(f"cannot start {sup.state.program}: {why}", state=state.value,
                              command="start")
         sup.start()
         pid = sup.state.main_pid
@@ -514,7 +528,7 @@ class Group:
         self._require_running("reload")
         try:
             new, new_settings = self._reload_config()
-        except ConfigError as exc:
+        except SentinelError as exc:  # ConfigError, or an auto limit that cannot resolve
             raise StateError(f"reload: {exc}; nothing changed", state="running",
                              command="reload") from None
         from sentinel.config.programs import diff
