@@ -87,3 +87,21 @@ class UnknownProgram(SentinelError, LookupError):
                          + (", ".join(known) or "none"))
         self.name = name
         self.known = known
+
+
+class ConfigError(SentinelError):
+    """The programs file (``sentinel run --config FILE``) is wrong: nothing was started
+    (exit code 2). ``path`` is the file, ``line`` the 1-based line at fault (None when
+    the file could not be read at all), ``key`` the dotted key (``programs[1].max-rss``,
+    None for the file as a whole), ``problem`` what is wrong and what to do. The message
+    is one line: ``sentinel.yaml:12: programs[1].max-rss: '20 0Mi' is not a size ...``."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: str, line: int | None, key: str | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: " + (f"{key}: " if key else "") + problem)
+        self.path = path
+        self.line = line
+        self.key = key
+        self.problem = problem

@@ -392,6 +392,9 @@ class Settings:
     # for the grace period (restored after). Off by default: it needs a writable,
     # delegated cgroup and Sentinel outside it (sentinel.core.kernel_side.clamp_high).
     clamp_high: bool = False
+    # The first signal of the ladder (--stop-signal): what a program's stop, a memory kill
+    # and shutdown send before SIGKILL. SIGTERM, what docker stop and the kubelet send.
+    stop_signal: int = int(signal.SIGTERM)
     restart: str = "never"
     restart_delay_seconds: float = 1.0  # first back-off; doubles each failure
     restart_max_delay_seconds: float = 30.0  # back-off cap
@@ -426,6 +429,10 @@ class Settings:
     # set, or Events on), else 0. It exits as soon as nothing is pending.
     linger_seconds: float | None = None
     debug: bool = False
+    # --config FILE (SENTINEL_CONFIG): several programs from a file
+    # (sentinel.config.programs); absolute, as SIGHUP re-reads it after the chdir to /.
+    config_path: str | None = None
+    check_config: bool = False  # --check-config: validate the --config file, start nothing
     # watch mode: how to find the target (exactly one is set)
     target_name: str | None = None
     target_cmdline: str | None = None
@@ -497,6 +504,9 @@ OPTIONS: tuple[Opt, ...] = (
              "it clamped)"),
     Opt(("--pdeathsig",), "pdeathsig", parse_signal, metavar="SIG", modes=("run",),
         help="signal Sentinel receives (and forwards) when its own parent dies"),
+    Opt(("--stop-signal",), "stop_signal", parse_signal, metavar="SIG", modes=("run",),
+        help="the ladder's first signal, sent before SIGKILL to stop the workload (default "
+             "TERM)"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),
         help="restart policy: never (default), on-failure or always, with capped back-off"),
     Opt(("--restart-delay",), "restart_delay_seconds", parse_duration, metavar="DURATION",
@@ -552,6 +562,11 @@ OPTIONS: tuple[Opt, ...] = (
         help="after a kill, wait up to DURATION for Events and one more scrape before "
              "exiting (default 5s in a pod, else 0; a SIGTERM meanwhile cuts it short)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
+    Opt(("--config",), "config_path", str, metavar="FILE", modes=("run",),
+        help="run the programs of a YAML file (docs/config.md) instead of a command after --"),
+    Opt(("--check-config",), "check_config", flag=True, modes=("run",),
+        help="with --config: check the file, print the programs in start order, exit 0 (or "
+             "2 with the error); nothing is started"),
     Opt(("--target-name",), "target_name", str, metavar="NAME", modes=("watch",),
         help="watch the process started as NAME (comm, argv[0] or executable basename, or a "
              "script's: python3 NAME)"),
@@ -595,7 +610,8 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
     """The argparse parser for ``run`` or ``watch`` built from ``OPTIONS``."""
     parser = _Parser(
         prog=f"sentinel {mode}",
-        usage=f"sentinel {mode} [OPTIONS] " + ("-- CMD [ARGS...]" if mode == "run" else
+        usage=f"sentinel {mode} [OPTIONS] " + ("(-- CMD [ARGS...] | --config FILE)"
+                                                if mode == "run" else
                                                 "(--target-name NAME | --target-cmdline "
                                                 "REGEX | --target-pid PID)"),
         description=RUN_DESCRIPTION if mode == "run" else WATCH_DESCRIPTION,
@@ -659,11 +675,15 @@ def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = None) -> Settings:
+def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = None,
+                   explicit: set[str] | None = None) -> Settings:
     """Build ``Settings`` for ``mode`` ("run"/"watch") from ``argv`` and ``environ``.
 
     Raises ``UsageError`` (exit code 2) with one line naming the flag or
     variable at fault; ``--help`` prints help and raises ``SystemExit(0)``.
+    ``explicit``, when given, receives the ``Opt.dest`` of every option given on
+    the command line or as a ``SENTINEL_*`` variable (a config file's settings
+    give way to those: ``sentinel.config.programs.load_config``).
     """
     env = os.environ if environ is None else environ
     opts, command = split_command(argv) if mode == "run" else (argv, [])
@@ -687,39 +707,22 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
                                     for part in raw.split(",") if part.strip()]
             else:
                 values[opt.dest] = _convert(opt, raw, opt.env_name)
-    if isinstance(values.get("max_rss_bytes"), AutoLimit):
-        values["limit_auto_share"] = float(values.pop("max_rss_bytes"))  # type: ignore[arg-type]
-        values["max_rss_bytes"] = None
-    if isinstance(values.get("cgroup_root"), str):
-        if not str(values["cgroup_root"]).strip():
-            raise UsageError("--cgroup-root: empty path; give the directory where the cgroup "
-                             "hierarchy is mounted, e.g. /sys/fs/cgroup, or leave it out")
-        values["cgroup_root"] = os.path.abspath(str(values["cgroup_root"]))
-    if values.pop("no_metrics", False):
-        values["metrics_port"] = 0
-    if values.pop("no_socket", False):
-        values["socket_path"] = None
-    if "rewrite" in values:
-        pairs = list(values["rewrite"])  # type: ignore[call-overload]
-        sources = [src for src, _ in pairs]
-        for src in set(sources):
-            if sources.count(src) > 1:
-                raise UsageError(f"--rewrite: {signal_name(src)} is rewritten twice; give one "
-                                 "FROM:TO per signal")
-        values["rewrite"] = tuple(pairs)
-    if "success_exit_codes" in values:
-        values["success_exit_codes"] = frozenset(values["success_exit_codes"])  # type: ignore
-    if values.get("termination_log") == "":
-        values["termination_log"] = None
-    # Sentinel moves to / once the workload runs: relative paths are taken
-    # relative to the directory it was started in, now.
-    for key in ("socket_path", "termination_log", "tui_log", "state_dir"):
-        if isinstance(values.get(key), str) and values[key]:
-            values[key] = os.path.abspath(values[key])  # type: ignore[arg-type]
-    if isinstance(values.get("kubeconfig"), str):  # a list, as $KUBECONFIG may be
-        values["kubeconfig"] = os.pathsep.join(
-            os.path.abspath(p) for p in str(values["kubeconfig"]).split(os.pathsep) if p)
-    if mode == "run":
+    if explicit is not None:
+        explicit.update(values)
+    normalize_values(values)
+    if mode == "run" and values.get("config_path") is not None:
+        if not str(values["config_path"]).strip():
+            raise UsageError("--config: empty path; give the YAML file, e.g. --config "
+                             "/etc/sentinel/sentinel.yaml")
+        if command:
+            raise UsageError("give either --config FILE or a command after --, not both")
+        if "workload_name" in values:
+            raise UsageError("--workload-name: with --config each program's name is its "
+                             "workload name; leave --workload-name out")
+    elif mode == "run" and values.get("check_config"):
+        raise UsageError("--check-config: give the file to check, e.g. sentinel run "
+                         "--config sentinel.yaml --check-config")
+    elif mode == "run":
         if not command:
             raise UsageError("no command given; use e.g. 'sentinel run --max-rss 200Mi -- "
                              "python app.py'")
@@ -775,6 +778,49 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     if values.get("socket_path") is not None and str(values["socket_path"]).strip() == "":
         raise UsageError("--socket: empty path; use e.g. /tmp/sentinel.socket or --no-socket")
     return Settings(mode=mode, **values)  # type: ignore[arg-type]
+
+
+def normalize_values(values: dict[str, object]) -> None:
+    """Turn the converted values of ``OPTIONS`` (``Opt.dest`` -> value) into ``Settings``
+    fields, in place: ``--max-rss auto`` into ``limit_auto_share``, ``--no-metrics`` and
+    ``--no-socket`` into ``metrics_port``/``socket_path``, paths made absolute (Sentinel
+    moves to / once the workload runs). Shared by ``parse_settings`` and the config file
+    (``sentinel.config.programs``). Raises ``UsageError`` (an empty ``--cgroup-root``, a
+    signal rewritten twice)."""
+    if isinstance(values.get("max_rss_bytes"), AutoLimit):
+        values["limit_auto_share"] = float(values.pop("max_rss_bytes"))  # type: ignore[arg-type]
+        values["max_rss_bytes"] = None
+    if isinstance(values.get("cgroup_root"), str):
+        if not str(values["cgroup_root"]).strip():
+            raise UsageError("--cgroup-root: empty path; give the directory where the cgroup "
+                             "hierarchy is mounted, e.g. /sys/fs/cgroup, or leave it out")
+        values["cgroup_root"] = os.path.abspath(str(values["cgroup_root"]))
+    if values.pop("no_metrics", False):
+        values["metrics_port"] = 0
+    if values.pop("no_socket", False):
+        values["socket_path"] = None
+    if "rewrite" in values:
+        pairs = list(values["rewrite"])  # type: ignore[call-overload]
+        sources = [src for src, _ in pairs]
+        for src in set(sources):
+            if sources.count(src) > 1:
+                raise UsageError(f"--rewrite: {signal_name(src)} is rewritten twice; give one "
+                                 "FROM:TO per signal")
+        values["rewrite"] = tuple(pairs)
+    if "success_exit_codes" in values:
+        values["success_exit_codes"] = frozenset(values["success_exit_codes"])  # type: ignore
+    if values.get("termination_log") == "":
+        values["termination_log"] = None
+    # Sentinel moves to / once the workload runs: relative paths are taken
+    # relative to the directory it was started in, now.
+    if isinstance(values.get("config_path"), str) and values["config_path"]:
+        values["config_path"] = os.path.abspath(str(values["config_path"]))
+    for key in ("socket_path", "termination_log", "tui_log", "state_dir"):
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = os.path.abspath(values[key])  # type: ignore[arg-type]
+    if isinstance(values.get("kubeconfig"), str):  # a list, as $KUBECONFIG may be
+        values["kubeconfig"] = os.pathsep.join(
+            os.path.abspath(p) for p in str(values["kubeconfig"]).split(os.pathsep) if p)
 
 
 # Variables read elsewhere than the option table (the client commands' own, in
