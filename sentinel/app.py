@@ -299,4 +299,5 @@ def serve_config(config, program_settings: dict, original_mask: set[int], *, pid
     fdlimit.raise_soft()  # programs are spawned with the limit Sentinel was given
     group = Group(config, program_settings, original_mask, pid1=pid1, subreaper=subreaper,
                   version=__version__, reload_config=reload_config)
+    os.chdir("/")  # the group keeps the start directory for programs without a cwd
     return supervise(group, settings, metrics_socket=metrics_socket)
