@@ -169,10 +169,13 @@ class OutputRelay:
     @property
     def write_fd(self) -> int:
         """The pipe's write end (close-on-exec) for the next process of this program;
-        a fresh pipe (``reopen``) when the last one was already handed out."""
+        a fresh pipe (``reopen``) when the last one was already handed out. Raises
+        ``ValueError`` once the relay is closed."""
         self.reopen()
-        assert self._write_fd is not None
-        return self._write_fd
+        fd = self._write_fd
+        if fd is None:
+            raise ValueError(f"the output relay of {self.name!r} is closed")
+        return fd
 
     def started(self) -> None:
         """Close Sentinel's copy of the write end (after the spawn, failed or not). Idempotent."""

@@ -136,7 +136,7 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
 # exporter threads) is unsafe: the child could deadlock on a lock another thread
 # held (CPython warns of it since 3.12). So the child is spawned as this small
 # exec shim, `python -I -S -c _USER_SHIM UID GID GROUPS LC_CTYPE CMD...`, which
-# drops to the user and execs the command: one interpreter start (~10 ms), only
+# drops to the user and execs the command: one interpreter start (10-20 ms), only
 # for programs that have a `user`. It inherits the signal mask and dispositions
 # the spawn gave (Python's start-up leaves the mask alone); CPython's start-up
 # ignores SIGPIPE/SIGXFSZ again, so the shim sets them back to SIG_DFL, and its

@@ -199,3 +199,11 @@ def test_reopen_gives_a_fresh_pipe_only_once_the_last_was_handed_over(target, re
     relay.started()
     assert _read(r, b"run 2\n") == b"web | run 2\n"
     assert relay.wait(5)
+
+
+def test_a_closed_relay_refuses_a_new_pipe_with_a_clear_error(target):
+    relay = OutputRelay("web", "web | ", target[1])
+    assert relay.close()
+    with pytest.raises(ValueError, match="the output relay of 'web' is closed"):
+        relay.write_fd
+    assert drain([relay], 1)  # closing twice is harmless
