@@ -92,7 +92,8 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
     ``stdout_fd``/``stderr_fd``: fds (close-on-exec, as ``OutputRelay.write_fd``
     is) that become the child's fd 1/2; ``None`` inherits Sentinel's. ``user``:
     ``(uid, gid, supplementary gids)`` to run as (Sentinel must be root); the
-    command is then started through ``_USER_SHIM`` (see there), so its exec
+    command is then started through ``_USER_SHIM`` (see there; not when ``user``
+    is Sentinel's own credentials: then it is spawned as without), so its exec
     errors are not raised here: the program exits 127/126 after one line
     ``sentinel: cannot run 'x': ...`` on its stderr, as ``sentinel run`` would.
     With ``user``, HOME, USER and LOGNAME are the user's (from the passwd
@@ -105,7 +106,7 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
 
     env = os.environ if environ is None else environ
     file, argv = command[0], command
-    if user is not None:
+    if user is not None and not _is_own(user):
         file, argv, env = _through_user_shim(command, env, user)
     try:
         # glibc's posix_spawnp through ctypes, not os.posix_spawnp: only so can
@@ -192,6 +193,14 @@ except OSError as e:
     sys.stderr.write('sentinel: cannot run %r: %s\\n' % (name, why))
     os._exit(code)
 """
+
+
+def _is_own(user: tuple[int, int, tuple[int, ...]]) -> bool:
+    """True when ``user`` is Sentinel's own credentials: nothing to change, no shim (a
+    non-root Sentinel could not setgroups() anyway)."""
+    uid, gid, groups = user
+    return (uid == os.geteuid() and gid == os.getegid()
+            and set(groups) | {gid} == set(os.getgroups()) | {os.getegid()})
 
 
 def _through_user_shim(command, env, user):

@@ -149,3 +149,14 @@ def test_stdout_and_stderr_fds_become_1_and_2_and_nothing_else_leaks(tmp_path, g
     assert _fds(out) == [0, 1, 2]
     assert err == "to stderr\n"
     assert not set(report["fds"]) & {0, 1, 2}
+
+
+def test_sentinels_own_user_needs_no_shim(tmp_path):
+    # Spawned directly, as without a user: exec errors come back as SpawnError (the
+    # shim would report them as the program's exit 127), and a non-root Sentinel
+    # is not refused setgroups().
+    own = [os.geteuid(), os.getegid(), sorted(set(os.getgroups()) | {os.getegid()})]
+    report, _, _ = _spawn(tmp_path, ["no-such-command-xyz"], user=own)
+    assert report["code"] == 127 and "not found in PATH" in report["error"]
+    report, out, _ = _spawn(tmp_path, _STATUS, user=own)
+    assert report["code"] == 0 and _status(out)["Uid"].split() == [str(os.geteuid())] * 4
