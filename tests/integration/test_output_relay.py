@@ -144,7 +144,7 @@ def test_a_leftover_holding_the_pipe_does_not_make_drain_hang(tmp_path, made):
         assert proc_state(leftover) not in (None, "Z")
         started = time.monotonic()
         assert not drain([relay], 0.5)  # not at EOF: the leftover holds the pipe
-        assert time.monotonic() - started < 0.5 + 0.2 + 0.3
+        assert time.monotonic() - started < 2.0  # 0.5 s, and 0.2 s for the final writes, loaded
     finally:
         os.close(out)
     # What was read is written, the unfinished line ended: nothing read is lost.
