@@ -389,7 +389,8 @@ class Group:
         elif gave_up:
             log.error("program %s gave up (exit code %d); the others go on (on-give-up: "
                       "continue; 'sentinel start %s' starts it again)", name, code, name,
-                      extra={"event": "gave_up", "program": name, "exit_code": code})
+                      extra={"event": "program_ended", "program": name, "exit_code": code,
+                             "gave_up": True})
         else:
             log.info("program %s %s (exit code %d); the others go on", name,
                      "was stopped" if state is ProgramState.STOPPED else "exited", code,
