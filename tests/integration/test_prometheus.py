@@ -223,12 +223,12 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
 
     # One memory kill, a restart, and the restarted workload parked above 90 %.
     body = wait_until(lambda: (b := try_get(url)) and metric(
-        b, 'sentinel_restarts_total{workload="leaky"}') == 1.0 and (metric(
-            b, 'sentinel_workload_memory_bytes{measure="rss",workload="leaky"}') or 0)
+        b, 'sentinel_restarts_total{program="leaky",workload="leaky"}') == 1.0 and (metric(
+            b, 'sentinel_workload_memory_bytes{measure="rss",program="leaky",workload="leaky"}') or 0)
         > 0.9 * limit_mib * MiB and b, 30, what="kill, restart and the parked workload")
     assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
                         'workload="leaky"}') == 1.0
-    assert metric(body, 'sentinel_reaction_seconds_count{workload="leaky"}') == 1.0
+    assert metric(body, 'sentinel_reaction_seconds_count{program="leaky",workload="leaky"}') == 1.0
 
     # Prometheus agrees: the counter reads 1 after one kill, the ratio is
     # recorded, and the kill alert fires.
@@ -313,7 +313,7 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
         f'if [ -e "{restarted}" ]; then exec sleep 120; fi; touch "{restarted}"; '
         f'while [ ! -e "{go}" ]; do sleep 0.2; done; exec "{PY}" "{LEAKER}" --quiet --rate 100'))
     url = f"http://127.0.0.1:{port}/metrics"
-    count_line = 'sentinel_sample_duration_seconds_count{workload="leaky"}'
+    count_line = 'sentinel_sample_duration_seconds_count{program="leaky",workload="leaky"}'
     wait_until(lambda: metric(try_get(url), count_line), 20, what="Sentinel's first samples")
 
     stop = threading.Event()
@@ -352,7 +352,7 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
         rate = (n1 - n0) / (t1 - t0)
         # A leak, still under the hammer: SIGTERM, exit, restart.
         go.touch()
-        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}'),
+        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",workload="leaky"}'),
                    30, what="the kill and the restart")
     finally:
         stop.set()
@@ -393,7 +393,7 @@ def test_kills_reach_prometheus_across_container_restarts(start_sentinel, promet
             "--state-dir", str(state_dir), "--workload-name", "leaky", "--", "sh", "-c",
             f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
             f'exec "{PY}" "{LEAKER}" --quiet --rate 200'), env=env)
-        start_line = 'sentinel_workload_start_time_seconds{workload="leaky"}'
+        start_line = 'sentinel_workload_start_time_seconds{program="leaky",workload="leaky"}'
         body = wait_until(lambda: (b := try_get(url)) and metric(b, start_line) and b, 20,
                           what="this container's /metrics")
         started = metric(body, start_line)
@@ -446,7 +446,7 @@ def test_the_linger_waits_for_one_more_scrape_and_keeps_the_exit_code(start_sent
     body = get(url)
     assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
                         'workload="sh"}') == 1.0
-    assert metric(body, 'sentinel_workload_up{workload="sh"}') == 0.0
+    assert metric(body, 'sentinel_workload_up{program="sh",workload="sh"}') == 0.0
     assert s.wait(5) == 143
     assert "reports are out" in [e for e in s.logs() if e.get("event") == "linger"][-1]["msg"]
 
@@ -533,8 +533,8 @@ def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_pa
         f'if [ -e "{restarted}" ]; then exec sleep 60; fi; touch "{restarted}"; '
         f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}') == 1
-               and metric(try_get(url), 'sentinel_workload_up{workload="leaky"}') == 1, 20,
+    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",workload="leaky"}') == 1
+               and metric(try_get(url), 'sentinel_workload_up{program="leaky",workload="leaky"}') == 1, 20,
                what="the kill, the restart, and the scrapes")
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)
