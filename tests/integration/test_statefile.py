@@ -46,7 +46,8 @@ def test_the_next_container_carries_the_kills_over(start_sentinel, tmp_path):
     assert not warnings_of(first)
     doc = json.loads((shared / "sentinel-state.json").read_text())
     assert doc["pod_uid"] == UID and doc["schema"] == 1
-    assert {"labels": {"reason": "memory_limit", "signal": "SIGTERM"}, "value": 1} \
+    assert {"labels": {"program": "app", "reason": "memory_limit", "signal": "SIGTERM"},
+            "value": 1} \
         in doc["counters"]["kills"]
     leak(start_sentinel, shared)
     second = json.loads((shared / "sentinel-state.json").read_text())

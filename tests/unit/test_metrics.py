@@ -857,3 +857,25 @@ def test_the_exporter_files_histograms_under_the_program_they_are_about(exporter
         assert got[(name, (("program", program), ("workload", program)))] == value, name
     assert got[("sentinel_reaction_seconds_sum", (("program", "worker"),
                                                   ("workload", "worker")))] == 0.02
+
+
+def test_each_program_gets_its_own_carried_counters_from_the_state_file(tmp_path):
+    import json
+
+    from sentinel.exporters import statefile
+
+    (tmp_path / statefile.FILE_NAME).write_text(json.dumps({
+        "schema": 1, "pod_uid": None, "counters": {
+            "kills": [{"labels": {"program": "worker", "reason": "memory_limit",
+                                  "signal": "SIGTERM"}, "value": 5}],
+            "restarts": [{"labels": {"program": "web"}, "value": 7}]}}))
+    host = two_programs()
+    host.pod_state = statefile.StateFile(str(tmp_path), host.state, pod_uid=None, host=host)
+    host.pod_state.load()
+    got = samples(SentinelCollector(host.state, guardian=host, pressure_path=None))
+    kills = "sentinel_kills_total"
+    for program, n in (("web", 1), ("worker", 5)):  # web: its own kill; worker: carried
+        assert got[(kills, (("program", program), ("reason", "memory_limit"),
+                            ("signal", "SIGTERM"), ("workload", program)))] == n
+    assert got[("sentinel_restarts_total", (("program", "web"), ("workload", "web")))] == 7
+    assert got[("sentinel_restarts_total", (("program", "worker"), ("workload", "worker")))] == 2
