@@ -3,9 +3,12 @@
 ``start_exporter(guardian, settings)`` binds ``--metrics-address``:
 ``--metrics-port`` and serves ``/metrics`` from a thread of its own, so a
 scrape never runs on the guardian's loop: sampling and the SIGTERM -> grace ->
-SIGKILL ladder go on whatever a client does. Every figure is read from
-``guardian.state`` when a scrape asks for it (``SentinelCollector``); only the
-two histograms are fed by the guardian's listeners as things happen. Nothing
+SIGKILL ladder go on whatever a client does. ``guardian`` is the host: a
+``Guardian`` (one program) or a ``Group`` (several, ``--config``). Every figure
+is read when a scrape asks for it (``SentinelCollector``): each program's from
+``host.programs[i].state``, with a ``program`` label, Sentinel's own from
+``host.state``; only the two histograms are fed by the host's listeners as things
+happen, filed under the program the event or sample is about. Nothing
 here is registered on prometheus_client's global registry: each exporter has
 its own ``CollectorRegistry``, so tests can build several.
 

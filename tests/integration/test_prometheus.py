@@ -224,7 +224,8 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
     # One memory kill, a restart, and the restarted workload parked above 90 %.
     body = wait_until(lambda: (b := try_get(url)) and metric(
         b, 'sentinel_restarts_total{program="leaky",workload="leaky"}') == 1.0 and (metric(
-            b, 'sentinel_workload_memory_bytes{measure="rss",program="leaky",workload="leaky"}') or 0)
+            b, 'sentinel_workload_memory_bytes{measure="rss",program="leaky",'
+               'workload="leaky"}') or 0)
         > 0.9 * limit_mib * MiB and b, 30, what="kill, restart and the parked workload")
     assert metric(body, 'sentinel_kills_total{program="leaky",reason="memory_limit",'
                         'signal="SIGTERM",workload="leaky"}') == 1.0
@@ -352,7 +353,8 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
         rate = (n1 - n0) / (t1 - t0)
         # A leak, still under the hammer: SIGTERM, exit, restart.
         go.touch()
-        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",workload="leaky"}'),
+        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",'
+                                                'workload="leaky"}'),
                    30, what="the kill and the restart")
     finally:
         stop.set()
@@ -533,8 +535,9 @@ def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_pa
         f'if [ -e "{restarted}" ]; then exec sleep 60; fi; touch "{restarted}"; '
         f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",workload="leaky"}') == 1
-               and metric(try_get(url), 'sentinel_workload_up{program="leaky",workload="leaky"}') == 1, 20,
+    leaky = '{program="leaky",workload="leaky"}'
+    wait_until(lambda: metric(try_get(url), f"sentinel_restarts_total{leaky}") == 1
+               and metric(try_get(url), f"sentinel_workload_up{leaky}") == 1, 20,
                what="the kill, the restart, and the scrapes")
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)

@@ -206,10 +206,12 @@ def test_a_kernel_oom_kill_is_counted_under_its_own_reason():
     st = make_state(measure="working-set")
     body = text(SentinelCollector(st, pressure_path=None))
     # Pre-initialised, so increase() sees the first kernel OOM kill.
-    assert 'sentinel_kills_total{program="api",reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0' in body
+    assert ('sentinel_kills_total{program="api",reason="kernel_oom",'
+            'signal="SIGKILL",workload="api"} 0.0') in body
     st.kills[("kernel_oom", "SIGKILL")] = 2
     body = text(SentinelCollector(st, pressure_path=None))
-    assert 'sentinel_kills_total{program="api",reason="kernel_oom",signal="SIGKILL",workload="api"} 2.0' in body
+    assert ('sentinel_kills_total{program="api",reason="kernel_oom",'
+            'signal="SIGKILL",workload="api"} 2.0') in body
 
 
 def test_wakeups_are_counted_by_source_from_zero():
@@ -268,22 +270,27 @@ def test_values_are_read_at_scrape_time_not_cached():
     st = busy_state()
     c = SentinelCollector(st)
     registry = build_registry(c, process=False)
-    assert 'sentinel_restarts_total{program="api",workload="api"} 3.0' in generate_latest(registry).decode()
+    assert ('sentinel_restarts_total{program="api",'
+            'workload="api"} 3.0') in generate_latest(registry).decode()
     st.restarts = 4
     st.kills[("shutdown", "SIGTERM")] = 1
     st.limit_bytes = 300 * MiB
     body = generate_latest(registry).decode()
     assert 'sentinel_restarts_total{program="api",workload="api"} 4.0' in body
-    assert 'sentinel_kills_total{program="api",reason="shutdown",signal="SIGTERM",workload="api"} 1.0' in body
-    assert 'sentinel_memory_limit_bytes{measure="pss",program="api",workload="api"} 3.145728e+08' in body
+    assert ('sentinel_kills_total{program="api",reason="shutdown",'
+            'signal="SIGTERM",workload="api"} 1.0') in body
+    assert ('sentinel_memory_limit_bytes{measure="pss",program="api",'
+            'workload="api"} 3.145728e+08') in body
 
 
 def test_a_fresh_state_has_zero_kill_series_and_no_memory():
     st = make_state(measure="rss", limit_bytes=None)
     body = text(SentinelCollector(st))
     # rate()/increase() need the series before the first kill.
-    assert 'sentinel_kills_total{program="api",reason="memory_limit",signal="SIGTERM",workload="api"} 0.0' in body
-    assert 'sentinel_kills_total{program="api",reason="memory_limit",signal="SIGKILL",workload="api"} 0.0' in body
+    assert ('sentinel_kills_total{program="api",reason="memory_limit",'
+            'signal="SIGTERM",workload="api"} 0.0') in body
+    assert ('sentinel_kills_total{program="api",reason="memory_limit",'
+            'signal="SIGKILL",workload="api"} 0.0') in body
     assert 'sentinel_workload_up{program="api",workload="api"} 0.0' in body
     assert 'sentinel_workload_processes{program="api",workload="api"} 0.0' in body
     assert 'sentinel_last_kill_timestamp_seconds{program="api",workload="api"} 0.0' in body
@@ -301,15 +308,18 @@ def test_a_stale_sample_is_not_shown_while_the_workload_restarts():
     assert "sentinel_workload_rss_bytes" not in body
     assert 'sentinel_workload_up{program="api",workload="api"} 0.0' in body
     assert 'sentinel_workload_processes{program="api",workload="api"} 0.0' in body
-    assert 'sentinel_workload_start_time_seconds{program="api",workload="api"} 1.70000000025e+09' in body
+    assert ('sentinel_workload_start_time_seconds{program="api",'
+            'workload="api"} 1.70000000025e+09') in body
 
 
 def test_a_stopped_workload_shows_as_stopped():
     st = busy_state()
     st.stopped, st.stop_signal = True, "SIGSTOP"
-    assert 'sentinel_workload_stopped{program="api",workload="api"} 1.0' in text(SentinelCollector(st))
+    assert ('sentinel_workload_stopped{program="api",'
+            'workload="api"} 1.0') in text(SentinelCollector(st))
     st.phase, st.main_pid = PHASE_RESTARTING, None  # a stale flag never outlives its process
-    assert 'sentinel_workload_stopped{program="api",workload="api"} 0.0' in text(SentinelCollector(st))
+    assert ('sentinel_workload_stopped{program="api",'
+            'workload="api"} 0.0') in text(SentinelCollector(st))
 
 
 def test_only_measured_figures_appear():
@@ -487,7 +497,8 @@ def test_listeners_feed_the_histograms(guardian, exporters):
     assert 'sentinel_reaction_seconds_bucket{le="0.0025",program="app",workload="app"} 0.0' in body
     assert 'sentinel_reaction_seconds_bucket{le="0.005",program="app",workload="app"} 1.0' in body
     assert 'sentinel_reaction_seconds_count{program="app",workload="app"} 1.0' in body
-    assert 'sentinel_sample_duration_seconds_bucket{le="0.0005",program="app",workload="app"} 1.0' in body
+    assert ('sentinel_sample_duration_seconds_bucket{le="0.0005",'
+            'program="app",workload="app"} 1.0') in body
     assert 'sentinel_sample_duration_seconds_count{program="app",workload="app"} 1.0' in body
 
 
@@ -535,7 +546,8 @@ def test_a_collector_bug_fails_the_scrape_not_sentinel(guardian, exporters, warn
     guardian.state.kills = {("memory_limit", "SIGTERM"): 1}
     status, body = get(e.url)
     assert status == 200
-    assert 'sentinel_kills_total{program="app",reason="memory_limit",signal="SIGTERM",workload="app"} 1.0' in body
+    assert ('sentinel_kills_total{program="app",reason="memory_limit",'
+            'signal="SIGTERM",workload="app"} 1.0') in body
 
 
 def test_a_stalled_client_does_not_block_other_scrapes(guardian, exporters):
