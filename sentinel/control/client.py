@@ -555,7 +555,8 @@ def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
     Prints a table (``status``) or the reply's message on stdout, or the raw
     JSON reply with ``as_json``; errors are one ``sentinel: error: ...`` line
     on stderr: exit 1 when no Sentinel answers or it refuses (``invalid_state``), 2 for a
-    bad argument, 3 for a program it does not run (``unknown_program``). ``build_error`` is a local argument error (exit 2, nothing sent).
+    bad argument, 3 for a program it does not run (``unknown_program``). ``build_error``
+    is a local argument error (exit 2, nothing sent).
     """
     if build_error is None and command is not None:
         try:

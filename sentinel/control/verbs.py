@@ -115,8 +115,12 @@ def _is_program(host, word: str) -> bool:
     return word in program_names(host)
 
 
-def _named(program, out: dict) -> dict:
-    """A reply about ``program``: its name first (every reply that acts names it)."""
+def _named(host, program, out: dict) -> dict:
+    """A reply about ``program``: with several programs its name first (every reply that
+    acts on one names it); with one, the reply as it has always been (scripts compare
+    whole replies)."""
+    if not is_multi(host):
+        return out
     return {"program": program_name(program), **out}
 
 
@@ -152,12 +156,12 @@ def _name_arg(args: list[str]) -> str | None:
 
 def _stop(guardian, args: list[str], socket_info) -> dict:
     program = target(guardian, _name_arg(args), "stop")
-    return _named(program, _call(program.stop))
+    return _named(guardian, program, _call(program.stop))
 
 
 def _kill(guardian, args: list[str], socket_info) -> dict:
     program = target(guardian, _name_arg(args), "kill")
-    return _named(program, _call(program.kill))
+    return _named(guardian, program, _call(program.kill))
 
 
 def _signal(guardian, args: list[str], socket_info) -> dict:
@@ -172,7 +176,8 @@ def _signal(guardian, args: list[str], socket_info) -> dict:
     except ValueError as exc:
         raise CommandError("bad_argument", str(exc)) from None
     program = target(guardian, name, "signal")
-    return _named(program, {"signal": signal_name(sig), **_call(program.send_signal, sig)})
+    out = {"signal": signal_name(sig), **_call(program.send_signal, sig)}
+    return _named(guardian, program, out)
 
 
 def _limit_of(program) -> dict:
@@ -191,14 +196,16 @@ def _limit(guardian, args: list[str], socket_info) -> dict:
         program = main_program(guardian)
         out = {**_limit_of(program), "message": _limit_text(program)}
         if is_multi(guardian):
-            out = _named(program, out)
-            out["programs"] = [_named(p, _limit_of(p)) for p in host_programs(guardian)]
+            out = _named(guardian, program, out)
+            out["programs"] = [_named(guardian, p, _limit_of(p))
+                               for p in host_programs(guardian)]
             out["message"] = "; ".join(f"{program_name(p)}: {_limit_text(p)}"
                                        for p in host_programs(guardian))
         return out
     if len(args) == 1 and _is_program(guardian, args[0]):  # 'limit NAME': show one
         program = target(guardian, args[0], "limit")
-        return _named(program, {**_limit_of(program), "message": _limit_text(program)})
+        out = {**_limit_of(program), "message": _limit_text(program)}
+        return _named(guardian, program, out)
     name, word = (None, args[0]) if len(args) == 1 else (args[0], args[1])
     if word.lower() in NO_LIMIT_WORDS:
         limit = None
@@ -211,19 +218,19 @@ def _limit(guardian, args: list[str], socket_info) -> dict:
     out = _call(program.set_limit, limit)
     if limit is None:
         out["message"] = "no limit (watching only)"
-    return _named(program, {**_limit_of(program), **out})
+    return _named(guardian, program, {**_limit_of(program), **out})
 
 
 def _pause(guardian, args: list[str], socket_info) -> dict:
     program = target(guardian, _name_arg(args), "pause")
     out = _call(program.pause)
-    return _named(program, {"enforcing": program.state.enforcing, **out})
+    return _named(guardian, program, {"enforcing": program.state.enforcing, **out})
 
 
 def _resume(guardian, args: list[str], socket_info) -> dict:
     program = target(guardian, _name_arg(args), "resume")
     out = _call(program.resume)
-    return _named(program, {"enforcing": program.state.enforcing, **out})
+    return _named(guardian, program, {"enforcing": program.state.enforcing, **out})
 
 
 def _host_call(guardian, method: str, verb: str, *args) -> dict:

@@ -424,3 +424,57 @@ def test_status_text_of_one_program_has_no_program_table():
     p = Program("app", pid=8, limit=200 * MiB, value=50 * MiB)
     text = status_text(status_dict(SimpleNamespace(state=p.state, probe=None)))
     assert "PROGRAM" not in text and not re.search(r"^program ", text, re.M)
+
+
+# ------------------------------------------------------------------ one program
+
+
+@pytest.fixture
+def single(tmp_path):
+    """A real Guardian (one program named 'app', no process) behind a real socket."""
+    from sentinel.config.settings import parse_settings
+    from sentinel.core.guardian import Guardian
+
+    loop = asyncio.new_event_loop()
+    g = Guardian(parse_settings("run", ["--max-rss", "200Mi", "--", "app"], {}), None, set(),
+                 loop=loop, version="9.9.9")
+    path = str(tmp_path / "g.sock")
+    server = ControlServer(g, path)
+    server.start()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield g, path
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    server.close()
+    g.close()
+    loop.close()
+
+
+def test_one_program_is_listed_and_named_commands_take_its_name(single):
+    g, path = single
+    s = ask(path, "status")["status"]
+    assert (s["multi"], s["program"]) == (False, "app")
+    (entry,) = s["programs"]
+    assert (entry["name"], entry["main"], entry["state"], entry["pid"]) == (
+        "app", True, "starting", None)
+    assert entry["limit_bytes"] == s["limit_bytes"] == 200 * MiB
+    assert ask(path, "status app")["status"]["programs"] == [entry]
+    # Replies keep their shape; the program's own name is accepted, another is bad usage.
+    assert ask(path, "limit app 300Mi") == {"ok": True, "command": "limit",
+                                            "limit_bytes": 300 * MiB, "measure": "rss",
+                                            "message": "limit 300.0 MiB"}
+    assert ask(path, "pause app") == {"ok": True, "command": "pause", "enforcing": False,
+                                      "message": "enforcement paused"}
+    assert refused(path, "stop app") == {"code": "invalid_state",
+                                         "message": "no workload is running"}
+    error = refused(path, "stop web")
+    assert error["code"] == "bad_argument" and "no program named 'web'" in error["message"]
+    assert refused(path, "status web")["code"] == "bad_argument"
+    for line in ("start app", "restart app", "reload"):
+        assert refused(path, line)["code"] == "invalid_state", line
+    assert refused(path, "start web")["code"] == "bad_argument"
+    assert ask(path, "limit") == {"ok": True, "command": "limit", "limit_bytes": 300 * MiB,
+                                  "measure": "rss", "message": "limit 300.0 MiB on rss"}
+    out = cli("reload", "--socket", path)
+    assert out.exit_code == 1 and "needs a config file" in out.output
