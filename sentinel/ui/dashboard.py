@@ -470,18 +470,27 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     if rows:
         lines.append(Text(f"Programs ({len(rows)}; * main, shown below)", style="bold"))
         grid = Table.grid(padding=(0, 2), expand=False)
-        heads = ("PROGRAM", "STATE", "PID", "MEMORY / LIMIT", "", "GROWTH", "TO LIMIT",
-                 "KILLS", "RESTARTS")
-        for i, _ in enumerate(heads):
-            grid.add_column(no_wrap=True, justify="right" if i in (2, 5, 7, 8) else "left",
-                            overflow="ellipsis")
-        grid.add_row(*(Text(h, style="dim") for h in heads))
-        bar_width = max(4, min(20, width // 8))
+        heads = ("PROGRAM", "STATE", "PID", "MEMORY / LIMIT", "GROWTH", "TO LIMIT", "KILLS",
+                 "RESTARTS")
+        keys = ("name", "state", "pid", "memory", "growth", "to_limit", "kills", "restarts")
+        widths = [max(len(h), *(len(r[k]) for r in rows)) for h, k in zip(heads, keys)]
+        # The bar gets what the text columns leave (at most 20 cells; none under 4).
+        bar_width = min(20, width - sum(widths) - 2 * len(widths))
+        for i, w in enumerate(widths):
+            # Every text column at its width but the name, which yields on a narrow screen.
+            grid.add_column(no_wrap=True, justify="right" if i in (2, 4, 6, 7) else "left",
+                            overflow="ellipsis", min_width=None if i == 0 else w)
+            if i == 3 and bar_width >= 4:
+                grid.add_column(no_wrap=True, width=bar_width)
+        bar_head = [Text("")] if bar_width >= 4 else []
+        head = [Text(h, style="dim") for h in heads]
+        grid.add_row(*head[:4], *bar_head, *head[4:])
         for r in rows:
+            bar = [_bar(r["fraction"], bar_width)] if bar_width >= 4 else []
             grid.add_row(Text(r["name"], style="bold" if r["name"].endswith("*") else ""),
                          Text(r["state"], style=r["state_style"]), r["pid"],
-                         Text(r["memory"], style=r["memory_style"]),
-                         _bar(r["fraction"], bar_width), r["growth"], r["to_limit"],
+                         Text(r["memory"], style=r["memory_style"]), *bar, r["growth"],
+                         r["to_limit"],
                          Text(r["kills"], style="red" if r["kills"] != "0" else ""),
                          r["restarts"])
         lines.append(grid)
