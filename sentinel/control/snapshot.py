@@ -383,7 +383,8 @@ def host_snapshot(host, names: ProcessNames | None = None, *, program: str | Non
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
     main = main_program(host)
-    chosen = main if program is None else host.program(program)
+    finder = getattr(host, "program", None)
+    chosen = main if program is None or finder is None else finder(program)
     snap = snapshot(chosen.state, names, max_events=max_events, now_wall=now_wall,
                     now_mono=now_mono)
     programs = host_programs(host)

@@ -8,11 +8,16 @@ fields, or the raw bytes of the ``status text`` form). ``help`` and the
 keeps the doc equal to ``verbs_markdown()``). Adding a verb is adding one
 handler and one entry.
 
-The handlers use only the guardian's public surface: ``stop()``, ``kill()``,
-``send_signal(sig)``, ``set_limit(bytes | None)``, ``pause()``, ``resume()``
-(each returns a message or raises ``ValueError`` when it cannot act now) and
-the ``state`` they read. ``Dispatcher.handle`` turns one command line into
-one ``Reply`` and never raises.
+The handlers use only the host's public surface (``sentinel.core.guardian.Guardian``
+for one program, ``Group`` for several from a config file): ``host.program(NAME)``
+(``None``: the main program; raises ``UnknownProgram``), each program's ``stop()``,
+``kill()``, ``send_signal(sig)``, ``set_limit(bytes | None)``, ``pause()``,
+``resume()``, the host's ``start_program(NAME)``, ``restart_program(NAME)``,
+``reload()`` (each returns a message or raises ``StateError``, a ``ValueError``,
+when it cannot act now: ``invalid_state``), and the ``state`` they read.
+``UnknownProgram`` answers ``unknown_program`` with several programs. With several
+programs the verbs of ``NAME_REQUIRED`` need a NAME. ``Dispatcher.handle`` turns
+one command line into one ``Reply`` and never raises.
 """
 
 from __future__ import annotations
