@@ -98,17 +98,17 @@ def is_multi(host) -> bool:
     return bool(getattr(host, "multi", False))
 
 
-def main_program(host):
-    """The main program, or the first one when the host names none as main (a config
-    whose programs are all auxiliary); the host itself for a one-program host."""
+def main_program(host, *, fallback: bool = True):
+    """The main program; without one (a config whose programs are all auxiliary) the
+    first program, or ``None`` with ``fallback=False``; the host itself for a
+    one-program host."""
     finder = getattr(host, "program", None)
     if finder is None:
         return host
     try:
         return finder(None)
     except (LookupError, ValueError):
-        programs = host_programs(host)
-        return programs[0]
+        return host_programs(host)[0] if fallback else None
 
 
 def memory_dict(sample, now_mono: float) -> dict | None:
@@ -382,9 +382,9 @@ def host_snapshot(host, names: ProcessNames | None = None, *, program: str | Non
     Call it on the host's loop."""
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
-    main = main_program(host)
+    main = main_program(host, fallback=False)
     finder = getattr(host, "program", None)
-    chosen = main if program is None or finder is None else finder(program)
+    chosen = main_program(host) if program is None or finder is None else finder(program)
     snap = snapshot(chosen.state, names, max_events=max_events, now_wall=now_wall,
                     now_mono=now_mono)
     programs = host_programs(host)

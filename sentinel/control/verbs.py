@@ -101,6 +101,10 @@ def target(host, name: str | None, verb: str):
             raise UnknownProgram(name, tuple(program_names(host)))
         return finder(name)
     except UnknownProgram as exc:
+        if name is None:  # a config without a main program: the operator must name one
+            raise CommandError("bad_argument", f"{verb}: no main program; name one "
+                               f"({VERBS[verb].usage}): {', '.join(program_names(host))}"
+                               ) from None
         raise _unknown(host, exc, verb) from None
     except ValueError as exc:  # no main program: a StateError of the host
         raise CommandError("invalid_state", str(exc)) from None
@@ -320,9 +324,10 @@ def verbs_markdown() -> str:
 class Dispatcher:
     """Turns one command line into one ``Reply`` by running its verb from ``VERBS``.
 
-    ``guardian`` is a ``sentinel.core.guardian.Guardian`` (only its ``state`` and
-    command methods are used). ``socket_info`` returns the server's part of
-    ``status`` (path, clients). Runs on the guardian's loop.
+    ``guardian`` is the host: a ``sentinel.core.guardian.Guardian`` or a ``Group`` (only
+    its ``state``, ``programs``, ``program(name)`` and command methods are used).
+    ``socket_info`` returns the server's part of ``status`` (path, clients). Runs on the
+    host's loop.
     """
 
     def __init__(self, guardian, socket_info: Callable[[], dict] | None = None) -> None:
@@ -399,7 +404,7 @@ def status_dict(guardian, socket_info: dict | None = None, program: str | None =
     host_st = guardian.state
     chosen = target(guardian, program, "status") if program is not None else \
         main_program(guardian)
-    main = main_program(guardian)
+    main = main_program(guardian, fallback=False)  # None: no program is the main one
     st = chosen.state
     now_wall, now_mono = time.time(), time.monotonic()
     sample = st.last_sample

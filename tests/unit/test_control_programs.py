@@ -478,3 +478,15 @@ def test_one_program_is_listed_and_named_commands_take_its_name(single):
                                   "measure": "rss", "message": "limit 300.0 MiB on rss"}
     out = cli("reload", "--socket", path)
     assert out.exit_code == 1 and "needs a config file" in out.output
+
+
+def test_without_a_main_program_status_shows_the_first_and_commands_need_a_name(served):
+    host, path = served
+    host.main = None  # a config whose programs are all auxiliary
+    s = ask(path, "status")["status"]
+    assert s["program"] == "web" and not any(p["main"] for p in s["programs"])
+    error = refused(path, "pause")
+    assert error["code"] == "bad_argument"
+    assert error["message"] == ("pause: no main program; name one (pause [NAME]): web, "
+                                "worker, shipper")
+    assert ask(path, "pause shipper")["program"] == "shipper"
