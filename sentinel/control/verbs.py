@@ -34,7 +34,6 @@ from sentinel.control.snapshot import (
     host_programs, is_multi, kernel_view, main_program, memory_dict, program_entry, program_name,
     program_names,
 )
-from sentinel.probes.figures import FIGURES
 from sentinel.control.protocol import (
     PROTOCOL_VERSION, CommandError, Peer, Reply, encode, error_reply, split_words,
 )
