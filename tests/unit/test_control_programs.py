@@ -490,3 +490,31 @@ def test_without_a_main_program_status_shows_the_first_and_commands_need_a_name(
     assert error["message"] == ("pause: no main program; name one (pause [NAME]): web, "
                                 "worker, shipper")
     assert ask(path, "pause shipper")["program"] == "shipper"
+
+
+def test_on_a_terminal_rich_draws_the_programs_table(served):
+    import os
+
+    from sentinel.control.client import print_status_table
+
+    host, path = served
+    status = ask(path, "status")["status"]
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=True) as tty:
+            print_status_table(status, file=tty)
+        text = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            text += chunk
+    finally:
+        os.close(master)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", text.decode())
+    assert "\x1b[1m" in text.decode()  # rich drew it
+    assert re.search(r"PROGRAM +STATE +PID +MEMORY +KILLS +RESTARTS", out), out
+    assert re.search(r"worker +running +102 +rss 40\.0 MiB / 100\.0 MiB +2 +0", out), out
