@@ -115,8 +115,9 @@ def _unknown(host, exc: UnknownProgram, verb: str) -> CommandError:
     always was there."""
     if is_multi(host):
         return CommandError("unknown_program", str(exc))
-    return CommandError("bad_argument", f"{exc} (one program runs here); usage: "
-                        f"{VERBS[verb].usage}" if verb in VERBS else str(exc))
+    one = f", {exc.known[0]!r}" if exc.known and exc.known[0] else ""
+    return CommandError("bad_argument", f"no program named {exc.name!r}: one program runs "
+                        f"here{one}; usage: {VERBS[verb].usage}")
 
 
 def _is_program(host, word: str) -> bool:
