@@ -110,6 +110,57 @@ def idle_cost(guard: str, seconds: float) -> tuple[float, float]:
     return (c1 - c0) / (t1 - t0) * 60, rss / MiB
 
 
+def idle_cost_of(cmd: list[str], seconds: float, settle: float = 1.5) -> tuple[float, float]:
+    """Own CPU seconds per minute and own RSS (MiB) of the Sentinel started by ``cmd``
+    (its workload idle), measured over ``seconds`` after ``settle``; the tree is ended
+    with SIGTERM."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(settle)
+        c0, t0 = cpu_seconds(p.pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = cpu_seconds(p.pid), time.monotonic()
+        rss = rss_of(p.pid)
+    finally:
+        p.terminate()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+    return (c1 - c0) / (t1 - t0) * 60, rss / MiB
+
+
+def programs_cost(counts: tuple[int, ...], seconds: float, rounds: int) -> dict[int, tuple]:
+    """Idle CPU (CPU-s/min) and RSS (MiB) of one Sentinel supervising N idle programs
+    from a config file (each `sleep 3600` with a 1 GiB rss limit, metrics and socket
+    on), for each N of ``counts``: the medians of ``rounds`` alternating runs."""
+    import yaml
+
+    found: dict[int, list[tuple[float, float]]] = {n: [] for n in counts}
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+        paths = {}
+        for n in counts:
+            path = Path(tmp) / f"programs-{n}.yaml"
+            path.write_text(yaml.safe_dump({"programs": [
+                {"name": f"p{i}", "command": ["sleep", "3600"], "max-rss": "1Gi"}
+                for i in range(n)]}))
+            paths[n] = str(path)
+        for _ in range(rounds):
+            for n in counts:
+                found[n].append(idle_cost_of(sentinel_cmd("--config", paths[n]), seconds))
+    return {n: (statistics.median(c for c, _ in v), statistics.median(r for _, r in v))
+            for n, v in found.items()}
+
+
+def print_programs_cost(costs: dict[int, tuple]) -> None:
+    one_cpu, one_rss = costs[min(costs)]
+    print("| programs | own CPU (CPU-s/min) | vs one program | own RSS (MiB) |")
+    print("|---|---|---|---|")
+    for n, (cpu, rss) in sorted(costs.items()):
+        print(f"| {n} | {cpu:.3f} | {cpu / one_cpu:.2f}x | {rss:.1f} |")
+
+
 # ---------------------------------------------------------------- sample cost
 def sample_cost(n: int, iterations: int) -> tuple[float, float]:
     """Microseconds per sample of a tree of n processes: Sentinel's probe vs psutil."""
@@ -274,14 +325,19 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7, help="leaks per guard (default 7)")
     ap.add_argument("--idle-seconds", type=float, default=20.0, help="idle window (default 20)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
-    ap.add_argument("--only", choices=("measures",),
-                    help="run one section: measures (cost per sample of each --measure)")
+    ap.add_argument("--only", choices=("measures", "programs"),
+                    help="run one section: measures (cost per sample of each --measure), "
+                         "programs (idle cost of 1 and 10 programs from a config file)")
     a = ap.parse_args()
     if a.quick:
         a.runs, a.idle_seconds = 3, 5.0
     if a.only == "measures":
         print("bench: cost per sample of each measure, trees of 10 and 1000...", file=sys.stderr)
         print_measure_costs(measure_costs((10, 1000), 1.0 if a.quick else 3.0))
+        return 0
+    if a.only == "programs":
+        print("bench: idle cost of 1 and 10 programs under one Sentinel...", file=sys.stderr)
+        print_programs_cost(programs_cost((1, 10), a.idle_seconds, 1 if a.quick else 3))
         return 0
     rows: list[tuple[str, str, str, str]] = []
 
@@ -342,6 +398,10 @@ def main() -> int:
     print("\nbench: cost per sample of each measure, trees of 10 and 1000...", file=sys.stderr)
     print()
     print_measure_costs(measure_costs((10, 1000), 1.0 if a.quick else 3.0))
+
+    print("\nbench: idle cost of 1 and 10 programs under one Sentinel...", file=sys.stderr)
+    print()
+    print_programs_cost(programs_cost((1, 10), a.idle_seconds, 1 if a.quick else 3))
     return 0
 
 

@@ -284,3 +284,20 @@ def serve_watch(settings: Settings, original_mask: set[int] | None = None) -> in
     guardian = watch_guardian(settings, original_mask, version=__version__)
     return supervise(guardian, settings)
 
+
+
+def serve_config(config, program_settings: dict, original_mask: set[int], *, pid1: bool,
+                 subreaper: bool, reload_config=None, metrics_socket=None) -> int:
+    """``sentinel run --config FILE``: supervise the programs of ``config`` (a
+    ``ProgramsConfig``; ``program_settings`` their resolved ``Settings`` by name) until
+    Sentinel ends; return its exit code. ``reload_config()`` reads the file again (for
+    SIGHUP and ``reload``)."""
+    from sentinel.core.group import Group
+
+    settings = config.settings
+    logs.setup(settings.log_format, "debug" if settings.debug else settings.log_level)
+    fdlimit.raise_soft()  # programs are spawned with the limit Sentinel was given
+    group = Group(config, program_settings, original_mask, pid1=pid1, subreaper=subreaper,
+                  version=__version__, reload_config=reload_config)
+    os.chdir("/")  # the group keeps the start directory for programs without a cwd
+    return supervise(group, settings, metrics_socket=metrics_socket)

@@ -10,6 +10,7 @@ import.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import typer
 
@@ -67,7 +68,8 @@ def _options(_version: bool = typer.Option(False, "--version", is_eager=True,
     """Sentinel's own options (``--version``), before the command."""
 
 
-# --- control socket client: status, stop, kill, signal, limit, pause, resume ---
+# --- control socket client: status, stop, kill, signal, limit, pause, resume, start,
+# restart, reload ---
 # Thin wrappers over sentinel.control.client (request, table, exit codes); the
 # protocol is in docs/control-socket.md.
 
@@ -100,60 +102,112 @@ def _control(socket: str, command: str | None, as_json: bool, timeout: float,
                              build_error=error))
 
 
+def _program_arg(required: bool = False):
+    help_ = ("the program (several programs, sentinel run --config)" if required else
+             "the program (several programs, sentinel run --config); default: the main one")
+    return typer.Argument(... if required else None, metavar="NAME",
+                          help=help_, show_default=False)
+
+
+def _program_line(verb: str, name: str | None) -> Callable[[], str]:
+    from sentinel.control.client import program_command
+
+    return lambda: program_command(verb, name)
+
+
 @app.command("status")
-def status_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
-               timeout: float = _timeout_opt()) -> None:
-    """Show a running Sentinel's workload, memory, limit, kills and parts."""
-    _control(socket, "status", as_json, timeout)
+def status_cmd(name: str = _program_arg(), socket: str = _socket_opt(),
+               as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
+    """Show a running Sentinel's programs, memory, limits, kills and parts (NAME: one
+    program)."""
+    _control(socket, None, as_json, timeout, build=_program_line("status", name))
 
 
 @app.command("stop")
-def stop_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
-             timeout: float = _timeout_opt()) -> None:
-    """Stop the workload: SIGTERM, then SIGKILL after the grace period (no restart)."""
-    _control(socket, "stop", as_json, timeout)
+def stop_cmd(name: str = _program_arg(), socket: str = _socket_opt(),
+             as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
+    """Stop the workload (or program NAME): SIGTERM, then SIGKILL after the grace period
+    (no restart)."""
+    _control(socket, None, as_json, timeout, build=_program_line("stop", name))
 
 
 @app.command("kill")
-def kill_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
-             timeout: float = _timeout_opt()) -> None:
-    """SIGKILL the workload's whole process tree now (no restart)."""
-    _control(socket, "kill", as_json, timeout)
+def kill_cmd(name: str = _program_arg(), socket: str = _socket_opt(),
+             as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
+    """SIGKILL the workload's (or program NAME's) whole process tree now (no restart)."""
+    _control(socket, None, as_json, timeout, build=_program_line("kill", name))
 
 
 @app.command("signal")
-def signal_cmd(name: str = typer.Argument(..., metavar="NAME", help="TERM, SIGHUP, USR1, 10, ..."),
+def signal_cmd(name: str = typer.Argument(..., metavar="NAME",
+                                          help="the signal: TERM, SIGHUP, USR1, 10, ...; "
+                                               "before a SIG: the program"),
+               sig: str = typer.Argument(None, metavar="SIG", show_default=False,
+                                         help="with a program NAME first: the signal"),
                socket: str = _socket_opt(), as_json: bool = _json_opt(),
                timeout: float = _timeout_opt()) -> None:
-    """Send one signal to the workload."""
+    """Send one signal to the workload: sentinel signal SIG, or sentinel signal PROGRAM SIG."""
     from sentinel.control.client import signal_command
 
-    _control(socket, None, as_json, timeout, build=lambda: signal_command(name))
+    build = (lambda: signal_command(name)) if sig is None else \
+        (lambda: signal_command(sig, program=name))
+    _control(socket, None, as_json, timeout, build=build)
 
 
 @app.command("limit")
-def limit_cmd(size: str = typer.Argument(None, metavar="[SIZE|none]",
-                                         help="new limit, e.g. 200Mi or 1.5Gi; none removes it"),
+def limit_cmd(ctx: typer.Context,
+              size: str = typer.Argument(None, metavar="SIZE|NAME",
+                                         help="new limit, e.g. 200Mi or 1.5Gi; none removes "
+                                              "it; before a SIZE: the program (several "
+                                              "programs)", show_default=False),
+              second: str = typer.Argument(None, metavar="SIZE", show_default=False,
+                                           help="with a program NAME first: its new limit"),
               socket: str = _socket_opt(), as_json: bool = _json_opt(),
               timeout: float = _timeout_opt()) -> None:
-    """Show the memory limit, or set it (same sizes as --max-rss)."""
-    from sentinel.control.client import limit_command
+    """Show the memory limit, or set it (same sizes as --max-rss): sentinel limit SIZE, or
+    sentinel limit PROGRAM SIZE."""
+    from sentinel.control.client import limit_command, looks_like_size
 
-    _control(socket, None, as_json, timeout, build=lambda: limit_command(size))
+    if second is not None and looks_like_size(size):  # 'limit 1Gi 2Gi': one size only
+        ctx.fail(f"Got unexpected extra argument(s) ({second})")
+    build = (lambda: limit_command(size)) if second is None else \
+        (lambda: limit_command(second, program=size))
+    _control(socket, None, as_json, timeout, build=build)
 
 
 @app.command("pause")
-def pause_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
-              timeout: float = _timeout_opt()) -> None:
+def pause_cmd(name: str = _program_arg(), socket: str = _socket_opt(),
+              as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
     """Stop enforcing the memory limit (sampling goes on) until 'resume'."""
-    _control(socket, "pause", as_json, timeout)
+    _control(socket, None, as_json, timeout, build=_program_line("pause", name))
 
 
 @app.command("resume")
-def resume_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
-               timeout: float = _timeout_opt()) -> None:
+def resume_cmd(name: str = _program_arg(), socket: str = _socket_opt(),
+               as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
     """Enforce the memory limit again."""
-    _control(socket, "resume", as_json, timeout)
+    _control(socket, None, as_json, timeout, build=_program_line("resume", name))
+
+
+@app.command("start")
+def start_cmd(name: str = _program_arg(required=True), socket: str = _socket_opt(),
+              as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
+    """Start program NAME (stopped, exited or given up; several programs only)."""
+    _control(socket, None, as_json, timeout, build=_program_line("start", name))
+
+
+@app.command("restart")
+def restart_cmd(name: str = _program_arg(required=True), socket: str = _socket_opt(),
+                as_json: bool = _json_opt(), timeout: float = _timeout_opt()) -> None:
+    """Stop program NAME with its ladder, then start it again (several programs only)."""
+    _control(socket, None, as_json, timeout, build=_program_line("restart", name))
+
+
+@app.command("reload")
+def reload_cmd(socket: str = _socket_opt(), as_json: bool = _json_opt(),
+               timeout: float = _timeout_opt()) -> None:
+    """Re-read the config file and apply the difference (as SIGHUP; sentinel run --config)."""
+    _control(socket, "reload", as_json, timeout)
 
 
 @app.command("top")

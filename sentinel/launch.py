@@ -32,7 +32,7 @@ def run_or_watch(mode: str, args: list[str]) -> int:
             config = load_config_or_exit(settings, frozenset(explicit))
             if settings.check_config:
                 return check_config(config)
-            return run_config(config)
+            return run_config(config, settings, frozenset(explicit))
         if mode == "watch":
             if settings.limit_auto_share is not None:
                 from sentinel.errors import UsageError
@@ -100,15 +100,42 @@ def check_config(config) -> int:
     return 0
 
 
-def run_config(config) -> int:
-    """Run the programs of a loaded ``ProgramsConfig``. The multi-program host
-    (``sentinel.core.group``) is wired here; until then a valid file is refused with
-    exit 2 and one line, so nothing half-runs."""
-    from sentinel.errors import UsageError
+def run_config(config, cli=None, explicit: frozenset[str] = frozenset()) -> int:
+    """``sentinel run --config FILE``: run the programs of a loaded ``ProgramsConfig``
+    under one init (``sentinel.core.group.Group``); return Sentinel's exit code. Each
+    program's ``--max-rss auto`` is resolved against the container's cgroup first
+    (``UsageError``, exit 2, before anything starts). SIGHUP and ``reload`` read the
+    file again with the same command-line options (``cli``, the ``Settings`` of the
+    command line and environment, and ``explicit``, the options given there)."""
+    from sentinel.core.spawn import block_signals, prepare_parent
 
-    raise UsageError(f"{config.path}: the file is valid ({len(config.programs)} programs: "
-                     f"{', '.join(p.name for p in config.programs)}), but this Sentinel "
-                     "cannot run several programs yet")
+    def resolved(cfg) -> dict:
+        return {spec.name: resolve_cgroup_settings(cfg.program_settings(spec))
+                for spec in cfg.programs}
+
+    program_settings = resolved(config)
+    settings = config.settings
+    original_mask = block_signals()
+    pid1, subreaper = prepare_parent(settings.pdeathsig)
+    if settings.tui:  # the dashboard takes the terminal: the programs write to --tui-log
+        from sentinel.ui.tui import detach_output
+
+        detach_output(settings.tui_log)
+    metrics_socket = bind_metrics_port(settings)  # before the programs: none can take it
+    from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only
+
+    absolute_kubeconfig_env()
+    def reload_config():
+        from sentinel.config.programs import load_config
+
+        new = load_config(config.path, cli if cli is not None else settings, explicit)
+        return new, resolved(new)
+
+    from sentinel.app import serve_config
+
+    return serve_config(config, program_settings, original_mask, pid1=pid1,
+                        subreaper=subreaper, reload_config=reload_config,
+                        metrics_socket=metrics_socket)
 
 
 def _run(settings) -> int:

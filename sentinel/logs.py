@@ -25,6 +25,7 @@ the workload, and with the signal blocked it never kills Sentinel. At exit
 from __future__ import annotations
 
 import collections
+import contextvars
 import errno
 import json
 import logging
@@ -44,6 +45,17 @@ FLUSH_SECONDS = 1.0
 # stays full this long: the line is dropped.
 _EAGAIN_WAIT_MS = 1000
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# The program a log line is about, with several programs under one Sentinel
+# (sentinel.core.group): set while one program's supervisor runs, and inherited by
+# every timer it schedules (asyncio copies the context into each callback), so the
+# lines of every module the supervisor calls name it. "": Sentinel itself, or the
+# single-command form (its one program is not named on each line).
+PROGRAM: contextvars.ContextVar[str] = contextvars.ContextVar("sentinel_program", default="")
+
+
+def program_of(record: logging.LogRecord) -> str:
+    """The program ``record`` is about: its ``program`` field, else ``PROGRAM``'s."""
+    return getattr(record, "program", None) or PROGRAM.get()
 
 
 def _iso(ts: float) -> str:
@@ -54,8 +66,9 @@ class HumanFormatter(logging.Formatter):
     """``2026-11-29T22:01:02.345Z sentinel[7] WARNING memory limit crossed: ...``"""
 
     def format(self, record: logging.LogRecord) -> str:
+        program = program_of(record)
         line = f"{_iso(record.created)} sentinel[{os.getpid()}] {record.levelname:<7} " \
-               f"{record.getMessage()}"
+               f"{program + ': ' if program else ''}{record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -68,6 +81,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         obj = {"ts": _iso(record.created), "level": record.levelname.lower(),
                "logger": record.name, "sentinel_pid": os.getpid(), "msg": record.getMessage()}
+        program = program_of(record)
+        if program:
+            obj["program"] = program
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 obj[key] = value

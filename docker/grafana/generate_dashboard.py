@@ -11,10 +11,13 @@ script writes, and
 tests/integration/test_prometheus.py runs every PromQL expression below
 against a real Prometheus scraping a real Sentinel.
 
-Every query filters on the templated ``$workload``. Sentinel's own process
-metrics (``process_*``) carry no workload label; they are joined to the
-workload through ``sentinel_workload_up`` on (job, instance): one Sentinel
-guards one workload.
+Every query filters on the templated ``$program`` (the ``program`` label: a
+program of ``sentinel run --config``, or the one workload of the single-command
+form, named after its command) and sums ``by (program)``, so one Sentinel
+guarding several programs shows each apart. Sentinel's own process metrics
+(``process_*``) carry no program label; they are joined to the Sentinels that
+guard a selected program through ``sentinel_workload_up`` on (job, instance),
+``max``-ed first: one Sentinel may guard several programs.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from grafana_foundation_sdk.models import common, dashboard
 OUT = Path(__file__).resolve().parent / "dashboards" / "sentinel.json"
 UID = "sentinel"
 DS = dashboard.DataSourceRef(type_val="prometheus", uid="${datasource}")
-W = 'workload=~"$workload"'
-# process_* of the Sentinel that guards each selected workload.
-PER_WORKLOAD = f"on (job, instance) group_left (workload) (0 * sentinel_workload_up{{{W}}} + 1)"
+W = 'program=~"$program"'
+# process_* of each Sentinel that guards a selected program (one series per Sentinel,
+# however many programs it guards: max by (job, instance) before the join).
+PER_WORKLOAD = ("on (job, instance) group_left () max by (job, instance) "
+                f"(0 * sentinel_workload_up{{{W}}} + 1)")
 
 
 def query(expr: str, legend: str, ref: str, *, instant: bool = False) -> prometheus.Dataquery:
@@ -97,9 +102,9 @@ def build() -> dash_b.Dashboard:
          .time("now-1h", "now").refresh("30s").tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
          .with_variable(dash_b.DatasourceVariable("datasource").label("Data source")
                         .type("prometheus"))
-         .with_variable(dash_b.QueryVariable("workload").label("Workload").datasource(DS)
-                        .query({"query": "label_values(sentinel_workload_up, workload)",
-                                "refId": "workload"})
+         .with_variable(dash_b.QueryVariable("program").label("Program").datasource(DS)
+                        .query({"query": "label_values(sentinel_workload_up, program)",
+                                "refId": "program"})
                         .refresh(dashboard.VariableRefresh.ON_TIME_RANGE_CHANGED)
                         .sort(dashboard.VariableSort.ALPHABETICAL_CASE_INSENSITIVE_ASC)
                         .multi(True).include_all(True).all_value(".*"))
@@ -114,27 +119,27 @@ def build() -> dash_b.Dashboard:
     # Row 1: the state now.
     d = d.with_panel(stat_panel(
         1, "Workload", "1 while the workload's main process runs.",
-        query(f"sentinel_workload_up{{{W}}}", "{{workload}}", "A", instant=True), pos(0, 0, 4, 4),
+        query(f"sentinel_workload_up{{{W}}}", "{{program}}", "A", instant=True), pos(0, 0, 4, 4),
         mappings=value_map({"1": ("up", "green"), "0": ("down", "red")}),
         steps=((None, "red"), (1, "green"))))
     d = d.with_panel(stat_panel(
         2, "Memory / limit", "The measure against the limit (--max-rss), now.",
         query(f"sentinel_workload_memory_bytes{{{W}}} / sentinel_memory_limit_bytes{{{W}}}",
-              "{{workload}} ({{measure}})", "A", instant=True), pos(4, 0, 5, 4),
+              "{{program}} ({{measure}})", "A", instant=True), pos(4, 0, 5, 4),
         unit="percentunit", steps=((None, "green"), (0.8, "orange"), (0.9, "red"))))
     d = d.with_panel(stat_panel(
         3, "Memory kills", "Stops for crossing the limit in the time range (one SIGTERM each).",
-        query(f'sum by (workload) (increase(sentinel_kills_total{{{W}, reason="memory_limit", '
-              f'signal="SIGTERM"}}[$__range]))', "{{workload}}", "A", instant=True),
+        query(f'sum by (program) (increase(sentinel_kills_total{{{W}, reason="memory_limit", '
+              f'signal="SIGTERM"}}[$__range]))', "{{program}}", "A", instant=True),
         pos(9, 0, 4, 4), unit="none", steps=((None, "green"), (0.5, "red"))))
     d = d.with_panel(stat_panel(
         4, "Restarts", "Restarts by the restart policy in the time range.",
-        query(f"sum by (workload) (increase(sentinel_restarts_total{{{W}}}[$__range]))",
-              "{{workload}}", "A", instant=True), pos(13, 0, 4, 4),
+        query(f"sum by (program) (increase(sentinel_restarts_total{{{W}}}[$__range]))",
+              "{{program}}", "A", instant=True), pos(13, 0, 4, 4),
         steps=((None, "green"), (0.5, "orange"))))
     d = d.with_panel(stat_panel(
         5, "Enforcement", "Paused from the control socket, or active.",
-        query(f"sentinel_enforcement_paused{{{W}}}", "{{workload}}", "A", instant=True),
+        query(f"sentinel_enforcement_paused{{{W}}}", "{{program}}", "A", instant=True),
         pos(17, 0, 3, 4),
         mappings=value_map({"0": ("active", "green"), "1": ("paused", "orange")})))
     d = d.with_panel(stat_panel(
@@ -147,8 +152,8 @@ def build() -> dash_b.Dashboard:
         7, "Memory against limit",
         "The measure Sentinel compares with the limit, per workload, and the limit. Drawn as "
         "steps: each value holds until the next sample. A fall to nothing is a kill or exit.",
-        [query(f"sentinel_workload_memory_bytes{{{W}}}", "{{workload}} {{measure}}", "A"),
-         query(f"sentinel_memory_limit_bytes{{{W}}}", "{{workload}} limit", "B")],
+        [query(f"sentinel_workload_memory_bytes{{{W}}}", "{{program}} {{measure}}", "A"),
+         query(f"sentinel_memory_limit_bytes{{{W}}}", "{{program}} limit", "B")],
         pos(0, 4, 24, 9), unit="bytes", stepped=True)
         .override_by_regexp(".* limit$", [
             dashboard.DynamicConfigValue(id_val="custom.lineStyle",
@@ -160,15 +165,15 @@ def build() -> dash_b.Dashboard:
     d = d.with_panel(series_panel(
         8, "Kills and restarts",
         "Signals sent to stop the workload (by reason and signal) and restarts, per interval.",
-        [query(f"sum by (workload, reason, signal) (increase(sentinel_kills_total{{{W}}}"
-               f"[$__rate_interval]))", "{{workload}} {{reason}} {{signal}}", "A"),
-         query(f"sum by (workload) (increase(sentinel_restarts_total{{{W}}}[$__rate_interval]))",
-               "{{workload}} restart", "B")],
+        [query(f"sum by (program, reason, signal) (increase(sentinel_kills_total{{{W}}}"
+               f"[$__rate_interval]))", "{{program}} {{reason}} {{signal}}", "A"),
+         query(f"sum by (program) (increase(sentinel_restarts_total{{{W}}}[$__rate_interval]))",
+               "{{program}} restart", "B")],
         pos(0, 13, 12, 8), unit="none", bars=True))
     reaction = [query(
-        f"histogram_quantile({q}, sum by (le, workload) "
+        f"histogram_quantile({q}, sum by (le, program) "
         f"(increase(sentinel_reaction_seconds_bucket{{{W}}}[$__range])))",
-        f"{{{{workload}}}} p{int(q * 100)}", ref, instant=True)
+        f"{{{{program}}}} p{int(q * 100)}", ref, instant=True)
         for q, ref in ((0.5, "A"), (0.9, "B"), (0.99, "C"))]
     d = d.with_panel(
         bargauge.Panel().id(9).title("Reaction time (limit crossing -> SIGTERM)")
@@ -184,16 +189,16 @@ def build() -> dash_b.Dashboard:
     d = d.with_panel(series_panel(
         10, "Sentinel CPU", "CPU of the Sentinel process (cores), from process_cpu_seconds_total.",
         [query(f"rate(process_cpu_seconds_total[$__rate_interval]) * {PER_WORKLOAD}",
-               "{{workload}}", "A")], pos(0, 21, 8, 8), unit="percentunit"))
+               "{{instance}}", "A")], pos(0, 21, 8, 8), unit="percentunit"))
     d = d.with_panel(series_panel(
         11, "Sentinel RSS", "Resident memory of the Sentinel process itself.",
-        [query(f"process_resident_memory_bytes * {PER_WORKLOAD}", "{{workload}}", "A")],
+        [query(f"process_resident_memory_bytes * {PER_WORKLOAD}", "{{instance}}", "A")],
         pos(8, 21, 8, 8), unit="bytes"))
     d = d.with_panel(series_panel(
         12, "Sampling", "How long one memory sample of the workload's tree takes (p50, p99).",
-        [query(f"histogram_quantile({q}, sum by (le, workload) (rate("
+        [query(f"histogram_quantile({q}, sum by (le, program) (rate("
                f"sentinel_sample_duration_seconds_bucket{{{W}}}[$__rate_interval])))",
-               f"{{{{workload}}}} sample p{int(q * 100)}", ref)
+               f"{{{{program}}}} sample p{int(q * 100)}", ref)
          for q, ref in ((0.5, "A"), (0.99, "B"))],
         pos(16, 21, 8, 8), unit="s"))
 
@@ -203,17 +208,17 @@ def build() -> dash_b.Dashboard:
         "Workload processes the kernel's OOM killer took before Sentinel's limit was reached "
         "(no SIGTERM, no grace), per interval. Any bar means Sentinel's limit sits too close "
         "to the container's: lower --max-rss, or use --max-rss auto or --measure working-set.",
-        [query(f'sum by (workload) (increase(sentinel_kills_total{{{W}, reason="kernel_oom"}}'
-               f'[$__rate_interval]))', "{{workload}} kernel OOM kill", "A")],
+        [query(f'sum by (program) (increase(sentinel_kills_total{{{W}, reason="kernel_oom"}}'
+               f'[$__rate_interval]))', "{{program}} kernel OOM kill", "A")],
         pos(0, 29, 12, 8), unit="none", bars=True))
     d = d.with_panel(series_panel(
         14, "Memory pressure (PSI)",
         "Share of time tasks stalled waiting for memory (some: at least one; full: all at "
-        "once), of the workload's cgroup (v2) or the whole host, from "
+        "once), of each program's cgroup (v2) or the whole host, from "
         "sentinel_memory_pressure_stall_seconds_total. Rising pressure comes before the "
         "kernel's OOM killer.",
         [query(f"rate(sentinel_memory_pressure_stall_seconds_total[$__rate_interval]) * "
-               f"{PER_WORKLOAD}", "{{workload}} {{scope}} {{kind}}", "A")],
+               f"{PER_WORKLOAD}", "{{instance}} {{program}} {{scope}} {{kind}}", "A")],
         pos(12, 29, 12, 8), unit="percentunit"))
     return d
 
@@ -223,8 +228,8 @@ def render() -> str:
     model = json.loads(JSONEncoder(sort_keys=True).encode(build().build()))
     # Prometheus annotation fields the SDK's AnnotationQuery does not model.
     for ann in model["annotations"]["list"]:
-        ann.update({"titleFormat": f"{ann['name'][:-1].lower()} {{{{workload}}}}",
-                    "tagKeys": "workload", "step": "15s"})
+        ann.update({"titleFormat": f"{ann['name'][:-1].lower()} {{{{program}}}}",
+                    "tagKeys": "program", "step": "15s"})
     return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 

@@ -514,7 +514,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--restart-max-delay",), "restart_max_delay_seconds", parse_duration,
         metavar="DURATION", modes=("run",), help="restart back-off cap (default 30s)"),
     Opt(("--max-restarts",), "max_restarts", parse_positive_int, metavar="N", modes=("run",),
-        help="give up after N restarts (default 0: no cap)"),
+        help="give up after N restarts in a row, each after a run shorter than max(10s, "
+             "--restart-max-delay) (default 0: no cap)"),
     Opt(("--log-format",), "log_format", choices=LOG_FORMATS,
         help="human lines (default) or json, one object a line, on stderr"),
     Opt(("--log-level",), "log_level", choices=LOG_LEVELS, help="default info"),

@@ -98,7 +98,7 @@ class Connection:
     def request(self, command: str) -> dict:
         """Send ``command`` (e.g. ``"status"``, ``"limit 200Mi"``) and return the reply.
 
-        A ``status text`` reply (plain lines, not JSON) comes back as
+        A ``status [NAME] text`` reply (plain lines, not JSON) comes back as
         ``{"ok": true, "command": "status", "text": "..."}``.
         """
         data = command.encode()
@@ -112,7 +112,8 @@ class Connection:
         try:
             self._sock.sendall(data + b"\n")
             line = self._read_until(b"\n", deadline)
-            text_form = [w.lower() for w in command.split()] == ["status", "text"]
+            words = [w.lower() for w in command.split()]
+            text_form = words[:1] == ["status"] and words[-1:] == ["text"] and len(words) <= 3
             if text_form and not line.startswith(b"{"):
                 # The text form of status: lines up to an empty line.
                 self._buf = line + self._buf
@@ -280,6 +281,12 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     role = "PID 1" if s.get("pid1") else ("subreaper" if s.get("subreaper") else "parent")
     rows.append(("sentinel", f"{s.get('version')} (pid {s.get('sentinel_pid')}, {role}, "
                              f"{s.get('mode')} mode)"))
+    programs = s.get("programs") or []
+    if s.get("multi") or len(programs) > 1:  # the rows below are one program's
+        main = next((p.get("name") for p in programs if p.get("main")), None)
+        rows.append(("program", f"{s.get('program')}"
+                     + (" (the main program)" if s.get("program") == main else "")
+                     + f"; {len(programs)} listed below" * (len(programs) > 1)))
     phase = str(s.get("phase"))
     if s.get("stopped"):
         phase += f", STOPPED by {s.get('stop_signal') or 'a signal'} (state T; SIGCONT resumes it)"
@@ -391,43 +398,115 @@ def kernel_rows(s: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def programs_table(status: dict) -> list[list[str]]:
+    """The programs of a ``status`` object as table rows, a header first (``PROGRAM``,
+    ``STATE``, ``PID``, ``MEMORY`` (measure / limit), ``KILLS``, ``RESTARTS``); the main
+    program marked ``*``. Empty with one program (its rows say it all) or an older
+    Sentinel's status (no ``programs``)."""
+    programs = status.get("programs") or []
+    if len(programs) < 2 and not status.get("multi"):
+        return []
+    rows = [["PROGRAM", "STATE", "PID", "MEMORY", "KILLS", "RESTARTS"]]
+    for p in programs:
+        value, limit = p.get("measure_bytes"), p.get("limit_bytes")
+        memory = f"{p.get('measure')} {fmt_bytes(value) if value is not None else '-'}" + (
+            f" / {fmt_bytes(limit)}" if limit is not None else " / no limit")
+        state = str(p.get("state") or p.get("phase"))
+        if p.get("enforcing") is False:
+            state += " (paused)"
+        if (p.get("sampling") or {}).get("failing"):
+            state += " (SAMPLING FAILING)"
+        rows.append([one_line(str(p.get("name"))) + (" *" if p.get("main") else ""), state,
+                     str(p["pid"]) if p.get("pid") is not None else "-", memory,
+                     str(p.get("kills_total", 0)), str(p.get("restarts", 0))])
+    return rows
+
+
+def _aligned(table: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+
+
 def status_text(status: dict, now: float | None = None) -> str:
-    """``status_rows`` as aligned ``label  text`` lines (no trailing newline)."""
+    """``status_rows`` as aligned ``label  text`` lines (no trailing newline), then with
+    several programs ``programs_table`` as aligned columns (never an empty line: the
+    socket's ``status text`` form ends at one)."""
     rows = status_rows(status, now)
     width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {text}" for label, text in rows)
+    lines = [f"{label:<{width}}  {text}" for label, text in rows]
+    table = programs_table(status)
+    if table:
+        lines += _aligned(table)
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
-# The CLI's side (sentinel status/stop/kill/signal/limit/pause/resume)
+# The CLI's side (sentinel status/stop/kill/signal/limit/pause/resume/start/restart/reload)
 # --------------------------------------------------------------------------
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # no Sentinel answered, or it refused the command
 EXIT_USAGE = 2  # a bad argument (caught here or by Sentinel)
+EXIT_UNKNOWN_PROGRAM = 3  # Sentinel runs no program of that name (unknown_program)
 _USAGE_CODES = ("bad_argument", "unknown_command")
 
 
-def limit_command(size: str | None) -> str:
-    """The ``limit`` line for ``sentinel limit [SIZE|none]``. Raises ``ValueError``."""
+def _program_word(program: str | None) -> str:
+    """`` NAME`` for a command line, or "" without a program. Raises ``ValueError`` for a
+    name that is not one word."""
+    if program is None:
+        return ""
+    if not program or program.split() != [program]:
+        raise ValueError(f"{program!r} is not a program name (one word, no spaces)")
+    return f" {program}"
+
+
+def program_command(verb: str, program: str | None = None) -> str:
+    """The line for ``sentinel stop|kill|pause|resume|status|start|restart [NAME]``.
+    Raises ``ValueError`` for a name that is not one word."""
+    try:
+        return verb + _program_word(program)
+    except ValueError as exc:
+        raise ValueError(f"{verb}: {exc}") from None
+
+
+def looks_like_size(word: str) -> bool:
+    """A word ``limit`` takes as a size, never as a program name: it starts with a digit
+    or a dot, or is ``none``/``off``/``unlimited`` (program names start with a letter)."""
+    from sentinel.config.settings import NO_LIMIT_WORDS
+
+    word = word.strip()
+    return word[:1].isdigit() or word[:1] in ".+-" or word.lower() in NO_LIMIT_WORDS
+
+
+def limit_command(size: str | None, program: str | None = None) -> str:
+    """The ``limit`` line for ``sentinel limit [NAME] [SIZE|none]``: the size checked here
+    (grammar and the 64k floor) before anything is sent. Raises ``ValueError``."""
     from sentinel.config.settings import NO_LIMIT_WORDS, parse_limit
 
-    if size is None:
-        return "limit"
-    if size.strip().lower() in NO_LIMIT_WORDS:
-        return "limit none"
     try:
-        return f"limit {parse_limit(size)}"  # the 64k floor too, before anything is sent
+        name = _program_word(program)
     except ValueError as exc:
-        raise ValueError(f"limit: {exc}, or none") from None
+        raise ValueError(f"limit: {exc}") from None
+    if size is None:
+        return "limit" + name
+    if size.strip().lower() in NO_LIMIT_WORDS:
+        return f"limit{name} none"
+    try:
+        return f"limit{name} {parse_limit(size)}"  # the 64k floor too, before anything is sent
+    except ValueError as exc:
+        hint = ("; to set a program's limit: sentinel limit NAME SIZE"
+                if program is None and size[:1].isalpha() else "")
+        raise ValueError(f"limit: {exc}, or none{hint}") from None
 
 
-def signal_command(name: str) -> str:
-    """The ``signal`` line for ``sentinel signal NAME``. Raises ``ValueError``."""
+def signal_command(name: str, program: str | None = None) -> str:
+    """The ``signal`` line for ``sentinel signal [PROGRAM] NAME`` (``name`` is the
+    signal: ``TERM``, ``SIGHUP``, ``10``), sent as its number. Raises ``ValueError``."""
     from sentinel.config.settings import parse_signal
 
     try:
-        return f"signal {parse_signal(name)}"
+        return f"signal{_program_word(program)} {parse_signal(name)}"
     except ValueError as exc:
         raise ValueError(f"signal: {exc}") from None
 
@@ -457,7 +536,16 @@ def print_status_table(status: dict, file=None) -> None:
     table.add_column(overflow="fold")
     for label, text in status_rows(status):
         table.add_row(label, Text(text))  # Text: no markup in commands like x[1]
-    Console(file=out).print(table)
+    console = Console(file=out)
+    console.print(table)
+    programs = programs_table(status)
+    if programs:
+        grid = Table(box=None, pad_edge=False, show_edge=False)
+        for i, head in enumerate(programs[0]):
+            grid.add_column(head, no_wrap=i != 3, justify="right" if i in (2, 4, 5) else "left")
+        for row in programs[1:]:
+            grid.add_row(*(Text(cell) for cell in row))
+        console.print(grid)
 
 
 def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
@@ -466,8 +554,9 @@ def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
 
     Prints a table (``status``) or the reply's message on stdout, or the raw
     JSON reply with ``as_json``; errors are one ``sentinel: error: ...`` line
-    on stderr: exit 1 when no Sentinel answers or it refuses, 2 for a bad
-    argument. ``build_error`` is a local argument error (exit 2, nothing sent).
+    on stderr: exit 1 when no Sentinel answers or it refuses (``invalid_state``), 2 for a
+    bad argument, 3 for a program it does not run (``unknown_program``). ``build_error``
+    is a local argument error (exit 2, nothing sent).
     """
     if build_error is None and command is not None:
         try:
@@ -484,7 +573,8 @@ def cli_run(path: str, command: str | None, *, as_json: bool, timeout: float,
         return EXIT_FAILED
     error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
     code = EXIT_OK if reply.get("ok") else (
-        EXIT_USAGE if error.get("code") in _USAGE_CODES else EXIT_FAILED)
+        EXIT_USAGE if error.get("code") in _USAGE_CODES else
+        EXIT_UNKNOWN_PROGRAM if error.get("code") == "unknown_program" else EXIT_FAILED)
     if as_json:
         print(json.dumps(reply), flush=True)
         return code

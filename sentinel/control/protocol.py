@@ -34,6 +34,8 @@ ERROR_CODES: dict[str, str] = {
                     "(size, signal, status form)",
     "invalid_state": "the guardian cannot do it now (no workload running, a stop already "
                      "in progress); the message says which",
+    "unknown_program": "no program of that name (several programs: sentinel run --config); "
+                       "the message lists the names",
     "internal": "a bug in Sentinel; the command may not have been applied",
     "line_too_long": "the line is longer than 4096 bytes (then closes)",
     "line_timeout": "a line was started but not finished within the line timeout (then closes)",

@@ -72,6 +72,129 @@ def kernel_view(state) -> dict:
                              for k, v in dict(getattr(state, "kernel_notes", None) or {}).items()}}
 
 
+
+# ---------------------------------------------------------------- hosts and programs
+# A host (``sentinel.core.guardian.Guardian``, one program; ``Group``, several from a
+# config file) has ``programs`` (start order), ``program(name | None)`` and ``multi``.
+# An object with only a ``state`` (a test's stand-in) counts as one program.
+
+
+def host_programs(host) -> list:
+    """The host's programs in start order (``[host]`` for a host without ``programs``)."""
+    programs = getattr(host, "programs", None)
+    return list(programs) if programs else [host]
+
+
+def program_names(host) -> list[str]:
+    """The names of the host's programs, in start order."""
+    return [program_name(p) for p in host_programs(host)]
+
+
+def program_name(program) -> str:
+    return getattr(program.state, "program", "") or getattr(program.state, "workload", "")
+
+
+def is_multi(host) -> bool:
+    return bool(getattr(host, "multi", False))
+
+
+def main_program(host, *, fallback: bool = True):
+    """The main program; without one (a config whose programs are all auxiliary) the
+    first program, or ``None`` with ``fallback=False``; the host itself for a
+    one-program host."""
+    finder = getattr(host, "program", None)
+    if finder is None:
+        return host
+    try:
+        return finder(None)
+    except (LookupError, ValueError):
+        return host_programs(host)[0] if fallback else None
+
+
+def memory_dict(sample, now_mono: float) -> dict | None:
+    """The ``memory`` object of a status: every figure of ``sample`` in bytes, its age."""
+    if sample is None:
+        return None
+    return {
+        "measure_bytes": sample.measure_bytes, "rss_bytes": sample.rss_bytes,
+        "pss_bytes": sample.pss_bytes, "uss_bytes": sample.uss_bytes,
+        "cgroup_memory_current_bytes": sample.cgroup_memory_current_bytes,
+        "cgroup_memory_max_bytes": sample.cgroup_memory_max_bytes,
+        "cgroup_working_set_bytes": sample.cgroup_working_set_bytes,
+        # ... and every other figure of the table the sample has (None: not read).
+        **{fig.name: getattr(sample, fig.name, None) for fig in FIGURES},
+        "sample_age_seconds": round(max(0.0, now_mono - sample.at_mono), 6),
+        "sample_duration_seconds": sample.duration_seconds,
+    }
+
+
+
+def growth_to_limit(state, now_wall: float) -> tuple[float | None, float | None]:
+    """``(growth_bytes_per_second, seconds_to_limit)`` of a program's ``GuardianState``:
+    ``sentinel.core.sampler.growth_rate`` over the last ``RATE_WINDOW_SECONDS`` of this
+    run's history (the estimator the sampler steers by), and the time until the measure
+    reaches the limit at that rate (``None``: no growth, no limit, or already over)."""
+    if state.main_pid is None:
+        return None, None
+    since = max(now_wall - RATE_WINDOW_SECONDS, state.started_wall or 0.0)
+    growth = _growth([(t, v) for t, v in state.history if t >= since])
+    sample, limit = state.last_sample, state.limit_bytes
+    value = sample.measure_bytes if sample is not None else None
+    if growth and growth > 0 and limit is not None and value is not None and value < limit:
+        return growth, (limit - value) / growth
+    return growth, None
+
+
+def program_entry(program, *, main: bool, now_wall: float | None = None,
+                  now_mono: float | None = None) -> dict:
+    """One entry of ``status``'s ``programs`` list (and of the dashboard's): ``name``,
+    ``main``, ``state`` (``ProgramState`` value; ``None`` when the program has none),
+    ``phase``, ``pid`` (the main process, ``None`` when none runs), ``stopped``,
+    ``enforcing``, ``measure``, ``measure_bytes``, ``memory`` (every figure, as the
+    top-level ``memory``), ``limit_bytes``, ``headroom_bytes``, ``growth_bytes_per_second``
+    and ``seconds_to_limit`` (``sentinel.core.sampler``'s estimator over this run's
+    history), ``kills_total``, ``kills``, ``restarts``, ``last_kill``, ``current_kill``,
+    ``last_exit_code``, ``sampling`` (``failing``, ``failure``, ``failing_since``),
+    ``uptime_seconds`` of its current process. Sizes in bytes, times in seconds."""
+    st = program.state
+    now_wall = time.time() if now_wall is None else now_wall
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    live = st.main_pid is not None
+    sample = st.last_sample
+    value = sample.measure_bytes if sample is not None and live else None
+    growth, to_limit = growth_to_limit(st, now_wall)
+    state = getattr(program, "program_state", None)
+    return {
+        "name": program_name(program),
+        "main": main,
+        "state": getattr(state, "value", state),
+        "phase": st.phase,
+        "pid": st.main_pid,
+        "stopped": st.stopped and live,
+        "enforcing": st.enforcing,
+        "command": list(st.command),
+        "measure": st.measure,
+        "measure_bytes": value,
+        "memory": memory_dict(sample, now_mono) if live else None,
+        "limit_bytes": st.limit_bytes,
+        "headroom_bytes": st.limit_bytes - value
+        if value is not None and st.limit_bytes is not None else None,
+        "growth_bytes_per_second": growth,
+        "seconds_to_limit": to_limit,
+        "kills_total": st.kills_total(),
+        "kills": [{"reason": r, "signal": s, "count": n}
+                  for (r, s), n in sorted(st.kills.items())],
+        "restarts": st.restarts,
+        "last_kill": st.last_kill.to_dict() if st.last_kill is not None else None,
+        "current_kill": st.current_kill.to_dict() if st.current_kill is not None else None,
+        "last_exit_code": st.last_exit_code,
+        "sampling": {"failing": st.sampling_failing, "failure": st.sampling_failure,
+                     "failing_since": st.sampling_failing_since_wall},
+        "uptime_seconds": round(max(0.0, now_wall - st.started_wall), 3)
+        if live and st.started_wall is not None else None,
+    }
+
+
 _psutil_loaded = threading.Event()
 _psutil_lock = threading.Lock()
 _psutil_thread: threading.Thread | None = None
@@ -178,14 +301,9 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
     sample = state.last_sample
     history = [(t, v) for t, v in state.history if t >= now_wall - HISTORY_SECONDS]
     this_run = [(t, v) for t, v in history if state.started_wall is None or t >= state.started_wall]
-    recent = [(t, v) for t, v in this_run if t >= now_wall - RATE_WINDOW_SECONDS]
-    growth = _growth(recent) if state.main_pid is not None else None
+    growth, seconds_to_limit = growth_to_limit(state, now_wall)
     measure_bytes = sample.measure_bytes if sample is not None and state.main_pid else None
     limit = state.limit_bytes
-    seconds_to_limit = None
-    if growth and growth > 0 and limit is not None and measure_bytes is not None \
-            and measure_bytes < limit:
-        seconds_to_limit = (limit - measure_bytes) / growth
     tail = this_run[-50:]
     gaps = [b[0] - a[0] for a, b in zip(tail, tail[1:])]
 
@@ -205,8 +323,7 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
     grace_left = None
     if state.grace_deadline_mono is not None:
         grace_left = max(0.0, state.grace_deadline_mono - now_mono)
-    events = [{"at": e.at_wall, "kind": e.kind, "message": e.message}
-              for e in list(state.events)[-max_events:]]
+    events = [_event(e) for e in list(state.events)[-max_events:]]
     return {
         "version": state.version,
         "mode": state.mode,
@@ -244,3 +361,47 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
         "events": events,
         **kernel_view(state),
     }
+
+
+def _event(e) -> dict:
+    """One event of the log: ``at`` (Unix time), ``kind``, ``message``, ``program`` (the
+    program it is about; "" for Sentinel itself)."""
+    return {"at": e.at_wall, "kind": e.kind, "message": e.message,
+            "program": getattr(e, "program", "")}
+
+
+def host_snapshot(host, names: ProcessNames | None = None, *, program: str | None = None,
+                  max_events: int = 30, now_wall: float | None = None,
+                  now_mono: float | None = None) -> dict[str, Any]:
+    """The dashboard's view of a host: ``snapshot`` of the main program (or of the program
+    called ``program``; the caller has checked the name), plus ``multi`` (several programs
+    from a config file), ``programs`` (``program_entry`` of each, in start order) and, with
+    several programs, Sentinel's own parts from ``host.state`` (version, mode, components)
+    and the events of every program and of Sentinel merged by time (each names its
+    ``program``). With one program it is ``snapshot(host.state)`` plus those two keys.
+    Call it on the host's loop."""
+    now_wall = time.time() if now_wall is None else now_wall
+    now_mono = time.monotonic() if now_mono is None else now_mono
+    main = main_program(host, fallback=False)
+    finder = getattr(host, "program", None)
+    chosen = main_program(host) if program is None or finder is None else finder(program)
+    snap = snapshot(chosen.state, names, max_events=max_events, now_wall=now_wall,
+                    now_mono=now_mono)
+    programs = host_programs(host)
+    multi = is_multi(host)
+    snap["multi"] = multi
+    snap["program"] = program_name(chosen)
+    snap["programs"] = [program_entry(p, main=p is main, now_wall=now_wall, now_mono=now_mono)
+                        for p in (programs if program is None else [chosen])]
+    if multi:
+        own = host.state
+        snap["version"], snap["mode"] = own.version, own.mode
+        snap["sentinel_started"] = own.sentinel_started_wall
+        snap["components"] = dict(own.components)
+        if program is None:
+            merged = [e for p in programs for e in list(p.state.events)[-max_events:]]
+            if own not in [p.state for p in programs]:
+                merged += list(own.events)[-max_events:]
+            merged.sort(key=lambda e: e.at_wall)
+            snap["events"] = [_event(e) for e in merged[-max_events:]]
+    return snap

@@ -82,6 +82,12 @@ class Init:
         self.programs: list[Program] = []
         self.finished = False
         self.late_signal_listeners: list[Callable] = []  # called with a kernel.SignalInfo
+        # With several programs (sentinel.core.group) the group decides what a received
+        # signal means for each program: ``router(info, target) -> go_on`` replaces
+        # asking every program; ``on_orphan(pid, status)`` hears of each reaped orphan
+        # (a process that was not a program's main process), to attribute it.
+        self.router: Callable[[kernel.SignalInfo, int], bool] | None = None
+        self.on_orphan: Callable[[int, int], None] | None = None
         self._sigfd: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -175,8 +181,11 @@ class Init:
         sig = info.signo
         target = self.target_of(sig)
         go_on = True
-        for program in list(self.programs):
-            go_on = program.on_signal(info, target) and go_on
+        if self.router is not None:
+            go_on = self.router(info, target)
+        else:
+            for program in list(self.programs):
+                go_on = program.on_signal(info, target) and go_on
         if not go_on:
             return
         if sig in JOB_CONTROL_STOPS and not self.pid1 and (
@@ -238,6 +247,8 @@ class Init:
                 continue
             if program is not None:
                 program.child_exited(status)
+            elif self.on_orphan is not None:
+                self.on_orphan(pid, status)
             else:
                 log.debug("reaped orphan pid %d (%s)", pid, exit_code_of(status))
         for program in list(self.programs):

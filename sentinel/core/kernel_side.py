@@ -188,10 +188,11 @@ class KernelSide:
         self._rise_at: float | None = None  # when a sample first saw it above the base
         self._pidfds: dict[int, int] = {}  # victim pid -> pidfd, from the ladder's start
         self.mrelease_results: dict[str, int] = {}  # kernel.MRELEASE_* -> count
-        self._own_tried = False
-        self._own_adj: int | None = None  # Sentinel's oom_score_adj after its one try
-        self._own_note = ""  # why it could not be lowered, for kernel_notes
-        self._own_before: int | None = None  # Sentinel's oom_score_adj before its one try
+        # Sentinel's own oom_score_adj, tried once per Sentinel: with several programs
+        # (sentinel.core.group) every program's KernelSide shares this one dict, so the
+        # second program neither lowers it again nor says so again. "tried", "adj" (after
+        # the try), "before" (before it), "note" (why it could not be lowered).
+        self.own: dict = {"tried": False, "adj": None, "before": None, "note": ""}
         self._high_saved: tuple[str, str] | None = None  # (cgroup dir, memory.high before)
         # (mono, bytes) of this run's cgroup working set: the early SIGKILL's own growth
         self._ws_points: deque[tuple[float, int]] = deque(maxlen=_WS_POINTS)
@@ -610,23 +611,24 @@ class KernelSide:
         if self.sup.source is None and status_field(pid, b"PPid:") != os.getpid():
             return  # run mode: only Sentinel's own child (never a PID it does not hold)
         notes = self.sup.state.kernel_notes
-        if not self._own_tried:
-            self._own_tried = True
+        mine = self.own
+        if not mine["tried"]:
+            mine["tried"] = True
             own = _read_oom_score_adj("self")
-            self._own_before = own
+            mine["before"] = own
             if own is not None:
                 wanted = oom_score_adj_plan(own, margin)
                 err = kernel.lower_own_oom_score_adj(wanted) if wanted < own else None
-                self._own_adj = own if err else wanted
+                mine["adj"] = own if err else wanted
                 if err:
-                    self._own_note = "; " + err
+                    mine["note"] = "; " + err
                     log.info("%s", err, extra={"event": "kernel_note"})
-        own = self._own_adj
+        own = mine["adj"]
         if own is None:
             own = _read_oom_score_adj("self")
         if own is None:
             return
-        before = self._own_before if self._own_before is not None else own
+        before = mine["before"] if mine["before"] is not None else own
         target = workload_oom_score_adj_target(before, own, margin)
         self._target_adj = target
         self._protected.add(pid)
@@ -644,4 +646,4 @@ class KernelSide:
                         f"{own} (margin {margin})")
         if target <= own:
             note += "; Sentinel is already at 1000: the workload cannot be ranked above it"
-        notes["oom_score_adj"] = note + self._own_note
+        notes["oom_score_adj"] = note + mine["note"]

@@ -72,7 +72,9 @@ def controlling_tty() -> int | None:
 
 
 def spawn(command: tuple[str, ...], original_mask: set[int], *,
-          tty_fd: int | None = None, environ=None, cwd: str | None = None) -> Child:
+          tty_fd: int | None = None, environ=None, cwd: str | None = None,
+          stdout_fd: int | None = None, stderr_fd: int | None = None,
+          user: tuple[int, int, tuple[int, ...]] | None = None) -> Child:
     """Start ``command`` with the given environment, fds, cwd and signal mask.
 
     The child is the leader of a new session (or of a new process group on
@@ -85,18 +87,34 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
     starts in (a restart: the one the first run was started in, although
     Sentinel has moved to /); ``None`` inherits Sentinel's. The returned
     ``Child.cwd`` is ``cwd``, or Sentinel's directory at the spawn.
+
+    ``environ``: the child's whole environment (a mapping; ``None``: Sentinel's).
+    ``stdout_fd``/``stderr_fd``: fds (close-on-exec, as ``OutputRelay.write_fd``
+    is) that become the child's fd 1/2; ``None`` inherits Sentinel's. ``user``:
+    ``(uid, gid, supplementary gids)`` to run as (Sentinel must be root); the
+    command is then started through ``_USER_SHIM`` (see there; not when ``user``
+    is Sentinel's own credentials: then it is spawned as without), so its exec
+    errors are not raised here: the program exits 127/126 after one line
+    ``sentinel: cannot run 'x': ...`` on its stderr, as ``sentinel run`` would.
+    With ``user``, HOME, USER and LOGNAME are the user's (from the passwd
+    database) unless ``environ`` gives them a value of its own, i.e. one that
+    differs from Sentinel's environment (the program's ``env:`` set them).
     """
     import time
 
     from sentinel.core import kernel
 
     env = os.environ if environ is None else environ
+    file, argv = command[0], command
+    if user is not None and not _is_own(user):
+        file, argv, env = _through_user_shim(command, env, user)
     try:
         # glibc's posix_spawnp through ctypes, not os.posix_spawnp: only so can
         # the child get SIG_DFL for glibc's internal signals 32 and 33.
-        pid = kernel.spawnp(command[0], command, env, sigmask=original_mask,
+        pid = kernel.spawnp(file, argv, env, sigmask=original_mask,
                             sigdefault=_SIGDEFAULT, setsid=tty_fd is None,
-                            pgroup=None if tty_fd is None else 0, cwd=cwd)
+                            pgroup=None if tty_fd is None else 0, cwd=cwd,
+                            stdout_fd=stdout_fd, stderr_fd=stderr_fd)
     except OSError as exc:
         raise _spawn_error(command[0], exc) from None
     started_mono, started_wall = time.monotonic(), time.time()
@@ -112,6 +130,101 @@ def spawn(command: tuple[str, ...], original_mask: set[int], *,
         except OSError:  # the directory was removed: restarts inherit /
             cwd = None
     return Child(pid, tuple(command), tty_fd, started_mono, started_wall, cwd)
+
+
+# Running a program as another user. posix_spawn(3) has no attribute to change
+# credentials, and fork() in a threaded Python (Sentinel has its loop, relay and
+# exporter threads) is unsafe: the child could deadlock on a lock another thread
+# held (CPython warns of it since 3.12). So the child is spawned as this small
+# exec shim, `python -I -S -c _USER_SHIM UID GID GROUPS LC_CTYPE CMD...`, which
+# drops to the user and execs the command: one interpreter start (10-20 ms), only
+# for programs that have a `user`. It inherits the signal mask and dispositions
+# the spawn gave (Python's start-up leaves the mask alone); CPython's start-up
+# ignores SIGPIPE/SIGXFSZ again, so the shim sets them back to SIG_DFL, and its
+# SIGINT handler is reset by the exec itself. CPython's locale coercion (PEP 538)
+# may add LC_CTYPE to its environment: the shim is told what it was (argv[4],
+# "=VALUE" or "" for unset) and puts it back. -I -S: no site, no user paths, no
+# PYTHON* variables read (they are still passed on to the command). Everything the
+# shim needs is imported before setuid: the user may not be able to read the stdlib. Everything the
+# shim needs is imported before setuid: the user may not be able to read the stdlib.
+_USER_SHIM = """\
+import os, signal, sys
+import warnings  # os.execvpe imports it lazily; after setuid the stdlib may be unreadable
+uid, gid, groups, lc, *cmd = sys.argv[1:]
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+if lc:
+    os.environ['LC_CTYPE'] = lc[1:]
+else:
+    os.environ.pop('LC_CTYPE', None)
+# Where the command is, as root sees it (for the error message only): execvp answers
+# EACCES for a command that is nowhere when a PATH entry cannot be searched by the user.
+name = cmd[0]
+if '/' in name:
+    found = name if os.path.exists(name) else None
+else:
+    found = next((p for p in (os.path.join(d or '.', name) for d in
+                  os.environ.get('PATH', os.defpath).split(':')) if os.path.isfile(p)), None)
+try:
+    os.setgroups([int(g) for g in groups.split(',') if g])
+    os.setgid(int(gid))
+    os.setuid(int(uid))
+except OSError as e:
+    sys.stderr.write('sentinel: cannot run %r as uid %s gid %s: %s; run Sentinel as root '
+                     'or remove the user\\n' % (cmd[0], uid, gid, e.strerror))
+    os._exit(126)
+try:
+    os.execvpe(cmd[0], cmd, os.environ)
+except OSError as e:
+    name, code = cmd[0], 126
+    if found is None:
+        code, why = 127, ('no such file' if '/' in name else 'not found in PATH') + \\
+            '; check the command (PATH=%s)' % os.environ.get('PATH', '')
+    elif e.errno == 2:
+        code, why = 127, 'its interpreter (the #! line) was not found; install it or fix the #! line'
+    elif os.path.isdir(found):
+        why = 'it is a directory; name the program inside it'
+    elif e.errno in (1, 13):
+        why = 'permission denied for uid %s; make it (and its directories) readable and executable by that user' % uid
+    elif e.errno == 8:
+        why = 'exec format error (no #! line, or built for another machine); run it through its interpreter'
+    else:
+        why = e.strerror
+    sys.stderr.write('sentinel: cannot run %r: %s\\n' % (name, why))
+    os._exit(code)
+"""
+
+
+def _is_own(user: tuple[int, int, tuple[int, ...]]) -> bool:
+    """True when ``user`` is Sentinel's own credentials: nothing to change, no shim (a
+    non-root Sentinel could not setgroups() anyway)."""
+    uid, gid, groups = user
+    return (uid == os.geteuid() and gid == os.getegid()
+            and set(groups) | {gid} == set(os.getgroups()) | {os.getegid()})
+
+
+def _through_user_shim(command, env, user):
+    """``(file, argv, env)`` that start ``command`` as ``user`` through ``_USER_SHIM``."""
+    import pwd
+
+    uid, gid, groups = user
+    env = dict(env)
+    try:
+        entry = pwd.getpwuid(uid)
+        own = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+    except KeyError:  # a bare uid without a passwd entry
+        own = {"HOME": "/", "USER": None, "LOGNAME": None}
+    for key, value in own.items():
+        if key in env and env[key] != os.environ.get(key):
+            continue  # the program's own value: kept
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    lc = "=" + env["LC_CTYPE"] if "LC_CTYPE" in env else ""
+    argv = (sys.executable, "-I", "-S", "-c", _USER_SHIM, str(uid), str(gid),
+            ",".join(str(g) for g in groups), lc, *command)
+    return sys.executable, argv, env
 
 
 def _spawn_error(name: str, exc: OSError) -> SpawnError:

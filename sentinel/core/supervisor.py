@@ -28,6 +28,7 @@ runs one under the init.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from sentinel.core.ladder import Ladder, Reach, main_reap_bound
 from sentinel.core.sampling_side import SamplingSide
 from sentinel.core.spawn import Child, spawn
 from sentinel.errors import EXIT_NOT_ENDED, StateError
+from sentinel import logs
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field, walk_period_for
 from sentinel.core.state import (
@@ -196,6 +198,22 @@ def _refused_text(refused: dict[int, int | None], most: int = 10) -> str:
                                       else "")
 
 
+def as_program(method):
+    """Run ``method`` with ``logs.PROGRAM`` set to the supervisor's program name when it
+    is one of several (``host`` set): its log lines, and those of every timer and
+    reader it schedules meanwhile (asyncio copies the context), name the program."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.host is None:
+            return method(self, *args, **kwargs)
+        token = logs.PROGRAM.set(self.state.program)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            logs.PROGRAM.reset(token)
+    return wrapper
+
+
 class Supervisor:
     """One program's lifecycle: its state machine (``program_state``), the memory
     check on each sample (the probe, ``sentinel.core.sampler`` for the cadence), the
@@ -210,14 +228,22 @@ class Supervisor:
     child). ``probe`` defaults to a ``TreeProbe`` of Sentinel's descendants; tests
     pass their own, and a ``loop``/``clock`` pair to drive time. ``source`` (watch
     mode's ``WatchSource``) provides a workload Sentinel did not spawn.
+    ``launcher()`` (several programs: ``sentinel.core.group``) starts the program
+    again and returns its ``Child`` (raises ``SpawnError``); default: ``spawn`` of
+    ``settings.command``. ``host`` (a ``Group``) hears of the program's end for good
+    (``host.program_ended(self, code)``) instead of Sentinel ending.
     """
 
     def __init__(self, settings: Settings, child: Child | None, original_mask: set[int], *,
                  pid1: bool = False, subreaper: bool = False,
                  loop: asyncio.AbstractEventLoop | None = None,
                  probe: TreeProbe | None = None, version: str = "",
-                 clock: Callable[[], float] = time.monotonic, source=None) -> None:
+                 clock: Callable[[], float] = time.monotonic, source=None,
+                 launcher: Callable[[], Child] | None = None, host=None) -> None:
         self.settings = settings
+        self.host = host
+        self.launcher = launcher
+        self.ended = False  # its run ended for good (restarts included): _finish was called
         self.loop = loop or asyncio.new_event_loop()
         # The monotonic clock of kill records and the grace deadline; the
         # loop's timers must run on the same clock (tests inject both).
@@ -295,7 +321,10 @@ class Supervisor:
         """Log ``message``, record it in ``state.events`` and tell the listeners."""
         event = Event(kind, message, fields=fields, program=self.state.program)
         self.state.events.append(event)
-        log.log(level, message, extra={"event": kind, **fields})
+        extra = {"event": kind, **fields}
+        if self.host is not None:
+            extra["program"] = self.state.program
+        log.log(level, message, extra=extra)
         for listener in list(self.listeners):
             try:
                 listener(event)
@@ -329,6 +358,11 @@ class Supervisor:
         self._finish(code)
 
     def _finish(self, code: int) -> None:
+        if self.host is not None:  # one of several programs: the group decides what follows
+            if not self.ended:
+                self.ended = True
+                self.host.program_ended(self, code)
+            return
         if self.init is not None:
             self.init.finish()  # the terminal goes back; later signals go to the linger
         if self._done and not self._done.done():
@@ -394,15 +428,55 @@ class Supervisor:
             log.debug("sampling now: %s", reason)
         self._schedule_sample(0.0)
 
-    def _respawn(self) -> None:
+    @as_program
+    def start(self) -> None:
+        """Start the program afresh (several programs: its first start, ``start NAME``,
+        ``restart NAME``, a reload): a new restart budget, then ``launcher()``. A
+        spawn that fails ends the program (``host.program_ended`` with 127/126)."""
+        self.ended = False
+        self._shutting_down = False
+        self._restarts_exhausted = False
+        self._consecutive_failures = 0
+        self._exit_code = 0
+        self.state.phase = PHASE_RUNNING
+        self._respawn(first=True)
+
+    @as_program
+    def shutdown(self) -> None:
+        """Sentinel is ending (several programs, in reverse start order): no restart; a
+        restart back-off is cancelled, a live program gets the ladder (its stop signal,
+        its grace period, SIGKILL), one already being stopped finishes its ladder. The
+        end comes as ``host.program_ended``; nothing happens for an ended program."""
+        if self.ended:
+            return
+        self._shutting_down = True
+        if self._restart_handle is not None:
+            self._restart_handle.cancel()
+            self._restart_handle = None
+            self.state.phase = PHASE_EXITED
+            self.loop.call_soon(self._finish, self._exit_code)
+            return
+        if self.program_state in _LIVE:
+            sample = self.state.last_sample
+            self._start_ladder(REASON_SHUTDOWN, sample.measure_bytes if sample else None,
+                               sample.pids if sample else (self.child.pid,))  # type: ignore
+        # stopping, or its leftovers being swept: its end follows by itself
+
+    def _respawn(self, first: bool = False) -> None:
         self._restart_handle = None
         try:
             with fdlimit.as_given():  # the workload gets the RLIMIT_NOFILE Sentinel was given
-                child = spawn(self.settings.command, self.original_mask, tty_fd=self._tty_fd,
-                              cwd=self._workload_cwd)
+                if self.launcher is not None:
+                    child = self.launcher()
+                else:
+                    child = spawn(self.settings.command, self.original_mask,
+                                  tty_fd=self._tty_fd, cwd=self._workload_cwd)
         except Exception as exc:  # SpawnError: the binary vanished; nothing left to run
-            self.emit("exited", f"restart failed: {exc}", logging.ERROR)
-            self._finish(getattr(exc, "exit_code", 127))
+            self.emit("exited", f"{'start' if first else 'restart'} failed: {exc}",
+                      logging.ERROR)
+            self.state.phase = PHASE_EXITED
+            self._exit_code = getattr(exc, "exit_code", 127)
+            self._finish(self._exit_code)
             return
         self._adopt(child)
 
@@ -649,12 +723,14 @@ class Supervisor:
         if self.init is not None:
             self.init.reap()
 
+    @as_program
     def after_reap(self) -> None:
         """After each reaping pass: the leftover sweep is over once every process left
         refuses Sentinel's signals (or none is left)."""
         if self._cleanup and all(p in self._cleanup_refused for p in self._descendants()):
             self._cleanup_done()
 
+    @as_program
     def child_stopped(self, sig: int | None) -> None:
         """The init's report that the main process was stopped by ``sig`` (a ``waitpid``
         WUNTRACED status, state T), or continued (``None``, WCONTINUED): recorded in
@@ -670,6 +746,7 @@ class Supervisor:
         elif sig is None and was is not None:
             self.emit("continued", f"workload pid {st.main_pid} continued", pid=st.main_pid)
 
+    @as_program
     def child_exited(self, status: int) -> None:
         """The init's report that the main process was reaped with ``status`` (a raw
         ``waitpid`` status): record its exit code, end its ladder, sweep its
@@ -811,9 +888,9 @@ class Supervisor:
         ran = time.time() - (st.started_wall or time.time())
         self.child = None
         st.main_pid = None
+        if ran >= max(_STABLE_RUN_SECONDS, self.settings.restart_max_delay_seconds):
+            self._consecutive_failures = 0  # a stable run: the back-off and budget start again
         if self._should_restart(code):
-            if ran >= max(_STABLE_RUN_SECONDS, self.settings.restart_max_delay_seconds):
-                self._consecutive_failures = 0
             delay = min(self.settings.restart_max_delay_seconds,
                         self.settings.restart_delay_seconds * 2 ** self._consecutive_failures)
             self._consecutive_failures += 1
@@ -831,12 +908,17 @@ class Supervisor:
         s = self.settings
         if self._shutting_down or s.restart == "never":
             return False
-        if s.max_restarts and self.state.restarts >= s.max_restarts:
+        wanted = s.restart == "always" or code != 0
+        # The budget counts restarts in a row, each after a run shorter than the stable
+        # run (max(10 s, the back-off cap)): a crash loop gives up, as supervisord's
+        # startretries does, and a program that crashes once a day never does.
+        if wanted and s.max_restarts and self._consecutive_failures >= s.max_restarts:
             self._restarts_exhausted = True
-            log.warning("not restarting: --max-restarts %d reached", s.max_restarts,
-                        extra={"event": "restart_limit"})
+            self.emit("gave_up", f"not restarting: {s.max_restarts} restarts in a row without "
+                      f"a stable run (--max-restarts {s.max_restarts}); giving up",
+                      logging.ERROR, restarts=self.state.restarts)
             return False
-        return s.restart == "always" or code != 0
+        return wanted
 
     # ------------------------------------------------------------------ sampling
     def _schedule_sample(self, delay: float) -> None:
@@ -844,6 +926,7 @@ class Supervisor:
             self._sample_handle.cancel()
         self._sample_handle = self.loop.call_later(delay, self._on_sample_timer)
 
+    @as_program
     def _on_sample_timer(self) -> None:
         self._sample_handle = None
         if self.child is None:
@@ -999,6 +1082,7 @@ class Supervisor:
         self.kernel_side.hook("ladder_starting", kill)
         return Ladder(self._ladder_signal, self.loop, clock=self._clock,
                       grace_period_seconds=kill.grace_period_seconds, record=kill,
+                      term_signal=getattr(self.settings, "stop_signal", signal.SIGTERM),
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
                       main_wait_seconds=main_reap_bound(self.settings.grace_period_seconds),
                       on_step=lambda sig, reach: self._ladder_step(kill, sig, reach),
@@ -1149,12 +1233,18 @@ class Supervisor:
         self._restart_handle = None
         self._shutting_down = True
         self.state.phase = PHASE_EXITED
+        if self.host is not None:  # one of several: it stays stopped (``start`` starts it)
+            self.emit("restart_cancelled", "pending restart cancelled by the operator",
+                      logging.WARNING)
+            self.loop.call_soon(self._finish, self._exit_code)
+            return "pending restart cancelled"
         self.emit("restart_cancelled", "pending restart cancelled by the operator; exiting "
                   f"with the last exit code {self._exit_code}", logging.WARNING)
         # Let the reply reach the client before the loop ends.
         self.loop.call_soon(self._finish, self._exit_code)
         return "pending restart cancelled; Sentinel exits"
 
+    @as_program
     def stop(self, reason: str = REASON_OPERATOR) -> str:
         """Start the SIGTERM -> grace -> SIGKILL ladder now (an operator stop); in a
         restart back-off, cancel the restart instead."""
@@ -1175,6 +1265,7 @@ class Supervisor:
                     "(permission denied); SIGKILL follows, see Sentinel's log")
         return "SIGTERM sent; SIGKILL after the grace period"
 
+    @as_program
     def kill(self, reason: str = REASON_OPERATOR) -> str:
         """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart.
         After the ladder's SIGKILL reached the workload, nothing more is sent."""
@@ -1207,6 +1298,7 @@ class Supervisor:
                     "(permission denied); see Sentinel's log")
         return "SIGKILL sent"
 
+    @as_program
     def send_signal(self, sig: int) -> str:
         """Forward one signal to the workload as if Sentinel had received it (no rewrite)."""
         self._require("signal")
@@ -1217,6 +1309,7 @@ class Supervisor:
                   signal=signal_name(sig))
         return f"{signal_name(sig)} sent"
 
+    @as_program
     def set_limit(self, limit_bytes: int | None) -> str:
         """Change the memory limit (``None`` removes it); the next sample applies it."""
         self._require("limit")
@@ -1240,6 +1333,7 @@ class Supervisor:
                   limit_bytes=limit_bytes, old_limit_bytes=old, auto=True)
         self.sampling_side.on_limit(limit_bytes)
 
+    @as_program
     def pause(self) -> str:
         """Stop enforcing the limit; sampling continues."""
         self._require("pause")
@@ -1250,6 +1344,7 @@ class Supervisor:
                   "'resume'", logging.WARNING)
         return "enforcement paused"
 
+    @as_program
     def resume(self) -> str:
         """Enforce the limit again, from a sample taken at once."""
         self._require("resume")

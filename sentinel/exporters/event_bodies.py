@@ -1,10 +1,24 @@
 """Kubernetes Event bodies: which guardian events are reported, and as what. Pure.
 
-``record_for(event, workload)`` turns a guardian ``Event`` into a ``Record``
-(type ``Normal``/``Warning``, a stable UpperCamelCase reason, the action, a
-note of at most 1024 bytes) or ``None``; ``events_v1_body`` and
-``core_v1_body`` make the API object about a pod (``regarding`` /
-``involvedObject``); ``event_name`` names it as client-go does. No I/O, no
+``record_for(event, workload, multi=...)`` turns a guardian ``Event`` into a
+``Record`` (type ``Normal``/``Warning``, a stable UpperCamelCase reason, the
+action, a note of at most 1024 bytes, the program it is about) or ``None``;
+``events_v1_body`` and ``core_v1_body`` make the API object about a pod
+(``regarding`` / ``involvedObject``); ``event_name`` names it as client-go does.
+
+An Event about a program (``Event.program``; "" is Sentinel's own) names it
+twice. With several programs (``host.multi``) the note starts with
+``"<program>: "``, for people. And always, for selectors, ``related`` is
+``{"apiVersion": "sentinel.dev/v1", "kind": "Program", "name": <program>,
+"namespace": <pod's>}``: ``regarding`` stays the pod (``kubectl describe pod``
+and every Event tool find it there), ``reportingInstance`` stays the pod's name
+(Sentinel's identity; client-go keys its series on it), ``action`` stays the
+signal. ``related`` is the Event schema's place for a second object the action
+was about; the API server stores it without resolving it (ValidateEventCreate
+checks ``regarding``'s namespace, nothing of ``related``), so naming the program
+there costs no RBAC and no CRD (none is served: it names, it does not point), and
+``kubectl get events -o jsonpath='{.items[?(@.related.name=="web")]}'`` (or
+``jq 'select(.related.name == "web")'``) picks one program's Events. No I/O, no
 ``kubernetes`` import: bodies are plain dicts (the client's models drop the
 six fractional digits a ``MicroTime`` needs, kubernetes-client/python#730).
 The limits are the API server's (k8s.io/kubernetes
@@ -171,9 +185,34 @@ class Record:
     action: str  # machine-readable, e.g. "SIGTERM", at most 128 characters
     note: str  # human-readable, at most NOTE_MAX_BYTES bytes
     at_wall: float
+    program: str = ""  # the program it is about (``related``); "" for Sentinel's own
 
 
-def record_for(event: Event, workload: str) -> Record | None:
+# The made-up object ``related`` names a program by (see the module's docstring).
+PROGRAM_API_VERSION = "sentinel.dev/v1"
+PROGRAM_KIND = "Program"
+
+
+def program_reference(program: str, namespace: str) -> dict:
+    """The ``related`` object reference naming ``program`` (in the pod's namespace)."""
+    return {"apiVersion": PROGRAM_API_VERSION, "kind": PROGRAM_KIND, "name": program,
+            "namespace": namespace}
+
+
+def record_for(event: Event, workload: str, *, multi: bool = False) -> Record | None:
+    """The ``Record`` for ``event`` (see ``_record``), about ``event.program`` (its name
+    stands for ``workload`` in the note); with ``multi`` (several programs) the note
+    starts with ``"<program>: "``. Sentinel's own events (``program`` "") are as
+    they were: no prefix, no program."""
+    program = event.program
+    rec = _record(event, program or workload)
+    if rec is None or not program:
+        return rec
+    note = truncate_utf8(f"{program}: {rec.note}", NOTE_MAX_BYTES) if multi else rec.note
+    return Record(rec.type, rec.reason, rec.action, note, rec.at_wall, program)
+
+
+def _record(event: Event, workload: str) -> Record | None:
     """The ``Record`` for a guardian ``Event``, or ``None`` if it is not reported.
 
     ``signal_sent`` (a kill step: SIGTERM starting the ladder, or SIGKILL),
@@ -250,6 +289,7 @@ def events_v1_body(rec: Record, pod: PodRef, name: str) -> dict:
         "type": rec.type, "reason": rec.reason[:REASON_MAX], "action": rec.action[:ACTION_MAX],
         "note": rec.note,
         "regarding": pod.reference(),
+        **({"related": program_reference(rec.program, pod.namespace)} if rec.program else {}),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": pod.name[:REPORTING_INSTANCE_MAX],
     }
@@ -262,6 +302,7 @@ def core_v1_body(rec: Record, pod: PodRef, name: str) -> dict:
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": name, "namespace": pod.namespace},
         "involvedObject": pod.reference(),
+        **({"related": program_reference(rec.program, pod.namespace)} if rec.program else {}),
         "type": rec.type, "reason": rec.reason[:REASON_MAX], "message": rec.note,
         "action": rec.action[:ACTION_MAX],
         "source": {"component": "sentinel"},

@@ -26,7 +26,7 @@ account's namespace file stand in).
 
 Events go to ``events.k8s.io/v1``; where that group is missing (404 on the
 group) the core ``v1`` API is used instead. A repeat of the same Event
-(same action, reason, controller, pod) within ``SERIES_WINDOW_SECONDS``
+(same program, action, reason, controller, pod) within ``SERIES_WINDOW_SECONDS``
 updates the first one's ``series`` (count, lastObservedTime) with a PATCH,
 as client-go's ``tools/events`` recorder does, instead of adding one more.
 
@@ -99,10 +99,13 @@ class EventRecorder:
     def __init__(self, source: ClusterSource, pod: PodRef, *, workload: str, version: str = "",
                  loop=None, components: dict | None = None, queue_size: int = QUEUE_SIZE,
                  timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
-                 flush_seconds: float = FLUSH_SECONDS, preload: bool = True) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, preload: bool = True,
+                 multi: bool = False) -> None:
         self.source = source
         self.pod = pod
         self.workload = workload
+        # Several programs (host.multi): each note starts with its program's name.
+        self.multi = multi
         self.preload = preload
         self.version = version
         self.api_version = API_EVENTS_V1
@@ -138,7 +141,7 @@ class EventRecorder:
             # meanwhile (the GIL is handed over every 5 ms).
             self._preloading = True
             self._poster.prepare_now()
-        rec = record_for(event, self.workload)
+        rec = record_for(event, self.workload, multi=self.multi)
         if rec is None or self._closed:
             return
         if not self._poster.submit(rec):
@@ -215,7 +218,8 @@ class EventRecorder:
     def _record(self, rec: Record) -> None:
         if self._client.api is None:
             raise _NoClient()
-        key = (rec.action, rec.reason, rec.type)
+        # One series per program: two programs' kills are two Events, never one count.
+        key = (rec.program, rec.action, rec.reason, rec.type)
         series = self._series.get(key)
         if series is not None and rec.at_wall - series.last_wall <= SERIES_WINDOW_SECONDS:
             if self._patch_series(series, rec):
@@ -299,7 +303,7 @@ def start(guardian, settings, environ=None) -> list:
         return []
     recorder = EventRecorder(source, pod, workload=settings.workload_name,
                              version=guardian.state.version, loop=guardian.loop,
-                             components=comps)
+                             components=comps, multi=bool(getattr(guardian, "multi", False)))
     guardian.listeners.append(recorder)
     guardian.k8s_events = recorder
     return [recorder]

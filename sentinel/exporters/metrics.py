@@ -3,9 +3,12 @@
 ``start_exporter(guardian, settings)`` binds ``--metrics-address``:
 ``--metrics-port`` and serves ``/metrics`` from a thread of its own, so a
 scrape never runs on the guardian's loop: sampling and the SIGTERM -> grace ->
-SIGKILL ladder go on whatever a client does. Every figure is read from
-``guardian.state`` when a scrape asks for it (``SentinelCollector``); only the
-two histograms are fed by the guardian's listeners as things happen. Nothing
+SIGKILL ladder go on whatever a client does. ``guardian`` is the host: a
+``Guardian`` (one program) or a ``Group`` (several, ``--config``). Every figure
+is read when a scrape asks for it (``SentinelCollector``): each program's from
+``host.programs[i].state``, with a ``program`` label, Sentinel's own from
+``host.state``; only the two histograms are fed by the host's listeners as things
+happen, filed under the program the event or sample is about. Nothing
 here is registered on prometheus_client's global registry: each exporter has
 its own ``CollectorRegistry``, so tests can build several.
 
@@ -104,13 +107,45 @@ class Histogram:
         return out, total
 
 
-class SentinelCollector(Collector):
-    """Builds every ``sentinel_*`` family from ``state`` at scrape time.
+class _Program:
+    """One program's figures for one scrape: its state, its label values and, from the
+    state file, the counters of earlier containers of the pod (``carried``)."""
 
-    Memory figures come from ``state.last_sample`` and appear only while a
-    workload process is running (a restart back-off or a watch with no target
-    shows no memory, not a stale one). Labels are low-cardinality: the
-    workload's name, the measure, kill reason and signal name; never a PID.
+    __slots__ = ("state", "program", "workload", "sample", "running", "carried")
+
+    def __init__(self, state: GuardianState, carried) -> None:
+        self.state = state
+        # A name that is not UTF-8 (a command file named with byte 0xff) would
+        # make the exposition's encoder fail, and every scrape answer 500.
+        self.program = printable(program_name(state))
+        self.workload = printable(state.workload)
+        self.running = state.main_pid is not None and state.phase in (PHASE_RUNNING,
+                                                                       PHASE_TERMINATING)
+        self.sample = state.last_sample if self.running else None
+        self.carried = carried
+
+
+def program_name(state: GuardianState) -> str:
+    """The ``program`` label of ``state``'s metrics: ``state.program``, or its workload's
+    name for a state made without one."""
+    return state.program or state.workload
+
+
+class SentinelCollector(Collector):
+    """Builds every ``sentinel_*`` family at scrape time, one series per program.
+
+    ``state`` is the host's (``host.state``: Sentinel's own figures, and on a
+    ``Guardian`` the one program's too); the programs are ``guardian.programs``
+    read at each scrape (each ``Supervisor``'s ``.state``), or ``[state]`` when
+    ``guardian`` has none (a bare state in tests). Every per-program family
+    carries ``program`` (``GuardianState.program``) and, as before it, ``workload``;
+    Sentinel's own (build info, log lines dropped, Event errors, the system's
+    memory pressure) carry neither ``program`` nor a PID.
+
+    Memory figures come from each program's ``last_sample`` and appear only while
+    its process runs (a restart back-off or a watch with no target shows no
+    memory, not a stale one). The two histograms are kept per program name
+    (``reaction_for``, ``sample_duration_for``), fed by the exporter's listeners.
     """
 
     def __init__(self, state: GuardianState, reaction: Histogram | None = None,
@@ -123,129 +158,174 @@ class SentinelCollector(Collector):
         # scrape time: ``pod_state`` (sentinel.exporters.statefile: counters of earlier
         # containers of this pod) and ``k8s_events`` (the Events recorder).
         self.guardian = guardian
-        self.reaction = reaction or Histogram(REACTION_BUCKETS)
-        self.sample_duration = sample_duration or Histogram(SAMPLE_DURATION_BUCKETS)
+        # program name -> Histogram; written on the loop, read by scrapes. setdefault
+        # and dict() are atomic under the GIL, so neither side takes a lock.
+        self._reaction: dict[str, Histogram] = {}
+        self._sample_duration: dict[str, Histogram] = {}
+        main = program_name(state)
+        if reaction is not None:
+            self._reaction[main] = reaction
+        if sample_duration is not None:
+            self._sample_duration[main] = sample_duration
 
+    # -- the histograms, per program ---------------------------------------------
+    def reaction_for(self, program: str) -> Histogram:
+        """``sentinel_reaction_seconds`` of the program called ``program``."""
+        return self._reaction.setdefault(program, Histogram(REACTION_BUCKETS))
+
+    def sample_duration_for(self, program: str) -> Histogram:
+        """``sentinel_sample_duration_seconds`` of the program called ``program``."""
+        return self._sample_duration.setdefault(program, Histogram(SAMPLE_DURATION_BUCKETS))
+
+    @property
+    def reaction(self) -> Histogram:
+        """The main (first) program's reaction histogram."""
+        return self.reaction_for(self.main_program())
+
+    @property
+    def sample_duration(self) -> Histogram:
+        """The main (first) program's sample-duration histogram."""
+        return self.sample_duration_for(self.main_program())
+
+    def program_states(self) -> list[GuardianState]:
+        """Each program's ``GuardianState``, in start order, read now."""
+        programs = getattr(self.guardian, "programs", None)
+        if programs is None:
+            return [self.state]
+        return [p.state for p in list(programs)]
+
+    def main_program(self) -> str:
+        """The name of the main program (``host.program(None)``), else the first one."""
+        find = getattr(self.guardian, "program", None)
+        if callable(find):
+            try:
+                return program_name(find(None).state)
+            except Exception:  # a host without a main program: the first one is
+                pass
+        states = self.program_states()
+        return program_name(states[0] if states else self.state)
+
+    # -- scrape -----------------------------------------------------------------
     def collect(self):
-        st = self.state
-        # A name that is not UTF-8 (a command file named with byte 0xff) would
-        # make the exposition's encoder fail, and every scrape answer 500.
-        workload = printable(st.workload)
-        w = [workload]
-        carried = getattr(getattr(self.guardian, "pod_state", None), "carried", None)
-        sample = st.last_sample
-        running = st.main_pid is not None and st.phase in (PHASE_RUNNING, PHASE_TERMINATING)
-        if not running:
-            sample = None
+        pod_state = getattr(self.guardian, "pod_state", None)
+        carried_for = getattr(pod_state, "carried_for", None)
+        progs = [_Program(st, carried_for(program_name(st)) if carried_for else None)
+                 for st in self.program_states()]
 
-        def gauge(name, doc, value, labels=(), values=(), unit=""):
-            family = GaugeMetricFamily(name, doc, labels=["workload", *labels], unit=unit)
-            family.add_metric([workload, *values], value)
-            return family
+        def family(kind, name, doc, series, labels=(), unit=""):
+            """A family of ``kind`` with each program's ``series(p)``: pairs of (label
+            values after workload and program, value); ``None`` when no program has one."""
+            fam = None
+            for p in progs:
+                for values, value in series(p):
+                    if fam is None:
+                        fam = kind(name, doc, labels=["workload", "program", *labels],
+                                   unit=unit)
+                    fam.add_metric([p.workload, p.program, *values], value)
+            return fam
 
-        if sample is not None:
-            yield gauge("sentinel_workload_memory_bytes",
-                        "The workload tree's memory in bytes by the measure compared with the "
-                        "limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
-                        "working-set: usage - inactive_file; cgroup: the cgroup's usage), "
-                        "sampled every --interval and faster near the limit.",
-                        sample.measure_bytes, ["measure"], [st.measure], unit="bytes")
-            yield gauge("sentinel_workload_rss_bytes", BY_NAME["rss_bytes"].help,
-                        sample.rss_bytes, unit="bytes")
-            for fig in _OPTIONAL_MEMORY:
-                value = getattr(sample, fig.name, None)
-                if value is None:
-                    continue
-                if fig.kind == "counter":  # the kernel's own counter (oom_kill)
-                    family = CounterMetricFamily(f"sentinel_workload_{fig.name}", fig.help,
-                                                 labels=["workload"])
-                    family.add_metric([workload], value)
-                    yield family
-                else:
-                    yield gauge(f"sentinel_workload_{fig.name}", fig.help, value, unit="bytes")
-        if st.limit_bytes is not None:
-            yield gauge("sentinel_memory_limit_bytes",
-                        "The memory limit in bytes on the measure (--max-rss); crossing it "
-                        "starts SIGTERM -> grace period -> SIGKILL.",
-                        st.limit_bytes, ["measure"], [st.measure], unit="bytes")
-        yield gauge("sentinel_workload_processes",
-                    "Processes in the workload's tree at the last sample (/proc/<pid>/task/"
-                    "<tid>/children); 0 while no workload runs.",
-                    len(sample.processes) if sample is not None else 0)
-        yield gauge("sentinel_workload_up",
-                    "1 while the workload's main process runs (stopping included), 0 while it "
-                    "is restarting, exited or not found.", 1 if running else 0)
-        yield gauge("sentinel_workload_stopped",
-                    "1 while the workload's main process is stopped (state T: SIGSTOP, SIGTSTP, "
-                    "...; reported by waitpid), 0 otherwise; SIGCONT resumes it.",
-                    1 if running and st.stopped else 0)
-        if st.started_wall is not None:
-            yield gauge("sentinel_workload_start_time_seconds",
-                        "Start time of the current (or last) workload process, in seconds since "
-                        "the Unix epoch.", st.started_wall, unit="seconds")
+        def one(value_of):
+            """``series`` for one value per program (``None``: no series for it)."""
+            def series(p):
+                value = value_of(p)
+                return () if value is None else (((), value),)
+            return series
 
-        kills = CounterMetricFamily(
-            "sentinel_kills", "Signals Sentinel sent to stop the workload, by reason "
-            "(memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts "
-            "its SIGTERM and, after the grace period, its SIGKILL. reason=\"kernel_oom\" "
-            "counts workload processes the kernel's OOM killer took first (SIGKILL, not "
-            "Sentinel's; the cgroup's oom_kill counter rose).",
-            labels=["workload", "reason", "signal"])
-        counts = dict.fromkeys(PREPOPULATED_KILLS, 0)
-        if carried is not None:  # earlier containers of this pod (--state-dir)
-            for key, n in dict(carried.kills).items():
-                counts[key] = counts.get(key, 0) + n
-        for key, n in dict(st.kills).items():  # a copy: the loop may add a key meanwhile
-            counts[key] = counts.get(key, 0) + n
-        for (reason, sig), count in sorted(counts.items()):
-            kills.add_metric([workload, reason, sig], count)
-        yield kills
+        gauge = GaugeMetricFamily
+        fams = [
+            family(gauge, "sentinel_workload_memory_bytes",
+                   "The workload tree's memory in bytes by the measure compared with the "
+                   "limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; "
+                   "working-set: usage - inactive_file; cgroup: the cgroup's usage), "
+                   "sampled every --interval and faster near the limit.",
+                   lambda p: (((p.state.measure,), p.sample.measure_bytes),) if p.sample else (),
+                   ["measure"], unit="bytes"),
+            family(gauge, "sentinel_workload_rss_bytes", BY_NAME["rss_bytes"].help,
+                   one(lambda p: p.sample.rss_bytes if p.sample else None), unit="bytes"),
+        ]
+        for fig in _OPTIONAL_MEMORY:
+            value = one(lambda p, n=fig.name: getattr(p.sample, n, None) if p.sample else None)
+            if fig.kind == "counter":  # the kernel's own counter (oom_kill)
+                fams.append(family(CounterMetricFamily, f"sentinel_workload_{fig.name}",
+                                   fig.help, value))
+            else:
+                fams.append(family(gauge, f"sentinel_workload_{fig.name}", fig.help, value,
+                                   unit="bytes"))
+        fams += [
+            family(gauge, "sentinel_memory_limit_bytes",
+                   "The memory limit in bytes on the measure (--max-rss); crossing it "
+                   "starts SIGTERM -> grace period -> SIGKILL.",
+                   lambda p: (((p.state.measure,), p.state.limit_bytes),)
+                   if p.state.limit_bytes is not None else (), ["measure"], unit="bytes"),
+            family(gauge, "sentinel_workload_processes",
+                   "Processes in the workload's tree at the last sample (/proc/<pid>/task/"
+                   "<tid>/children); 0 while no workload runs.",
+                   one(lambda p: len(p.sample.processes) if p.sample is not None else 0)),
+            family(gauge, "sentinel_workload_up",
+                   "1 while the workload's main process runs (stopping included), 0 while it "
+                   "is restarting, exited or not found.", one(lambda p: 1 if p.running else 0)),
+            family(gauge, "sentinel_workload_stopped",
+                   "1 while the workload's main process is stopped (state T: SIGSTOP, "
+                   "SIGTSTP, ...; reported by waitpid), 0 otherwise; SIGCONT resumes it.",
+                   one(lambda p: 1 if p.running and p.state.stopped else 0)),
+            family(gauge, "sentinel_workload_start_time_seconds",
+                   "Start time of the current (or last) workload process, in seconds since "
+                   "the Unix epoch.", one(lambda p: p.state.started_wall), unit="seconds"),
+            family(CounterMetricFamily, "sentinel_kills",
+                   "Signals Sentinel sent to stop the workload, by reason (memory_limit, "
+                   "operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts its "
+                   "SIGTERM and, after the grace period, its SIGKILL. reason=\"kernel_oom\" "
+                   "counts workload processes the kernel's OOM killer took first (SIGKILL, not "
+                   "Sentinel's; the cgroup's oom_kill counter rose).", _kills,
+                   ["reason", "signal"]),
+            family(CounterMetricFamily, "sentinel_wakeups",
+                   "Kernel notifications that made Sentinel sample at once instead of at its "
+                   "next tick, by source (memory_events: cgroup v2 memory.events; pressure: a "
+                   "PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup "
+                   "v1 OOM eventfd).", _wakeups, ["source"]),
+        ]
+        yield from (f for f in fams if f is not None)
+        yield from self._pressure(progs)
 
-        wakeups = CounterMetricFamily(
-            "sentinel_wakeups", "Kernel notifications that made Sentinel sample at once "
-            "instead of at its next tick, by source (memory_events: cgroup v2 memory.events; "
-            "pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: "
-            "cgroup v1 OOM eventfd).", labels=["workload", "source"])
-        woke = dict.fromkeys(WAKEUP_SOURCES, 0)
-        woke.update(dict(st.wakeups))
-        for source, count in sorted(woke.items()):
-            wakeups.add_metric([workload, str(source)], count)
-        yield wakeups
-        yield from self._pressure()
+        for f in (
+                family(CounterMetricFamily, "sentinel_restarts",
+                       "Restarts of the workload by the restart policy (--restart).",
+                       one(lambda p: p.state.restarts
+                           + (p.carried.restarts if p.carried is not None else 0))),
+                family(gauge, "sentinel_last_kill_timestamp_seconds",
+                       "When Sentinel last started stopping the workload (SIGTERM, or SIGKILL "
+                       "for an immediate kill), in seconds since the Unix epoch; 0 if it never "
+                       "did.", one(_last_kill_wall), unit="seconds")):
+            if f is not None:
+                yield f
 
-        restarts = CounterMetricFamily(
-            "sentinel_restarts", "Restarts of the workload by the restart policy (--restart).",
-            labels=["workload"])
-        restarts.add_metric(w, st.restarts + (carried.restarts if carried is not None else 0))
-        yield restarts
-
-        kill = st.current_kill or st.last_kill
-        yield gauge("sentinel_last_kill_timestamp_seconds",
-                    "When Sentinel last started stopping the workload (SIGTERM, or SIGKILL for an "
-                    "immediate kill), in seconds since the Unix epoch; 0 if it never did.",
-                    kill.started_wall if kill is not None else
-                    (carried.last_kill_wall or 0) if carried is not None else 0, unit="seconds")
-
-        for name, doc, hist in (
+        reactions, durations = dict(self._reaction), dict(self._sample_duration)
+        for name, doc, hists, bounds in (
                 ("sentinel_reaction_seconds",
-                 "Time in seconds from the estimated memory limit crossing (interpolated between "
-                 "two samples) to the SIGTERM that followed.", self.reaction),
+                 "Time in seconds from the estimated memory limit crossing (interpolated "
+                 "between two samples) to the SIGTERM that followed.", reactions,
+                 REACTION_BUCKETS),
                 ("sentinel_sample_duration_seconds",
                  "Time in seconds one memory sample of the workload's tree took "
-                 "(/proc/<pid>/statm and children for each process; smaps_rollup for pss/uss).",
-                 self.sample_duration)):
-            buckets, total = hist.buckets()
-            family = HistogramMetricFamily(name, doc, labels=["workload"], unit="seconds")
-            family.add_metric(w, buckets, total)
-            yield family
+                 "(/proc/<pid>/statm and children for each process; smaps_rollup for "
+                 "pss/uss).", durations, SAMPLE_DURATION_BUCKETS)):
+            fam = HistogramMetricFamily(name, doc, labels=["workload", "program"],
+                                        unit="seconds")
+            for p in progs:
+                hist = hists.get(p.program) or hists.get(program_name(p.state)) \
+                    or Histogram(bounds)
+                buckets, total = hist.buckets()
+                fam.add_metric([p.workload, p.program], buckets, total)
+            yield fam
 
         errors = CounterMetricFamily(
-            "sentinel_probe_errors", "Failed reads while sampling, by probe (the /proc or cgroup "
-            "file) and reason (the error's type, or its errno name such as EMFILE); vanished "
-            "processes are not errors.",
-            labels=["probe", "reason"])
-        for (probe, reason), count in sorted(dict(st.sample_errors).items()):
-            errors.add_metric([probe, reason], count)
+            "sentinel_probe_errors", "Failed reads while sampling, by probe (the /proc or "
+            "cgroup file) and reason (the error's type, or its errno name such as EMFILE); "
+            "vanished processes are not errors.",
+            labels=["program", "probe", "reason"])
+        for p in progs:
+            for (probe, reason), count in sorted(dict(p.state.sample_errors).items()):
+                errors.add_metric([p.program, probe, reason], count)
         yield errors
 
         recorder = getattr(self.guardian, "k8s_events", None)
@@ -263,42 +343,44 @@ class SentinelCollector(Collector):
                 event_errors.add_metric([reason], count)
             yield event_errors
 
-        yield gauge("sentinel_sampling_failing",
-                    "1 while sampling the workload's memory fails (several samples in a row with "
-                    "a failed /proc read, e.g. EMFILE: out of file descriptors), so the limit may "
-                    "not be enforced; see sentinel_probe_errors_total.",
-                    1 if st.sampling_failing else 0)
+        yield from _present(family(gauge, "sentinel_sampling_failing",
+                     "1 while sampling the workload's memory fails (several samples in a row "
+                     "with a failed /proc read, e.g. EMFILE: out of file descriptors), so the "
+                     "limit may not be enforced; see sentinel_probe_errors_total.",
+                     one(lambda p: 1 if p.state.sampling_failing else 0)))
         from sentinel import logs  # already loaded: the guardian logs through it
 
         dropped = CounterMetricFamily(
             "sentinel_log_lines_dropped", "Sentinel's own log lines dropped because stderr "
             "could not take them (a full pipe nobody reads, EPIPE, EBADF, ENOSPC); enforcement "
             "goes on.", labels=["workload"])
-        dropped.add_metric(w, logs.stats()["lines_dropped"])
+        dropped.add_metric([printable(self.state.workload)], logs.stats()["lines_dropped"])
         yield dropped
-        yield gauge("sentinel_enforcement_paused",
-                    "1 while enforcement of the memory limit is paused from the control socket.",
-                    0 if st.enforcing else 1)
+        yield from _present(family(gauge, "sentinel_enforcement_paused",
+                     "1 while enforcement of the memory limit is paused from the control "
+                     "socket.", one(lambda p: 0 if p.state.enforcing else 1)))
         info = InfoMetricFamily("sentinel_build", "Sentinel's version and mode (run or watch).",
                                 labels=["version", "mode"])
-        info.add_metric([st.version, st.mode], {})
+        info.add_metric([self.state.version, self.state.mode], {})
         yield info
 
-
-    def _pressure(self):
+    def _pressure(self, progs):
         """``sentinel_memory_pressure_stall_seconds_total{kind, scope}`` from PSI's
-        ``total`` (microseconds stalled since boot, or since the cgroup was made): the
-        cgroup's ``memory.pressure`` (scope "cgroup", v2 only) when ``state.cgroup``
-        names it, and the system's (scope "system"). A file that cannot be read (no PSI,
+        ``total`` (microseconds stalled since boot, or since the cgroup was made): each
+        program's cgroup's ``memory.pressure`` (scope "cgroup", v2 only, with its
+        ``program`` label) when its ``state.cgroup`` names it, and the system's (scope
+        "system", Sentinel's own: no ``program``). A file that cannot be read (no PSI,
         v1, a gone group) is left out; never a scrape error."""
         paths = []
-        cgroup = dict(self.state.cgroup or {})
-        if cgroup.get("version") == 2 and cgroup.get("path"):
-            paths.append(("cgroup", os.path.join(str(cgroup["path"]), "memory.pressure")))
+        for p in progs:
+            cgroup = dict(p.state.cgroup or {})
+            if cgroup.get("version") == 2 and cgroup.get("path"):
+                paths.append(({"scope": "cgroup", "program": p.program},
+                              os.path.join(str(cgroup["path"]), "memory.pressure")))
         if self.pressure_path:
-            paths.append(("system", self.pressure_path))
+            paths.append(({"scope": "system"}, self.pressure_path))
         family = None
-        for scope, path in paths:
+        for labels, path in paths:
             try:
                 figures = read_pressure(path)
             except (OSError, ValueError):
@@ -311,13 +393,46 @@ class SentinelCollector(Collector):
                     family = CounterMetricFamily(
                         "sentinel_memory_pressure_stall_seconds", "Time in seconds that tasks "
                         "stalled waiting for memory (PSI total: kind some = at least one task, "
-                        "full = all non-idle tasks at once), of the workload's cgroup (scope "
-                        "cgroup, its memory.pressure) or the whole system (scope system, "
-                        "/proc/pressure/memory); read at scrape time.",
+                        "full = all non-idle tasks at once), of a program's cgroup (scope "
+                        "cgroup, its memory.pressure, with its program label) or the whole "
+                        "system (scope system, /proc/pressure/memory); read at scrape time.",
                         labels=["kind", "scope"])
-                family.add_metric([kind, scope], total)
+                # Two label sets in one family (the system's has no program): samples
+                # are added as the exposition's lines, which prometheus_client allows.
+                family.add_sample("sentinel_memory_pressure_stall_seconds_total",
+                                  {"kind": kind, **labels}, total)
         if family is not None:
             yield family
+
+
+def _present(family):
+    """``family`` in a tuple, or nothing when no program gave it a series."""
+    return () if family is None else (family,)
+
+
+def _kills(p: _Program):
+    """``sentinel_kills_total`` series of one program: this container's counts plus the
+    carried ones, the prepopulated keys at 0 so rate()/increase() see the first kill."""
+    counts = dict.fromkeys(PREPOPULATED_KILLS, 0)
+    if p.carried is not None:  # earlier containers of this pod (--state-dir)
+        for key, n in dict(p.carried.kills).items():
+            counts[key] = counts.get(key, 0) + n
+    for key, n in dict(p.state.kills).items():  # a copy: the loop may add a key meanwhile
+        counts[key] = counts.get(key, 0) + n
+    return [((reason, sig), count) for (reason, sig), count in sorted(counts.items())]
+
+
+def _wakeups(p: _Program):
+    woke = dict.fromkeys(WAKEUP_SOURCES, 0)
+    woke.update(dict(p.state.wakeups))
+    return [((str(source),), count) for source, count in sorted(woke.items())]
+
+
+def _last_kill_wall(p: _Program) -> float:
+    kill = p.state.current_kill or p.state.last_kill
+    if kill is not None:
+        return kill.started_wall
+    return (p.carried.last_kill_wall or 0) if p.carried is not None else 0
 
 
 # Every figure but RSS is exported when the sample has it; the words come from the one
@@ -411,16 +526,27 @@ class MetricsExporter:
         # linger after a kill waits for one more when a scraper has been seen.
         self.scrapes_total = 0
         self.last_scrape_started_mono: float | None = None
+        self._last_sampled: GuardianState | None = None  # see on_sample
 
     # -- listeners, on the guardian's loop ----------------------------------
     def on_event(self, event: Event) -> None:
         if event.kind == "signal_sent" and event.fields.get("signal") == "SIGTERM":
             reaction = event.fields.get("reaction_seconds")
             if reaction is not None:  # None for operator and shutdown stops
-                self.collector.reaction.observe(float(reaction))
+                program = event.program or self.collector.main_program()
+                self.collector.reaction_for(program).observe(float(reaction))
 
     def on_sample(self, sample: MemorySample) -> None:
-        self.collector.sample_duration.observe(sample.duration_seconds)
+        # A MemorySample does not name its program: it is the one whose state holds
+        # it (the supervisor sets ``last_sample`` before calling the listeners).
+        # The last match is tried first: one identity check per sample on the loop.
+        state = self._last_sampled
+        if state is None or state.last_sample is not sample:
+            state = next((st for st in self.collector.program_states()
+                          if st.last_sample is sample), None)
+            self._last_sampled = state
+        program = program_name(state) if state is not None else self.collector.main_program()
+        self.collector.sample_duration_for(program).observe(sample.duration_seconds)
 
     # -- serving ---------------------------------------------------------------
     def listen(self, address: str, port: int, sock: socket.socket | None = None) -> None:

@@ -13,14 +13,23 @@ restart, and once more at exit.
 The file (schema 1)::
 
     {"schema": 1, "pod_uid": "0b6e...", "written": 1764590000.5,
-     "counters": {"kills": [{"labels": {"reason": "memory_limit", "signal": "SIGTERM"},
-                             "value": 3}, ...],
-                  "restarts": [{"labels": {}, "value": 0}]},
-     "last_kill_timestamp_seconds": 1764589990.1}
+     "counters": {"kills": [{"labels": {"program": "web", "reason": "memory_limit",
+                                        "signal": "SIGTERM"}, "value": 3}, ...],
+                  "restarts": [{"labels": {"program": "web"}, "value": 0}, ...]},
+     "last_kill_timestamp_seconds": 1764589990.1,
+     "last_kill_timestamp_seconds_by_program": {"web": 1764589990.1}}
 
 ``counters`` maps a counter name to its labelled values, as Prometheus does,
 so a new counter (kernel OOM kills) is a new key, not a new schema; keys this
 version does not know are kept as they were when the file is rewritten.
+Each value names its ``program`` (``GuardianState.program``: the one workload
+of the single-command form, or a program of ``--config``), so every program
+keeps its own counters across container restarts. A value without one (a file
+written before programs existed) belongs to the main program, and so does the
+top-level ``last_kill_timestamp_seconds`` when there is no ``..._by_program``;
+that top-level figure stays the pod's latest kill, so an older Sentinel
+still reads the file (adding all programs up). Programs no longer supervised
+keep their counters in the file.
 
 Rules:
 
@@ -82,8 +91,11 @@ class Carried:
     other: dict = field(default_factory=dict)
 
 
-def parse(data: bytes, pod_uid: str | None) -> tuple[Carried, str | None]:
-    """``(carried, problem)`` for the file's bytes ``data``.
+def parse(data: bytes, pod_uid: str | None,
+          main: str = "") -> tuple[dict[str, Carried], str | None]:
+    """``(carried, problem)`` for the file's bytes ``data``: ``carried`` maps each
+    program's name to its ``Carried``; values that name no program go to ``main``
+    (the main program: a file from before programs), which also gets ``other``.
 
     ``problem`` is ``None`` when the file is usable, else the reason it is not
     (words that follow "the state file"): then ``carried`` is empty.
@@ -91,31 +103,44 @@ def parse(data: bytes, pod_uid: str | None) -> tuple[Carried, str | None]:
     try:
         doc = json.loads(data)
     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        return Carried(), f"is not valid JSON ({exc})"
+        return {}, f"is not valid JSON ({exc})"
     if not isinstance(doc, dict):
-        return Carried(), "is not a JSON object"
+        return {}, "is not a JSON object"
     if doc.get("schema") != SCHEMA:
-        return Carried(), (f"has schema {doc.get('schema')!r}, this Sentinel reads schema "
-                           f"{SCHEMA}")
+        return {}, (f"has schema {doc.get('schema')!r}, this Sentinel reads schema "
+                    f"{SCHEMA}")
     file_uid = doc.get("pod_uid")
     if file_uid != pod_uid:
-        return Carried(), (f"is from another pod (pod UID {file_uid or 'unset'}, this pod's "
-                           f"POD_UID is {pod_uid or 'unset'})")
+        return {}, (f"is from another pod (pod UID {file_uid or 'unset'}, this pod's "
+                    f"POD_UID is {pod_uid or 'unset'})")
+    out: dict[str, Carried] = {}
+
+    def of(labels) -> Carried:
+        name = labels.get("program")
+        return out.setdefault(main if name is None else str(name), Carried())
+
     try:
         counters = doc.get("counters") or {}
-        carried = Carried()
         for item in counters.get("kills", []):
             labels = item["labels"]
             key = (str(labels["reason"]), str(labels["signal"]))
+            carried = of(labels)
             carried.kills[key] = carried.kills.get(key, 0) + _count(item["value"])
         for item in counters.get("restarts", []):
-            carried.restarts += _count(item["value"])
-        carried.other = {k: v for k, v in counters.items() if k not in ("kills", "restarts")}
-        last = doc.get("last_kill_timestamp_seconds")
-        carried.last_kill_wall = float(last) if last else None
+            of(item.get("labels") or {}).restarts += _count(item["value"])
+        other = {k: v for k, v in counters.items() if k not in ("kills", "restarts")}
+        if other:
+            out.setdefault(main, Carried()).other = other
+        by_program = doc.get("last_kill_timestamp_seconds_by_program")
+        if by_program is None:
+            last = doc.get("last_kill_timestamp_seconds")
+            by_program = {main: last} if last else {}
+        for name, last in dict(by_program).items():
+            if last:
+                out.setdefault(str(name), Carried()).last_kill_wall = float(last)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        return Carried(), f"has a malformed counter ({type(exc).__name__}: {exc})"
-    return carried, None
+        return {}, f"has a malformed counter ({type(exc).__name__}: {exc})"
+    return out, None
 
 
 def _count(value) -> int:
@@ -124,19 +149,39 @@ def _count(value) -> int:
     return value
 
 
-def render(carried: Carried, state, pod_uid: str | None) -> bytes:
-    """The file's contents: ``carried`` plus the counts in ``state`` (a ``GuardianState``)."""
-    kills = dict(carried.kills)
-    for key, n in dict(state.kills).items():
-        kills[key] = kills.get(key, 0) + n
-    kill = state.current_kill or state.last_kill
-    last = kill.started_wall if kill is not None else carried.last_kill_wall
-    counters = dict(carried.other)
-    counters["kills"] = [{"labels": {"reason": r, "signal": s}, "value": n}
-                         for (r, s), n in sorted(kills.items())]
-    counters["restarts"] = [{"labels": {}, "value": carried.restarts + state.restarts}]
+def _name(state) -> str:
+    """A program's key in the file: ``state.program``, else its workload's name."""
+    return state.program or state.workload
+
+
+def render(carried: dict[str, Carried], states, pod_uid: str | None,
+           main: str = "") -> bytes:
+    """The file's contents: ``carried`` (program name -> ``Carried``) plus the counts in
+    ``states`` (each program's ``GuardianState``; one state alone is taken as a list of
+    one). ``main`` names the program whose ``Carried.other`` holds unknown counters."""
+    if not isinstance(states, (list, tuple)):
+        states = [states]
+    live = {_name(st): st for st in states}
+    kills, restarts, last_kill = [], [], {}
+    for name in sorted(set(carried) | set(live)):
+        old, st = carried.get(name) or Carried(), live.get(name)
+        counts = dict(old.kills)
+        for key, n in (dict(st.kills).items() if st is not None else ()):
+            counts[key] = counts.get(key, 0) + n
+        kills += [{"labels": {"program": name, "reason": r, "signal": s}, "value": n}
+                  for (r, s), n in sorted(counts.items())]
+        restarts.append({"labels": {"program": name},
+                         "value": old.restarts + (st.restarts if st is not None else 0)})
+        kill = (st.current_kill or st.last_kill) if st is not None else None
+        last = kill.started_wall if kill is not None else old.last_kill_wall
+        if last:
+            last_kill[name] = last
+    counters = dict((carried.get(main) or Carried()).other)
+    counters["kills"] = kills
+    counters["restarts"] = restarts
     doc = {"schema": SCHEMA, "pod_uid": pod_uid, "written": time.time(), "counters": counters,
-           "last_kill_timestamp_seconds": last}
+           "last_kill_timestamp_seconds": max(last_kill.values()) if last_kill else None,
+           "last_kill_timestamp_seconds_by_program": last_kill}
     return (json.dumps(doc, sort_keys=True) + "\n").encode()
 
 
@@ -175,24 +220,32 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 class StateFile:
-    """The pod's counters in ``<directory>/sentinel-state.json``; a guardian listener.
+    """The pod's counters in ``<directory>/sentinel-state.json``; a host listener.
 
-    ``carried`` holds what earlier containers counted (read once, here);
-    ``writes_total`` and ``write_errors_total`` count this Sentinel's writes.
-    ``close()`` writes the final counts, waiting at most ``flush_seconds``.
+    ``carried_by_program`` holds what earlier containers counted, per program name
+    (read once, here; ``carried_for(name)`` for one, ``carried`` for the main
+    program's); ``writes_total`` and ``write_errors_total`` count this Sentinel's
+    writes. ``close()`` writes the final counts, waiting at most ``flush_seconds``.
+
+    ``state`` is the host's ``GuardianState``; ``host`` (a ``Guardian`` or a
+    ``Group``) gives the programs whose counts are written (``host.programs``, read
+    at each write, so a program added by a reload is kept too) and the main one
+    (``host.program(None)``); without it ``state`` is the one program.
     """
 
     name = COMPONENT
 
     def __init__(self, directory: str, state, *, pod_uid: str | None,
-                 flush_seconds: float = FLUSH_SECONDS, components: dict | None = None) -> None:
+                 flush_seconds: float = FLUSH_SECONDS, components: dict | None = None,
+                 host=None) -> None:
         self.directory = directory
         self.path = os.path.join(directory, FILE_NAME)
         self.state = state
+        self.host = host
         self.pod_uid = pod_uid
         self.flush_seconds = flush_seconds
         self.components = components  # guardian.state.components: a failed write shows there
-        self.carried = Carried()
+        self.carried_by_program: dict[str, Carried] = {}
         self.writes_total = 0
         self.write_errors_total = 0
         self._warned_write = False
@@ -201,6 +254,35 @@ class StateFile:
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
+
+    # -- the programs ---------------------------------------------------------
+    def program_states(self) -> list:
+        """Each program's ``GuardianState``, read now (``[state]`` without a host)."""
+        programs = getattr(self.host, "programs", None)
+        if programs is None:
+            return [self.state]
+        return [p.state for p in list(programs)]
+
+    def main_program(self) -> str:
+        """The main program's name: old files' counters are its."""
+        find = getattr(self.host, "program", None)
+        if callable(find):
+            try:
+                return _name(find(None).state)
+            except Exception:  # no main program: the first one
+                pass
+        states = self.program_states()
+        return _name(states[0] if states else self.state)
+
+    def carried_for(self, program: str) -> Carried | None:
+        """What earlier containers counted for the program called ``program``, or
+        ``None`` (nothing carried for it)."""
+        return self.carried_by_program.get(program)
+
+    @property
+    def carried(self) -> Carried:
+        """The main program's carried counters (empty when none)."""
+        return self.carried_by_program.get(self.main_program()) or Carried()
 
     # -- reading, once at start ---------------------------------------------
     def load(self) -> str:
@@ -224,16 +306,17 @@ class StateFile:
             return self._bad(f"cannot be read ({exc.strerror or exc})")
         if len(data) > MAX_BYTES:
             return self._bad(f"is bigger than {MAX_BYTES} bytes: not a Sentinel state file")
-        carried, problem = parse(data, self.pod_uid)
+        carried, problem = parse(data, self.pod_uid, self.main_program())
         if problem is not None:
             return self._bad(problem)
-        self.carried = carried
-        kills = sum(carried.kills.values())
+        self.carried_by_program = carried
+        kills = sum(sum(c.kills.values()) for c in carried.values())
+        restarts = sum(c.restarts for c in carried.values())
         log.info("state file %s: carrying over %d kill signal(s) and %d restart(s) from "
-                 "earlier containers of this pod", self.path, kills, carried.restarts,
+                 "earlier containers of this pod", self.path, kills, restarts,
                  extra={"event": "state_file", "path": self.path, "kills": kills,
-                        "restarts": carried.restarts})
-        return f"on: {self.path} (carried {kills} kill signal(s), {carried.restarts} restart(s))"
+                        "restarts": restarts, "programs": sorted(carried)})
+        return f"on: {self.path} (carried {kills} kill signal(s), {restarts} restart(s))"
 
     def _bad(self, problem: str) -> str:
         message = " ".join(f"state file {self.path} {problem}; the pod's counters start at "
@@ -249,7 +332,8 @@ class StateFile:
 
     def save(self) -> None:
         """Queue a write of the current counts; the writer thread takes the newest."""
-        data = render(self.carried, self.state, self.pod_uid)
+        data = render(self.carried_by_program, self.program_states(), self.pod_uid,
+                      self.main_program())
         with self._cond:
             if self._closed:
                 return
@@ -318,7 +402,8 @@ class StateFile:
 def start(guardian, settings, environ=None) -> list:
     """Read the state file for ``guardian`` when ``settings.state_dir`` is set; subscribe it.
 
-    Sets ``guardian.pod_state`` (the ``StateFile``, for the metrics exporter)
+    ``guardian`` is the host (one program or several, ``host.programs``). Sets
+    ``guardian.pod_state`` (the ``StateFile``, for the metrics exporter: ``carried_for``)
     and ``guardian.state.components["state-file"]``; returns ``[state_file]``
     or ``[]`` when off.
     """
@@ -329,7 +414,7 @@ def start(guardian, settings, environ=None) -> list:
         return []
     env = os.environ if environ is None else environ
     sf = StateFile(directory, guardian.state, pod_uid=env.get("POD_UID") or None,
-                   components=comps)
+                   components=comps, host=guardian)
     comps[COMPONENT] = sf.load()
     guardian.pod_state = sf
     guardian.listeners.append(sf)

@@ -7,7 +7,9 @@ file. The kubelet reads that file when the container ends and shows it as
 the container's ``lastState.terminated.message``; it keeps at most 4096
 bytes, so the summary is cut to that. A kernel OOM kill (``kernel_oom_kill``)
 is written too, named ``KernelOOMKill`` as its Event is. Nothing is written when no kill
-happened, so a workload's own exit leaves the file as it was.
+happened, so a workload's own exit leaves the file as it was. With several programs
+(``sentinel run --config``) the message names the program whose kill or exit ended
+the container and lists the other programs' kills briefly (``TerminationLog``).
 
 The default path, ``/dev/termination-log``, is used only when it already
 exists (the kubelet mounts it into every container), so Sentinel never
@@ -100,23 +102,79 @@ def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
     return text
 
 
+def _brief(kill: dict) -> str:
+    """A few words on one kill, for the list of other programs' kills."""
+    why = _WHY.get(kill.get("reason"), str(kill.get("reason")))
+    signals = " then ".join(kill.get("signals") or []) or "no signal reached it"
+    code = kill.get("exit_code")
+    return f"{why} ({signals}" + (f", exit code {code})" if code is not None else ")")
+
+
+class _Outcome:
+    """A program's latest kill (or, for the main program, exit) as the message tells it."""
+
+    __slots__ = ("reason", "text", "brief", "seq")
+
+    def __init__(self, reason: str, text: str, brief: str, seq: int) -> None:
+        self.reason, self.text, self.brief, self.seq = reason, text, brief, seq
+
+
 class TerminationLog:
-    """A guardian listener that writes ``summary()`` to ``path`` after each kill."""
+    """A host listener that writes ``summary()`` to ``path`` after each kill.
+
+    With several programs (``host.multi``) the message is about the program whose
+    kill or exit ended the container, named first: the main program's latest kill or
+    exit when it has one (its exit ends the container), else the latest kill that was
+    not Sentinel's own shutdown (a shutdown stops every program: a consequence, not a
+    cause). The other programs' kills follow in a few words each, within
+    ``MAX_BYTES``. The main program's exit is written only once some program was
+    killed (no kill: the file is left as it was, as with one program).
+    """
 
     name = COMPONENT
 
-    def __init__(self, path: str, *, create: bool, workload: str) -> None:
+    def __init__(self, path: str, *, create: bool, workload: str, host=None) -> None:
         self.path = path
         self.create = create
         self.workload = workload
+        self.host = host
+        self.multi = bool(getattr(host, "multi", False))
         self.kills = 0
+        self.kills_by_program: dict[str, int] = {}
         self.written = 0
         self._warned = False
+        self._outcomes: dict[str, _Outcome] = {}
+        self._seq = 0
+
+    def _main_program(self) -> str:
+        find = getattr(self.host, "program", None)
+        if callable(find):
+            try:
+                st = find(None).state
+                return st.program or st.workload
+            except Exception:  # no main program
+                pass
+        return self.workload
 
     def __call__(self, event: Event) -> None:
+        program = event.program or self.workload
         if event.kind == "kernel_oom_kill":
             self.kills += 1
-            self.write(kernel_oom_summary(event.fields, self.workload, self.kills))
+            n = self.kills_by_program[program] = self.kills_by_program.get(program, 0) + 1
+            if not self.multi:
+                self.write(kernel_oom_summary(event.fields, self.workload, self.kills))
+                return
+            kill = event.fields.get("kill") or {}
+            self._record(program, REASON_KERNEL_OOM,
+                         kernel_oom_summary(event.fields, program, n),
+                         f"the kernel's OOM killer (SIGKILL, exit code "
+                         f"{kill.get('exit_code', 137)})")
+            return
+        if event.kind == "exited" and self.multi and self.kills \
+                and program == self._main_program():
+            code = event.fields.get("exit_code")
+            self._record(program, "exit", f"Main program {program!r} exited with code {code}; "
+                         "the container ends with it.\n", f"exited with code {code}")
             return
         if event.kind != "kill_finished":
             return
@@ -124,7 +182,37 @@ class TerminationLog:
         if kill.get("reason") == REASON_KERNEL_OOM:  # written at its kernel_oom_kill
             return
         self.kills += 1
-        self.write(summary(kill, self.workload, self.kills))
+        n = self.kills_by_program[program] = self.kills_by_program.get(program, 0) + 1
+        if not self.multi:
+            self.write(summary(kill, self.workload, self.kills))
+            return
+        self._record(program, str(kill.get("reason")), summary(kill, program, n), _brief(kill))
+
+    def _record(self, program: str, reason: str, text: str, brief: str) -> None:
+        self._seq += 1
+        self._outcomes[program] = _Outcome(reason, text, brief, self._seq)
+        self.write(self.message())
+
+    def message(self) -> str:
+        """The message for several programs: the one that ended the container first, then
+        the other programs' kills briefly; at most ``MAX_BYTES``."""
+        outcomes = self._outcomes
+        causes = {p: o for p, o in outcomes.items() if o.reason != "shutdown"} or outcomes
+        main = self._main_program()
+        first = main if main in causes else max(causes, key=lambda p: causes[p].seq)
+        others = [f"{p}: {self.kills_by_program.get(p, 0)} kill(s), last {o.brief}"
+                  for p, o in sorted(outcomes.items(), key=lambda item: -item[1].seq)
+                  if p != first and self.kills_by_program.get(p)]
+        tail = ""
+        if others:
+            tail = " Other programs: " + "; ".join(others) + "."
+            if len(tail.encode()) > MAX_BYTES // 4:  # the cause keeps most of the room
+                tail = tail.encode()[: MAX_BYTES // 4 - 4].decode(errors="ignore") + "..."
+        head = f"{first}: {outcomes[first].text.rstrip()}"
+        room = MAX_BYTES - len(tail.encode()) - 1
+        if len(head.encode()) > room:
+            head = head.encode()[: room - 3].decode(errors="ignore") + "..."
+        return head + tail + "\n"
 
     def write(self, text: str) -> bool:
         """Replace the file's contents with ``text``; ``False`` (logged once) on failure."""
@@ -161,7 +249,8 @@ def start(guardian, settings) -> list:
     if not explicit and not os.path.exists(path):
         comps[COMPONENT] = f"off ({path} does not exist: not in a Kubernetes container)"
         return []
-    writer = TerminationLog(path, create=explicit, workload=settings.workload_name)
+    writer = TerminationLog(path, create=explicit, workload=settings.workload_name,
+                            host=guardian)
     guardian.listeners.append(writer)
     comps[COMPONENT] = f"on: {path}"
     return [writer]

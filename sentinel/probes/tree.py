@@ -176,6 +176,8 @@ class TreeProbe:
     ``smaps_cheap_seconds`` or more; samples in between carry the last PSS/USS plus
     RSS's growth since as the measure (``smaps_estimated`` is then True and the sample's
     ``pss_bytes``/``uss_bytes`` are ``None``); ``force_smaps()`` makes the next one read.
+    ``root_filter(pid)`` says which of the root's direct children are part of the tree
+    (``None``: all; with several programs each program's probe keeps its own).
     ``fd_budget`` caps the descriptors kept between samples (default: derived
     from the soft RLIMIT_NOFILE at each sample, see ``descriptor_budget()``);
     ``kept_descriptors`` is how many are kept now.
@@ -186,8 +188,13 @@ class TreeProbe:
                  cgroup: "CgroupProbe | None" = None, fd_budget: int | None = None,
                  smaps_min_period: float = 0.0,
                  smaps_cheap_seconds: float = SMAPS_CHEAP_SECONDS,
-                 walk_period: float = 0.0) -> None:
+                 walk_period: float = 0.0,
+                 root_filter=None) -> None:
         self.root_pid = root_pid
+        # Which of the root's direct children belong to this tree (several programs under
+        # one Sentinel: the children of the program's session, its orphans included;
+        # sentinel.core.group); None: all of them.
+        self.root_filter = root_filter
         self.include_root = include_root
         self.measure = measure
         self.proc = proc_root
@@ -309,6 +316,8 @@ class TreeProbe:
                 except OSError:
                     pass
                 self.kept_descriptors -= 1
+        if pid == self.root_pid and self.root_filter is not None:
+            kids = [kid for kid in kids if self.root_filter(kid)]
         return kids
 
     def rss_bytes(self, pid: int, node: _Node) -> int | None:

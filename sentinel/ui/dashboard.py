@@ -26,7 +26,7 @@ from sentinel.logs import fmt_bytes
 # lives in sentinel.control.snapshot (control may not import ui); re-exported here.
 from sentinel.control.snapshot import (  # noqa: F401
     HISTORY_POINTS, HISTORY_SECONDS, RATE_WINDOW_SECONDS, SERVER_NAMES, ProcessNames,
-    _downsample, _growth, _psutil, load_psutil, memory_figures, snapshot,
+    _downsample, _growth, _psutil, host_snapshot, load_psutil, memory_figures, snapshot,
 )
 
 # Headroom thresholds for the bar and the sparkline: share of the limit used.
@@ -52,7 +52,8 @@ _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "s
                 "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events",
-                "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes")
+                "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes",
+                "multi", "program", "programs")
 
 
 class StatusAdapter:
@@ -222,6 +223,59 @@ def state_line(snap: dict) -> tuple[str, str, str]:
     return phase.upper(), "", "bold"
 
 
+# A program's ``state`` (``sentinel.core.supervisor.ProgramState``) as the table shows it.
+_PROGRAM_STATE_STYLES = {
+    "running": "green", "starting": "cyan", "stopped_by_signal": "yellow",
+    "stopping": "bold yellow", "backing_off": "magenta", "exited": "default",
+    "stopped": "default", "given_up": "bold red",
+}
+
+
+def several(snap: dict) -> bool:
+    """The snapshot is of several programs (a config file): the view adds the table."""
+    return bool(snap.get("multi")) or len(snap.get("programs") or []) > 1
+
+
+def program_rows(snap: dict) -> list[dict]:
+    """The programs table's view model, one dict per program in start order, every cell
+    already text: ``name`` (``*`` after the main one), ``state`` and ``state_style``,
+    ``pid``, ``memory`` (``"rss 50.0 MiB / 200.0 MiB"``), ``fraction`` (of the limit, or
+    ``None``) and ``memory_style``, ``growth``, ``to_limit`` (from the snapshot's
+    ``growth_bytes_per_second``/``seconds_to_limit``: the sampler's one estimator),
+    ``kills``, ``restarts``. Empty with one program."""
+    if not several(snap):
+        return []
+    rows = []
+    for p in snap.get("programs") or []:
+        value, limit = p.get("measure_bytes"), p.get("limit_bytes")
+        frac = value / limit if value is not None and limit else None
+        state = str(p.get("state") or p.get("phase") or "?")
+        if p.get("enforcing") is False:
+            state += " (paused)"
+        if (p.get("sampling") or {}).get("failing"):
+            state += " (sampling failing)"
+        memory = f"{p.get('measure', 'rss')} {fmt_bytes(value) if value is not None else '-'}"
+        memory += f" / {fmt_bytes(limit)}" if limit is not None else " / no limit"
+        left, rate = p.get("seconds_to_limit"), p.get("growth_bytes_per_second")
+        if frac is not None and frac >= 1.0:
+            to_limit = "over"
+        elif left is not None:
+            to_limit = fmt_duration(left)
+        elif limit and value is not None and rate is not None and rate <= 0:
+            to_limit = "not growing"
+        else:
+            to_limit = "n/a"
+        rows.append({
+            "name": str(p.get("name") or "?") + (" *" if p.get("main") else ""),
+            "state": state, "state_style": _PROGRAM_STATE_STYLES.get(p.get("state"), "bold"),
+            "pid": str(p["pid"]) if p.get("pid") is not None else "-",
+            "memory": memory, "fraction": frac, "memory_style": headroom_style(frac),
+            "growth": fmt_rate(rate) if value is not None else "n/a", "to_limit": to_limit,
+            "kills": str(p.get("kills_total", 0)), "restarts": str(p.get("restarts", 0)),
+        })
+    return rows
+
+
 def format_line(snap: dict) -> str:
     """One plain status line (no escape codes), for a stdout that is not a terminal."""
     label, detail, _ = state_line(snap)
@@ -243,6 +297,11 @@ def format_line(snap: dict) -> str:
         parts.append(f"limit in {fmt_duration(snap['seconds_to_limit'])}")
     parts.append(f"procs {snap.get('process_count', 0)}")
     parts.append(f"kills {snap.get('kills_total', 0)} restarts {snap.get('restarts', 0)}")
+    rows = program_rows(snap)
+    if rows:  # several programs: each one's state and memory, after the main one's line
+        parts.append("| " + "; ".join(
+            f"{r['name']} {r['state']} pid {r['pid']} {r['memory']} kills {r['kills']} "
+            f"restarts {r['restarts']}" for r in rows))
     return " ".join(str(p) for p in parts)
 
 
@@ -406,6 +465,36 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
         title.append(f"  $ {command}", style="dim")
     lines.append(title)
 
+    # Several programs: one row each; the panels below are the main program's.
+    rows = program_rows(snap)
+    if rows:
+        lines.append(Text(f"Programs ({len(rows)}; * main, shown below)", style="bold"))
+        grid = Table.grid(padding=(0, 2), expand=False)
+        heads = ("PROGRAM", "STATE", "PID", "MEMORY / LIMIT", "GROWTH", "TO LIMIT", "KILLS",
+                 "RESTARTS")
+        keys = ("name", "state", "pid", "memory", "growth", "to_limit", "kills", "restarts")
+        widths = [max(len(h), *(len(r[k]) for r in rows)) for h, k in zip(heads, keys)]
+        # The bar gets what the text columns leave (at most 20 cells; none under 4).
+        bar_width = min(20, width - sum(widths) - 2 * len(widths))
+        for i, w in enumerate(widths):
+            # Every text column at its width but the name, which yields on a narrow screen.
+            grid.add_column(no_wrap=True, justify="right" if i in (2, 4, 6, 7) else "left",
+                            overflow="ellipsis", min_width=None if i == 0 else w)
+            if i == 3 and bar_width >= 4:
+                grid.add_column(no_wrap=True, width=bar_width)
+        bar_head = [Text("")] if bar_width >= 4 else []
+        head = [Text(h, style="dim") for h in heads]
+        grid.add_row(*head[:4], *bar_head, *head[4:])
+        for r in rows:
+            bar = [_bar(r["fraction"], bar_width)] if bar_width >= 4 else []
+            grid.add_row(Text(r["name"], style="bold" if r["name"].endswith("*") else ""),
+                         Text(r["state"], style=r["state_style"]), r["pid"],
+                         Text(r["memory"], style=r["memory_style"]), *bar, r["growth"],
+                         r["to_limit"],
+                         Text(r["kills"], style="red" if r["kills"] != "0" else ""),
+                         r["restarts"])
+        lines.append(grid)
+
     # State.
     label, detail, style = state_line(snap)
     state = Text("State ", style="dim", no_wrap=True, overflow="ellipsis")
@@ -482,7 +571,7 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     procs = snap.get("processes") or []
     # Section headers (2), the table's header row, the footer, and the
     # table's placeholder row when there is no process.
-    fixed = len(lines) + 4 + (0 if procs else 1)
+    fixed = len(lines) + 4 + (0 if procs else 1) + len(rows)  # the programs grid: a line each
     events = snap.get("events") or []
     if height is None:
         n_procs, n_events = min(len(procs), 10), min(len(events), 10)
@@ -521,6 +610,8 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
         row = Text(no_wrap=True, overflow="ellipsis")
         row.append(time.strftime("%H:%M:%S", time.localtime(e.get("at") or 0)), style="dim")
         row.append(f"  {e.get('kind', ''):<17} ", style=_event_style(e.get("kind", "")))
+        if rows:  # several programs: whose event it is ("sentinel" for Sentinel's own)
+            row.append(f"{e.get('program') or 'sentinel'}: ", style="bold")
         row.append(e.get("message", ""))
         lines.append(row)
 

@@ -215,18 +215,21 @@ class Dashboard:
         self._handle = self.guardian.loop.call_later(1 / FRAMES_PER_SECOND, self._tick)
         if not self._ready.is_set():  # the render thread is still importing rich
             return
-        from sentinel.ui.dashboard import snapshot
+        from sentinel.ui.dashboard import host_snapshot
 
         t0 = time.perf_counter()
-        snap = snapshot(self.guardian.state, self.names)
+        snap = host_snapshot(self.guardian, self.names)  # each program when there are several
         self._snapshot_seconds.append(time.perf_counter() - t0)
         self._measure_gaps()
         self._latest = snap
         self._wake.set()
 
     def _measure_gaps(self) -> None:
-        """Track the longest gap between samples of one run since the dashboard started."""
-        st = self.guardian.state
+        """Track the longest gap between samples of one run since the dashboard started
+        (the main program's, whose panels the view shows)."""
+        from sentinel.control.snapshot import main_program
+
+        st = main_program(self.guardian).state
         fresh = []
         for t, _ in reversed(st.history):
             if self._seen_wall is not None and t <= self._seen_wall:
@@ -292,9 +295,9 @@ class Dashboard:
         """Called after the loop has stopped: draw the end state, restore the terminal."""
         if self._handle is not None:
             self._handle.cancel()
-        from sentinel.ui.dashboard import snapshot
+        from sentinel.ui.dashboard import host_snapshot
 
-        self._final = snapshot(self.guardian.state, self.names)
+        self._final = host_snapshot(self.guardian, self.names)
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
@@ -352,10 +355,10 @@ class PlainStatus:
 
     def _tick(self) -> None:
         self._handle = self.guardian.loop.call_later(self.period, self._tick)
-        from sentinel.ui.dashboard import format_line, snapshot
+        from sentinel.ui.dashboard import format_line, host_snapshot
 
         # format_line starts with its own timestamp; the log line has one already.
-        line = format_line(snapshot(self.guardian.state)).partition(" ")[2]
+        line = format_line(host_snapshot(self.guardian)).partition(" ")[2]
         log.info("%s", line, extra={"event": "status_line"})
 
     def close(self) -> None:

@@ -386,3 +386,20 @@ def test_a_reply_too_long_for_the_client_says_the_clients_limit_and_the_way_out(
     assert one_error_line(bad).startswith("sentinel: error: SENTINEL_CLIENT_MAX_REPLY: 'lots' "
                                           "is not a size")
     assert s.popen.poll() is None
+
+
+def test_status_of_a_real_run_lists_its_one_program(guarded):
+    """The single-command form is one program named after its command: `programs` holds
+    it (the same pid and figures as the top level), the human table has no programs table,
+    and the program's name is accepted where a NAME may be given."""
+    s, path = guarded
+    status = wait_until(lambda: (r := request(path, "status")["status"])["memory"] and r,
+                        what="a first sample")
+    (entry,) = status["programs"]
+    assert (entry["name"], entry["main"], entry["state"]) == ("python", True, "running")
+    assert entry["pid"] == status["main_pid"] and entry["limit_bytes"] == 200 * 2**20
+    assert status["multi"] is False and status["program"] == "python"
+    out = cli("status", "python", "--socket", path)
+    assert out.returncode == 0 and "PROGRAM" not in out.stdout
+    out = cli("stop", "nosuch", "--socket", path)
+    assert out.returncode == 2 and "no program named 'nosuch'" in one_error_line(out)

@@ -70,6 +70,11 @@ def test_a_memory_kill_becomes_one_schema_valid_event(start_sentinel, tmp_path, 
     assert ev["reportingInstance"] == POD["POD_NAME"]
     assert ev["regarding"] == {"apiVersion": "v1", "kind": "Pod", "name": POD["POD_NAME"],
                                "namespace": "demo", "uid": POD["POD_UID"]}
+    # The program it is about (here the one workload, named after its command), for
+    # selectors; its note has no prefix (one program).
+    assert ev["related"] == {"apiVersion": "sentinel.dev/v1", "kind": "Program",
+                             "name": os.path.basename(PY), "namespace": "demo"}
+    assert ev["note"].startswith("Memory limit exceeded: ")
     assert ev["metadata"]["namespace"] == "demo"
     assert ev["metadata"]["name"].startswith(POD["POD_NAME"] + ".")
     assert MICRO_TIME.match(ev["eventTime"]), ev["eventTime"]

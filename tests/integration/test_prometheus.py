@@ -141,7 +141,7 @@ def finite_points(result: list[dict]) -> list[float]:
             if not math.isnan(float(v))]
 
 
-def dashboard_exprs(workload: str, rate_interval: str, range_: str) -> dict[str, str]:
+def dashboard_exprs(program: str, rate_interval: str, range_: str) -> dict[str, str]:
     d = json.loads(DASHBOARD.read_text())
     out = {}
     for p in d["panels"]:
@@ -149,7 +149,7 @@ def dashboard_exprs(workload: str, rate_interval: str, range_: str) -> dict[str,
             out[f"panel {p['title']!r} {t['refId']}"] = t["expr"]
     for a in d["annotations"]["list"]:
         out[f"annotation {a['name']!r}"] = a["expr"]
-    subst = {"$__rate_interval": rate_interval, "$__range": range_, "$workload": workload}
+    subst = {"$__rate_interval": rate_interval, "$__range": range_, "$program": program}
     for key, expr in out.items():
         for var, value in subst.items():
             expr = expr.replace(var, value)
@@ -173,7 +173,7 @@ def test_promtool_check_metrics_on_a_live_sentinel(start_sentinel):
     url = f"http://127.0.0.1:{port}/metrics"
     body = wait_until(lambda: (b := try_get(url)) and metric(
         b, "sentinel_workload_memory_bytes{") and b, 20, what="a sample on /metrics")
-    assert metric(body, 'sentinel_workload_up{workload="python') == 1.0
+    assert metric(body, 'sentinel_workload_up{program="python') == 1.0
     out = subprocess.run([tool("promtool"), "check", "metrics"], input=body,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -223,12 +223,13 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
 
     # One memory kill, a restart, and the restarted workload parked above 90 %.
     body = wait_until(lambda: (b := try_get(url)) and metric(
-        b, 'sentinel_restarts_total{workload="leaky"}') == 1.0 and (metric(
-            b, 'sentinel_workload_memory_bytes{measure="rss",workload="leaky"}') or 0)
+        b, 'sentinel_restarts_total{program="leaky",workload="leaky"}') == 1.0 and (metric(
+            b, 'sentinel_workload_memory_bytes{measure="rss",program="leaky",'
+               'workload="leaky"}') or 0)
         > 0.9 * limit_mib * MiB and b, 30, what="kill, restart and the parked workload")
-    assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
-                        'workload="leaky"}') == 1.0
-    assert metric(body, 'sentinel_reaction_seconds_count{workload="leaky"}') == 1.0
+    assert metric(body, 'sentinel_kills_total{program="leaky",reason="memory_limit",'
+                        'signal="SIGTERM",workload="leaky"}') == 1.0
+    assert metric(body, 'sentinel_reaction_seconds_count{program="leaky",workload="leaky"}') == 1.0
 
     # Prometheus agrees: the counter reads 1 after one kill, the ratio is
     # recorded, and the kill alert fires.
@@ -259,7 +260,7 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
     empty = {key: expr for key, expr in exprs.items()
              if not finite_points(prom.query_range(expr, t_start, t_end))}
     assert not empty, f"no data for: {json.dumps(empty, indent=1)}"
-    # The negative control: a query on a workload that does not exist is empty.
+    # The negative control: a query on a program that does not exist is empty.
     missing = dashboard_exprs("nonesuch", "5s", "60s")
     assert not finite_points(prom.query_range(
         missing["panel 'Memory against limit' A"], t_start, t_end))
@@ -313,7 +314,7 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
         f'if [ -e "{restarted}" ]; then exec sleep 120; fi; touch "{restarted}"; '
         f'while [ ! -e "{go}" ]; do sleep 0.2; done; exec "{PY}" "{LEAKER}" --quiet --rate 100'))
     url = f"http://127.0.0.1:{port}/metrics"
-    count_line = 'sentinel_sample_duration_seconds_count{workload="leaky"}'
+    count_line = 'sentinel_sample_duration_seconds_count{program="leaky",workload="leaky"}'
     wait_until(lambda: metric(try_get(url), count_line), 20, what="Sentinel's first samples")
 
     stop = threading.Event()
@@ -352,7 +353,8 @@ def test_a_hammered_exporter_does_not_delay_sampling(start_sentinel, tmp_path):
         rate = (n1 - n0) / (t1 - t0)
         # A leak, still under the hammer: SIGTERM, exit, restart.
         go.touch()
-        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}'),
+        wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{program="leaky",'
+                                                'workload="leaky"}'),
                    30, what="the kill and the restart")
     finally:
         stop.set()
@@ -393,12 +395,12 @@ def test_kills_reach_prometheus_across_container_restarts(start_sentinel, promet
             "--state-dir", str(state_dir), "--workload-name", "leaky", "--", "sh", "-c",
             f'while [ ! -e "{go}" ]; do sleep 0.05; done; '
             f'exec "{PY}" "{LEAKER}" --quiet --rate 200'), env=env)
-        start_line = 'sentinel_workload_start_time_seconds{workload="leaky"}'
+        start_line = 'sentinel_workload_start_time_seconds{program="leaky",workload="leaky"}'
         body = wait_until(lambda: (b := try_get(url)) and metric(b, start_line) and b, 20,
                           what="this container's /metrics")
         started = metric(body, start_line)
-        assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
-                            'workload="leaky"}') == n - 1  # carried over, from the start
+        assert metric(body, 'sentinel_kills_total{program="leaky",reason="memory_limit",'
+                            'signal="SIGTERM",workload="leaky"}') == n - 1  # carried over
         if prom is None:
             prom = prometheus(f"127.0.0.1:{port}")
         # Handshake: Prometheus has scraped this container (not only the last one).
@@ -444,9 +446,9 @@ def test_the_linger_waits_for_one_more_scrape_and_keeps_the_exit_code(start_sent
                what="the linger", )
     assert s.popen.poll() is None  # still there, waiting for the scrape
     body = get(url)
-    assert metric(body, 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",'
-                        'workload="sh"}') == 1.0
-    assert metric(body, 'sentinel_workload_up{workload="sh"}') == 0.0
+    assert metric(body, 'sentinel_kills_total{program="sh",reason="memory_limit",'
+                        'signal="SIGTERM",workload="sh"}') == 1.0
+    assert metric(body, 'sentinel_workload_up{program="sh",workload="sh"}') == 0.0
     assert s.wait(5) == 143
     assert "reports are out" in [e for e in s.logs() if e.get("event") == "linger"][-1]["msg"]
 
@@ -512,7 +514,7 @@ def test_a_workload_name_that_is_not_utf8_is_scraped(start_sentinel, tmp_path):
     url = f"http://127.0.0.1:{port}/metrics"
     body = wait_until(lambda: (b := try_get(url)) and metric(b, "sentinel_workload_up{") and b,
                       20, what="a scrape with the workload up")
-    assert metric(body, 'sentinel_workload_up{workload="leak\\\\xff"}') == 1.0
+    assert metric(body, 'sentinel_workload_up{program="leak\\\\xff",workload="leak\\\\xff"}') == 1.0
     for _ in range(3):
         with OPENER.open(url, timeout=5) as resp:
             assert resp.status == 200
@@ -533,8 +535,9 @@ def test_a_shutdown_after_an_earlier_kill_does_not_linger(start_sentinel, tmp_pa
         f'if [ -e "{restarted}" ]; then exec sleep 60; fi; touch "{restarted}"; '
         f'exec "{PY}" "{LEAKER}" --quiet --rate 200'))
     url = f"http://127.0.0.1:{port}/metrics"
-    wait_until(lambda: metric(try_get(url), 'sentinel_restarts_total{workload="leaky"}') == 1
-               and metric(try_get(url), 'sentinel_workload_up{workload="leaky"}') == 1, 20,
+    leaky = '{program="leaky",workload="leaky"}'
+    wait_until(lambda: metric(try_get(url), f"sentinel_restarts_total{leaky}") == 1
+               and metric(try_get(url), f"sentinel_workload_up{leaky}") == 1, 20,
                what="the kill, the restart, and the scrapes")
     t0 = time.monotonic()
     s.signal(signal.SIGTERM)

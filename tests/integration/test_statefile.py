@@ -37,7 +37,7 @@ def idle(start_sentinel, state_dir, uid=UID):
     return s, body
 
 
-KILLS = 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="app"}'
+KILLS = 'sentinel_kills_total{program="app",reason="memory_limit",signal="SIGTERM",workload="app"}'
 
 
 def test_the_next_container_carries_the_kills_over(start_sentinel, tmp_path):
@@ -46,14 +46,15 @@ def test_the_next_container_carries_the_kills_over(start_sentinel, tmp_path):
     assert not warnings_of(first)
     doc = json.loads((shared / "sentinel-state.json").read_text())
     assert doc["pod_uid"] == UID and doc["schema"] == 1
-    assert {"labels": {"reason": "memory_limit", "signal": "SIGTERM"}, "value": 1} \
+    assert {"labels": {"program": "app", "reason": "memory_limit", "signal": "SIGTERM"},
+            "value": 1} \
         in doc["counters"]["kills"]
     leak(start_sentinel, shared)
     second = json.loads((shared / "sentinel-state.json").read_text())
     assert second["last_kill_timestamp_seconds"] > doc["last_kill_timestamp_seconds"]
     s, body = idle(start_sentinel, shared)
     assert metric(body, KILLS) == 2.0
-    assert metric(body, 'sentinel_last_kill_timestamp_seconds{workload="app"}') == \
+    assert metric(body, 'sentinel_last_kill_timestamp_seconds{program="app",workload="app"}') == \
         second["last_kill_timestamp_seconds"]  # the carried one: no kill in this container
     [carried] = [r for r in s.logs() if r.get("event") == "state_file"]
     assert carried["kills"] == 2 and carried["level"] == "info"

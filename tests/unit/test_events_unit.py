@@ -582,3 +582,47 @@ def test_the_termination_message_names_a_kernel_oom_kill_once(tmp_path):
     # A kill_finished for the same kernel kill (if the core sends one) is not a second kill.
     writer(Event("kill_finished", "done", fields={"kill": ev.fields["kill"]}))
     assert path.read_text() == text and writer.kills == 1
+
+
+# ---------------------------------------------------------------- several programs
+def program_event(program: str, **kw) -> Event:
+    import dataclasses
+
+    return dataclasses.replace(kill_event(**kw), program=program)
+
+
+def test_with_several_programs_each_events_note_and_related_name_its_program(tmp_path):
+    with FakeApiServer() as api:
+        r = recorder(api, tmp_path, multi=True)
+        r(program_event("web"))
+        r(program_event("worker"))
+        r(program_event("worker"))  # a repeat of worker's: its own series, not web's
+        r.close()
+    assert r.errors_total == {} and r.sent_total == {"create": 2, "patch": 1}
+    by_program = {e["related"]["name"]: e for e in api.events()}  # stored: schema-valid
+    assert sorted(by_program) == ["web", "worker"]
+    for program, ev in by_program.items():
+        assert ev["related"] == {"apiVersion": "sentinel.dev/v1", "kind": "Program",
+                                 "name": program, "namespace": "demo"}
+        assert ev["note"].startswith(f"{program}: Memory limit exceeded: "), ev["note"]
+        assert f"workload {program!r}" in ev["note"]
+        assert ev["regarding"]["kind"] == "Pod" and ev["reportingInstance"] == POD.name
+    assert by_program["worker"]["series"]["count"] == 2 and "series" not in by_program["web"]
+
+
+def test_one_program_names_it_in_related_only_and_sentinels_own_name_none():
+    rec = events.record_for(program_event("leaker"), "leaker")
+    assert rec.program == "leaker" and rec.note.startswith("Memory limit exceeded: ")
+    body = events.events_v1_body(rec, POD, "web-1.abc")
+    assert body["related"]["name"] == "leaker" and not schema_errors(body)
+    core = events.core_v1_body(rec, POD, "web-1.abc")
+    assert core["related"] == body["related"] and not schema_errors(core, group=None)
+    own = events.record_for(kill_event(), "leaker", multi=True)  # Event.program == ""
+    assert own.program == "" and own.note.startswith("Memory limit exceeded: ")
+    assert "related" not in events.events_v1_body(own, POD, "web-1.abc")
+
+
+def test_a_prefixed_note_still_fits_in_1kib():
+    rec = events.record_for(program_event("p" * 200, pids=range(100000, 105000)), "w",
+                            multi=True)
+    assert rec.note.startswith("p" * 200 + ": ") and len(rec.note.encode()) <= 1024

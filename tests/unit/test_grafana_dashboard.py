@@ -74,15 +74,26 @@ def test_generator_check_mode_catches_a_stale_file(tmp_path, monkeypatch):
     assert gen.main(["--check"]) == 1
 
 
-def test_workload_is_a_templated_variable_every_query_uses():
+def test_program_is_a_templated_variable_every_query_uses():
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
-    w = variables["workload"]
+    w = variables["program"]
     assert w["type"] == "query" and w["multi"] and w["includeAll"]
-    assert w["query"]["query"] == "label_values(sentinel_workload_up, workload)"
+    assert w["query"]["query"] == "label_values(sentinel_workload_up, program)"
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     for expr in all_exprs():
-        assert 'workload=~"$workload"' in expr, expr
+        assert 'program=~"$program"' in expr, expr
+
+
+def test_sums_keep_programs_apart_and_joins_take_one_series_per_sentinel():
+    # Several programs under one Sentinel (sentinel run --config): a sum that dropped
+    # ``program`` would add their kills up; a group_left join on (job, instance) onto
+    # one series per program would be many-to-many, an error in Prometheus.
+    for expr in all_exprs():
+        for by in re.findall(r"sum by \(([^)]*)\)", expr):
+            assert "program" in by.split(", "), expr
+        if "group_left" in expr:
+            assert "group_left () max by (job, instance) (" in expr, expr
 
 
 def test_every_panel_reads_the_templated_data_source():
@@ -174,7 +185,7 @@ def test_provisioning_points_at_compose_prometheus_and_dashboards_mount():
 
 def test_kernel_oom_kills_and_memory_pressure_have_panels():
     (kernel,) = exprs(panel("Kernel OOM kills"))
-    assert 'sentinel_kills_total{workload=~"$workload", reason="kernel_oom"}' in kernel
+    assert 'sentinel_kills_total{program=~"$program", reason="kernel_oom"}' in kernel
     assert panel("Kernel OOM kills")["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
     (psi,) = exprs(panel("Memory pressure (PSI)"))
     assert psi.startswith("rate(sentinel_memory_pressure_stall_seconds_total[")

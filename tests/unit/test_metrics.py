@@ -36,7 +36,7 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopbac
 def make_state(**kw) -> GuardianState:
     args = dict(mode="run", workload="api", command=("python", "app.py"), measure="pss",
                 limit_bytes=200 * MiB, grace_period_seconds=3.0, interval_seconds=0.1,
-                version="1.2.3")
+                version="1.2.3", program="api")
     args.update(kw)
     return GuardianState(**args)
 
@@ -66,113 +66,113 @@ def busy_state() -> GuardianState:
 EXPECTED = '''\
 # HELP sentinel_workload_memory_bytes The workload tree's memory in bytes by the measure compared with the limit (rss: /proc/<pid>/statm; pss/uss: /proc/<pid>/smaps_rollup; working-set: usage - inactive_file; cgroup: the cgroup's usage), sampled every --interval and faster near the limit.
 # TYPE sentinel_workload_memory_bytes gauge
-sentinel_workload_memory_bytes{measure="pss",workload="api"} 1.572864e+08
+sentinel_workload_memory_bytes{measure="pss",program="api",workload="api"} 1.572864e+08
 # HELP sentinel_workload_rss_bytes Resident set size of the workload's process tree in bytes, summed over /proc/<pid>/statm (resident pages x page size) of each process.
 # TYPE sentinel_workload_rss_bytes gauge
-sentinel_workload_rss_bytes{workload="api"} 1.6777216e+08
+sentinel_workload_rss_bytes{program="api",workload="api"} 1.6777216e+08
 # HELP sentinel_workload_pss_bytes Proportional set size of the workload's tree in bytes (shared pages divided among their sharers), summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
 # TYPE sentinel_workload_pss_bytes gauge
-sentinel_workload_pss_bytes{workload="api"} 1.572864e+08
+sentinel_workload_pss_bytes{program="api",workload="api"} 1.572864e+08
 # HELP sentinel_workload_uss_bytes Unique set size (private pages) of the workload's tree in bytes, summed over /proc/<pid>/smaps_rollup; present with --measure pss or uss.
 # TYPE sentinel_workload_uss_bytes gauge
-sentinel_workload_uss_bytes{workload="api"} 1.4680064e+08
+sentinel_workload_uss_bytes{program="api",workload="api"} 1.4680064e+08
 # HELP sentinel_workload_cgroup_memory_current_bytes Memory charged to the workload's cgroup in bytes (v2 memory.current, v1 memory.usage_in_bytes): anonymous memory, page cache, tmpfs and kernel memory.
 # TYPE sentinel_workload_cgroup_memory_current_bytes gauge
-sentinel_workload_cgroup_memory_current_bytes{workload="api"} 3.145728e+08
+sentinel_workload_cgroup_memory_current_bytes{program="api",workload="api"} 3.145728e+08
 # HELP sentinel_workload_cgroup_memory_max_bytes The cgroup's hard memory limit in bytes (v2 memory.max, v1 memory.limit_in_bytes); absent when unlimited ("max").
 # TYPE sentinel_workload_cgroup_memory_max_bytes gauge
-sentinel_workload_cgroup_memory_max_bytes{workload="api"} 5.36870912e+08
+sentinel_workload_cgroup_memory_max_bytes{program="api",workload="api"} 5.36870912e+08
 # HELP sentinel_workload_cgroup_memory_high_bytes The cgroup's throttling limit in bytes (v2 memory.high); absent when "max" or on cgroup v1.
 # TYPE sentinel_workload_cgroup_memory_high_bytes gauge
-sentinel_workload_cgroup_memory_high_bytes{workload="api"} 4.194304e+08
+sentinel_workload_cgroup_memory_high_bytes{program="api",workload="api"} 4.194304e+08
 # HELP sentinel_workload_cgroup_inactive_file_bytes Inactive page cache of the workload's cgroup in bytes (memory.stat), which the kernel reclaims first.
 # TYPE sentinel_workload_cgroup_inactive_file_bytes gauge
-sentinel_workload_cgroup_inactive_file_bytes{workload="api"} 5.24288e+07
+sentinel_workload_cgroup_inactive_file_bytes{program="api",workload="api"} 5.24288e+07
 # HELP sentinel_workload_cgroup_working_set_bytes Working set of the workload's cgroup in bytes: usage minus inactive_file, floored at 0, as the kubelet computes it.
 # TYPE sentinel_workload_cgroup_working_set_bytes gauge
-sentinel_workload_cgroup_working_set_bytes{workload="api"} 2.62144e+08
+sentinel_workload_cgroup_working_set_bytes{program="api",workload="api"} 2.62144e+08
 # HELP sentinel_workload_cgroup_oom_kills_total Processes of the workload's cgroup killed by the kernel's OOM killer (the kernel's own counter).
 # TYPE sentinel_workload_cgroup_oom_kills_total counter
-sentinel_workload_cgroup_oom_kills_total{workload="api"} 2.0
+sentinel_workload_cgroup_oom_kills_total{program="api",workload="api"} 2.0
 # HELP sentinel_memory_limit_bytes The memory limit in bytes on the measure (--max-rss); crossing it starts SIGTERM -> grace period -> SIGKILL.
 # TYPE sentinel_memory_limit_bytes gauge
-sentinel_memory_limit_bytes{measure="pss",workload="api"} 2.097152e+08
+sentinel_memory_limit_bytes{measure="pss",program="api",workload="api"} 2.097152e+08
 # HELP sentinel_workload_processes Processes in the workload's tree at the last sample (/proc/<pid>/task/<tid>/children); 0 while no workload runs.
 # TYPE sentinel_workload_processes gauge
-sentinel_workload_processes{workload="api"} 2.0
+sentinel_workload_processes{program="api",workload="api"} 2.0
 # HELP sentinel_workload_up 1 while the workload's main process runs (stopping included), 0 while it is restarting, exited or not found.
 # TYPE sentinel_workload_up gauge
-sentinel_workload_up{workload="api"} 1.0
+sentinel_workload_up{program="api",workload="api"} 1.0
 # HELP sentinel_workload_stopped 1 while the workload's main process is stopped (state T: SIGSTOP, SIGTSTP, ...; reported by waitpid), 0 otherwise; SIGCONT resumes it.
 # TYPE sentinel_workload_stopped gauge
-sentinel_workload_stopped{workload="api"} 0.0
+sentinel_workload_stopped{program="api",workload="api"} 0.0
 # HELP sentinel_workload_start_time_seconds Start time of the current (or last) workload process, in seconds since the Unix epoch.
 # TYPE sentinel_workload_start_time_seconds gauge
-sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09
+sentinel_workload_start_time_seconds{program="api",workload="api"} 1.70000000025e+09
 # HELP sentinel_kills_total Signals Sentinel sent to stop the workload, by reason (memory_limit, operator, shutdown) and signal (SIGTERM, SIGKILL); one stop counts its SIGTERM and, after the grace period, its SIGKILL. reason="kernel_oom" counts workload processes the kernel's OOM killer took first (SIGKILL, not Sentinel's; the cgroup's oom_kill counter rose).
 # TYPE sentinel_kills_total counter
-sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0
-sentinel_kills_total{reason="memory_limit",signal="SIGKILL",workload="api"} 1.0
-sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="api"} 2.0
-sentinel_kills_total{reason="operator",signal="SIGTERM",workload="api"} 1.0
+sentinel_kills_total{program="api",reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0
+sentinel_kills_total{program="api",reason="memory_limit",signal="SIGKILL",workload="api"} 1.0
+sentinel_kills_total{program="api",reason="memory_limit",signal="SIGTERM",workload="api"} 2.0
+sentinel_kills_total{program="api",reason="operator",signal="SIGTERM",workload="api"} 1.0
 # HELP sentinel_wakeups_total Kernel notifications that made Sentinel sample at once instead of at its next tick, by source (memory_events: cgroup v2 memory.events; pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup v1 OOM eventfd).
 # TYPE sentinel_wakeups_total counter
-sentinel_wakeups_total{source="memory_events",workload="api"} 5.0
-sentinel_wakeups_total{source="oom_notify",workload="api"} 0.0
-sentinel_wakeups_total{source="pressure",workload="api"} 1.0
-sentinel_wakeups_total{source="usage_threshold",workload="api"} 0.0
-# HELP sentinel_memory_pressure_stall_seconds_total Time in seconds that tasks stalled waiting for memory (PSI total: kind some = at least one task, full = all non-idle tasks at once), of the workload's cgroup (scope cgroup, its memory.pressure) or the whole system (scope system, /proc/pressure/memory); read at scrape time.
+sentinel_wakeups_total{program="api",source="memory_events",workload="api"} 5.0
+sentinel_wakeups_total{program="api",source="oom_notify",workload="api"} 0.0
+sentinel_wakeups_total{program="api",source="pressure",workload="api"} 1.0
+sentinel_wakeups_total{program="api",source="usage_threshold",workload="api"} 0.0
+# HELP sentinel_memory_pressure_stall_seconds_total Time in seconds that tasks stalled waiting for memory (PSI total: kind some = at least one task, full = all non-idle tasks at once), of a program's cgroup (scope cgroup, its memory.pressure, with its program label) or the whole system (scope system, /proc/pressure/memory); read at scrape time.
 # TYPE sentinel_memory_pressure_stall_seconds_total counter
 sentinel_memory_pressure_stall_seconds_total{kind="some",scope="system"} 2.837291
 sentinel_memory_pressure_stall_seconds_total{kind="full",scope="system"} 1.009881
 # HELP sentinel_restarts_total Restarts of the workload by the restart policy (--restart).
 # TYPE sentinel_restarts_total counter
-sentinel_restarts_total{workload="api"} 3.0
+sentinel_restarts_total{program="api",workload="api"} 3.0
 # HELP sentinel_last_kill_timestamp_seconds When Sentinel last started stopping the workload (SIGTERM, or SIGKILL for an immediate kill), in seconds since the Unix epoch; 0 if it never did.
 # TYPE sentinel_last_kill_timestamp_seconds gauge
-sentinel_last_kill_timestamp_seconds{workload="api"} 1.7000001005e+09
+sentinel_last_kill_timestamp_seconds{program="api",workload="api"} 1.7000001005e+09
 # HELP sentinel_reaction_seconds Time in seconds from the estimated memory limit crossing (interpolated between two samples) to the SIGTERM that followed.
 # TYPE sentinel_reaction_seconds histogram
-sentinel_reaction_seconds_bucket{le="0.001",workload="api"} 0.0
-sentinel_reaction_seconds_bucket{le="0.0025",workload="api"} 0.0
-sentinel_reaction_seconds_bucket{le="0.005",workload="api"} 1.0
-sentinel_reaction_seconds_bucket{le="0.01",workload="api"} 1.0
-sentinel_reaction_seconds_bucket{le="0.025",workload="api"} 1.0
-sentinel_reaction_seconds_bucket{le="0.05",workload="api"} 1.0
-sentinel_reaction_seconds_bucket{le="0.1",workload="api"} 1.0
-sentinel_reaction_seconds_bucket{le="0.25",workload="api"} 2.0
-sentinel_reaction_seconds_bucket{le="0.5",workload="api"} 2.0
-sentinel_reaction_seconds_bucket{le="1.0",workload="api"} 2.0
-sentinel_reaction_seconds_bucket{le="+Inf",workload="api"} 2.0
-sentinel_reaction_seconds_count{workload="api"} 2.0
-sentinel_reaction_seconds_sum{workload="api"} 0.203
+sentinel_reaction_seconds_bucket{le="0.001",program="api",workload="api"} 0.0
+sentinel_reaction_seconds_bucket{le="0.0025",program="api",workload="api"} 0.0
+sentinel_reaction_seconds_bucket{le="0.005",program="api",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.01",program="api",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.025",program="api",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.05",program="api",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.1",program="api",workload="api"} 1.0
+sentinel_reaction_seconds_bucket{le="0.25",program="api",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="0.5",program="api",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="1.0",program="api",workload="api"} 2.0
+sentinel_reaction_seconds_bucket{le="+Inf",program="api",workload="api"} 2.0
+sentinel_reaction_seconds_count{program="api",workload="api"} 2.0
+sentinel_reaction_seconds_sum{program="api",workload="api"} 0.203
 # HELP sentinel_sample_duration_seconds Time in seconds one memory sample of the workload's tree took (/proc/<pid>/statm and children for each process; smaps_rollup for pss/uss).
 # TYPE sentinel_sample_duration_seconds histogram
-sentinel_sample_duration_seconds_bucket{le="0.0001",workload="api"} 0.0
-sentinel_sample_duration_seconds_bucket{le="0.00025",workload="api"} 0.0
-sentinel_sample_duration_seconds_bucket{le="0.0005",workload="api"} 1.0
-sentinel_sample_duration_seconds_bucket{le="0.001",workload="api"} 1.0
-sentinel_sample_duration_seconds_bucket{le="0.0025",workload="api"} 1.0
-sentinel_sample_duration_seconds_bucket{le="0.005",workload="api"} 1.0
-sentinel_sample_duration_seconds_bucket{le="0.01",workload="api"} 1.0
-sentinel_sample_duration_seconds_bucket{le="0.025",workload="api"} 2.0
-sentinel_sample_duration_seconds_bucket{le="0.05",workload="api"} 2.0
-sentinel_sample_duration_seconds_bucket{le="0.1",workload="api"} 2.0
-sentinel_sample_duration_seconds_bucket{le="+Inf",workload="api"} 2.0
-sentinel_sample_duration_seconds_count{workload="api"} 2.0
-sentinel_sample_duration_seconds_sum{workload="api"} 0.0204
+sentinel_sample_duration_seconds_bucket{le="0.0001",program="api",workload="api"} 0.0
+sentinel_sample_duration_seconds_bucket{le="0.00025",program="api",workload="api"} 0.0
+sentinel_sample_duration_seconds_bucket{le="0.0005",program="api",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.001",program="api",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.0025",program="api",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.005",program="api",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.01",program="api",workload="api"} 1.0
+sentinel_sample_duration_seconds_bucket{le="0.025",program="api",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="0.05",program="api",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="0.1",program="api",workload="api"} 2.0
+sentinel_sample_duration_seconds_bucket{le="+Inf",program="api",workload="api"} 2.0
+sentinel_sample_duration_seconds_count{program="api",workload="api"} 2.0
+sentinel_sample_duration_seconds_sum{program="api",workload="api"} 0.0204
 # HELP sentinel_probe_errors_total Failed reads while sampling, by probe (the /proc or cgroup file) and reason (the error's type, or its errno name such as EMFILE); vanished processes are not errors.
 # TYPE sentinel_probe_errors_total counter
-sentinel_probe_errors_total{probe="smaps_rollup",reason="PermissionError"} 4.0
+sentinel_probe_errors_total{probe="smaps_rollup",program="api",reason="PermissionError"} 4.0
 # HELP sentinel_sampling_failing 1 while sampling the workload's memory fails (several samples in a row with a failed /proc read, e.g. EMFILE: out of file descriptors), so the limit may not be enforced; see sentinel_probe_errors_total.
 # TYPE sentinel_sampling_failing gauge
-sentinel_sampling_failing{workload="api"} 1.0
+sentinel_sampling_failing{program="api",workload="api"} 1.0
 # HELP sentinel_log_lines_dropped_total Sentinel's own log lines dropped because stderr could not take them (a full pipe nobody reads, EPIPE, EBADF, ENOSPC); enforcement goes on.
 # TYPE sentinel_log_lines_dropped_total counter
 sentinel_log_lines_dropped_total{workload="api"} 0.0
 # HELP sentinel_enforcement_paused 1 while enforcement of the memory limit is paused from the control socket.
 # TYPE sentinel_enforcement_paused gauge
-sentinel_enforcement_paused{workload="api"} 1.0
+sentinel_enforcement_paused{program="api",workload="api"} 1.0
 # HELP sentinel_build_info Sentinel's version and mode (run or watch).
 # TYPE sentinel_build_info gauge
 sentinel_build_info{mode="run",version="1.2.3"} 1.0
@@ -206,20 +206,23 @@ def test_a_kernel_oom_kill_is_counted_under_its_own_reason():
     st = make_state(measure="working-set")
     body = text(SentinelCollector(st, pressure_path=None))
     # Pre-initialised, so increase() sees the first kernel OOM kill.
-    assert 'sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 0.0' in body
+    assert ('sentinel_kills_total{program="api",reason="kernel_oom",'
+            'signal="SIGKILL",workload="api"} 0.0') in body
     st.kills[("kernel_oom", "SIGKILL")] = 2
     body = text(SentinelCollector(st, pressure_path=None))
-    assert 'sentinel_kills_total{reason="kernel_oom",signal="SIGKILL",workload="api"} 2.0' in body
+    assert ('sentinel_kills_total{program="api",reason="kernel_oom",'
+            'signal="SIGKILL",workload="api"} 2.0') in body
 
 
 def test_wakeups_are_counted_by_source_from_zero():
     st = make_state()
     got = samples(SentinelCollector(st, pressure_path=None))
     for source in ("memory_events", "pressure", "usage_threshold", "oom_notify"):
-        assert got[("sentinel_wakeups_total", (("source", source), ("workload", "api")))] == 0
+        assert got[("sentinel_wakeups_total",
+                    (("program", "api"), ("source", source), ("workload", "api")))] == 0
     st.wakeups["memory_events"] = 3
     got = samples(SentinelCollector(st, pressure_path=None))
-    assert got[("sentinel_wakeups_total", (("source", "memory_events"),
+    assert got[("sentinel_wakeups_total", (("program", "api"), ("source", "memory_events"),
                                            ("workload", "api")))] == 3
 
 
@@ -234,13 +237,13 @@ def test_pressure_is_read_at_scrape_time_from_the_cgroup_and_the_system(tmp_path
     c = SentinelCollector(st, pressure_path=PRESSURE)
     got = samples(c)
     name = "sentinel_memory_pressure_stall_seconds_total"
-    assert got[(name, (("kind", "some"), ("scope", "cgroup")))] == 1.5
-    assert got[(name, (("kind", "full"), ("scope", "cgroup")))] == 0.25
+    assert got[(name, (("kind", "some"), ("program", "api"), ("scope", "cgroup")))] == 1.5
+    assert got[(name, (("kind", "full"), ("program", "api"), ("scope", "cgroup")))] == 0.25
     assert got[(name, (("kind", "some"), ("scope", "system")))] == 2.837291
     (group / "memory.pressure").write_text("some avg10=0 avg60=0 avg300=0 total=3000000\n")
     got = samples(c)  # read again at the next scrape; a line that is gone is left out
-    assert got[(name, (("kind", "some"), ("scope", "cgroup")))] == 3.0
-    assert (name, (("kind", "full"), ("scope", "cgroup"))) not in got
+    assert got[(name, (("kind", "some"), ("program", "api"), ("scope", "cgroup")))] == 3.0
+    assert (name, (("kind", "full"), ("program", "api"), ("scope", "cgroup"))) not in got
 
 
 def test_unreadable_pressure_is_absent_never_a_scrape_error(tmp_path):
@@ -249,7 +252,7 @@ def test_unreadable_pressure_is_absent_never_a_scrape_error(tmp_path):
     st.cgroup = {"version": 2, "path": str(tmp_path / "gone"), "read_only": False}
     body = text(SentinelCollector(st, pressure_path=str(tmp_path / "no-psi")))
     assert "sentinel_memory_pressure" not in body
-    assert 'sentinel_workload_up{workload="api"} 0.0' in body
+    assert 'sentinel_workload_up{program="api",workload="api"} 0.0' in body
     st.cgroup = {"version": 1, "path": str(tmp_path), "read_only": False}
     (tmp_path / "memory.pressure").write_text("some total=9000000\n")  # never read on v1
     body = text(SentinelCollector(st, pressure_path=None))
@@ -267,25 +270,30 @@ def test_values_are_read_at_scrape_time_not_cached():
     st = busy_state()
     c = SentinelCollector(st)
     registry = build_registry(c, process=False)
-    assert 'sentinel_restarts_total{workload="api"} 3.0' in generate_latest(registry).decode()
+    assert ('sentinel_restarts_total{program="api",'
+            'workload="api"} 3.0') in generate_latest(registry).decode()
     st.restarts = 4
     st.kills[("shutdown", "SIGTERM")] = 1
     st.limit_bytes = 300 * MiB
     body = generate_latest(registry).decode()
-    assert 'sentinel_restarts_total{workload="api"} 4.0' in body
-    assert 'sentinel_kills_total{reason="shutdown",signal="SIGTERM",workload="api"} 1.0' in body
-    assert 'sentinel_memory_limit_bytes{measure="pss",workload="api"} 3.145728e+08' in body
+    assert 'sentinel_restarts_total{program="api",workload="api"} 4.0' in body
+    assert ('sentinel_kills_total{program="api",reason="shutdown",'
+            'signal="SIGTERM",workload="api"} 1.0') in body
+    assert ('sentinel_memory_limit_bytes{measure="pss",program="api",'
+            'workload="api"} 3.145728e+08') in body
 
 
 def test_a_fresh_state_has_zero_kill_series_and_no_memory():
     st = make_state(measure="rss", limit_bytes=None)
     body = text(SentinelCollector(st))
     # rate()/increase() need the series before the first kill.
-    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="api"} 0.0' in body
-    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGKILL",workload="api"} 0.0' in body
-    assert 'sentinel_workload_up{workload="api"} 0.0' in body
-    assert 'sentinel_workload_processes{workload="api"} 0.0' in body
-    assert 'sentinel_last_kill_timestamp_seconds{workload="api"} 0.0' in body
+    assert ('sentinel_kills_total{program="api",reason="memory_limit",'
+            'signal="SIGTERM",workload="api"} 0.0') in body
+    assert ('sentinel_kills_total{program="api",reason="memory_limit",'
+            'signal="SIGKILL",workload="api"} 0.0') in body
+    assert 'sentinel_workload_up{program="api",workload="api"} 0.0' in body
+    assert 'sentinel_workload_processes{program="api",workload="api"} 0.0' in body
+    assert 'sentinel_last_kill_timestamp_seconds{program="api",workload="api"} 0.0' in body
     for absent in ("sentinel_workload_memory_bytes", "sentinel_workload_rss_bytes",
                    "sentinel_memory_limit_bytes", "sentinel_workload_start_time_seconds",
                    "sentinel_workload_pss_bytes", "sentinel_workload_cgroup"):
@@ -298,17 +306,20 @@ def test_a_stale_sample_is_not_shown_while_the_workload_restarts():
     body = text(SentinelCollector(st))
     assert "sentinel_workload_memory_bytes" not in body
     assert "sentinel_workload_rss_bytes" not in body
-    assert 'sentinel_workload_up{workload="api"} 0.0' in body
-    assert 'sentinel_workload_processes{workload="api"} 0.0' in body
-    assert 'sentinel_workload_start_time_seconds{workload="api"} 1.70000000025e+09' in body
+    assert 'sentinel_workload_up{program="api",workload="api"} 0.0' in body
+    assert 'sentinel_workload_processes{program="api",workload="api"} 0.0' in body
+    assert ('sentinel_workload_start_time_seconds{program="api",'
+            'workload="api"} 1.70000000025e+09') in body
 
 
 def test_a_stopped_workload_shows_as_stopped():
     st = busy_state()
     st.stopped, st.stop_signal = True, "SIGSTOP"
-    assert 'sentinel_workload_stopped{workload="api"} 1.0' in text(SentinelCollector(st))
+    assert ('sentinel_workload_stopped{program="api",'
+            'workload="api"} 1.0') in text(SentinelCollector(st))
     st.phase, st.main_pid = PHASE_RESTARTING, None  # a stale flag never outlives its process
-    assert 'sentinel_workload_stopped{workload="api"} 0.0' in text(SentinelCollector(st))
+    assert ('sentinel_workload_stopped{program="api",'
+            'workload="api"} 0.0') in text(SentinelCollector(st))
 
 
 def test_only_measured_figures_appear():
@@ -316,7 +327,7 @@ def test_only_measured_figures_appear():
     st.last_sample = MemorySample(at_mono=1.0, measure_bytes=10 * MiB, rss_bytes=10 * MiB,
                                   processes=((4242, 10 * MiB),), duration_seconds=0.0001)
     body = text(SentinelCollector(st))
-    assert 'sentinel_workload_rss_bytes{workload="api"} 1.048576e+07' in body
+    assert 'sentinel_workload_rss_bytes{program="api",workload="api"} 1.048576e+07' in body
     for absent in ("pss_bytes", "uss_bytes", "cgroup_memory_current", "cgroup_memory_max",
                    "cgroup_working_set"):
         assert absent not in body
@@ -328,7 +339,8 @@ def test_the_current_kill_counts_as_the_last_kill():
                                  measure="pss", value_bytes=None, limit_bytes=None, pids=(1,),
                                  grace_period_seconds=3.0)
     assert samples(SentinelCollector(st))[
-        ("sentinel_last_kill_timestamp_seconds", (("workload", "api"),))] == 1700000200.0
+        ("sentinel_last_kill_timestamp_seconds", (("program", "api"), ("workload", "api")))] \
+        == 1700000200.0
 
 
 def test_labels_are_escaped_and_never_carry_pids():
@@ -482,11 +494,12 @@ def test_listeners_feed_the_histograms(guardian, exporters):
         listener(MemorySample(at_mono=1.0, measure_bytes=1, rss_bytes=1, processes=(),
                               duration_seconds=0.0003))
     _, body = get(e.url)
-    assert 'sentinel_reaction_seconds_bucket{le="0.0025",workload="app"} 0.0' in body
-    assert 'sentinel_reaction_seconds_bucket{le="0.005",workload="app"} 1.0' in body
-    assert 'sentinel_reaction_seconds_count{workload="app"} 1.0' in body
-    assert 'sentinel_sample_duration_seconds_bucket{le="0.0005",workload="app"} 1.0' in body
-    assert 'sentinel_sample_duration_seconds_count{workload="app"} 1.0' in body
+    assert 'sentinel_reaction_seconds_bucket{le="0.0025",program="app",workload="app"} 0.0' in body
+    assert 'sentinel_reaction_seconds_bucket{le="0.005",program="app",workload="app"} 1.0' in body
+    assert 'sentinel_reaction_seconds_count{program="app",workload="app"} 1.0' in body
+    assert ('sentinel_sample_duration_seconds_bucket{le="0.0005",'
+            'program="app",workload="app"} 1.0') in body
+    assert 'sentinel_sample_duration_seconds_count{program="app",workload="app"} 1.0' in body
 
 
 def test_a_port_that_is_taken_gives_one_warning_and_leaves_metrics_off(
@@ -533,7 +546,8 @@ def test_a_collector_bug_fails_the_scrape_not_sentinel(guardian, exporters, warn
     guardian.state.kills = {("memory_limit", "SIGTERM"): 1}
     status, body = get(e.url)
     assert status == 200
-    assert 'sentinel_kills_total{reason="memory_limit",signal="SIGTERM",workload="app"} 1.0' in body
+    assert ('sentinel_kills_total{program="app",reason="memory_limit",'
+            'signal="SIGTERM",workload="app"} 1.0') in body
 
 
 def test_a_stalled_client_does_not_block_other_scrapes(guardian, exporters):
@@ -573,10 +587,14 @@ def test_close_is_prompt_frees_the_port_and_unsubscribes(guardian):
 
 # ---------------------------------------------------------------- issue 8
 class _Carrier:
-    """What ``guardian.pod_state`` offers the collector (a ``statefile.StateFile``)."""
+    """What ``guardian.pod_state`` offers the collector (a ``statefile.StateFile``):
+    ``carried_for(program)``, here the counters of program "api" only."""
 
     def __init__(self, carried) -> None:
         self.carried = carried
+
+    def carried_for(self, program: str):
+        return self.carried if program == "api" else None
 
 
 def test_counters_of_earlier_containers_are_added():
@@ -590,19 +608,20 @@ def test_counters_of_earlier_containers_are_added():
     st.kills = {("memory_limit", "SIGTERM"): 1}
     st.restarts = 1
     got = samples(SentinelCollector(st, guardian=g))
-    w = ("workload", "api")
-    assert got[("sentinel_kills_total", (("reason", "memory_limit"), ("signal", "SIGTERM"), w))] \
-        == 6.0
-    assert got[("sentinel_kills_total", (("reason", "operator"), ("signal", "SIGKILL"), w))] == 1.0
-    assert got[("sentinel_restarts_total", (w,))] == 3.0
+    p, w = ("program", "api"), ("workload", "api")
+    assert got[("sentinel_kills_total",
+                (p, ("reason", "memory_limit"), ("signal", "SIGTERM"), w))] == 6.0
+    assert got[("sentinel_kills_total", (p, ("reason", "operator"), ("signal", "SIGKILL"), w))] \
+        == 1.0
+    assert got[("sentinel_restarts_total", (p, w))] == 3.0
     # No kill in this container: the last kill is the carried one ...
-    assert got[("sentinel_last_kill_timestamp_seconds", (w,))] == 1600000000.0
+    assert got[("sentinel_last_kill_timestamp_seconds", (p, w))] == 1600000000.0
     # ... until this container kills.
     st.last_kill = KillRecord(reason="memory_limit", started_wall=1700000000.0, started_mono=1.0,
                               measure="rss", value_bytes=1, limit_bytes=1, pids=(1,),
                               grace_period_seconds=3.0)
     got = samples(SentinelCollector(st, guardian=g))
-    assert got[("sentinel_last_kill_timestamp_seconds", (w,))] == 1700000000.0
+    assert got[("sentinel_last_kill_timestamp_seconds", (p, w))] == 1700000000.0
 
 
 def test_event_errors_are_served_by_reason_when_events_are_on():
@@ -624,8 +643,8 @@ def test_a_workload_name_that_is_not_utf8_is_escaped():
     import os
 
     name = os.fsdecode(b"leak\xff")  # what Python makes of a file name with byte 0xff
-    body = text(SentinelCollector(make_state(workload=name)))
-    assert 'sentinel_workload_up{workload="leak\\\\xff"} 0.0' in body
+    body = text(SentinelCollector(make_state(workload=name, program=name)))
+    assert 'sentinel_workload_up{program="leak\\\\xff",workload="leak\\\\xff"} 0.0' in body
 
 
 def test_scrapes_are_counted_once_sent_and_probes_are_not(guardian, exporters):
@@ -715,3 +734,160 @@ def test_metrics_responses_carry_a_content_length(guardian, exporters):
     with OPENER.open(e.url, timeout=5) as resp:
         body = resp.read()
         assert int(resp.headers["Content-Length"]) == len(body) > 0
+
+
+# ---------------------------------------------------------------- several programs
+class FakeHost:
+    """A host of several programs (what ``sentinel.core.group.Group`` offers exporters):
+    Sentinel's own ``state``, ``multi``, ``programs`` (objects with ``.state``),
+    ``program(name)``, ``listeners``, ``sample_listeners``, ``emit``, ``loop``."""
+
+    multi = True
+
+    def __init__(self, *programs: GuardianState) -> None:
+        self.state = make_state(workload="", program="", command=(), measure="rss",
+                                limit_bytes=None)
+        self.programs = [type("P", (), {"state": st})() for st in programs]
+        self.listeners: list = []
+        self.sample_listeners: list = []
+        self.loop = None
+        self.emitted: list = []
+
+    def program(self, name=None):
+        for p in self.programs:
+            if name is None or p.state.program == name:
+                return p
+        from sentinel.errors import UnknownProgram
+        raise UnknownProgram(name, tuple(p.state.program for p in self.programs))
+
+    def emit(self, kind, message, level=logging.INFO, **fields):
+        from sentinel.core.state import Event
+        event = Event(kind, message, fields=fields)
+        self.emitted.append(event)
+        for listener in list(self.listeners):
+            listener(event)
+        return event
+
+
+def two_programs() -> FakeHost:
+    web = make_state(workload="web", program="web", measure="rss", limit_bytes=100 * MiB,
+                     phase=PHASE_RUNNING, main_pid=10, started_wall=1700000000.0)
+    web.last_sample = MemorySample(at_mono=1.0, measure_bytes=60 * MiB, rss_bytes=60 * MiB,
+                                   processes=((10, 60 * MiB),), duration_seconds=0.0002)
+    web.kills = {("memory_limit", "SIGTERM"): 1}
+    web.last_kill = KillRecord(reason="memory_limit", started_wall=1700000050.0, started_mono=2.0,
+                               measure="rss", value_bytes=101 * MiB, limit_bytes=100 * MiB,
+                               pids=(10,), grace_period_seconds=3.0)
+    worker = make_state(workload="worker", program="worker", measure="pss", limit_bytes=None,
+                        phase=PHASE_RESTARTING, enforcing=False)
+    worker.restarts = 2
+    worker.sample_errors = {("smaps_rollup", "PermissionError"): 1}
+    return FakeHost(web, worker)
+
+
+EXPECTED_TWO = '''\
+sentinel_workload_memory_bytes{measure="rss",program="web",workload="web"} 6.291456e+07
+sentinel_workload_rss_bytes{program="web",workload="web"} 6.291456e+07
+sentinel_memory_limit_bytes{measure="rss",program="web",workload="web"} 1.048576e+08
+sentinel_workload_processes{program="web",workload="web"} 1.0
+sentinel_workload_processes{program="worker",workload="worker"} 0.0
+sentinel_workload_up{program="web",workload="web"} 1.0
+sentinel_workload_up{program="worker",workload="worker"} 0.0
+sentinel_workload_stopped{program="web",workload="web"} 0.0
+sentinel_workload_stopped{program="worker",workload="worker"} 0.0
+sentinel_workload_start_time_seconds{program="web",workload="web"} 1.7e+09
+sentinel_kills_total{program="web",reason="kernel_oom",signal="SIGKILL",workload="web"} 0.0
+sentinel_kills_total{program="web",reason="memory_limit",signal="SIGKILL",workload="web"} 0.0
+sentinel_kills_total{program="web",reason="memory_limit",signal="SIGTERM",workload="web"} 1.0
+sentinel_kills_total{program="worker",reason="kernel_oom",signal="SIGKILL",workload="worker"} 0.0
+sentinel_kills_total{program="worker",reason="memory_limit",signal="SIGKILL",workload="worker"} 0.0
+sentinel_kills_total{program="worker",reason="memory_limit",signal="SIGTERM",workload="worker"} 0.0
+sentinel_wakeups_total{program="web",source="memory_events",workload="web"} 0.0
+sentinel_wakeups_total{program="web",source="oom_notify",workload="web"} 0.0
+sentinel_wakeups_total{program="web",source="pressure",workload="web"} 0.0
+sentinel_wakeups_total{program="web",source="usage_threshold",workload="web"} 0.0
+sentinel_wakeups_total{program="worker",source="memory_events",workload="worker"} 0.0
+sentinel_wakeups_total{program="worker",source="oom_notify",workload="worker"} 0.0
+sentinel_wakeups_total{program="worker",source="pressure",workload="worker"} 0.0
+sentinel_wakeups_total{program="worker",source="usage_threshold",workload="worker"} 0.0
+sentinel_restarts_total{program="web",workload="web"} 0.0
+sentinel_restarts_total{program="worker",workload="worker"} 2.0
+sentinel_last_kill_timestamp_seconds{program="web",workload="web"} 1.70000005e+09
+sentinel_last_kill_timestamp_seconds{program="worker",workload="worker"} 0.0
+sentinel_reaction_seconds_count{program="web",workload="web"} 1.0
+sentinel_reaction_seconds_sum{program="web",workload="web"} 0.004
+sentinel_reaction_seconds_count{program="worker",workload="worker"} 0.0
+sentinel_reaction_seconds_sum{program="worker",workload="worker"} 0.0
+sentinel_sample_duration_seconds_count{program="web",workload="web"} 1.0
+sentinel_sample_duration_seconds_sum{program="web",workload="web"} 0.0002
+sentinel_sample_duration_seconds_count{program="worker",workload="worker"} 0.0
+sentinel_sample_duration_seconds_sum{program="worker",workload="worker"} 0.0
+sentinel_probe_errors_total{probe="smaps_rollup",program="worker",reason="PermissionError"} 1.0
+sentinel_sampling_failing{program="web",workload="web"} 0.0
+sentinel_sampling_failing{program="worker",workload="worker"} 0.0
+sentinel_log_lines_dropped_total{workload=""} 0.0
+sentinel_enforcement_paused{program="web",workload="web"} 0.0
+sentinel_enforcement_paused{program="worker",workload="worker"} 1.0
+sentinel_build_info{mode="run",version="1.2.3"} 1.0
+'''
+
+
+def test_several_programs_each_have_their_series_and_sentinels_own_have_none():
+    host = two_programs()
+    c = SentinelCollector(host.state, guardian=host, pressure_path=None)
+    c.reaction_for("web").observe(0.004)
+    c.sample_duration_for("web").observe(0.0002)
+    series = [line for line in text(c).splitlines()
+              if not line.startswith("#") and "_bucket{" not in line]
+    assert "\n".join(series) + "\n" == EXPECTED_TWO
+    # Every family is one block: HELP/TYPE once, its series together (the text format).
+    helps = [line.split()[2] for line in text(c).splitlines() if line.startswith("# HELP")]
+    assert len(helps) == len(set(helps))
+
+
+def test_the_exporter_files_histograms_under_the_program_they_are_about(exporters):
+    host = two_programs()
+    e = start_exporter(host, settings_for(free_port()))
+    exporters.append(e)
+    from sentinel.core.state import Event
+
+    worker = host.program("worker").state
+    for listener in host.listeners:
+        listener(Event("signal_sent", "sent SIGTERM", program="worker",
+                       fields={"signal": "SIGTERM", "reaction_seconds": 0.02}))
+    worker.last_sample = MemorySample(at_mono=2.0, measure_bytes=1, rss_bytes=1, processes=(),
+                                      duration_seconds=0.003)
+    for listener in host.sample_listeners:  # as a supervisor does: last_sample, then listeners
+        listener(worker.last_sample)
+    _, body = get(e.url)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for f in text_format_families(body) for s in f.samples}
+    for name, program, value in (("sentinel_reaction_seconds_count", "worker", 1),
+                                 ("sentinel_reaction_seconds_count", "web", 0),
+                                 ("sentinel_sample_duration_seconds_count", "worker", 1),
+                                 ("sentinel_sample_duration_seconds_count", "web", 0)):
+        assert got[(name, (("program", program), ("workload", program)))] == value, name
+    assert got[("sentinel_reaction_seconds_sum", (("program", "worker"),
+                                                  ("workload", "worker")))] == 0.02
+
+
+def test_each_program_gets_its_own_carried_counters_from_the_state_file(tmp_path):
+    import json
+
+    from sentinel.exporters import statefile
+
+    (tmp_path / statefile.FILE_NAME).write_text(json.dumps({
+        "schema": 1, "pod_uid": None, "counters": {
+            "kills": [{"labels": {"program": "worker", "reason": "memory_limit",
+                                  "signal": "SIGTERM"}, "value": 5}],
+            "restarts": [{"labels": {"program": "web"}, "value": 7}]}}))
+    host = two_programs()
+    host.pod_state = statefile.StateFile(str(tmp_path), host.state, pod_uid=None, host=host)
+    host.pod_state.load()
+    got = samples(SentinelCollector(host.state, guardian=host, pressure_path=None))
+    kills = "sentinel_kills_total"
+    for program, n in (("web", 1), ("worker", 5)):  # web: its own kill; worker: carried
+        assert got[(kills, (("program", program), ("reason", "memory_limit"),
+                            ("signal", "SIGTERM"), ("workload", program)))] == n
+    assert got[("sentinel_restarts_total", (("program", "web"), ("workload", "web")))] == 7
+    assert got[("sentinel_restarts_total", (("program", "worker"), ("workload", "worker")))] == 2

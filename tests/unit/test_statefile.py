@@ -18,9 +18,9 @@ UID = "0b6e5b8e-1c1f-4c4b-9d3b-2f54d7c2a001"
 
 
 def new_state(**kw) -> GuardianState:
-    return GuardianState(mode="run", workload="app", command=("app",), measure="rss",
-                         limit_bytes=2**27, grace_period_seconds=3.0, interval_seconds=0.1,
-                         version="t", **kw)
+    args = dict(mode="run", workload="app", command=("app",), measure="rss", limit_bytes=2**27,
+                grace_period_seconds=3.0, interval_seconds=0.1, version="t")
+    return GuardianState(**{**args, **kw})
 
 
 def kill_at(wall: float) -> KillRecord:
@@ -44,8 +44,8 @@ def test_counts_carry_over_and_never_go_backwards(tmp_path):
     doc = written(first)
     assert doc["schema"] == statefile.SCHEMA and doc["pod_uid"] == UID
     assert doc["counters"]["kills"] == [
-        {"labels": {"reason": "memory_limit", "signal": "SIGKILL"}, "value": 1},
-        {"labels": {"reason": "memory_limit", "signal": "SIGTERM"}, "value": 2}]
+        {"labels": {"program": "app", "reason": "memory_limit", "signal": "SIGKILL"}, "value": 1},
+        {"labels": {"program": "app", "reason": "memory_limit", "signal": "SIGTERM"}, "value": 2}]
     assert doc["last_kill_timestamp_seconds"] == 1000.5
 
     # The next container: carries 2+1 and 1, adds its own.
@@ -57,7 +57,7 @@ def test_counts_carry_over_and_never_go_backwards(tmp_path):
     doc = written(second)
     by_signal = {k["labels"]["signal"]: k["value"] for k in doc["counters"]["kills"]}
     assert by_signal == {"SIGTERM": 3, "SIGKILL": 1}
-    assert doc["counters"]["restarts"] == [{"labels": {}, "value": 1}]
+    assert doc["counters"]["restarts"] == [{"labels": {"program": "app"}, "value": 1}]
     # No kill in this container: the last kill time is the carried one.
     assert doc["last_kill_timestamp_seconds"] == 1000.5
 
@@ -187,7 +187,73 @@ def test_a_kernel_oom_kill_is_persisted_with_the_other_kills(tmp_path):
         doc = json.loads(f.read())
     sf.close()
     assert doc["counters"]["kills"] == [
-        {"labels": {"reason": "kernel_oom", "signal": "SIGKILL"}, "value": 1}]
+        {"labels": {"program": "app", "reason": "kernel_oom", "signal": "SIGKILL"}, "value": 1}]
     again = statefile.StateFile(str(tmp_path), new_state(), pod_uid=UID)
     again.load()
     assert again.carried.kills == {("kernel_oom", "SIGKILL"): 1}
+
+
+# ---------------------------------------------------------------- several programs
+class Host:
+    """A host of several programs as the state file sees it: ``programs`` (objects
+    with ``.state``) and ``program(None)``, the main one."""
+
+    def __init__(self, *states: GuardianState, main: int = 0) -> None:
+        self.state = new_state(workload="", program="")
+        self.programs = [type("P", (), {"state": st})() for st in states]
+        self._main = main
+
+    def program(self, name=None):
+        return self.programs[self._main] if name is None else \
+            next(p for p in self.programs if p.state.program == name)
+
+
+def test_each_program_keeps_its_own_counters_across_containers(tmp_path):
+    web, worker = new_state(program="web"), new_state(program="worker")
+    host = Host(web, worker)
+    first = statefile.StateFile(str(tmp_path), host.state, pod_uid=UID, host=host)
+    first.load()
+    web.kills[(REASON_MEMORY, "SIGTERM")] = 2
+    worker.restarts = 3
+    worker.last_kill = kill_at(2000.0)
+    doc = written(first)
+    assert doc["counters"]["kills"] == [
+        {"labels": {"program": "web", "reason": "memory_limit", "signal": "SIGTERM"}, "value": 2}]
+    assert doc["counters"]["restarts"] == [{"labels": {"program": "web"}, "value": 0},
+                                           {"labels": {"program": "worker"}, "value": 3}]
+    assert doc["last_kill_timestamp_seconds_by_program"] == {"worker": 2000.0}
+    assert doc["last_kill_timestamp_seconds"] == 2000.0  # the pod's latest, for older readers
+
+    # The next container: each program gets its own back, never another's.
+    web2, worker2 = new_state(program="web"), new_state(program="worker")
+    host2 = Host(web2, worker2)
+    second = statefile.StateFile(str(tmp_path), host2.state, pod_uid=UID, host=host2)
+    assert "carried 2 kill signal(s), 3 restart(s)" in second.load()
+    assert second.carried_for("web") == statefile.Carried(kills={(REASON_MEMORY, "SIGTERM"): 2})
+    assert second.carried_for("worker") == statefile.Carried(restarts=3, last_kill_wall=2000.0)
+    assert second.carried_for("nonesuch") is None
+    # A program no longer supervised (a reload removed it) keeps its counters in the file.
+    host2.programs = host2.programs[:1]
+    web2.kills[(REASON_MEMORY, "SIGTERM")] = 1
+    doc = written(second)
+    assert {"labels": {"program": "web", "reason": "memory_limit", "signal": "SIGTERM"},
+            "value": 3} in doc["counters"]["kills"]
+    assert {"labels": {"program": "worker"}, "value": 3} in doc["counters"]["restarts"]
+
+
+def test_a_file_from_before_programs_goes_to_the_main_program(tmp_path):
+    (tmp_path / statefile.FILE_NAME).write_text(json.dumps({
+        "schema": 1, "pod_uid": UID, "last_kill_timestamp_seconds": 1500.0, "counters": {
+            "kills": [{"labels": {"reason": "memory_limit", "signal": "SIGTERM"}, "value": 4}],
+            "restarts": [{"labels": {}, "value": 2}]}}))
+    host = Host(new_state(program="web"), new_state(program="api"), main=1)
+    sf = statefile.StateFile(str(tmp_path), host.state, pod_uid=UID, host=host)
+    assert "carried 4 kill signal(s), 2 restart(s)" in sf.load()
+    assert sf.carried_for("api") == statefile.Carried(kills={(REASON_MEMORY, "SIGTERM"): 4},
+                                                      restarts=2, last_kill_wall=1500.0)
+    assert sf.carried_for("web") is None
+    assert sf.carried is sf.carried_for("api")
+    doc = written(sf)  # rewritten with the program named
+    assert doc["counters"]["kills"] == [
+        {"labels": {"program": "api", "reason": "memory_limit", "signal": "SIGTERM"}, "value": 4}]
+    assert doc["last_kill_timestamp_seconds_by_program"] == {"api": 1500.0}

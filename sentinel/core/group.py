@@ -1,0 +1,596 @@
+"""Several programs under one Sentinel: the init once, a supervisor per program.
+
+``sentinel run --config sentinel.yaml`` supervises the programs of a config file
+(``sentinel.config.programs``) the way s6 and circus do: one ``Init`` does the PID-1
+duties for all of them (the signalfd, reaping every child and orphan), and each
+program has its own ``Supervisor`` (its limit, its ladder, its restart policy), all
+on one asyncio loop. ``Group`` is the host the exporters and the control socket talk
+to, as ``Guardian`` is for one program.
+
+What the group decides (the documented policy, docs/config.md):
+
+* **Start**: in the config's start order (its ``depends-on`` first, then list order);
+  a program starts once the ones it depends on have been spawned.
+* **The end**: when the *main* program ends for good (it exited and is not restarted,
+  it gave up, or the operator stopped it), Sentinel stops the others and exits with
+  the main program's exit code. When another program *gives up* (it ended with a
+  failure and will not be restarted: ``--max-restarts`` reached, or a failure under
+  ``restart: never``), its ``on-give-up`` says: ``exit`` (Sentinel stops the rest and
+  exits with that program's code) or ``continue``. A program that exits cleanly, or
+  that the operator stopped, just stays ended (``start NAME`` starts it again).
+* **Shutdown** (SIGTERM/SIGINT): every program is stopped in *reverse* start order,
+  one after another, each with its own ladder (its ``stop-signal``, its grace period,
+  then SIGKILL); Sentinel then exits with the main program's code.
+* **Other signals** go to every live program (``--rewrite`` applied), except SIGHUP,
+  which re-reads the config (``reload``).
+* **Orphans**: a process reparented to Sentinel belongs to the program whose session
+  it came from (every program leads its own session), else to the program whose tree
+  it was last seen in; it is measured, stopped and reaped as that program's.
+* **Reload** (SIGHUP or ``reload``): the config is read again; programs whose
+  definition did not change are not touched, removed ones are stopped, changed ones are
+  stopped and started with their new definition, new ones are started. Global
+  settings cannot change without a restart of Sentinel: each such change is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Callable
+
+from sentinel import logs
+from sentinel.config.settings import Settings, signal_name
+from sentinel.core import kernel
+from sentinel.core.init import Init, exit_code_of
+from sentinel.core.spawn import Child, spawn
+from sentinel.core.state import REASON_OPERATOR, GuardianState
+from sentinel.core.supervisor import ProgramState, Supervisor
+from sentinel.errors import SentinelError, StateError, UnknownProgram
+from sentinel.logs import LOGGER_NAME
+from sentinel.probes.tree import CgroupProbe, TreeProbe, walk_period_for
+
+log = logging.getLogger(LOGGER_NAME)
+
+_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# At exit, how long the programs' output may take to reach Sentinel's stdout/stderr
+# once every program has ended (a leftover that outlived its program may hold the pipe).
+OUTPUT_DRAIN_SECONDS = 1.0
+_ENDED = frozenset({ProgramState.EXITED, ProgramState.STOPPED, ProgramState.GIVEN_UP})
+
+
+def session_of(pid: int, proc: str = "/proc") -> int | None:
+    """The session ID of ``pid`` (``/proc/<pid>/stat`` field 6), or ``None`` if it is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class Group:
+    """The init plus one ``Supervisor`` per program of ``config`` (a
+    ``sentinel.config.programs.ProgramsConfig``). ``program_settings`` maps each
+    program's name to its resolved ``Settings`` (``--max-rss auto`` already resolved);
+    ``reload_config()`` reads the config file again and returns the same pair (raises
+    ``ConfigError`` or another ``SentinelError``). Create, then ``run()`` until it returns Sentinel's exit code.
+
+    The host interface of ``sentinel.core.guardian.Guardian``: ``state`` (Sentinel's
+    own figures), ``programs``, ``program(name)``, ``start_program``,
+    ``restart_program``, ``reload``, ``listeners``, ``sample_listeners``, ``emit``.
+    """
+
+    multi = True
+
+    def __init__(self, config, program_settings: dict[str, Settings], original_mask: set[int],
+                 *, pid1: bool = False, subreaper: bool = False, version: str = "",
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 reload_config: Callable[[], tuple] | None = None,
+                 environ: dict[str, str] | None = None, proc_root: str = "/proc") -> None:
+        self.config = config
+        self.settings: Settings = config.settings
+        self.loop = loop or asyncio.new_event_loop()
+        self._clock = clock
+        self.original_mask = original_mask
+        self.version = version
+        self.pid1, self.subreaper = pid1, subreaper
+        self._proc = proc_root
+        # Programs inherit the environment Sentinel was started with (plus their env:).
+        self.environ = dict(os.environ if environ is None else environ)
+        try:
+            self._cwd = os.getcwd()  # a program without cwd: starts where Sentinel started
+        except OSError:
+            self._cwd = "/"
+        s = self.settings
+        self.state = GuardianState(
+            mode="run", workload="", command=(), measure="", limit_bytes=None,
+            grace_period_seconds=s.grace_period_seconds, interval_seconds=s.interval_seconds,
+            version=version, pid1=pid1, subreaper=subreaper, program="")
+        self.listeners: list = []
+        self.sample_listeners: list = []
+        self.linger: Callable | None = None
+        self.init = Init(self.loop, pid1=pid1, subreaper=subreaper, rewrite=dict(s.rewrite),
+                         tty_fd=None, self_caused=self.state.self_caused_signals)
+        self.init.router = self._on_signal
+        self.init.on_orphan = self._on_orphan
+        self.late_signal_listeners = self.init.late_signal_listeners
+        self._reload_config = reload_config
+        self._programs: dict[str, Supervisor] = {}  # in start order
+        self._main = config.main
+        # Sentinel's direct children -> the program they belong to ("": none), and the
+        # sessions programs lead (the main PID of each run) -> program.
+        self._owner: dict[int, str] = {}
+        self._sessions: dict[int, str] = {}
+        self._relays: dict[str, list] = {}  # program -> its OutputRelay(s) (prefixed output)
+        self._prefixes: dict[str, str] = {}
+        self._done: asyncio.Future | None = None
+        self._stopping = False  # Sentinel is ending: programs stop in reverse order
+        self._stop_task: asyncio.Task | None = None
+        self._exit_code: int | None = None
+        self._ending: Supervisor | None = None  # the program whose end ends Sentinel
+        self._waiters: dict[str, asyncio.Future] = {}  # program -> its end (shutdown)
+        self._then_start: set[str] = set()  # restart NAME / reload: start once stopped
+        self._replacements: dict[str, tuple] = {}  # reload: name -> (spec, settings)
+        self._removing: set[str] = set()  # reload: dropped once ended
+        self._listener_errors: set[str] = set()
+        self._own_oom: dict = {"tried": False, "adj": None, "before": None, "note": ""}
+        self._notes_said: set[str] = set()
+        self._set_prefixes([spec.name for spec in config.programs])
+        for spec in config.programs:
+            self._add(spec, program_settings[spec.name])
+
+    # ------------------------------------------------------------------ the host
+    @property
+    def programs(self) -> list[Supervisor]:
+        """The supervised programs in start order."""
+        return list(self._programs.values())
+
+    def program(self, name: str | None = None) -> Supervisor:
+        """The program called ``name`` (``None``: the main program). Raises
+        ``UnknownProgram`` for a name there is not."""
+        sup = self._programs.get(self._main if name is None else name)
+        if sup is None:
+            raise UnknownProgram(name or "", tuple(self._programs))
+        return sup
+
+    def is_main(self, sup: Supervisor) -> bool:
+        return sup.state.program == self._main
+
+    def emit(self, kind: str, message: str, level: int = logging.INFO, **fields):
+        """An event of Sentinel itself (``Event.program`` ""): logged, recorded in
+        ``state.events``, told to the listeners."""
+        from sentinel.core.state import Event
+
+        event = Event(kind, message, fields=fields)
+        self.state.events.append(event)
+        log.log(level, message, extra={"event": kind, **fields})
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # an exporter's bug never stops enforcement
+                name = getattr(listener, "__qualname__", repr(listener))
+                if name not in self._listener_errors:
+                    self._listener_errors.add(name)
+                    log.warning("event listener %s failed: %r (reported once)", name, exc)
+        return event
+
+    # ------------------------------------------------------------------ programs
+    def _add(self, spec, settings: Settings) -> Supervisor:
+        name = spec.name
+        probe = TreeProbe(os.getpid(), include_root=False, measure=settings.measure,
+                          proc_root=self._proc, root_threads=(os.getpid(),),
+                          smaps_min_period=settings.interval_seconds,
+                          walk_period=walk_period_for(settings.measure),
+                          cgroup=CgroupProbe.for_pid("self", cgroup_root=settings.cgroup_root),
+                          root_filter=lambda pid, name=name: self.owner(pid) == name)
+        sup = Supervisor(settings, None, self.original_mask, pid1=self.pid1,
+                         subreaper=self.subreaper, loop=self.loop, probe=probe,
+                         version=self.version, clock=self._clock,
+                         launcher=lambda name=name: self._launch(name), host=self)
+        sup.spec = spec  # type: ignore[attr-defined]
+        sup.kernel_side.own = self._own_oom  # Sentinel's own oom_score_adj: lowered once
+        sup.sampling_side._said = self._notes_said  # noqa: SLF001 - a kernel note, said once
+        sup.state.program = name
+        sup.listeners = self.listeners  # one list: exporters subscribe once
+        sup.sample_listeners = self.sample_listeners
+        sup.init = self.init
+        self.init.programs.append(sup)
+        self._programs[name] = sup
+        return sup
+
+    def _drop(self, name: str) -> None:
+        sup = self._programs.pop(name)
+        self.init.programs.remove(sup)
+        for relay in self._relays.pop(name, []):
+            relay.close()
+        sup.close()
+
+    def _set_prefixes(self, names: list[str]) -> None:
+        if self.config.output != "prefixed":
+            self._prefixes = {}
+            return
+        from sentinel.core.output import prefix_for
+
+        self._prefixes = prefix_for(names)
+
+    def _launch(self, name: str) -> Child:
+        """Spawn program ``name`` (its command, env, cwd, user; its output prefixed or
+        Sentinel's own fds); remember its session. Raises ``SpawnError``."""
+        sup = self._programs[name]
+        spec = sup.spec  # type: ignore[attr-defined]
+        out = err = None
+        relays = self._relays.get(name)
+        if name in self._prefixes:
+            from sentinel.core.output import OutputRelay
+
+            if relays is None:
+                relays = self._relays[name] = [
+                    OutputRelay(name, self._prefixes[name], 1),
+                    OutputRelay(name, self._prefixes[name], 2)]
+            else:
+                for relay in relays:
+                    relay.reopen()
+            out, err = relays[0].write_fd, relays[1].write_fd
+        user = (spec.uid, spec.gid, tuple(spec.groups)) if spec.uid is not None else None
+        try:
+            child = spawn(spec.command, self.original_mask, environ=spec.environ(self.environ),
+                          cwd=spec.cwd or self._cwd, stdout_fd=out, stderr_fd=err, user=user)
+        finally:
+            for relay in relays or ():
+                relay.started()  # Sentinel's copy of the write end is closed either way
+        self._owner[child.pid] = name
+        self._sessions[child.pid] = name
+        return child
+
+    def owner(self, pid: int) -> str:
+        """The program Sentinel's direct child ``pid`` belongs to ("" for none): a
+        program's main process, else the program whose session it is in, else the
+        program in whose tree it was last seen (it left the session: setsid). Read
+        once per process (``/proc/<pid>/stat``), kept until it is reaped."""
+        name = self._owner.get(pid)
+        if name is None:
+            name = self._attribute(pid)
+            self._owner[pid] = name
+        return name
+
+    def _attribute(self, pid: int) -> str:
+        sid = session_of(pid, self._proc)
+        name = self._sessions.get(sid) if sid is not None else None
+        if name is None:
+            for sup in self._programs.values():
+                if pid in getattr(sup.probe, "_nodes", ()):  # seen in its tree
+                    name = sup.state.program
+                    break
+        if name is None:
+            log.info("pid %d (session %s) is a child of Sentinel but of no program's session "
+                     "or tree: it is reaped, not measured", pid, sid,
+                     extra={"event": "orphan_unattributed", "pid": pid})
+            return ""
+        log.debug("orphan pid %d is %s's (session %s)", pid, name, sid,
+                  extra={"event": "orphan", "pid": pid, "program": name})
+        return name
+
+    def _on_orphan(self, pid: int, status: int) -> None:
+        """The init reaped ``pid``, which was no program's main process."""
+        name = self._owner.pop(pid, None)
+        if name is None:  # never walked: it came and went between two samples
+            name = next((sup.state.program for sup in self._programs.values()
+                         if pid in getattr(sup.probe, "_nodes", ())), "")
+        log.debug("reaped orphan pid %d (%s)%s", pid, exit_code_of(status),
+                  f" of {name}" if name else "", extra={"event": "orphan_reaped", "pid": pid,
+                                                        **({"program": name} if name else {})})
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> int:
+        """Run the loop until Sentinel ends; return its exit code."""
+        try:
+            code = self.loop.run_until_complete(self.serve())
+            if self.linger is not None:
+                self.loop.run_until_complete(self.linger(code))
+            return code
+        finally:
+            self.close()
+
+    async def serve(self) -> int:
+        self._done = self.loop.create_future()
+        self.loop.set_exception_handler(self._on_loop_error)
+        self.init.open()
+        names = list(self._programs)
+        log.info("starting %d programs in this order: %s; main program: %s", len(names),
+                 ", ".join(names), self._main, extra={"event": "startup"})
+        for sup in self.programs:
+            if self._stopping:
+                break
+            sup.start()
+            self.init.read_signals()  # a SIGTERM or an exit during the start-up
+        self.init.read_signals()
+        return await self._done
+
+    def _on_loop_error(self, loop, context: dict) -> None:
+        exc = context.get("exception")
+        log.error("internal error in %s: %s", context.get("handle") or context.get("future")
+                  or "the main loop", repr(exc) if exc else context.get("message"),
+                  exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
+
+    def close(self) -> None:
+        for sup in self.programs:
+            sup.close()
+        relays = [r for rs in self._relays.values() for r in rs]
+        if relays:
+            from sentinel.core.output import drain
+
+            drain(relays, OUTPUT_DRAIN_SECONDS)
+            for relay in relays:
+                relay.close()
+        self.init.close()
+
+    def _finish(self, code: int) -> None:
+        self.init.finish()
+        ending = self._ending
+        if ending is not None:  # the linger and the termination message read these
+            self.state.last_kill = ending.state.last_kill
+            self.state.started_wall = ending.state.started_wall
+            self.state.last_exit_code = ending.state.last_exit_code
+        if self._done is not None and not self._done.done():
+            self._done.set_result(code)
+
+    @property
+    def finished(self) -> bool:
+        return self._done is not None and self._done.done()
+
+    # ------------------------------------------------------------------ ends
+    def program_ended(self, sup: Supervisor, code: int) -> None:
+        """A program's run ended for good (``Supervisor._finish``): its ``code`` is the
+        exit code it reports (``--success-exit-code``/``--memory-kill-exit-code``
+        applied). Decide what follows (see the module's policy)."""
+        token = logs.PROGRAM.set("")  # the group's lines (and its tasks) are Sentinel's own
+        try:
+            self._program_ended(sup, code)
+        finally:
+            logs.PROGRAM.reset(token)
+
+    def _program_ended(self, sup: Supervisor, code: int) -> None:
+        name = sup.state.program
+        waiter = self._waiters.pop(name, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(code)
+        if name in self._removing:
+            self._removing.discard(name)
+            self._drop(name)
+            log.info("program %s removed", name, extra={"event": "reload", "program": name})
+            return
+        if name in self._replacements:
+            spec, settings = self._replacements.pop(name)
+            self._drop(name)
+            new = self._add(spec, settings)
+            self._reorder()
+            if not self._stopping:
+                new.start()
+            return
+        if name in self._then_start:
+            self._then_start.discard(name)
+            if not self._stopping:
+                sup.start()
+                return
+        if self._stopping:
+            return  # the shutdown sequence goes on (its waiter)
+        state = sup.program_state
+        if self.is_main(sup):
+            self._end(sup, code, f"the main program {name} ended ({state.value}, exit code "
+                      f"{code})")
+            return
+        gave_up = code != 0 and state is not ProgramState.STOPPED
+        spec = sup.spec  # type: ignore[attr-defined]
+        if gave_up and spec.on_give_up == "exit":
+            self._end(sup, code, f"program {name} gave up (exit code {code}; on-give-up: exit)")
+        elif gave_up:
+            log.error("program %s gave up (exit code %d); the others go on (on-give-up: "
+                      "continue; 'sentinel start %s' starts it again)", name, code, name,
+                      extra={"event": "program_ended", "program": name, "exit_code": code,
+                             "gave_up": True})
+        else:
+            log.info("program %s %s (exit code %d); the others go on", name,
+                     "was stopped" if state is ProgramState.STOPPED else "exited", code,
+                     extra={"event": "program_ended", "program": name, "exit_code": code})
+
+    def _end(self, sup: Supervisor | None, code: int, why: str) -> None:
+        """Sentinel ends with ``code``: stop the live programs in reverse order first."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._ending = sup
+        self._exit_code = code
+        live = [s.state.program for s in self.programs if not s.ended]
+        log.log(logging.WARNING if code else logging.INFO, "%s: %s; Sentinel exits with code "
+                "%d", why, f"stopping {', '.join(reversed(live))} first" if live
+                else "no other program is running", code, extra={"event": "ending",
+                                                                  "exit_code": code})
+        self._stop_task = self.loop.create_task(self._stop_all())
+
+    async def _stop_all(self) -> None:
+        """Stop every live program in reverse start order, each with its own ladder,
+        one after another; then finish."""
+        main_code = None
+        for sup in reversed(self.programs):
+            if sup.ended:
+                continue
+            name = sup.state.program
+            waiter = self._waiters[name] = self.loop.create_future()
+            sup.shutdown()
+            code = await waiter
+            if self.is_main(sup):
+                main_code = code
+                if self._ending is None:  # a shutdown: the main program's end is the one
+                    self._ending = sup
+        code = self._exit_code
+        if code is None:  # a shutdown: the main program's code
+            code = main_code if main_code is not None else 0
+        self._finish(code)
+
+    def _on_signal(self, info: kernel.SignalInfo, target: int) -> bool:
+        """The init's router: what a signal Sentinel received means for the programs."""
+        sig = info.signo
+        name = signal_name(sig)
+        if sig in _SHUTDOWN_SIGNALS:
+            first = self.state.shutdown_signal is None
+            if first:
+                self.state.shutdown_signal = name
+                for sup in self.programs:
+                    sup.state.shutdown_signal = name
+            if not self._stopping:
+                order = [s.state.program for s in reversed(self.programs) if not s.ended]
+                log.info("received %s from pid %d: stopping the programs in reverse start "
+                         "order (%s), each with its own stop signal and grace period; then "
+                         "exiting with the main program's code", name, info.pid,
+                         ", ".join(order) or "none running", extra={"event": "shutdown"})
+                self._stopping = True
+                self._exit_code = None  # the main program's code, once it has stopped
+                self._stop_task = self.loop.create_task(self._stop_all())
+            elif not first:
+                log.info("received %s from pid %d again: the programs are being stopped",
+                         name, info.pid, extra={"event": "shutdown"})
+            return True
+        if sig == signal.SIGHUP and target == signal.SIGHUP and self._reload_config is not None:
+            log.info("received SIGHUP from pid %d: reloading %s", info.pid, self.config.path,
+                     extra={"event": "reload"})
+            try:
+                self.reload()
+            except StateError as exc:
+                log.error("%s", exc, extra={"event": "reload"})
+            return True
+        if target == 0:
+            log.debug("dropped %s (rewritten to 0)", name)
+            return True
+        if target == signal.SIGKILL:  # Sentinel's SIGKILL: never the kernel's
+            for sup in self.programs:
+                sup.kernel_side.hook("note_sigkill")
+        for sup in self.programs:
+            if sup.main_pid is not None:
+                sup.signal_workload(target)
+        log.debug("forwarded %s%s to every running program", name,
+                  f" as {signal_name(target)}" if target != sig else "",
+                  extra={"event": "signal_forwarded"})
+        return True
+
+    # ------------------------------------------------------------------ commands
+    def _require_running(self, command: str) -> None:
+        if self._stopping:
+            raise StateError("Sentinel is stopping: its programs are being stopped",
+                             state="stopping", command=command)
+
+    def start_program(self, name: str | None = None) -> str:
+        """``start NAME``: start a program that has ended (exited, stopped, given up)
+        with a fresh restart budget. Raises ``StateError`` while it runs, or while
+        Sentinel is stopping; ``UnknownProgram``."""
+        self._require_running("start")
+        sup = self.program(name)
+        if not sup.ended:
+            state = sup.program_state
+            why = ("its leftover processes are still being stopped; try again in a moment"
+                   if state in _ENDED else "it is already running (restart NAME restarts it)"
+                   if state is not ProgramState.STOPPING else "it is being stopped")
+            raise StateError(f"cannot start {sup.state.program}: {why}", state=state.value,
+                             command="start")
+        sup.start()
+        pid = sup.state.main_pid
+        return f"{sup.state.program} started" + (f" as pid {pid}" if pid else
+                                                 ": its start failed, see Sentinel's log")
+
+    def restart_program(self, name: str | None = None) -> str:
+        """``restart NAME``: stop the program with its ladder (an operator stop), then
+        start it again with a fresh restart budget; an ended one just starts. Raises
+        ``StateError`` while it is already being stopped, or while Sentinel is stopping."""
+        self._require_running("restart")
+        sup = self.program(name)
+        if sup.ended:
+            return self.start_program(sup.state.program)
+        prog = sup.state.program
+        if sup.program_state is ProgramState.BACKING_OFF:
+            sup._restart_handle.cancel()  # noqa: SLF001 - restart now, not after the back-off
+            sup._restart_handle = None  # noqa: SLF001
+            sup.ended = True
+            sup.start()
+            return f"{prog}'s restart back-off cut short: started"
+        sup.stop(REASON_OPERATOR)  # raises StateError when it does not fit
+        self._then_start.add(prog)
+        return f"stopping {prog} (SIGTERM, then SIGKILL after its grace period); it starts " \
+               "again once stopped"
+
+    def reload(self) -> str:
+        """Re-read the config file and apply the difference (see the module's policy).
+        Returns what changed. Raises ``StateError`` when there is no config file to
+        read, while Sentinel is stopping, or when the new config has an error (then
+        nothing changes)."""
+        if self._reload_config is None:
+            raise StateError("no config file to reload", state="running", command="reload")
+        self._require_running("reload")
+        try:
+            new, new_settings = self._reload_config()
+        except SentinelError as exc:  # ConfigError, or an auto limit that cannot resolve
+            raise StateError(f"reload: {exc}; nothing changed", state="running",
+                             command="reload") from None
+        from sentinel.config.programs import diff
+
+        d = diff(self.config, new)
+        for key in d.settings_changed:
+            log.warning("reload: %s changed in %s; Sentinel's own settings apply only when "
+                        "Sentinel restarts (this change waits for that)", key, new.path,
+                        extra={"event": "reload", "key": key})
+        old_order = list(self._programs)
+        self.config = new
+        self._main = new.main
+        self._set_prefixes(sorted(set(old_order) | {s.name for s in new.programs}))
+        specs = {spec.name: spec for spec in new.programs}
+        for name in d.removed:
+            sup = self._programs[name]
+            if sup.ended:
+                self._drop(name)
+            else:
+                self._removing.add(name)
+                self._stop_for_reload(sup)
+        for name in d.changed:
+            sup = self._programs[name]
+            if sup.ended:
+                self._drop(name)
+                self._add(specs[name], new_settings[name])
+                if self._was_running_policy(sup):
+                    self._programs[name].start()
+            else:
+                self._replacements[name] = (specs[name], new_settings[name])
+                self._stop_for_reload(sup)
+        for name in d.added:
+            self._add(specs[name], new_settings[name]).start()
+        self._reorder()
+        text = ", ".join(f"{what} {', '.join(names)}" for what, names in (
+            ("added", d.added), ("removed", d.removed), ("changed", d.changed)) if names)
+        text = f"reloaded {new.path}: " + (text or "no program changed") + \
+            f"; unchanged: {len(d.unchanged)}" + \
+            (f"; needs a restart of Sentinel: {', '.join(d.settings_changed)}"
+             if d.settings_changed else "")
+        self.emit("reloaded", text, logging.WARNING if d.settings_changed else logging.INFO,
+                  added=list(d.added), removed=list(d.removed), changed=list(d.changed),
+                  settings_changed=list(d.settings_changed))
+        return text
+
+    @staticmethod
+    def _was_running_policy(sup: Supervisor) -> bool:
+        """A changed program that had ended: start it again only if it had not been
+        stopped by the operator (a stopped program stays stopped)."""
+        return sup.program_state is not ProgramState.STOPPED
+
+    def _stop_for_reload(self, sup: Supervisor) -> None:
+        state = sup.program_state
+        if state is ProgramState.STOPPING:
+            sup._shutting_down = True  # noqa: SLF001 - its ladder ends it: no restart
+            return
+        sup.stop(REASON_OPERATOR)
+
+    def _reorder(self) -> None:
+        """Programs in the config's start order; those being removed at the end."""
+        order = [spec.name for spec in self.config.programs]
+        rest = [n for n in self._programs if n not in order]
+        self._programs = {n: self._programs[n] for n in order + rest if n in self._programs}
+        self.init.programs[:] = list(self._programs.values())

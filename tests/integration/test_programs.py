@@ -1,0 +1,195 @@
+"""Several programs under one Sentinel (`sentinel run --config`), with real processes.
+
+Each test writes a config file, starts Sentinel on it (as a subreaper, and as PID 1 of
+a new PID namespace where it matters), and watches what users see: each program's
+prefixed output on Sentinel's stdout, the JSON log lines naming the program, exit
+codes, signal order, no zombies.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import yaml
+
+from tests.conftest import PY, REPO, Running, leaker, printer, wait_until, zombies_of
+
+CHILDREN = REPO / "tests" / "children"
+COMMON = ["--log-format", "json", "--no-metrics", "--no-socket", "--k8s-events", "off"]
+
+
+def write_config(tmp_path, programs: list[dict], **settings) -> str:
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(yaml.safe_dump({"settings": settings, "programs": programs},
+                                   sort_keys=False))
+    return str(path)
+
+
+def start(start_sentinel, tmp_path, programs, *, mode="subreaper", args=(), **settings):
+    cfg = write_config(tmp_path, programs, **settings)
+    return start_sentinel([*COMMON, *args, "--config", cfg], pid1=mode == "pid1")
+
+
+def ready(s: Running, *names: str, timeout: float = 10.0):
+    """Wait for ``NAME | ready child PID PGID`` of each of ``names`` on Sentinel's stdout
+    (in any order: the programs run side by side); return the PID, or a dict of them."""
+    found: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(found) < len(names):
+        line = s.readline(max(0.0, deadline - time.monotonic()))
+        assert line is not None, f"no 'ready' from {set(names) - set(found)}: {s.lines[-20:]}"
+        name, _, rest = line.partition(" | ")
+        if name.strip() in names and rest.startswith("ready child"):
+            found[name.strip()] = int(rest.split()[2])
+    return found[names[0]] if len(names) == 1 else found
+
+
+def events(s: Running, kind: str, program: str | None = None) -> list[dict]:
+    return [r for r in s.logs() if r.get("event") == kind
+            and (program is None or r.get("program") == program)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_only_the_program_over_its_limit_is_stopped(start_sentinel, tmp_path, mode):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "calm", "command": printer("--exit-on", "TERM=0"), "main": True},
+        {"name": "small", "command": leaker("--rate", "40", "--max", "20", "--quiet"),
+         "max-rss": "200Mi"},
+        {"name": "big", "command": leaker("--rate", "80", "--quiet"), "max-rss": "60Mi",
+         "restart": "on-failure", "restart-delay": "100ms", "max-restarts": 1,
+         "on-give-up": "continue"},
+    ], mode=mode)
+    calm = ready(s, "calm")
+    wait_until(lambda: len(events(s, "gave_up", "big")) == 1, 20, what="big gives up")
+    sent = events(s, "signal_sent")
+    assert {r["program"] for r in sent} == {"big"}, sent
+    assert len([r for r in sent if r["signal"] == "SIGTERM"]) == 2  # the run and its restart
+    assert len(events(s, "restart_scheduled", "big")) == 1
+    small = events(s, "spawned", "small")
+    assert len(small) == 1 and len(events(s, "spawned", "calm")) == 1
+    assert not events(s, "exited", "small") and not events(s, "exited", "calm")
+    if mode == "subreaper":  # PIDs printed inside a PID namespace are not the host's
+        assert alive(calm) and alive(small[0]["pid"])
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0  # the main program's status: calm exits 0 on SIGTERM
+    assert not zombies_of(s.pid)
+
+
+def test_the_main_programs_exit_ends_sentinel_with_its_status(start_sentinel, tmp_path, mode):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "side", "command": printer()},
+        {"name": "job", "command": [PY, "-c", "import time; time.sleep(0.5); raise "
+                                    "SystemExit(7)"], "main": True},
+    ], mode=mode)
+    side = ready(s, "side")
+    assert s.wait() == 7
+    if mode == "subreaper":
+        assert not alive(side)
+    [ending] = events(s, "ending")
+    assert ending["exit_code"] == 7
+    assert "side" in ending["msg"]
+    assert any("got child SIGTERM" in line for line in s.rest() if line.startswith("side"))
+
+
+def test_shutdown_stops_programs_in_reverse_order_each_with_its_own_ladder(
+        start_sentinel, tmp_path, mode):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "first", "command": printer("--exit-on", "TERM=0")},
+        {"name": "second", "command": printer("--exit-on", "INT=3"), "stop-signal": "INT"},
+        {"name": "third", "command": [PY, "-c", "import signal,os,time; signal.signal("
+                                      "signal.SIGTERM, signal.SIG_IGN); os.write(1, "
+                                      "b'ready child %d 0\\n' % os.getpid()); time.sleep(60)"],
+         "grace-period": "500ms"},
+    ], mode=mode)
+    ready(s, "first", "second", "third")
+    t0 = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0  # first is the main program (the default): it exits 0
+    took = time.monotonic() - t0
+    sent = [(r["program"], r["signal"]) for r in events(s, "signal_sent")]
+    assert sent == [("third", "SIGTERM"), ("third", "SIGKILL"), ("second", "SIGINT"),
+                    ("first", "SIGTERM")], sent
+    assert 0.5 <= took < 5, took
+    exited = {r["program"]: r["exit_code"] for r in events(s, "exited")}
+    assert exited == {"third": 137, "second": 3, "first": 0}
+
+
+def test_a_crash_loop_gives_up_after_its_budget_with_back_off(start_sentinel, tmp_path):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": printer("--exit-on", "TERM=0"), "main": True},
+        {"name": "crash", "command": [PY, "-c", "raise SystemExit(3)"], "restart": "on-failure",
+         "restart-delay": "100ms", "max-restarts": 3, "on-give-up": "exit"},
+    ])
+    ready(s, "web")
+    assert s.wait() == 3  # crash gave up: on-give-up exit, with its code
+    delays = [r["delay_seconds"] for r in events(s, "restart_scheduled", "crash")]
+    assert delays == [0.1, 0.2, 0.4]
+    assert len(events(s, "gave_up", "crash")) == 1
+    assert [(r["program"], r["signal"]) for r in events(s, "signal_sent")] == \
+        [("web", "SIGTERM")]
+
+
+def test_orphans_are_their_programs_and_are_reaped(start_sentinel, tmp_path, mode):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "main", "command": printer("--exit-on", "TERM=0")},
+        {"name": "orph", "command": [PY, str(CHILDREN / "orphans.py"), "3", "--linger",
+                                     "--polite", "3"], "max-rss": "2Gi"},
+    ], mode=mode, args=("--interval", "50ms"))
+    main = ready(s, "main")
+    orphans = []
+    while "orphaned" not in (line := s.expect("orph ", 10)):
+        orphans.append(int(line.split("orphan ")[1]))
+    assert len(orphans) == 3, s.lines
+    # Reparented to Sentinel, they are still orph's: its stop sweeps them, main's not.
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    out = s.rest()
+    for pid in orphans:
+        assert any(f"orph" in l and f"orphan {pid} got SIGTERM" in l for l in out), out
+    if mode == "subreaper":
+        assert not alive(main)
+    assert not zombies_of(s.pid)
+
+
+def test_reload_restarts_only_what_changed(start_sentinel, tmp_path):
+    programs = [
+        {"name": "keep", "command": printer(), "main": True},
+        {"name": "change", "command": printer(), "env": {"V": "1"}},
+        {"name": "drop", "command": printer("--exit-on", "TERM=0")},
+    ]
+    s = start(start_sentinel, tmp_path, programs)
+    pids = ready(s, "keep", "change", "drop")
+    programs[1]["env"] = {"V": "2"}
+    del programs[2]
+    programs.append({"name": "new", "command": printer()})
+    write_config(tmp_path, programs)
+    s.signal(signal.SIGHUP)
+    new_change = ready(s, "change", "new")["change"]
+    assert new_change != pids["change"]
+    assert alive(pids["keep"])
+    wait_until(lambda: not alive(pids["drop"]), 5, what="drop stopped")
+    [rec] = events(s, "reloaded")
+    assert rec["added"] == ["new"] and rec["removed"] == ["drop"] and rec["changed"] == ["change"]
+    s.signal(signal.SIGTERM)
+    s.wait()
+
+
+def test_output_is_prefixed_with_the_program_name(start_sentinel, tmp_path):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "a", "command": [PY, "-c", "print('one'); print('two')"]},
+        {"name": "bb", "command": [PY, "-c", "import sys; print('err', file=sys.stderr); "
+                                   "print('part', end='')"], "main": True},
+    ])
+    assert s.wait() == 0
+    out = s.rest()
+    assert "a  | one" in out and "a  | two" in out
+    assert "bb | part" in out
+    assert "bb | err" in s.stderr()
