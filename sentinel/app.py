@@ -95,7 +95,16 @@ def _publish_cgroup(guardian: Guardian, settings: Settings) -> None:
     if settings.limit_auto_note and "auto" not in state.kernel_notes:  # said once
         state.kernel_notes["auto"] = settings.limit_auto_note
         log.info("%s", settings.limit_auto_note, extra={"event": "limit_auto"})
-    cgroup = getattr(getattr(guardian, "probe", None), "cgroup", None)
+    # Each program's probe reads the container's cgroup (several programs: one each);
+    # Sentinel's own state shows the first one found.
+    cgroup = None
+    for program in getattr(guardian, "programs", None) or [guardian]:
+        found = getattr(getattr(program, "probe", None), "cgroup", None)
+        if found is not None and not program.state.cgroup:
+            program.state.cgroup = {"version": getattr(found, "version", None),
+                                    "path": getattr(found, "path", None),
+                                    "read_only": bool(getattr(found, "read_only", False))}
+        cgroup = cgroup or found
     if not state.cgroup and cgroup is not None:
         state.cgroup = {"version": getattr(cgroup, "version", None),
                         "path": getattr(cgroup, "path", None),

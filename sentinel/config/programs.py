@@ -59,8 +59,13 @@ ON_GIVE_UP = ("exit", "continue")
 # In a config file a crash loop gives up (as supervisors do); the command line's
 # default (0: no cap) would restart a broken program forever.
 CONFIG_MAX_RESTARTS = 5
-# A Prometheus label value and a Kubernetes-friendly word (a DNS label, plus _ and .).
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
+# A Prometheus label value and a Kubernetes-friendly word (a DNS label, plus _ and .),
+# starting with a letter: `limit NAME SIZE` and `signal NAME SIG` on the control socket
+# and the CLI must never read a program's name as a size (1g) or a signal (term, 15).
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9_.]*[a-z0-9])?$")
+# Words the control commands read as something else than a program.
+RESERVED_NAMES = frozenset({"none", "off", "unlimited", "auto", "text", "json", "dashboard",
+                            "all"})
 NAME_MAX = 63
 # Options whose values are paths.
 _PATH_DESTS = frozenset({"socket_path", "termination_log", "tui_log", "state_dir",
@@ -203,6 +208,17 @@ def load_config(path: str, cli: Settings, explicit: frozenset[str]) -> ProgramsC
         raise ConfigError(path, None, None, f"not UTF-8 text ({exc.reason} at byte "
                           f"{exc.start}); save it as UTF-8") from None
     return _Loader(path, cli, explicit).load(text)
+
+
+def _is_signal(word: str) -> bool:
+    """``word`` is a signal for ``parse_signal`` (term, sigterm, hup, rtmin+1, ...)."""
+    from sentinel.config.settings import parse_signal
+
+    try:
+        parse_signal(word)
+    except ValueError:
+        return False
+    return True
 
 
 def _line(node) -> int:
@@ -428,9 +444,14 @@ class _Loader:
         name = self.scalar(keys["name"][1], f"{at}.name", "a name")
         if not NAME_RE.match(name) or len(name) > NAME_MAX:
             raise self.error(keys["name"][1], f"{at}.name", f"{name!r} is not a valid name; "
-                             f"use lowercase letters, digits, '-', '_' or '.', starting and "
-                             f"ending with a letter or digit, at most {NAME_MAX} characters "
-                             "(e.g. web, db-1)")
+                             f"use lowercase letters, digits, '-', '_' or '.', starting with a "
+                             f"letter and ending with a letter or digit, at most {NAME_MAX} "
+                             "characters (e.g. web, db-1)")
+        if name in RESERVED_NAMES or _is_signal(name):
+            raise self.error(keys["name"][1], f"{at}.name", f"{name!r} cannot name a program: "
+                             "the control commands (signal NAME SIG, limit NAME SIZE, status "
+                             "NAME FORMAT) read it as a signal or a keyword; choose another "
+                             "name (e.g. web, worker)")
         options = {f: getattr(settings, f) for f in PROGRAM_FIELDS}
         origin = {f: where.get(f) for f in PROGRAM_FIELDS}
         for key in PROGRAM_OPTIONS:

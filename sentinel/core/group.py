@@ -105,8 +105,10 @@ class Group:
         except OSError:
             self._cwd = "/"
         s = self.settings
+        # Sentinel's own figures; ``workload`` (the legacy label of its own metrics, e.g.
+        # log lines dropped) is the main program's name.
         self.state = GuardianState(
-            mode="run", workload="", command=(), measure="", limit_bytes=None,
+            mode="run", workload=config.main, command=(), measure="", limit_bytes=None,
             grace_period_seconds=s.grace_period_seconds, interval_seconds=s.interval_seconds,
             version=version, pid1=pid1, subreaper=subreaper, program="")
         self.listeners: list = []
@@ -387,13 +389,13 @@ class Group:
         if gave_up and spec.on_give_up == "exit":
             self._end(sup, code, f"program {name} gave up (exit code {code}; on-give-up: exit)")
         elif gave_up:
-            log.error("program %s gave up (exit code %d); the others go on (on-give-up: "
-                      "continue; 'sentinel start %s' starts it again)", name, code, name,
+            log.error("gave up (exit code %d); the other programs go on (on-give-up: "
+                      "continue; 'sentinel start %s' starts it again)", code, name,
                       extra={"event": "program_ended", "program": name, "exit_code": code,
                              "gave_up": True})
         else:
-            log.info("program %s %s (exit code %d); the others go on", name,
-                     "was stopped" if state is ProgramState.STOPPED else "exited", code,
+            log.info("%s (exit code %d); the other programs go on",
+                     "stopped" if state is ProgramState.STOPPED else "exited", code,
                      extra={"event": "program_ended", "program": name, "exit_code": code})
 
     def _end(self, sup: Supervisor | None, code: int, why: str) -> None:
