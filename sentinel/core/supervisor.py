@@ -1074,6 +1074,11 @@ class Supervisor:
         self._ladder.start()
         st.grace_deadline_mono = self._ladder.grace_deadline
 
+    @property
+    def _stop_name(self) -> str:
+        """The ladder's first signal (``--stop-signal``, default SIGTERM), by name."""
+        return signal_name(getattr(self.settings, "stop_signal", signal.SIGTERM))
+
     def _make_ladder(self, kill: KillRecord) -> Ladder:
         """The workload's ladder for ``kill``: SIGTERM (with SIGCONT) to what
         ``signal_workload`` reaches, SIGKILL to the whole tree, the main process
@@ -1133,14 +1138,14 @@ class Supervisor:
                         f"{kill.early_sigkill_reason}")
             elif grace > 0 and waited >= grace - 0.05:
                 when = f"after the {grace:.1f}s grace period"
-            elif "SIGTERM" in kill.signals:  # an operator kill cut the grace period short
+            elif self._stop_name in kill.signals:  # an operator kill cut the grace period short
                 when = f"now, {waited:.1f}s into the {grace:.1f}s grace period"
             else:  # a kill without a SIGTERM first, or one that no process accepted
                 when = "now"
             head = f"sent SIGKILL to {len(reached)} process(es) {when} ({reason}): "
             tail = ""
         else:
-            head = f"sent SIGTERM to the workload ({reason}): "
+            head = f"sent {signal_name(sig)} to the workload ({reason}): "
             tail = f"; SIGKILL in {grace:.1f}s unless it exits"
         self.emit("signal_sent", head + _pid_list(reached)
                   + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
@@ -1257,13 +1262,14 @@ class Supervisor:
         self._start_ladder(reason, sample.measure_bytes if sample else None,
                            sample.pids if sample else (self.child.pid,))  # type: ignore
         kill = self.state.current_kill
-        if kill is not None and "SIGTERM" not in kill.signals:  # never claim it
+        stop = self._stop_name
+        if kill is not None and stop not in kill.signals:  # never claim it
             if not kill.refused:
-                return ("SIGTERM reached no process (the workload is ending); SIGKILL "
+                return (f"{stop} reached no process (the workload is ending); SIGKILL "
                         "follows, see Sentinel's log")
-            return (f"SIGTERM reached no process: refused by {_refused_text(kill.refused)} "
+            return (f"{stop} reached no process: refused by {_refused_text(kill.refused)} "
                     "(permission denied); SIGKILL follows, see Sentinel's log")
-        return "SIGTERM sent; SIGKILL after the grace period"
+        return f"{stop} sent; SIGKILL after the grace period"
 
     @as_program
     def kill(self, reason: str = REASON_OPERATOR) -> str:

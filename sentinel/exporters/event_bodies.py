@@ -258,17 +258,18 @@ def _record(event: Event, workload: str) -> Record | None:
               f"({numbers})."
     else:
         return None  # Sentinel's own shutdown: the kubelet records that itself
-    if sig == "SIGTERM":
-        what = (f"Sent SIGTERM to workload {workload!r} (pids {_pids_text(pids)}); SIGKILL "
+    if sig != "SIGKILL":  # the ladder's first signal: SIGTERM, or the program's stop-signal
+        what = (f"Sent {sig} to workload {workload!r} (pids {_pids_text(pids)}); SIGKILL "
                 f"after the {grace:.1f}s grace period unless it exits.")
         reaction = f.get("reaction_seconds")
         if reaction is not None:
             what += f" Reaction {reaction * 1000:.0f} ms after the crossing."
         ev_type = "Warning" if reason == REASON_MEMORY else "Normal"
     else:
-        if "SIGTERM" in signals:
+        first = next((s for s in signals if s != "SIGKILL"), None)
+        if first is not None:
             what = (f"Sent SIGKILL to workload {workload!r} (pids {_pids_text(pids)}): it was "
-                    f"still running {grace:.1f}s after SIGTERM.")
+                    f"still running {grace:.1f}s after {first}.")
             ev_type = "Warning"
         else:
             what = f"Sent SIGKILL to workload {workload!r} (pids {_pids_text(pids)}), no grace."

@@ -64,10 +64,10 @@ def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
     grace = kill.get("grace_period_seconds") or 0.0
     if not signals:
         parts.append("No signal reached it.")
-    elif signals == ["SIGTERM"] and confirmed:
-        parts.append(f"Sent SIGTERM; it exited within the {grace:.1f}s grace period.")
-    elif signals == ["SIGTERM", "SIGKILL"]:
-        parts.append(f"Sent SIGTERM, then SIGKILL after the {grace:.1f}s grace period.")
+    elif len(signals) == 1 and signals[0] != "SIGKILL" and confirmed:  # SIGTERM or stop-signal
+        parts.append(f"Sent {signals[0]}; it exited within the {grace:.1f}s grace period.")
+    elif len(signals) == 2 and signals[1] == "SIGKILL" and signals[0] != "SIGKILL":
+        parts.append(f"Sent {signals[0]}, then SIGKILL after the {grace:.1f}s grace period.")
     elif signals:
         parts.append("Sent " + " then ".join(signals) + ".")
     reached = kill.get("reached") or {}

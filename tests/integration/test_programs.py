@@ -120,6 +120,8 @@ def test_shutdown_stops_programs_in_reverse_order_each_with_its_own_ladder(
     assert 0.5 <= took < 5, took
     exited = {r["program"]: r["exit_code"] for r in events(s, "exited")}
     assert exited == {"third": 137, "second": 3, "first": 0}
+    [second] = events(s, "signal_sent", "second")
+    assert second["msg"].startswith("sent SIGINT to the workload (shutdown)"), second["msg"]
 
 
 def test_a_crash_loop_gives_up_after_its_budget_with_back_off(start_sentinel, tmp_path):
@@ -193,3 +195,12 @@ def test_output_is_prefixed_with_the_program_name(start_sentinel, tmp_path):
     assert "a  | one" in out and "a  | two" in out
     assert "bb | part" in out
     assert "bb | err" in s.stderr()
+
+
+def test_stop_signal_is_the_ladders_first_signal_in_the_single_command_form(start_sentinel):
+    s = start_sentinel([*COMMON, "--stop-signal", "INT", "--max-rss", "60Mi", "--",
+                        *leaker("--rate", "80", "--quiet")])
+    assert s.wait() == 130  # the leaker dies of SIGINT (KeyboardInterrupt), not SIGTERM
+    [sent] = events(s, "signal_sent")
+    assert sent["signal"] == "SIGINT"
+    assert sent["msg"].startswith("sent SIGINT to the workload (memory_limit)"), sent["msg"]
