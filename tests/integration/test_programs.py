@@ -204,3 +204,29 @@ def test_stop_signal_is_the_ladders_first_signal_in_the_single_command_form(star
     [sent] = events(s, "signal_sent")
     assert sent["signal"] == "SIGINT"
     assert sent["msg"].startswith("sent SIGINT to the workload (memory_limit)"), sent["msg"]
+
+
+def test_orphans_count_in_their_programs_measure_only(start_sentinel, tmp_path, mode):
+    from sentinel.control.client import request
+
+    sock = str(tmp_path / "s.sock")
+    cfg = write_config(tmp_path, [
+        {"name": "calm", "command": printer("--exit-on", "TERM=0")},
+        {"name": "orph", "command": [PY, str(CHILDREN / "orphans.py"), "3", "--linger"]},
+    ], socket=sock)
+    s = start_sentinel(["--log-format", "json", "--no-metrics", "--k8s-events", "off",
+                        "--interval", "50ms", "--config", cfg], pid1=mode == "pid1")
+    calm = ready(s, "calm")
+    orphans = []
+    while "orphaned" not in (line := s.expect("orph ", 10)):
+        orphans.append(int(line.split("orphan ")[1]))
+
+    def pids(name):
+        return {p["pid"] for p in request(sock, f"status {name}")["status"]["processes"]}
+
+    # Reparented to Sentinel (their parent exited), still counted as orph's.
+    wait_until(lambda: set(orphans) <= pids("orph"), 10, what=lambda: pids("orph"))
+    assert not set(orphans) & pids("calm")
+    assert pids("calm") == {calm}
+    s.signal(signal.SIGTERM)
+    s.wait()
