@@ -443,6 +443,9 @@ class Settings:
 
 @dataclass(frozen=True)
 class Opt:
+    """One option of ``run``/``watch``: its flag(s), the ``Settings`` field it sets, the
+    grammar that parses its value (``parse``: str -> value, raises ``ValueError``)."""
+
     flags: tuple[str, ...]
     dest: str
     parse: object = None  # str -> value; raises ValueError
