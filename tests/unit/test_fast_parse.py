@@ -6,6 +6,8 @@ messages stay the only ones."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sentinel.config.settings import (
     OPTIONS, build_parser, parse_known_options, parse_settings, split_command,
@@ -109,3 +111,27 @@ def test_help_and_errors_still_come_from_argparse(capsys):
     with pytest.raises(UsageError, match=r"argument --max-rss: expected one argument "
                                          r"\(see 'sentinel run --help'\)"):
         parse_settings("run", ["--max-rss", "--", "true"], {})
+
+
+# Words a user might type: every flag of the table, values (plain, empty, with '=', a
+# choice, one that starts with '-'), and strays (an abbreviation, -h, a short option).
+_FLAGS = sorted({f for o in OPTIONS for f in o.flags})
+_VALUES = ["200Mi", "", "a=b", "json", "rss", "pss", "-5", "-x", "--", "TERM:QUIT", "3s", "x y"]
+_WORDS = st.one_of(
+    st.sampled_from(_FLAGS),
+    st.builds(lambda f, v: f"{f}={v}", st.sampled_from(_FLAGS), st.sampled_from(_VALUES)),
+    st.sampled_from(_VALUES),
+    st.sampled_from(["--max-rs", "-h", "--help", "-m", "--no-metrics=1", "--tui="]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(mode=st.sampled_from(["run", "watch"]), opts=st.lists(_WORDS, max_size=6))
+def test_it_never_reads_differently_from_argparse(mode, opts):
+    fast = parse_known_options(mode, opts)
+    try:
+        slow = _argparse(mode, opts)
+    except (UsageError, SystemExit):  # an error, or --help: argparse's alone
+        assert fast is None
+        return
+    assert fast is None or fast == slow
