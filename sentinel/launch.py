@@ -14,12 +14,67 @@ reads of /proc and the cgroup's files, before the spawn.
 from __future__ import annotations
 
 import os
+import sys
+
+# Imported before the spawn but used only after it: ``dataclasses`` (the option table's
+# ``Settings``) imports ``inspect`` -- with ast, dis and tokenize, about 5 ms of the child's
+# start -- and uses it only to describe a class that has no docstring. Until the workload
+# runs, it is a module whose code has not run yet: the first attribute looked up in it
+# runs it (a module ``__getattr__``, PEP 562), and ``load_deferred`` makes that happen
+# right after the spawn, on the main thread, before any thread starts. Not
+# ``importlib.util.LazyLoader``: its module loads at the next ``import inspect`` (the
+# import system reads ``__spec__``, which a lazy module answers by loading), so
+# dataclasses' own ``import inspect`` would load it at once.
+DEFERRED_IMPORTS = ("inspect",)
+
+
+def defer_imports(names: tuple[str, ...] = DEFERRED_IMPORTS) -> list:
+    """Put a not-yet-executed module in ``sys.modules`` for each of ``names`` not imported
+    yet (``import NAME`` then costs nothing; its first attribute executes it); return them,
+    for ``load_deferred``. Never raises: a module that cannot be deferred is imported when
+    it is needed, as usual."""
+    deferred: list = []
+    try:
+        import importlib.util
+
+        for name in names:
+            if name in sys.modules:
+                continue
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+                continue
+            module = importlib.util.module_from_spec(spec)
+
+            def execute(attr: str, module=module, spec=spec):
+                del module.__dict__["__getattr__"]  # once: then it is an ordinary module
+                spec.loader.exec_module(module)
+                return getattr(module, attr)
+
+            module.__getattr__ = execute  # type: ignore[attr-defined]
+            sys.modules[name] = module
+            deferred.append(module)
+    except Exception:  # never a reason not to start the workload
+        pass
+    return deferred
+
+
+def load_deferred(modules: list) -> None:
+    """Execute the modules ``defer_imports`` put off, now (``__all__`` is looked up in them:
+    any attribute the module does not hold yet would do). Never raises: a module whose code
+    fails is taken out of ``sys.modules``, so that its next import runs and reports it."""
+    for module in modules:
+        try:
+            if "__getattr__" in module.__dict__:
+                getattr(module, "__all__", None)
+        except Exception:
+            sys.modules.pop(module.__name__, None)
 
 
 def run_or_watch(mode: str, args: list[str]) -> int:
     """``sentinel run|watch ARGS``: parse ``args`` (``mode`` is "run" or "watch"), spawn or
     attach, supervise; return Sentinel's exit code (the workload's, 128+N for a signal N).
     Bad options: one line on stderr and exit 2 (``die``), a traceback only with --debug."""
+    deferred = defer_imports()
     from sentinel.config.settings import die, is_true, parse_settings
     from sentinel.errors import SentinelError
 
@@ -29,6 +84,7 @@ def run_or_watch(mode: str, args: list[str]) -> int:
         explicit: set[str] = set()
         settings = parse_settings(mode, args, explicit=explicit)
         if mode == "run" and settings.config_path is not None:
+            load_deferred(deferred)  # no spawn to hurry: several programs start later
             config = load_config_or_exit(settings, frozenset(explicit))
             if settings.check_config:
                 return check_config(config)
@@ -43,10 +99,11 @@ def run_or_watch(mode: str, args: list[str]) -> int:
             from sentinel.core.spawn import block_signals
 
             original_mask = block_signals()  # before the heavy imports, as in run
+            load_deferred(deferred)
             from sentinel.app import serve_watch
 
             return serve_watch(settings, original_mask)
-        return _run(settings)
+        return _run(settings, deferred)
     except SentinelError as exc:
         if debug:
             raise
@@ -138,7 +195,7 @@ def run_config(config, cli=None, explicit: frozenset[str] = frozenset()) -> int:
                         metrics_socket=metrics_socket)
 
 
-def _run(settings) -> int:
+def _run(settings, deferred: list | None = None) -> int:
     from sentinel.core.spawn import block_signals, controlling_tty, prepare_parent, spawn
 
     settings = resolve_cgroup_settings(settings)
@@ -150,6 +207,7 @@ def _run(settings) -> int:
         detach_output(settings.tui_log)
     metrics_socket = bind_metrics_port(settings)  # before the spawn: the workload can't take it
     child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
+    load_deferred(deferred or [])
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.
     from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only

@@ -373,3 +373,21 @@ def lower_own_oom_score_adj(value: int) -> str | None:
     except OSError as exc:
         return f"could not lower Sentinel's own oom_score_adj to {value}: {exc.strerror}"
     return None
+
+
+def trim_malloc() -> bool:
+    """Give the C heap's free pages back to the kernel (glibc's ``malloc_trim(0)``); ``True``
+    if memory was released, ``False`` if none was or without glibc. Never raises.
+
+    Start-up frees much more than it keeps: the imports after the spawn compile every
+    source without a ``.pyc`` (a read-only or ``PYTHONDONTWRITEBYTECODE`` install), and the
+    freed pages stay in Sentinel's RSS, trapped below live objects where glibc's own
+    trimming (only at the heap's top) cannot return them: about 1 MiB here. Called once
+    when start-up is over, not on the sampling loop (it walks the heap)."""
+    trim = getattr(_libc, "malloc_trim", None) if _GLIBC else None
+    if trim is None:
+        return False
+    try:
+        return bool(trim(0))
+    except Exception:
+        return False

@@ -10,7 +10,13 @@ import sys
 
 HEAVY = ("typer", "click", "rich", "psutil", "prometheus_client", "kubernetes", "yaml",
          "asyncio", "sentinel.cli", "sentinel.app", "sentinel.core.guardian",
-         "sentinel.exporters", "sentinel.control", "sentinel.ui")
+         "sentinel.exporters", "sentinel.control", "sentinel.ui",
+         # argparse (with shutil, gettext and locale for its help formatter) only for --help
+         # and the errors it judges: importing and building it cost ~4 ms of the start.
+         "argparse", "shutil", "gettext", "locale",
+         # inspect's own imports: dataclasses imports inspect, which stays a lazy module
+         # until the workload runs (launch.defer_imports); ~5 ms of the start.
+         "ast", "dis", "tokenize")
 
 # Records what is imported at the moment the workload is spawned, then spawns it. The facts
 # go to their own file: on stderr they could interleave with Sentinel's log writer thread.
