@@ -118,25 +118,32 @@ class Group:
                          tty_fd=None, self_caused=self.state.self_caused_signals)
         self.init.router = self._on_signal
         self.init.on_orphan = self._on_orphan
+        self.init.on_reaped = self._on_reaped
         self.late_signal_listeners = self.init.late_signal_listeners
         self._reload_config = reload_config
         self._programs: dict[str, Supervisor] = {}  # in start order
         self._main = config.main
-        # Sentinel's direct children -> the program they belong to ("": none), and the
-        # sessions programs lead (the main PID of each run) -> program.
-        self._owner: dict[int, str] = {}
-        self._sessions: dict[int, str] = {}
+        # Sentinel's direct children -> the program (supervisor) they belong to (None:
+        # none), and the session each program's current run leads (its main PID).
+        self._owner: dict[int, Supervisor | None] = {}
+        self._sessions: dict[int, Supervisor] = {}
         self._relays: dict[str, list] = {}  # program -> its OutputRelay(s) (prefixed output)
+        self._retired: list = []  # relays of removed programs, closed at exit
+        # The output mode is Sentinel's own: it does not change on a reload.
+        self._output = config.output
         self._prefixes: dict[str, str] = {}
         self._done: asyncio.Future | None = None
         self._stopping = False  # Sentinel is ending: programs stop in reverse order
         self._stop_task: asyncio.Task | None = None
         self._exit_code: int | None = None
+        self._main_code: int | None = None  # the main program's code during a shutdown
         self._ending: Supervisor | None = None  # the program whose end ends Sentinel
-        self._waiters: dict[str, asyncio.Future] = {}  # program -> its end (shutdown)
-        self._then_start: set[str] = set()  # restart NAME / reload: start once stopped
-        self._replacements: dict[str, tuple] = {}  # reload: name -> (spec, settings)
-        self._removing: set[str] = set()  # reload: dropped once ended
+        # Keyed by supervisor, never by name: a program removed (or replaced) by a reload
+        # and added again keeps its old run apart from the new one.
+        self._waiters: dict[Supervisor, asyncio.Future] = {}  # its end (shutdown)
+        self._then_start: set[Supervisor] = set()  # restart NAME: start once stopped
+        self._replacements: dict[Supervisor, tuple] = {}  # reload: (spec, settings) next
+        self._removing: set[Supervisor] = set()  # reload: dropped once ended
         self._listener_errors: set[str] = set()
         self._own_oom: dict = {"tried": False, "adj": None, "before": None, "note": ""}
         self._notes_said: set[str] = set()
@@ -181,18 +188,22 @@ class Group:
 
     # ------------------------------------------------------------------ programs
     def _add(self, spec, settings: Settings) -> Supervisor:
+        """A supervisor for ``spec``, not started (``ended``: nothing to wait for)."""
         name = spec.name
         probe = TreeProbe(os.getpid(), include_root=False, measure=settings.measure,
                           proc_root=self._proc, root_threads=(os.getpid(),),
                           smaps_min_period=settings.interval_seconds,
                           walk_period=walk_period_for(settings.measure),
-                          cgroup=CgroupProbe.for_pid("self", cgroup_root=settings.cgroup_root),
-                          root_filter=lambda pid, name=name: self.owner(pid) == name)
+                          cgroup=CgroupProbe.for_pid("self", cgroup_root=settings.cgroup_root))
         sup = Supervisor(settings, None, self.original_mask, pid1=self.pid1,
                          subreaper=self.subreaper, loop=self.loop, probe=probe,
-                         version=self.version, clock=self._clock,
-                         launcher=lambda name=name: self._launch(name), host=self)
+                         version=self.version, clock=self._clock, host=self)
+        # The supervisor itself, not its name: an old run of a program being removed or
+        # replaced by a reload keeps its own processes apart from the new one's.
+        probe.root_filter = lambda pid, sup=sup: self.owner(pid) is sup
+        sup.launcher = lambda sup=sup: self._launch(sup)
         sup.spec = spec  # type: ignore[attr-defined]
+        sup.ended = True  # not started yet
         sup.kernel_side.own = self._own_oom  # Sentinel's own oom_score_adj: lowered once
         sup.sampling_side._said = self._notes_said  # noqa: SLF001 - a kernel note, said once
         sup.state.program = name
@@ -203,25 +214,40 @@ class Group:
         self._programs[name] = sup
         return sup
 
-    def _drop(self, name: str) -> None:
-        sup = self._programs.pop(name)
-        self.init.programs.remove(sup)
-        for relay in self._relays.pop(name, []):
-            relay.close()
+    def _drop(self, sup: Supervisor, *, keep_output: bool = False) -> None:
+        """Forget ``sup`` (removed or replaced by a reload, once ended)."""
+        name = sup.state.program
+        if self._programs.get(name) is sup:
+            del self._programs[name]
+        if sup in self.init.programs:
+            self.init.programs.remove(sup)
+        for table in (self._then_start, self._removing):
+            table.discard(sup)
+        self._replacements.pop(sup, None)
+        self._waiters.pop(sup, None)
+        for pid in [pid for pid, owner in self._owner.items() if owner is sup]:
+            self._owner[pid] = None  # a leftover that outlived it: no program's now
+        for sid in [sid for sid, owner in self._sessions.items() if owner is sup]:
+            del self._sessions[sid]
+        if not keep_output and name not in self._programs:
+            # Not closed here (a relay may be blocked writing to a slow stdout: joining
+            # it would stall the loop); it still relays what leftovers write, and the
+            # drain at exit closes it.
+            self._retired.extend(self._relays.pop(name, []))
         sup.close()
 
     def _set_prefixes(self, names: list[str]) -> None:
-        if self.config.output != "prefixed":
+        if self._output != "prefixed":
             self._prefixes = {}
             return
         from sentinel.core.output import prefix_for
 
         self._prefixes = prefix_for(names)
 
-    def _launch(self, name: str) -> Child:
-        """Spawn program ``name`` (its command, env, cwd, user; its output prefixed or
+    def _launch(self, sup: Supervisor) -> Child:
+        """Spawn ``sup``'s program (its command, env, cwd, user; its output prefixed or
         Sentinel's own fds); remember its session. Raises ``SpawnError``."""
-        sup = self._programs[name]
+        name = sup.state.program
         spec = sup.spec  # type: ignore[attr-defined]
         out = err = None
         relays = self._relays.get(name)
@@ -232,10 +258,7 @@ class Group:
                 relays = self._relays[name] = [
                     OutputRelay(name, self._prefixes[name], 1),
                     OutputRelay(name, self._prefixes[name], 2)]
-            else:
-                for relay in relays:
-                    relay.reopen()
-            out, err = relays[0].write_fd, relays[1].write_fd
+            out, err = relays[0].write_fd, relays[1].write_fd  # a fresh pipe each run
         user = (spec.uid, spec.gid, tuple(spec.groups)) if spec.uid is not None else None
         try:
             child = spawn(spec.command, self.original_mask, environ=spec.environ(self.environ),
@@ -243,47 +266,56 @@ class Group:
         finally:
             for relay in relays or ():
                 relay.started()  # Sentinel's copy of the write end is closed either way
-        self._owner[child.pid] = name
-        self._sessions[child.pid] = name
+        # The previous run's session is over (its leftovers were swept before a restart):
+        # its ID may be reused by an unrelated session leader.
+        for sid in [sid for sid, owner in self._sessions.items() if owner is sup]:
+            del self._sessions[sid]
+        self._owner[child.pid] = sup
+        self._sessions[child.pid] = sup
         return child
 
-    def owner(self, pid: int) -> str:
-        """The program Sentinel's direct child ``pid`` belongs to ("" for none): a
-        program's main process, else the program whose session it is in, else the
-        program in whose tree it was last seen (it left the session: setsid). Read
-        once per process (``/proc/<pid>/stat``), kept until it is reaped."""
-        name = self._owner.get(pid)
-        if name is None:
-            name = self._attribute(pid)
-            self._owner[pid] = name
-        return name
+    def owner(self, pid: int) -> Supervisor | None:
+        """The program (supervisor) Sentinel's direct child ``pid`` belongs to, or
+        ``None``: a program's main process; else the program whose session it is in (each
+        program leads its own); else the program in whose tree it was last seen (it left
+        the session with setsid before it was reparented). Read once per process
+        (``/proc/<pid>/stat``), forgotten when it is reaped (a reused PID is asked again)."""
+        if pid in self._owner:
+            return self._owner[pid]
+        owner = self._owner[pid] = self._attribute(pid)
+        return owner
 
-    def _attribute(self, pid: int) -> str:
-        sid = session_of(pid, self._proc)
-        name = self._sessions.get(sid) if sid is not None else None
-        if name is None:
-            for sup in self._programs.values():
-                if pid in getattr(sup.probe, "_nodes", ()):  # seen in its tree
-                    name = sup.state.program
-                    break
-        if name is None:
-            log.info("pid %d (session %s) is a child of Sentinel but of no program's session "
-                     "or tree: it is reaped, not measured", pid, sid,
-                     extra={"event": "orphan_unattributed", "pid": pid})
-            return ""
-        log.debug("orphan pid %d is %s's (session %s)", pid, name, sid,
-                  extra={"event": "orphan", "pid": pid, "program": name})
-        return name
+    def _attribute(self, pid: int) -> Supervisor | None:
+        token = logs.PROGRAM.set("")  # Sentinel's own line, whichever program's walk asks
+        try:
+            sid = session_of(pid, self._proc)
+            owner = self._sessions.get(sid) if sid is not None else None
+            if owner is None:
+                owner = next((sup for sup in self.init.programs
+                              if pid in getattr(sup.probe, "_nodes", ())), None)
+            if owner is None:
+                log.info("pid %d (session %s) is a child of Sentinel but of no program's "
+                         "session or tree (it left its session before Sentinel saw it): it is "
+                         "not measured; it is reaped, and stopped when Sentinel ends", pid, sid,
+                         extra={"event": "orphan_unattributed", "pid": pid})
+            else:
+                log.debug("orphan pid %d is %s's (session %s)", pid, owner.state.program, sid,
+                          extra={"event": "orphan", "pid": pid, "program": owner.state.program})
+            return owner
+        finally:
+            logs.PROGRAM.reset(token)
 
     def _on_orphan(self, pid: int, status: int) -> None:
         """The init reaped ``pid``, which was no program's main process."""
-        name = self._owner.pop(pid, None)
-        if name is None:  # never walked: it came and went between two samples
-            name = next((sup.state.program for sup in self._programs.values()
-                         if pid in getattr(sup.probe, "_nodes", ())), "")
+        owner = self._owner.get(pid)
+        name = owner.state.program if owner is not None else ""
         log.debug("reaped orphan pid %d (%s)%s", pid, exit_code_of(status),
                   f" of {name}" if name else "", extra={"event": "orphan_reaped", "pid": pid,
                                                         **({"program": name} if name else {})})
+
+    def _on_reaped(self, pid: int) -> None:
+        """Every reaped PID (a main process or an orphan): its attribution is over."""
+        self._owner.pop(pid, None)
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
@@ -304,7 +336,7 @@ class Group:
         log.info("starting %d programs in this order: %s; main program: %s", len(names),
                  ", ".join(names), self._main, extra={"event": "startup"})
         for sup in self.programs:
-            if self._stopping:
+            if self._stopping:  # a SIGTERM, or the main program's end: start no more
                 break
             sup.start()
             self.init.read_signals()  # a SIGTERM or an exit during the start-up
@@ -318,9 +350,9 @@ class Group:
                   exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
 
     def close(self) -> None:
-        for sup in self.programs:
+        for sup in list(self.init.programs):
             sup.close()
-        relays = [r for rs in self._relays.values() for r in rs]
+        relays = [r for rs in self._relays.values() for r in rs] + self._retired
         if relays:
             from sentinel.core.output import drain
 
@@ -356,24 +388,27 @@ class Group:
 
     def _program_ended(self, sup: Supervisor, code: int) -> None:
         name = sup.state.program
-        waiter = self._waiters.pop(name, None)
+        if self._stopping and self.is_main(sup) and self._programs.get(name) is sup:
+            self._main_code = code  # Sentinel's code after a shutdown, whenever it ends
+            if self._ending is None:
+                self._ending = sup
+        waiter = self._waiters.pop(sup, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(code)
-        if name in self._removing:
-            self._removing.discard(name)
-            self._drop(name)
+        if sup in self._removing:
+            self._drop(sup)
             log.info("program %s removed", name, extra={"event": "reload", "program": name})
             return
-        if name in self._replacements:
-            spec, settings = self._replacements.pop(name)
-            self._drop(name)
+        if sup in self._replacements:
+            spec, settings = self._replacements.pop(sup)
+            self._drop(sup, keep_output=True)
             new = self._add(spec, settings)
             self._reorder()
             if not self._stopping:
                 new.start()
             return
-        if name in self._then_start:
-            self._then_start.discard(name)
+        if sup in self._then_start:
+            self._then_start.discard(sup)
             if not self._stopping:
                 sup.start()
                 return
@@ -384,25 +419,33 @@ class Group:
             self._end(sup, code, f"the main program {name} ended ({state.value}, exit code "
                       f"{code})")
             return
-        gave_up = code != 0 and state is not ProgramState.STOPPED
+        # Given up: its restart budget is used up (whatever its last code), or it failed
+        # and its policy does not restart it. Not: a clean exit, an operator's stop.
+        gave_up = state is ProgramState.GIVEN_UP or (code != 0 and state is not
+                                                     ProgramState.STOPPED)
         spec = sup.spec  # type: ignore[attr-defined]
         if gave_up and spec.on_give_up == "exit":
             self._end(sup, code, f"program {name} gave up (exit code {code}; on-give-up: exit)")
         elif gave_up:
-            log.error("gave up (exit code %d); the other programs go on (on-give-up: "
-                      "continue; 'sentinel start %s' starts it again)", code, name,
-                      extra={"event": "program_ended", "program": name, "exit_code": code,
-                             "gave_up": True})
+            log.error("%s gave up (exit code %d); the other programs go on (on-give-up: "
+                      "continue; 'sentinel start %s' starts it again)", name, code, name,
+                      extra={"event": "program_ended", "exit_code": code, "gave_up": True})
         else:
-            log.info("%s (exit code %d); the other programs go on",
-                     "stopped" if state is ProgramState.STOPPED else "exited", code,
-                     extra={"event": "program_ended", "program": name, "exit_code": code})
+            log.info("%s %s (exit code %d); the other programs go on", name,
+                     "was stopped" if state is ProgramState.STOPPED else "exited", code,
+                     extra={"event": "program_ended", "exit_code": code})
+
+    def _halt(self) -> None:
+        """Sentinel is ending: no program is restarted from now on (a pending back-off
+        is cancelled, ending that program at once)."""
+        self._stopping = True
+        for sup in list(self.init.programs):
+            sup.no_restart()
 
     def _end(self, sup: Supervisor | None, code: int, why: str) -> None:
         """Sentinel ends with ``code``: stop the live programs in reverse order first."""
         if self._stopping:
             return
-        self._stopping = True
         self._ending = sup
         self._exit_code = code
         live = [s.state.program for s in self.programs if not s.ended]
@@ -410,27 +453,78 @@ class Group:
                 "%d", why, f"stopping {', '.join(reversed(live))} first" if live
                 else "no other program is running", code, extra={"event": "ending",
                                                                   "exit_code": code})
+        self._halt()
         self._stop_task = self.loop.create_task(self._stop_all())
 
     async def _stop_all(self) -> None:
         """Stop every live program in reverse start order, each with its own ladder,
-        one after another; then finish."""
-        main_code = None
-        for sup in reversed(self.programs):
+        one after another; then whatever is left of Sentinel's children; then finish."""
+        for sup in reversed(list(self.init.programs)):
             if sup.ended:
                 continue
-            name = sup.state.program
-            waiter = self._waiters[name] = self.loop.create_future()
+            waiter = self._waiters[sup] = self.loop.create_future()
             sup.shutdown()
-            code = await waiter
-            if self.is_main(sup):
-                main_code = code
-                if self._ending is None:  # a shutdown: the main program's end is the one
-                    self._ending = sup
+            await waiter
+        try:
+            await self._sweep_leftovers()
+        except Exception as exc:  # the exit code must not depend on it
+            log.error("stopping the leftover processes failed: %r", exc,
+                      extra={"event": "cleanup"})
         code = self._exit_code
         if code is None:  # a shutdown: the main program's code
-            code = main_code if main_code is not None else 0
+            code = self._main_code if self._main_code is not None else 0
         self._finish(code)
+
+    async def _sweep_leftovers(self) -> None:
+        """Every program has ended: stop the processes still under Sentinel that no
+        program's sweep reached (they left their program's session and were never seen
+        in its tree: a daemon that double-forked with setsid). SIGTERM, the main
+        settings' grace period, SIGKILL; as PID 1 the kernel would kill them as Sentinel
+        exits, as a subreaper they would outlive it."""
+        probe = TreeProbe(os.getpid(), include_root=False, proc_root=self._proc,
+                          root_threads=(os.getpid(),))
+        try:
+            def left() -> list[int]:
+                out, stack = [], list(probe.children(os.getpid()) or [])
+                while stack:
+                    pid = stack.pop()
+                    if session_of(pid, self._proc) is None:
+                        continue
+                    out.append(pid)
+                    stack.extend(probe.children(pid) or [])
+                return out
+
+            pids = left()
+            if not pids:
+                return
+            grace = self.settings.grace_period_seconds
+            log.warning("%d process(es) under Sentinel belong to no program (they left their "
+                        "session): SIGTERM, SIGKILL after %.1fs: %s", len(pids), grace,
+                        ", ".join(map(str, pids[:10])) + (" ..." if len(pids) > 10 else ""),
+                        extra={"event": "cleanup", "pids": pids})
+            for sig in (signal.SIGTERM, signal.SIGCONT):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sig)
+                    except OSError:
+                        pass
+            deadline = self._clock() + grace
+            while self._clock() < deadline and left():
+                await asyncio.sleep(0.05)
+            pids = left()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if pids:
+                log.warning("SIGKILL to %d leftover process(es): %s", len(pids),
+                            ", ".join(map(str, pids[:10])), extra={"event": "cleanup"})
+            deadline = self._clock() + 2.0
+            while self._clock() < deadline and left():
+                await asyncio.sleep(0.05)
+        finally:
+            probe.close()
 
     def _on_signal(self, info: kernel.SignalInfo, target: int) -> bool:
         """The init's router: what a signal Sentinel received means for the programs."""
@@ -448,8 +542,8 @@ class Group:
                          "order (%s), each with its own stop signal and grace period; then "
                          "exiting with the main program's code", name, info.pid,
                          ", ".join(order) or "none running", extra={"event": "shutdown"})
-                self._stopping = True
                 self._exit_code = None  # the main program's code, once it has stopped
+                self._halt()
                 self._stop_task = self.loop.create_task(self._stop_all())
             elif not first:
                 log.info("received %s from pid %d again: the programs are being stopped",
@@ -466,11 +560,10 @@ class Group:
         if target == 0:
             log.debug("dropped %s (rewritten to 0)", name)
             return True
-        if target == signal.SIGKILL:  # Sentinel's SIGKILL: never the kernel's
-            for sup in self.programs:
-                sup.kernel_side.hook("note_sigkill")
         for sup in self.programs:
             if sup.main_pid is not None:
+                if target == signal.SIGKILL:  # Sentinel's SIGKILL: never the kernel's
+                    sup.kernel_side.hook("note_sigkill")
                 sup.signal_workload(target)
         log.debug("forwarded %s%s to every running program", name,
                   f" as {signal_name(target)}" if target != sig else "",
@@ -484,16 +577,20 @@ class Group:
                              state="stopping", command=command)
 
     def start_program(self, name: str | None = None) -> str:
-        """``start NAME``: start a program that has ended (exited, stopped, given up)
-        with a fresh restart budget. Raises ``StateError`` while it runs, or while
-        Sentinel is stopping; ``UnknownProgram``."""
+        """``start NAME``: start a program that has ended (exited, stopped, given up, or
+        never started) with a fresh restart budget. Raises ``StateError`` while it runs
+        or is being stopped (or replaced by a reload), or while Sentinel is stopping;
+        ``UnknownProgram``."""
         self._require_running("start")
         sup = self.program(name)
-        if not sup.ended:
+        if not sup.ended or sup in self._replacements or sup in self._removing:
             state = sup.program_state
-            why = ("its leftover processes are still being stopped; try again in a moment"
-                   if state in _ENDED else "it is already running (restart NAME restarts it)"
-                   if state is not ProgramState.STOPPING else "it is being stopped")
+            why = ("a reload is replacing it" if sup in self._replacements
+                   else "a reload is removing it" if sup in self._removing
+                   else "its leftover processes are still being stopped; try again in a "
+                   "moment" if state in _ENDED
+                   else "it is being stopped" if state is ProgramState.STOPPING
+                   else "it is already running (restart NAME restarts it)")
             raise StateError(f"cannot start {sup.state.program}: {why}", state=state.value,
                              command="start")
         sup.start()
@@ -510,16 +607,18 @@ class Group:
         if sup.ended:
             return self.start_program(sup.state.program)
         prog = sup.state.program
+        if sup in self._replacements or sup in self._removing or sup in self._then_start:
+            raise StateError(f"cannot restart {prog}: it is already being stopped (a reload "
+                             "or an earlier restart)", state=sup.program_state.value,
+                             command="restart")
         if sup.program_state is ProgramState.BACKING_OFF:
-            sup._restart_handle.cancel()  # noqa: SLF001 - restart now, not after the back-off
-            sup._restart_handle = None  # noqa: SLF001
-            sup.ended = True
-            sup.start()
-            return f"{prog}'s restart back-off cut short: started"
+            sup.no_restart()  # ends it now (its end comes on the loop); then start it
+            self._then_start.add(sup)
+            return f"{prog}'s restart back-off cut short: it starts now"
         sup.stop(REASON_OPERATOR)  # raises StateError when it does not fit
-        self._then_start.add(prog)
-        return f"stopping {prog} (SIGTERM, then SIGKILL after its grace period); it starts " \
-               "again once stopped"
+        self._then_start.add(sup)
+        return f"stopping {prog} ({sup._stop_name}, then SIGKILL after its grace period); " \
+               "it starts again once stopped"  # noqa: SLF001
 
     def reload(self) -> str:
         """Re-read the config file and apply the difference (see the module's policy).
@@ -537,39 +636,51 @@ class Group:
         from sentinel.config.programs import diff
 
         d = diff(self.config, new)
+        waiting = []  # a program a reload already stops: this reload's change follows it
         for key in d.settings_changed:
             log.warning("reload: %s changed in %s; Sentinel's own settings apply only when "
                         "Sentinel restarts (this change waits for that)", key, new.path,
                         extra={"event": "reload", "key": key})
-        old_order = list(self._programs)
         self.config = new
         self._main = new.main
-        self._set_prefixes(sorted(set(old_order) | {s.name for s in new.programs}))
+        self.state.workload = new.main
         specs = {spec.name: spec for spec in new.programs}
+        self._set_prefixes(sorted(set(self._programs) | set(specs)))
+        removed_now = {s.state.program: s for s in self._removing}
         for name in d.removed:
             sup = self._programs[name]
             if sup.ended:
-                self._drop(name)
+                self._drop(sup)
             else:
-                self._removing.add(name)
+                self._replacements.pop(sup, None)
+                self._removing.add(sup)
                 self._stop_for_reload(sup)
         for name in d.changed:
             sup = self._programs[name]
-            if sup.ended:
-                self._drop(name)
-                self._add(specs[name], new_settings[name])
-                if self._was_running_policy(sup):
-                    self._programs[name].start()
+            if sup.ended and sup not in self._replacements:
+                start = self._started_before(sup)
+                self._drop(sup, keep_output=True)
+                new_sup = self._add(specs[name], new_settings[name])
+                if start:
+                    new_sup.start()
             else:
-                self._replacements[name] = (specs[name], new_settings[name])
+                self._replacements[sup] = (specs[name], new_settings[name])
                 self._stop_for_reload(sup)
         for name in d.added:
+            old = removed_now.get(name)
+            if old is not None and old in self._removing:  # removed, not yet stopped:
+                self._removing.discard(old)  # it comes back as a replacement
+                self._replacements[old] = (specs[name], new_settings[name])
+                waiting.append(name)
+                continue
             self._add(specs[name], new_settings[name]).start()
         self._reorder()
         text = ", ".join(f"{what} {', '.join(names)}" for what, names in (
             ("added", d.added), ("removed", d.removed), ("changed", d.changed)) if names)
         text = f"reloaded {new.path}: " + (text or "no program changed") + \
             f"; unchanged: {len(d.unchanged)}" + \
+            (f"; {', '.join(waiting)} start(s) once the old run has stopped" if waiting
+             else "") + \
             (f"; needs a restart of Sentinel: {', '.join(d.settings_changed)}"
              if d.settings_changed else "")
         self.emit("reloaded", text, logging.WARNING if d.settings_changed else logging.INFO,
@@ -578,21 +689,23 @@ class Group:
         return text
 
     @staticmethod
-    def _was_running_policy(sup: Supervisor) -> bool:
-        """A changed program that had ended: start it again only if it had not been
-        stopped by the operator (a stopped program stays stopped)."""
-        return sup.program_state is not ProgramState.STOPPED
+    def _started_before(sup: Supervisor) -> bool:
+        """A changed program that had ended: start it again only if it had ended by
+        itself (a program the operator stopped, or never started, stays so)."""
+        return sup.program_state not in (ProgramState.STOPPED, ProgramState.STARTING)
 
     def _stop_for_reload(self, sup: Supervisor) -> None:
-        state = sup.program_state
-        if state is ProgramState.STOPPING:
-            sup._shutting_down = True  # noqa: SLF001 - its ladder ends it: no restart
-            return
-        sup.stop(REASON_OPERATOR)
+        """Stop ``sup`` for a reload's sake, whatever its state (never raises): a live one
+        gets its ladder, a back-off is cancelled, one being stopped or whose leftovers are
+        being swept just ends, without a restart."""
+        sup.no_restart()
+        if sup.program_state in (ProgramState.RUNNING, ProgramState.STOPPED_BY_SIGNAL):
+            sup.stop(REASON_OPERATOR)
 
     def _reorder(self) -> None:
         """Programs in the config's start order; those being removed at the end."""
         order = [spec.name for spec in self.config.programs]
         rest = [n for n in self._programs if n not in order]
         self._programs = {n: self._programs[n] for n in order + rest if n in self._programs}
-        self.init.programs[:] = list(self._programs.values())
+        live = list(self._programs.values())
+        self.init.programs[:] = live + [s for s in self.init.programs if s not in live]

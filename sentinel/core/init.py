@@ -88,6 +88,7 @@ class Init:
         # (a process that was not a program's main process), to attribute it.
         self.router: Callable[[kernel.SignalInfo, int], bool] | None = None
         self.on_orphan: Callable[[int, int], None] | None = None
+        self.on_reaped: Callable[[int], None] | None = None  # every reaped PID, after it
         self._sigfd: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,5 +252,7 @@ class Init:
                 self.on_orphan(pid, status)
             else:
                 log.debug("reaped orphan pid %d (%s)", pid, exit_code_of(status))
+            if self.on_reaped is not None:
+                self.on_reaped(pid)
         for program in list(self.programs):
             program.after_reap()

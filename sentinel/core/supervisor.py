@@ -449,18 +449,28 @@ class Supervisor:
         end comes as ``host.program_ended``; nothing happens for an ended program."""
         if self.ended:
             return
+        self.no_restart()
+        state = self.program_state
+        if state in _LIVE:
+            sample = self.state.last_sample
+            self._start_ladder(REASON_SHUTDOWN, sample.measure_bytes if sample else None,
+                               sample.pids if sample else (self.child.pid,))  # type: ignore
+        elif state is not ProgramState.STOPPING and not self._cleanup:
+            # Nothing to stop (no process, no sweep under way): it ends now.
+            self.loop.call_soon(self._finish, self._exit_code)
+        # stopping, or its leftovers being swept: its end follows by itself
+
+    @as_program
+    def no_restart(self) -> None:
+        """From now on the program is not restarted (Sentinel is ending, or a reload
+        replaces it): a pending restart back-off is cancelled and the program ends
+        (``host.program_ended``, on the loop) with its last exit code."""
         self._shutting_down = True
         if self._restart_handle is not None:
             self._restart_handle.cancel()
             self._restart_handle = None
             self.state.phase = PHASE_EXITED
             self.loop.call_soon(self._finish, self._exit_code)
-            return
-        if self.program_state in _LIVE:
-            sample = self.state.last_sample
-            self._start_ladder(REASON_SHUTDOWN, sample.measure_bytes if sample else None,
-                               sample.pids if sample else (self.child.pid,))  # type: ignore
-        # stopping, or its leftovers being swept: its end follows by itself
 
     def _respawn(self, first: bool = False) -> None:
         self._restart_handle = None

@@ -8,6 +8,7 @@ codes, signal order, no zombies.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -187,8 +188,9 @@ def test_reload_restarts_only_what_changed(start_sentinel, tmp_path):
 def test_output_is_prefixed_with_the_program_name(start_sentinel, tmp_path):
     s = start(start_sentinel, tmp_path, [
         {"name": "a", "command": [PY, "-c", "print('one'); print('two')"]},
-        {"name": "bb", "command": [PY, "-c", "import sys; print('err', file=sys.stderr); "
-                                   "print('part', end='')"], "main": True},
+        {"name": "bb", "command": [PY, "-c", "import sys, time; time.sleep(0.5); "
+                                   "print('err', file=sys.stderr); print('part', end='')"],
+         "main": True},  # a is done by then: the main program's end stops the others
     ])
     assert s.wait() == 0
     out = s.rest()
@@ -230,3 +232,161 @@ def test_orphans_count_in_their_programs_measure_only(start_sentinel, tmp_path, 
     assert pids("calm") == {calm}
     s.signal(signal.SIGTERM)
     s.wait()
+
+
+# ---------------------------------------------------------------- the group's edges
+IGNORES_TERM = [PY, "-c", "import os, signal, time; signal.signal(signal.SIGTERM, "
+                "signal.SIG_IGN); os.write(1, b'ready child %d 0\\n' % os.getpid()); "
+                "time.sleep(60)"]
+
+
+def control(sock: str, command: str) -> dict:
+    from sentinel.control.client import request
+
+    return request(sock, command)
+
+
+def start_with_socket(start_sentinel, tmp_path, programs, mode="subreaper"):
+    sock = str(tmp_path / "s.sock")
+    cfg = write_config(tmp_path, programs, socket=sock)
+    s = start_sentinel(["--log-format", "json", "--no-metrics", "--k8s-events", "off",
+                        "--config", cfg], pid1=mode == "pid1")
+    wait_until(lambda: os.path.exists(sock), 10, what="the control socket")
+    return s, sock
+
+
+def test_a_main_program_that_cannot_be_spawned_ends_sentinel_at_once(start_sentinel,
+                                                                      tmp_path):
+    broken = tmp_path / "broken"
+    broken.write_text("#!/nonexistent/interpreter\n")  # found and executable; exec fails
+    broken.chmod(0o755)
+    t0 = time.monotonic()
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": [str(broken)]},
+        {"name": "worker", "command": printer()},
+    ])
+    assert s.wait(10) == 127
+    assert time.monotonic() - t0 < 5
+    assert not events(s, "spawned", "worker")  # never started, so nothing to wait for
+
+
+def test_the_main_programs_code_survives_its_exit_during_the_shutdown(start_sentinel,
+                                                                       tmp_path, mode):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": [PY, "-c", "import os, time; os.write(1, b'ready child "
+                                    "%d 0\\n' % os.getpid()); time.sleep(1); raise "
+                                    "SystemExit(3)"]},
+        {"name": "worker", "command": IGNORES_TERM, "grace-period": "2500ms"},
+    ], mode=mode)
+    ready(s, "web", "worker")
+    s.signal(signal.SIGTERM)  # worker is stopped first; web exits 3 during its grace
+    assert s.wait() == 3
+    assert [(r["program"], r["signal"]) for r in events(s, "signal_sent")] == \
+        [("worker", "SIGTERM"), ("worker", "SIGKILL")]
+
+
+def test_no_program_is_restarted_once_the_shutdown_began(start_sentinel, tmp_path):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": printer("--exit-on", "TERM=0")},
+        {"name": "crash", "command": [PY, "-c", "import time; time.sleep(0.2); raise "
+                                      "SystemExit(1)"], "restart": "on-failure",
+         "restart-delay": "50ms", "max-restarts": 0},
+        {"name": "worker", "command": IGNORES_TERM, "grace-period": "1500ms"},
+    ])
+    ready(s, "web", "worker")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    logs = s.logs()
+    began = next(i for i, r in enumerate(logs) if r.get("event") == "shutdown")
+    assert not [r for r in logs[began:] if r.get("event") == "spawned"], logs[began:]
+
+
+def test_a_crash_loop_that_exits_0_still_gives_up(start_sentinel, tmp_path):
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": printer("--exit-on", "TERM=0")},
+        {"name": "loop", "command": ["true"], "restart": "always", "restart-delay": "50ms",
+         "max-restarts": 2, "on-give-up": "exit"},
+    ])
+    assert s.wait() == 0
+    [ending] = events(s, "ending")
+    assert "loop gave up" in ending["msg"]
+    assert len(events(s, "spawned", "loop")) == 3
+
+
+def test_a_stopped_program_changed_by_a_reload_can_be_started(start_sentinel, tmp_path):
+    programs = [{"name": "web", "command": printer("--exit-on", "TERM=0")},
+                {"name": "worker", "command": printer("--exit-on", "TERM=0"),
+                 "env": {"V": "1"}}]
+    s, sock = start_with_socket(start_sentinel, tmp_path, programs)
+    ready(s, "web", "worker")
+    assert control(sock, "stop worker")["ok"]
+    wait_until(lambda: events(s, "program_ended"), 5, what="worker stopped")
+    programs[1]["env"] = {"V": "2"}
+    write_config(tmp_path, programs, socket=sock)
+    assert control(sock, "reload")["ok"]
+    assert not events(s, "spawned", "worker")[1:]  # a stopped program stays stopped
+    reply = control(sock, "start worker")
+    assert reply["ok"], reply
+    ready(s, "worker")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_a_program_removed_and_added_back_during_its_grace_period(start_sentinel, tmp_path):
+    worker = {"name": "worker", "command": IGNORES_TERM, "grace-period": "1500ms"}
+    programs = [{"name": "web", "command": printer("--exit-on", "TERM=0")}, worker]
+    s, sock = start_with_socket(start_sentinel, tmp_path, programs)
+    old = ready(s, "web", "worker")["worker"]
+    write_config(tmp_path, programs[:1], socket=sock)
+    assert control(sock, "reload")["ok"]  # worker: SIGTERM (ignored), SIGKILL in 1.5 s
+    write_config(tmp_path, programs, socket=sock)
+    reply = control(sock, "reload")  # back before its old run ended
+    assert reply["ok"], reply
+    new = ready(s, "worker", timeout=10)
+    assert new != old
+    killed = [p for r in events(s, "signal_sent") if r["signal"] == "SIGKILL" for p in r["pids"]]
+    assert killed == [old]
+    st = control(sock, "status worker")["status"]
+    assert st["main_pid"] == new and st["phase"] == "running"
+    time.sleep(0.3)  # the new run is not touched by the old one's ladder
+    assert alive(new)
+    s.signal(signal.SIGTERM)
+    s.wait()
+
+
+def test_a_reload_during_a_programs_leftover_sweep(start_sentinel, tmp_path):
+    leaver = {"name": "leaver", "command": ["sh", "-c", "sh -c 'trap \"\" TERM; sleep 30' & "
+                                            "sleep 0.3; exit 0"], "grace-period": "1500ms"}
+    programs = [{"name": "web", "command": printer("--exit-on", "TERM=0")}, leaver]
+    s, sock = start_with_socket(start_sentinel, tmp_path, programs)
+    ready(s, "web")
+    wait_until(lambda: events(s, "exited", "leaver"), 5, what="leaver's main exits")
+    write_config(tmp_path, programs[:1], socket=sock)
+    reply = control(sock, "reload")  # its leftover ignores SIGTERM: the sweep lasts 1.5 s
+    assert reply["ok"], reply
+    assert "removed leaver" in reply["message"]
+    wait_until(lambda: "leaver" not in [p["name"] for p in
+                                       control(sock, "status")["status"]["programs"]], 5,
+               what="leaver removed once its sweep ended")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_daemons_that_left_their_session_are_stopped_when_sentinel_ends(start_sentinel,
+                                                                         tmp_path):
+    daemon = [PY, "-c", "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if "
+              "os.fork() == 0:\n        os.write(1, b'daemon %d\\n' % os.getpid())\n"
+              "        time.sleep(60)\n    os._exit(0)\nos.wait()\nos.write(1, b'ready child "
+              "%d 0\\n' % os.getpid())\ntime.sleep(60)"]
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": printer("--exit-on", "TERM=0")},
+        {"name": "forker", "command": daemon},
+    ])
+    line = s.expect("forker ", 10)
+    pid = int(line.split("daemon ")[1]) if "daemon" in line else \
+        int(s.expect("forker  | daemon", 10).split("daemon ")[1])
+    assert alive(pid)
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+    wait_until(lambda: not alive(pid), 5, what="the daemon stopped")
+    assert any(r.get("event") == "cleanup" and pid in r.get("pids", []) for r in s.logs())
