@@ -9,7 +9,8 @@ Paths (the first segment picks the behaviour; the rest is free, e.g. a token):
 - ``/fail/...``: 500 forever;
 - ``/missing/...``: 404 with an Express-like body that echoes the path
   ("Cannot POST /missing/..."), as many real servers do;
-- ``/hang/...``: reads the request, then never answers (until ``close``).
+- ``/hang/...``: reads the request, then never answers (until ``close``);
+- ``/redirect/...``: 302 to ``/ok/redirected`` (a POST must not follow it).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Receiver:
                 kind = self.path.strip("/").split("/")[0]
                 with outer._lock:
                     count = outer._counts[self.path] = outer._counts.get(self.path, 0) + 1
-                status = {"ok": 200, "slow": 200, "fail": 500, "missing": 404}.get(kind, 200)
+                status = {"ok": 200, "slow": 200, "fail": 500, "missing": 404,
+                          "redirect": 302}.get(kind, 200)
                 if kind == "flaky":
                     status = 500 if count <= FLAKY_FAILURES else 200
                 with outer._lock:
@@ -64,6 +66,8 @@ class Receiver:
                     outer._stop.wait(SLOW_SECONDS)
                 text = (f"Cannot POST {self.path}" if status == 404 else "ok").encode()
                 self.send_response(status)
+                if status == 302:
+                    self.send_header("Location", "/ok/redirected")
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text)

@@ -297,6 +297,15 @@ def test_a_404_is_not_retried_and_its_echo_of_the_url_is_redacted(server, log_li
     r.poster.close(1)
 
 
+def test_a_redirect_is_not_followed(server):
+    r = _receiver(server.url(f"/redirect/{TOKEN}"))
+    r.submit(b'{"n": 1}')
+    _settle(r)
+    assert [q["status"] for q in server.requests] == [302]  # the token is not sent on
+    assert (r.failed_total, r.last_error) == ({"redirect": 1}, "HTTP 302")
+    r.poster.close(1)
+
+
 def test_a_receiver_that_never_answers_times_out(server):
     r = _receiver(server.url(f"/hang/{TOKEN}"), timeout=0.2)
     r.poster.max_attempts = 2
