@@ -185,3 +185,56 @@ programs:
         text = request(str(sock), "status text")["text"]
         for shown in (json.dumps(request(str(sock), "status")), text, metrics, s.stderr()):
             _secrets_absent(shown)
+
+
+def test_urllib_is_imported_after_the_spawn(tmp_path):
+    """The URL file is read and checked before the spawn with ``re`` only; the HTTP client
+    loads in each receiver's worker, once the workload runs."""
+    import re
+
+    from tests.conftest import Running
+
+    with Receiver() as r:
+        urls = tmp_path / "webhooks"
+        urls.write_text(f"{r.url(f'/ok/{TOKEN}')}\n")
+        s = Running([PY, "-X", "importtime", "-m", "sentinel", "run", *COMMON,
+                     "--webhook-url-file", str(urls), "--", *leaker("--rate", "100", "--quiet")],
+                    pid1=False, env={"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+        try:
+            assert s.wait() == 143
+            r.wait_for(lambda: len(r.bodies("/ok/")) == 2, 5, "the kill's two messages")
+            lines = s.stderr().splitlines()
+            urllib_at = [i for i, x in enumerate(lines) if re.search(r"\|\s+urllib\.request$", x)]
+            spawned = [i for i, x in enumerate(lines) if '"spawned"' in x]
+            config_at = [i for i, x in enumerate(lines)
+                         if re.search(r"\|\s+sentinel\.config\.webhooks$", x)]
+            assert urllib_at and spawned and config_at
+            assert config_at[0] < spawned[0] < urllib_at[0]
+        finally:
+            s.kill_all()
+
+
+def test_bad_receivers_are_exit_2_before_the_spawn_and_never_echo_the_url(tmp_path):
+    import subprocess
+
+    from tests.conftest import SENTINEL, clean_env
+
+    marker = tmp_path / "spawned"
+    bad = tmp_path / "webhooks"
+    bad.write_text(f"https://hooks.example.com/{TOKEN} format=xml\n")
+    cases = [
+        (["--webhook-url", f"https://hooks.example.com/{TOKEN}"], {}, "--webhook-url-file"),
+        ([f"--webhook-url=https://hooks.example.com/{TOKEN}"], {}, "SENTINEL_WEBHOOK_URL"),
+        (["--webhook-url-file", str(tmp_path / "missing")], {}, "cannot read"),
+        (["--webhook-url-file", str(bad)], {}, f"{bad}:1: format: 'xml'"),
+        ([], {"SENTINEL_WEBHOOK_URL": f"hooks.example.com/{TOKEN}"}, "not a webhook URL"),
+    ]
+    for args, env, said in cases:
+        p = subprocess.run([*SENTINEL, "run", "--no-metrics", "--no-socket", *args, "--",
+                            "touch", str(marker)], env=clean_env(env), capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 2, (args, p.stderr)
+        [line] = p.stderr.splitlines()
+        assert line.startswith("sentinel: error: ") and said in line, line
+        assert TOKEN not in p.stderr and "Traceback" not in p.stderr
+        assert not marker.exists()
