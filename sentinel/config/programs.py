@@ -180,6 +180,8 @@ def diff(old: ProgramsConfig, new: ProgramsConfig) -> ConfigDiff:
                         and getattr(old.settings, opt.dest) != getattr(new.settings, opt.dest)]
     if old.output != new.output:
         settings_changed.append("output")
+    if old.settings.webhooks != new.settings.webhooks:  # receivers start once, with Sentinel
+        settings_changed.append(WEBHOOKS_KEY)
     return ConfigDiff(
         added=tuple(n for n in after if n not in before),
         removed=tuple(n for n in before if n not in after),

@@ -147,6 +147,18 @@ def test_a_bad_receiver_in_the_file_names_its_line(tmp_path, monkeypatch, hooks,
     assert ":3:" in str(err.value) and TOKEN not in str(err.value)
 
 
+def test_a_reload_that_changes_the_receivers_says_it_needs_a_restart(tmp_path, monkeypatch):
+    from sentinel.config.programs import diff
+
+    monkeypatch.setenv("HOOK_URL", f"https://alerts.example.com/{TOKEN}")
+    path = _config(tmp_path, "    - {url-env: HOOK_URL}\n")
+    cli = parse_settings("run", ["--config", path], {})
+    old = load_config(path, cli, frozenset())
+    assert diff(old, load_config(path, cli, frozenset())).settings_changed == ()
+    monkeypatch.setenv("HOOK_URL", "https://alerts.example.com/rotated")
+    assert diff(old, load_config(path, cli, frozenset())).settings_changed == ("webhooks",)
+
+
 # -- which events, which bodies --------------------------------------------------
 
 def _kill(signals, reason="memory_limit", **extra) -> dict:
