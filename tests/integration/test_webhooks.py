@@ -72,12 +72,12 @@ def test_the_ladder_keeps_its_timing_and_the_receivers_get_the_kill(start_sentin
         # The ladder's timing: crossing -> SIGTERM, and SIGTERM -> SIGKILL, against the run
         # without webhooks. The grace period is a timer (1 s): within 15 % either way.
         # The reaction is milliseconds, where a ratio is noise: at most 3 times the
-        # baseline's plus 50 ms.
+        # baseline's plus 100 ms (one --interval).
         assert kill["signals"] == base_kill["signals"] == ["SIGTERM", "SIGKILL"]
         grace = kill["sigkill"] - kill["started"]
         base_grace = base_kill["sigkill"] - base_kill["started"]
         assert 0.85 <= grace / base_grace <= 1.15, (grace, base_grace)
-        assert kill["reaction_seconds"] <= 3 * base_kill["reaction_seconds"] + 0.05, \
+        assert kill["reaction_seconds"] <= 3 * base_kill["reaction_seconds"] + 0.1, \
             (kill["reaction_seconds"], base_kill["reaction_seconds"])
         # The exit: the linger waited for the hanging receiver, then closing gave it at
         # most FLUSH_SECONDS more; never its 5 s timeouts times four attempts.

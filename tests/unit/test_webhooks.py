@@ -230,6 +230,10 @@ def test_the_text_body_is_one_line_with_a_severity_word():
     assert webhooks.text_body(ev, webhooks.Context(_Host(), ENV), "kill") == {
         "text": "CRITICAL web (shop/web-7d9): sent SIGTERM to the workload (memory_limit): "
                 "[7]; SIGKILL in 3.0s"}
+    long = Event("pre_kill_hook", "output: " + "x" * 5000, fields={"kill": _kill([])},
+                 program="web")
+    text = webhooks.text_body(long, webhooks.Context(_Host(), {}), "kill")["text"]
+    assert len(text) == webhooks.TEXT_MAX_CHARS and text.endswith("xx...")
 
 
 def test_a_dry_run_says_would_have():
