@@ -1,6 +1,6 @@
 """A bounded posting queue: hand items to one worker thread that sends them, never blocking.
 
-Generic on purpose (Kubernetes Events use it; webhooks will): it knows
+Generic on purpose (Kubernetes Events and webhooks use it): it knows
 nothing about what is sent or where. The model is kopf's posting of Events,
 a queue that never blocks the operator:
 
