@@ -65,6 +65,12 @@ def _start_k8s_events(guardian: Guardian, settings: Settings) -> list:
     return events.start(guardian, settings) + termlog.start(guardian, settings)
 
 
+def _start_webhooks(guardian: Guardian, settings: Settings) -> list:
+    from sentinel.exporters import webhooks  # stdlib; urllib loads in each receiver's worker
+
+    return webhooks.start(guardian, settings)
+
+
 def _start_dashboard(guardian: Guardian, settings: Settings) -> list:
     if not settings.tui:
         return []
@@ -77,7 +83,8 @@ def _start_dashboard(guardian: Guardian, settings: Settings) -> list:
 # counters, and it is closed (its last write) after everything else.
 _PARTS = (("state-file", _start_state_file), ("metrics", _start_metrics),
           ("socket", _start_socket),
-          ("k8s-events", _start_k8s_events), ("dashboard", _start_dashboard))
+          ("k8s-events", _start_k8s_events), ("webhooks", _start_webhooks),
+          ("dashboard", _start_dashboard))
 
 
 def _publish_cgroup(guardian: Guardian, settings: Settings) -> None:

@@ -53,6 +53,31 @@ _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 PROGRAM: contextvars.ContextVar[str] = contextvars.ContextVar("sentinel_program", default="")
 
 
+# Strings that must never reach the log (webhook URLs and their tokens): every formatted
+# line has each replaced by REDACTED (BoundedHandler.emit), whatever put it there (an
+# exception's text, a receiver's error body echoing its path). Longest first, so a URL
+# is replaced whole before its path is.
+REDACTED = "<redacted>"
+_SECRETS: list[str] = []
+
+
+def register_secret(text: str) -> None:
+    """Redact ``text`` from every log line from now on (idempotent; ignores strings
+    shorter than 4 characters, which would redact ordinary words)."""
+    for form in (text, json.dumps(text)[1:-1]):  # as written, and as a JSON line shows it
+        if len(form) >= 4 and form not in _SECRETS:
+            _SECRETS.append(form)
+    _SECRETS.sort(key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``REDACTED``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def program_of(record: logging.LogRecord) -> str:
     """The program ``record`` is about: its ``program`` field, else ``PROGRAM``'s."""
     return getattr(record, "program", None) or PROGRAM.get()
@@ -129,6 +154,8 @@ class BoundedHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record) + self.terminator
+            if _SECRETS:
+                text = redact(text)
         except Exception:
             self._drop("format")
             return

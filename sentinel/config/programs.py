@@ -53,6 +53,13 @@ PROGRAM_KEYS: tuple[str, ...] = ("name", "command", "env", "cwd", "user", "main"
                                  "depends-on", "on-give-up")
 # `settings:` keys that are not run options.
 FILE_SETTINGS_KEYS: tuple[str, ...] = ("output", "on-give-up")
+# `settings.webhooks`, a list of receivers (not a scalar like the keys above; the chart's
+# programsSettings schema does not offer it yet, so it is kept apart from them).
+WEBHOOKS_KEY = "webhooks"
+# A receiver of settings.webhooks: where its URL comes from (never the URL itself: the
+# file may be a ConfigMap, readable by whoever reads the namespace's config).
+WEBHOOK_KEYS: tuple[str, ...] = ("name", "url-file", "url-env", "format", "events",
+                                 "programs", "queue")
 TOP_KEYS: tuple[str, ...] = ("version", "settings", "programs")
 OUTPUTS = ("prefixed", "plain")
 ON_GIVE_UP = ("exit", "continue")
@@ -173,6 +180,8 @@ def diff(old: ProgramsConfig, new: ProgramsConfig) -> ConfigDiff:
                         and getattr(old.settings, opt.dest) != getattr(new.settings, opt.dest)]
     if old.output != new.output:
         settings_changed.append("output")
+    if old.settings.webhooks != new.settings.webhooks:  # receivers start once, with Sentinel
+        settings_changed.append(WEBHOOKS_KEY)
     return ConfigDiff(
         added=tuple(n for n in after if n not in before),
         removed=tuple(n for n in before if n not in after),
@@ -269,7 +278,8 @@ class _Loader:
         if settings_node is None or self._is_null(settings_node):
             settings_keys: dict = {}
         else:
-            allowed = tuple(n for n in _BY_NAME if n not in NOT_IN_FILE) + FILE_SETTINGS_KEYS
+            allowed = tuple(n for n in _BY_NAME if n not in NOT_IN_FILE) + FILE_SETTINGS_KEYS \
+                + (WEBHOOKS_KEY,)
             settings_keys = self.mapping(settings_node, "settings", allowed)
         if "programs" not in top:
             raise self.error(root, "programs", "missing; list the programs to run, e.g. "
@@ -403,7 +413,7 @@ class _Loader:
         file_values: dict[str, object] = {}
         where: dict[str, tuple[object, str]] = {}  # Settings field -> (node, key) in settings:
         for name, (knode, vnode) in settings_keys.items():
-            if name in FILE_SETTINGS_KEYS:
+            if name in FILE_SETTINGS_KEYS or name == WEBHOOKS_KEY:
                 continue
             for f, v in self.option(name, vnode, f"settings.{name}").items():
                 file_values[f] = v
@@ -417,8 +427,11 @@ class _Loader:
                     file_values[f] = getattr(self.cli, f)
                     where.pop(f, None)
         file_values = {k: v for k, v in file_values.items() if hasattr(Settings, k)}
+        hooks = self.webhooks(settings_keys["webhooks"][1]) if "webhooks" in settings_keys \
+            else ()
         settings = Settings(**{**file_values, "mode": "run", "command": (),
-                               "config_path": self.cli.config_path})
+                               "config_path": self.cli.config_path,
+                               "webhooks": tuple(self.cli.webhooks) + hooks})
         default_give_up = "exit"
         if "on-give-up" in settings_keys:
             default_give_up = self.choice(settings_keys["on-give-up"][1],
@@ -433,6 +446,52 @@ class _Loader:
         main = next(s.name for s in specs if s.main)
         return ProgramsConfig(path=self.path, settings=settings, programs=specs,
                               output=output, main=main)
+
+    def webhooks(self, node) -> tuple:
+        """``settings.webhooks``: a list of receivers, each with exactly one of ``url-file``
+        (the file's first URL line; relative to this file) or ``url-env`` (a variable's
+        value), and optional ``name``, ``format``, ``events``, ``programs``, ``queue``."""
+        from sentinel.config import webhooks as wh
+
+        if self._is_null(node):
+            return ()
+        if node.id != "sequence":
+            raise self.error(node, "settings.webhooks", "needs a list of receivers, e.g. "
+                             "[{url-env: SLACK_WEBHOOK_URL, format: text}]")
+        out = []
+        for i, item in enumerate(node.value):
+            at = f"settings.webhooks[{i}]"
+            keys = self.mapping(item, at, WEBHOOK_KEYS)
+            given = [k for k in ("url-file", "url-env") if k in keys]
+            if len(given) != 1:
+                raise self.error(item, at, "give exactly one of url-file: PATH or url-env: "
+                                 "VARIABLE (never the URL itself: it carries a token)")
+            try:
+                vnode = keys[given[0]][1]
+                value = self.scalar(vnode, f"{at}.{given[0]}", "a value")
+                if given[0] == "url-env":
+                    raw = os.environ.get(value, "")
+                    if not raw.strip():
+                        raise ValueError(f"{at}.url-env: ${value} is not set (or empty); set "
+                                         "it to the receiver's URL, e.g. from a Secret")
+                    url = wh.check_url(raw, f"{at}.url-env (${value})")
+                else:
+                    url = wh.parse_url_file(self.relative(value))[0].url
+                kw: dict = {}
+                for key, conv in (("format", wh.check_format), ("name", wh.check_name),
+                                  ("queue", wh.check_queue)):
+                    if key in keys:
+                        kw[key] = conv(self.scalar(keys[key][1], f"{at}.{key}", "a value"),
+                                       at)
+                for key, conv in (("events", wh.check_events),
+                                  ("programs", wh.check_programs)):
+                    if key in keys:
+                        kw[key] = conv([t for t, _ in self.names(keys[key][1],
+                                                                 f"{at}.{key}")], at)
+            except ValueError as exc:
+                raise self.error(item, at, str(exc)) from None
+            out.append(wh.WebhookSpec(url=url, source=at, **kw))
+        return tuple(out)
 
     def program(self, i: int, node, settings: Settings, where: dict, default_give_up: str,
                 several: bool) -> tuple:

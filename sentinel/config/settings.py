@@ -19,6 +19,8 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from sentinel.config.webhooks import from_environ as webhooks_from_environ
+from sentinel.config.webhooks import parse_url_file
 from sentinel.errors import EXIT_MEMORY_KILL_DEFAULT, UsageError
 
 # --------------------------------------------------------------------------
@@ -332,6 +334,14 @@ def parse_positive_int(text: str) -> int:
 # Settings
 # --------------------------------------------------------------------------
 
+def parse_webhook_url_file(text: str) -> tuple:
+    """``--webhook-url-file PATH``: the file's receivers (``WebhookSpec``), read now (before
+    the spawn: a bad file is exit 2 before anything starts). ``ValueError`` otherwise."""
+    if not text.strip():
+        raise ValueError("empty path; give a file with one webhook URL a line")
+    return parse_url_file(os.path.abspath(text))
+
+
 MEASURES = ("rss", "pss", "uss", "working-set", "cgroup")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LOG_FORMATS = ("human", "json")
@@ -439,6 +449,14 @@ class Settings:
     target_name: str | None = None
     target_cmdline: str | None = None
     target_pid: int | None = None
+    # Webhook receivers (sentinel.config.webhooks.WebhookSpec, URLs kept out of the repr):
+    # --webhook-url-file's lines, and SENTINEL_WEBHOOK_URL's plus the config file's
+    # settings.webhooks in `webhooks`. Posted by sentinel.exporters.webhooks.
+    webhook_url_file: tuple = ()
+    webhooks: tuple = ()
+    # Each POST's timeout: 5 s, as Slack and most receivers answer in well under a
+    # second, and a dead one must not keep a queue's worker for long.
+    webhook_timeout_seconds: float = 5.0
 
 
 # --------------------------------------------------------------------------
@@ -566,6 +584,12 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--linger",), "linger_seconds", parse_duration, metavar="DURATION", modes=("run",),
         help="after a kill, wait up to DURATION for Events and one more scrape before "
              "exiting (default 5s in a pod, else 0; a SIGTERM meanwhile cuts it short)"),
+    Opt(("--webhook-url-file",), "webhook_url_file", parse_webhook_url_file, metavar="PATH",
+        help="POST warnings, kills, OOM kills, restarts and give-ups to the webhook URLs "
+             "in PATH: one a line, then optional format=json|text events=... name=... "
+             "(docs/webhooks.md); URLs are never taken on the command line"),
+    Opt(("--webhook-timeout",), "webhook_timeout_seconds", parse_positive_duration,
+        metavar="DURATION", help="timeout of each webhook POST (default 5s)"),
     Opt(("--debug",), "debug", flag=True, help="debug logs and tracebacks on errors"),
     Opt(("--config",), "config_path", str, metavar="FILE", modes=("run",),
         help="run the programs of a YAML file (docs/config.md) instead of a command after --"),
@@ -730,6 +754,7 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     """
     env = os.environ if environ is None else environ
     opts, command = split_command(argv) if mode == "run" else (argv, [])
+    _refuse_webhook_url(opts)
     parsed = parse_known_options(mode, opts)
     if parsed is None:
         parsed = vars(build_parser(mode).parse_args(opts))
@@ -755,6 +780,10 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     if explicit is not None:
         explicit.update(values)
     normalize_values(values)
+    try:
+        values["webhooks"] = webhooks_from_environ(env)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if mode == "run" and values.get("config_path") is not None:
         if not str(values["config_path"]).strip():
             raise UsageError("--config: empty path; give the YAML file, e.g. --config "
@@ -825,6 +854,18 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
     return Settings(mode=mode, **values)  # type: ignore[arg-type]
 
 
+def _refuse_webhook_url(opts: list[str]) -> None:
+    """A webhook URL on the command line would be readable by every user in
+    /proc/PID/cmdline, and it carries the receiver's token: refuse it without echoing it."""
+    for word in opts:
+        name = word.split("=", 1)[0]
+        if name in ("--webhook-url", "--webhook", "--webhooks", "--webhook-urls"):
+            raise UsageError(f"{name}: there is no such option: a URL on the command line is "
+                             "readable by every user (/proc/PID/cmdline) and webhook URLs "
+                             "carry tokens; set SENTINEL_WEBHOOK_URL, or list URLs in a file "
+                             "and pass --webhook-url-file PATH")
+
+
 def normalize_values(values: dict[str, object]) -> None:
     """Turn the converted values of ``OPTIONS`` (``Opt.dest`` -> value) into ``Settings``
     fields, in place: ``--max-rss auto`` into ``limit_auto_share``, ``--no-metrics`` and
@@ -870,7 +911,8 @@ def normalize_values(values: dict[str, object]) -> None:
 
 # Variables read elsewhere than the option table (the client commands' own, in
 # sentinel.control.client), so they are not reported as unknown.
-EXTRA_VARIABLES = {"SENTINEL_CLIENT_MAX_REPLY"}
+EXTRA_VARIABLES = {"SENTINEL_CLIENT_MAX_REPLY",
+                   "SENTINEL_WEBHOOK_URL"}  # read by parse_settings: no --webhook-url flag
 
 
 def _warn_unknown_variables(env) -> None:

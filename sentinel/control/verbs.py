@@ -464,6 +464,8 @@ def status_dict(guardian, socket_info: dict | None = None, program: str | None =
         "log": _log_status(),
         "components": {str(k): str(v) for k, v in host_st.components.items()},
         "socket": socket_info or {},
+        # Each webhook receiver's counters (sentinel.exporters.webhooks); never its URL.
+        "webhooks": guardian.webhooks.status() if getattr(guardian, "webhooks", None) else [],
         "programs": [program_entry(p, main=p is main, now_wall=now_wall, now_mono=now_mono)
                      for p in programs],
         # cgroup (version, path, read_only, limit_bytes, high_bytes), kernel_oom_kills,

@@ -131,6 +131,35 @@ def program_name(state: GuardianState) -> str:
     return state.program or state.workload
 
 
+def webhook_families(notifier) -> list:
+    """The webhook receivers' families (``sentinel.exporters.webhooks``), labelled by the
+    receiver's name or index, never its URL."""
+    from sentinel.exporters.webhooks import FAIL_REASONS  # stdlib only, loaded already
+
+    sent = CounterMetricFamily(
+        "sentinel_webhook_sent", "Webhook messages delivered (a 2xx answer), by receiver "
+        "(its name or index: docs/webhooks.md).", labels=["receiver"])
+    failed = CounterMetricFamily(
+        "sentinel_webhook_failed", "Webhook messages given up, by receiver and reason "
+        "(timeout, connection, http_5xx after the retries; http_4xx and redirect at once).",
+        labels=["receiver", "reason"])
+    dropped = CounterMetricFamily(
+        "sentinel_webhook_dropped", "Webhook messages dropped because the receiver's queue "
+        "was full (it is slow or down).", labels=["receiver"])
+    queued = GaugeMetricFamily(
+        "sentinel_webhook_queue_length", "Webhook messages queued or being posted, by "
+        "receiver.", labels=["receiver"])
+    for r in list(notifier.receivers):
+        sent.add_metric([r.name], r.sent_total)
+        counts = dict.fromkeys(FAIL_REASONS, 0)
+        counts.update(dict(r.failed_total))
+        for reason, n in sorted(counts.items()):
+            failed.add_metric([r.name, reason], n)
+        dropped.add_metric([r.name], r.dropped_total)
+        queued.add_metric([r.name], r.queue_length)
+    return [sent, failed, dropped, queued]
+
+
 class SentinelCollector(Collector):
     """Builds every ``sentinel_*`` family at scrape time, one series per program.
 
@@ -342,6 +371,10 @@ class SentinelCollector(Collector):
             for reason, count in sorted(failed.items()):
                 event_errors.add_metric([reason], count)
             yield event_errors
+
+        notifier = getattr(self.guardian, "webhooks", None)
+        if notifier is not None:
+            yield from webhook_families(notifier)
 
         yield from _present(family(gauge, "sentinel_sampling_failing",
                      "1 while sampling the workload's memory fails (several samples in a row "

@@ -1,6 +1,6 @@
 """A bounded posting queue: hand items to one worker thread that sends them, never blocking.
 
-Generic on purpose (Kubernetes Events use it; webhooks will): it knows
+Generic on purpose (Kubernetes Events and webhooks use it): it knows
 nothing about what is sent or where. The model is kopf's posting of Events,
 a queue that never blocks the operator:
 
@@ -126,14 +126,18 @@ class Poster:
         with self._cond:
             self._cond.notify()
 
-    def close(self, timeout: float) -> int:
+    def close(self, timeout: float, wait: bool = True) -> int:
         """Stop taking items; let the worker send what is queued for at most ``timeout``
-        seconds. Returns the number of items not sent by then (0: all out). Idempotent."""
+        seconds. Returns the number of items not sent by then (0: all out). Idempotent
+        (a second call keeps the first deadline). ``wait=False`` sets the deadline and
+        returns at once (several posters closed in parallel, then each joined)."""
         with self._cond:
             if not self._closing.is_set():
                 self._deadline = self._clock() + timeout
                 self._closing.set()
             self._cond.notify()
+        if not wait:
+            return self.pending
         self._thread.join(timeout)
         return self.pending if self._thread.is_alive() else 0
 
