@@ -252,6 +252,8 @@ class Group:
         program's main process, else the program whose session it is in, else the
         program in whose tree it was last seen (it left the session: setsid). Read
         once per process (``/proc/<pid>/stat``), kept until it is reaped."""
+        if pid in self.init.helpers:  # a pre-kill hook is no program's, never measured
+            return ""
         name = self._owner.get(pid)
         if name is None:
             name = self._attribute(pid)
