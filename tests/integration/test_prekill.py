@@ -319,7 +319,8 @@ def test_dry_run_for_one_program_of_a_file(start_sentinel, tmp_path):
         {"name": "dry", "command": [*lk, "--report", str(dry_report)], "max-rss": "60Mi",
          "grace-period": "1s", "dry-run": "true", "main": True},
         {"name": "real", "command": [*lk, "--report", str(real_report)], "max-rss": "60Mi",
-         "grace-period": "1s", "restart": "never"}]}))
+         "grace-period": "1s", "restart": "never",
+         "on-give-up": "continue"}]}))
     s = start_sentinel([*COMMON, "--no-metrics", "--config", str(cfg)])
     wait_until(lambda: {e.get("program") for e in events_of(s, "kill_finished")}
                >= {"dry", "real"}, 15, what="both kills over")
