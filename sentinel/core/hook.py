@@ -231,6 +231,15 @@ class PreKillHook:
         self.done = True
         self.on_result(self.result)
 
+    def abort(self, why: str) -> None:
+        """Kill the hook now (the workload is gone: no evidence left to take); ``why``
+        goes into ``result.error``. It is still reaped and reported."""
+        if self.ended or self.pid is None:
+            return
+        self.result.error = why
+        self._kill_group()
+        self._end()
+
     def close(self) -> None:
         """Sentinel is ending: kill the hook's group, stop reading (no report)."""
         if self._timer is not None:

@@ -785,6 +785,8 @@ class Supervisor:
             kill.exit_code = code
         if self._ladder is not None:
             self._ladder.main_exited()
+        if self._hook is not None and not self._hook.ended:  # nothing left to take evidence of
+            self._hook.abort(f"killed: the workload (pid {self.child.pid}) exited first")
         how = (f"exited with code {code}" if os.WIFEXITED(status)
                else f"was killed by {signal_name(os.WTERMSIG(status))} ({code})")
         self.emit("exited", f"workload pid {self.child.pid} {how}",  # type: ignore[union-attr]

@@ -15,7 +15,8 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from tests.conftest import PY, SENTINEL, clean_env, leaker, wait_until, zombies_of
+from tests.conftest import (PY, SENTINEL, clean_env, leaker, proc_state, wait_until,
+                            zombies_of)
 from tests.fakes.apiserver import FakeApiServer
 from tests.integration.test_events import env_for
 
@@ -339,3 +340,24 @@ def test_dry_run_for_one_program_of_a_file(start_sentinel, tmp_path):
     assert os.path.exists(f"/proc/{dry_pid}")
     s.signal(signal.SIGTERM)
     assert s.wait() == 143
+
+
+def test_the_early_sigkill_still_applies_while_the_hook_runs(start_sentinel, tmp_path):
+    """A leaker at 150 MiB/s in a v1 group limited to 256 MiB, a 10 s grace period and a
+    hook that hangs for 9 s: the hard limit comes within ~1.3 s, during the hook, and
+    Sentinel SIGKILLs before the kernel would (no SIGTERM at all: the hook held it)."""
+    from tests.conftest import require
+    from tests.integration.test_kernel_side import _race
+
+    require(root=True)
+    s, code, kernel_kills = _race(start_sentinel, tmp_path, "--pre-kill-hook", "sleep 60",
+                                  "--pre-kill-hook-timeout", "9s")
+    assert code == 137
+    assert kernel_kills == 0, s.stderr()[-3000:]
+    sent = events_of(s, "signal_sent")
+    assert [e["signal"] for e in sent] == ["SIGKILL"], sent
+    kill = sent[-1]["kill"]
+    assert kill["early_sigkill_reason"] and kill["sigkill"] - kill["started"] < 5.0
+    # The hook is not left running once the workload is gone.
+    [started] = events_of(s, "pre_kill_hook_started")
+    wait_until(lambda: proc_state(started["pid"]) in (None, "Z"), 2, what="the hook killed")
