@@ -148,7 +148,8 @@ def test_a_hook_that_hangs_is_killed_at_its_timeout_and_never_delays_the_sigkill
                        pid1=mode == "pid1")
     done = wait_until(lambda: events_of(s, "pre_kill_hook"), 10, what="the hook's report")[0]
     # Reaped, not a zombie, and nothing of its session left (the background sleep too).
-    wait_until(lambda: not session_members(done["pid"]), 2, what="the hook's group gone")
+    # (Within 0.5 s: long before the workload's SIGKILL at 2 s would sweep orphans.)
+    wait_until(lambda: not session_members(done["pid"]), 0.5, what="the hook's group gone")
     assert zombies_of(s.pid) == []
     assert s.wait() == 137
     [crossed] = events_of(s, "limit_crossed")
@@ -184,7 +185,7 @@ def test_a_hook_that_floods_its_output_is_bounded(start_sentinel, tmp_path):
     after = peak()
     assert s.wait() == 137
     assert done["timed_out"] is True
-    assert done["output_bytes"] > 10 * 2**20  # yes writes hundreds of MiB/s
+    assert done["output_bytes"] > 2**20  # yes writes far more in 1.5 s
     assert done["dropped_bytes"] == done["output_bytes"] - 64 * 1024
     assert done["output"] == "y\n" * 2048  # the first 4 KiB
     assert len(events_of(s, "pre_kill_hook_output")) == 200  # the log's bound
