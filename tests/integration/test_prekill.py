@@ -306,7 +306,9 @@ def test_dry_run_reports_every_step_and_sends_nothing(start_sentinel, tmp_path, 
     wait_until(lambda: len(events_of(s, "limit_crossed")) == 2, 5, what="a second report")
     status = subprocess.run([*SENTINEL, "status"], env=env, capture_output=True, text=True,
                             timeout=30)
-    assert "DRY RUN" in status.stdout, status.stdout
+    phase = next(line for line in status.stdout.splitlines() if line.startswith("phase"))
+    assert "DRY RUN (memory kills are reported, no signal is sent)" in phase, status.stdout
+    assert "DRY RUN, would have sent SIGTERM then SIGKILL" in status.stdout
     # The shutdown is real.
     s.signal(signal.SIGTERM)
     assert s.wait() == 143

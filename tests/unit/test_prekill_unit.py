@@ -156,3 +156,13 @@ def test_dry_run_signals_are_their_own_counter():
             'signal="SIGTERM",workload="web"} 2.0') in text
     assert ('sentinel_dry_run_signals_total{program="web",reason="memory_limit",'
             'signal="SIGKILL",workload="web"} 0.0') in text
+
+
+def test_the_tuis_state_line_says_dry_run():
+    from sentinel.ui.dashboard import state_line
+
+    snap = {"phase": "running", "main_pid": 7, "enforcing": True}
+    assert state_line(snap)[0] == "RUNNING"
+    label, detail, _ = state_line({**snap, "dry_run": True})
+    assert label == "RUNNING (DRY RUN)"
+    assert detail == "pid 7; memory kills are reported, no signal sent"
