@@ -560,8 +560,9 @@ OPTIONS: tuple[Opt, ...] = (
              "SENTINEL_PIDS, SENTINEL_VALUE_BYTES, SENTINEL_LIMIT_BYTES...; its output goes "
              "to the log and the Event (default: none)"),
     Opt(("--pre-kill-hook-timeout",), "pre_kill_hook_timeout_seconds", parse_positive_duration,
-        metavar="DURATION", modes=("run",), help="the pre-kill hook is killed after DURATION and the SIGTERM "
-                                 "sent; below the grace period (default min(5s, grace/2))"),
+        metavar="DURATION", modes=("run",),
+        help="the pre-kill hook is killed after DURATION and the SIGTERM sent; below the grace "
+             "period (default min(5s, grace/2))"),
     Opt(("--dry-run",), "dry_run", flag=True,
         help="memory kills are reported (log, metrics, Events, termination message) but no "
              "signal is sent; operator stop/kill and the shutdown still act"),

@@ -1220,7 +1220,8 @@ class Supervisor:
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
                       main_wait_seconds=main_reap_bound(self.settings.grace_period_seconds),
                       on_step=lambda sig, reach: self._ladder_step(kill, sig, reach),
-                      on_sigkill=None if kill.dry_run else self.after_sigkill, everyone_refuses=self._all_refused,
+                      on_sigkill=None if kill.dry_run else self.after_sigkill,
+                      everyone_refuses=self._all_refused,
                       before_check=self._reap, on_unconfirmed=self._not_confirmed_yet,
                       on_given_up=self._give_up)
 

@@ -113,9 +113,10 @@ def test_a_hook_that_succeeds_runs_before_the_sigterm_with_the_kill_in_its_env(
 
 
 def test_a_hook_that_fails_is_reported_and_the_kill_proceeds(start_sentinel, tmp_path):
+    # Through the environment this time: every option also reads SENTINEL_*.
     s = start_sentinel([*COMMON, "--no-metrics", "--max-rss", "60Mi", "--grace-period", "2s",
-                        *hook("echo broken >&2; exit 3"),
-                        "--", *leaker("--rate", "100", "--quiet")])
+                        "--", *leaker("--rate", "100", "--quiet")],
+                       env={"SENTINEL_PRE_KILL_HOOK": "sh -c 'echo broken >&2; exit 3'"})
     assert s.wait() == 143
     [done] = events_of(s, "pre_kill_hook")
     assert done["exit_code"] == 3 and done["level"] == "warning"
@@ -364,3 +365,20 @@ def test_the_early_sigkill_still_applies_while_the_hook_runs(start_sentinel, tmp
     # The hook is not left running once the workload is gone.
     [started] = events_of(s, "pre_kill_hook_started")
     wait_until(lambda: proc_state(started["pid"]) in (None, "Z"), 2, what="the hook killed")
+
+
+def test_a_programs_hook_in_a_file_is_no_programs_process(start_sentinel, tmp_path):
+    """With several programs the hook (in its own session) is neither attributed to a
+    program nor reported as an unattributed orphan; its report names its program."""
+    cfg = tmp_path / "sentinel.yaml"
+    lk = [PY, str(Path(__file__).resolve().parents[1] / "leaker.py"), "--quiet"]
+    cfg.write_text(json.dumps({"version": 1, "programs": [
+        {"name": "web", "command": [*lk, "--rate", "100"], "max-rss": "60Mi",
+         "grace-period": "2s", "pre-kill-hook": "sh -c 'echo web $SENTINEL_PROGRAM; sleep 0.5'",
+         "main": True},
+        {"name": "idle", "command": [*lk, "--rate", "1", "--max", "1"]}]}))
+    s = start_sentinel([*COMMON, "--no-metrics", "--config", str(cfg)])
+    assert s.wait(20) == 143
+    [done] = events_of(s, "pre_kill_hook")
+    assert done["program"] == "web" and done["output"] == "web web\n"
+    assert not events_of(s, "orphan_unattributed") and not events_of(s, "orphan")
