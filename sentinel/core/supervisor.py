@@ -1110,7 +1110,13 @@ class Supervisor:
         self._ladder = self._make_ladder(kill)
         if kill.dry_run:
             self._dry_armed = False
-        hold = self._start_hook(kill) if reason == REASON_MEMORY else None
+        hold = None
+        if reason == REASON_MEMORY:
+            try:
+                hold = self._start_hook(kill)
+            except Exception as exc:  # EMFILE for its pipe, a bug: the kill goes on without it
+                log.warning("pre-kill hook not started: %r; the kill proceeds without it", exc,
+                            extra={"event": "pre_kill_hook_failed"})
         if hold is not None:
             self._ladder.start_held(hold)
         else:
@@ -1270,13 +1276,15 @@ class Supervisor:
         reason, grace = kill.reason, kill.grace_period_seconds
         refused, reached = reach.refused, reach.reached
         self._note_refusals(kill, sig, refused, kill.refused)
+        if kill.dry_run and sig == signal.SIGKILL:
+            # The would-be kill ends here, whoever the SIGKILL would have reached: the
+            # workload runs on (never the ladder's give-up, which would end Sentinel).
+            self.loop.call_soon(self._dry_kill_done, kill)
         if not reached:  # a step that reached no process is neither claimed nor counted
             return
         if kill.dry_run:
             key = (reason, signal_name(sig))
             self.state.dry_run_signals[key] = self.state.dry_run_signals.get(key, 0) + 1
-            if sig == signal.SIGKILL:  # the would-be kill ends here: the workload runs on
-                self.loop.call_soon(self._dry_kill_done, kill)
         else:
             self._record_kill(reason, sig)
         if sig == signal.SIGKILL:
@@ -1362,6 +1370,9 @@ class Supervisor:
         st = self.state
         kill = st.current_kill
         if kill is None or self._main_status is not None or self.child is None:
+            return
+        if kill.dry_run:  # nothing was sent: nothing to give up on
+            self._dry_kill_done(kill)
             return
         bound = main_reap_bound(self.settings.grace_period_seconds)
         after = (f"{bound:.1f}s after SIGKILL" if waited

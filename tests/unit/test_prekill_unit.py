@@ -166,3 +166,54 @@ def test_the_tuis_state_line_says_dry_run():
     label, detail, _ = state_line({**snap, "dry_run": True})
     assert label == "RUNNING (DRY RUN)"
     assert detail == "pid 7; memory kills are reported, no signal sent"
+
+
+def test_a_hook_that_cannot_be_started_never_stops_the_kill(monkeypatch):
+    """No pipe for the hook (EMFILE): one warning, and the SIGTERM at the crossing as
+    without a hook, the SIGKILL one grace period later (injected clock)."""
+    import errno
+
+    import pytest
+
+    from sentinel.core import hook
+    from tests.unit.test_guardian_clock import make
+
+    def no_pipe(flags):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(hook.os, "pipe2", no_pipe)
+    g, loop, _ = make(grace_period_seconds=3.0, pre_kill_hook=("py-spy", "dump"))
+    loop.advance(2.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM]
+    t_term = g.sent[0][0]
+    loop.advance(3.0)
+    assert [s for _, s in g.sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert g.sent[1][0] - t_term == pytest.approx(3.0)
+
+
+def test_a_dry_run_sends_nothing_counts_apart_and_reports_once_per_crossing(monkeypatch):
+    from tests.unit.test_guardian_clock import Recorder, make
+
+    # The workload (pid 4242) is made up: the dry SIGKILL's kill(pid, 0) would miss it.
+    monkeypatch.setattr(Recorder, "_reachable", staticmethod(lambda pids: (list(pids), {})))
+    monkeypatch.setattr(Recorder, "_descendants", lambda self: [4242])
+    g, loop, probe = make(grace_period_seconds=1.0, dry_run=True)
+    loop.advance(10.0)  # crosses at t0+0.9 s and keeps growing past the limit
+    assert g.sent == []  # not one signal
+    assert g.state.kills == {}
+    assert g.state.dry_run_signals == {("memory_limit", "SIGTERM"): 1,
+                                       ("memory_limit", "SIGKILL"): 1}
+    kinds = [e.kind for e in g.state.events]
+    assert kinds.count("limit_crossed") == 1 and kinds.count("kill_finished") == 1
+    assert g.state.last_kill.dry_run and g.state.current_kill is None
+    assert g.state.phase == "running"
+
+
+def test_a_dry_run_whose_sigkill_would_reach_nobody_still_ends_and_sentinel_runs_on():
+    from tests.unit.test_guardian_clock import make
+
+    g, loop, probe = make(grace_period_seconds=1.0, dry_run=True)  # pid 4242: no process
+    loop.advance(20.0)  # past the 2 s and 10 s waits after a SIGKILL
+    assert g.sent == [] and not g.finished
+    kinds = [e.kind for e in g.state.events]
+    assert kinds.count("kill_finished") == 1 and g.state.phase == "running"
