@@ -101,7 +101,9 @@ class Event:
     ``kind`` is one of: spawned, exited, stopped, continued, limit_crossed, signal_sent,
     signal_refused, signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
-    attached, attach_failed, detached, component, sampling_failed, sampling_recovered.
+    attached, attach_failed, detached, component, sampling_failed, sampling_recovered,
+    pre_kill_hook (the hook's end: sentinel.core.hook.HookResult.fields() and ``kill``).
+    With ``--dry-run``, signal_sent, limit_crossed and kill_finished carry ``dry_run: True``.
     """
 
     kind: str

@@ -386,6 +386,7 @@ def _event_style(kind: str) -> str:
     return {"limit_crossed": "bold red", "signal_sent": "red", "kill_started": "red",
             "kill_finished": "yellow", "exited": "yellow", "restart_scheduled": "magenta",
             "spawned": "green", "enforcement_paused": "yellow", "limit_changed": "cyan",
+            "pre_kill_hook": "magenta",
             "signal_forwarded": "cyan", "kernel_oom_kill": "bold red"}.get(kind, "default")
 
 
