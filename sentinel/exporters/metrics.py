@@ -445,7 +445,7 @@ def _wakeups(p: _Program):
 
 def _last_kill_wall(p: _Program) -> float:
     kill = p.state.current_kill or p.state.last_kill
-    if kill is not None:
+    if kill is not None and not getattr(kill, "dry_run", False):  # a dry run stopped nothing
         return kill.started_wall
     return (p.carried.last_kill_wall or 0) if p.carried is not None else 0
 

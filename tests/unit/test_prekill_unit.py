@@ -217,3 +217,13 @@ def test_a_dry_run_whose_sigkill_would_reach_nobody_still_ends_and_sentinel_runs
     assert g.sent == [] and not g.finished
     kinds = [e.kind for e in g.state.events]
     assert kinds.count("kill_finished") == 1 and g.state.phase == "running"
+
+
+def test_a_dry_run_kill_is_no_last_kill_for_the_metrics():
+    st = GuardianState(mode="run", workload="web", command=("web",), measure="rss",
+                       limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                       version="0", program="web", dry_run=True)
+    st.last_kill = _dry_kill()
+    text = generate_latest(build_registry(SentinelCollector(st), process=False)).decode()
+    assert ('sentinel_last_kill_timestamp_seconds{program="web",workload="web"} 0.0'
+            in text)
