@@ -227,3 +227,17 @@ def test_a_dry_run_kill_is_no_last_kill_for_the_metrics():
     text = generate_latest(build_registry(SentinelCollector(st), process=False)).decode()
     assert ('sentinel_last_kill_timestamp_seconds{program="web",workload="web"} 0.0'
             in text)
+
+
+def test_a_dry_run_kill_is_no_last_kill_in_the_state_file():
+    import json
+
+    from sentinel.exporters.statefile import render
+
+    st = GuardianState(mode="run", workload="web", command=("web",), measure="rss",
+                       limit_bytes=None, grace_period_seconds=1.0, interval_seconds=0.1,
+                       version="0", program="web", dry_run=True)
+    st.last_kill = _dry_kill()
+    doc = json.loads(render({}, [st], None))
+    assert doc["last_kill_timestamp_seconds"] is None
+    assert doc["last_kill_timestamp_seconds_by_program"] == {}
