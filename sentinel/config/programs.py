@@ -39,6 +39,7 @@ PROGRAM_OPTIONS: tuple[str, ...] = (
     "measure", "max-rss", "grace-period", "restart", "restart-delay", "restart-max-delay",
     "max-restarts", "success-exit-code", "memory-kill-exit-code", "single-child", "interval",
     "max-interval", "stop-signal", "clamp-high", "no-early-sigkill", "oom-score-adj-margin",
+    "pre-kill-hook", "pre-kill-hook-timeout", "dry-run",
 )
 # Run options that have no place in the file, and why.
 NOT_IN_FILE: dict[str, str] = {
@@ -531,6 +532,16 @@ class _Loader:
             raise self.error(knode, key, f"measure {options['measure']} measures the "
                              "container's cgroup, which every program shares, so it cannot "
                              "be one program's; use rss, pss or uss")
+        if options.get("pre_kill_hook"):
+            timeout = options["pre_kill_hook_timeout_seconds"]
+            timeout = min(5.0, options["grace_period_seconds"] / 2) if timeout is None else timeout
+            if timeout >= options["grace_period_seconds"]:
+                knode, key = (origin["pre_kill_hook_timeout_seconds"]
+                              or origin["grace_period_seconds"] or (node, at))
+                raise self.error(knode, key, f"pre-kill-hook-timeout {timeout:g}s is not "
+                                 "shorter than grace-period "
+                                 f"{options['grace_period_seconds']:g}s; the workload would "
+                                 "get no time to stop. Lower the timeout or raise grace-period")
         env = self.env(keys, at)
         cwd = self.cwd(keys, at)
         command = self.command(keys, at, node, env, cwd)

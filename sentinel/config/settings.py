@@ -223,6 +223,42 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m|h|)\s*$")
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def parse_command_line(text: str) -> tuple[str, ...]:
+    """Split ``text`` as a shell would (``shlex.split``: quotes, backslashes; no
+    variables, globs or pipes) into an argv tuple. Raises ``ValueError`` for an empty
+    command or unbalanced quotes."""
+    import shlex  # small; only when the option is given
+
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a command line: {exc}") from None
+    if not argv:
+        raise ValueError("empty command; give e.g. 'py-spy dump --pid $SENTINEL_PID' through "
+                         "sh -c, or leave the option out")
+    return argv
+
+
+def pre_kill_hook_timeout(settings) -> float:
+    """The pre-kill hook's time bound, seconds: ``--pre-kill-hook-timeout``, else
+    min(5 s, grace period / 2) (half the grace period stays the workload's own)."""
+    given = settings.pre_kill_hook_timeout_seconds
+    return given if given is not None else min(5.0, settings.grace_period_seconds / 2)
+
+
+def check_pre_kill_hook(settings, where: str = "--pre-kill-hook-timeout") -> None:
+    """Raise ``UsageError`` when a pre-kill hook's timeout is not shorter than the grace
+    period (the SIGTERM must leave the workload some of it)."""
+    if not settings.pre_kill_hook:
+        return
+    timeout, grace = pre_kill_hook_timeout(settings), settings.grace_period_seconds
+    if timeout >= grace:
+        raise UsageError(f"{where}: {timeout:g}s is not shorter than the grace period "
+                         f"{grace:g}s; the SIGTERM comes after the hook and SIGKILL at the end "
+                         "of the grace period, so the workload would get no time to stop. "
+                         "Lower the timeout or raise --grace-period")
+
+
 def parse_duration(text: str) -> float:
     """Return ``text`` in seconds: ``3``, ``3s``, ``1.5s``, ``250ms``, ``2m``, ``1h``.
 
@@ -407,6 +443,16 @@ class Settings:
     # The first signal of the ladder (--stop-signal): what a program's stop, a memory kill
     # and shutdown send before SIGKILL. SIGTERM, what docker stop and the kubelet send.
     stop_signal: int = int(signal.SIGTERM)
+    # --pre-kill-hook: a command run before a memory kill's SIGTERM (evidence: a stack or
+    # heap dump), argv already split; () for none (sentinel.core.hook).
+    pre_kill_hook: tuple[str, ...] = ()
+    # Its time bound; None: min(5 s, grace period / 2), so the workload keeps at least
+    # half of its grace period (pre_kill_hook_timeout()). Must be below the grace period.
+    pre_kill_hook_timeout_seconds: float | None = None
+    # --dry-run: the ladder runs on schedule and is reported, but no signal is sent (try
+    # a limit on production traffic first). Memory kills only: operator stop/kill and
+    # the shutdown are real.
+    dry_run: bool = False
     restart: str = "never"
     restart_delay_seconds: float = 1.0  # first back-off; doubles each failure
     restart_max_delay_seconds: float = 30.0  # back-off cap
@@ -530,6 +576,19 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--stop-signal",), "stop_signal", parse_signal, metavar="SIG", modes=("run",),
         help="the ladder's first signal, sent before SIGKILL to stop the workload (default "
              "TERM)"),
+    Opt(("--pre-kill-hook",), "pre_kill_hook", parse_command_line, metavar="CMD",
+        modes=("run",),
+        help="command run (split as a shell would, no shell) before a memory kill's SIGTERM, "
+             "e.g. 'py-spy dump --pid $SENTINEL_PID' via sh -c; its env has SENTINEL_PID, "
+             "SENTINEL_PIDS, SENTINEL_VALUE_BYTES, SENTINEL_LIMIT_BYTES...; its output goes "
+             "to the log and the Event (default: none)"),
+    Opt(("--pre-kill-hook-timeout",), "pre_kill_hook_timeout_seconds", parse_positive_duration,
+        metavar="DURATION", modes=("run",),
+        help="the pre-kill hook is killed after DURATION and the SIGTERM sent; below the grace "
+             "period (default min(5s, grace/2))"),
+    Opt(("--dry-run",), "dry_run", flag=True,
+        help="memory kills are reported (log, metrics, Events, termination message) but no "
+             "signal is sent; operator stop/kill and the shutdown still act"),
     Opt(("--restart",), "restart", choices=RESTART_POLICIES, modes=("run",),
         help="restart policy: never (default), on-failure or always, with capped back-off"),
     Opt(("--restart-delay",), "restart_delay_seconds", parse_duration, metavar="DURATION",
@@ -843,6 +902,10 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
                              f"{cap:g}s, which caps every back-off; raise --restart-max-delay "
                              f"(e.g. --restart-max-delay {max(delay * 2, 60):g}s) or lower "
                              "--restart-delay")
+    probe = Settings(**{k: v for k, v in values.items()  # type: ignore[arg-type]
+                        if k in ("pre_kill_hook", "pre_kill_hook_timeout_seconds",
+                                 "grace_period_seconds")})
+    check_pre_kill_hook(probe)
     interval = values.get("interval_seconds", Settings.interval_seconds)
     if not 0.001 <= float(interval) <= 60:  # type: ignore[arg-type]
         raise UsageError(f"--interval: {interval}s is out of range; use 1ms to 60s, e.g. 100ms")

@@ -251,7 +251,10 @@ def fmt_wall(ts: float | None, now: float | None = None) -> str:
 
 def _kill_text(kill: dict, now: float) -> str:
     parts = [f"{kill.get('reason')} at {fmt_wall(kill.get('started'), now)}"]
-    if kill.get("signals"):
+    if kill.get("dry_run"):
+        parts.append("DRY RUN, would have sent " + (" then ".join(kill.get("signals") or [])
+                                                    or "nothing yet"))
+    elif kill.get("signals"):
         parts.append(" then ".join(kill["signals"]))
     if kill.get("value_bytes") is not None:
         parts.append(f"{kill.get('measure')} {fmt_bytes(kill['value_bytes'])}"
@@ -261,6 +264,10 @@ def _kill_text(kill: dict, now: float) -> str:
         parts.append(f"reaction {kill['reaction_seconds'] * 1000:.1f} ms")
     if kill.get("exit_code") is not None:
         parts.append(f"exit code {kill['exit_code']}")
+    hook = kill.get("pre_kill_hook")
+    if hook:
+        parts.append("pre-kill hook " + ("timed out" if hook.get("timed_out")
+                                         else f"exit code {hook.get('exit_code')}"))
     refused = kill.get("refused") or []
     if refused:  # EPERM: these processes never got Sentinel's signals
         parts.append("refused by " + " ".join(f"pid {r['pid']} (uid {r['uid']})"
@@ -293,6 +300,8 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     if s.get("shutdown_signal") and s.get("main_pid") is not None:
         phase += (f", SHUTTING DOWN ({s['shutdown_signal']} forwarded; exits when the workload "
                   "does)")
+    if s.get("dry_run"):
+        phase += ", DRY RUN (memory kills are reported, no signal is sent)"
     rows.append(("phase", phase + ("" if s.get("enforcing", True)
                                    else " (enforcement PAUSED: the limit is not applied)")))
     pids = s.get("pids") or []
@@ -414,6 +423,8 @@ def programs_table(status: dict) -> list[list[str]]:
         state = str(p.get("state") or p.get("phase"))
         if p.get("enforcing") is False:
             state += " (paused)"
+        if p.get("dry_run"):
+            state += " (DRY RUN)"
         if (p.get("sampling") or {}).get("failing"):
             state += " (SAMPLING FAILING)"
         rows.append([one_line(str(p.get("name"))) + (" *" if p.get("main") else ""), state,

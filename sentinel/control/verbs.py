@@ -435,6 +435,11 @@ def status_dict(guardian, socket_info: dict | None = None, program: str | None =
         # "SIGTERM" once Sentinel was told to shut down: it exits when the workload is gone.
         "shutdown_signal": host_st.shutdown_signal,
         "enforcing": st.enforcing,
+        # --dry-run: memory kills are reported, no signal is sent (what would have been:
+        # "reason/SIGNAL" -> count); operator stop/kill and the shutdown are real.
+        "dry_run": getattr(st, "dry_run", False),
+        "dry_run_signals": {f"{reason}/{sig}": n for (reason, sig), n
+                            in sorted(getattr(st, "dry_run_signals", {}).items())},
         "workload": st.workload,
         "command": list(st.command),
         "main_pid": st.main_pid,

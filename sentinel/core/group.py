@@ -280,6 +280,8 @@ class Group:
         program leads its own); else the program in whose tree it was last seen (it left
         the session with setsid before it was reparented). Read once per process
         (``/proc/<pid>/stat``), forgotten when it is reaped (a reused PID is asked again)."""
+        if pid in self.init.helpers:  # a pre-kill hook is no program's, never measured
+            return None
         if pid in self._owner:
             return self._owner[pid]
         owner = self._owner[pid] = self._attribute(pid)
@@ -699,6 +701,7 @@ class Group:
         gets its ladder, a back-off is cancelled, one being stopped or whose leftovers are
         being swept just ends, without a restart."""
         sup.no_restart()
+        sup._end_dry_kill("a reload replaces or removes it; its stop is real")  # noqa: SLF001
         if sup.program_state in (ProgramState.RUNNING, ProgramState.STOPPED_BY_SIGNAL):
             sup.stop(REASON_OPERATOR)
 

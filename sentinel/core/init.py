@@ -89,6 +89,10 @@ class Init:
         self.router: Callable[[kernel.SignalInfo, int], bool] | None = None
         self.on_orphan: Callable[[int, int], None] | None = None
         self.on_reaped: Callable[[int], None] | None = None  # every reaped PID, after it
+        # Sentinel's own direct children that are no program's (the pre-kill hook:
+        # sentinel.core.hook): pid -> called with its status once it is reaped. The
+        # programs' trees leave them out (Supervisor's and Group's root filters).
+        self.helpers: dict[int, Callable[[int], None]] = {}
         self._sigfd: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -232,6 +236,13 @@ class Init:
                 break
             if pid == 0:
                 break
+            if pid in self.helpers:
+                if not (os.WIFSTOPPED(status) or os.WIFCONTINUED(status)):
+                    try:
+                        self.helpers.pop(pid)(status)
+                    except Exception as exc:  # a helper's bug never stops the reaping
+                        log.warning("helper pid %d: %r", pid, exc)
+                continue
             program = self.program_of(pid)
             if os.WIFCONTINUED(status):
                 if program is not None:

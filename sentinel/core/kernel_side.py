@@ -490,7 +490,7 @@ class KernelSide:
         """A ladder for ``kill`` (a ``KillRecord``) is about to send its first signal:
         pidfds for its PIDs, and ``clamp_high`` for a memory kill."""
         self.open_pidfds(kill.pids)
-        if kill.reason == REASON_MEMORY:
+        if kill.reason == REASON_MEMORY and not getattr(kill, "dry_run", False):
             self.clamp_high()
 
     def open_pidfds(self, pids) -> None:

@@ -135,6 +135,7 @@ class Ladder:
         self.ended = False
         self.early_reason: str | None = None  # why escalate_now() cut the grace short
         self._handle: Handle | None = None
+        self._held: Handle | None = None  # start_held's pending first step
 
     # ------------------------------------------------------------------ steps
     @property
@@ -160,6 +161,43 @@ class Ladder:
                 self.grace_deadline = self.clock() + delay
                 self._later(delay, self._sigkill)
         return reach
+
+    def start_held(self, hold_seconds: float) -> None:
+        """Step 1 after a pre-step (the pre-kill hook): the SIGKILL is scheduled now,
+        ``grace_period_seconds`` from now, as ``start()`` would (a pre-step never moves
+        it, nor ``escalate_now``'s early SIGKILL); ``term_signal`` waits up to
+        ``hold_seconds`` (< the grace period), or until ``release()``."""
+        self.grace_deadline = self.clock() + self.grace_period_seconds
+        self._later(self.grace_period_seconds, self._sigkill)
+        self._held = self.scheduler.call_later(hold_seconds, self.release)
+
+    def release(self) -> Reach | None:
+        """The pre-step is over: send ``term_signal`` (and SIGCONT) now; SIGKILL at once
+        if every process refused it, else at the deadline ``start_held`` set. ``None``
+        if nothing was held (or the ladder already ended, or SIGKILL was sent)."""
+        if self._held is None:
+            return None
+        self._held.cancel()
+        self._held = None
+        if self.ended or self.sigkill_sent:
+            return None
+        reach = None
+        try:
+            reach = self._send(self.term_signal)
+            if self.continue_after_term:
+                self.signaller(signal.SIGCONT)
+        finally:
+            if (reach is not None and not reach.reached and bool(self.refused)
+                    and not self.ended and not self.sigkill_sent
+                    and (self.everyone_refuses is None or self.everyone_refuses(self.refused))):
+                self.grace_deadline = self.clock()
+                self._later(0.0, self._sigkill)
+        return reach
+
+    @property
+    def held(self) -> bool:
+        """``term_signal`` is waiting for the pre-step (``start_held``)."""
+        return self._held is not None
 
     def kill_now(self) -> Reach | None:
         """Step 2 at once (the operator's ``kill``); ``None`` if SIGKILL was sent already
@@ -189,6 +227,9 @@ class Ladder:
 
     def cancel(self) -> None:
         """Cancel the pending step (the ladder can still be driven by hand)."""
+        if self._held is not None and (self.ended or self.sigkill_sent):
+            self._held.cancel()  # no SIGTERM after the end, nor after a SIGKILL
+            self._held = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -218,6 +259,9 @@ class Ladder:
 
     def _sigkill(self) -> Reach | None:
         self._handle = None
+        if self._held is not None:  # the pre-step outlasted the grace period (or early)
+            self._held.cancel()
+            self._held = None
         if self.ended:
             return None
         reach = None

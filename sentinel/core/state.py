@@ -71,6 +71,12 @@ class KillRecord:
     # Why SIGKILL came before the grace period ended because the workload would reach
     # the container's hard limit first (sentinel.core.kernel_side.early_sigkill_reason).
     early_sigkill_reason: str | None = None
+    # --dry-run: the ladder's steps were reported ("would have sent"), none was sent;
+    # ``signals`` then lists what would have been sent.
+    dry_run: bool = False
+    # The pre-kill hook's report (sentinel.core.hook.HookResult.fields(): command,
+    # exit_code, timed_out, seconds, output (4 KiB), ...), once it ended; None: no hook.
+    pre_kill_hook: dict | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -83,6 +89,8 @@ class KillRecord:
             "refused": [{"pid": pid, "uid": uid} for pid, uid in self.refused.items()],
             "confirmed": self.confirmed, "survivors": [dict(p) for p in self.survivors],
             "early_sigkill_reason": self.early_sigkill_reason,
+            "dry_run": self.dry_run,
+            "pre_kill_hook": dict(self.pre_kill_hook) if self.pre_kill_hook else None,
         }
 
 
@@ -93,7 +101,9 @@ class Event:
     ``kind`` is one of: spawned, exited, stopped, continued, limit_crossed, signal_sent,
     signal_refused, signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
-    attached, attach_failed, detached, component, sampling_failed, sampling_recovered.
+    attached, attach_failed, detached, component, sampling_failed, sampling_recovered,
+    pre_kill_hook (the hook's end: sentinel.core.hook.HookResult.fields() and ``kill``).
+    With ``--dry-run``, signal_sent, limit_crossed and kill_finished carry ``dry_run: True``.
     """
 
     kind: str
@@ -163,6 +173,10 @@ class GuardianState:
     # commands. The single-command form has one program named after its workload
     # (``--workload-name``, default the command's basename); a config file names each.
     program: str = ""
+    # --dry-run: memory kills send no signal (KillRecord.dry_run); what they would have
+    # sent is counted here, (reason, signal name) -> count, never in ``kills``.
+    dry_run: bool = False
+    dry_run_signals: dict = field(default_factory=dict)
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

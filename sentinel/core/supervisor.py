@@ -31,6 +31,7 @@ import asyncio
 import functools
 import logging
 import os
+import shlex
 import signal
 import time
 from collections import deque
@@ -128,6 +129,9 @@ _RATE_POINTS = 64
 _SAMPLING_FAILING_AFTER = 3
 # Probe errors that have a fallback in the same sample (no threat to enforcement).
 _FALLBACK_PROBES = frozenset({"smaps_rollup"})
+# The pre-kill hook's output in the log: at most this many lines of this many characters.
+_HOOK_LOG_LINES = 200
+_HOOK_LOG_LINE_CHARS = 2000
 # A run that lasted this long resets the restart back-off.
 _STABLE_RUN_SECONDS = 10.0
 # The ladder's timing after SIGKILL (2 s to name survivors, max(10 s, grace) for
@@ -259,6 +263,12 @@ class Supervisor:
             grace_period_seconds=settings.grace_period_seconds,
             interval_seconds=settings.interval_seconds, version=version, pid1=pid1,
             subreaper=subreaper, program=settings.workload_name)
+        self.state.dry_run = bool(getattr(settings, "dry_run", False))
+        # The pre-kill hook of the kill under way (sentinel.core.hook), one at a time.
+        self._hook = None
+        # --dry-run: a would-be kill ended with the workload still running; the next one
+        # waits until the measure went back below the limit (no report every sample).
+        self._dry_armed = True
         self.listeners: list[Listener] = []
         self.sample_listeners: list[Callable] = []  # called with each MemorySample
         # After the workload is gone for good (``serve()`` has its exit code),
@@ -276,7 +286,8 @@ class Supervisor:
                                         smaps_min_period=settings.interval_seconds,
                                         walk_period=walk_period_for(settings.measure),
                                         cgroup=CgroupProbe.for_pid(
-                                            "self", cgroup_root=settings.cgroup_root))
+                                            "self", cgroup_root=settings.cgroup_root),
+                                        root_filter=self._not_helper)
         self._tty_fd = child.tty_fd if child else None
         self._sample_handle: asyncio.TimerHandle | None = None
         self._restarts_exhausted = False  # --max-restarts reached: given up
@@ -316,6 +327,11 @@ class Supervisor:
         self.kernel_side = KernelSide(self)
         self.sigkill_listeners.append(self.kernel_side.after_sigkill)
 
+    def _not_helper(self, pid: int) -> bool:
+        """The probe's root filter: a pre-kill hook (``Init.helpers``) is not the
+        workload's, and never counts in its memory."""
+        return self.init is None or pid not in self.init.helpers
+
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, message: str, level: int = logging.INFO, **fields) -> Event:
         """Log ``message``, record it in ``state.events`` and tell the listeners."""
@@ -346,6 +362,8 @@ class Supervisor:
             self.source.close()
         self.sampling_side.close()
         self.kernel_side.hook("close")
+        if self._hook is not None:
+            self._hook.close()
         self.probe.close()
 
     @property
@@ -374,8 +392,11 @@ class Supervisor:
         st = self.state
         self.emit("spawned", f"started {' '.join(child.command)!r} as pid {child.pid}"
                   + (f" (limit {fmt_bytes(st.limit_bytes)} {st.measure})" if st.limit_bytes
-                     else " (no memory limit: watching only)"),
-                  pid=child.pid, command=list(child.command))
+                     else " (no memory limit: watching only)")
+                  + ("; DRY RUN: memory kills are reported, no signal is sent"
+                     if st.dry_run else ""),
+                  pid=child.pid, command=list(child.command),
+                  **({"dry_run": True} if st.dry_run else {}))
         self.sample_now()
 
     def begin_run(self, child: Child, probe: TreeProbe | None = None) -> None:
@@ -393,6 +414,7 @@ class Supervisor:
         self._prev = None
         self._recent.clear()
         self._ladder = None
+        self._dry_armed = True
         st = self.state
         st.main_pid = child.pid
         st.started_wall = child.started_wall
@@ -449,6 +471,7 @@ class Supervisor:
         end comes as ``host.program_ended``; nothing happens for an ended program."""
         if self.ended:
             return
+        self._end_dry_kill("Sentinel is shutting down; the shutdown is real")
         self.no_restart()
         state = self.program_state
         if state in _LIVE:
@@ -514,6 +537,7 @@ class Supervisor:
                      "to exit (it decides how long; the runtime's SIGKILL or 'sentinel kill' "
                      "ends it)", name, info.pid, extra={"event": "shutdown"})
         if sig in _SHUTDOWN_SIGNALS and not self._shutting_down:
+            self._end_dry_kill(f"Sentinel received {name}; the shutdown is real")
             self._shutting_down = True
             log.info("received %s from pid %d: forwarding, no restart; exiting when the "
                      "workload is gone", name, info.pid, extra={"event": "shutdown"})
@@ -771,6 +795,8 @@ class Supervisor:
             kill.exit_code = code
         if self._ladder is not None:
             self._ladder.main_exited()
+        if self._hook is not None and not self._hook.ended:  # nothing left to take evidence of
+            self._hook.abort(f"killed: the workload (pid {self.child.pid}) exited first")
         how = (f"exited with code {code}" if os.WIFEXITED(status)
                else f"was killed by {signal_name(os.WTERMSIG(status))} ({code})")
         self.emit("exited", f"workload pid {self.child.pid} {how}",  # type: ignore[union-attr]
@@ -782,7 +808,8 @@ class Supervisor:
         # The kernel's OOM killer, not Sentinel? (a SIGKILL Sentinel did not send while
         # oom_kill rose): recorded as a kernel_oom kill, announced at ERROR.
         self.kernel_side.hook("main_died", status,
-                              self._ladder is not None and self._ladder.sigkill_sent)
+                              self._ladder is not None and self._ladder.sigkill_sent
+                              and not (kill is not None and kill.dry_run))
         # kill_finished waits for the leftover sweep: the stop is over when the tree is.
         self._ending_kill = kill
         self._exit_code = self._final_code(code, kill)
@@ -853,6 +880,9 @@ class Supervisor:
         """The ``kill_finished`` line: which signals reached the workload, its exit code,
         and whether its end was confirmed (no process of the tree left)."""
         how = " then ".join(kill.signals) if kill.signals else "no signal reached it"
+        if kill.dry_run:
+            how = "dry run, nothing sent" + (f" (would have sent {how})" if kill.signals
+                                             else "")
         code = ("exit status unknown (still running)" if kill.exit_code is None
                 else f"exit code {kill.exit_code}")
         if kill.exit_code is not None and self._exit_code != kill.exit_code \
@@ -870,7 +900,8 @@ class Supervisor:
     def _final_code(self, code: int, kill: KillRecord | None) -> int:
         if code in self.settings.success_exit_codes:
             code = 0
-        if code == 0 and kill is not None and kill.reason == REASON_MEMORY:
+        if code == 0 and kill is not None and kill.reason == REASON_MEMORY \
+                and not kill.dry_run:  # a dry run killed nothing: the exit is the workload's
             # A memory kill is a failure even when the workload exits cleanly.
             code = self.settings.memory_kill_exit_code
         return code
@@ -1018,8 +1049,12 @@ class Supervisor:
             # The working set's own growth (kept by the kernel side), not the measure's.
             self.kernel_side.hook("check_early_sigkill", sample, self._ladder)
         limit = st.limit_bytes
+        if not self._dry_armed and (limit is None or value <= limit):
+            self._dry_armed = True
+            log.info("dry run: %s back below the limit; the next crossing is reported",
+                     st.measure, extra={"event": "dry_run_rearmed"})
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
-                and self._main_status is None and sample.processes):
+                and self._main_status is None and sample.processes and self._dry_armed):
             if getattr(self.probe, "smaps_estimated", False):
                 # PSS/USS between two smaps reads is an estimate from RSS: read them
                 # for real before a kill (force_smaps makes the next sample do so).
@@ -1066,7 +1101,8 @@ class Supervisor:
                   f"({sample.measure_bytes} bytes) > limit {fmt_bytes(limit)} ({limit} bytes); "
                   f"pids {', '.join(map(str, sample.pids))}",
                   logging.WARNING, measure=st.measure, value_bytes=sample.measure_bytes,
-                  limit_bytes=limit, pids=list(sample.pids))
+                  limit_bytes=limit, pids=list(sample.pids),
+                  **({"dry_run": True} if st.dry_run else {}))
         self._start_ladder(REASON_MEMORY, sample.measure_bytes, sample.pids,
                            reaction=max(0.0, now - crossed))
 
@@ -1076,13 +1112,112 @@ class Supervisor:
         kill = KillRecord(reason=reason, started_wall=time.time(), started_mono=self._clock(),
                           measure=st.measure, value_bytes=value, limit_bytes=st.limit_bytes,
                           pids=tuple(pids), grace_period_seconds=grace,
-                          reaction_seconds=reaction)
+                          reaction_seconds=reaction,
+                          dry_run=st.dry_run and reason == REASON_MEMORY)
         st.current_kill = kill
         st.phase = PHASE_TERMINATING
         st.grace_deadline_mono = self._clock() + grace
         self._ladder = self._make_ladder(kill)
-        self._ladder.start()
+        if kill.dry_run:
+            self._dry_armed = False
+        hold = None
+        if reason == REASON_MEMORY:
+            try:
+                hold = self._start_hook(kill)
+            except Exception as exc:  # EMFILE for its pipe, a bug: the kill goes on without it
+                log.warning("pre-kill hook not started: %r; the kill proceeds without it", exc,
+                            extra={"event": "pre_kill_hook_failed"})
+        if hold is not None:
+            self._ladder.start_held(hold)
+        else:
+            self._ladder.start()
         st.grace_deadline_mono = self._ladder.grace_deadline
+
+    def _start_hook(self, kill: KillRecord) -> float | None:
+        """Start the pre-kill hook for the memory kill ``kill``; return how long the
+        SIGTERM waits for it (its timeout), or ``None`` (no hook, one still running, no
+        init to reap it, or it could not be started: the SIGTERM goes at once)."""
+        command = getattr(self.settings, "pre_kill_hook", ())
+        if not command or self.child is None:
+            return None
+        if self._hook is not None and not self._hook.done:
+            log.warning("pre-kill hook: the previous one (pid %s) is still running; not "
+                        "starting another", self._hook.pid, extra={"event": "pre_kill_hook"})
+            return None
+        if self.init is None:  # nothing would reap it
+            return None
+        from sentinel.config.settings import pre_kill_hook_timeout
+        from sentinel.core.hook import PreKillHook, hook_environment
+
+        timeout = pre_kill_hook_timeout(self.settings)
+        env = hook_environment(os.environ, pid=self.child.pid, pids=kill.pids,
+                               program=self.state.program, measure=kill.measure,
+                               value_bytes=kill.value_bytes, limit_bytes=kill.limit_bytes,
+                               reason=kill.reason)
+        ladder = self._ladder
+
+        def ended() -> None:
+            if ladder is not None and ladder is self._ladder and ladder.held:
+                ladder.release()
+                self.state.grace_deadline_mono = ladder.grace_deadline
+
+        hook = PreKillHook(command, env, self.original_mask, loop=self.loop,
+                           timeout_seconds=timeout, clock=self._clock,
+                           on_ended=self._as_program_call(ended),
+                           on_result=self._as_program_call(
+                               lambda result: self._hook_result(kill, result)))
+        self._hook = hook
+        if not hook.start():
+            return None
+        self.init.helpers[hook.pid] = self._as_program_call(hook.reaped)
+        log.info("pre-kill hook %r started as pid %d for pid %d (at most %.1fs; SIGTERM "
+                 "after it)", shlex.join(command), hook.pid, self.child.pid, timeout,
+                 extra={"event": "pre_kill_hook_started", "pid": hook.pid})
+        return timeout
+
+    def _as_program_call(self, fn):
+        """``fn`` run with the program's name in the log context (several programs)."""
+        if self.host is None:
+            return fn
+
+        def call(*args):
+            token = logs.PROGRAM.set(self.state.program)
+            try:
+                return fn(*args)
+            finally:
+                logs.PROGRAM.reset(token)
+        return call
+
+    def _hook_result(self, kill: KillRecord, result) -> None:
+        """Report the pre-kill hook's end: its output in the log (what was kept), then
+        the ``pre_kill_hook`` event (its fields: ``HookResult.fields()`` and the kill)."""
+        fields = result.fields()
+        kill.pre_kill_hook = fields
+        command = shlex.join(result.command)
+        if result.error is not None:
+            how = f"could not be started: {result.error}"
+        elif result.timed_out:
+            how = f"timed out after {result.seconds:.1f}s and was killed"
+        else:
+            how = f"exited with code {result.exit_code} after {result.seconds:.1f}s"
+        size = f"{result.output_bytes} bytes of output"
+        if result.dropped_bytes:
+            size += f", {result.dropped_bytes} dropped beyond the first {len(result.output)}"
+        text = result.output.decode("utf-8", "replace").rstrip("\n")
+        lines = text.split("\n") if text else []
+        # Line by line, bounded: the log's queue (1000 lines) must not drop the rest.
+        for line in lines[:_HOOK_LOG_LINES]:
+            log.info("pre-kill hook output: %s", line[:_HOOK_LOG_LINE_CHARS],
+                     extra={"event": "pre_kill_hook_output", "pid": result.pid})
+        if len(lines) > _HOOK_LOG_LINES or result.dropped_bytes:
+            log.info("pre-kill hook output: %d more line(s) of the %d kept bytes not logged, "
+                     "%d bytes beyond them dropped", max(0, len(lines) - _HOOK_LOG_LINES),
+                     len(result.output), result.dropped_bytes,
+                     extra={"event": "pre_kill_hook_output_cut", "pid": result.pid})
+        failed = result.error is not None or result.timed_out or result.exit_code != 0
+        self.emit("pre_kill_hook", f"pre-kill hook {command!r} (pid {result.pid}) {how} "
+                  f"({size}); the kill proceeds", logging.WARNING if failed else logging.INFO,
+                  **fields, kill=kill.to_dict())
 
     @property
     def _stop_name(self) -> str:
@@ -1101,7 +1236,8 @@ class Supervisor:
                       main_pid=self.child.pid if self.child else None, wait_for_main=True,
                       main_wait_seconds=main_reap_bound(self.settings.grace_period_seconds),
                       on_step=lambda sig, reach: self._ladder_step(kill, sig, reach),
-                      on_sigkill=self.after_sigkill, everyone_refuses=self._all_refused,
+                      on_sigkill=None if kill.dry_run else self.after_sigkill,
+                      everyone_refuses=self._all_refused,
                       before_check=self._reap, on_unconfirmed=self._not_confirmed_yet,
                       on_given_up=self._give_up)
 
@@ -1109,6 +1245,18 @@ class Supervisor:
         """The workload ladder's signaller: SIGTERM/SIGCONT as ``signal_workload`` sends
         them (who it reaches read before the signal, so a process that exits at once
         still counts), SIGKILL to the whole tree (``_signal_tree``)."""
+        kill = self.state.current_kill
+        if kill is not None and kill.dry_run:
+            # Dry run: who the step would reach, and no kill(2) at all.
+            if sig == signal.SIGCONT:
+                return Reach()
+            if sig == signal.SIGKILL:
+                pids = self._descendants()
+                if self.child is not None and self._main_status is None \
+                        and self.child.pid not in pids:
+                    pids.append(self.child.pid)
+                return Reach(*self._reachable(pids))
+            return Reach(*self._term_reach())
         if sig == signal.SIGCONT:
             self._continue_after_term()
             return Reach()
@@ -1138,9 +1286,17 @@ class Supervisor:
         reason, grace = kill.reason, kill.grace_period_seconds
         refused, reached = reach.refused, reach.reached
         self._note_refusals(kill, sig, refused, kill.refused)
+        if kill.dry_run and sig == signal.SIGKILL:
+            # The would-be kill ends here, whoever the SIGKILL would have reached: the
+            # workload runs on (never the ladder's give-up, which would end Sentinel).
+            self.loop.call_soon(self._dry_kill_done, kill)
         if not reached:  # a step that reached no process is neither claimed nor counted
             return
-        self._record_kill(reason, sig)
+        if kill.dry_run:
+            key = (reason, signal_name(sig))
+            self.state.dry_run_signals[key] = self.state.dry_run_signals.get(key, 0) + 1
+        else:
+            self._record_kill(reason, sig)
         if sig == signal.SIGKILL:
             waited = self._clock() - kill.started_mono
             if kill.early_sigkill_reason:
@@ -1157,13 +1313,47 @@ class Supervisor:
         else:
             head = f"sent {signal_name(sig)} to the workload ({reason}): "
             tail = f"; SIGKILL in {grace:.1f}s unless it exits"
+        if kill.dry_run:
+            head = "would have " + head
+            tail = (f"; would have sent SIGKILL in {grace:.1f}s" if sig != signal.SIGKILL
+                    else "") + " (dry run: no signal sent)"
         self.emit("signal_sent", head + _pid_list(reached)
                   + (f", not to {_pid_list(list(refused))} (permission denied)" if refused
                      else "") + tail, logging.WARNING,
                   signal=signal_name(sig), reason=reason, pids=reached,
                   refused=[{"pid": p, "uid": u} for p, u in refused.items()],
-                  kill=kill.to_dict(),
+                  kill=kill.to_dict(), **({"dry_run": True} if kill.dry_run else {}),
                   **({} if sig == signal.SIGKILL else {"reaction_seconds": kill.reaction_seconds}))
+
+    @as_program
+    def _dry_kill_done(self, kill: KillRecord, why: str = "") -> None:
+        """A dry-run kill is over (its would-be SIGKILL, or ``why``: an operator's stop,
+        the shutdown): the ladder ends, ``kill_finished`` (``dry_run``) says the workload
+        would have been killed and still runs; the next report waits for the measure to
+        go back below the limit."""
+        st = self.state
+        if st.current_kill is not kill:
+            return
+        if self._ladder is not None:
+            self._ladder.main_exited()
+        self._ladder = None
+        st.last_kill = kill
+        st.current_kill = None
+        st.grace_deadline_mono = None
+        if self.child is not None and self._main_status is None:
+            st.phase = PHASE_RUNNING
+        would = " then ".join(kill.signals) if kill.signals else "no signal"
+        self.emit("kill_finished", f"{kill.reason} dry run: would have sent {would}; nothing "
+                  "was sent, the workload keeps running"
+                  + (f" ({why})" if why else f"; the next report once {kill.measure} is back "
+                     "below the limit"), logging.WARNING, kill=kill.to_dict(), dry_run=True)
+
+    def _end_dry_kill(self, why: str) -> None:
+        """End a dry-run kill under way (an operator's stop or kill, the shutdown act for
+        real: they need the program out of its would-be grace period)."""
+        kill = self.state.current_kill
+        if kill is not None and kill.dry_run:
+            self._dry_kill_done(kill, why)
 
     def _not_confirmed_yet(self, bound: float) -> None:
         """2 s after SIGKILL the main process is still there: name what is left (the
@@ -1190,6 +1380,9 @@ class Supervisor:
         st = self.state
         kill = st.current_kill
         if kill is None or self._main_status is not None or self.child is None:
+            return
+        if kill.dry_run:  # nothing was sent: nothing to give up on
+            self._dry_kill_done(kill)
             return
         bound = main_reap_bound(self.settings.grace_period_seconds)
         after = (f"{bound:.1f}s after SIGKILL" if waited
@@ -1262,7 +1455,9 @@ class Supervisor:
     @as_program
     def stop(self, reason: str = REASON_OPERATOR) -> str:
         """Start the SIGTERM -> grace -> SIGKILL ladder now (an operator stop); in a
-        restart back-off, cancel the restart instead."""
+        restart back-off, cancel the restart instead. Real with ``--dry-run`` too (it
+        ends a dry-run kill under way first)."""
+        self._end_dry_kill("an operator stop; it is real")
         self._require("stop")
         cancelled = self._cancel_restart()
         if cancelled:
@@ -1284,7 +1479,9 @@ class Supervisor:
     @as_program
     def kill(self, reason: str = REASON_OPERATOR) -> str:
         """SIGKILL the whole workload tree now; in a restart back-off, cancel the restart.
-        After the ladder's SIGKILL reached the workload, nothing more is sent."""
+        After the ladder's SIGKILL reached the workload, nothing more is sent. Real with
+        ``--dry-run`` too (it ends a dry-run kill under way first)."""
+        self._end_dry_kill("an operator kill; it is real")
         self._require("kill")
         cancelled = self._cancel_restart()
         if cancelled:

@@ -53,6 +53,7 @@ EVENT_TARGET_NOT_SIGNALABLE = "TargetNotSignalable"
 EVENT_SIGNAL_REFUSED = "SignalRefused"  # a process of the workload refused a ladder signal
 EVENT_SAMPLING_FAILED = "SamplingFailed"
 EVENT_KERNEL_OOM = "KernelOOMKill"  # the kernel's OOM killer took a workload process first
+EVENT_PRE_KILL_HOOK = "PreKillHook"  # the pre-kill hook ran before a memory kill's SIGTERM
 
 API_EVENTS_V1 = "events.k8s.io/v1"
 API_CORE_V1 = "v1"
@@ -237,6 +238,8 @@ def _record(event: Event, workload: str) -> Record | None:
         return Record("Warning", EVENT_KERNEL_OOM, "SIGKILL",
                       truncate_utf8(kernel_oom_note(f, workload), NOTE_MAX_BYTES),
                       event.at_wall)
+    if event.kind == "pre_kill_hook":
+        return _hook_record(event, workload)
     if event.kind != "signal_sent":
         return None
     kill = f.get("kill") or {}
@@ -277,8 +280,33 @@ def _record(event: Event, workload: str) -> Record | None:
     if refused:
         what += (f" Not sent to pids {_pids_text([r['pid'] for r in refused])} (uid "
                  f"{_pids_text(sorted({str(r['uid']) for r in refused}))}): permission denied.")
+    if f.get("dry_run"):  # --dry-run: the same Event, saying nothing was sent
+        what = "DRY RUN, no signal sent: would have s" + what[1:]
     return Record(ev_type, ev_reason, sig, truncate_utf8(f"{why} {what}", NOTE_MAX_BYTES),
                   event.at_wall)
+
+
+def _hook_record(event: Event, workload: str) -> Record:
+    """The ``pre_kill_hook`` event as its own Event (``PreKillHook``): ``Normal`` when
+    the hook exited 0, else ``Warning``; the note says how it ended, then as much of its
+    output (``fields["output"]``, already at most 4 KiB) as the 1024 bytes leave."""
+    f = event.fields
+    kill = f.get("kill") or {}
+    command = " ".join(f.get("command") or [])
+    if f.get("error"):
+        how = f"could not be started ({f['error']})"
+    elif f.get("timed_out"):
+        how = f"timed out after {f.get('seconds', 0):.1f}s and was killed"
+    else:
+        how = f"exited with code {f.get('exit_code')} after {f.get('seconds', 0):.1f}s"
+    ok = not f.get("error") and not f.get("timed_out") and f.get("exit_code") == 0
+    head = (f"Pre-kill hook {command!r} for workload {workload!r} (pid "
+            f"{_pids_text((kill.get('pids') or [])[:1])}, {kill.get('measure') or 'rss'} "
+            f"{_size(kill.get('value_bytes'))}, limit {_size(kill.get('limit_bytes'))}) {how}"
+            + (" (dry run)" if kill.get("dry_run") else "") + ". Output: ")
+    output = (f.get("output") or "").strip() or "(none)"
+    return Record("Normal" if ok else "Warning", EVENT_PRE_KILL_HOOK, "PreKillHook",
+                  truncate_utf8(head + output, NOTE_MAX_BYTES), event.at_wall)
 
 
 def events_v1_body(rec: Record, pod: PodRef, name: str) -> dict:

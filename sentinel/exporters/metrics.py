@@ -307,6 +307,10 @@ class SentinelCollector(Collector):
                    "counts workload processes the kernel's OOM killer took first (SIGKILL, not "
                    "Sentinel's; the cgroup's oom_kill counter rose).", _kills,
                    ["reason", "signal"]),
+            family(CounterMetricFamily, "sentinel_dry_run_signals",
+                   "With --dry-run: signals a memory kill would have sent (and did not), by "
+                   "reason and signal; sentinel_kills_total does not count them. No series "
+                   "without --dry-run.", _dry_run_signals, ["reason", "signal"]),
             family(CounterMetricFamily, "sentinel_wakeups",
                    "Kernel notifications that made Sentinel sample at once instead of at its "
                    "next tick, by source (memory_events: cgroup v2 memory.events; pressure: a "
@@ -455,6 +459,17 @@ def _kills(p: _Program):
     return [((reason, sig), count) for (reason, sig), count in sorted(counts.items())]
 
 
+def _dry_run_signals(p: _Program):
+    """``sentinel_dry_run_signals_total`` series of a program run with ``--dry-run``:
+    memory_limit's SIGTERM and SIGKILL at 0 until counted; none without it."""
+    if not getattr(p.state, "dry_run", False):
+        return []
+    counts = {("memory_limit", "SIGTERM"): 0, ("memory_limit", "SIGKILL"): 0}
+    for key, n in dict(p.state.dry_run_signals).items():
+        counts[key] = counts.get(key, 0) + n
+    return [((reason, sig), count) for (reason, sig), count in sorted(counts.items())]
+
+
 def _wakeups(p: _Program):
     woke = dict.fromkeys(WAKEUP_SOURCES, 0)
     woke.update(dict(p.state.wakeups))
@@ -463,7 +478,7 @@ def _wakeups(p: _Program):
 
 def _last_kill_wall(p: _Program) -> float:
     kill = p.state.current_kill or p.state.last_kill
-    if kill is not None:
+    if kill is not None and not getattr(kill, "dry_run", False):  # a dry run stopped nothing
         return kill.started_wall
     return (p.carried.last_kill_wall or 0) if p.carried is not None else 0
 

@@ -173,6 +173,8 @@ def render(carried: dict[str, Carried], states, pod_uid: str | None,
         restarts.append({"labels": {"program": name},
                          "value": old.restarts + (st.restarts if st is not None else 0)})
         kill = (st.current_kill or st.last_kill) if st is not None else None
+        if kill is not None and getattr(kill, "dry_run", False):
+            kill = None  # --dry-run: nothing was stopped
         last = kill.started_wall if kill is not None else old.last_kill_wall
         if last:
             last_kill[name] = last

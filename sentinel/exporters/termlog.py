@@ -57,12 +57,19 @@ def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
     signals = kill.get("signals") or []
     confirmed = kill.get("confirmed") is not False
     verb = "stopped" if signals and confirmed else "tried to stop"
-    parts = [f"Sentinel {verb} {workload!r}: {why}."]
+    dry = bool(kill.get("dry_run"))
+    parts = [f"DRY RUN: Sentinel would have stopped {workload!r}: {why}." if dry
+             else f"Sentinel {verb} {workload!r}: {why}."]
     if value is not None or limit is not None:
         parts.append(f"{measure} {fmt_bytes(value)} ({value} bytes), limit {fmt_bytes(limit)} "
                      f"({limit} bytes).")
     grace = kill.get("grace_period_seconds") or 0.0
-    if not signals:
+    if dry:  # --dry-run: the ladder ran on schedule and sent nothing
+        parts.append("Would have sent " + (" then ".join(signals) or "no signal")
+                     + f" ({grace:.1f}s grace period); dry run: no signal was sent.")
+        signals = []
+        kill = {**kill, "reached": {}}
+    elif not signals:
         parts.append("No signal reached it.")
     elif len(signals) == 1 and signals[0] != "SIGKILL" and confirmed:  # SIGTERM or stop-signal
         parts.append(f"Sent {signals[0]}; it exited within the {grace:.1f}s grace period.")
@@ -93,8 +100,13 @@ def summary(kill: dict, workload: str, kills_total: int | None = None) -> str:
         parts.append(f"Exit code {kill['exit_code']}.")
     elif not confirmed:
         parts.append("Exit status unknown.")
-    if kills_total:
+    if kills_total and not dry:
         parts.append(f"Kills by Sentinel so far: {kills_total}.")
+    hook = kill.get("pre_kill_hook")
+    if hook:  # the evidence comes last: what is left of the 4096 bytes
+        how = ("timed out" if hook.get("timed_out") else f"exit code {hook.get('exit_code')}")
+        parts.append(f"Pre-kill hook ({how}, {hook.get('seconds', 0):.1f}s) output: "
+                     + (hook.get("output") or "").strip())
     text = " ".join(parts) + "\n"
     data = text.encode()
     if len(data) > MAX_BYTES:
@@ -181,7 +193,8 @@ class TerminationLog:
         kill = event.fields.get("kill") or {}
         if kill.get("reason") == REASON_KERNEL_OOM:  # written at its kernel_oom_kill
             return
-        self.kills += 1
+        if not kill.get("dry_run"):  # a dry run killed nothing: not counted
+            self.kills += 1
         n = self.kills_by_program[program] = self.kills_by_program.get(program, 0) + 1
         if not self.multi:
             self.write(summary(kill, self.workload, self.kills))

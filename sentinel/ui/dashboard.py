@@ -48,7 +48,7 @@ SPARK_MIN_RANGE_FRACTION = 0.125
 
 # Keys a control-socket ``status`` object shares with a snapshot, same meaning.
 _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "stop_signal",
-                "enforcing", "main_pid",
+                "enforcing", "dry_run", "main_pid",
                 "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events",
@@ -190,7 +190,16 @@ def _kill_text(kill: dict) -> str:
 
 def state_line(snap: dict) -> tuple[str, str, str]:
     """``(label, detail, style)`` for the workload's state, e.g.
-    ``("TERMINATING", "SIGTERM sent (memory_limit), SIGKILL in 1.2s", "bold yellow")``."""
+    ``("TERMINATING", "SIGTERM sent (memory_limit), SIGKILL in 1.2s", "bold yellow")``;
+    with ``--dry-run`` the label says ``DRY RUN`` too."""
+    label, detail, style = _state_line(snap)
+    if snap.get("dry_run"):
+        label += " (DRY RUN)"
+        detail = (detail + "; " if detail else "") + "memory kills are reported, no signal sent"
+    return label, detail, style
+
+
+def _state_line(snap: dict) -> tuple[str, str, str]:
     phase = snap.get("phase") or "unknown"
     pid = snap.get("main_pid")
     if phase == "running" and snap.get("stopped"):
@@ -252,6 +261,8 @@ def program_rows(snap: dict) -> list[dict]:
         state = str(p.get("state") or p.get("phase") or "?")
         if p.get("enforcing") is False:
             state += " (paused)"
+        if p.get("dry_run"):
+            state += " (DRY RUN)"
         if (p.get("sampling") or {}).get("failing"):
             state += " (sampling failing)"
         memory = f"{p.get('measure', 'rss')} {fmt_bytes(value) if value is not None else '-'}"
@@ -375,6 +386,7 @@ def _event_style(kind: str) -> str:
     return {"limit_crossed": "bold red", "signal_sent": "red", "kill_started": "red",
             "kill_finished": "yellow", "exited": "yellow", "restart_scheduled": "magenta",
             "spawned": "green", "enforcement_paused": "yellow", "limit_changed": "cyan",
+            "pre_kill_hook": "magenta",
             "signal_forwarded": "cyan", "kernel_oom_kill": "bold red"}.get(kind, "default")
 
 

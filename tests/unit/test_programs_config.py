@@ -276,7 +276,8 @@ def test_full_file(tmp_path, monkeypatch):
                       "max_restarts", "success_exit_codes", "memory_kill_exit_code",
                       "single_child", "interval_seconds", "max_interval_seconds",
                       "stop_signal", "clamp_high", "no_early_sigkill",
-                      "oom_score_adj_margin"}
+                      "oom_score_adj_margin", "pre_kill_hook",
+                      "pre_kill_hook_timeout_seconds", "dry_run"}
     assert (w["max_rss_bytes"], w["limit_auto_share"]) == (200 * 2**20, None)
     assert (c["max_rss_bytes"], c["limit_auto_share"]) == (None, 0.8)  # auto from settings:
     assert (d["max_rss_bytes"], d["limit_auto_share"]) == (None, None)  # none: watch only
