@@ -39,6 +39,7 @@ PROGRAM_OPTIONS: tuple[str, ...] = (
     "measure", "max-rss", "grace-period", "restart", "restart-delay", "restart-max-delay",
     "max-restarts", "success-exit-code", "memory-kill-exit-code", "single-child", "interval",
     "max-interval", "stop-signal", "clamp-high", "no-early-sigkill", "oom-score-adj-margin",
+    "warn-at", "leak-window", "leak-min-rate", "predict-within",
 )
 # Run options that have no place in the file, and why.
 NOT_IN_FILE: dict[str, str] = {

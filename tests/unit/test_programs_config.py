@@ -276,7 +276,9 @@ def test_full_file(tmp_path, monkeypatch):
                       "max_restarts", "success_exit_codes", "memory_kill_exit_code",
                       "single_child", "interval_seconds", "max_interval_seconds",
                       "stop_signal", "clamp_high", "no_early_sigkill",
-                      "oom_score_adj_margin"}
+                      "oom_score_adj_margin"} | {
+                      "warn_at_share", "leak_window_seconds", "leak_min_rate_bytes_per_second",
+                      "predict_within_seconds"}
     assert (w["max_rss_bytes"], w["limit_auto_share"]) == (200 * 2**20, None)
     assert (c["max_rss_bytes"], c["limit_auto_share"]) == (None, 0.8)  # auto from settings:
     assert (d["max_rss_bytes"], d["limit_auto_share"]) == (None, None)  # none: watch only

@@ -1,0 +1,216 @@
+"""``sentinel.core.alerts``: the warning, leak and prediction rules on recorded series
+(synthetic, one sample a second): a steady leak, a garbage-collector sawtooth, a one-off
+spike, a plateau, a slow leak under noise. No alert for the spike or the sawtooth, an
+early alert for the leaks, the prediction within 20 % of the actual time to the limit,
+and each rule fires once and resolves once."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sentinel.core.alerts import AlertSettings, Rules
+
+KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
+DEFAULTS = AlertSettings()  # warn at 80 %, 5 min window, 64 KiB/s, predict within 10 min
+
+
+def run(series, limit, settings=DEFAULTS):
+    """Feed ``series`` (one value a second) to fresh rules; return the rules and each
+    transition as ``(second, rule, state, fields)``."""
+    rules = Rules(settings)
+    out = []
+    for t, value in enumerate(series):
+        for tr in rules.observe(float(t), int(value), limit):
+            out.append((t, tr.rule, tr.state, tr.fields))
+    return rules, out
+
+
+def first(out, rule, state="firing"):
+    return next(((t, f) for t, r, s, f in out if r == rule and s == state), (None, None))
+
+
+def count(out, rule, state):
+    return sum(1 for _, r, s, _ in out if r == rule and s == state)
+
+
+def sawtooth(seconds, base, amplitude, period):
+    return [base + amplitude * ((t % period) / period) for t in range(seconds)]
+
+
+def test_defaults_are_the_documented_ones():
+    assert DEFAULTS == AlertSettings(0.8, 300.0, 64 * KiB, 600.0)
+
+
+def test_a_steady_leak_warns_early_and_predicts_the_limit_within_20_percent():
+    rng = random.Random(1)
+    start, rate, limit = 100 * MiB, 1 * MiB, 1 * GiB
+    reaches = (limit - start) / rate  # 924 s
+    series = [start + rate * t + rng.uniform(-MiB, MiB) for t in range(int(reaches))]
+    _, out = run(series, limit)
+    t_leak, f_leak = first(out, "leak")
+    assert t_leak is not None and t_leak <= 160  # half a window of history, then at once
+    assert f_leak["growth_bytes_per_second"] == pytest.approx(rate, rel=0.05)
+    assert f_leak["window_seconds"] == 300.0 and f_leak["limit_bytes"] == limit
+    t_pred, f_pred = first(out, "prediction")
+    assert t_pred is not None and t_pred < reaches - 500  # a 10 min horizon, ~5 min ahead
+    assert f_pred["seconds_to_limit"] == pytest.approx(reaches - t_pred, rel=0.2)
+    assert f_pred["seconds_to_limit"] < 600
+    t_warn, f_warn = first(out, "warning")
+    assert t_warn is not None and f_warn["share"] > 0.8
+    assert t_leak < t_pred < t_warn < reaches
+    for rule in ("warning", "leak", "prediction"):  # once each; nothing resolves
+        assert count(out, rule, "firing") == 1 and count(out, rule, "resolved") == 0
+
+
+def test_a_garbage_collector_sawtooth_fires_nothing():
+    # 300 MiB, growing 50 MiB over each cycle and freed at once, for an hour; cycles
+    # of 17 s and 20 s (a median of half-window slopes leans up on some periods: the
+    # flat floor is what tells it apart from a leak). Peaks at 34 % of the limit.
+    for period in (17, 20, 45):
+        rules, out = run(sawtooth(3600, 300 * MiB, 50 * MiB, period), 1 * GiB)
+        assert out == [], period
+        assert rules.figures.growth_bytes_per_second is not None  # it was evaluated
+
+
+def test_a_leaking_garbage_collector_is_a_leak():
+    # The same sawtooth over a floor that rises 256 KiB/s: what the collector cannot free.
+    series = [v + 256 * KiB * t for t, v in enumerate(sawtooth(1800, 300 * MiB, 50 * MiB, 20))]
+    _, out = run(series, None)
+    assert count(out, "leak", "firing") == 1
+    assert first(out, "leak")[0] <= 400
+
+
+def test_a_one_off_spike_fires_no_alert():
+    # Flat at 200 MiB for 30 min; one sample at 700 MiB (68 % of the limit), and a
+    # burst of 20 s at +300 MiB later on.
+    series = [200 * MiB] * 1800
+    series[600] = 700 * MiB
+    for t in range(1200, 1220):
+        series[t] += 300 * MiB
+    rules, out = run(series, 1 * GiB)
+    assert out == []
+    assert rules.figures.growth_bytes_per_second == 0
+
+
+def test_a_spike_over_the_warning_share_warns_once_but_predicts_nothing():
+    series = [200 * MiB] * 900
+    series[600] = 900 * MiB  # 88 %
+    _, out = run(series, 1 * GiB)
+    assert [(t, r, s) for t, r, s, _ in out] == [(600, "warning", "firing"),
+                                                 (601, "warning", "resolved")]
+
+
+def test_a_plateau_resolves_the_leak_and_the_prediction_once():
+    # 1 MiB/s from 100 MiB for 500 s (the limit 424 s away when it stops), then flat.
+    series = [100 * MiB + MiB * min(t, 500) for t in range(1500)]
+    _, out = run(series, 1 * GiB)
+    assert [(r, s) for _, r, s, _ in out] == [
+        ("leak", "firing"), ("prediction", "firing"),
+        ("prediction", "resolved"), ("leak", "resolved")]
+    t_res = max(t for t, _, s, _ in out if s == "resolved")
+    assert 500 < t_res <= 500 + 300  # within a window of the plateau
+
+
+def test_a_slow_leak_under_noise_is_caught_early_and_predicted_within_20_percent():
+    # 100 KiB/s (8 GiB a day) under +-5 MiB of noise, from 500 MiB to a 1 GiB limit:
+    # ~5370 s to the limit.
+    rng = random.Random(7)
+    start, rate, limit = 500 * MiB, 100 * KiB, 1 * GiB
+    reaches = (limit - start) / rate
+    series = [start + rate * t + rng.uniform(-5 * MiB, 5 * MiB) for t in range(int(reaches))]
+    _, out = run(series, limit)
+    t_leak, f_leak = first(out, "leak")
+    assert t_leak is not None and t_leak <= 300  # within a window
+    assert f_leak["growth_bytes_per_second"] == pytest.approx(rate, rel=0.25)
+    t_pred, f_pred = first(out, "prediction")
+    assert t_pred is not None
+    assert f_pred["seconds_to_limit"] == pytest.approx(reaches - t_pred, rel=0.2)
+    assert count(out, "leak", "firing") == 1 and count(out, "leak", "resolved") == 0
+    assert count(out, "prediction", "firing") == 1
+
+
+def test_noise_alone_fires_nothing():
+    rng = random.Random(3)
+    series = [500 * MiB + rng.uniform(-5 * MiB, 5 * MiB) for _ in range(3600)]
+    _, out = run(series, 1 * GiB)
+    assert out == []
+
+
+def test_the_warning_has_hysteresis_and_fires_and_resolves_once():
+    # Hovering at 78-82 % fires once and stays; below 75 % resolves once.
+    limit = 1000 * MiB
+    series = [700 * MiB] * 10 + [(780 + 40 * (t % 2)) * MiB for t in range(50)] \
+        + [760 * MiB] * 10 + [740 * MiB] * 10 + [790 * MiB] * 10
+    _, out = run(series, limit)
+    # 82 % fires at second 11; 76 % stays; 74 % resolves; 79 % is below 80 %: no refire.
+    assert [(t, r, s) for t, r, s, _ in out] == [(11, "warning", "firing"),
+                                                 (70, "warning", "resolved")]
+    fired = first(out, "warning")[1]
+    assert fired["share"] == pytest.approx(0.82) and fired["value_bytes"] == 820 * MiB
+    assert fired["window_seconds"] == 0.0
+
+
+def test_without_a_limit_only_the_leak_can_fire():
+    series = [100 * MiB + MiB * t for t in range(1200)]
+    _, out = run(series, None)
+    assert {r for _, r, _, _ in out} == {"leak"}
+    assert first(out, "leak")[1]["seconds_to_limit"] is None
+
+
+def test_options_turn_the_warning_and_the_prediction_off():
+    series = [100 * MiB + MiB * t for t in range(1000)]
+    _, out = run(series, 1 * GiB, AlertSettings(None, 300.0, 64 * KiB, None))
+    assert {r for _, r, _, _ in out} == {"leak"}
+
+
+def test_reset_forgets_the_history_and_resolves_what_fires():
+    rules, out = run([100 * MiB + MiB * t for t in range(400)], 1 * GiB)
+    assert rules.firing == {"leak", "prediction"}
+    resolved = rules.reset("the program restarted")
+    assert [(t.rule, t.state) for t in resolved] == [("leak", "resolved"),
+                                                     ("prediction", "resolved")]
+    assert resolved[0].message == "leak suspicion resolved: the program restarted"
+    assert rules.firing == set() and rules.figures.growth_bytes_per_second is None
+    # A fresh history needs half a window again.
+    assert rules.observe(1000.0, 600 * MiB, 1 * GiB) == []
+    assert rules.figures.growth_bytes_per_second is None
+
+
+def test_the_messages_are_one_line_with_the_figures():
+    rules = Rules(DEFAULTS)
+    msgs = []
+    for t in range(200):
+        msgs += [tr.message for tr in rules.observe(float(t), 100 * MiB + 2 * MiB * t, 1 * GiB)]
+    assert msgs[0].startswith("leak suspected: rss grows 2.0 MiB/s over 5m00s; the limit in ")
+    assert msgs[0].endswith(" at this rate")
+    assert all("\n" not in m for m in msgs)
+
+
+def test_the_rules_options_work_per_program_in_a_config_file(tmp_path):
+    # settings: for every program, a program's own over it, the text read as written.
+    from tests.unit.test_programs_config import load
+    config = load(tmp_path, """\
+        settings: {warn-at: 90%, leak-window: 1m}
+        programs:
+          - {name: a, command: [true], leak-min-rate: 1Mi/s, predict-within: none}
+          - {name: b, command: [true], warn-at: none, leak-window: 30s, predict-within: 2m}
+        """)
+    a, b = (AlertSettings.of(config.program_settings(p)) for p in config.programs)
+    assert a == AlertSettings(0.9, 60.0, float(MiB), None)
+    assert b == AlertSettings(None, 30.0, 64 * KiB, 120.0)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--warn-at", "120%"], "--warn-at: '120%' is not a share of the limit; use e.g. 80%"),
+    (["--leak-min-rate", "fast"], "--leak-min-rate: 'fast' is not a growth rate; use a size"),
+    (["--predict-within", "soon"], "--predict-within: 'soon' is not a duration"),
+    (["--leak-window", "0s"], "--leak-window: '0s' is not a positive duration"),
+])
+def test_a_bad_rule_option_is_one_clear_line(argv, said):
+    from typer.testing import CliRunner
+    from sentinel.cli import app
+    result = CliRunner().invoke(app, ["run", *argv, "--", "true"])
+    assert result.exit_code == 2
+    assert said in result.output and "Traceback" not in result.output
