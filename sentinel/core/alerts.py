@@ -14,12 +14,15 @@ issue 11's contract. Every rule has hysteresis, so it fires once and resolves on
   fast as that growth. A leak is memory nothing frees, so its floor rises; a garbage collector's
   sawtooth has a flat floor (for periods up to a quarter of the window), and a one-off
   spike moves neither the median of slopes nor a floor. Resolves when the growth
-  falls below half the minimum rate. Works without a limit.
+  stayed below half the minimum rate for a whole window. Works without a limit.
 - ``prediction``: at that growth, sustained (a rising floor), the limit is less than
-  ``predict_within_seconds`` away; resolves when it is more than
-  ``PREDICTION_HYSTERESIS`` (1.5) times that away, or the growth stops. Needs a limit.
+  ``predict_within_seconds`` away; resolves when it stayed more than
+  ``PREDICTION_HYSTERESIS`` (1.5) times that away (or not growing) for a whole window.
+  Needs a limit.
 
-``leak`` and ``prediction`` wait for half a window of history and ``MIN_POINTS`` points.
+``leak`` and ``prediction`` start their history half a window into each run (start-up
+growth, loading code and filling caches, is not a leak; the warning and the kill watch
+it), then wait for half a window of history and ``MIN_POINTS`` points.
 The history keeps at most ``MAX_POINTS`` points per window (one every
 ``window / MAX_POINTS`` seconds), so its cost does not grow with the sampling rate:
 ``growth_rate`` over 600 points costs ~45 µs, run once per kept point.
@@ -144,11 +147,16 @@ class Rules:
         self.figures = Figures()
         self._points: deque[tuple[float, int]] = deque()
         self._spacing = settings.leak_window_seconds / MAX_POINTS
-        self._started: float | None = None  # the first sample of this history
+        self._run_started: float | None = None  # the first sample of this run
+        self._started: float | None = None  # the first point of the history (after warm-up)
+        self._now = 0.0
+        # Since when a firing leak/prediction has met its resolve condition (the dwell).
+        self._calm_since: dict[str, float] = {}
 
     def reset(self, why: str = "the program restarted") -> list[Transition]:
         self._points.clear()
-        self._started = None
+        self._run_started = self._started = None
+        self._calm_since.clear()
         self.figures = Figures()
         out = [self._resolve(rule, f"{self._title(rule)} resolved: {why}", None, None)
                for rule in RULES if rule in self.firing]
@@ -156,10 +164,16 @@ class Rules:
 
     def observe(self, now: float, value: int, limit: int | None) -> list[Transition]:
         s = self.settings
-        if self._started is None:
+        self._now = now
+        if self._run_started is None:
+            self._run_started = now
+        warm = now - self._run_started >= s.leak_window_seconds / 2
+        if warm and self._started is None:
             self._started = now
         pts = self._points
-        if not pts or now - pts[-1][0] >= self._spacing:
+        if not warm:
+            pass
+        elif not pts or now - pts[-1][0] >= self._spacing:
             pts.append((now, value))
             while pts and pts[0][0] < now - s.leak_window_seconds:
                 pts.popleft()
@@ -180,7 +194,7 @@ class Rules:
     # ------------------------------------------------------------------ figures
     def _figures(self, now: float, value: int, limit: int | None) -> Figures:
         pts = list(self._points)
-        if (len(pts) < MIN_POINTS
+        if (len(pts) < MIN_POINTS or self._started is None
                 or now - self._started < self.settings.leak_window_seconds / 2):
             return Figures()
         growth = sampler.growth_rate(pts)
@@ -257,10 +271,22 @@ class Rules:
             return None
         if not on and growth >= rate and self._sustained():
             return self._fire("leak", "leak suspected: " + self._growth_text(), value, limit)
-        if on and growth < rate / 2:
+        if on and self._calm("leak", growth < rate / 2):
             return self._resolve("leak", "leak no longer suspected: " + self._growth_text(),
                                  value, limit)
         return None
+
+    def _calm(self, rule: str, calm: bool) -> bool:
+        """Whether the resolve condition ``calm`` of a firing ``rule`` has held for a
+        whole window (a leak that pauses for a moment stays one alert)."""
+        if not calm:
+            self._calm_since.pop(rule, None)
+            return False
+        since = self._calm_since.setdefault(rule, self._now)
+        if self._now - since < self.settings.leak_window_seconds:
+            return False
+        del self._calm_since[rule]
+        return True
 
     def _prediction(self, value: int, limit: int | None) -> Transition | None:
         within = self.settings.predict_within_seconds
@@ -281,8 +307,8 @@ class Rules:
         if within is None or limit is None:
             return self._resolve("prediction", "limit prediction resolved: no limit or no "
                                  "prediction horizon any more", value, limit)
-        if f.growth_bytes_per_second is not None and (
-                eta is None or eta > within * PREDICTION_HYSTERESIS):
+        if f.growth_bytes_per_second is not None and self._calm(
+                "prediction", eta is None or eta > within * PREDICTION_HYSTERESIS):
             return self._resolve("prediction", "limit prediction resolved: "
                                  + self._growth_text(), value, limit)
         return None
