@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sentinel.core import sampler
+from sentinel.logs import fmt_bytes
 
 RULES = ("warning", "leak", "prediction")
 FIRING, RESOLVED = "firing", "resolved"
@@ -123,12 +124,8 @@ def _duration(seconds: float) -> str:
 
 
 def _size(n: float) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    """Bytes for the message: ``logs.fmt_bytes`` of the rounded value."""
+    return fmt_bytes(round(n))
 
 
 class Rules:

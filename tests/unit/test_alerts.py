@@ -234,3 +234,74 @@ def test_a_leak_that_pauses_for_less_than_a_window_stays_one_alert():
         series.append(v)
     _, out = run(series, None)
     assert [(r, s) for _, r, s, _ in out] == [("leak", "firing")]
+
+
+def test_a_guardian_feeds_the_rules_and_shows_them_in_state_status_tui_and_metrics(monkeypatch):
+    # A guardian on a fake clock: 1 MiB/s from 10 MiB to a 100 MiB limit, 10 s windows,
+    # predicted within 60 s; enforcement paused (the rules still warn).
+    import io
+    import time
+    from rich.console import Console
+    from sentinel.control.client import status_text
+    from sentinel.control.snapshot import snapshot
+    from sentinel.control.verbs import status_dict
+    from sentinel.exporters.metrics import SentinelCollector
+    from sentinel.ui.dashboard import format_line, render
+    from tests.unit.test_guardian_clock import make
+    from tests.unit.test_metrics import samples
+
+    g, loop, probe = make(limit=100 * MiB, start=10 * MiB, rate=1 * MiB, leak_window_seconds=10.0,
+                          leak_min_rate_bytes_per_second=256 * KiB, predict_within_seconds=60.0)
+    wall0 = time.time()
+    monkeypatch.setattr(time, "time", lambda: wall0 + (loop.now - 1000.0))
+    g.pause()
+    loop.advance(4.0)  # warming up: nothing yet
+    assert g.state.alerts == {} and g.state.growth_bytes_per_second is None
+    loop.advance(7.0)  # 5 s warm-up, 5 s of history: the leak, and the limit ~79 s away
+    st = g.state
+    assert st.alerts["leak"]["state"] == "firing"
+    assert st.growth_bytes_per_second == pytest.approx(MiB, rel=0.05)
+    loop.advance(25.0)  # 46 MiB at t=36 s: the limit ~54 s away
+    assert st.alerts["prediction"]["state"] == "firing"
+    assert st.seconds_to_limit == pytest.approx((100 - 46) , rel=0.1)
+    fired = [e for e in st.events if e.kind == "alert"]
+    assert [(e.fields["rule"], e.fields["state"]) for e in fired] == [
+        ("leak", "firing"), ("prediction", "firing")]
+    assert fired[0].message.startswith("leak suspected: rss grows 1.0 MiB/s over 10s; "
+                                       "the limit in ")
+    assert set(fired[0].fields) == {"rule", "state", "value_bytes", "limit_bytes", "share",
+                                    "growth_bytes_per_second", "seconds_to_limit",
+                                    "window_seconds"}
+
+    status = status_dict(g)
+    assert status["alerts"]["firing"] == ["leak", "prediction"]
+    assert status["alerts"]["rules"]["leak"]["state"] == "firing"
+    assert status["alerts"]["rules"]["leak"]["since"] == pytest.approx(wall0 + 10.0, abs=0.5)
+    assert status["programs"][0]["alerts"] == status["alerts"]
+    lines = status_text(status).splitlines()
+    assert any(line.startswith("ALERT ") and line.split(None, 1)[1].startswith(
+        "leak suspected: growth +1.0 MiB/s, the limit in ") for line in lines), lines
+
+    snap = snapshot(st, None)
+    assert snap["alerts"]["firing"] == ["leak", "prediction"]
+    console = Console(record=True, width=100, color_system=None, file=io.StringIO())
+    console.print(render(snap, width=100))
+    screen = console.export_text()
+    assert "ALERT leak suspected: growth +1.0 MiB/s, the limit in " in screen
+    assert "ALERT limit predicted: growth +1.0 MiB/s, the limit in " in screen
+    assert "alerts leak,prediction" in format_line(snap)
+
+    got = samples(SentinelCollector(st, pressure_path=None))
+    labels = (("program", "app"), ("workload", "app"))
+    assert got[("sentinel_alert_firing", (("program", "app"), ("rule", "leak"),
+                                          ("workload", "app")))] == 1.0
+    assert got[("sentinel_alert_firing", (("program", "app"), ("rule", "warning"),
+                                          ("workload", "app")))] == 0.0
+    assert got[("sentinel_growth_bytes_per_second", labels)] == pytest.approx(MiB, rel=0.05)
+    assert got[("sentinel_predicted_seconds_to_limit", labels)] == pytest.approx(54, rel=0.1)
+
+    # A restart (a new run) resolves what fires and starts the history again.
+    g.child_exited(0)
+    assert [(e.fields["rule"], e.fields["state"]) for e in st.events if e.kind == "alert"][2:] \
+        == [("leak", "resolved"), ("prediction", "resolved")]
+    assert st.alerts["leak"]["state"] == "resolved" and st.growth_bytes_per_second is None
