@@ -75,6 +75,17 @@ def test_a_garbage_collector_sawtooth_fires_nothing():
         assert rules.figures.growth_bytes_per_second is not None  # it was evaluated
 
 
+def test_a_sawtooth_that_grows_taller_but_is_collected_in_full_is_no_leak():
+    # More traffic, bigger cycles (10 MiB to 410 MiB in 30 min), but every collection
+    # frees it all: the floor stays at 300 MiB. Its slopes lean up (the mean rises
+    # ~110 KiB/s); the flat floor says it is no leak.
+    for period in (17, 20, 45):
+        series = [300 * MiB + (10 * MiB + 400 * MiB * t / 1800) * ((t % period) / period)
+                  for t in range(1800)]
+        _, out = run(series, None)
+        assert out == [], period
+
+
 def test_a_leaking_garbage_collector_is_a_leak():
     # The same sawtooth over a floor that rises 256 KiB/s: what the collector cannot free.
     series = [v + 256 * KiB * t for t, v in enumerate(sawtooth(1800, 300 * MiB, 50 * MiB, 20))]

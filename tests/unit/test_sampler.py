@@ -62,6 +62,15 @@ def test_growth_ignores_a_spike_and_a_collection_that_least_squares_would_follow
     assert abs(ls - MiB) > 0.5 * MiB
 
 
+def test_a_sawtooth_has_nearly_no_growth_whatever_its_period():
+    # 50 MiB ramps freed at once, 300 one-second points: a ramp climbs 1-7 MiB/s, but over
+    # lags spread across the half window the slopes cancel out (below half the leak rule's
+    # default 64 KiB/s); one fixed lag (n/2) would lean by up to 170 KiB/s.
+    for period in (7, 13, 17, 20, 29, 37, 45):
+        pts = [(float(t), 300 * MiB + 50 * MiB * (t % period) // period) for t in range(300)]
+        assert abs(sampler.growth_rate(pts)) < 32 * 1024, period
+
+
 def test_growth_costs_well_under_a_millisecond_for_64_and_600_points():
     # It runs on the sampling loop (64 points: the sampler's; 600: the leak window's).
     for n, budget in ((64, 0.0002), (600, 0.001)):
