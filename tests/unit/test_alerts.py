@@ -164,6 +164,19 @@ def test_the_warning_has_hysteresis_and_fires_and_resolves_once():
     assert fired["window_seconds"] == 0.0
 
 
+def test_the_prediction_has_hysteresis_and_stays_while_the_limit_is_a_bit_further():
+    # 1 MiB/s until the limit is predicted, then a growth that slows as it nears the
+    # limit: the limit stays ~11 min away (between 10 and 15 min) for half an hour. The
+    # prediction fires once and stands (it resolves only beyond 1.5 x 10 min).
+    import math
+    series = [100 * MiB + MiB * t for t in range(400)] + \
+        [GiB - 524 * MiB * math.exp(-t / 800) for t in range(1, 2000)]
+    _, out = run(series, 1 * GiB)
+    assert count(out, "prediction", "firing") == 1
+    assert count(out, "prediction", "resolved") == 0
+    assert 600 < [f for _, r, _, f in out if r == "warning"][0]["seconds_to_limit"] < 900
+
+
 def test_without_a_limit_only_the_leak_can_fire():
     series = [100 * MiB + MiB * t for t in range(1200)]
     _, out = run(series, None)
