@@ -21,7 +21,7 @@ from typing import Any
 from sentinel.core import sampler
 from sentinel.probes.figures import FIGURES
 
-# The growth rate is a least-squares slope over this much recent history;
+# The growth rate is the sampler's robust slope over this much recent history;
 # long enough to smooth chunked allocations, short enough to follow a change.
 RATE_WINDOW_SECONDS = sampler.RATE_WINDOW_SECONDS
 # History kept in a snapshot: enough points for a full-width sparkline, few
@@ -287,9 +287,9 @@ SERVER_NAMES = ProcessNames()
 
 
 def _growth(points: list[tuple[float, int]]) -> float | None:
-    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few: the
-    supervisor's own estimator (``sentinel.core.sampler.growth_rate``), so "time to
-    limit" here is what the sampler steers by."""
+    """Robust slope (median of pairwise slopes) in bytes/s of (wall, bytes) points, or
+    None if too few: the supervisor's own estimator (``sentinel.core.sampler.growth_rate``),
+    so "time to limit" here is what the sampler steers by."""
     return sampler.growth_rate(points)
 
 
