@@ -329,3 +329,12 @@ def test_a_guardian_feeds_the_rules_and_shows_them_in_state_status_tui_and_metri
     assert [(e.fields["rule"], e.fields["state"]) for e in st.events if e.kind == "alert"][2:] \
         == [("leak", "resolved"), ("prediction", "resolved")]
     assert st.alerts["leak"]["state"] == "resolved" and st.growth_bytes_per_second is None
+
+
+def test_the_rules_options_come_from_the_environment_and_the_flag_wins():
+    from sentinel.config.settings import parse_settings
+    env = {"SENTINEL_WARN_AT": "none", "SENTINEL_LEAK_WINDOW": "1m",
+           "SENTINEL_LEAK_MIN_RATE": "1Mi/s", "SENTINEL_PREDICT_WITHIN": "off"}
+    s = parse_settings("run", ["--leak-window", "30s", "--", "true"], env)
+    assert AlertSettings.of(s) == AlertSettings(None, 30.0, float(MiB), None)
+    assert AlertSettings.of(parse_settings("run", ["--", "true"], {})) == DEFAULTS
