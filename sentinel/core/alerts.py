@@ -151,13 +151,14 @@ class Rules:
         self._calm_since: dict[str, float] = {}
 
     def reset(self, why: str = "the program restarted") -> list[Transition]:
+        """Forget this run's history and resolve every firing rule, saying ``why`` (one
+        line, e.g. "the workload exited"); returns those transitions."""
         self._points.clear()
         self._run_started = self._started = None
         self._calm_since.clear()
         self.figures = Figures()
-        out = [self._resolve(rule, f"{self._title(rule)} resolved: {why}", None, None)
-               for rule in RULES if rule in self.firing]
-        return out
+        return [self._resolve(rule, f"{self._title(rule)} resolved: {why}", None, None)
+                for rule in RULES if rule in self.firing]
 
     def observe(self, now: float, value: int, limit: int | None) -> list[Transition]:
         s = self.settings
@@ -168,14 +169,12 @@ class Rules:
         if warm and self._started is None:
             self._started = now
         pts = self._points
-        if not warm:
-            pass
-        elif not pts or now - pts[-1][0] >= self._spacing:
+        if warm and (not pts or now - pts[-1][0] >= self._spacing):
             pts.append((now, value))
             while pts and pts[0][0] < now - s.leak_window_seconds:
                 pts.popleft()
             self.figures = self._figures(now, value, limit)
-        elif self.figures.growth_bytes_per_second is not None:
+        elif warm and self.figures.growth_bytes_per_second is not None:
             # Between kept points the growth stands; the distance to the limit moves.
             self.figures = Figures(self.figures.growth_bytes_per_second,
                                    self.figures.floor_growth_bytes_per_second,
