@@ -314,6 +314,12 @@ def test_a_guardian_feeds_the_rules_and_shows_them_in_state_status_tui_and_metri
     assert "ALERT leak suspected: growth +1.0 MiB/s, the limit in " in screen
     assert "ALERT limit predicted: growth +1.0 MiB/s, the limit in " in screen
     assert "alerts leak,prediction" in format_line(snap)
+    # `sentinel top` on a plain status reply (no dashboard object) draws them too.
+    from sentinel.ui.dashboard import StatusAdapter
+    adapted = StatusAdapter(names=None).update({"status": status})
+    console = Console(record=True, width=100, color_system=None, file=io.StringIO())
+    console.print(render(adapted, width=100))
+    assert "ALERT leak suspected: growth +1.0 MiB/s" in console.export_text()
 
     got = samples(SentinelCollector(st, pressure_path=None))
     labels = (("program", "app"), ("workload", "app"))
