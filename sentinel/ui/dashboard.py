@@ -53,7 +53,7 @@ _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "s
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events",
                 "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes",
-                "multi", "program", "programs")
+                "multi", "program", "programs", "alerts")
 
 
 class StatusAdapter:
