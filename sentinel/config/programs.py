@@ -40,6 +40,7 @@ PROGRAM_OPTIONS: tuple[str, ...] = (
     "max-restarts", "success-exit-code", "memory-kill-exit-code", "single-child", "interval",
     "max-interval", "stop-signal", "clamp-high", "no-early-sigkill", "oom-score-adj-margin",
     "pre-kill-hook", "pre-kill-hook-timeout", "dry-run",
+    "warn-at", "leak-window", "leak-min-rate", "predict-within",
 )
 # Run options that have no place in the file, and why.
 NOT_IN_FILE: dict[str, str] = {

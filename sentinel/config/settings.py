@@ -211,6 +211,48 @@ def parse_positive_duration(text: str) -> float:
     return value
 
 
+_OFF_WORDS = ("none", "off")
+
+
+def parse_share(text: str) -> float | None:
+    """``--warn-at``: ``80%``, ``0.8`` -> 0.8; ``none``/``off`` -> ``None``. The share must
+    be above 0 and at most 100 %. Raises ``ValueError``."""
+    t = text.strip().lower()
+    if t in _OFF_WORDS:
+        return None
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise ValueError(f"{text!r} is not a share of the limit; use e.g. 80% or 0.8, "
+                         "or none")
+    return value
+
+
+def parse_rate(text: str) -> int:
+    """``--leak-min-rate``: a size per second, ``64Ki/s``, ``1Mi/s`` or ``65536``, in
+    bytes/second (above 0). Raises ``ValueError``."""
+    t = text.strip()
+    size = t[:-2] if t.lower().endswith("/s") else t
+    try:
+        value = parse_size(size)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a growth rate; use a size per second such as "
+                         "64Ki/s or 1Mi/s")
+    return value
+
+
+def parse_horizon(text: str) -> float | None:
+    """``--predict-within``: a positive duration (``10m``), or ``none``/``off`` ->
+    ``None``. Raises ``ValueError``."""
+    if text.strip().lower() in _OFF_WORDS:
+        return None
+    return parse_positive_duration(text)
+
+
 def parse_count(text: str) -> int:
     """A whole number >= 1. Raises ``ValueError``."""
     t = text.strip()
@@ -419,6 +461,19 @@ class Settings:
     # measure is far from it (sentinel.core.sampler.relaxed_interval). 1 s: idle cost
     # ~10x lower than 0.1 s ticks, and the kernel's wake-up, not the tick, reacts.
     max_interval_seconds: float = 1.0
+    # Issue 11's alert rules (sentinel.core.alerts), per program. Warn at this share of
+    # the limit (0-1; None: no warning): 80 % leaves a kill's worth of headroom to act.
+    warn_at_share: float | None = 0.8
+    # The window of the leak and prediction rules' robust growth: 5 min spans many
+    # garbage-collector cycles and a burst of traffic, yet warns within minutes.
+    leak_window_seconds: float = 300.0
+    # "Leak suspected" from this growth up (bytes/s). 64 KiB/s is 19 MiB per 5 min window,
+    # 5.4 GiB a day: slow enough to catch a leak that kills overnight, above the
+    # allocator's and the median's noise (a few KiB/s over 5 min at 10 MiB of jitter).
+    leak_min_rate_bytes_per_second: int = 64 * 1024
+    # "Limit predicted" when the limit is less than this away at the growth (None: off).
+    # 10 min: enough for a person (or a webhook's automation) to act before the kill.
+    predict_within_seconds: float | None = 600.0
     # SIGTERM -> SIGKILL wait. 3 s plus the workload's shutdown must fit in the
     # pod's terminationGracePeriodSeconds (30 s by default).
     grace_period_seconds: float = 3.0
@@ -550,6 +605,17 @@ OPTIONS: tuple[Opt, ...] = (
     Opt(("--max-interval",), "max_interval_seconds", parse_duration, metavar="DURATION",
         help="longest sampling period while a kernel wake-up covers the limit and memory is "
              "far from it (default 1s; never below --interval)"),
+    Opt(("--warn-at",), "warn_at_share", parse_share, metavar="SHARE",
+        help="alert (rule warning) when the measure is above this share of the limit, e.g. "
+             "80%% or 0.8; resolves 5 points below (default 80%%; none: off)"),
+    Opt(("--leak-window",), "leak_window_seconds", parse_positive_duration, metavar="DURATION",
+        help="window of the leak and prediction alerts' robust growth (default 5m)"),
+    Opt(("--leak-min-rate",), "leak_min_rate_bytes_per_second", parse_rate, metavar="SIZE/s",
+        help="alert (rule leak) when the measure grows at least this fast, sustained, over "
+             "--leak-window, e.g. 64Ki/s (bytes per second; default 64Ki/s)"),
+    Opt(("--predict-within",), "predict_within_seconds", parse_horizon, metavar="DURATION",
+        help="alert (rule prediction) when the limit is less than this away at the current "
+             "growth (default 10m; none: off)"),
     Opt(("--grace-period",), "grace_period_seconds", parse_duration, metavar="DURATION",
         help="wait between SIGTERM and SIGKILL (default 3s)"),
     Opt(("--single-child",), "single_child", flag=True, modes=("run",),

@@ -355,6 +355,8 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     if sampling.get("failing"):
         rows.append(("SAMPLING", f"FAILING ({sampling.get('failure')}): the memory limit may "
                                  "not be enforced"))
+    for line in alert_lines(s.get("alerts")):
+        rows.append(("ALERT", line))
     dropped = (s.get("log") or {}).get("lines_dropped")
     if dropped:
         rows.append(("log", f"{dropped} line(s) dropped (stderr: "
@@ -363,6 +365,31 @@ def status_rows(status: dict, now: float | None = None) -> list[tuple[str, str]]
     for name, text in sorted((s.get("components") or {}).items()):
         rows.append((str(name), str(text)))
     return [(label, one_line(text)) for label, text in rows]
+
+
+def alert_lines(alerts: dict | None) -> list[str]:
+    """One line per firing rule of a ``status`` object's ``alerts``
+    (``control.snapshot.alerts_view``): ``"leak suspected: growth +2.0 MiB/s, the limit in
+    3m 40s"``; none when nothing fires (or an older Sentinel's status)."""
+    alerts = alerts or {}
+    rules = alerts.get("rules") or {}
+    out = []
+    titles = {"warning": "memory warning", "leak": "leak suspected",
+              "prediction": "limit predicted"}
+    for rule in alerts.get("firing") or []:
+        entry = rules.get(rule) or {}
+        parts = []
+        if rule == "warning" and entry.get("share") is not None:
+            parts.append(f"{entry['share']:.0%} of the limit")
+        growth = alerts.get("growth_bytes_per_second")
+        if rule != "warning" and growth is not None:
+            sign = "+" if growth >= 0 else "-"
+            parts.append(f"growth {sign}{fmt_bytes(round(abs(growth)))}/s")
+        left = alerts.get("seconds_to_limit")
+        if left is not None:
+            parts.append(f"the limit in {fmt_duration(left)}")
+        out.append(titles.get(rule, str(rule)) + (": " + ", ".join(parts) if parts else ""))
+    return out
 
 
 def figure_text(figure: dict) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from sentinel.core import sampler
 from sentinel.probes.figures import FIGURES
 
-# The growth rate is a least-squares slope over this much recent history;
+# The growth rate is the sampler's robust slope over this much recent history;
 # long enough to smooth chunked allocations, short enough to follow a change.
 RATE_WINDOW_SECONDS = sampler.RATE_WINDOW_SECONDS
 # History kept in a snapshot: enough points for a full-width sparkline, few
@@ -145,6 +145,26 @@ def growth_to_limit(state, now_wall: float) -> tuple[float | None, float | None]
     return growth, None
 
 
+def alerts_view(state) -> dict:
+    """A program's alert rules (issue 11, ``sentinel.core.alerts``) for ``status``:
+    ``firing`` (the firing rules, in ``warning``, ``leak``, ``prediction`` order),
+    ``growth_bytes_per_second`` and ``seconds_to_limit`` (the rules' robust growth over
+    ``--leak-window`` and the time to the limit at it; null with too little history,
+    not growing, or no limit), and ``rules``: rule -> ``state`` (``firing`` or
+    ``resolved``), ``since`` (Unix time of that state), and the alert's last figures
+    (``value_bytes``, ``limit_bytes``, ``share``, ``growth_bytes_per_second``,
+    ``seconds_to_limit``, ``window_seconds``); a rule that never fired is absent."""
+    rules = {}
+    for rule, entry in dict(state.alerts).items():
+        entry = dict(entry)
+        since = entry.pop("since_wall", None)
+        rules[rule] = {"state": entry.pop("state", None), "since": since, **entry}
+    return {"firing": [r for r in ("warning", "leak", "prediction")
+                       if rules.get(r, {}).get("state") == "firing"],
+            "growth_bytes_per_second": state.growth_bytes_per_second,
+            "seconds_to_limit": state.seconds_to_limit, "rules": rules}
+
+
 def program_entry(program, *, main: bool, now_wall: float | None = None,
                   now_mono: float | None = None) -> dict:
     """One entry of ``status``'s ``programs`` list (and of the dashboard's): ``name``,
@@ -155,7 +175,8 @@ def program_entry(program, *, main: bool, now_wall: float | None = None,
     and ``seconds_to_limit`` (``sentinel.core.sampler``'s estimator over this run's
     history), ``kills_total``, ``kills``, ``restarts``, ``last_kill``, ``current_kill``,
     ``last_exit_code``, ``sampling`` (``failing``, ``failure``, ``failing_since``),
-    ``uptime_seconds`` of its current process. Sizes in bytes, times in seconds."""
+    ``uptime_seconds`` of its current process, ``alerts`` (``alerts_view``). Sizes in
+    bytes, times in seconds."""
     st = program.state
     now_wall = time.time() if now_wall is None else now_wall
     now_mono = time.monotonic() if now_mono is None else now_mono
@@ -193,6 +214,7 @@ def program_entry(program, *, main: bool, now_wall: float | None = None,
                      "failing_since": st.sampling_failing_since_wall},
         "uptime_seconds": round(max(0.0, now_wall - st.started_wall), 3)
         if live and st.started_wall is not None else None,
+        "alerts": alerts_view(st),
     }
 
 
@@ -266,9 +288,9 @@ SERVER_NAMES = ProcessNames()
 
 
 def _growth(points: list[tuple[float, int]]) -> float | None:
-    """Least-squares slope in bytes/s of (wall, bytes) points, or None if too few: the
-    supervisor's own estimator (``sentinel.core.sampler.growth_rate``), so "time to
-    limit" here is what the sampler steers by."""
+    """Robust slope (median of pairwise slopes) in bytes/s of (wall, bytes) points, or
+    None if too few: the supervisor's own estimator (``sentinel.core.sampler.growth_rate``),
+    so "time to limit" here is what the sampler steers by."""
     return sampler.growth_rate(points)
 
 
@@ -363,6 +385,7 @@ def snapshot(state, names: ProcessNames | None = None, *, max_processes: int = 2
         "restarts": state.restarts,
         "components": dict(state.components),
         "events": events,
+        "alerts": alerts_view(state),
         **kernel_view(state),
     }
 

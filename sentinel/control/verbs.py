@@ -30,6 +30,7 @@ from typing import Any, Callable, Union
 
 from sentinel.config.settings import NO_LIMIT_WORDS, parse_limit, parse_signal, signal_name
 from sentinel.control.client import status_text
+from sentinel.control.snapshot import alerts_view
 from sentinel.control.snapshot import (
     host_programs, is_multi, kernel_view, main_program, memory_dict, program_entry, program_name,
     program_names,
@@ -473,6 +474,8 @@ def status_dict(guardian, socket_info: dict | None = None, program: str | None =
         "webhooks": guardian.webhooks.status() if getattr(guardian, "webhooks", None) else [],
         "programs": [program_entry(p, main=p is main, now_wall=now_wall, now_mono=now_mono)
                      for p in programs],
+        # The alert rules (issue 11): firing, growth, seconds_to_limit, rules.
+        "alerts": alerts_view(st),
         # cgroup (version, path, read_only, limit_bytes, high_bytes), kernel_oom_kills,
         # wakeups, kernel_notes: see control.snapshot.kernel_view.
         **kernel_view(st),

@@ -177,6 +177,15 @@ class GuardianState:
     # sent is counted here, (reason, signal name) -> count, never in ``kills``.
     dry_run: bool = False
     dry_run_signals: dict = field(default_factory=dict)
+    # Issue 11's alert rules (sentinel.core.alerts): rule ("warning", "leak", "prediction")
+    # -> {"state": "firing"|"resolved", "since_wall", and the alert's last figures:
+    # "value_bytes", "limit_bytes", "share", "growth_bytes_per_second",
+    # "seconds_to_limit", "window_seconds"}; a rule that never fired is absent.
+    alerts: dict = field(default_factory=dict)
+    # The rules' robust growth over --leak-window (bytes/s; None: not enough history of
+    # this run) and the time to the limit at it (seconds; None: no limit, not growing).
+    growth_bytes_per_second: float | None = None
+    seconds_to_limit: float | None = None
 
     def kills_total(self) -> int:
         return sum(self.kills.values())

@@ -40,6 +40,7 @@ from typing import Callable
 
 from sentinel.config.settings import Settings, signal_name
 from sentinel.core import fdlimit, kernel, sampler
+from sentinel.core.alerts import AlertSettings, Rules
 from sentinel.core.kernel_side import KernelSide
 from sentinel.core.init import Init, exit_code_of
 from sentinel.core.ladder import REAP_GIVE_UP_SECONDS as _REAP_GIVE_UP_SECONDS
@@ -304,6 +305,8 @@ class Supervisor:
         self._prev: tuple[float, int] | None = None  # (mono, measure) of the previous sample
         # (mono, measure) of this run's recent samples, for sampler.growth_rate
         self._recent: deque[tuple[float, int]] = deque(maxlen=_RATE_POINTS)
+        # Issue 11's warning, leak and prediction rules, fed on each sample.
+        self.alerts = Rules(AlertSettings.of(settings), settings.measure)
         self._consecutive_failures = 0
         self._failed_samples = 0  # samples in a row with a read error (sampling health)
         self._exit_code = 0
@@ -413,6 +416,7 @@ class Supervisor:
         self._cleanup = False
         self._prev = None
         self._recent.clear()
+        self._publish_alerts(self.alerts.reset("a new run of the program started"))
         self._ladder = None
         self._dry_armed = True
         st = self.state
@@ -805,6 +809,7 @@ class Supervisor:
             st.last_kill = kill
             st.current_kill = None
             st.grace_deadline_mono = None
+        self._publish_alerts(self.alerts.reset("the workload exited"))
         # The kernel's OOM killer, not Sentinel? (a SIGKILL Sentinel did not send while
         # oom_kill rose): recorded as a kernel_oom kill, announced at ERROR.
         self.kernel_side.hook("main_died", status,
@@ -1044,6 +1049,7 @@ class Supervisor:
         prev = self._prev
         self._prev = (sample.at_mono, value)
         self._recent.append((sample.at_mono, value))
+        self._observe_alerts(sample.at_mono, value)  # before the kill: warn first
         self.kernel_side.hook("on_sample", sample)
         if st.phase == PHASE_TERMINATING and self._main_status is None and st.current_kill:
             # The working set's own growth (kept by the kernel side), not the measure's.
@@ -1064,6 +1070,44 @@ class Supervisor:
                 return self._take_sample()
             self._memory_kill(sample, prev)
         self._schedule_sample(self._next_interval(value, limit))
+
+    def _observe_alerts(self, now: float, value: int) -> None:
+        """Feed the alert rules (``sentinel.core.alerts``) one sample; they run while
+        enforcement is paused too (they only warn). A bug in them is reported once and
+        never stops the sampling."""
+        try:
+            transitions = self.alerts.observe(now, value, self.state.limit_bytes)
+        except Exception as exc:
+            if "alerts" not in self._listener_errors:
+                self._listener_errors.add("alerts")
+                log.error("alert rules failed: %r (reported once)", exc,
+                          extra={"event": "alert_error"})
+            return
+        self._publish_alerts(transitions)
+
+    def _publish_alerts(self, transitions) -> None:
+        """The rules' figures into ``state`` (``growth_bytes_per_second``,
+        ``seconds_to_limit``, the firing rules' last figures in ``state.alerts``), and
+        each transition as the ``alert`` event (WARNING firing, INFO resolved)."""
+        st = self.state
+        figures = self.alerts.figures
+        st.growth_bytes_per_second = figures.growth_bytes_per_second
+        st.seconds_to_limit = figures.seconds_to_limit
+        for rule in self.alerts.firing:
+            entry = st.alerts.get(rule)
+            if entry is not None:
+                value = st.last_sample.measure_bytes if st.last_sample else None
+                limit = st.limit_bytes
+                entry.update(value_bytes=value, limit_bytes=limit,
+                             share=value / limit if value is not None and limit else None,
+                             growth_bytes_per_second=figures.growth_bytes_per_second,
+                             seconds_to_limit=figures.seconds_to_limit)
+        for t in transitions:
+            fields = dict(t.fields)
+            st.alerts[t.rule] = {"state": t.state, "since_wall": time.time(),
+                                 **{k: v for k, v in fields.items()
+                                    if k not in ("rule", "state")}}
+            self.emit("alert", t.message, t.level, **fields)
 
     @property
     def growth_bytes_per_second(self) -> float | None:

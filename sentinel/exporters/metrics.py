@@ -396,6 +396,20 @@ class SentinelCollector(Collector):
         yield from _present(family(gauge, "sentinel_enforcement_paused",
                      "1 while enforcement of the memory limit is paused from the control "
                      "socket.", one(lambda p: 0 if p.state.enforcing else 1)))
+        # Issue 11's alert rules (sentinel.core.alerts), read from each program's state.
+        yield from _present(family(gauge, "sentinel_alert_firing",
+                     "1 while the alert rule fires for the program, else 0: warning (the "
+                     "measure above --warn-at of the limit), leak (robust growth over "
+                     "--leak-window at least --leak-min-rate, sustained), prediction (the limit "
+                     "less than --predict-within away at that growth).", _alerts, ["rule"]))
+        yield from _present(family(gauge, "sentinel_predicted_seconds_to_limit",
+                     "Seconds until the measure reaches the limit at its robust growth over "
+                     "--leak-window; absent when not growing, without a limit, or with too "
+                     "little history.", one(lambda p: p.state.seconds_to_limit)))
+        yield from _present(family(gauge, "sentinel_growth_bytes_per_second",
+                     "The measure's robust growth (median of pairwise slopes) over "
+                     "--leak-window, in bytes per second; absent with too little history of "
+                     "this run.", one(lambda p: p.state.growth_bytes_per_second)))
         info = InfoMetricFamily("sentinel_build", "Sentinel's version and mode (run or watch).",
                                 labels=["version", "mode"])
         info.add_metric([self.state.version, self.state.mode], {})
@@ -445,6 +459,14 @@ class SentinelCollector(Collector):
 def _present(family):
     """``family`` in a tuple, or nothing when no program gave it a series."""
     return () if family is None else (family,)
+
+
+def _alerts(p: _Program):
+    """``sentinel_alert_firing`` series of one program: each rule of
+    ``sentinel.core.alerts.RULES``, 1 firing and 0 otherwise (a rule that never fired too)."""
+    alerts = dict(p.state.alerts)
+    return (((rule,), 1 if (alerts.get(rule) or {}).get("state") == "firing" else 0)
+            for rule in ("warning", "leak", "prediction"))
 
 
 def _kills(p: _Program):

@@ -53,7 +53,7 @@ _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "s
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events",
                 "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes",
-                "multi", "program", "programs")
+                "multi", "program", "programs", "alerts")
 
 
 class StatusAdapter:
@@ -306,6 +306,9 @@ def format_line(snap: dict) -> str:
         parts.append(f"growth {fmt_rate(snap['growth_bytes_per_second'])}")
     if snap.get("seconds_to_limit") is not None:
         parts.append(f"limit in {fmt_duration(snap['seconds_to_limit'])}")
+    firing = (snap.get("alerts") or {}).get("firing")
+    if firing:
+        parts.append("alerts " + ",".join(firing))
     parts.append(f"procs {snap.get('process_count', 0)}")
     parts.append(f"kills {snap.get('kills_total', 0)} restarts {snap.get('restarts', 0)}")
     rows = program_rows(snap)
@@ -560,6 +563,11 @@ def render(snap: dict, *, width: int = 100, height: int | None = None,
     if snap.get("sample_gap_max_seconds") is not None:
         growth.append(f" (worst recent gap {fmt_ms(snap['sample_gap_max_seconds'])})", style="dim")
     lines.append(growth)
+    # A line per firing alert rule (issue 11): warning, leak, prediction.
+    from sentinel.control.client import alert_lines
+    for text in alert_lines(snap.get("alerts")):
+        lines.append(Text("ALERT " + text, style="bold yellow", no_wrap=True,
+                          overflow="ellipsis"))
 
     # Sparkline of the measure.
     history = snap.get("history") or []

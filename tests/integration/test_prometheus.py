@@ -210,7 +210,8 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
 
     rules = prom.api("rules")["groups"]
     assert sorted(r["name"] for g in rules for r in g["rules"]) == [
-        "SentinelDown", "SentinelKernelOOMKill", "SentinelMemoryKill",
+        "SentinelDown", "SentinelEventsFailing", "SentinelKernelOOMKill",
+        "SentinelLeakSuspected", "SentinelLimitPredicted", "SentinelMemoryKill",
         "SentinelMemoryNearLimit", "sentinel:workload_memory_limit:ratio"]
     assert all(r["health"] in ("ok", "unknown") for g in rules for r in g["rules"]), rules
 
@@ -257,6 +258,16 @@ def test_prometheus_sees_a_kill_and_every_dashboard_and_rule_expression_has_data
     kernel = exprs["rule SentinelKernelOOMKill"]
     assert kernel.endswith(" > 0")
     exprs["rule SentinelKernelOOMKill"] = kernel.removesuffix(" > 0")
+    # Nor a leak or a prediction (a kill at 200 MiB/s is over in under a second, within
+    # the rules' warm-up; promtool's unit tests fire them): their firing series is
+    # there at 0, just not at 1. The prediction's seconds exist only while it grows.
+    for name in ("SentinelLeakSuspected", "SentinelLimitPredicted"):
+        expr = exprs[f"rule {name}"]
+        assert expr.endswith(" == 1")
+        exprs[f"rule {name}"] = expr.removesuffix(" == 1").rsplit("\n", 1)[-1].strip()
+    # Kubernetes Events are off here: sentinel_k8s_event_errors_total is absent by design
+    # (the Events tests and promtool's unit test cover SentinelEventsFailing).
+    assert "sentinel_k8s_event_errors_total" in exprs.pop("rule SentinelEventsFailing")
     empty = {key: expr for key, expr in exprs.items()
              if not finite_points(prom.query_range(expr, t_start, t_end))}
     assert not empty, f"no data for: {json.dumps(empty, indent=1)}"

@@ -1319,6 +1319,7 @@ EVERY_PROGRAM_KEY = {
     "memory-kill-exit-code": 137, "single-child": True, "interval": "50ms", "max-interval": "2s",
     "clamp-high": True, "no-early-sigkill": True, "oom-score-adj-margin": 100,
     "pre-kill-hook": "py-spy dump --pid 1", "pre-kill-hook-timeout": "500ms", "dry-run": True,
+    "warn-at": "85%", "leak-window": "10m", "leak-min-rate": "1Mi/s", "predict-within": "none",
 }
 EVERY_SETTINGS_KEY = {"output": "plain", "on-give-up": "continue", "measure": "pss",
                       "max-rss": "none", "stop-signal": "QUIT", "max-restarts": 3, "clamp-high": False}

@@ -60,6 +60,8 @@ def busy_state() -> GuardianState:
                               pids=(4242, 4243), grace_period_seconds=3.0)
     st.sample_errors = {("smaps_rollup", "PermissionError"): 4}
     st.wakeups = {"memory_events": 5, "pressure": 1}
+    st.alerts = {"leak": {"state": "firing"}, "warning": {"state": "resolved"}}
+    st.growth_bytes_per_second, st.seconds_to_limit = 1048576.0, 50.0
     return st
 
 
@@ -173,6 +175,17 @@ sentinel_log_lines_dropped_total{workload="api"} 0.0
 # HELP sentinel_enforcement_paused 1 while enforcement of the memory limit is paused from the control socket.
 # TYPE sentinel_enforcement_paused gauge
 sentinel_enforcement_paused{program="api",workload="api"} 1.0
+# HELP sentinel_alert_firing 1 while the alert rule fires for the program, else 0: warning (the measure above --warn-at of the limit), leak (robust growth over --leak-window at least --leak-min-rate, sustained), prediction (the limit less than --predict-within away at that growth).
+# TYPE sentinel_alert_firing gauge
+sentinel_alert_firing{program="api",rule="warning",workload="api"} 0.0
+sentinel_alert_firing{program="api",rule="leak",workload="api"} 1.0
+sentinel_alert_firing{program="api",rule="prediction",workload="api"} 0.0
+# HELP sentinel_predicted_seconds_to_limit Seconds until the measure reaches the limit at its robust growth over --leak-window; absent when not growing, without a limit, or with too little history.
+# TYPE sentinel_predicted_seconds_to_limit gauge
+sentinel_predicted_seconds_to_limit{program="api",workload="api"} 50.0
+# HELP sentinel_growth_bytes_per_second The measure's robust growth (median of pairwise slopes) over --leak-window, in bytes per second; absent with too little history of this run.
+# TYPE sentinel_growth_bytes_per_second gauge
+sentinel_growth_bytes_per_second{program="api",workload="api"} 1.048576e+06
 # HELP sentinel_build_info Sentinel's version and mode (run or watch).
 # TYPE sentinel_build_info gauge
 sentinel_build_info{mode="run",version="1.2.3"} 1.0
@@ -782,6 +795,9 @@ def two_programs() -> FakeHost:
                         phase=PHASE_RESTARTING, enforcing=False)
     worker.restarts = 2
     worker.sample_errors = {("smaps_rollup", "PermissionError"): 1}
+    web.alerts = {"prediction": {"state": "firing"}}
+    web.growth_bytes_per_second, web.seconds_to_limit = 2048.0, 600.0
+    worker.growth_bytes_per_second = -10.0  # shrinking: no time to a limit it has not
     return FakeHost(web, worker)
 
 
@@ -828,6 +844,15 @@ sentinel_sampling_failing{program="worker",workload="worker"} 0.0
 sentinel_log_lines_dropped_total{workload=""} 0.0
 sentinel_enforcement_paused{program="web",workload="web"} 0.0
 sentinel_enforcement_paused{program="worker",workload="worker"} 1.0
+sentinel_alert_firing{program="web",rule="warning",workload="web"} 0.0
+sentinel_alert_firing{program="web",rule="leak",workload="web"} 0.0
+sentinel_alert_firing{program="web",rule="prediction",workload="web"} 1.0
+sentinel_alert_firing{program="worker",rule="warning",workload="worker"} 0.0
+sentinel_alert_firing{program="worker",rule="leak",workload="worker"} 0.0
+sentinel_alert_firing{program="worker",rule="prediction",workload="worker"} 0.0
+sentinel_predicted_seconds_to_limit{program="web",workload="web"} 600.0
+sentinel_growth_bytes_per_second{program="web",workload="web"} 2048.0
+sentinel_growth_bytes_per_second{program="worker",workload="worker"} -10.0
 sentinel_build_info{mode="run",version="1.2.3"} 1.0
 '''
 

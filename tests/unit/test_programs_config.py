@@ -277,7 +277,9 @@ def test_full_file(tmp_path, monkeypatch):
                       "single_child", "interval_seconds", "max_interval_seconds",
                       "stop_signal", "clamp_high", "no_early_sigkill",
                       "oom_score_adj_margin", "pre_kill_hook",
-                      "pre_kill_hook_timeout_seconds", "dry_run"}
+                      "pre_kill_hook_timeout_seconds", "dry_run"} | {
+                      "warn_at_share", "leak_window_seconds", "leak_min_rate_bytes_per_second",
+                      "predict_within_seconds"}
     assert (w["max_rss_bytes"], w["limit_auto_share"]) == (200 * 2**20, None)
     assert (c["max_rss_bytes"], c["limit_auto_share"]) == (None, 0.8)  # auto from settings:
     assert (d["max_rss_bytes"], d["limit_auto_share"]) == (None, None)  # none: watch only

@@ -61,13 +61,17 @@ def test_every_alert_is_tested_firing_and_not_firing():
         for case in group.get("alert_rule_test", []):
             (firing if case["exp_alerts"] else quiet).add(case["alertname"])
     assert set(alerts()) == {"SentinelMemoryNearLimit", "SentinelMemoryKill",
-                             "SentinelKernelOOMKill", "SentinelDown"}
+                             "SentinelKernelOOMKill", "SentinelDown"} | {
+                             "SentinelLeakSuspected", "SentinelLimitPredicted",
+                             "SentinelEventsFailing"}
     assert firing == set(alerts())
     assert quiet == set(alerts())
 
 
 @pytest.mark.parametrize("name", ["SentinelMemoryNearLimit", "SentinelMemoryKill",
-                                  "SentinelKernelOOMKill", "SentinelDown"])
+                                  "SentinelKernelOOMKill", "SentinelDown",
+                                  "SentinelLeakSuspected", "SentinelLimitPredicted",
+                                  "SentinelEventsFailing"])
 def test_alerts_carry_severity_summary_and_description(name):
     alert = alerts()[name]
     assert alert["labels"]["severity"] in ("warning", "critical")
@@ -97,3 +101,22 @@ def test_the_kernel_oom_alert_counts_only_kernel_kills(tmp_path):
     out = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert out.returncode != 0
     assert "SentinelKernelOOMKill" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("old, new, alert", [
+    # The leak alert on any rule fires for "gc"'s warning too.
+    ('sentinel_alert_firing{rule="leak"}', 'sentinel_alert_firing', "SentinelLeakSuspected"),
+    # The prediction without Sentinel's rule (its horizon, its hysteresis) fires for "web".
+    ("\n            and on (job, instance, program, workload)\n          max by (job, instance, "
+     'program, workload) (sentinel_alert_firing{rule="prediction"}) == 1', " < 600",
+     "SentinelLimitPredicted"),
+])
+def test_the_leak_and_prediction_alerts_follow_sentinels_rules(tmp_path, old, new, alert):
+    # The harness can fail: each alert loosened breaks its promtool test.
+    text = RULES.read_text()
+    assert old in text
+    (tmp_path / RULES.name).write_text(text.replace(old, new))
+    (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    out = promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert out.returncode != 0
+    assert alert in out.stdout + out.stderr

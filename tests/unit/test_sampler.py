@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+import timeit
 
 import pytest
 
@@ -39,13 +40,43 @@ def test_the_4ms_floor_never_lifts_the_period_above_the_interval():
     assert sampler.next_interval(100 * MiB - 1, 100 * MiB, 100 * MiB, 0.001) == 0.001
 
 
-def test_growth_is_the_least_squares_slope_and_none_with_too_little():
+def test_growth_is_the_slope_of_a_line_and_none_with_too_little():
     assert sampler.growth_rate([(0.0, 0), (0.5, 50), (1.0, 100)]) == pytest.approx(100.0)
     assert sampler.growth_rate([(0.0, 0), (1.0, 100)]) == pytest.approx(100.0)  # two points
     assert sampler.growth_rate([(0.0, 0), (0.1, 10), (0.2, 20)]) == pytest.approx(100.0)
     assert sampler.growth_rate([(0.0, 0)]) is None  # one point
     assert sampler.growth_rate([(1.0, 0), (1.0, 10)]) is None  # one time
     assert sampler.growth_rate([(0.0, 300), (0.5, 200), (1.0, 100)]) == pytest.approx(-200.0)
+
+
+def test_growth_ignores_a_spike_and_a_collection_that_least_squares_would_follow():
+    # 1 MiB/s for 60 points, one sample 500 MiB high at the end (a spike), one 300 MiB low (a
+    # collection that freed a cache): the median of slopes stays at 1 MiB/s.
+    pts = [(float(t), 100 * MiB + t * MiB) for t in range(60)]
+    pts[58] = (58.0, pts[58][1] + 500 * MiB)
+    pts[2] = (2.0, pts[2][1] - 300 * MiB)
+    assert sampler.growth_rate(pts) == pytest.approx(MiB, rel=1e-6)
+    n = len(pts)  # least squares, for the contrast: off by more than half
+    mt, mv = sum(t for t, _ in pts) / n, sum(v for _, v in pts) / n
+    ls = sum((t - mt) * (v - mv) for t, v in pts) / sum((t - mt) ** 2 for t, _ in pts)
+    assert abs(ls - MiB) > 0.5 * MiB
+
+
+def test_a_sawtooth_has_nearly_no_growth_whatever_its_period():
+    # 50 MiB ramps freed at once, 300 one-second points: a ramp climbs 1-7 MiB/s, but over
+    # lags spread across the half window the slopes cancel out (below half the leak rule's
+    # default 64 KiB/s); one fixed lag (n/2) would lean by up to 170 KiB/s.
+    for period in (7, 13, 17, 20, 29, 37, 45):
+        pts = [(float(t), 300 * MiB + 50 * MiB * (t % period) // period) for t in range(300)]
+        assert abs(sampler.growth_rate(pts)) < 32 * 1024, period
+
+
+def test_growth_costs_well_under_a_millisecond_for_64_and_600_points():
+    # It runs on the sampling loop (64 points: the sampler's; 600: the leak window's).
+    for n, budget in ((64, 0.0002), (600, 0.001)):
+        pts = [(t * 0.1, 100 * MiB + t * 4096 + (t * 7919) % 65536) for t in range(n)]
+        best = min(timeit.repeat(lambda: sampler.growth_rate(pts), number=20, repeat=5)) / 20
+        assert best < budget, (n, best)
 
 
 def test_recent_points_keep_the_window_and_this_run_only():
