@@ -59,6 +59,46 @@ _SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # once every program has ended (a leftover that outlived its program may hold the pipe).
 OUTPUT_DRAIN_SECONDS = 1.0
 _ENDED = frozenset({ProgramState.EXITED, ProgramState.STOPPED, ProgramState.GIVEN_UP})
+# Idle samples of several programs are aligned (Group.piggyback): a program whose next
+# sample is due within this share of its period (and this many seconds) takes it when
+# another program samples. Only periods of PIGGYBACK_MIN_PERIOD or more (far from the
+# limit: the idle cadence); a program near its limit keeps its own fast timer.
+PIGGYBACK_SHARE = 0.3
+PIGGYBACK_SECONDS = 0.5
+PIGGYBACK_MIN_PERIOD = 0.25
+# The container's cgroup files are read at most once per this many seconds for all the
+# programs (each program's probe shares one reader: its figures are the container's).
+CGROUP_SHARE_SECONDS = 0.005
+
+
+class _SharedCgroup:
+    """One program's view of the container's cgroup reader (``CgroupMemory``), shared by
+    every program: ``read()`` answers from the last reading when it is younger than
+    ``CGROUP_SHARE_SECONDS`` (the programs that sample on one wake-up read it once);
+    everything else is the reader's own. ``close()`` is the group's, at exit."""
+
+    def __init__(self, memory, clock) -> None:
+        self._memory = memory
+        self._clock = clock
+        self._last: tuple[float, object] | None = None
+
+    def read(self):
+        now = self._clock()
+        last = self._memory_last()
+        if last is not None and now - last[0] < CGROUP_SHARE_SECONDS:
+            return last[1]
+        reading = self._memory.read()
+        self._memory.shared_last = (now, reading)
+        return reading
+
+    def _memory_last(self):
+        return getattr(self._memory, "shared_last", None)
+
+    def close(self) -> None:
+        pass  # the group closes the reader once
+
+    def __getattr__(self, name):
+        return getattr(self._memory, name)
 
 
 def session_of(pid: int, proc: str = "/proc") -> int | None:
@@ -146,6 +186,8 @@ class Group:
         self._removing: set[Supervisor] = set()  # reload: dropped once ended
         self._listener_errors: set[str] = set()
         self._own_oom: dict = {"tried": False, "adj": None, "before": None, "note": ""}
+        # The container's cgroup reader, one for every program (by --cgroup-root).
+        self._cgroups: dict = {}
         self._notes_said: set[str] = set()
         self._set_prefixes([spec.name for spec in config.programs])
         for spec in config.programs:
@@ -190,11 +232,16 @@ class Group:
     def _add(self, spec, settings: Settings) -> Supervisor:
         """A supervisor for ``spec``, not started (``ended``: nothing to wait for)."""
         name = spec.name
+        if settings.cgroup_root not in self._cgroups:
+            self._cgroups[settings.cgroup_root] = CgroupProbe.for_pid(
+                "self", cgroup_root=settings.cgroup_root)
+        memory = self._cgroups[settings.cgroup_root]
         probe = TreeProbe(os.getpid(), include_root=False, measure=settings.measure,
                           proc_root=self._proc, root_threads=(os.getpid(),),
                           smaps_min_period=settings.interval_seconds,
                           walk_period=walk_period_for(settings.measure),
-                          cgroup=CgroupProbe.for_pid("self", cgroup_root=settings.cgroup_root))
+                          cgroup=_SharedCgroup(memory, time.monotonic)
+                          if memory is not None else None)
         sup = Supervisor(settings, None, self.original_mask, pid1=self.pid1,
                          subreaper=self.subreaper, loop=self.loop, probe=probe,
                          version=self.version, clock=self._clock, host=self)
@@ -319,6 +366,23 @@ class Group:
         """Every reaped PID (a main process or an orphan): its attribution is over."""
         self._owner.pop(pid, None)
 
+    def piggyback(self, leader: Supervisor) -> None:
+        """``leader`` just sampled: every other program whose next sample is due within
+        ``PIGGYBACK_SHARE`` of its own period (and at most ``PIGGYBACK_SECONDS``) samples
+        now too, so idle programs converge on one wake-up a period, and the cgroup's
+        files (the container's, shared) are read once for all (``_SharedCgroup``).
+        Only idle samples move (a period of ``PIGGYBACK_MIN_PERIOD`` or more): near a
+        limit each program keeps its own fast cadence."""
+        for sup in list(self.init.programs):
+            if sup is leader or sup.ended:
+                continue
+            due = sup.sample_due_in()
+            period = sup.sample_delay
+            if due is None or period < PIGGYBACK_MIN_PERIOD:
+                continue
+            if due <= min(PIGGYBACK_SHARE * period, PIGGYBACK_SECONDS):
+                sup.sample_early()
+
     # ------------------------------------------------------------------ main
     def run(self) -> int:
         """Run the loop until Sentinel ends; return its exit code."""
@@ -361,6 +425,9 @@ class Group:
             drain(relays, OUTPUT_DRAIN_SECONDS)
             for relay in relays:
                 relay.close()
+        for memory in self._cgroups.values():
+            if memory is not None:
+                memory.close()
         self.init.close()
 
     def _finish(self, code: int) -> None:

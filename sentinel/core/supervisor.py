@@ -249,6 +249,7 @@ class Supervisor:
         self.host = host
         self.launcher = launcher
         self.ended = False  # its run ended for good (restarts included): _finish was called
+        self.sample_delay = 0.0  # the delay the next sample was scheduled with, seconds
         self.loop = loop or asyncio.new_event_loop()
         # The monotonic clock of kill records and the grace deadline; the
         # loop's timers must run on the same clock (tests inject both).
@@ -970,13 +971,32 @@ class Supervisor:
     def _schedule_sample(self, delay: float) -> None:
         if self._sample_handle:
             self._sample_handle.cancel()
+        self.sample_delay = delay
         self._sample_handle = self.loop.call_later(delay, self._on_sample_timer)
 
+    def sample_due_in(self) -> float | None:
+        """Seconds until the next scheduled sample (``None``: none scheduled, or no
+        process), for the group's alignment of idle samples (``Group.piggyback``)."""
+        if self._sample_handle is None or self.child is None:
+            return None
+        return self._sample_handle.when() - self.loop.time()
+
     @as_program
-    def _on_sample_timer(self) -> None:
+    def sample_early(self) -> None:
+        """Take the scheduled sample now (cancelling its timer)."""
+        if self._sample_handle is not None:
+            self._sample_handle.cancel()
+        self._on_sample_timer(piggyback=False)
+
+    @as_program
+    def _on_sample_timer(self, piggyback: bool = True) -> None:
         self._sample_handle = None
         if self.child is None:
             return
+        if piggyback and self.host is not None:
+            # Several programs: the ones whose idle sample is nearly due take it on this
+            # wake-up too (one wake-up and one cgroup read for all, not one each).
+            self.loop.call_soon(self.host.piggyback, self)
         try:
             self._take_sample()
         except Exception as exc:  # a probe bug must not end enforcement for good
