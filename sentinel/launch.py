@@ -182,11 +182,25 @@ def run_config(config, cli=None, explicit: frozenset[str] = frozenset()) -> int:
     from sentinel.exporters.kubeenv import absolute_kubeconfig_env  # os only
 
     absolute_kubeconfig_env()
+    try:
+        start_dir = os.getcwd()  # programs without a cwd start here; Sentinel moves to /
+    except OSError:
+        start_dir = "/"
+
     def reload_config():
         from sentinel.config.programs import load_config
 
-        new = load_config(config.path, cli if cli is not None else settings, explicit)
-        return new, resolved(new)
+        # Checked from where the first load was (a relative command is found from there,
+        # as the programs are spawned there), although Sentinel now lives in /.
+        try:
+            os.chdir(start_dir)
+        except OSError:
+            pass
+        try:
+            new = load_config(config.path, cli if cli is not None else settings, explicit)
+            return new, resolved(new)
+        finally:
+            os.chdir("/")
 
     from sentinel.app import serve_config
 

@@ -28,7 +28,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sentinel.config.settings import OPTIONS, Opt, Settings, _convert, normalize_values
+from sentinel.config.settings import (OPTIONS, Opt, Settings, _convert, normalize_values,
+                                      resolve_hook_command)
 from sentinel.errors import ConfigError, UsageError
 
 # The run options about one program (their Opt flags without "--"). Under `settings:`
@@ -74,8 +75,12 @@ CONFIG_MAX_RESTARTS = 5
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9_.]*[a-z0-9])?$")
 # Words the control commands read as something else than a program.
 RESERVED_NAMES = frozenset({"none", "off", "unlimited", "auto", "text", "json", "dashboard",
-                            "all"})
+                            "all", "status", "stop", "kill", "signal", "limit", "pause",
+                            "resume", "start", "restart", "reload", "help"})
 NAME_MAX = 63
+# The programs file is read whole into PID 1's memory (at start and on each reload): a
+# wrong path (/dev/zero, a log file) must not balloon it.
+MAX_FILE_BYTES = 1 << 20
 # Options whose values are paths.
 _PATH_DESTS = frozenset({"socket_path", "termination_log", "tui_log", "state_dir",
                          "cgroup_root"})
@@ -210,8 +215,18 @@ def load_config(path: str, cli: Settings, explicit: frozenset[str]) -> ProgramsC
     is Sentinel's own), or a cgroup measure with several programs.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        # O_NONBLOCK: a FIFO at the path must not hang the start (refused just below).
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            import stat
+
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(path, None, None, "not a regular file; give the path of a "
+                                  "YAML file")
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(path, None, None, f"larger than {MAX_FILE_BYTES // 1024} KiB; a "
+                              "programs file is a few KiB (is this the right file?)")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError(path, None, None, f"cannot read the config file: "
                           f"{exc.strerror or exc}") from None
@@ -394,6 +409,9 @@ class _Loader:
                     self.relative(p) for p in str(values[opt.dest]).split(os.pathsep))
             elif opt.dest in _PATH_DESTS:
                 values[opt.dest] = self.relative(str(values[opt.dest]))
+            elif opt.dest == "pre_kill_hook" and values[opt.dest]:
+                # A relative hook is the file's, as paths in the file are (and checked now).
+                values[opt.dest] = resolve_hook_command(tuple(values[opt.dest]), self.base)
             normalize_values(values)
             if "max_rss_bytes" in values:  # a size or none replaces an auto share too
                 values.setdefault("limit_auto_share", None)

@@ -281,6 +281,33 @@ def parse_command_line(text: str) -> tuple[str, ...]:
     return argv
 
 
+def resolve_hook_command(argv: tuple[str, ...], base: str | None = None,
+                         path: str | None = None) -> tuple[str, ...]:
+    """``argv`` of a pre-kill hook, checked now rather than at the kill (when its evidence
+    would be lost): a program name must be found in ``path`` (default ``$PATH``); a path
+    with a ``/`` is made absolute from ``base`` (default the current directory: Sentinel
+    moves to / once the workload runs) and must be an executable file. Raises
+    ``UsageError``."""
+    import shutil
+
+    name = argv[0]
+    if "/" not in name:
+        if shutil.which(name, path=path if path is not None else os.environ.get("PATH")):
+            return argv
+        raise UsageError(f"--pre-kill-hook: {name!r} is not found in PATH; give its full "
+                         "path, or install it in the image")
+    full = os.path.abspath(os.path.join(base or os.getcwd(), name))
+    if not os.path.isfile(full):
+        raise UsageError(f"--pre-kill-hook: {name!r} ({full}): no such file; give a path "
+                         "that exists (a relative one is taken from "
+                         + ("the config file's directory)" if base else "the directory Sentinel "
+                            "is started in)"))
+    if not os.access(full, os.X_OK):
+        raise UsageError(f"--pre-kill-hook: {full} is not executable; chmod +x it or run it "
+                         "through its interpreter (e.g. sh HOOK)")
+    return (full, *argv[1:])
+
+
 def pre_kill_hook_timeout(settings) -> float:
     """The pre-kill hook's time bound, seconds: ``--pre-kill-hook-timeout``, else
     min(5 s, grace period / 2) (half the grace period stays the workload's own)."""
@@ -1002,6 +1029,8 @@ def normalize_values(values: dict[str, object]) -> None:
     moves to / once the workload runs). Shared by ``parse_settings`` and the config file
     (``sentinel.config.programs``). Raises ``UsageError`` (an empty ``--cgroup-root``, a
     signal rewritten twice)."""
+    if values.get("pre_kill_hook"):
+        values["pre_kill_hook"] = resolve_hook_command(tuple(values["pre_kill_hook"]))
     if isinstance(values.get("max_rss_bytes"), AutoLimit):
         values["limit_auto_share"] = float(values.pop("max_rss_bytes"))  # type: ignore[arg-type]
         values["max_rss_bytes"] = None

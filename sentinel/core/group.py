@@ -131,6 +131,9 @@ class Group:
                  reload_config: Callable[[], tuple] | None = None,
                  environ: dict[str, str] | None = None, proc_root: str = "/proc") -> None:
         self.config = config
+        # What Sentinel runs with: a reload's changed global settings are told against it
+        # (they apply only at a restart), not against the previous reload's file.
+        self._boot_config = config
         self.settings: Settings = config.settings
         self.loop = loop or asyncio.new_event_loop()
         self._clock = clock
@@ -177,6 +180,7 @@ class Group:
         self._stop_task: asyncio.Task | None = None
         self._exit_code: int | None = None
         self._main_code: int | None = None  # the main program's code during a shutdown
+        self._shutdown_signo: int | None = None
         self._ending: Supervisor | None = None  # the program whose end ends Sentinel
         # Keyed by supervisor, never by name: a program removed (or replaced) by a reload
         # and added again keeps its old run apart from the new one.
@@ -492,6 +496,13 @@ class Group:
         # and its policy does not restart it. Not: a clean exit, an operator's stop.
         gave_up = state is ProgramState.GIVEN_UP or (code != 0 and state is not
                                                      ProgramState.STOPPED)
+        if gave_up and state is not ProgramState.GIVEN_UP:
+            # A failure its policy does not restart: given up as surely as a used-up
+            # budget (the supervisor reported that one itself): said the same way.
+            sup._restarts_exhausted = True  # noqa: SLF001 - its state is given_up now
+            sup.emit("gave_up", f"not restarting after exit code {code} (restart: "
+                     f"{sup.settings.restart}); giving up", logging.ERROR,
+                     restarts=sup.state.restarts, exit_code=code)
         spec = sup.spec  # type: ignore[attr-defined]
         if gave_up and spec.on_give_up == "exit":
             self._end(sup, code, f"program {name} gave up (exit code {code}; on-give-up: exit)")
@@ -541,7 +552,9 @@ class Group:
                       extra={"event": "cleanup"})
         code = self._exit_code
         if code is None:  # a shutdown: the main program's code
-            code = self._main_code if self._main_code is not None else 0
+            code = self._main_code
+        if code is None:  # the main program never ran (a SIGTERM during the start-up)
+            code = 128 + (self._shutdown_signo or signal.SIGTERM)
         self._finish(code)
 
     async def _sweep_leftovers(self) -> None:
@@ -603,6 +616,7 @@ class Group:
             first = self.state.shutdown_signal is None
             if first:
                 self.state.shutdown_signal = name
+                self._shutdown_signo = sig
                 for sup in self.programs:
                     sup.state.shutdown_signal = name
             if not self._stopping:
@@ -705,9 +719,10 @@ class Group:
         from sentinel.config.programs import diff
 
         d = diff(self.config, new)
+        d_settings = diff(self._boot_config, new).settings_changed
         waiting = []  # a program a reload already stops: this reload's change follows it
-        for key in d.settings_changed:
-            log.warning("reload: %s changed in %s; Sentinel's own settings apply only when "
+        for key in d_settings:
+            log.warning("reload: %s differs in %s from what Sentinel runs with; Sentinel's own settings apply only when "
                         "Sentinel restarts (this change waits for that)", key, new.path,
                         extra={"event": "reload", "key": key})
         self.config = new
@@ -750,11 +765,10 @@ class Group:
             f"; unchanged: {len(d.unchanged)}" + \
             (f"; {', '.join(waiting)} start(s) once the old run has stopped" if waiting
              else "") + \
-            (f"; needs a restart of Sentinel: {', '.join(d.settings_changed)}"
-             if d.settings_changed else "")
-        self.emit("reloaded", text, logging.WARNING if d.settings_changed else logging.INFO,
+            (f"; needs a restart of Sentinel: {', '.join(d_settings)}" if d_settings else "")
+        self.emit("reloaded", text, logging.WARNING if d_settings else logging.INFO,
                   added=list(d.added), removed=list(d.removed), changed=list(d.changed),
-                  settings_changed=list(d.settings_changed))
+                  settings_changed=list(d_settings))
         return text
 
     @staticmethod

@@ -48,6 +48,7 @@ from collections import deque
 from sentinel.core import kernel, sampler
 from sentinel.core.oom import KERNEL_OOM, classify_death
 from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, KillRecord
+from sentinel import logs
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.cgroup import discover
 from sentinel.probes.tree import status_field
@@ -622,7 +623,11 @@ class KernelSide:
                 mine["adj"] = own if err else wanted
                 if err:
                     mine["note"] = "; " + err
-                    log.info("%s", err, extra={"event": "kernel_note"})
+                    token = logs.PROGRAM.set("")  # Sentinel's own score, not a program's
+                    try:
+                        log.info("%s", err, extra={"event": "kernel_note"})
+                    finally:
+                        logs.PROGRAM.reset(token)
         own = mine["adj"]
         if own is None:
             own = _read_oom_score_adj("self")

@@ -27,6 +27,7 @@ import logging
 import os
 import time
 
+from sentinel import logs
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 
 log = logging.getLogger(LOGGER_NAME)
@@ -100,7 +101,13 @@ class SamplingSide:
         self.sup.state.kernel_notes[topic] = text
         if text not in self._said:
             self._said.add(text)
-            log.log(level, text, extra={"event": "kernel_note", "topic": topic})
+            # The machine's PSI file is no program's: Sentinel's own line among several.
+            token = logs.PROGRAM.set("") if topic == "pressure" else None
+            try:
+                log.log(level, text, extra={"event": "kernel_note", "topic": topic})
+            finally:
+                if token is not None:
+                    logs.PROGRAM.reset(token)
 
     # ------------------------------------------------------------------ wake-ups
     def on_run(self) -> None:

@@ -390,3 +390,49 @@ def test_daemons_that_left_their_session_are_stopped_when_sentinel_ends(start_se
     assert s.wait() == 0
     wait_until(lambda: not alive(pid), 5, what="the daemon stopped")
     assert any(r.get("event") == "cleanup" and pid in r.get("pids", []) for r in s.logs())
+
+
+def test_a_failure_its_policy_does_not_restart_is_a_give_up(start_sentinel, tmp_path):
+    programs = [{"name": "web", "command": printer("--exit-on", "TERM=0")},
+                {"name": "job", "command": ["sh", "-c", "exit 4"], "on-give-up": "continue"}]
+    s, sock = start_with_socket(start_sentinel, tmp_path, programs)
+    ready(s, "web")
+    wait_until(lambda: events(s, "gave_up", "job"), 5, what="job gives up")
+    [entry] = [p for p in control(sock, "status")["status"]["programs"] if p["name"] == "job"]
+    assert entry["state"] == "given_up"
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_a_reload_checks_relative_commands_from_the_start_directory(start_sentinel, tmp_path):
+    app = tmp_path / "app.sh"
+    app.write_text("#!/bin/sh\necho \"ready child $$ 0\"\nexec sleep 60\n")
+    app.chmod(0o755)
+    programs = [{"name": "web", "command": printer("--exit-on", "TERM=0")},
+                {"name": "app", "command": ["./app.sh"]}]
+    sock = str(tmp_path / "s.sock")
+    cfg = write_config(tmp_path, programs, socket=sock)
+    s = start_sentinel(["--log-format", "json", "--no-metrics", "--k8s-events", "off",
+                        "--config", cfg], cwd=tmp_path)
+    ready(s, "web", "app")
+    programs.append({"name": "more", "command": ["./app.sh"]})
+    write_config(tmp_path, programs, socket=sock)
+    reply = control(sock, "reload")
+    assert reply["ok"], reply
+    ready(s, "more")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0
+
+
+def test_a_sigterm_before_the_main_program_started_is_143(start_sentinel, tmp_path):
+    # The main program (web) starts last; the first one sends Sentinel a SIGTERM, which
+    # is read between two starts (the others give it time to arrive).
+    fillers = [{"name": f"f{i}", "command": ["sleep", "60"]} for i in range(8)]
+    s = start(start_sentinel, tmp_path, [
+        {"name": "web", "command": printer("--exit-on", "TERM=0"), "main": True,
+         "depends-on": ["db", *[f["name"] for f in fillers]]},
+        {"name": "db", "command": ["sh", "-c", "kill -TERM $PPID; exec sleep 60"]},
+        *fillers,
+    ])
+    assert s.wait() == 143
+    assert not events(s, "spawned", "web")

@@ -1318,7 +1318,7 @@ EVERY_PROGRAM_KEY = {
     "restart-max-delay": "10s", "max-restarts": 0, "success-exit-code": [0, 3],
     "memory-kill-exit-code": 137, "single-child": True, "interval": "50ms", "max-interval": "2s",
     "clamp-high": True, "no-early-sigkill": True, "oom-score-adj-margin": 100,
-    "pre-kill-hook": "py-spy dump --pid 1", "pre-kill-hook-timeout": "500ms", "dry-run": True,
+    "pre-kill-hook": "sh -c true", "pre-kill-hook-timeout": "500ms", "dry-run": True,
     "warn-at": "85%", "leak-window": "10m", "leak-min-rate": "1Mi/s", "predict-within": "none",
 }
 EVERY_SETTINGS_KEY = {"output": "plain", "on-give-up": "continue", "measure": "pss",

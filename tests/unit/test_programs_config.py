@@ -522,3 +522,48 @@ def test_cli_check_config(tmp_path):
     assert r.returncode == 2 and not marker.exists()
     assert r.stderr == ("sentinel: error: --check-config: give the file to check, e.g. "
                         "sentinel run --config sentinel.yaml --check-config\n")
+
+
+def test_a_relative_pre_kill_hook_is_the_files_and_is_checked_before_the_start(tmp_path):
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\necho dump\n")
+    hook.chmod(0o755)
+    cfg = load(tmp_path, f"programs:\n  - name: a\n    {OK}\n    pre-kill-hook: ./hook.sh -v\n")
+    assert cfg.program_settings(cfg.programs[0]).pre_kill_hook == (str(hook), "-v")
+    err = refused(tmp_path, f"programs:\n  - name: a\n    {OK}\n    pre-kill-hook: ./nope.sh\n")
+    assert (err.line, err.key) == (4, "programs[0].pre-kill-hook"), str(err)
+    assert "no such file" in err.problem
+    hook.chmod(0o644)
+    err = refused(tmp_path, f"programs:\n  - name: a\n    {OK}\n    pre-kill-hook: ./hook.sh\n")
+    assert "is not executable" in err.problem
+    err = refused(tmp_path, f"programs:\n  - name: a\n    {OK}\n    pre-kill-hook: no-such-dumper\n")
+    assert "not found in PATH" in err.problem
+
+
+def test_a_missing_pre_kill_hook_on_the_command_line_is_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sentinel", "run", "--no-metrics", "--no-socket",
+                          "--max-rss", "1Gi", "--pre-kill-hook", "./nope.sh", "--", "true"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert out.returncode == 2, out.stderr
+    assert "nope.sh" in out.stderr and "no such file" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo", "huge"])
+def test_a_file_that_is_not_a_programs_file_is_refused_without_reading_it_all(tmp_path, what):
+    if what == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    elif what == "huge":
+        path = tmp_path / "huge.yaml"
+        path.write_text("# " + "x" * (2 << 20) + "\n")
+    else:
+        path = Path(what)
+    cli = parse_settings("run", ["--config", str(path)], {})
+    with pytest.raises(ConfigError) as info:
+        load_config(cli.config_path, cli, frozenset())
+    assert ("not a regular file" if what != "huge" else "larger than 1024 KiB") in str(info.value)
