@@ -46,6 +46,17 @@ def ready(s: Running, *names: str, timeout: float = 10.0):
     return found[names[0]] if len(names) == 1 else found
 
 
+def orphans_of(s: Running, name: str = "orph") -> list[int]:
+    """The PIDs ``orphans.py --linger`` printed as ``NAME | orphan PID``, up to its
+    ``orphaned N`` line (some may have been read already, by ``ready``)."""
+    def seen() -> list[str]:
+        return [line.partition(" | ")[2] for line in s.lines
+                if line.partition(" | ")[0].strip() == name]
+    while not any(text.startswith("orphaned") for text in seen()):
+        s.expect(f"{name} ", 10)
+    return [int(text.split()[1]) for text in seen() if text.startswith("orphan ")]
+
+
 def events(s: Running, kind: str, program: str | None = None) -> list[dict]:
     return [r for r in s.logs() if r.get("event") == kind
             and (program is None or r.get("program") == program)]
@@ -147,9 +158,7 @@ def test_orphans_are_their_programs_and_are_reaped(start_sentinel, tmp_path, mod
                                      "--polite", "3"], "max-rss": "2Gi"},
     ], mode=mode, args=("--interval", "50ms"))
     main = ready(s, "main")
-    orphans = []
-    while "orphaned" not in (line := s.expect("orph ", 10)):
-        orphans.append(int(line.split("orphan ")[1]))
+    orphans = orphans_of(s)
     assert len(orphans) == 3, s.lines
     # Reparented to Sentinel, they are still orph's: its stop sweeps them, main's not.
     s.signal(signal.SIGTERM)
@@ -219,9 +228,7 @@ def test_orphans_count_in_their_programs_measure_only(start_sentinel, tmp_path, 
     s = start_sentinel(["--log-format", "json", "--no-metrics", "--k8s-events", "off",
                         "--interval", "50ms", "--config", cfg], pid1=mode == "pid1")
     calm = ready(s, "calm")
-    orphans = []
-    while "orphaned" not in (line := s.expect("orph ", 10)):
-        orphans.append(int(line.split("orphan ")[1]))
+    orphans = orphans_of(s)
 
     def pids(name):
         return {p["pid"] for p in request(sock, f"status {name}")["status"]["processes"]}
