@@ -24,7 +24,8 @@ EXIT_NOT_ENDED = 71
 
 # Anything that looks like a URL (scheme://...): a webhook URL carries its token, and a
 # message about a bad option or file must never echo it (docs/webhooks.md).
-_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+# A quote or angle bracket ends it: the message's own quoting stays ('<url redacted>').
+_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
 URL_MASK = "<url redacted>"
 
 

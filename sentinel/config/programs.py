@@ -508,8 +508,9 @@ class _Loader:
                     out.append((wh.WebhookSpec(url=url, source=at, variable=value, **kw), item, at))
                     continue
                 lines = wh.parse_url_file(self.relative(value))
-            except ValueError as exc:
-                raise self.error(item, at, str(exc)) from None
+            except ValueError as exc:  # the checks' messages start with `at` already
+                raise self.error(item, None if str(exc).startswith(at) else at,
+                                 str(exc)) from None
             if "name" in kw and len(lines) > 1:
                 raise self.error(keys["name"][0], f"{at}.name", f"the file has {len(lines)} "
                                  "receivers, which cannot share one name; name each on its "
