@@ -61,7 +61,8 @@ def test_the_hooks_output_is_redacted_before_it_is_cut_to_4_kib():
     # The URL straddles the 4 KiB boundary: a cut first would keep its head.
     output = ("x" * (OUTPUT_REPORTED_BYTES - 20) + f" SLACK={url}\n").encode()
     fields = HookResult(("env",), 42, exit_code=0, output=output).fields()
-    assert "hooks.example.com" not in fields["output"] and TOKEN not in fields["output"]
+    assert "https://" not in fields["output"] and TOKEN not in fields["output"]
+    assert fields["output"].endswith(" SLACK=<redacted>\n")
     assert len(fields["output"].encode()) <= OUTPUT_REPORTED_BYTES
 
 
@@ -87,7 +88,7 @@ def test_the_termination_message_is_redacted_before_it_is_cut(tmp_path):
     writer(Event("kill_finished", "done", fields={"kill": _kill_with_hook(output)},
                  program="web"))
     text = path.read_text()
-    assert "yyyy" in text and "hooks.example.com" not in text and TOKEN not in text
+    assert "yyyy" in text and "https://" not in text and TOKEN not in text
 
 
 def test_an_event_note_is_redacted_before_it_is_cut():
@@ -358,3 +359,14 @@ def test_a_programs_filter_must_name_programs_of_the_file(tmp_path, monkeypatch)
     with pytest.raises(ConfigError) as err:
         _load(path)
     assert f"{hooks}:1: programs: 'db' is not a program of this file" in str(err.value)
+
+
+def test_every_error_line_sentinel_prints_is_masked(capsys):
+    from sentinel.config.settings import die
+
+    with pytest.raises(SystemExit) as exit_:
+        die(f"internal error: ValueError('unknown url type: https://h.example.com/{TOKEN}')", 70)
+    assert exit_.value.code == 70
+    err = capsys.readouterr().err
+    assert err == "sentinel: error: internal error: ValueError('unknown url type: " \
+                  "<url redacted>')\n"
