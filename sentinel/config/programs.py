@@ -516,7 +516,7 @@ class _Loader:
                                  "receivers, which cannot share one name; name each on its "
                                  "line (name=...)")
             for spec in lines:
-                given_twice = [k for k in kw if getattr(spec, k) != getattr(wh.WebhookSpec, k)]
+                given_twice = [k for k in kw if k in spec.words]
                 if given_twice:
                     raise self.error(keys[given_twice[0]][0], f"{at}.{given_twice[0]}",
                                      f"also given on {spec.source} ({given_twice[0]}=); give "

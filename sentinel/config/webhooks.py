@@ -55,6 +55,9 @@ class WebhookSpec:
     # The environment variable the URL came from (SENTINEL_WEBHOOK_URL, a url-env's), if
     # any: it is taken out of every spawned program's and hook's environment.
     variable: str | None = None
+    # The words a URL-file line gave (format, name, ...), so that a config file's receiver
+    # keys never silently override them.
+    words: frozenset = field(default=frozenset(), compare=False, repr=False)
 
 
 def check_url(text: str, where: str) -> str:
@@ -172,7 +175,7 @@ def parse_line(line: str, where: str) -> WebhookSpec | None:
             kwargs[key] = check_programs(value.split(","), where)
         else:
             kwargs[key] = check_queue(value, where)
-    return WebhookSpec(url=url, source=where, **kwargs)
+    return WebhookSpec(url=url, source=where, words=frozenset(kwargs), **kwargs)
 
 
 def parse_url_file(path: str) -> tuple[WebhookSpec, ...]:

@@ -321,10 +321,11 @@ def test_a_url_file_in_the_config_is_read_as_webhook_url_file_reads_it(tmp_path)
 @pytest.mark.parametrize("item, said", [
     ("{url-file: hooks, name: one}", "settings.webhooks[0].name: the file has 2 receivers"),
     ("{url-file: hooks, format: json}", "settings.webhooks[0].format: also given on"),
+    ("{url-file: hooks, queue: 5}", "settings.webhooks[0].queue: also given on"),
 ])
 def test_a_url_file_and_its_item_that_disagree_are_refused(tmp_path, item, said):
     (tmp_path / "hooks").write_text(f"https://a.example.com/{TOKEN} format=text\n"
-                                    f"https://b.example.com/{TOKEN}\n")
+                                    f"https://b.example.com/{TOKEN} queue=100\n")
     path = _config(tmp_path, f"    - {item}\n")
     with pytest.raises(ConfigError) as err:
         _load(path)
