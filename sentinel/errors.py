@@ -8,6 +8,8 @@ a traceback.
 
 from __future__ import annotations
 
+import re
+
 # Sentinel's own exit codes (the README's table). Anything else is the
 # workload's status passed through (128+N when it died of signal N).
 EXIT_USAGE = 2
@@ -20,6 +22,19 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Sentinel, never the workload's fault
 EXIT_NOT_ENDED = 71
 
 
+# Anything that looks like a URL (scheme://...): a webhook URL carries its token, and a
+# message about a bad option or file must never echo it (docs/webhooks.md).
+# A quote or angle bracket ends it: the message's own quoting stays ('<url redacted>').
+_URL_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+URL_MASK = "<url redacted>"
+
+
+def mask_urls(text: str) -> str:
+    """``text`` with every ``scheme://...`` word replaced by ``URL_MASK`` (for the exit-2
+    messages: ``UsageError``, ``ConfigError``, argparse's errors)."""
+    return _URL_IN_TEXT.sub(URL_MASK, text) if "://" in text else text
+
+
 class SentinelError(Exception):
     """Base class; ``exit_code`` is what the CLI exits with."""
 
@@ -30,6 +45,9 @@ class UsageError(SentinelError):
     """A bad flag, environment variable or value (exit code 2)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str = "", *args) -> None:
+        super().__init__(mask_urls(str(message)), *args)
 
 
 class SpawnError(SentinelError):
@@ -100,7 +118,8 @@ class ConfigError(SentinelError):
 
     def __init__(self, path: str, line: int | None, key: str | None, problem: str) -> None:
         where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: " + (f"{key}: " if key else "") + problem)
+        problem = mask_urls(problem)  # a URL the user wrote where a path or name belongs
+        super().__init__(mask_urls(f"{where}: " + (f"{key}: " if key else "") + problem))
         self.path = path
         self.line = line
         self.key = key

@@ -220,7 +220,11 @@ def _run(settings, deferred: list | None = None) -> int:
 
         detach_output(settings.tui_log)
     metrics_socket = bind_metrics_port(settings)  # before the spawn: the workload can't take it
-    child = spawn(settings.command, original_mask, tty_fd=controlling_tty())
+    from sentinel.config.webhooks import workload_environ  # loaded with the settings
+
+    # Without SENTINEL_WEBHOOK_URL: the workload never needs a receiver's token.
+    child = spawn(settings.command, original_mask, tty_fd=controlling_tty(),
+                  environ=workload_environ(settings.webhooks))
     load_deferred(deferred or [])
     # The workload runs. Sentinel must not pin the directory it was started in;
     # relative $KUBECONFIG entries are resolved first, as kubectl would here.

@@ -70,12 +70,33 @@ def register_secret(text: str) -> None:
     _SECRETS.sort(key=len, reverse=True)
 
 
+def secrets_registered() -> bool:
+    """Whether any secret is registered (``redact`` would change something)."""
+    return bool(_SECRETS)
+
+
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by ``REDACTED``."""
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_obj(obj):
+    """``obj`` (a JSON-like value: str, dict, list, tuple, numbers) with ``redact`` applied
+    to every string in it, keys included; returned as it is when no secret is registered.
+    For the texts that leave Sentinel other than log lines: Event notes, the termination
+    message, webhook bodies, control-socket replies."""
+    if not _SECRETS:
+        return obj
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact_obj(k): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(redact_obj(v) for v in obj)
+    return obj
 
 
 def program_of(record: logging.LogRecord) -> str:

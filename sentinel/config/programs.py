@@ -403,6 +403,8 @@ class _Loader:
                 values: dict[str, object] = {opt.dest: converted}
             else:
                 raw = self.scalar(vnode, key, "a value")
+                if opt.dest == "webhook_url_file" and "://" not in raw:
+                    raw = self.relative(raw)  # read now, from the file's directory
                 values = {opt.dest: _convert(opt, raw, key)}
             if opt.dest == "kubeconfig":  # a list, as $KUBECONFIG may be
                 values[opt.dest] = os.pathsep.join(
@@ -451,7 +453,8 @@ class _Loader:
             else ()
         settings = Settings(**{**file_values, "mode": "run", "command": (),
                                "config_path": self.cli.config_path,
-                               "webhooks": tuple(self.cli.webhooks) + hooks})
+                               "webhooks": tuple(self.cli.webhooks)
+                               + tuple(spec for spec, _, _ in hooks)})
         default_give_up = "exit"
         if "on-give-up" in settings_keys:
             default_give_up = self.choice(settings_keys["on-give-up"][1],
@@ -460,6 +463,7 @@ class _Loader:
         raw = [self.program(i, n, settings, where, default_give_up, several)
                for i, n in enumerate(pnode.value)]
         specs = self.check_programs(raw)
+        self.check_webhook_programs(hooks, settings.webhook_url_file, specs)
         output = "prefixed" if len(specs) > 1 else "plain"
         if "output" in settings_keys:
             output = self.choice(settings_keys["output"][1], "settings.output", OUTPUTS)
@@ -469,8 +473,11 @@ class _Loader:
 
     def webhooks(self, node) -> tuple:
         """``settings.webhooks``: a list of receivers, each with exactly one of ``url-file``
-        (the file's first URL line; relative to this file) or ``url-env`` (a variable's
-        value), and optional ``name``, ``format``, ``events``, ``programs``, ``queue``."""
+        (a file read as ``--webhook-url-file`` reads it: every URL line a receiver, with its
+        line's words; relative to this file) or ``url-env`` (a variable's value), and
+        optional ``name``, ``format``, ``events``, ``programs``, ``queue`` (for a file, for
+        each of its lines; a word a line gives too is an error). Returns
+        ``((spec, item node, "settings.webhooks[i]"), ...)``."""
         from sentinel.config import webhooks as wh
 
         if self._is_null(node):
@@ -481,22 +488,24 @@ class _Loader:
         out = []
         for i, item in enumerate(node.value):
             at = f"settings.webhooks[{i}]"
+            if item.id != "mapping":
+                raise self.error(item, at, "each receiver is a mapping, {url-env: VARIABLE} "
+                                 "or {url-file: PATH}, never the URL itself (the file may be "
+                                 "a ConfigMap; the value is not shown)")
             keys = self.mapping(item, at, WEBHOOK_KEYS)
             given = [k for k in ("url-file", "url-env") if k in keys]
             if len(given) != 1:
                 raise self.error(item, at, "give exactly one of url-file: PATH or url-env: "
                                  "VARIABLE (never the URL itself: it carries a token)")
+            vnode = keys[given[0]][1]
+            value = self.scalar(vnode, f"{at}.{given[0]}", "a value")
+            if "://" in value:
+                what = ("a path to a file holding the URL" if given[0] == "url-file" else
+                        "the name of a variable holding the URL")
+                raise self.error(vnode, f"{at}.{given[0]}", f"{given[0]} takes {what}, not the "
+                                 "URL (the value is not shown; a URL here is readable by "
+                                 "whoever reads the file)")
             try:
-                vnode = keys[given[0]][1]
-                value = self.scalar(vnode, f"{at}.{given[0]}", "a value")
-                if given[0] == "url-env":
-                    raw = os.environ.get(value, "")
-                    if not raw.strip():
-                        raise ValueError(f"{at}.url-env: ${value} is not set (or empty); set "
-                                         "it to the receiver's URL, e.g. from a Secret")
-                    url = wh.check_url(raw, f"{at}.url-env (${value})")
-                else:
-                    url = wh.parse_url_file(self.relative(value))[0].url
                 kw: dict = {}
                 for key, conv in (("format", wh.check_format), ("name", wh.check_name),
                                   ("queue", wh.check_queue)):
@@ -508,10 +517,49 @@ class _Loader:
                     if key in keys:
                         kw[key] = conv([t for t, _ in self.names(keys[key][1],
                                                                  f"{at}.{key}")], at)
-            except ValueError as exc:
-                raise self.error(item, at, str(exc)) from None
-            out.append(wh.WebhookSpec(url=url, source=at, **kw))
+                if given[0] == "url-env":
+                    raw = os.environ.get(value, "")
+                    if not raw.strip():
+                        raise ValueError(f"{at}.url-env: ${value} is not set (or empty); set "
+                                         "it to the receiver's URL, e.g. from a Secret")
+                    url = wh.check_url(raw, f"{at}.url-env (${value})")
+                    out.append((wh.WebhookSpec(url=url, source=at, variable=value, **kw), item, at))
+                    continue
+                lines = wh.parse_url_file(self.relative(value))
+            except ValueError as exc:  # the checks' messages start with `at` already
+                raise self.error(item, None if str(exc).startswith(at) else at,
+                                 str(exc)) from None
+            if "name" in kw and len(lines) > 1:
+                raise self.error(keys["name"][0], f"{at}.name", f"the file has {len(lines)} "
+                                 "receivers, which cannot share one name; name each on its "
+                                 "line (name=...)")
+            for spec in lines:
+                given_twice = [k for k in kw if k in spec.words]
+                if given_twice:
+                    raise self.error(keys[given_twice[0]][0], f"{at}.{given_twice[0]}",
+                                     f"also given on {spec.source} ({given_twice[0]}=); give "
+                                     "it in one place")
+                out.append((dataclasses.replace(spec, **kw), item, at))
         return tuple(out)
+
+    def check_webhook_programs(self, hooks, url_file, specs) -> None:
+        """Each receiver's ``programs`` filter names programs of this file (a typo would
+        silence the receiver for good): ``hooks`` from ``webhooks``, ``url_file`` the
+        receivers of ``--webhook-url-file`` (or its ``settings:`` key). A ``ConfigError``
+        naming the receiver's line otherwise."""
+        names = [s.name for s in specs]
+        found = list(hooks) + [(spec, None, None) for spec in url_file]
+        for spec, item, at in found:
+            unknown = [p for p in spec.programs if p not in names]
+            if not unknown:
+                continue
+            problem = (f"programs: {unknown[0]!r} is not a program of this file; the programs "
+                       f"are: {', '.join(names)}")
+            if item is None:  # a line of the URL file: named by its file and line
+                raise self.error(None, None, f"{spec.source}: {problem}")
+            if ":" in spec.source:  # a line of a url-file: the item, and the file's line
+                problem = f"{problem} (on {spec.source})"
+            raise self.error(item, at, problem)
 
     def program(self, i: int, node, settings: Settings, where: dict, default_give_up: str,
                 several: bool) -> tuple:

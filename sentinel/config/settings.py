@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sentinel.config.webhooks import from_environ as webhooks_from_environ
 from sentinel.config.webhooks import parse_url_file
-from sentinel.errors import EXIT_MEMORY_KILL_DEFAULT, UsageError
+from sentinel.errors import EXIT_MEMORY_KILL_DEFAULT, UsageError, mask_urls
 
 # --------------------------------------------------------------------------
 # Value grammars
@@ -444,6 +444,9 @@ def parse_webhook_url_file(text: str) -> tuple:
     the spawn: a bad file is exit 2 before anything starts). ``ValueError`` otherwise."""
     if not text.strip():
         raise ValueError("empty path; give a file with one webhook URL a line")
+    if "://" in text:  # os.path.abspath would fold it into /cwd/https:/... and echo it
+        raise ValueError("takes a path to a file holding the URL, not the URL (the URL is "
+                         "not shown); write the URL into a file, or set SENTINEL_WEBHOOK_URL")
     return parse_url_file(os.path.abspath(text))
 
 
@@ -1013,9 +1016,13 @@ def parse_settings(mode: str, argv: list[str], environ: dict[str, str] | None = 
 def _refuse_webhook_url(opts: list[str]) -> None:
     """A webhook URL on the command line would be readable by every user in
     /proc/PID/cmdline, and it carries the receiver's token: refuse it without echoing it."""
+    known = ("--webhook-url-file", "--webhook-timeout")
     for word in opts:
         name = word.split("=", 1)[0]
-        if name in ("--webhook-url", "--webhook", "--webhooks", "--webhook-urls"):
+        near = name.lower().replace("_", "-")  # --webhook_url, --Webhook-URI: near misses
+        if name not in known and near in known:
+            raise UsageError(f"{name}: no such option; did you mean {near}?")
+        if name not in known and near.startswith("--webhook"):
             raise UsageError(f"{name}: there is no such option: a URL on the command line is "
                              "readable by every user (/proc/PID/cmdline) and webhook URLs "
                              "carry tokens; set SENTINEL_WEBHOOK_URL, or list URLs in a file "
@@ -1103,7 +1110,8 @@ def is_true(text: str | None) -> bool:
 
 
 def die(message: str, code: int) -> None:
-    """Print one ``sentinel: error: ...`` line on stderr and exit with ``code``."""
-    sys.stderr.write(f"sentinel: error: {message}\n")
+    """Print one ``sentinel: error: ...`` line on stderr and exit with ``code``; a URL in
+    ``message`` is masked (``errors.mask_urls``: it may be a webhook's, with its token)."""
+    sys.stderr.write(f"sentinel: error: {mask_urls(message)}\n")
     sys.stderr.flush()
     raise SystemExit(code)

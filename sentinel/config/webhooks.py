@@ -52,17 +52,37 @@ class WebhookSpec:
     programs: tuple[str, ...] = ()
     queue: int = QUEUE_DEFAULT
     source: str = ""
+    # The environment variable the URL came from (SENTINEL_WEBHOOK_URL, a url-env's), if
+    # any: it is taken out of every spawned program's and hook's environment.
+    variable: str | None = None
+    # The words a URL-file line gave (format, name, ...), so that a config file's receiver
+    # keys never silently override them.
+    words: frozenset = field(default=frozenset(), compare=False, repr=False)
 
 
 def check_url(text: str, where: str) -> str:
-    """``text`` stripped if it is an http(s) URL with a host; else ``ValueError`` naming
-    ``where`` but never the URL (it holds a token)."""
+    """``text`` stripped if it is an http(s) URL that can be posted to: a host, a port of
+    1-65535 if given, no ``user:password@`` (urllib cannot send it: put the token in the
+    path or query), only ASCII (a non-ASCII host or path must be percent-encoded, or IDNA
+    for a host). Else ``ValueError`` naming ``where`` and what is wrong, never the URL (it
+    holds a token)."""
     url = text.strip()
-    if not _URL_RE.match(url):
+    m = _URL_RE.match(url)
+    hint = None
+    if not m:
         scheme = url.split(":", 1)[0] if ":" in url else ""
         hint = (f"the scheme {scheme!r} is not http or https" if scheme and
                 scheme.lower() not in ("http", "https") and len(scheme) < 10 else
                 "it needs to be http(s)://host[:port]/path without spaces")
+    elif m.group(2):
+        hint = ("it has a user:password@ part, which is not sent (urllib takes no userinfo); "
+                "put the token in the path or the query, as the receiver documents")
+    elif m.group(4) and not 1 <= int(m.group(4)[1:]) <= 65535:
+        hint = "its port is not 1-65535"
+    elif not url.isascii():
+        hint = ("it has non-ASCII characters; percent-encode them in the path and query "
+                "(%C3%A9 for é), and give the host in its IDNA form (xn--...)")
+    if hint:
         raise ValueError(f"{where}: not a webhook URL ({hint}; the URL is not shown, it "
                          "may hold a token)")
     return url
@@ -131,11 +151,16 @@ def parse_line(line: str, where: str) -> WebhookSpec | None:
     if not text:
         return None
     url, *words = text.split()
+    if "://" not in url and any("://" in w for w in words):
+        raise ValueError(f"{where}: the URL must come first on the line, then the "
+                         "KEY=VALUE words (the URL is not shown)")
+    url = check_url(url, where)
     kwargs: dict = {}
     for word in words:
         key, eq, value = word.partition("=")
         if not eq or key not in _WORDS:
-            raise ValueError(f"{where}: {word!r} is not a KEY=VALUE word; after the URL use "
+            shown = "a second URL" if "://" in word else repr(word)
+            raise ValueError(f"{where}: {shown} is not a KEY=VALUE word; after the URL use "
                              "format=json|text, events=alert,kill,oom,restart,gave-up, "
                              "name=NAME, programs=a,b, queue=N")
         if key in kwargs:
@@ -150,7 +175,7 @@ def parse_line(line: str, where: str) -> WebhookSpec | None:
             kwargs[key] = check_programs(value.split(","), where)
         else:
             kwargs[key] = check_queue(value, where)
-    return WebhookSpec(url=check_url(url, where), source=where, **kwargs)
+    return WebhookSpec(url=url, source=where, words=frozenset(kwargs), **kwargs)
 
 
 def parse_url_file(path: str) -> tuple[WebhookSpec, ...]:
@@ -179,23 +204,101 @@ def from_environ(env) -> tuple[WebhookSpec, ...]:
     raw = env.get(ENV_VARIABLE, "")
     if not raw.strip():
         return ()
-    return (WebhookSpec(url=check_url(raw, ENV_VARIABLE), source=ENV_VARIABLE),)
+    return (WebhookSpec(url=check_url(raw, ENV_VARIABLE), source=ENV_VARIABLE,
+                        variable=ENV_VARIABLE),)
+
+
+def child_environ(base, specs) -> dict[str, str]:
+    """``base`` (Sentinel's environment, a mapping) without the variables that hold a
+    webhook URL: ``SENTINEL_WEBHOOK_URL`` and each ``url-env`` of ``specs``
+    (``WebhookSpec.variable``). What every spawned program and pre-kill hook gets: a
+    workload or a hook that prints its environment (``env``, a crash report) must not
+    carry a receiver's token to the log, an Event or a termination message."""
+    drop = {ENV_VARIABLE} | {s.variable for s in specs if getattr(s, "variable", None)}
+    return {k: v for k, v in base.items() if k not in drop}
+
+
+def workload_environ(specs, base=None) -> dict[str, str] | None:
+    """``child_environ(base, specs)`` for ``spawn(environ=...)``, or ``None`` (the spawn's
+    default: Sentinel's environment as it is, no copy) when ``base`` (default
+    ``os.environ``) holds none of those variables."""
+    import os
+
+    env = os.environ if base is None else base
+    if ENV_VARIABLE not in env and not any(getattr(s, "variable", None) in env
+                                           for s in specs):
+        return None
+    return child_environ(env, specs)
+
+
+# Words of URL paths that are not secret (a receiver's documented path), and would
+# garble ordinary log lines if redacted: never registered on their own.
+COMMON_WORDS = frozenset({
+    "services", "webhook", "webhooks", "sentinel", "incoming", "triggers", "workflows",
+    "workflow", "notify", "notifications", "messages", "channels", "default", "alerts",
+    "alertmanager", "api", "hooks", "hook", "v1", "v2", "true", "false", "json", "text",
+    "integrations", "events", "prometheus", "callback", "receiver", "receivers",
+    "powerautomate", "automation", "manual", "paths", "invoke", "trigger", "chat",
+    "spaces", "message", "generic", "endpoint", "endpoints", "production", "staging",
+})
+# A path segment shorter than this is never registered alone (``/sentinel``, ``/api``,
+# ``/v1`` would redact words of ordinary lines and tracebacks); the whole URL and its
+# path with the query still are.
+SEGMENT_MIN_CHARS = 8
+QUERY_VALUE_MIN_CHARS = 6
+
+
+def _own_paths() -> str:
+    """Sentinel's own paths (its package, the interpreter, the working directory): a
+    segment found in them is no secret, and redacting it would garble tracebacks."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return "\n".join((here, sys.prefix, sys.executable or "", os.getcwd()))
 
 
 def secrets_of(url: str) -> list[str]:
-    """The parts of ``url`` that must never be logged: the URL itself, its path with the
-    query (a server's error body often echoes it: "Cannot POST /hooks/T0/B0/XXXX") and
-    any password; empty or trivial parts (``/``) are left out."""
-    out = [url]
-    m = _URL_RE.match(url)
-    if m:
-        rest = m.group(5) or ""
-        if len(rest) > 1:
-            out.append(rest)
-            path = rest.split("?", 1)[0]
-            if len(path) > 1 and path != rest:
-                out.append(path)
-        userinfo = (m.group(2) or "")[:-1]
-        if userinfo:
-            out.append(userinfo)
+    """The parts of ``url`` that must never be shown, each also in its percent-decoded
+    (``urllib.parse.unquote``) form: the URL itself; its path with the query (a server's
+    error body often echoes it: "Cannot POST /hooks/T0/B0/XXXX") when that holds one of
+    the following; each query value of ``QUERY_VALUE_MIN_CHARS``+ characters; each path
+    segment of ``SEGMENT_MIN_CHARS``+ characters; and any password. A piece that is a
+    ``COMMON_WORDS`` word, or appears in Sentinel's own paths, is left out, and so is a
+    path made only of such pieces (``/sentinel``): redacting it would garble ordinary log
+    lines. Imports ``urllib.parse``: call it after the spawn."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    own = _own_paths()
+
+    def plausible(piece: str, least: int) -> bool:
+        return len(piece) >= least and piece.lower() not in COMMON_WORDS and piece not in own
+
+    pieces = [url]
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a bad port or bracket: the whole URL is all we can name
+        parts, password = None, None
+    if parts is not None:
+        segments = [p for p in parts.path.split("/") if plausible(unquote(p),
+                                                                  SEGMENT_MIN_CHARS)]
+        values = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)
+                  if plausible(v, QUERY_VALUE_MIN_CHARS)]
+        raw_values = [v.split("=", 1)[1] for v in parts.query.split("&") if "=" in v]
+        values += [v for v in raw_values if plausible(unquote(v), QUERY_VALUE_MIN_CHARS)]
+        if segments or values:
+            rest = parts.path + (f"?{parts.query}" if parts.query else "")
+            if len(rest) > 1:
+                pieces.append(rest)
+            if parts.query and segments:
+                pieces.append(parts.path)
+        pieces += segments + values
+        if password:
+            pieces.append(password)
+    out: list[str] = []
+    for piece in pieces:
+        for form in (piece, unquote(piece)):
+            if form and form not in out:
+                out.append(form)
     return out

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sentinel import logs
+
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 4096  # a longer line is refused and the client disconnected
 
@@ -59,6 +61,15 @@ class Reply:
     data: bytes
     ok: bool
     close: bool = False
+
+    def __post_init__(self) -> None:
+        # Every reply leaves through here: a registered secret (a webhook URL, e.g. in a
+        # pre-kill hook's output in the kill record) never reaches a client.
+        if logs.secrets_registered():
+            text = self.data.decode("utf-8", "surrogateescape")
+            clean = logs.redact(text)
+            if clean != text:
+                object.__setattr__(self, "data", clean.encode("utf-8", "surrogateescape"))
 
 
 def error_reply(code: str, message: str, command: str | None = None,

@@ -43,6 +43,7 @@ from typing import Callable
 
 from sentinel import logs
 from sentinel.config.settings import Settings, signal_name
+from sentinel.config.webhooks import child_environ
 from sentinel.core import kernel
 from sentinel.core.init import Init, exit_code_of
 from sentinel.core.spawn import Child, spawn
@@ -312,7 +313,11 @@ class Group:
             out, err = relays[0].write_fd, relays[1].write_fd  # a fresh pipe each run
         user = (spec.uid, spec.gid, tuple(spec.groups)) if spec.uid is not None else None
         try:
-            child = spawn(spec.command, self.original_mask, environ=spec.environ(self.environ),
+            # Without the variables of the webhook URLs (SENTINEL_WEBHOOK_URL, url-env:),
+            # also of a file reloaded since; the program's own env: still applies.
+            base = child_environ(self.environ, tuple(self.settings.webhooks)
+                                 + tuple(self.config.settings.webhooks))
+            child = spawn(spec.command, self.original_mask, environ=spec.environ(base),
                           cwd=spec.cwd or self._cwd, stdout_fd=out, stderr_fd=err, user=user)
         finally:
             for relay in relays or ():

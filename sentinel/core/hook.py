@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from sentinel import logs
 from sentinel.core.spawn import spawn
 from sentinel.logs import LOGGER_NAME
 
@@ -47,6 +48,16 @@ def truncate_utf8(data: bytes, most: int) -> str:
     than ``most`` bytes plus replacements' growth (each bad byte becomes 3)."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     return decoder.decode(data[:most], final=len(data) <= most)
+
+
+def reported_output(data: bytes) -> bytes:
+    """``data`` (the hook's kept output) with every registered secret (``logs.redact``:
+    the webhook URLs) replaced, before any cut: the hook may print its environment or a
+    config, and its output goes to the log, the Event, the termination message, ``status``
+    and the webhooks. Invalid UTF-8 is replaced (U+FFFD) when anything is registered."""
+    if not logs.secrets_registered():
+        return data
+    return logs.redact(data.decode("utf-8", "replace")).encode()
 
 
 @dataclass
@@ -76,7 +87,7 @@ class HookResult:
         4 KiB, UTF-8 safe), ``output_bytes``, ``dropped_bytes``, ``pid``, ``error``."""
         return {"command": list(self.command), "exit_code": self.exit_code,
                 "timed_out": self.timed_out, "seconds": round(self.seconds, 3),
-                "output": truncate_utf8(self.output, OUTPUT_REPORTED_BYTES),
+                "output": truncate_utf8(reported_output(self.output), OUTPUT_REPORTED_BYTES),
                 "output_bytes": self.output_bytes, "dropped_bytes": self.dropped_bytes,
                 "pid": self.pid, "error": self.error}
 

@@ -49,6 +49,7 @@ from sentinel.core.sampling_side import SamplingSide
 from sentinel.core.spawn import Child, spawn
 from sentinel.errors import EXIT_NOT_ENDED, StateError
 from sentinel import logs
+from sentinel.config.webhooks import workload_environ
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.probes.tree import CgroupProbe, TreeProbe, status_field, walk_period_for
 from sentinel.core.state import (
@@ -508,7 +509,9 @@ class Supervisor:
                     child = self.launcher()
                 else:
                     child = spawn(self.settings.command, self.original_mask,
-                                  tty_fd=self._tty_fd, cwd=self._workload_cwd)
+                                  tty_fd=self._tty_fd, cwd=self._workload_cwd,
+                                  environ=workload_environ(getattr(self.settings,
+                                                                   "webhooks", ())))
         except Exception as exc:  # SpawnError: the binary vanished; nothing left to run
             self.emit("exited", f"{'start' if first else 'restart'} failed: {exc}",
                       logging.ERROR)
@@ -1214,7 +1217,11 @@ class Supervisor:
         from sentinel.core.hook import PreKillHook, hook_environment
 
         timeout = pre_kill_hook_timeout(self.settings)
-        env = hook_environment(os.environ, pid=self.child.pid, pids=kill.pids,
+        from sentinel.config.webhooks import child_environ
+
+        # Without the webhook URLs' variables: the hook's output is reported everywhere.
+        env = hook_environment(child_environ(os.environ, getattr(self.settings, "webhooks", ())),
+                               pid=self.child.pid, pids=kill.pids,
                                program=self.state.program, measure=kill.measure,
                                value_bytes=kill.value_bytes, limit_bytes=kill.limit_bytes,
                                reason=kill.reason)
@@ -1267,7 +1274,9 @@ class Supervisor:
         size = f"{result.output_bytes} bytes of output"
         if result.dropped_bytes:
             size += f", {result.dropped_bytes} dropped beyond the first {len(result.output)}"
-        text = result.output.decode("utf-8", "replace").rstrip("\n")
+        from sentinel.core.hook import reported_output  # redacted before lines are cut
+
+        text = reported_output(result.output).decode("utf-8", "replace").rstrip("\n")
         lines = text.split("\n") if text else []
         # Line by line, bounded: the log's queue (1000 lines) must not drop the rest.
         for line in lines[:_HOOK_LOG_LINES]:

@@ -27,10 +27,13 @@ pkg/apis/core/validation/events.go).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
 from dataclasses import dataclass
+
+from sentinel import logs
 
 from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, REASON_OPERATOR, Event
 from sentinel.logs import fmt_bytes
@@ -206,6 +209,9 @@ def record_for(event: Event, workload: str, *, multi: bool = False) -> Record | 
     starts with ``"<program>: "``. Sentinel's own events (``program`` "") are as
     they were: no prefix, no program."""
     program = event.program
+    if logs.secrets_registered():  # redacted before any cut: never half a secret
+        event = dataclasses.replace(event, message=logs.redact(event.message),
+                                    fields=logs.redact_obj(event.fields))
     rec = _record(event, program or workload)
     if rec is None or not program:
         return rec

@@ -21,9 +21,11 @@ code.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
+from sentinel import logs
 from sentinel.logs import LOGGER_NAME, fmt_bytes
 from sentinel.core.state import REASON_KERNEL_OOM, REASON_MEMORY, REASON_OPERATOR, Event
 from sentinel.exporters.event_bodies import kernel_oom_note
@@ -169,6 +171,9 @@ class TerminationLog:
         return self.workload
 
     def __call__(self, event: Event) -> None:
+        if logs.secrets_registered():  # redacted before the message is cut to 4 KiB
+            event = dataclasses.replace(event, message=logs.redact(event.message),
+                                        fields=logs.redact_obj(event.fields))
         program = event.program or self.workload
         if event.kind == "kernel_oom_kill":
             self.kills += 1

@@ -47,6 +47,9 @@ MAX_BACKOFF_SECONDS = 4.0
 # At exit (after the linger, if there was one), how long all receivers together may
 # still take to post what is queued: a dead receiver delays the exit by at most this.
 FLUSH_SECONDS = 1.0
+# Of a receiver's error answer: what is read (and redacted), and what is kept of it.
+DETAIL_READ_BYTES = 4096
+DETAIL_CHARS = 200
 # What a text message may hold: chat receivers cut long messages anyway.
 TEXT_MAX_CHARS = 1000
 # The failure reasons of sentinel_webhook_failed_total{reason}.
@@ -160,8 +163,8 @@ def text_body(event: Event, ctx: Context, cls: str) -> dict:
     if ctx.pod:
         where += f" ({ctx.namespace}/{ctx.pod})" if ctx.namespace else f" ({ctx.pod})"
     word = "DRY-RUN" if is_dry_run(event) else severity(event, cls).upper()
-    text = " ".join(f"{word} {where}: {message_of(event)}".split())
-    if len(text) > TEXT_MAX_CHARS:
+    text = logs.redact(" ".join(f"{word} {where}: {message_of(event)}".split()))
+    if len(text) > TEXT_MAX_CHARS:  # cut after the redaction: never half a secret
         text = text[:TEXT_MAX_CHARS - 3] + "..."
     return {"text": text}
 
@@ -255,7 +258,10 @@ class Receiver:
         except urllib.error.HTTPError as exc:
             status = exc.code
             try:
-                detail = " ".join(exc.read(200).decode("utf-8", "replace").split())
+                # Redacted before it is cut: a cut through an echoed URL would leave a
+                # piece of it that no registered secret matches any more.
+                body = exc.read(DETAIL_READ_BYTES).decode("utf-8", "replace")
+                detail = logs.redact(" ".join(body.split()))[:DETAIL_CHARS]
             except Exception:
                 detail = ""
             finally:
@@ -291,7 +297,7 @@ class Receiver:
                    "the receiver is slow or down")
             log.warning("webhook %s: a message was not delivered%s: %s (%s); %s. Kills are "
                         "not delayed (reported once per reason)", self.name, retried,
-                        " ".join(str(exc).split())[:300], reason, why,
+                        logs.redact(" ".join(str(exc).split()))[:300], reason, why,
                         extra={"event": "webhook_failed", "receiver": self.name,
                                "reason": reason})
 
@@ -359,7 +365,9 @@ class WebhookNotifier:
             if data is None:
                 body = text_body(event, self.ctx, cls) if fmt == "text" else \
                     json_body(event, self.ctx, cls)
-                data = by_format[fmt] = json.dumps(body, default=str).encode()
+                # Redacted as a whole: a hook's output or an error text in the fields
+                # must not carry a receiver's URL to another receiver.
+                data = by_format[fmt] = logs.redact(json.dumps(body, default=str)).encode()
             receiver.submit(data)
 
     def status(self) -> list[dict]:
