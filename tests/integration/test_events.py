@@ -46,7 +46,7 @@ def logs_of(s: Running, kind: str) -> list[dict]:
 def warnings_of(s: Running) -> list[dict]:
     return [rec for rec in s.logs() if rec.get("level") == "warning"
             and rec.get("event") not in ("limit_crossed", "signal_sent", "exited",
-                                         "restart_scheduled", "restart_limit")]
+                                         "restart_scheduled", "restart_limit", "alert")]
 
 
 def run_leak(start_sentinel, tmp_path, api, *args: str, extra_env=None) -> Running:

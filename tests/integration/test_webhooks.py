@@ -17,8 +17,9 @@ from tests.conftest import PY, LEAKER, leaker, wait_until
 from tests.fakes.receiver import Receiver
 from tests.integration.test_prometheus import free_port, get
 
+# The alert rules off: their warning before the kill is posted too (tested elsewhere).
 COMMON = ["--no-metrics", "--no-socket", "--log-format", "json", "--grace-period", "1s",
-          "--max-rss", "60Mi"]
+          "--max-rss", "60Mi", "--warn-at", "none", "--predict-within", "none"]
 TOKEN = "xoxb-T0KEN-9f8e7d"  # in every receiver's path and query
 LINGER = 5.0
 
@@ -238,3 +239,24 @@ def test_bad_receivers_are_exit_2_before_the_spawn_and_never_echo_the_url(tmp_pa
         assert line.startswith("sentinel: error: ") and said in line, line
         assert TOKEN not in p.stderr and "Traceback" not in p.stderr
         assert not marker.exists()
+
+
+def test_a_leakers_warning_and_prediction_reach_the_receiver_before_its_kill(start_sentinel):
+    with Receiver() as r:
+        env = {"SENTINEL_WEBHOOK_URL": r.url(f"/ok/json/{TOKEN}"), "NO_PROXY": "127.0.0.1",
+               "no_proxy": "127.0.0.1"}
+        s = start_sentinel(["--no-metrics", "--no-socket", "--log-format", "json",
+                            "--max-rss", "80Mi", "--grace-period", "1s", "--leak-window", "4s",
+                            "--predict-within", "1m", "--interval", "50ms", "--",
+                            *leaker("--rate", "8", "--quiet")], env=env)
+        assert s.wait(40) == 143
+        r.wait_for(lambda: any(b["kind"] == "kill_finished" for b in r.bodies("/ok/json/")),
+                   10, "the kill's end")
+        bodies = r.bodies("/ok/json/")
+        kinds = [(b["kind"], b.get("rule"), b.get("state")) for b in bodies]
+        first_kill = kinds.index(("signal_sent", None, None))
+        before = kinds[:first_kill]
+        assert ("alert", "warning", "firing") in before, kinds
+        assert ("alert", "prediction", "firing") in before, kinds
+        prediction = next(b for b in bodies if b.get("rule") == "prediction")
+        assert prediction["fields"]["seconds_to_limit"] > 0
