@@ -131,17 +131,17 @@ class PreKillHook:
         started (not found, not executable: ``result.error``, ``exit_code`` 127/126);
         ``on_result`` is then called at once, ``on_ended`` not."""
         self._started = self.clock()
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # EMFILE/ENFILE: reported like a spawn failure, and done,
+            # so the next kill tries again (never "the previous one is still running")
+            return self._not_started(f"no pipe for its output: {exc}", 127)
         try:
             child = spawn(self.command, self.original_mask, environ=self.environ,
                           stdout_fd=write_fd, stderr_fd=write_fd)
         except Exception as exc:  # SpawnError; the kill proceeds without evidence
             os.close(read_fd)
-            self.result.error = str(exc)
-            self.result.exit_code = getattr(exc, "exit_code", 127)
-            self.done = self.ended = True
-            self.on_result(self.result)
-            return False
+            return self._not_started(str(exc), getattr(exc, "exit_code", 127))
         finally:
             os.close(write_fd)  # the hook holds the only write end now
         self.pid = self.result.pid = child.pid
@@ -150,6 +150,14 @@ class PreKillHook:
         self.loop.add_reader(read_fd, self._read)
         self._timer = self.loop.call_later(self.timeout_seconds, self._time_out)
         return True
+
+    def _not_started(self, error: str, exit_code: int) -> bool:
+        self.result.error = error
+        self.result.exit_code = exit_code
+        self.result.seconds = self.clock() - self._started
+        self.done = self.ended = True
+        self.on_result(self.result)
+        return False
 
     def _read(self) -> None:
         for _ in range(_READS_PER_WAKEUP):

@@ -1230,9 +1230,9 @@ class Supervisor:
                            on_ended=self._as_program_call(ended),
                            on_result=self._as_program_call(
                                lambda result: self._hook_result(kill, result)))
-        self._hook = hook
-        if not hook.start():
+        if not hook.start():  # reported (on_result); the next kill tries again
             return None
+        self._hook = hook  # only a started hook: one that never ran is never "running"
         self.init.helpers[hook.pid] = self._as_program_call(hook.reaped)
         log.info("pre-kill hook %r started as pid %d for pid %d (at most %.1fs; SIGTERM "
                  "after it)", shlex.join(command), hook.pid, self.child.pid, timeout,

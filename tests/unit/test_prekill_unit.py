@@ -241,3 +241,33 @@ def test_a_dry_run_kill_is_no_last_kill_in_the_state_file():
     doc = json.loads(render({}, [st], None))
     assert doc["last_kill_timestamp_seconds"] is None
     assert doc["last_kill_timestamp_seconds_by_program"] == {}
+
+
+def test_a_hook_without_a_pipe_is_reported_and_the_next_kill_tries_it_again(
+        monkeypatch, caplog):
+    """One EMFILE must not disable the hook for good: the failure is the hook's report
+    (``pre_kill_hook``, exit code 127, the error), and the next kill starts it again
+    rather than waiting for "the previous one (pid None)" forever."""
+    import errno
+    import logging
+
+    from sentinel.core import hook
+    from tests.unit.test_guardian_clock import make
+
+    calls = []
+
+    def no_pipe(flags):
+        calls.append(flags)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(hook.os, "pipe2", no_pipe)
+    g, loop, _ = make(grace_period_seconds=3.0, pre_kill_hook=("py-spy", "dump"))
+    loop.advance(2.0)  # the crossing: the hook fails, the SIGTERM goes at once
+    assert [s for _, s in g.sent] == [signal.SIGTERM] and len(calls) == 1
+    reports = [e for e in g.state.events if e.kind == "pre_kill_hook"]
+    assert len(reports) == 1 and reports[0].fields["exit_code"] == 127
+    assert "Too many open files" in reports[0].fields["error"]
+    with caplog.at_level(logging.WARNING):
+        assert g._start_hook(g.state.current_kill) is None  # the next kill: tried again
+    assert len(calls) == 2
+    assert "still running" not in caplog.text
