@@ -303,7 +303,8 @@ def test_dry_run_reports_every_step_and_sends_nothing(start_sentinel, tmp_path, 
         subprocess.run([*SENTINEL, "limit", size], env=env, check=True, capture_output=True,
                        timeout=30)
         if size == "200Mi":
-            wait_until(lambda: events_of(s, "dry_run_rearmed"), 5, what="re-armed")
+            # re-armed once below 95 % of the limit for 3 s (the grace period is 1 s)
+            wait_until(lambda: events_of(s, "dry_run_rearmed"), 10, what="re-armed")
     wait_until(lambda: len(events_of(s, "limit_crossed")) == 2, 5, what="a second report")
     status = subprocess.run([*SENTINEL, "status"], env=env, capture_output=True, text=True,
                             timeout=30)
@@ -311,6 +312,29 @@ def test_dry_run_reports_every_step_and_sends_nothing(start_sentinel, tmp_path, 
     assert "DRY RUN (memory kills are reported, no signal is sent)" in phase, status.stdout
     assert "DRY RUN, would have sent SIGTERM then SIGKILL" in status.stdout
     # The shutdown is real.
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
+def test_a_dry_run_around_its_limit_reports_one_kill_not_a_storm(start_sentinel, tmp_path):
+    """A workload oscillating around its limit (tests/children/sawtooth.py: 0 to 40 MiB
+    over each 0.4 s, above a 30 MiB limit in every cycle, back to its floor after it)
+    under --dry-run with a hook: a real run would have killed once, so the dry run
+    reports once over 16 cycles (one limit_crossed, one kill, one hook run), not once
+    per dip below the limit."""
+    runs = tmp_path / "hook-runs"
+    s = start_sentinel([*COMMON, "--no-metrics", "--max-rss", "30Mi", "--grace-period", "1s",
+                        "--interval", "20ms", "--dry-run",
+                        *hook(f"echo run >> {runs}"), "--",
+                        PY, str(Path(__file__).resolve().parents[1] / "children" / "sawtooth.py"),
+                        "--amplitude", "40", "--period", "0.4", "--tick"])
+    s.expect("cycle 16", timeout=30)  # ~6 s: the kill's 1 s and 5 s of oscillation after it
+    assert len(events_of(s, "kill_finished")) == 1, s.stderr()[-3000:]
+    assert len(events_of(s, "limit_crossed")) == 1
+    assert [e["signal"] for e in events_of(s, "signal_sent")] == ["SIGTERM", "SIGKILL"]
+    assert len(events_of(s, "pre_kill_hook")) == 1
+    assert runs.read_text() == "run\n"
+    assert not events_of(s, "dry_run_rearmed")  # it never stayed below 95 % for 3 s
     s.signal(signal.SIGTERM)
     assert s.wait() == 143
 
