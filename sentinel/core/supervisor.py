@@ -1264,7 +1264,8 @@ class Supervisor:
                            timeout_seconds=timeout, clock=self._clock,
                            on_ended=self._as_program_call(ended),
                            on_result=self._as_program_call(
-                               lambda result: self._hook_result(kill, result)))
+                               lambda result: self._hook_result(kill, result)),
+                           helpers=self.init.helpers)
         if not hook.start():  # reported (on_result); the next kill tries again
             return None
         self._hook = hook  # only a started hook: one that never ran is never "running"

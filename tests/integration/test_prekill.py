@@ -217,6 +217,61 @@ def test_the_hook_never_counts_in_the_workloads_memory(start_sentinel, tmp_path)
     assert s.wait() == 137
 
 
+def test_a_hooks_child_that_leaves_its_session_is_the_hooks_and_dies_with_it(
+        start_sentinel, tmp_path):
+    """A hook whose child escapes with setsid and is reparented to Sentinel (its parent
+    exits at once) while the hook runs on: that child's 80 MiB never count in the
+    workload's measure, and it is SIGKILLed when the hook exits (not left to count in
+    the next run's measure)."""
+    port = free_port()
+    marker = tmp_path / "stray.pid"
+    stray = tmp_path / "stray.py"
+    stray.write_text("import os, sys, time\n"
+                     "b = bytearray(80 * 2**20)\n"
+                     "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                     "time.sleep(60)\n")
+    s = start_sentinel([*COMMON, "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+                        "--max-rss", "30Mi", "--grace-period", "5s", "--interval", "20ms",
+                        "--pre-kill-hook-timeout", "4s", "--dry-run",
+                        *hook(f"sh -c \"setsid {PY} {stray} {marker} &\"; "
+                              f"while [ ! -s {marker} ]; do sleep 0.05; done; sleep 1"),
+                        "--", *leaker("--rate", "100", "--quiet", "--max", "40")])
+    pid = int(wait_until(lambda: marker.exists() and marker.read_text(), 10,
+                         what="the stray's 80 MiB allocated"))
+    assert session_members(pid) == [pid]  # its own session: out of the hook's group
+    wait_until(lambda: events_of(s, "pre_kill_hook_stray"), 2, what="the stray found")
+    # The hook still runs (~1 s): the next samples, every 20 ms, without the stray's 80 MiB.
+    for _ in range(5):
+        text = scrape(port)
+        value = sample_value(text, "sentinel_workload_memory_bytes")
+        assert value is not None and value < 70 * 2**20, value
+        assert sample_value(text, "sentinel_workload_processes") == 1
+        time.sleep(0.05)
+    assert proc_state(pid) not in (None, "Z"), "the stray must live while the hook runs"
+    wait_until(lambda: events_of(s, "pre_kill_hook"), 10, what="the hook's end")
+    wait_until(lambda: proc_state(pid) is None, 2, what="the stray killed and reaped")
+    [stray_event] = events_of(s, "pre_kill_hook_stray")
+    assert stray_event["pid"] == pid
+    assert not events_of(s, "orphan") and not events_of(s, "orphan_unattributed")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
+def test_a_hooks_background_child_is_killed_when_the_hook_exits(start_sentinel, tmp_path):
+    """``sleep 30 &`` in a hook that exits at once: the sleep (in the hook's process
+    group) is SIGKILLed at the hook's exit, not left running as Sentinel's orphan."""
+    marker = tmp_path / "bg.pid"
+    s = start_sentinel([*COMMON, "--no-metrics", "--max-rss", "30Mi", "--grace-period", "5s",
+                        "--interval", "20ms", "--dry-run",
+                        *hook(f"sleep 30 & echo $! > {marker}"),
+                        "--", *leaker("--rate", "100", "--quiet", "--max", "40")])
+    wait_until(lambda: events_of(s, "pre_kill_hook"), 10, what="the hook's end")
+    pid = int(marker.read_text())
+    wait_until(lambda: proc_state(pid) is None, 2, what="the hook's sleep killed and reaped")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
 # ------------------------------------------------------------------------------ bad input
 
 def test_a_hook_timeout_not_below_the_grace_period_is_refused(tmp_path):
