@@ -11,7 +11,8 @@ issue 11's contract. Every rule has hysteresis, so it fires once and resolves on
   growth_rate``, the estimator the sampler steers by, over a longer window) at least
   ``leak_min_rate_bytes_per_second``, and sustained: the floor (the lowest sample) of
   the window's last quarter rises from the floor of its first quarter at least half as
-  fast as that growth. A leak is memory nothing frees, so its floor rises; a garbage collector's
+  fast as that growth, and by more than the typical rise between two samples (the
+  floor's resolution). A leak is memory nothing frees, so its floor rises; a garbage collector's
   sawtooth has a flat floor (for periods up to a quarter of the window), and a one-off
   spike moves neither the median of slopes nor a floor. Resolves when the growth
   stayed below half the minimum rate for a whole window. Works without a limit.
@@ -31,6 +32,7 @@ The history keeps at most ``MAX_POINTS`` points per window (one every
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -96,21 +98,51 @@ class Figures:
     growth_bytes_per_second: float | None = None
     floor_growth_bytes_per_second: float | None = None
     seconds_to_limit: float | None = None
+    # The floor's rise over the window (bytes) and its resolution (floor_step), for
+    # _sustained: a rise within one sampling step is the sampling's, not the workload's.
+    floor_rise_bytes: float | None = None
+    floor_step_bytes: float | None = None
+
+
+def floor_rise(points: list[tuple[float, int]]) -> tuple[int, float] | None:
+    """How much the floor of ``(seconds, bytes)`` points (time order) rises: the lowest
+    value of the last quarter of their time span minus that of the first quarter
+    (bytes), and the time between the quarters' middles (seconds, 3/4 of the span).
+    ``None`` with fewer than 4 points, no time span, or a quarter without a point.
+
+    Quarters of *time*, not of the points: the sampler samples faster near the limit
+    (sampler.relaxed_interval, next_interval), so a sawtooth's tops hold more points
+    than its troughs, and the last quarter of the points may be shorter than a period
+    and miss the last trough: a flat floor seen rising."""
+    if len(points) < 4:
+        return None
+    t0, t1 = points[0][0], points[-1][0]
+    quarter = (t1 - t0) / 4
+    if quarter <= 0:
+        return None
+    first = [v for t, v in points if t <= t0 + quarter]
+    last = [v for t, v in points if t >= t1 - quarter]
+    if not first or not last:
+        return None
+    return min(last) - min(first), 3 * quarter
 
 
 def floor_growth(points: list[tuple[float, int]]) -> float | None:
-    """How fast the floor of ``(seconds, bytes)`` points rises, bytes/second: the lowest
-    value of the last quarter minus that of the first quarter, over the time between
-    the quarters' middles. ``None`` with fewer than 4 points or no time between them."""
-    n = len(points)
-    if n < 4:
-        return None
-    q = n // 4
-    first, last = points[:q], points[-q:]
-    dt = (last[0][0] + last[-1][0]) / 2 - (first[0][0] + first[-1][0]) / 2
-    if dt <= 0:
-        return None
-    return (min(v for _, v in last) - min(v for _, v in first)) / dt
+    """How fast the floor of ``(seconds, bytes)`` points rises, bytes/second
+    (``floor_rise`` over its time). ``None`` as ``floor_rise``."""
+    rise = floor_rise(points)
+    return None if rise is None else rise[0] / rise[1]
+
+
+def floor_step(points: list[tuple[float, int]]) -> float:
+    """The floor's resolution, bytes: the median rise between two consecutive points
+    that rise (0 when none does). A quarter's lowest sample is above the true trough
+    by up to about one such step (the first sample after a collection lands anywhere
+    on the ramp's first step), so two floors differ by up to that much on a flat
+    floor: a sawtooth's ramp steps (its slope times the sampling period), a leak's
+    allocation chunks. The median, so a one-off spike does not count."""
+    ups = [b - a for (_, a), (_, b) in zip(points, points[1:]) if b > a]
+    return float(statistics.median(ups)) if ups else 0.0
 
 
 def _duration(seconds: float) -> str:
@@ -176,10 +208,10 @@ class Rules:
             self.figures = self._figures(now, value, limit)
         elif warm and self.figures.growth_bytes_per_second is not None:
             # Between kept points the growth stands; the distance to the limit moves.
-            self.figures = Figures(self.figures.growth_bytes_per_second,
-                                   self.figures.floor_growth_bytes_per_second,
-                                   self._to_limit(value, limit,
-                                                  self.figures.growth_bytes_per_second))
+            f = self.figures
+            self.figures = Figures(f.growth_bytes_per_second, f.floor_growth_bytes_per_second,
+                                   self._to_limit(value, limit, f.growth_bytes_per_second),
+                                   f.floor_rise_bytes, f.floor_step_bytes)
         out: list[Transition] = []
         for rule in RULES:
             t = getattr(self, "_" + rule)(value, limit)
@@ -194,7 +226,10 @@ class Rules:
                 or now - self._started < self.settings.leak_window_seconds / 2):
             return Figures()
         growth = sampler.growth_rate(pts)
-        return Figures(growth, floor_growth(pts), self._to_limit(value, limit, growth))
+        rise = floor_rise(pts)
+        return Figures(growth, None if rise is None else rise[0] / rise[1],
+                       self._to_limit(value, limit, growth),
+                       None if rise is None else rise[0], floor_step(pts))
 
     @staticmethod
     def _to_limit(value: int, limit: int | None, growth: float | None) -> float | None:
@@ -204,11 +239,16 @@ class Rules:
 
     def _sustained(self) -> bool:
         """The growth is a leak's: the floor rises at least half as fast as the median
-        slope (a sawtooth's floor stays flat while its slopes may lean up)."""
+        slope (a sawtooth's floor stays flat while its slopes may lean up), and by more
+        than the floor's resolution (``floor_step``): a garbage collector's sawtooth,
+        sampled a few times a period, shows floors a ramp step apart, and its median
+        slope wanders as far as the threshold with only half a window of history."""
         f = self.figures
         return (f.growth_bytes_per_second is not None and f.growth_bytes_per_second > 0
                 and f.floor_growth_bytes_per_second is not None
-                and f.floor_growth_bytes_per_second >= f.growth_bytes_per_second / 2)
+                and f.floor_growth_bytes_per_second >= f.growth_bytes_per_second / 2
+                and f.floor_rise_bytes is not None and f.floor_step_bytes is not None
+                and f.floor_rise_bytes > f.floor_step_bytes)
 
     # ------------------------------------------------------------------ rules
     def _fields(self, rule: str, state: str, value: int | None, limit: int | None) -> dict:

@@ -40,6 +40,15 @@ OUTPUT_REPORTED_BYTES = 4 * 1024
 _READ_CHUNK = 16 * 1024
 # Read passes per readable wake-up: a hook that floods its pipe cannot hold the loop.
 _READS_PER_WAKEUP = 8
+# Set in the hook's environment to a token of this run: a process that left the hook's
+# session and process group (``setsid cmd &``) and was reparented to Sentinel when its
+# parent exited is still known as the hook's by its inherited environment
+# (/proc/<pid>/environ, read once per new direct child of Sentinel while the hook runs).
+HOOK_ID_VARIABLE = "SENTINEL_PRE_KILL_HOOK_ID"
+# How often, while the hook runs, Sentinel's direct children are checked for the hook's
+# strays (and once more when it is reaped): a reparented stray is counted in a program's
+# tree at most this long. A hook lives at most its timeout (seconds).
+STRAY_SCAN_SECONDS = 0.1
 
 
 def truncate_utf8(data: bytes, most: int) -> str:
@@ -92,6 +101,33 @@ class HookResult:
                 "pid": self.pid, "error": self.error}
 
 
+def _children(pid: int, proc: str = "/proc") -> list[int]:
+    """Direct children of ``pid`` over all its threads (``/proc/<pid>/task/*/children``);
+    empty if it is gone."""
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{proc}/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _has_token(pid: int, needle: bytes, proc: str = "/proc") -> bool:
+    """Whether ``pid``'s initial environment (``/proc/<pid>/environ``) holds ``needle``
+    (``NAME=value``). False if it is gone or unreadable."""
+    try:
+        with open(f"{proc}/{pid}/environ", "rb") as f:
+            return needle in b"\0" + f.read()
+    except OSError:
+        return False
+
+
 def hook_environment(base, *, pid: int, pids, program: str, measure: str,
                      value_bytes: int | None, limit_bytes: int | None, reason: str) -> dict:
     """``base`` (Sentinel's environment) plus what the hook is about: ``SENTINEL_PID``
@@ -119,7 +155,8 @@ class PreKillHook:
     def __init__(self, command: tuple[str, ...], environ: dict, original_mask: set[int], *,
                  loop, timeout_seconds: float, on_ended: Callable[[], None],
                  on_result: Callable[[HookResult], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 helpers: dict | None = None) -> None:
         self.command = tuple(command)
         self.environ = environ
         self.original_mask = original_mask
@@ -136,23 +173,32 @@ class PreKillHook:
         self._fd: int | None = None
         self._timer = None
         self._status: int | None = None
+        # The hook's strays: Sentinel's direct children that carry this run's token (see
+        # HOOK_ID_VARIABLE), registered in ``helpers`` (the init's: excluded from every
+        # program's tree, their status routed here) and SIGKILLed with the hook.
+        self.helpers: dict | None = helpers
+        self.token = os.urandom(8).hex()
+        self.strays: set[int] = set()
+        self._checked: set[int] = set()
+        self._scan_timer = None
 
     def start(self) -> bool:
         """Spawn the hook; schedule its kill at the timeout. False if it could not be
         started (not found, not executable: ``result.error``, ``exit_code`` 127/126);
         ``on_result`` is then called at once, ``on_ended`` not."""
         self._started = self.clock()
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            child = spawn(self.command, self.original_mask, environ=self.environ,
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # EMFILE/ENFILE: reported like a spawn failure, and done,
+            # so the next kill tries again (never "the previous one is still running")
+            return self._not_started(f"no pipe for its output: {exc}", 127)
+        try:
+            child = spawn(self.command, self.original_mask,
+                          environ={**self.environ, HOOK_ID_VARIABLE: self.token},
                           stdout_fd=write_fd, stderr_fd=write_fd)
         except Exception as exc:  # SpawnError; the kill proceeds without evidence
             os.close(read_fd)
-            self.result.error = str(exc)
-            self.result.exit_code = getattr(exc, "exit_code", 127)
-            self.done = self.ended = True
-            self.on_result(self.result)
-            return False
+            return self._not_started(str(exc), getattr(exc, "exit_code", 127))
         finally:
             os.close(write_fd)  # the hook holds the only write end now
         self.pid = self.result.pid = child.pid
@@ -160,7 +206,44 @@ class PreKillHook:
         self._fd = read_fd
         self.loop.add_reader(read_fd, self._read)
         self._timer = self.loop.call_later(self.timeout_seconds, self._time_out)
+        if self.helpers is not None:
+            self._scan_timer = self.loop.call_later(STRAY_SCAN_SECONDS, self._scan)
         return True
+
+    def _scan(self) -> None:
+        """While the hook runs: find its strays now, and again in STRAY_SCAN_SECONDS."""
+        self._scan_timer = None
+        if self.ended:
+            return
+        self.find_strays()
+        self._scan_timer = self.loop.call_later(STRAY_SCAN_SECONDS, self._scan)
+
+    def find_strays(self) -> set[int]:
+        """Sentinel's direct children that are the hook's (its token in their
+        environment) but no longer under it: each is added to ``strays`` and to
+        ``helpers``. Each new child is read once. Returns ``strays``."""
+        if self.helpers is None:
+            return self.strays
+        needle = f"{HOOK_ID_VARIABLE}={self.token}\0".encode()
+        for pid in _children(os.getpid()):
+            if pid in self._checked or pid == self.pid:
+                continue
+            self._checked.add(pid)
+            if pid not in self.helpers and _has_token(pid, needle):
+                self.strays.add(pid)
+                self.helpers[pid] = lambda status, pid=pid: self.strays.discard(pid)
+                log.info("pre-kill hook (pid %s): pid %d left its session; it is the "
+                         "hook's, not the workload's, and is killed with it", self.pid, pid,
+                         extra={"event": "pre_kill_hook_stray", "pid": pid})
+        return self.strays
+
+    def _not_started(self, error: str, exit_code: int) -> bool:
+        self.result.error = error
+        self.result.exit_code = exit_code
+        self.result.seconds = self.clock() - self._started
+        self.done = self.ended = True
+        self.on_result(self.result)
+        return False
 
     def _read(self) -> None:
         for _ in range(_READS_PER_WAKEUP):
@@ -203,13 +286,31 @@ class PreKillHook:
         self._end()
 
     def _kill_group(self) -> None:
-        if self.pid is None or self._status is not None:
+        """SIGKILL the hook's process group (its own session) and its strays with their
+        descendants. Also once it was reaped: its background children must not outlive
+        it, and Linux keeps a group's ID from reuse while any member lives."""
+        if self.pid is None:
             return
+        self.find_strays()  # those reparented to Sentinel so far (at its exit: all)
+        victims = []
+        for stray in sorted(self.strays):  # Sentinel's children: no reused PID yet
+            victims.append(stray)
+            todo = _children(stray)
+            while todo and len(victims) < 4096:
+                pid = todo.pop()
+                victims.append(pid)
+                todo.extend(_children(pid))
         try:
             os.killpg(self.pid, signal.SIGKILL)  # its own session: the whole group
         except OSError:
+            if self._status is None:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in victims:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -220,6 +321,9 @@ class PreKillHook:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+            self._scan_timer = None
         self.on_ended()
 
     def reaped(self, status: int) -> None:
@@ -256,6 +360,9 @@ class PreKillHook:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self.done:
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+            self._scan_timer = None
+        if not self.done or self.strays:
             self._kill_group()
         self._close_pipe()

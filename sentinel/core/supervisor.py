@@ -136,6 +136,15 @@ _HOOK_LOG_LINES = 200
 _HOOK_LOG_LINE_CHARS = 2000
 # A run that lasted this long resets the restart back-off.
 _STABLE_RUN_SECONDS = 10.0
+# --dry-run: after a would-be kill the next one waits until the measure has stayed below
+# DRY_REARM_SHARE of the limit for a whole grace period, and at least DRY_REARM_MIN_SECONDS.
+# A real run would have killed once: the workload then stays down for the grace period,
+# the restart back-off (1 s by default) and its start-up. A workload hovering at its
+# limit or a collector's sawtooth (periods of a second or two) dips below the limit on
+# every cycle but never stays below the band that long: one report per storm, not one
+# per dip (each report is Events, webhooks, a termination message and a hook run).
+DRY_REARM_SHARE = 0.95
+DRY_REARM_MIN_SECONDS = 3.0
 # The ladder's timing after SIGKILL (2 s to name survivors, max(10 s, grace) for
 # the main process) lives in sentinel.core.ladder.
 # /proc/<pid>/stat states (fs/proc/array.c task_state_array), for warnings. A task
@@ -270,8 +279,9 @@ class Supervisor:
         # The pre-kill hook of the kill under way (sentinel.core.hook), one at a time.
         self._hook = None
         # --dry-run: a would-be kill ended with the workload still running; the next one
-        # waits until the measure went back below the limit (no report every sample).
+        # waits until the measure stayed below the band for a while (_dry_rearm).
         self._dry_armed = True
+        self._dry_calm_since: float | None = None  # since when below the band, kill over
         self.listeners: list[Listener] = []
         self.sample_listeners: list[Callable] = []  # called with each MemorySample
         # After the workload is gone for good (``serve()`` has its exit code),
@@ -421,6 +431,7 @@ class Supervisor:
         self._publish_alerts(self.alerts.reset("a new run of the program started"))
         self._ladder = None
         self._dry_armed = True
+        self._dry_calm_since = None
         st = self.state
         st.main_pid = child.pid
         st.started_wall = child.started_wall
@@ -1078,10 +1089,8 @@ class Supervisor:
             # The working set's own growth (kept by the kernel side), not the measure's.
             self.kernel_side.hook("check_early_sigkill", sample, self._ladder)
         limit = st.limit_bytes
-        if not self._dry_armed and (limit is None or value <= limit):
-            self._dry_armed = True
-            log.info("dry run: %s back below the limit; the next crossing is reported",
-                     st.measure, extra={"event": "dry_run_rearmed"})
+        if not self._dry_armed:
+            self._dry_rearm(sample.at_mono, value, limit)
         if (limit is not None and value > limit and st.enforcing and st.phase == PHASE_RUNNING
                 and self._main_status is None and sample.processes and self._dry_armed):
             if getattr(self.probe, "smaps_estimated", False):
@@ -1093,6 +1102,31 @@ class Supervisor:
                 return self._take_sample()
             self._memory_kill(sample, prev)
         self._schedule_sample(self._next_interval(value, limit))
+
+    def dry_rearm_seconds(self) -> float:
+        """How long (seconds) the measure must stay below ``DRY_REARM_SHARE`` of the
+        limit after a dry-run kill before the next crossing is reported: the grace
+        period, at least ``DRY_REARM_MIN_SECONDS``."""
+        return max(self.settings.grace_period_seconds, DRY_REARM_MIN_SECONDS)
+
+    def _dry_rearm(self, now: float, value: int, limit: int | None) -> None:
+        """After a dry-run kill: re-arm once that kill has ended and ``value`` (bytes,
+        sampled at ``now``, monotonic seconds) has stayed below ``DRY_REARM_SHARE`` of
+        ``limit`` for ``dry_rearm_seconds()``; a sample in the band starts over."""
+        if self.state.current_kill is not None or (
+                limit is not None and value >= DRY_REARM_SHARE * limit):
+            self._dry_calm_since = None
+            return
+        if self._dry_calm_since is None:
+            self._dry_calm_since = now
+        calm = now - self._dry_calm_since
+        if calm < self.dry_rearm_seconds():
+            return
+        self._dry_armed = True
+        self._dry_calm_since = None
+        log.info("dry run: %s below %.0f%% of the limit for %.1fs; the next crossing is "
+                 "reported", self.state.measure, DRY_REARM_SHARE * 100, calm,
+                 extra={"event": "dry_run_rearmed"})
 
     def _observe_alerts(self, now: float, value: int) -> None:
         """Feed the alert rules (``sentinel.core.alerts``) one sample; they run while
@@ -1187,6 +1221,7 @@ class Supervisor:
         self._ladder = self._make_ladder(kill)
         if kill.dry_run:
             self._dry_armed = False
+            self._dry_calm_since = None
         hold = None
         if reason == REASON_MEMORY:
             try:
@@ -1236,10 +1271,11 @@ class Supervisor:
                            timeout_seconds=timeout, clock=self._clock,
                            on_ended=self._as_program_call(ended),
                            on_result=self._as_program_call(
-                               lambda result: self._hook_result(kill, result)))
-        self._hook = hook
-        if not hook.start():
+                               lambda result: self._hook_result(kill, result)),
+                           helpers=self.init.helpers)
+        if not hook.start():  # reported (on_result); the next kill tries again
             return None
+        self._hook = hook  # only a started hook: one that never ran is never "running"
         self.init.helpers[hook.pid] = self._as_program_call(hook.reaped)
         log.info("pre-kill hook %r started as pid %d for pid %d (at most %.1fs; SIGTERM "
                  "after it)", shlex.join(command), hook.pid, self.child.pid, timeout,
@@ -1403,7 +1439,7 @@ class Supervisor:
         """A dry-run kill is over (its would-be SIGKILL, or ``why``: an operator's stop,
         the shutdown): the ladder ends, ``kill_finished`` (``dry_run``) says the workload
         would have been killed and still runs; the next report waits for the measure to
-        go back below the limit."""
+        stay below the band (``_dry_rearm``)."""
         st = self.state
         if st.current_kill is not kill:
             return
@@ -1418,8 +1454,10 @@ class Supervisor:
         would = " then ".join(kill.signals) if kill.signals else "no signal"
         self.emit("kill_finished", f"{kill.reason} dry run: would have sent {would}; nothing "
                   "was sent, the workload keeps running"
-                  + (f" ({why})" if why else f"; the next report once {kill.measure} is back "
-                     "below the limit"), logging.WARNING, kill=kill.to_dict(), dry_run=True)
+                  + (f" ({why})" if why else f"; the next report once {kill.measure} has "
+                     f"stayed below {DRY_REARM_SHARE:.0%} of the limit for "
+                     f"{self.dry_rearm_seconds():.1f}s"),
+                  logging.WARNING, kill=kill.to_dict(), dry_run=True)
 
     def _end_dry_kill(self, why: str) -> None:
         """End a dry-run kill under way (an operator's stop or kill, the shutdown act for

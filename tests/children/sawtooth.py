@@ -15,6 +15,7 @@ MiB = 2 ** 20
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 p.add_argument("--amplitude", type=float, default=20.0, help="MiB allocated per cycle")
 p.add_argument("--period", type=float, default=0.5, help="seconds per cycle")
+p.add_argument("--tick", action="store_true", help='print "cycle N" after each collection')
 a = p.parse_args()
 steps = max(1, int(a.amplitude))
 print("ready", flush=True)
@@ -29,3 +30,5 @@ while True:
         if delay > 0:
             time.sleep(delay)
     del chunks  # the collection: RSS back to the floor
+    if a.tick:  # a test's clock: so many cycles seen
+        print(f"cycle {n // steps}", flush=True)

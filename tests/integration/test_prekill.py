@@ -217,6 +217,61 @@ def test_the_hook_never_counts_in_the_workloads_memory(start_sentinel, tmp_path)
     assert s.wait() == 137
 
 
+def test_a_hooks_child_that_leaves_its_session_is_the_hooks_and_dies_with_it(
+        start_sentinel, tmp_path):
+    """A hook whose child escapes with setsid and is reparented to Sentinel (its parent
+    exits at once) while the hook runs on: that child's 80 MiB never count in the
+    workload's measure, and it is SIGKILLed when the hook exits (not left to count in
+    the next run's measure)."""
+    port = free_port()
+    marker = tmp_path / "stray.pid"
+    stray = tmp_path / "stray.py"
+    stray.write_text("import os, sys, time\n"
+                     "b = bytearray(80 * 2**20)\n"
+                     "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                     "time.sleep(60)\n")
+    s = start_sentinel([*COMMON, "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
+                        "--max-rss", "30Mi", "--grace-period", "5s", "--interval", "20ms",
+                        "--pre-kill-hook-timeout", "4s", "--dry-run",
+                        *hook(f"sh -c \"setsid {PY} {stray} {marker} &\"; "
+                              f"while [ ! -s {marker} ]; do sleep 0.05; done; sleep 1"),
+                        "--", *leaker("--rate", "100", "--quiet", "--max", "40")])
+    pid = int(wait_until(lambda: marker.exists() and marker.read_text(), 10,
+                         what="the stray's 80 MiB allocated"))
+    assert session_members(pid) == [pid]  # its own session: out of the hook's group
+    wait_until(lambda: events_of(s, "pre_kill_hook_stray"), 2, what="the stray found")
+    # The hook still runs (~1 s): the next samples, every 20 ms, without the stray's 80 MiB.
+    for _ in range(5):
+        text = scrape(port)
+        value = sample_value(text, "sentinel_workload_memory_bytes")
+        assert value is not None and value < 70 * 2**20, value
+        assert sample_value(text, "sentinel_workload_processes") == 1
+        time.sleep(0.05)
+    assert proc_state(pid) not in (None, "Z"), "the stray must live while the hook runs"
+    wait_until(lambda: events_of(s, "pre_kill_hook"), 10, what="the hook's end")
+    wait_until(lambda: proc_state(pid) is None, 2, what="the stray killed and reaped")
+    [stray_event] = events_of(s, "pre_kill_hook_stray")
+    assert stray_event["pid"] == pid
+    assert not events_of(s, "orphan") and not events_of(s, "orphan_unattributed")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
+def test_a_hooks_background_child_is_killed_when_the_hook_exits(start_sentinel, tmp_path):
+    """``sleep 30 &`` in a hook that exits at once: the sleep (in the hook's process
+    group) is SIGKILLed at the hook's exit, not left running as Sentinel's orphan."""
+    marker = tmp_path / "bg.pid"
+    s = start_sentinel([*COMMON, "--no-metrics", "--max-rss", "30Mi", "--grace-period", "5s",
+                        "--interval", "20ms", "--dry-run",
+                        *hook(f"sleep 30 & echo $! > {marker}"),
+                        "--", *leaker("--rate", "100", "--quiet", "--max", "40")])
+    wait_until(lambda: events_of(s, "pre_kill_hook"), 10, what="the hook's end")
+    pid = int(marker.read_text())
+    wait_until(lambda: proc_state(pid) is None, 2, what="the hook's sleep killed and reaped")
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
 # ------------------------------------------------------------------------------ bad input
 
 def test_a_hook_timeout_not_below_the_grace_period_is_refused(tmp_path):
@@ -303,7 +358,8 @@ def test_dry_run_reports_every_step_and_sends_nothing(start_sentinel, tmp_path, 
         subprocess.run([*SENTINEL, "limit", size], env=env, check=True, capture_output=True,
                        timeout=30)
         if size == "200Mi":
-            wait_until(lambda: events_of(s, "dry_run_rearmed"), 5, what="re-armed")
+            # re-armed once below 95 % of the limit for 3 s (the grace period is 1 s)
+            wait_until(lambda: events_of(s, "dry_run_rearmed"), 10, what="re-armed")
     wait_until(lambda: len(events_of(s, "limit_crossed")) == 2, 5, what="a second report")
     status = subprocess.run([*SENTINEL, "status"], env=env, capture_output=True, text=True,
                             timeout=30)
@@ -311,6 +367,29 @@ def test_dry_run_reports_every_step_and_sends_nothing(start_sentinel, tmp_path, 
     assert "DRY RUN (memory kills are reported, no signal is sent)" in phase, status.stdout
     assert "DRY RUN, would have sent SIGTERM then SIGKILL" in status.stdout
     # The shutdown is real.
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 143
+
+
+def test_a_dry_run_around_its_limit_reports_one_kill_not_a_storm(start_sentinel, tmp_path):
+    """A workload oscillating around its limit (tests/children/sawtooth.py: 0 to 40 MiB
+    over each 0.4 s, above a 30 MiB limit in every cycle, back to its floor after it)
+    under --dry-run with a hook: a real run would have killed once, so the dry run
+    reports once over 16 cycles (one limit_crossed, one kill, one hook run), not once
+    per dip below the limit."""
+    runs = tmp_path / "hook-runs"
+    s = start_sentinel([*COMMON, "--no-metrics", "--max-rss", "30Mi", "--grace-period", "1s",
+                        "--interval", "20ms", "--dry-run",
+                        *hook(f"echo run >> {runs}"), "--",
+                        PY, str(Path(__file__).resolve().parents[1] / "children" / "sawtooth.py"),
+                        "--amplitude", "40", "--period", "0.4", "--tick"])
+    s.expect("cycle 16", timeout=30)  # ~6 s: the kill's 1 s and 5 s of oscillation after it
+    assert len(events_of(s, "kill_finished")) == 1, s.stderr()[-3000:]
+    assert len(events_of(s, "limit_crossed")) == 1
+    assert [e["signal"] for e in events_of(s, "signal_sent")] == ["SIGTERM", "SIGKILL"]
+    assert len(events_of(s, "pre_kill_hook")) == 1
+    assert runs.read_text() == "run\n"
+    assert not events_of(s, "dry_run_rearmed")  # it never stayed below 95 % for 3 s
     s.signal(signal.SIGTERM)
     assert s.wait() == 143
 

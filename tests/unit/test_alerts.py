@@ -94,6 +94,45 @@ def test_a_leaking_garbage_collector_is_a_leak():
     assert first(out, "leak")[0] <= 400
 
 
+def sampled_sawtooth(seconds, floor, amplitude, period, limit, leak=0.0, phase=0.0):
+    """A collector's sawtooth sampled the way Sentinel samples it: faster near the limit
+    (a third of the headroom at 300 MiB/s, as ``sampler.relaxed_interval`` plans while a
+    kernel notification covers the limit; at least 20 ms). Its tops hold more samples
+    than its troughs. ``(seconds, bytes)`` points; ``leak`` bytes/s under it."""
+    t, out = 0.0, []
+    while t < seconds:
+        value = floor + amplitude * (((t + phase) % period) / period) + leak * t
+        out.append((t, int(value)))
+        t += max(0.02, (limit - value) / (300 * MiB) / 3)
+    return out
+
+
+def test_a_sawtooth_sampled_faster_at_its_tops_is_no_leak():
+    # The integration test's case (tests/integration/test_alerts.py, a 2 s window, 1 MiB/s
+    # the least leak): 14 to 32 MiB every 0.25 s under a 60 MiB limit, 32 to 52 ms between
+    # samples; periods a little off 0.25 s (the child falls behind under load). Quarters
+    # of the points end at a top, without the last trough; a floor a ramp step higher
+    # (the first sample after a collection lands anywhere on the first step) is no rise.
+    settings = AlertSettings(0.8, 2.0, 1 * MiB, 600.0)
+    fired = []
+    for period in (0.24, 0.245, 0.2528, 0.26, 0.27):
+        for phase in [k * period / 8 for k in range(8)]:
+            rules = Rules(settings)
+            for t, v in sampled_sawtooth(8.0, 14 * MiB, 18 * MiB, period, 60 * MiB,
+                                         phase=phase):
+                fired += [(period, phase, t, tr.rule) for tr in rules.observe(t, v, 60 * MiB)
+                          if tr.rule != "warning"]
+            assert rules.figures.growth_bytes_per_second is not None
+    assert fired == []
+    # The same sampled sawtooth over a floor rising 4 MiB/s is a leak, at every phase.
+    for phase in [k * 0.25 / 4 for k in range(4)]:
+        rules = Rules(settings)
+        for t, v in sampled_sawtooth(3.0, 14 * MiB, 18 * MiB, 0.25, 60 * MiB, leak=4 * MiB,
+                                     phase=phase):
+            rules.observe(t, v, 60 * MiB)
+        assert "leak" in rules.firing, phase
+
+
 def test_a_one_off_spike_fires_no_alert():
     # Flat at 200 MiB for 30 min; one sample at 700 MiB (68 % of the limit), and a
     # burst of 20 s at +300 MiB later on.

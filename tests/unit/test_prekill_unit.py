@@ -17,6 +17,8 @@ from sentinel.exporters.metrics import SentinelCollector, build_registry
 from tests.unit.test_guardian_clock import FakeLoop
 from tests.unit.test_ladder_unit import FakeSignaller, ladder, record
 
+MiB = 2**20
+
 
 def test_a_held_sigterm_waits_for_the_pre_step_and_the_sigkill_deadline_does_not_move():
     loop = FakeLoop()
@@ -241,3 +243,74 @@ def test_a_dry_run_kill_is_no_last_kill_in_the_state_file():
     doc = json.loads(render({}, [st], None))
     assert doc["last_kill_timestamp_seconds"] is None
     assert doc["last_kill_timestamp_seconds_by_program"] == {}
+
+
+def test_a_hook_without_a_pipe_is_reported_and_the_next_kill_tries_it_again(
+        monkeypatch, caplog):
+    """One EMFILE must not disable the hook for good: the failure is the hook's report
+    (``pre_kill_hook``, exit code 127, the error), and the next kill starts it again
+    rather than waiting for "the previous one (pid None)" forever."""
+    import errno
+    import logging
+
+    from sentinel.core import hook
+    from tests.unit.test_guardian_clock import make
+
+    calls = []
+
+    def no_pipe(flags):
+        calls.append(flags)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(hook.os, "pipe2", no_pipe)
+    g, loop, _ = make(grace_period_seconds=3.0, pre_kill_hook=("py-spy", "dump"))
+    loop.advance(2.0)  # the crossing: the hook fails, the SIGTERM goes at once
+    assert [s for _, s in g.sent] == [signal.SIGTERM] and len(calls) == 1
+    reports = [e for e in g.state.events if e.kind == "pre_kill_hook"]
+    assert len(reports) == 1 and reports[0].fields["exit_code"] == 127
+    assert "Too many open files" in reports[0].fields["error"]
+    with caplog.at_level(logging.WARNING):
+        assert g._start_hook(g.state.current_kill) is None  # the next kill: tried again
+    assert len(calls) == 2
+    assert "still running" not in caplog.text
+
+
+def test_a_dry_run_around_its_limit_reports_once_and_rearms_after_a_calm_grace_period(
+        monkeypatch):
+    """A workload oscillating around its limit (a 0.5 s sawtooth from 50 to 110 MiB, a
+    100 MiB limit) dips below the limit on every cycle: one dry kill for the whole storm,
+    not one per dip (each is Events, webhooks, a hook run). Once it stays below 95 % of
+    the limit for the re-arm period, the next crossing is reported again."""
+    from sentinel.core.supervisor import DRY_REARM_MIN_SECONDS
+    from tests.unit.test_guardian_clock import Recorder, ScriptedProbe, make
+
+    monkeypatch.setattr(Recorder, "_reachable", staticmethod(lambda pids: (list(pids), {})))
+    monkeypatch.setattr(Recorder, "_descendants", lambda self: [4242])
+    shape = {"calm_from": None, "calm_until": None}
+
+    def value(self) -> int:
+        t = self.loop.now - self.t0
+        if shape["calm_from"] is not None and shape["calm_from"] <= t < shape["calm_until"]:
+            return 60 * MiB  # well below the band
+        return int(50 * MiB + 60 * MiB * ((t % 0.5) / 0.5))
+
+    monkeypatch.setattr(ScriptedProbe, "value", value)
+    g, loop, probe = make(grace_period_seconds=1.0, dry_run=True, interval_seconds=0.02)
+    assert g.dry_rearm_seconds() == DRY_REARM_MIN_SECONDS  # the grace period is shorter
+    loop.advance(20.0)  # 40 cycles, each one over the limit and back down to 50 MiB
+
+    def count(kind):
+        return [e.kind for e in g.state.events].count(kind)
+
+    assert count("limit_crossed") == 1 and count("kill_finished") == 1
+    assert g.sent == []
+    # Calm (below 95 %) for less than the re-arm period: still one report.
+    shape.update(calm_from=20.0, calm_until=20.0 + DRY_REARM_MIN_SECONDS - 0.5)
+    loop.advance(DRY_REARM_MIN_SECONDS + 2.0)
+    assert count("limit_crossed") == 1
+    # Calm for longer: re-armed, and the next crossing is a second report.
+    start = loop.now - probe.t0
+    shape.update(calm_from=start, calm_until=start + DRY_REARM_MIN_SECONDS + 0.5)
+    loop.advance(DRY_REARM_MIN_SECONDS + 2.0)
+    assert count("limit_crossed") == 2
+
