@@ -165,7 +165,7 @@ def test_orphans_are_their_programs_and_are_reaped(start_sentinel, tmp_path, mod
     assert s.wait() == 0
     out = s.rest()
     for pid in orphans:
-        assert any(f"orph" in l and f"orphan {pid} got SIGTERM" in l for l in out), out
+        assert any("orph" in l and f"orphan {pid} got SIGTERM" in l for l in out), out
     if mode == "subreaper":
         assert not alive(main)
     assert not zombies_of(s.pid)
