@@ -81,7 +81,6 @@ class _SharedCgroup:
     def __init__(self, memory, clock) -> None:
         self._memory = memory
         self._clock = clock
-        self._last: tuple[float, object] | None = None
 
     def read(self):
         now = self._clock()
@@ -390,7 +389,9 @@ class Group:
             if due is None or period < PIGGYBACK_MIN_PERIOD:
                 continue
             if due <= min(PIGGYBACK_SHARE * period, PIGGYBACK_SECONDS):
-                sup.sample_early()
+                # One callback each: a program near its limit, whose fast timer is due
+                # too, is not held up behind all the idle programs' walks.
+                self.loop.call_soon(sup.sample_early)
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:
@@ -558,6 +559,10 @@ class Group:
         code = self._exit_code
         if code is None:  # a shutdown: the main program's code
             code = self._main_code
+        if code is None:  # it had ended before the shutdown (made main by a reload)
+            main = self._programs.get(self._main)
+            if main is not None and main.state.last_exit_code is not None:
+                code = main._exit_code  # noqa: SLF001 - the code it reported
         if code is None:  # the main program never ran (a SIGTERM during the start-up)
             code = 128 + (self._shutdown_signo or signal.SIGTERM)
         self._finish(code)

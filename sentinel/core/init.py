@@ -242,6 +242,8 @@ class Init:
                         self.helpers.pop(pid)(status)
                     except Exception as exc:  # a helper's bug never stops the reaping
                         log.warning("helper pid %d: %r", pid, exc)
+                    if self.on_reaped is not None:
+                        self.on_reaped(pid)  # a reused PID is attributed afresh
                 continue
             program = self.program_of(pid)
             if os.WIFCONTINUED(status):

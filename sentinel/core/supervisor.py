@@ -997,9 +997,11 @@ class Supervisor:
 
     @as_program
     def sample_early(self) -> None:
-        """Take the scheduled sample now (cancelling its timer)."""
-        if self._sample_handle is not None:
-            self._sample_handle.cancel()
+        """Take the scheduled sample now (cancelling its timer); nothing if none is
+        scheduled any more (it was taken meanwhile, or the program ended)."""
+        if self._sample_handle is None:
+            return
+        self._sample_handle.cancel()
         self._on_sample_timer(piggyback=False)
 
     @as_program
