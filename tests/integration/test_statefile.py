@@ -27,7 +27,7 @@ def leak(start_sentinel, state_dir, uid=UID):
 
 def warnings_of(s) -> list[str]:
     return [r["msg"] for r in s.logs() if r.get("level") == "warning"
-            and r.get("event") not in ("limit_crossed", "signal_sent", "exited")]
+            and r.get("event") not in ("limit_crossed", "signal_sent", "exited", "alert")]
 
 
 def idle(start_sentinel, state_dir, uid=UID):
