@@ -45,7 +45,7 @@ from sentinel import logs
 from sentinel.config.settings import Settings, signal_name
 from sentinel.config.webhooks import child_environ
 from sentinel.core import kernel
-from sentinel.core.init import Init, exit_code_of
+from sentinel.core.init import Init, exit_code_of, loop_error_handler, run_host
 from sentinel.core.spawn import Child, spawn
 from sentinel.core.state import REASON_OPERATOR, GuardianState
 from sentinel.core.supervisor import ProgramState, Supervisor
@@ -396,17 +396,11 @@ class Group:
     # ------------------------------------------------------------------ main
     def run(self) -> int:
         """Run the loop until Sentinel ends; return its exit code."""
-        try:
-            code = self.loop.run_until_complete(self.serve())
-            if self.linger is not None:
-                self.loop.run_until_complete(self.linger(code))
-            return code
-        finally:
-            self.close()
+        return run_host(self)
 
     async def serve(self) -> int:
         self._done = self.loop.create_future()
-        self.loop.set_exception_handler(self._on_loop_error)
+        self.loop.set_exception_handler(loop_error_handler(self.settings.debug))
         self.init.open()
         names = list(self._programs)
         log.info("starting %d programs in this order: %s; main program: %s", len(names),
@@ -418,12 +412,6 @@ class Group:
             self.init.read_signals()  # a SIGTERM or an exit during the start-up
         self.init.read_signals()
         return await self._done
-
-    def _on_loop_error(self, loop, context: dict) -> None:
-        exc = context.get("exception")
-        log.error("internal error in %s: %s", context.get("handle") or context.get("future")
-                  or "the main loop", repr(exc) if exc else context.get("message"),
-                  exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
 
     def close(self) -> None:
         for sup in list(self.init.programs):

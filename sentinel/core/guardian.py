@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from sentinel.core.init import Init, exit_code_of
+from sentinel.core.init import Init, exit_code_of, loop_error_handler, run_host
 from sentinel.core.supervisor import Supervisor, facts_text, process_facts, real_uid
 from sentinel.errors import StateError, UnknownProgram
 from sentinel.logs import LOGGER_NAME
@@ -83,17 +83,11 @@ class Guardian(Supervisor):
     # ------------------------------------------------------------------ main
     def run(self) -> int:
         """Run the loop until the workload is gone for good; return Sentinel's exit code."""
-        try:
-            code = self.loop.run_until_complete(self.serve())
-            if self.linger is not None:  # the reports of a kill get out; the code is kept
-                self.loop.run_until_complete(self.linger(code))
-            return code
-        finally:
-            self.close()
+        return run_host(self)
 
     async def serve(self) -> int:
         self._done = self.loop.create_future()
-        self.loop.set_exception_handler(self._on_loop_error)
+        self.loop.set_exception_handler(loop_error_handler(self.settings.debug))
         self.init.open()
         if self.child is not None:
             self._adopt(self.child)
@@ -101,14 +95,6 @@ class Guardian(Supervisor):
             self.source.start()
         self.init.read_signals()  # anything that arrived between the spawn and now
         return await self._done
-
-    def _on_loop_error(self, loop, context: dict) -> None:
-        # A bug in a callback (ours or an exporter's) is logged on one line; the
-        # loop, and with it signal forwarding, reaping and the ladder, go on.
-        exc = context.get("exception")
-        log.error("internal error in %s: %s", context.get("handle") or context.get("future")
-                  or "the main loop", repr(exc) if exc else context.get("message"),
-                  exc_info=exc if self.settings.debug else None, extra={"event": "internal_error"})
 
     def close(self) -> None:
         super().close()

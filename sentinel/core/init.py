@@ -42,6 +42,31 @@ def exit_code_of(status: int) -> int:
         else 128 + os.WTERMSIG(status)
 
 
+def run_host(host) -> int:
+    """Run ``host`` (a ``Guardian`` or a ``Group``) on its loop: ``serve()`` until Sentinel's
+    exit code is known, then ``linger(code)`` when set (the reports of a kill get out; the
+    code is kept), then ``close()``; return the code."""
+    try:
+        code = host.loop.run_until_complete(host.serve())
+        if host.linger is not None:
+            host.loop.run_until_complete(host.linger(code))
+        return code
+    finally:
+        host.close()
+
+
+def loop_error_handler(debug: bool) -> Callable:
+    """An asyncio exception handler: a bug in a callback (ours or an exporter's) is logged
+    on one line (the traceback with ``debug``); the loop, and with it signal forwarding,
+    reaping and the ladder, go on."""
+    def handler(loop, context: dict) -> None:
+        exc = context.get("exception")
+        log.error("internal error in %s: %s", context.get("handle") or context.get("future")
+                  or "the main loop", repr(exc) if exc else context.get("message"),
+                  exc_info=exc if debug else None, extra={"event": "internal_error"})
+    return handler
+
+
 class Program(Protocol):
     """What the init needs of a supervised program."""
 
