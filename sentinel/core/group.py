@@ -13,7 +13,8 @@ What the group decides (the documented policy, docs/config.md):
   a program starts once the ones it depends on have been spawned.
 * **The end**: when the *main* program ends for good (it exited and is not restarted,
   it gave up, or the operator stopped it), Sentinel stops the others and exits with
-  the main program's exit code. When another program *gives up* (it ended with a
+  the main program's exit code (after a shutdown too; 128+N if a signal N came before
+  the main program ever started). When another program *gives up* (it ended with a
   failure and will not be restarted: ``--max-restarts`` reached, or a failure under
   ``restart: never``), its ``on-give-up`` says: ``exit`` (Sentinel stops the rest and
   exits with that program's code) or ``continue``. A program that exits cleanly, or
@@ -25,7 +26,9 @@ What the group decides (the documented policy, docs/config.md):
   which re-reads the config (``reload``).
 * **Orphans**: a process reparented to Sentinel belongs to the program whose session
   it came from (every program leads its own session), else to the program whose tree
-  it was last seen in; it is measured, stopped and reaped as that program's.
+  it was last seen in; it is measured, stopped and reaped as that program's. One that
+  is no program's (it left its session unseen: a double-forking daemon) is reaped, not
+  measured, and stopped by a last sweep once every program has stopped.
 * **Reload** (SIGHUP or ``reload``): the config is read again; programs whose
   definition did not change are not touched, removed ones are stopped, changed ones are
   stopped and started with their new definition, new ones are started. Global
@@ -115,7 +118,8 @@ class Group:
     ``sentinel.config.programs.ProgramsConfig``). ``program_settings`` maps each
     program's name to its resolved ``Settings`` (``--max-rss auto`` already resolved);
     ``reload_config()`` reads the config file again and returns the same pair (raises
-    ``ConfigError`` or another ``SentinelError``). Create, then ``run()`` until it returns Sentinel's exit code.
+    ``ConfigError`` or another ``SentinelError``). Create, then ``run()`` until it
+    returns Sentinel's exit code.
 
     The host interface of ``sentinel.core.guardian.Guardian``: ``state`` (Sentinel's
     own figures), ``programs``, ``program(name)``, ``start_program``,
