@@ -51,7 +51,7 @@ from sentinel.core import kernel
 from sentinel.core.init import Init, exit_code_of, loop_error_handler, run_host
 from sentinel.core.spawn import Child, spawn
 from sentinel.core.state import REASON_OPERATOR, GuardianState
-from sentinel.core.supervisor import ProgramState, Supervisor
+from sentinel.core.supervisor import ProgramState, Supervisor, tell_listeners
 from sentinel.errors import SentinelError, StateError, UnknownProgram
 from sentinel.logs import LOGGER_NAME
 from sentinel.probes.tree import CgroupProbe, TreeProbe, walk_period_for
@@ -226,14 +226,7 @@ class Group:
         event = Event(kind, message, fields=fields)
         self.state.events.append(event)
         log.log(level, message, extra={"event": kind, **fields})
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception as exc:  # an exporter's bug never stops enforcement
-                name = getattr(listener, "__qualname__", repr(listener))
-                if name not in self._listener_errors:
-                    self._listener_errors.add(name)
-                    log.warning("event listener %s failed: %r (reported once)", name, exc)
+        tell_listeners(self.listeners, event, self._listener_errors)
         return event
 
     # ------------------------------------------------------------------ programs

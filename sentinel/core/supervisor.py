@@ -213,6 +213,19 @@ def _refused_text(refused: dict[int, int | None], most: int = 10) -> str:
                                       else "")
 
 
+def tell_listeners(listeners: list, event: Event, failed: set[str]) -> None:
+    """Call each of ``listeners`` with ``event``. A listener that raises (an exporter's
+    bug) is logged once (its name kept in ``failed``) and never stops enforcement."""
+    for listener in list(listeners):
+        try:
+            listener(event)
+        except Exception as exc:
+            name = getattr(listener, "__qualname__", repr(listener))
+            if name not in failed:
+                failed.add(name)
+                log.warning("event listener %s failed: %r (reported once)", name, exc)
+
+
 def as_program(method):
     """Run ``method`` with ``logs.PROGRAM`` set to the supervisor's program name when it
     is one of several (``host`` set): its log lines, and those of every timer and
@@ -356,14 +369,7 @@ class Supervisor:
         if self.host is not None:
             extra["program"] = self.state.program
         log.log(level, message, extra=extra)
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception as exc:  # an exporter's bug never stops enforcement
-                name = getattr(listener, "__qualname__", repr(listener))
-                if name not in self._listener_errors:
-                    self._listener_errors.add(name)
-                    log.warning("event listener %s failed: %r (reported once)", name, exc)
+        tell_listeners(self.listeners, event, self._listener_errors)
         return event
 
     def close(self) -> None:
