@@ -472,6 +472,9 @@ def status_dict(guardian, socket_info: dict | None = None, program: str | None =
         "socket": socket_info or {},
         # Each webhook receiver's counters (sentinel.exporters.webhooks); never its URL.
         "webhooks": guardian.webhooks.status() if getattr(guardian, "webhooks", None) else [],
+        # Several programs, output prefixed: each program's stdout/stderr lines relayed
+        # and dropped (sentinel.core.group.Group.output_stats); {} otherwise.
+        "output": guardian.output_stats() if hasattr(guardian, "output_stats") else {},
         "programs": [program_entry(p, main=p is main, now_wall=now_wall, now_mono=now_mono)
                      for p in programs],
         # The alert rules (issue 11): firing, growth, seconds_to_limit, rules.

@@ -371,6 +371,18 @@ class Group:
         """Every reaped PID (a main process or an orphan): its attribution is over."""
         self._owner.pop(pid, None)
 
+    def output_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """The prefixed output's counters (``output: prefixed``), by program and stream:
+        ``{"web": {"stdout": {"lines_relayed", "bytes_relayed", "lines_dropped"},
+        "stderr": {...}}}``; ``{}`` with plain output. Read from any thread."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for name, relays in list(self._relays.items()):
+            out[name] = {stream: {"lines_relayed": r.lines_relayed,
+                                  "bytes_relayed": r.bytes_relayed,
+                                  "lines_dropped": r.lines_dropped}
+                         for stream, r in zip(("stdout", "stderr"), relays)}
+        return out
+
     def piggyback(self, leader: Supervisor) -> None:
         """``leader`` just sampled: every other program whose next sample is due within
         ``PIGGYBACK_SHARE`` of its own period (and at most ``PIGGYBACK_SECONDS``) samples

@@ -160,6 +160,26 @@ def webhook_families(notifier) -> list:
     return [sent, failed, dropped, queued]
 
 
+def output_families(stats: dict) -> list:
+    """The prefixed output's families (``Group.output_stats``): lines relayed and lines
+    dropped, by program and stream. ``[]`` when there is no prefixed output."""
+    if not stats:
+        return []
+    lines = CounterMetricFamily(
+        "sentinel_output_lines", "Lines of the programs' stdout/stderr relayed to Sentinel's "
+        "own, prefixed with the program's name (output: prefixed).",
+        labels=["program", "stream"])
+    dropped = CounterMetricFamily(
+        "sentinel_output_lines_dropped", "Lines of the programs' output lost because "
+        "Sentinel's own stdout/stderr could not take them (closed, EPIPE, ENOSPC); the "
+        "program is not harmed.", labels=["program", "stream"])
+    for program, streams in sorted(stats.items()):
+        for stream, c in sorted(streams.items()):
+            lines.add_metric([printable(program), stream], c["lines_relayed"])
+            dropped.add_metric([printable(program), stream], c["lines_dropped"])
+    return [lines, dropped]
+
+
 class SentinelCollector(Collector):
     """Builds every ``sentinel_*`` family at scrape time, one series per program.
 
@@ -379,6 +399,10 @@ class SentinelCollector(Collector):
         notifier = getattr(self.guardian, "webhooks", None)
         if notifier is not None:
             yield from webhook_families(notifier)
+
+        output = getattr(self.guardian, "output_stats", None)  # several programs, prefixed
+        if output is not None:
+            yield from output_families(output())
 
         yield from _present(family(gauge, "sentinel_sampling_failing",
                      "1 while sampling the workload's memory fails (several samples in a row "

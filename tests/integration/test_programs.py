@@ -443,3 +443,31 @@ def test_a_sigterm_before_the_main_program_started_is_143(start_sentinel, tmp_pa
     ])
     assert s.wait() == 143
     assert not events(s, "spawned", "web")
+
+
+def test_prefixed_output_is_counted_and_its_drops_are_visible(start_sentinel, tmp_path):
+    from tests.integration.test_prometheus import free_port, get
+
+    sock = str(tmp_path / "s.sock")
+    port = free_port()
+    talker = [PY, "-u", "-c", "import sys, time\nfor i in range(100000):\n    print('line', i)"
+              "\n    time.sleep(0.005)"]
+    cfg = write_config(tmp_path, [{"name": "web", "command": printer("--exit-on", "TERM=0")},
+                                  {"name": "talker", "command": talker}],
+                       socket=sock, **{"metrics-port": port, "metrics-address": "127.0.0.1"})
+    s = start_sentinel(["--log-format", "json", "--k8s-events", "off", "--config", cfg])
+    ready(s, "web")
+    wait_until(lambda: os.path.exists(sock), 10, what="the control socket")
+
+    def output():
+        return control(sock, "status")["status"]["output"]
+    wait_until(lambda: output()["talker"]["stdout"]["lines_relayed"] >= 20, 10,
+               what=lambda: output())
+    s.popen.stdout.close()  # nobody reads Sentinel's stdout any more: EPIPE from now on
+    wait_until(lambda: output()["talker"]["stdout"]["lines_dropped"] >= 5, 10,
+               what=lambda: output())
+    body = get(f"http://127.0.0.1:{port}/metrics")
+    assert 'sentinel_output_lines_dropped_total{program="talker",stream="stdout"}' in body
+    assert 'sentinel_output_lines_total{program="web",stream="stdout"} 1.0' in body  # ready
+    s.signal(signal.SIGTERM)
+    assert s.wait() == 0  # a gone stdout harmed no program and no exit code
