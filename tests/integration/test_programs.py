@@ -389,9 +389,15 @@ def test_daemons_that_left_their_session_are_stopped_when_sentinel_ends(start_se
         {"name": "web", "command": printer("--exit-on", "TERM=0")},
         {"name": "forker", "command": daemon},
     ])
-    line = s.expect("forker ", 10)
-    pid = int(line.split("daemon ")[1]) if "daemon" in line else \
-        int(s.expect("forker  | daemon", 10).split("daemon ")[1])
+    def daemon() -> int | None:
+        for line in s.lines:
+            name, _, text = line.partition(" | ")
+            if name.strip() == "forker" and text.startswith("daemon "):
+                return int(text.split()[1])
+        return None
+
+    while (pid := daemon()) is None:  # its line and its parent's "ready", in any order
+        s.expect("forker ", 10)
     assert alive(pid)
     s.signal(signal.SIGTERM)
     assert s.wait() == 0
