@@ -32,10 +32,15 @@ def start(start_sentinel, tmp_path, programs, *, mode="subreaper", args=(), **se
     return start_sentinel([*COMMON, *args, "--config", cfg], pid1=mode == "pid1")
 
 
-def ready(s: Running, *names: str, timeout: float = 10.0):
+def ready(s: Running, *names: str, timeout: float = 10.0, earlier: bool = False):
     """Wait for ``NAME | ready child PID PGID`` of each of ``names`` on Sentinel's stdout
-    (in any order: the programs run side by side); return the PID, or a dict of them."""
+    (in any order: the programs run side by side); return the PID, or a dict of them.
+    ``earlier``: lines read already count too (read while waiting for another line)."""
     found: dict[str, int] = {}
+    for line in s.lines if earlier else ():
+        name, _, rest = line.partition(" | ")
+        if name.strip() in names and rest.startswith("ready child"):
+            found[name.strip()] = int(rest.split()[2])
     deadline = time.monotonic() + timeout
     while len(found) < len(names):
         line = s.readline(max(0.0, deadline - time.monotonic()))
@@ -398,6 +403,7 @@ def test_daemons_that_left_their_session_are_stopped_when_sentinel_ends(start_se
 
     while (pid := daemon()) is None:  # its line and its parent's "ready", in any order
         s.expect("forker ", 10)
+    ready(s, "web", earlier=True)  # its SIGTERM handler is set: it exits 0 on the shutdown
     assert alive(pid)
     s.signal(signal.SIGTERM)
     assert s.wait() == 0
