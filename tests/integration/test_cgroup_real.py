@@ -56,10 +56,14 @@ def own_v1_group(limit_bytes: int):
         yield group
     finally:
         # Child groups first (a test's own, or podman's under --cgroup-parent): a group
-        # with children cannot be removed.
-        for d in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            _remove_group(d)
-        _remove_group(group)
+        # with children cannot be removed. podman (cgroupfs manager) makes the parent in
+        # every hierarchy, not only the memory one: those go too (same unique name).
+        others = [h / name for h in MEMCG.parent.iterdir() if h != MEMCG and (h / name).is_dir()]
+        for top in [group, *others]:
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()),
+                            key=lambda p: -len(p.parts)):
+                _remove_group(d)
+            _remove_group(top)
 
 
 def _remove_group(group: Path) -> None:
