@@ -176,7 +176,8 @@ def test_watch_says_once_when_the_targets_cgroup_is_not_visible(start_sentinel, 
         assert len(notes) == 1, notes
         assert "in sidecar mode the workload's cgroup belongs to another container" in \
             notes[0]["msg"] and "hostPath" in notes[0]["msg"], notes
-        assert events(s, "attached")  # watched all the same, on the tree's figures
+        # watched all the same, on the tree's figures (the note may come before the event)
+        wait_until(lambda: events(s, "attached"), 10, what="the attached event")
     finally:
         target.kill()
         target.wait()
