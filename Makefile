@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 TOOLS_BIN   := $(CURDIR)/.tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 
-.PHONY: demo test venv system-deps k8s-tools bench clean vm-test
+.PHONY: demo test venv system-deps k8s-tools bench clean vm-test bpf
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,19 @@ venv: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
+## The eBPF probe's CO-RE object (--probe ebpf), shipped in the wheel: Debian's clang
+## (the BPF target) and libbpf-dev (bpf_helpers.h); no bpftool, no kernel headers
+## (kernel_types.h names the few kernel fields it reads; libbpf relocates them).
+## -mcpu=v3: 64-bit atomics (Linux 5.12+); clang 14 cannot emit them for v1.
+BPF_DIR    := sentinel/probes/bpf
+BPF_OBJ    := $(BPF_DIR)/sentinel.bpf.o
+BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror
+bpf: $(BPF_OBJ)
+$(BPF_OBJ): $(BPF_DIR)/sentinel.bpf.c $(BPF_DIR)/kernel_types.h
+	@command -v clang >/dev/null || { echo "make bpf: clang is missing: run 'make system-deps' (Debian: clang libbpf-dev)" >&2; exit 1; }
+	@[ -e /usr/include/bpf/bpf_helpers.h ] || { echo "make bpf: bpf/bpf_helpers.h is missing: run 'make system-deps' (Debian: libbpf-dev)" >&2; exit 1; }
+	clang $(BPF_CFLAGS) -I$(BPF_DIR) -c $< -o $@.tmp && mv $@.tmp $@
+
 k8s-tools:
 	sh scripts/install-k8s-tools.sh $(TOOLS_BIN) >/dev/null
 
@@ -28,7 +41,7 @@ demo: venv
 	$(PY) scripts/demo.py
 
 ## Everything CI runs.
-test: venv system-deps k8s-tools
+test: venv system-deps bpf k8s-tools
 	$(PY) -m pytest
 
 ## A real cgroup v2 memory controller in a QEMU guest (these hosts are v1 hybrids):
@@ -67,7 +80,7 @@ chart-lint: k8s-tools
 manifests: k8s-tools
 	bash scripts/render-manifests.sh
 
-image: venv
+image: venv bpf
 	rm -rf dist/wheelhouse
 	$(PY) -m pip wheel --quiet --wheel-dir dist/wheelhouse . pip
 	docker build -f docker/Dockerfile -t $(IMAGE) .

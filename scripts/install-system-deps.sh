@@ -10,6 +10,8 @@
 #   qemu-system-x86_64     qemu-system-x86 (a cgroup v2 guest: scripts/cgroup2-vm.py)
 #   /boot/vmlinuz-*-amd64  linux-image-amd64 (the guest's kernel)
 #   cpio                   cpio            (the guest's initramfs)
+#   clang, bpf_helpers.h   clang libbpf-dev (make bpf: the eBPF probe's object)
+#   libbpf.so.1            libbpf1         (--probe ebpf loads the object through it)
 #
 # Idempotent and fast when done: one dpkg-query, no `apt-get update`, when
 # every package is already installed. Non-interactive; run as root on Debian
@@ -36,6 +38,9 @@ packages=(
     qemu-system-x86     # scripts/cgroup2-vm.py: a cgroup v2 guest (TCG; KVM does not boot here)
     linux-image-amd64   # the guest's kernel under /boot
     cpio                # packs the guest's initramfs
+    clang               # make bpf: compiles sentinel/probes/bpf/sentinel.bpf.c (BPF target)
+    libbpf-dev          # its bpf/bpf_helpers.h
+    libbpf1             # --probe ebpf: libbpf.so.1, the loader's library
 )
 
 missing=()

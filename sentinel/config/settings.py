@@ -451,6 +451,10 @@ def parse_webhook_url_file(text: str) -> tuple:
 
 
 MEASURES = ("rss", "pss", "uss", "working-set", "cgroup")
+# How the workload's memory is followed (sentinel.core.ebpf_side): poll /proc (and the
+# cgroup) on a tick; ebpf: the kernel follows the tree and wakes Sentinel (falls back to
+# polling, with one line, where it cannot load); auto: ebpf when it loads, silently.
+PROBES = ("poll", "ebpf", "auto")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LOG_FORMATS = ("human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -480,6 +484,7 @@ class Settings:
     # the kubelet evicts on) or cgroup (the cgroup's usage: memory.current on v2,
     # memory.usage_in_bytes on v1, what the kernel's OOM killer judges).
     measure: str = "rss"
+    probe: str = "poll"
     # Where the cgroup hierarchy is mounted (or the cgroup's directory itself), for
     # unusual mounts and fixture trees; None: found from /proc/self/mountinfo.
     cgroup_root: str | None = None
@@ -627,6 +632,11 @@ OPTIONS: tuple[Opt, ...] = (
         help="figure compared with the limit: rss (tree RSS, default), pss, uss, working-set "
              "(cgroup usage minus inactive_file, as the kubelet) or cgroup (cgroup usage: "
              "memory.current / memory.usage_in_bytes)"),
+    Opt(("--probe",), "probe", choices=PROBES,
+        help="how memory is followed: poll (/proc and the cgroup on a tick, default), ebpf "
+             "(the kernel follows the tree and wakes Sentinel at once; needs CAP_BPF and "
+             "CAP_PERFMON with bpf(2) allowed by seccomp, or CAP_SYS_ADMIN; falls back to "
+             "poll with one line) or auto (ebpf where it loads, quietly)"),
     Opt(("--cgroup-root",), "cgroup_root", str, metavar="PATH",
         help="where the cgroup hierarchy is mounted, or the cgroup's directory (default: "
              "from /proc/self/mountinfo)"),

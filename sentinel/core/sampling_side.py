@@ -94,6 +94,9 @@ class SamplingSide:
         self._woke_at: float | None = None  # loop time of the last wake-driven sample
         self._deferred = None  # the loop handle of a debounced wake-up's sample
         self._clamp_high: int | None = None  # memory.high seen while Sentinel clamped it
+        # --probe ebpf/auto: this program's tree in the kernel (sentinel.core.ebpf_side).
+        self.ebpf = None
+        self._ebpf_tried = False
 
     # ------------------------------------------------------------------ notes
     def note(self, topic: str, text: str, level: int = logging.INFO) -> None:
@@ -113,6 +116,7 @@ class SamplingSide:
     def on_run(self) -> None:
         """(Re)attach the wake-ups to the current probe's cgroup; kept when it is the
         same cgroup as before (a restart in run mode)."""
+        self._ebpf_run()
         memory = getattr(self.sup.probe, "cgroup", None)
         path = memory.path if memory is not None else None
         if self.wakeups is not None and path == self._cgroup_path:
@@ -124,6 +128,52 @@ class SamplingSide:
         except Exception as exc:  # never harm the workload: the tick still samples
             log.warning("kernel wake-ups not attached: %r; sampling on the tick only", exc,
                         extra={"event": "kernel_note"})
+
+    def _ebpf_run(self) -> None:
+        """--probe ebpf/auto: join the Sentinel's eBPF hub (loaded on first use) and
+        seed this run's tree; a failure is said once by the hub, and polling goes on."""
+        mode = getattr(self.sup.settings, "probe", "poll")
+        if mode == "poll":
+            return
+        if not self._ebpf_tried:
+            self._ebpf_tried = True
+            from sentinel.core.ebpf_side import EbpfHub, EbpfSide
+
+            hub = EbpfHub.for_loop(self.sup.loop, mode)
+            if hub is not None:
+                self.ebpf = EbpfSide(self.sup, hub)
+                if not self.ebpf.covers_measure():
+                    self.note("ebpf", f"the eBPF probe follows resident pages (RSS): with "
+                              f"--measure {self.sup.state.measure} it follows the tree and "
+                              "OOM victims, and the cgroup's wake-ups cover the limit")
+        if self.ebpf is not None:
+            self.ebpf.on_run()
+
+    def ebpf_woke(self, key: str, reason: str) -> None:
+        """A record of the eBPF probe (``limit``, ``step``, ``lost``): counted in
+        ``state.wakeups["ebpf_" + key]``, and a sample now."""
+        st = self.sup.state
+        st.wakeups["ebpf_" + key] = st.wakeups.get("ebpf_" + key, 0) + 1
+        if self.sup.child is None:
+            return
+        log.debug("woken by the eBPF probe (%s): sampling now", reason,
+                  extra={"event": "wakeup", "source": "ebpf_" + key})
+        self._sample_now(f"ebpf {key}: {reason}")
+
+    def ebpf_interval(self, value: int, limit: int | None) -> float | None:
+        """The next tick while the eBPF probe covers the limit (``EbpfSide.interval``),
+        else ``None``."""
+        if self.ebpf is None:
+            return None
+        try:
+            return self.ebpf.interval(self.sup.state.last_sample, value, limit)
+        except Exception:
+            return None
+
+    def close_ebpf(self) -> None:
+        if self.ebpf is not None:
+            self.ebpf.close()
+            self.ebpf = None
 
     def _attach(self, memory) -> None:
         from sentinel.probes import wakeups as wk  # small, standard library only
@@ -290,6 +340,8 @@ class SamplingSide:
     def on_limit(self, limit_bytes: int | None) -> None:
         """The limit changed: re-arm the v1 threshold at the next sample (or arm it at the
         next one far from the new limit); no limit (``limit none``): none armed."""
+        if self.ebpf is not None:
+            self.ebpf.on_limit(limit_bytes)
         if limit_bytes is None:
             self._rearm_pending = False
             if self.threshold is not None:
@@ -325,6 +377,8 @@ class SamplingSide:
         limit = self.sup.state.limit_bytes
         if limit is None or sample is None:
             return False
+        if self.ebpf is not None and self.ebpf.covered(sample):
+            return True
         if self.threshold is not None:
             return self._v1_covered(sample)
         if self.events_watch is None or self.events_watch.fd < 0:
@@ -356,6 +410,11 @@ class SamplingSide:
     # ------------------------------------------------------------------ each sample
     def on_sample(self, sample) -> None:
         """After each sample, before the kill decision (see the module)."""
+        if self.ebpf is not None:
+            try:
+                self.ebpf.on_sample(sample)
+            except Exception as exc:  # never stops enforcement: polling goes on
+                self.ebpf._fail("after a sample", exc)
         try:
             self._follow_auto_limit(sample)
             limit = self.sup.state.limit_bytes

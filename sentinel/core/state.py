@@ -102,6 +102,7 @@ class Event:
     signal_refused, signal_forwarded, kill_started, kill_finished, restart_scheduled,
     limit_changed, enforcement_paused, enforcement_resumed, restart_cancelled,
     attached, attach_failed, detached, component, sampling_failed, sampling_recovered,
+    oom_victim (the eBPF probe saw the kernel's OOM killer choose a process of the tree),
     pre_kill_hook (the hook's end: sentinel.core.hook.HookResult.fields() and ``kill``).
     With ``--dry-run``, signal_sent, limit_crossed and kill_finished carry ``dry_run: True``.
     """

@@ -382,6 +382,7 @@ class Supervisor:
         if self.source is not None:
             self.source.close()
         self.sampling_side.close()
+        self.sampling_side.close_ebpf()
         self.kernel_side.hook("close")
         if self._hook is not None:
             self._hook.close()
@@ -1185,7 +1186,11 @@ class Supervisor:
         return sampler.growth_rate(sampler.recent_points(points, points[-1][0]))
 
     def _next_interval(self, value: int, limit: int | None) -> float:
-        """The period until the next sample: ``sampler.next_interval`` at this run's growth."""
+        """The period until the next sample: ``sampler.next_interval`` at this run's growth
+        (the eBPF probe's plan while it covers the limit: ``SamplingSide.ebpf_interval``)."""
+        planned = self.sampling_side.ebpf_interval(value, limit)
+        if planned is not None:
+            return planned
         return sampler.relaxed_interval(
             value, limit, self.growth_bytes_per_second, self.settings.interval_seconds,
             self.settings.max_interval_seconds, enforcing=self.state.enforcing,
