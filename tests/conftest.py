@@ -110,10 +110,12 @@ class Running:
     """A started Sentinel: its stdout is the workload's; its stderr goes to a file."""
 
     def __init__(self, argv: list[str], *, pid1: bool, env: dict | None, cwd=None,
-                 pass_fds=(), preexec_fn=None, stdin=subprocess.DEVNULL) -> None:
+                 pass_fds=(), preexec_fn=None, stdin=subprocess.DEVNULL,
+                 wrap: list[str] = ()) -> None:
+        # wrap: a command that execs Sentinel in its own place (setpriv, unshare --mount).
         self.pid1 = pid1
         self.errfile = tempfile.NamedTemporaryFile(prefix="sentinel-stderr-", delete=False)
-        cmd = (["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []) + argv
+        cmd = [*wrap] + (["unshare", "--pid", "--fork", "--mount-proc"] if pid1 else []) + argv
         full_env = clean_env(env)
         self.popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.errfile,
                                       stdin=stdin, env=full_env, cwd=cwd, pass_fds=pass_fds,

@@ -56,7 +56,10 @@ def kernel_view(state) -> dict:
     """The kernel's side for status and the dashboard: ``cgroup`` (``state.cgroup`` plus
     the last sample's ``limit_bytes``/``high_bytes``, or ``None`` when none is visible),
     ``kernel_oom_kills`` (workload processes the kernel's OOM killer took, counted by
-    Sentinel), ``wakeups`` (source -> count) and ``kernel_notes`` (topic -> one line)."""
+    Sentinel), ``wakeups`` (source -> count), ``kernel_notes`` (topic -> one line) and
+    ``probe``: how memory is followed (``{"probe": "poll"}``, or the eBPF probe's
+    ``{"probe": "ebpf", "followed": N, "records": {kind: count}, "lost": N,
+    "threshold_bytes": N}``)."""
     from sentinel.core.state import REASON_KERNEL_OOM
 
     sample = state.last_sample
@@ -68,6 +71,7 @@ def kernel_view(state) -> dict:
                        if reason == REASON_KERNEL_OOM)
     return {"cgroup": cgroup, "kernel_oom_kills": kernel_kills,
             "wakeups": dict(getattr(state, "wakeups", None) or {}),
+            "probe": dict(getattr(state, "probe_info", None) or {"probe": "poll"}),
             "kernel_notes": {str(k): str(v)
                              for k, v in dict(getattr(state, "kernel_notes", None) or {}).items()}}
 

@@ -159,9 +159,14 @@ class EbpfSide:
     def active(self) -> bool:
         return self.slot is not None and self.failed is None
 
+    def publish(self) -> None:
+        """``state.probe_info`` = ``stats()`` (status, the dashboard)."""
+        self.sup.state.probe_info = self.stats()
+
     def _fail(self, what: str, exc: Exception) -> None:
         if self.failed is None:
             self.failed = f"{what}: {exc}"
+            self.publish()
             log.warning("eBPF probe stopped for this program (%s: %s); polling /proc "
                         "instead", what, exc, extra={"event": "ebpf", "loaded": False})
 
@@ -227,6 +232,7 @@ class EbpfSide:
         self.followed = followed
         self.unseen_bytes = sum(rss for pid, rss in sample.processes if pid not in followed)
         self.configure()
+        self.publish()
         if self._near and self.threshold is not None and \
                 sample.rss_bytes < self.threshold - (self.sup.state.limit_bytes or 0) // 20:
             self._near.clear()  # well below the threshold again: back to the back-stop

@@ -164,6 +164,10 @@ class GuardianState:
     # (v2 memory.events POLLPRI), "pressure" (a PSI trigger), "usage_threshold" (v1
     # cgroup.event_control eventfd), "oom_notify" (v1 OOM eventfd) -> count.
     wakeups: dict = field(default_factory=dict)
+    # How the memory is followed (sentinel.core.ebpf_side.EbpfSide.stats): {"probe":
+    # "ebpf" | "poll", "followed": processes the kernel follows, "records": kind -> count,
+    # "lost": records lost, "threshold_bytes", "failed": why it stopped}; {} when polling.
+    probe_info: dict = field(default_factory=dict)
     # What the kernel's side could not give, one line per topic: "pressure", "mrelease",
     # "oom_score_adj", "cgroup" (why no cgroup is visible) -> text for status and the TUI.
     kernel_notes: dict = field(default_factory=dict)

@@ -335,7 +335,9 @@ class SentinelCollector(Collector):
                    "Kernel notifications that made Sentinel sample at once instead of at its "
                    "next tick, by source (memory_events: cgroup v2 memory.events; pressure: a "
                    "PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup "
-                   "v1 OOM eventfd).", _wakeups, ["source"]),
+                   "v1 OOM eventfd; with --probe ebpf, ebpf_limit: the kernel's sum reached "
+                   "the threshold, ebpf_step: it moved by a step, ebpf_lost: records were "
+                   "lost).", _wakeups, ["source"]),
         ]
         yield from (f for f in fams if f is not None)
         yield from self._pressure(progs)

@@ -116,7 +116,7 @@ def object_bytes() -> bytes:
 
 def explain(exc: LibbpfError) -> EbpfUnavailable:
     """The one line for a failed load (see ``EbpfUnavailable``)."""
-    log = [line.strip() for line in exc.log if line.strip()]
+    log = [line.strip() for chunk in exc.log for line in chunk.splitlines() if line.strip()]
     if exc.stage == "library":
         return EbpfUnavailable("no-libbpf", "libbpf.so.1 is not installed (Debian/Ubuntu: "
                                "apt-get install libbpf1; the image has it)")
@@ -125,8 +125,9 @@ def explain(exc: LibbpfError) -> EbpfUnavailable:
     if exc.errno == _errno.EACCES or (exc.stage == "load" and any(
             "verifier" in line or "R1" in line or "invalid" in line for line in log)):
         which = next((line.split("'")[1] for line in log if "prog '" in line), "a program")
-        why = next((line for line in reversed(log) if not line.startswith("--")
-                    and "processed" not in line and not line.startswith("libbpf:")), "")
+        why = next((line for line in reversed(log) if not line.startswith(("--", ";"))
+                    and "processed" not in line and not line.startswith("libbpf:")
+                    and not line[:1].isdigit()), "")
         return EbpfUnavailable("verifier", f"the kernel's BPF verifier refused {which}"
                                + (f" ({why[:200]})" if why else "")
                                + "; this kernel or this object is not supported")

@@ -24,6 +24,7 @@ _vp = C.c_void_p
 RING_CALLBACK = C.CFUNCTYPE(C.c_int, _vp, _vp, C.c_size_t)
 PRINT_CALLBACK = C.CFUNCTYPE(C.c_int, C.c_int, C.c_char_p, _vp)
 LOG_KEEP = 60  # lines of libbpf's log kept for the error message
+LIBBPF_DEBUG = 2  # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
 
 
 class LibbpfError(OSError):
@@ -80,7 +81,9 @@ class _Lib:
         self._printer = PRINT_CALLBACK(self._print)
         self.set_print(self._printer)
 
-    def _print(self, _level: int, fmt: bytes, args) -> int:
+    def _print(self, level: int, fmt: bytes, args) -> int:
+        if level >= LIBBPF_DEBUG:  # CO-RE relocation chatter: hundreds of lines a load
+            return 0
         try:
             buf = C.create_string_buffer(2048)
             self.vsnprintf(buf, len(buf), fmt, args)
