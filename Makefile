@@ -7,7 +7,7 @@ PY          := $(VENV)/bin/python
 TOOLS_BIN   := $(CURDIR)/.tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
 
-.PHONY: demo test venv system-deps k8s-tools bench clean vm-test bpf
+.PHONY: demo test venv system-deps k8s-tools bench bench-ebpf clean vm-test bpf
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: venv
 	command -v tini >/dev/null || apt-get install -y -q tini >/dev/null
 	$(PY) -m pip install --quiet dumb-init
 	$(PY) bench/run.py
+
+## issue 12's figures alone: --probe ebpf beside polling, and the probe's cost per page
+## fault to every workload (root, kernel BTF, libbpf1; bench/faults.py for more rounds).
+bench-ebpf: venv bpf
+	$(PY) bench/run.py --only ebpf
 
 ## Kubernetes: Helm chart, plain manifests, image, and an end-to-end run on kind
 ## (image, kind-*, e2e need a Docker engine and `kind`).

@@ -6,11 +6,15 @@ they do the same job: the naive psutil loop (bench/naive_guard.py) for
 enforcement and idle cost, tini and dumb-init (when installed: `make bench`
 installs them) for start-up. Prints a table with ratios and one summary line.
 
-    python bench/run.py [--runs N] [--idle-seconds S] [--quick] [--only measures]
+    python bench/run.py [--runs N] [--idle-seconds S] [--quick] [--only measures|programs|ebpf]
 
 The cost per sample of each --measure (rss, pss, uss, working-set, cgroup) is
 taken on trees of 10 and 1,000 `sleep` processes in a memory group of its own
 at the top of the cgroup v1 hierarchy (root; removed afterwards).
+
+With root and the BPF object built (`make bpf`), it ends with issue 12's figures:
+`sentinel --probe ebpf` beside the polling Sentinel (reaction, overshoot, idle cost)
+and the probe's cost per page fault to every workload (bench/faults.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # bench/faults.py
 PY = sys.executable
 LEAKER = str(REPO / "tests" / "leaker.py")
 NAIVE = str(REPO / "bench" / "naive_guard.py")
@@ -45,6 +50,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Sentinel's guards in this bench: the default (polling /proc) and --probe ebpf.
+GUARDS = {"sentinel": (), "sentinel-ebpf": ("--probe", "ebpf")}
+
+
+def ebpf_loaded(log: str) -> bool:
+    """Whether Sentinel's JSON log ``log`` says the eBPF probe loaded; exits with its
+    one line when it did not (a bench of --probe ebpf that polled would mislead)."""
+    for line in log.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == "ebpf":
+            if rec.get("loaded"):
+                return True
+            raise SystemExit(f"bench: --probe ebpf: {rec.get('message', line)} "
+                             "(run as root with `make bpf` built, or leave out the eBPF rows)")
+    raise SystemExit("bench: --probe ebpf: Sentinel logged no eBPF line")
+
+
 def sentinel_cmd(*extra: str) -> list[str]:
     """Sentinel at default settings: exporter and control socket on (on a free port/path)."""
     sock = tempfile.mktemp(prefix="sentinel-bench-", suffix=".sock")
@@ -52,16 +77,26 @@ def sentinel_cmd(*extra: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- reaction
-def reaction_run(guard: str, limit_mib: int, rate: float) -> tuple[float, float]:
-    """One leak to the limit; return (reaction seconds, overshoot bytes) from the leaker's report."""
+def reaction_run(guard: str, limit_mib: int, rate: float,
+                 chunk_mib: float = 1.0) -> tuple[float, float]:
+    """One leak to the limit in chunks of ``chunk_mib``; return (reaction seconds,
+    overshoot bytes) from the leaker's report. ``guard``: a key of ``GUARDS`` or
+    ``naive``."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as report:
-        leak = [PY, LEAKER, "--rate", str(rate), "--report", report.name, "--quiet"]
+        leak = [PY, LEAKER, "--rate", str(rate), "--chunk", str(chunk_mib), "--report",
+                report.name, "--quiet"]
         limit = limit_mib * MiB
-        if guard == "sentinel":
-            cmd = sentinel_cmd("--max-rss", f"{limit_mib}Mi", "--log-level", "error", "--", *leak)
+        if guard in GUARDS:
+            level = ("--log-level", "info", "--log-format", "json") if GUARDS[guard] else (
+                "--log-level", "error")
+            cmd = sentinel_cmd(*GUARDS[guard], "--max-rss", f"{limit_mib}Mi", *level, "--",
+                               *leak)
         else:
             cmd = [PY, NAIVE, str(limit), *leak]
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+        if GUARDS.get(guard):
+            ebpf_loaded(done.stderr)
         rows = [json.loads(line) for line in Path(report.name).read_text().splitlines()]
     crossing = next(r for r in rows if "event" not in r and r["rss"] > limit)
     term = next(r for r in rows if r.get("event") == "sigterm")
@@ -70,30 +105,50 @@ def reaction_run(guard: str, limit_mib: int, rate: float) -> tuple[float, float]
 
 # ---------------------------------------------------------------- idle cost
 def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` in seconds: ``/proc/<pid>/schedstat`` (nanoseconds on the CPU),
-    else utime+stime from ``/proc/<pid>/stat`` (clock ticks: 10 ms steps, too coarse
-    for a process that runs a few milliseconds a second)."""
+    """CPU time of process ``pid`` in seconds, all its threads (the exporter's and the
+    socket's too): ``/proc/<pid>/task/*/schedstat`` (nanoseconds on the CPU), else
+    utime+stime from ``/proc/<pid>/stat`` (clock ticks: 10 ms steps, too coarse for a
+    process that runs a few milliseconds a second)."""
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
     except (OSError, ValueError, IndexError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all of ``pid``'s threads: how often it slept and
+    was woken (a timer, a record, a connection)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def rss_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
 
-def idle_cost(guard: str, seconds: float) -> tuple[float, float]:
-    """Own CPU seconds per minute and own RSS (MiB) while watching an idle `sleep`."""
-    cmd = (sentinel_cmd("--max-rss", "1Gi", "--", "sleep", "3600") if guard == "sentinel"
-           else [PY, NAIVE, str(2**30), "sleep", "3600"])
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def idle_cost(guard: str, seconds: float) -> tuple[float, float, float]:
+    """Own CPU seconds per minute, own RSS (MiB) and wake-ups per minute (voluntary
+    context switches, all threads) while watching an idle `sleep`. ``guard``: a key of
+    ``GUARDS`` or ``naive``."""
+    cmd = (sentinel_cmd(*GUARDS[guard], "--max-rss", "1Gi", "--log-format", "json", "--",
+                        "sleep", "3600")
+           if guard in GUARDS else [PY, NAIVE, str(2**30), "sleep", "3600"])
+    log = tempfile.TemporaryFile("w+")
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         time.sleep(1.5)  # past start-up and imports
-        c0, t0 = cpu_seconds(p.pid), time.monotonic()
+        if GUARDS.get(guard):
+            log.seek(0)
+            ebpf_loaded(log.read())
+        c0, w0, t0 = cpu_seconds(p.pid), wakeups(p.pid), time.monotonic()
         time.sleep(seconds)
-        c1, t1 = cpu_seconds(p.pid), time.monotonic()
+        c1, w1, t1 = cpu_seconds(p.pid), wakeups(p.pid), time.monotonic()
         rss = rss_of(p.pid)
     finally:
         import psutil
@@ -107,7 +162,8 @@ def idle_cost(guard: str, seconds: float) -> tuple[float, float]:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
-    return (c1 - c0) / (t1 - t0) * 60, rss / MiB
+        log.close()
+    return (c1 - c0) / (t1 - t0) * 60, rss / MiB, (w1 - w0) / (t1 - t0) * 60
 
 
 def idle_cost_of(cmd: list[str], seconds: float, settle: float = 1.5) -> tuple[float, float]:
@@ -306,6 +362,66 @@ def print_measure_costs(costs: list[tuple[int, str, float, float]]) -> None:
         print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
 
 
+# ---------------------------------------------------------------- --probe ebpf
+FINE_CHUNK_MIB = 0.125  # the leaker's granularity for the overshoot: 1 MiB chunks
+# alone put the crossing chunk's record up to 1 MiB over the limit, whoever guards.
+EBPF_IDLE_MIN_SECONDS = 60.0  # the eBPF side's back-stop tick is 30 s: see two of them
+TARGETS = {"reaction": "<= 1 ms", "overshoot": "<= 0.5 MiB", "idle": "<= 0.01 CPU-s/min",
+           "fault": "<= 1.10x"}
+
+
+def ebpf_costs(runs: int, idle_seconds: float, rounds: int) -> list[tuple[str, str, str, str]]:
+    """Issue 12's figures, ``sentinel --probe ebpf`` next to the polling Sentinel, each
+    pair alternating: reaction and overshoot at 100 MiB/s to a 100 MiB limit (1 MiB and
+    ``FINE_CHUNK_MIB`` chunks), idle cost and wake-ups, and the per-fault cost to the
+    workload (``bench/faults.py``). Rows ``(figure, ebpf, poll, target)``. Exits with
+    one line when the probe does not load here (root, ``make bpf``)."""
+    import faults
+
+    out = []
+    for chunk in (1.0, FINE_CHUNK_MIB):
+        res: dict[str, list[tuple[float, float]]] = {g: [] for g in GUARDS}
+        for _ in range(runs):
+            for g in ("sentinel-ebpf", "sentinel"):
+                res[g].append(reaction_run(g, 100, 100, chunk))
+        med = {g: (statistics.median(r for r, _ in v) * 1000,
+                   statistics.median(o for _, o in v) / MiB) for g, v in res.items()}
+        size = f"{chunk:g} MiB chunks"
+        out.append((f"reaction time, median ({size})", f"{med['sentinel-ebpf'][0]:.3g} ms",
+                    f"{med['sentinel'][0]:.3g} ms", TARGETS["reaction"]))
+        out.append((f"overshoot at SIGTERM, median ({size})",
+                    f"{med['sentinel-ebpf'][1]:.3g} MiB", f"{med['sentinel'][1]:.3g} MiB",
+                    TARGETS["overshoot"]))
+    window = max(idle_seconds, EBPF_IDLE_MIN_SECONDS)
+    idle = {g: idle_cost(g, window) for g in ("sentinel-ebpf", "sentinel")}
+    out.append((f"own CPU watching an idle workload ({window:.0f} s)",
+                f"{idle['sentinel-ebpf'][0]:.3g} CPU-s/min", f"{idle['sentinel'][0]:.3g} CPU-s/min",
+                TARGETS["idle"]))
+    out.append(("wake-ups watching an idle workload", f"{idle['sentinel-ebpf'][2]:.3g} /min",
+                f"{idle['sentinel'][2]:.3g} /min", ""))
+    out.append(("own RSS watching", f"{idle['sentinel-ebpf'][1]:.3g} MiB",
+                f"{idle['sentinel'][1]:.3g} MiB", ""))
+    from sentinel.probes.ebpf import object_bytes
+
+    f = faults.measure({"": object_bytes()}, rounds, 4, 200, (os.cpu_count() or 1) - 1)
+    off = statistics.median(f["ns"]["off"])
+    for case, label in (("on", "attached, process not watched"), ("watched", "watched")):
+        ratio = statistics.median(f["ratio"][case])
+        out.append((f"page fault of the workload, {label}",
+                    f"{statistics.median(f['ns'][case]):.0f} ns ({ratio:.3f}x)",
+                    f"{off:.0f} ns (no probe)", TARGETS["fault"]))
+    return out
+
+
+def print_ebpf_costs(rows: list[tuple[str, str, str, str]]) -> None:
+    head = ("figure", "--probe ebpf", "--probe poll (default)", "issue 12's target")
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
+    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+
+
 # ---------------------------------------------------------------- start-up
 def startup(prefix: list[str], runs: int) -> tuple[float, float]:
     """Median ms for `PREFIX true` to finish, and until the child runs (`date +%s.%N`)."""
@@ -335,15 +451,21 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7, help="leaks per guard (default 7)")
     ap.add_argument("--idle-seconds", type=float, default=20.0, help="idle window (default 20)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
-    ap.add_argument("--only", choices=("measures", "programs"),
+    ap.add_argument("--only", choices=("measures", "programs", "ebpf"),
                     help="run one section: measures (cost per sample of each --measure), "
-                         "programs (idle cost of 1 and 10 programs from a config file)")
+                         "programs (idle cost of 1 and 10 programs from a config file), "
+                         "ebpf (--probe ebpf beside polling, and its cost per page fault)")
     a = ap.parse_args()
     if a.quick:
         a.runs, a.idle_seconds = 3, 5.0
     if a.only == "measures":
         print("bench: cost per sample of each measure, trees of 10 and 1000...", file=sys.stderr)
         print_measure_costs(measure_costs((10, 1000), 1.0 if a.quick else 3.0))
+        return 0
+    if a.only == "ebpf":
+        compile_sources()
+        print("bench: --probe ebpf beside polling...", file=sys.stderr)
+        print_ebpf_costs(ebpf_costs(a.runs, a.idle_seconds, 5 if a.quick else 15))
         return 0
     if a.only == "programs":
         print("bench: idle cost of 1 and 10 programs under one Sentinel...", file=sys.stderr)
@@ -368,8 +490,8 @@ def main() -> int:
     row("overshoot at SIGTERM, median", s_over, n_over, "MiB")
 
     print(f"bench: idle cost over {a.idle_seconds:.0f} s each...", file=sys.stderr)
-    s_cpu, s_rss = idle_cost("sentinel", a.idle_seconds)
-    n_cpu, n_rss = idle_cost("naive", a.idle_seconds)
+    s_cpu, s_rss, _ = idle_cost("sentinel", a.idle_seconds)
+    n_cpu, n_rss, _ = idle_cost("naive", a.idle_seconds)
     row("own CPU watching an idle workload", s_cpu, n_cpu, "CPU-s/min")
     row("own RSS watching", s_rss, n_rss, "MiB")
 
@@ -417,6 +539,13 @@ def main() -> int:
     print("\nbench: idle cost of 1 and 10 programs under one Sentinel...", file=sys.stderr)
     print()
     print_programs_cost(programs_cost((1, 10), a.idle_seconds, 1 if a.quick else 3))
+
+    print("\nbench: --probe ebpf beside polling...", file=sys.stderr)
+    print()
+    try:
+        print_ebpf_costs(ebpf_costs(a.runs, a.idle_seconds, 5 if a.quick else 15))
+    except SystemExit as exc:  # no eBPF here (not root, no object): the rest stands
+        print(f"eBPF rows left out: {exc}")
     return 0
 
 
