@@ -65,7 +65,7 @@ def ebpf_loaded(log: str) -> bool:
         if rec.get("event") == "ebpf":
             if rec.get("loaded"):
                 return True
-            raise SystemExit(f"bench: --probe ebpf: {rec.get('message', line)} "
+            raise SystemExit(f"bench: --probe ebpf: {rec.get('msg', line)} "
                              "(run as root with `make bpf` built, or leave out the eBPF rows)")
     raise SystemExit("bench: --probe ebpf: Sentinel logged no eBPF line")
 
