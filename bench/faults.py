@@ -64,9 +64,9 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* first_touch MIB REPS CPU: on CPU CPU (-1: any), print "ready", wait for a line, run REPS rounds of
-   mmap/touch/munmap of MIB MiB, print the median ns per page; then map and touch MIB
-   MiB once more and keep them ("held"), and exit at the next line. */
+/* first_touch MIB REPS CPU: on CPU CPU (-1: any), print "ready", wait for a line,
+   run REPS rounds of mmap/touch/munmap of MIB MiB, print the median ns per page; then
+   map and touch MIB MiB once more and keep them ("held"), and exit at the next line. */
 int main(int argc, char **argv) {
     size_t bytes = (size_t)atol(argv[1]) << 20;
     int reps = atoi(argv[2]);
@@ -165,10 +165,12 @@ def one_run(exe: str, mib: int, reps: int, tracker=None, tree: int = 0,
 def measure(objects: dict[str, bytes], rounds: int, mib: int, reps: int, cpu: int = -1,
             progress=None) -> dict:
     """Alternate ``off`` and, per object, ``on`` and ``watched`` runs (each round in a
-    shuffled order, the object loaded afresh for each run) for ``rounds`` rounds, the program on CPU ``cpu`` (-1: any). Returns ``{"ns": {case: [ns per page per round]}, "ratio": {case: [ratio
-    to that round's off]}, "error_bytes": max |sum - statm| seen}``; cases are ``off``,
-    ``on``/``watched`` (one object) or ``on LABEL``/``watched LABEL``. Raises
-    ``EbpfUnavailable`` when an object cannot be loaded here."""
+    shuffled order, the object loaded afresh for each run) for ``rounds`` rounds, the
+    program on CPU ``cpu`` (-1: any). Returns ``{"ns": {case: [ns per page, one a
+    round]}, "ratio": {case: [ratio to that round's off]}, "error_bytes": the largest
+    |sum - statm| seen while watched}``; cases are ``off``, ``on``/``watched`` (one
+    object) or ``on LABEL``/``watched LABEL``. Raises ``EbpfUnavailable`` when an
+    object cannot be loaded here."""
     from sentinel.probes.ebpf import MemoryTracker
 
     with tempfile.TemporaryDirectory(prefix="sentinel-faults-") as tmp:
@@ -243,8 +245,8 @@ def main() -> int:
     except EbpfUnavailable as exc:
         raise SystemExit(f"bench/faults.py: eBPF probe not loaded: {exc}") from None
     print(table(res))
-    print(f"\n{a.rounds} rounds, {a.mib} MiB x {a.reps} per run on CPU {a.cpu}; tracker sum vs statm within "
-          f"{res['error_bytes'] / 1024:.0f} KiB while watched")
+    print(f"\n{a.rounds} rounds, {a.mib} MiB x {a.reps} per run on CPU {a.cpu}; the tracker's "
+          f"sum within {res['error_bytes'] / 1024:.0f} KiB of statm while watched")
     return 0
 
 
