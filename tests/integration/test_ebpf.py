@@ -323,3 +323,49 @@ def test_the_default_probe_never_imports_the_ebpf_modules():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "sentinel.probes.ebpf" not in out.stderr and "libbpf" not in out.stderr
     assert "sentinel.probes.tree" in out.stderr  # (importtime did list the imports)
+
+
+def test_lost_records_are_counted_from_the_sequence_numbers(tracker):
+    # A step record per fold (32 pages) and 600 MiB of growth before the ring buffer
+    # (256 KiB: about 4,700 records) is read: the kernel drops the rest, and the gap in
+    # the sequence numbers says how many.
+    tree = Tree()
+    try:
+        tracker.seed(2, [tree.p.pid])
+        tracker.configure(2, None, step_bytes=PAGE, step_seconds=0.0)
+        tracker.drain()
+        assert tree.ask("grow 600") == "ok"
+        tracker.configure(2, None)
+        got = tracker.drain()  # what fit; no gap seen yet
+        assert tracker.lost == 0 and len(got) > 1000
+        assert tree.ask("fork") != ""  # the next record comes after the dropped ones
+        (fork,) = tracker.drain()
+        assert fork.kind == "fork"
+        assert tracker.lost == fork.seq - got[-1].seq - 1 > 0, (tracker.lost, len(got))
+    finally:
+        tree.close()
+
+
+def test_several_programs_each_have_their_own_tree(start_sentinel, tmp_path):
+    config = tmp_path / "sentinel.yaml"
+    config.write_text(json.dumps({
+        "version": 1, "settings": {"probe": "ebpf", "max-rss": "60Mi"},
+        "programs": [
+            {"name": "web", "main": True,
+             "command": [PY, "-c", "import time; print('web up', flush=True); time.sleep(60)"]},
+            {"name": "leak", "command": leaker("--rate", "100", "--quiet"),
+             "restart": "never", "on-give-up": "continue"}]}))
+    sock = tmp_path / "s.sock"
+    s = start_sentinel(["--no-metrics", "--socket", str(sock), "--log-format", "json",
+                        "--config", str(config)])
+    wait_until(lambda: any(e.get("event") == "gave_up" for e in s.logs()), 20,
+               what="the leaker stopped")
+    crossed = [e for e in s.logs() if e.get("event") == "limit_crossed"]
+    assert [e["program"] for e in crossed] == ["leak"], crossed
+    assert [e["loaded"] for e in _ebpf_lines(s)] == [True]  # one object for both
+    from sentinel.control.client import request
+
+    web = request(str(sock), "status web", timeout=2.0)["status"]
+    assert web["probe"]["probe"] == "ebpf" and web["probe"]["followed"] == 1, web["probe"]
+    s.signal(signal.SIGTERM)
+    assert s.wait(10) == 143
