@@ -8,7 +8,8 @@
   the kernel from then on, and each sample seeds any process of the tree the kernel
   does not follow yet (one forked before the seed);
 - the threshold is the limit less the batched counters' error (``batch_error_pages``
-  per followed process) less the RSS of processes the kernel does not follow: at it
+  per followed process), moved by what the kernel's sum and the measure differ by
+  beyond that error (processes it cannot follow, shared pages under PSS): at it
   the kernel sends a ``limit`` record, and another per fold of a counter while the sum
   stays above it; each makes the supervisor sample (``statm``, exact) at once, and near
   the limit a sample is also planned for when the measured growth reaches it;
@@ -146,7 +147,10 @@ class EbpfSide:
         self.failed: str | None = None if self.slot is not None else \
             "more programs than the eBPF probe's tree slots"
         self.followed: dict[int, int] = {}  # ns pid -> host pid, as of the last sample
-        self.unseen_bytes = 0  # RSS of the tree's processes the kernel does not follow
+        # The kernel's sum less the measure, where they differ by more than the batch
+        # error: processes the kernel cannot follow (negative), ones the sample leaves
+        # out or the shared pages PSS splits (positive). The threshold moves by it.
+        self.offset_bytes = 0
         self.threshold: int | None = None  # bytes, as configured
         self.counts: dict[str, int] = {}  # records by kind
         self.lost_total = 0
@@ -179,7 +183,7 @@ class EbpfSide:
         if not self.active:
             return
         self.followed = {}
-        self.unseen_bytes = 0
+        self.offset_bytes = 0
         self._near.clear()
         self.victims.clear()
         child = self.sup.child
@@ -202,8 +206,7 @@ class EbpfSide:
         threshold = None
         step = 0
         if limit is not None and self.covers_measure():
-            margin = batch_error_pages() * PAGE * max(1, len(self.followed))
-            threshold = max(PAGE, limit - margin - self.unseen_bytes)
+            threshold = max(PAGE, limit - self._margin() + self.offset_bytes)
             step = max(STEP_MIN_BYTES, int(limit * STEP_SHARE))
         if threshold == self.threshold and step == getattr(self, "_step", None):
             return
@@ -215,22 +218,29 @@ class EbpfSide:
             return
         self.threshold, self._step = threshold, step
 
+    def _margin(self) -> int:
+        """How far the kernel's batched sum may lag ``statm`` for this tree, bytes."""
+        from sentinel.probes.ebpf import PAGE, batch_error_pages
+
+        return batch_error_pages() * PAGE * max(1, len(self.followed))
+
     def on_sample(self, sample) -> None:
-        """Seed the tree's processes the kernel does not follow yet; keep the threshold
-        where the limit is, given those it cannot follow."""
+        """Seed the tree's processes the kernel does not follow yet (the fork, exec and
+        exit records keep ``followed`` current, so the maps are read only then); keep
+        the threshold where the measure reaches the limit (``offset_bytes``)."""
         if not self.active or self.sup.child is None:
             return
+        tracker = self.hub.tracker
         try:
-            followed = self.hub.tracker.processes(self.slot)
-            missing = [pid for pid in sample.pids if pid not in followed]
+            missing = [pid for pid in sample.pids if pid not in self.followed]
             if missing:
-                self.hub.tracker.seed(self.slot, missing)
-                followed = self.hub.tracker.processes(self.slot)
+                tracker.seed(self.slot, missing)
+                self.followed = tracker.processes(self.slot)
+            diff = tracker.sum_bytes(self.slot) - sample.measure_bytes
         except Exception as exc:
             self._fail("following the tree", exc)
             return
-        self.followed = followed
-        self.unseen_bytes = sum(rss for pid, rss in sample.processes if pid not in followed)
+        self.offset_bytes = diff if abs(diff) > self._margin() else 0
         self.configure()
         self.publish()
         if self._near and self.threshold is not None and \
@@ -295,7 +305,7 @@ class EbpfSide:
             self._near.clear()
             sup.sampling_side.ebpf_woke("step", f"the kernel's sum moved to "
                                         f"{fmt_bytes(rec.sum_bytes)}")
-        elif rec.kind == "fork":
+        elif rec.kind in ("fork", "seeded"):
             if rec.ns_tgid:
                 self.followed[rec.ns_tgid] = rec.tgid
         elif rec.kind == "exit":

@@ -24,6 +24,10 @@ class FakeTracker:
         self.configured: dict = {}
         self.followed: dict[int, dict] = {}
         self.obj = object()
+        self.sums: dict[int, int] = {}
+
+    def sum_bytes(self, tree):
+        return self.sums.get(tree, 0)
 
     def drain(self):
         lost, recs = self.batches.pop(0) if self.batches else (0, [])
@@ -108,6 +112,7 @@ def test_the_tick_is_a_back_stop_while_covered_and_planned_near_the_limit():
         side.on_run()
         assert tracker.followed[0] == {42: 1042}  # the main pid seeded
         s = sample([(42, 20 * MiB)])
+        tracker.sums[0] = 20 * MiB - 4096  # the kernel's count, a page behind
         side.on_sample(s)
         threshold, kw = tracker.configured[0]
         assert 90 * MiB < threshold < 100 * MiB and kw["step_bytes"] == 2 * MiB
@@ -161,10 +166,32 @@ def test_processes_the_kernel_does_not_follow_lower_the_threshold():
         side = EbpfSide(sup, hub)
         side.on_run()
         tracker.seed = lambda tree, pids: 0  # the kernel cannot find them (gone, hidden)
+        tracker.sums[0] = 10 * MiB
         side.on_sample(sample([(42, 10 * MiB), (43, 30 * MiB)]))
-        assert side.followed == {42: 1042} and side.unseen_bytes == 30 * MiB
+        assert side.followed == {42: 1042} and side.offset_bytes == -30 * MiB
         threshold, _ = tracker.configured[0]
         assert threshold < 70 * MiB  # 43's 30 MiB never reach the kernel's sum
+        # Within the batch error the threshold does not move.
+        tracker.sums[0] = 40 * MiB - 100 * 4096
+        side.on_sample(sample([(42, 10 * MiB), (43, 30 * MiB)]))
+        assert side.offset_bytes == 0
+        side.close()
+    finally:
+        loop.close()
+
+
+def test_under_pss_the_threshold_is_where_the_rss_is_when_the_pss_reaches_the_limit():
+    loop = asyncio.new_event_loop()
+    tracker = FakeTracker()
+    try:
+        hub = EbpfHub(loop, tracker)
+        sup, _ = fake_sup(loop, measure="pss")
+        side = EbpfSide(sup, hub)
+        side.on_run()
+        tracker.sums[0] = 60 * MiB  # RSS 60 MiB of which 30 MiB shared by 2 (PSS 45)
+        side.on_sample(sample([(42, 60 * MiB)], measure=45 * MiB))
+        threshold, _ = tracker.configured[0]
+        assert 110 * MiB < threshold <= 115 * MiB  # 100 MiB of PSS + the 15 MiB shared
         side.close()
     finally:
         loop.close()
