@@ -131,6 +131,11 @@ def explain(exc: LibbpfError) -> EbpfUnavailable:
         return EbpfUnavailable("verifier", f"the kernel's BPF verifier refused {which}"
                                + (f" ({why[:200]})" if why else "")
                                + "; this kernel or this object is not supported")
+    relo = next((line for line in log if "relo" in line and "failed" in line), None)
+    if relo is not None:
+        return EbpfUnavailable("layout", "this kernel's memory counters are laid out in a way "
+                               "the probe does not know (it reads mm_struct.rss_stat[] as "
+                               "per-CPU counters: Linux 6.2+)")
     if any("BTF" in line for line in log) or exc.errno == _errno.ESRCH:
         return EbpfUnavailable("no-btf", f"the kernel has no usable BTF ({BTF_PATH}: Linux "
                                "5.11+ built with CONFIG_DEBUG_INFO_BTF=y)")
