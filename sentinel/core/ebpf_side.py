@@ -8,8 +8,9 @@
   the kernel from then on, and each sample seeds any process of the tree the kernel
   does not follow yet (one forked before the seed);
 - the threshold is the limit less the batched counters' error (``batch_error_pages``
-  per followed process), moved by what the kernel's sum and the measure differ by
-  beyond that error (processes it cannot follow, shared pages under PSS): at it
+  per followed process, on the CPUs the workload may run on, at most
+  ``MAX_MARGIN_SHARE`` of the limit), lowered by what the kernel's sum falls short of
+  the measure beyond that error (processes it cannot follow): at it
   the kernel sends a ``limit`` record, and another per fold of a counter while the sum
   stays above it; each makes the supervisor sample (``statm``, exact) at once, and near
   the limit a sample is also planned for when the measured growth reaches it;
@@ -21,15 +22,16 @@
   cgroup counter; a gap in the sequence numbers (lost records) makes every program
   sample at once.
 
-The kernel's sum is resident pages (statm's): it covers ``--measure rss``, and
-``pss``/``uss`` too (both are at most the RSS, so the RSS reaches a threshold first).
-The cgroup measures are left to the cgroup's own wake-ups. Nothing here raises into
+The kernel's sum is resident pages (statm's): it covers ``--measure rss``. With the
+other measures the probe follows the tree and OOM victims, and the limit is left to
+polling and the cgroup's own wake-ups. Nothing here raises into
 the loop: a failed map call is one line and the program goes on polling.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -43,7 +45,15 @@ STEP_SHARE = 0.02
 STEP_MIN_BYTES = 1 << 20
 # A planned sample near the limit comes at least this soon after the last one.
 NEAR_MIN_SECONDS = 0.0005
-COVERED_MEASURES = ("rss", "pss", "uss")
+# The kernel's sum is resident pages: it covers --measure rss only. PSS/USS can grow
+# with no RSS change (a forked child writing its copy-on-write pages): those measures
+# keep the polling cadence, and the probe follows the tree and OOM victims.
+COVERED_MEASURES = ("rss",)
+# Record-driven samples at most this often (a fold every 128 KiB at 1 GiB/s is 8,000
+# records a second); and the records' growth plans the next sample only while fresh.
+RECORD_SAMPLE_GAP_SECONDS = 0.001
+# The margin below the limit is at most this share of it (a node with many CPUs).
+MAX_MARGIN_SHARE = 0.125
 
 
 class EbpfHub:
@@ -103,6 +113,10 @@ class EbpfHub:
     def leave(self, slot: int) -> None:
         self.sides.pop(slot, None)
 
+    def read(self) -> None:
+        """Handle the records waiting now (also those that woke nobody)."""
+        self._readable()
+
     def _readable(self) -> None:
         t = self.tracker
         try:
@@ -152,11 +166,13 @@ class EbpfSide:
         # out or the shared pages PSS splits (positive). The threshold moves by it.
         self.offset_bytes = 0
         self.threshold: int | None = None  # bytes, as configured
+        self._step: int | None = None
         self.counts: dict[str, int] = {}  # records by kind
         self.lost_total = 0
         self._near: list[tuple[int, int]] = []  # (ts_ns, sum bytes) of the last limit records
         self._last_record_sample = 0.0  # loop time of the last record-driven sample
         self.victims: set[int] = set()  # ns pids the OOM killer chose this run
+        self._clock = time.monotonic  # CLOCK_MONOTONIC, the records' clock (tests: fake)
 
     # ------------------------------------------------------------------ state
     @property
@@ -184,6 +200,7 @@ class EbpfSide:
             return
         self.followed = {}
         self.offset_bytes = 0
+        self.threshold = self._step = None  # forget() cleared the kernel's copy too
         self._near.clear()
         self.victims.clear()
         child = self.sup.child
@@ -208,7 +225,7 @@ class EbpfSide:
         if limit is not None and self.covers_measure():
             threshold = max(PAGE, limit - self._margin() + self.offset_bytes)
             step = max(STEP_MIN_BYTES, int(limit * STEP_SHARE))
-        if threshold == self.threshold and step == getattr(self, "_step", None):
+        if threshold == self.threshold and step == self._step and self.threshold is not None:
             return
         try:
             self.hub.tracker.configure(self.slot, threshold, near_bytes=PAGE, step_bytes=step,
@@ -222,7 +239,15 @@ class EbpfSide:
         """How far the kernel's batched sum may lag ``statm`` for this tree, bytes."""
         from sentinel.probes.ebpf import PAGE, batch_error_pages
 
-        return batch_error_pages() * PAGE * max(1, len(self.followed))
+        try:  # per-CPU deltas build up only on the CPUs the workload may run on
+            cpus = len(os.sched_getaffinity(self.sup.state.main_pid or 0))
+        except OSError:
+            cpus = os.cpu_count() or 1
+        node = os.cpu_count() or 1
+        batch = batch_error_pages(node) // node * min(cpus, node)
+        margin = batch * PAGE * max(1, len(self.followed))
+        limit = self.sup.state.limit_bytes
+        return min(margin, int(limit * MAX_MARGIN_SHARE)) if limit else margin
 
     def on_sample(self, sample) -> None:
         """Seed the tree's processes the kernel does not follow yet (the fork, exec and
@@ -230,6 +255,7 @@ class EbpfSide:
         the threshold where the measure reaches the limit (``offset_bytes``)."""
         if not self.active or self.sup.child is None:
             return
+        self.hub.read()  # the quiet records (fork, exit, seeded) first
         tracker = self.hub.tracker
         try:
             missing = [pid for pid in sample.pids if pid not in self.followed]
@@ -240,7 +266,9 @@ class EbpfSide:
         except Exception as exc:
             self._fail("following the tree", exc)
             return
-        self.offset_bytes = diff if abs(diff) > self._margin() else 0
+        # Only ever lowered: a kernel sum above the measure (processes the sample leaves
+        # out) wakes Sentinel early, never late.
+        self.offset_bytes = diff if diff < -self._margin() else 0
         self.configure()
         self.publish()
         if self._near and self.threshold is not None and \
@@ -255,7 +283,8 @@ class EbpfSide:
         loaded, a covered measure, a threshold set, and every process of the sample
         followed (or counted in the threshold's offset)."""
         return (self.active and self.threshold is not None and sample is not None
-                and self.covers_measure() and bool(self.followed))
+                and self.covers_measure() and bool(self.followed)
+                and all(pid in self.followed for pid in sample.pids))
 
     def interval(self, sample, value: int, limit: int | None) -> float | None:
         """The next tick while covered: planned for when the growth seen in the
@@ -266,7 +295,10 @@ class EbpfSide:
                 or st.current_kill is not None):
             return None
         s = self.sup.settings
-        if self._near:  # past the threshold (limit records came, no step since)
+        if self._near and self._clock() - self._near[-1][0] / 1e9 < s.interval_seconds:
+            # Past the threshold and growing (fresh limit records): plan the sample for
+            # when that growth reaches the limit. Without fresh records the sum is not
+            # moving (any fold past the threshold sends one): the back-stop.
             rate = self._rate()
             if rate:
                 return min(s.interval_seconds, max(NEAR_MIN_SECONDS, (limit - value) / rate))
@@ -296,8 +328,9 @@ class EbpfSide:
             busy = (st.current_kill is not None or not st.enforcing or
                     (st.last_sample is not None and st.limit_bytes is not None
                      and st.last_sample.measure_bytes > st.limit_bytes))
-            if busy and now - self._last_record_sample < sup.settings.interval_seconds:
-                return  # a stop or a dry run under way: the usual cadence is enough
+            gap = sup.settings.interval_seconds if busy else RECORD_SAMPLE_GAP_SECONDS
+            if now - self._last_record_sample < gap:
+                return  # (a stop or a dry run under way: the usual cadence is enough)
             self._last_record_sample = now
             sup.sampling_side.ebpf_woke("limit", f"the kernel's sum {fmt_bytes(rec.sum_bytes)}"
                                         f" reached the threshold {fmt_bytes(self.threshold)}")

@@ -46,6 +46,10 @@ class FakeTracker:
 
     def forget(self, tree):
         self.followed.pop(tree, None)
+        self.configured[tree] = (None, {})  # as the real one: the kernel's copy cleared
+
+    def read(self):
+        pass
 
     def close(self):
         os.close(self.r)
@@ -118,11 +122,16 @@ def test_the_tick_is_a_back_stop_while_covered_and_planned_near_the_limit():
         assert 90 * MiB < threshold < 100 * MiB and kw["step_bytes"] == 2 * MiB
         assert side.interval(s, s.measure_bytes, 100 * MiB) == EBPF_TICK_SECONDS
         # Two limit records 10 ms and 1 MiB apart: 100 MiB/s; 0.5 MiB left -> 5 ms.
+        side._clock = lambda: 1.011
         side.on_record(rec("limit", ts=1_000_000_000, total=99 * MiB))
         side.on_record(rec("limit", ts=1_010_000_000, total=100 * MiB))
         near = sample([(42, 100 * MiB - MiB // 2)])
         assert abs(side.interval(near, near.measure_bytes, 100 * MiB) - 0.005) < 1e-6
-        assert woke == ["limit", "limit"]
+        assert woke == ["limit"]  # the second came within RECORD_SAMPLE_GAP_SECONDS
+        # The growth stopped (no record for an interval): the back-stop, no spinning.
+        side._clock = lambda: 1.2
+        assert side.interval(near, near.measure_bytes, 100 * MiB) == EBPF_TICK_SECONDS
+        side._clock = lambda: 1.011
         # A step record (the sum went down past the threshold again): the back-stop.
         side.on_record(rec("step", total=50 * MiB))
         assert side.interval(s, s.measure_bytes, 100 * MiB) == EBPF_TICK_SECONDS
@@ -132,6 +141,11 @@ def test_the_tick_is_a_back_stop_while_covered_and_planned_near_the_limit():
         sup.state.enforcing = True
         over = sample([(42, 101 * MiB)])
         assert side.interval(over, over.measure_bytes, 100 * MiB) is None
+        # A process of the sample the kernel does not follow: not covered.
+        tracker.seed = lambda tree, pids: 0
+        two = sample([(42, 20 * MiB), (77, MiB)])
+        side.on_sample(two)
+        assert not side.covered(two) and side.interval(two, two.measure_bytes, 100 * MiB) is None
         # A cgroup measure is not covered by resident pages.
         sup.state.measure = "working-set"
         assert not side.covered(s)
@@ -180,7 +194,8 @@ def test_processes_the_kernel_does_not_follow_lower_the_threshold():
         loop.close()
 
 
-def test_under_pss_the_threshold_is_where_the_rss_is_when_the_pss_reaches_the_limit():
+def test_pss_is_not_covered_it_can_grow_without_any_rss_change():
+    # A forked child writing its copy-on-write pages: PSS grows, RSS does not move.
     loop = asyncio.new_event_loop()
     tracker = FakeTracker()
     try:
@@ -188,10 +203,30 @@ def test_under_pss_the_threshold_is_where_the_rss_is_when_the_pss_reaches_the_li
         sup, _ = fake_sup(loop, measure="pss")
         side = EbpfSide(sup, hub)
         side.on_run()
-        tracker.sums[0] = 60 * MiB  # RSS 60 MiB of which 30 MiB shared by 2 (PSS 45)
-        side.on_sample(sample([(42, 60 * MiB)], measure=45 * MiB))
-        threshold, _ = tracker.configured[0]
-        assert 110 * MiB < threshold <= 115 * MiB  # 100 MiB of PSS + the 15 MiB shared
+        tracker.sums[0] = 60 * MiB
+        s = sample([(42, 60 * MiB)], measure=45 * MiB)
+        side.on_sample(s)
+        assert tracker.configured[0][0] is None  # no threshold: polling decides
+        assert not side.covered(s) and side.interval(s, s.measure_bytes, 100 * MiB) is None
+        side.close()
+    finally:
+        loop.close()
+
+
+def test_a_new_run_writes_the_threshold_again():
+    # forget() clears the kernel's threshold: the next run must write it again even
+    # when it is the same as the last run's (a restart of the same program).
+    loop = asyncio.new_event_loop()
+    tracker = FakeTracker()
+    try:
+        hub = EbpfHub(loop, tracker)
+        sup, _ = fake_sup(loop)
+        side = EbpfSide(sup, hub)
+        side.on_run()
+        first = tracker.configured[0][0]
+        assert first is not None
+        side.on_run()
+        assert tracker.configured[0][0] == first
         side.close()
     finally:
         loop.close()
