@@ -35,6 +35,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/sentinel-base:bookworm"
@@ -436,3 +437,70 @@ def test_a_wheel_without_the_bpf_object_is_refused_in_one_line(image, tmp_path):
                         "before building the wheel (make image does both), then rebuild "
                         "dist/wheelhouse"], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runc_rootfs(image, tmp_path_factory) -> Path:
+    """The image's filesystem, exported once, for runc bundles (see below)."""
+    rootfs = tmp_path_factory.mktemp("runc") / "rootfs"
+    rootfs.mkdir()
+    ctr = podman("create", image).stdout.strip()
+    try:
+        sh(["bash", "-o", "pipefail", "-c", 'podman export "$0" | tar -x -C "$1"', ctr, rootfs],
+           timeout=120)
+    finally:
+        podman("rm", "--force", ctr, check=False)
+    return rootfs
+
+
+def chart_probe_security() -> tuple[dict, dict]:
+    """(the Sentinel container's securityContext, the pod's) as the chart renders them
+    with probe: ebpf (real helm, .tools/bin after scripts/install-k8s-tools.sh)."""
+    sh(["sh", REPO / "scripts" / "install-k8s-tools.sh", REPO / ".tools" / "bin"], timeout=600)
+    out = sh([REPO / ".tools" / "bin" / "helm", "template", "demo", REPO / "charts" / "sentinel",
+              "--set", "probe=ebpf"], timeout=60).stdout
+    (deployment,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return container["securityContext"], pod["securityContext"]
+
+
+@pytest.mark.parametrize("as_user, loads", [(None, True), (UID, False)],
+                         ids=["the-charts-rights", "the-same-as-uid-10001"])
+def test_the_charts_probe_rights_load_the_probe_as_kubernetes_applies_them(
+        runc_rootfs, tmp_path, as_user, loads):
+    """The chart's probe: ebpf securityContext, applied as the kubelet's runtime applies
+    it: runc with containerd's capability sets for capabilities.add after drop ALL
+    (bounding, effective, permitted; never ambient: kubernetes/kubernetes#56374),
+    no_new_privs for allowPrivilegeEscalation: false, the read-only root, no seccomp
+    filter for Unconfined. The probe loads and the leaker is stopped. Negative control:
+    the same rights as UID 10001 (the chart's user without the probe): the execve drops
+    both capabilities, one EPERM line, polling stops the leaker; hence runAsUser 0."""
+    sc, pod = chart_probe_security()
+    assert sc["seccompProfile"] == {"type": "Unconfined"} and sc["capabilities"]["drop"] == ["ALL"]
+    caps = [f"CAP_{c}" for c in sc["capabilities"]["add"]]
+    uid = as_user if as_user is not None else sc.get("runAsUser", pod["runAsUser"])
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    sh(["runc", "spec", "--bundle", bundle], timeout=30)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["root"] = {"path": str(runc_rootfs), "readonly": sc["readOnlyRootFilesystem"]}
+    spec["process"].update(
+        terminal=False, cwd="/app", user={"uid": uid, "gid": pod["runAsGroup"]},
+        noNewPrivileges=not sc["allowPrivilegeEscalation"],
+        capabilities={"bounding": caps, "effective": caps, "permitted": caps},
+        args=["/usr/local/bin/sentinel", "run", "--probe", "ebpf", "--max-rss", "64Mi",
+              "--no-socket", "--no-metrics", "--log-format", "json", "--",
+              "python", "leaker.py", "--rate", "50"])
+    assert "seccomp" not in spec.get("linux", {})  # runc spec's default: Unconfined
+    (bundle / "config.json").write_text(json.dumps(spec))
+    name = f"sentinel-test-{uuid.uuid4().hex[:8]}"
+    try:
+        proc = sh(["runc", "run", "--bundle", bundle, name], timeout=60, check=False)
+    finally:
+        sh(["runc", "delete", "--force", name], timeout=30, check=False)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    (event,) = [e for e in json_logs(proc.stderr) if e.get("event") == "ebpf"]
+    assert event["loaded"] is loads, event
+    if not loads:
+        assert event["reason"] == "EPERM" and "CAP_BPF" in event["msg"], event
