@@ -453,15 +453,18 @@ def runc_rootfs(image, tmp_path_factory) -> Path:
     return rootfs
 
 
-def chart_probe_security() -> tuple[dict, dict]:
+def chart_probe_security(*sets: str) -> tuple[dict, dict]:
     """(the Sentinel container's securityContext, the pod's) as the chart renders them
-    with probe: ebpf (real helm, .tools/bin after scripts/install-k8s-tools.sh)."""
+    with probe: ebpf and ``sets`` (real helm, .tools/bin after
+    scripts/install-k8s-tools.sh)."""
     sh(["sh", REPO / "scripts" / "install-k8s-tools.sh", REPO / ".tools" / "bin"], timeout=600)
+    args = [a for s in ("probe=ebpf", *sets) for a in ("--set", s)]
     out = sh([REPO / ".tools" / "bin" / "helm", "template", "demo", REPO / "charts" / "sentinel",
-              "--set", "probe=ebpf"], timeout=60).stdout
+              *args], timeout=60).stdout
     (deployment,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    (container,) = [c for c in pod.get("initContainers", []) + pod["containers"]
+                    if c["command"][0] == "sentinel"]
     return container["securityContext"], pod["securityContext"]
 
 
@@ -504,3 +507,46 @@ def test_the_charts_probe_rights_load_the_probe_as_kubernetes_applies_them(
     assert event["loaded"] is loads, event
     if not loads:
         assert event["reason"] == "EPERM" and "CAP_BPF" in event["msg"], event
+
+
+@pytest.mark.parametrize("drop_kill", [False, True], ids=["the-charts-rights", "without-kill"])
+def test_the_charts_sidecar_probe_rights_load_the_probe_and_stop_the_workload(image, drop_kill):
+    """mode: sidecar with probe: ebpf, as podman can stand for the pod: a pause-like
+    first container holds the shared PID namespace (shareProcessNamespace), the workload
+    runs as UID 10001 in a second container, and `sentinel watch` in a third with the
+    chart's rendered securityContext (root, drop ALL, add BPF PERFMON KILL, Unconfined,
+    no_new_privs, read-only root). The probe loads and the leaker is stopped (143).
+    Negative control, the same without KILL: root may not signal UID 10001, Sentinel
+    says so (and waits, never attaching) and the leaker runs to its own end (exit 0)."""
+    sc, pod = chart_probe_security("mode=sidecar")
+    add = [c for c in sc["capabilities"]["add"] if not (drop_kill and c == "KILL")]
+    assert sc["capabilities"]["add"] == ["BPF", "PERFMON", "KILL"] and sc["runAsUser"] == 0
+    assert sc["seccompProfile"] == {"type": "Unconfined"}
+    rights = ["--user", f"{sc['runAsUser']}:{pod['runAsGroup']}", "--cap-drop", "ALL",
+              *[a for c in add for a in ("--cap-add", c)], "--security-opt", "seccomp=unconfined",
+              *(["--security-opt", "no-new-privileges"] if not sc["allowPrivilegeEscalation"] else []),
+              *(["--read-only"] if sc["readOnlyRootFilesystem"] else [])]
+    tag = uuid.uuid4().hex[:8]
+    pause, workload, sentinel = (f"sentinel-test-{tag}-{n}" for n in ("pause", "workload", "sentinel"))
+    try:
+        podman("run", "--detach", "--name", pause, "--network", "none", "--entrypoint", "sleep",
+               image, "infinity")
+        podman("run", "--detach", "--name", sentinel, "--pid", f"container:{pause}",
+               "--network", "none", *rights, "--entrypoint", "sentinel", image, "watch",
+               "--target-cmdline", r"leaker\.py", "--probe", "ebpf", "--max-rss", "64Mi",
+               "--log-format", "json", "--no-socket", "--no-metrics")
+        podman("run", "--detach", "--name", workload, "--pid", f"container:{pause}",
+               "--network", "none", "--entrypoint", "python", image, "leaker.py", "--rate", "50",
+               "--max", "120", "--exit-at-max")
+        code = int(podman("wait", workload, timeout=60).stdout.strip())
+        logs = json_logs(podman("logs", sentinel).stderr)
+    finally:
+        podman("rm", "--force", "--time", "0", sentinel, workload, pause, check=False)
+    sent = [e["signal"] for e in logs if e.get("event") == "signal_sent"]
+    loads = [e["loaded"] for e in logs if e.get("event") == "ebpf"]
+    if drop_kill:  # it never attaches, so it never loads the probe either
+        assert code == 0 and not sent and not loads, logs
+        assert any("without CAP_KILL" in e["msg"] for e in logs), logs
+    else:
+        assert code == 143 and sent == ["SIGTERM"], logs
+        assert loads == [True], logs
