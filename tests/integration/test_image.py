@@ -15,7 +15,9 @@ namespace; recorded in tests/fixtures/cgroup/views/), Sentinel's SIGTERM before
 the kernel, and the kernel's kill (137) when Sentinel's limit is above the
 container's. `--probe ebpf` (issue 12): under podman's defaults one line says why it
 did not load and polling stops the leaker; with the rights it loads and the kernel
-wakes Sentinel; a wheel without the BPF object is refused at build time.
+wakes Sentinel; a wheel without the BPF object is refused at build time; the chart's
+probe: ebpf securityContext, applied as containerd applies it (runc) and as a sidecar
+pod (podman), loads the probe, and the same without root or without KILL does not work.
 
 Slow (about 30 s with the base image cached, plus about 45 s to debootstrap
 it once). The session fixture runs scripts/install-system-deps.sh, which
