@@ -148,7 +148,7 @@ def explain(exc: LibbpfError) -> EbpfUnavailable:
     if exc.stage == "attach":
         return EbpfUnavailable("attach", f"{exc.strerror}: the kernel lacks a tp_btf "
                                "attach point Sentinel needs (rss_stat, sched_process_*, "
-                               "mark_victim: Linux 5.11+ with BTF)")
+                               "mark_victim: Linux 6.2+ with BTF)")
     return EbpfUnavailable(exc.stage, f"{exc.strerror} (libbpf at {exc.stage}"
                            + (f": {log[-1][:200]}" if log else "") + ")")
 
@@ -165,7 +165,7 @@ class MemoryTracker:
     def __init__(self, data: bytes | None = None, programs: tuple[str, ...] = PROGRAMS) -> None:
         if not os.path.exists(BTF_PATH):
             raise EbpfUnavailable("no-btf", f"the kernel has no BTF ({BTF_PATH} is absent: "
-                                  "Linux 5.11+ built with CONFIG_DEBUG_INFO_BTF=y)")
+                                  "Linux 6.2+ built with CONFIG_DEBUG_INFO_BTF=y)")
         data = object_bytes() if data is None else data
         # Sentinel's one optional program: mark_victim's arguments changed over kernel
         # versions (a bare pid before the task); without it, OOM victims are told by the
