@@ -161,18 +161,18 @@ class EbpfSide:
         self.failed: str | None = None if self.slot is not None else \
             "more programs than the eBPF probe's tree slots"
         self.followed: dict[int, int] = {}  # ns pid -> host pid, as of the last sample
-        # The kernel's sum less the measure, where they differ by more than the batch
-        # error: processes the kernel cannot follow (negative), ones the sample leaves
-        # out or the shared pages PSS splits (positive). The threshold moves by it.
+        # What the kernel's sum falls short of the measure by, beyond the batch error
+        # (processes it cannot follow): negative or 0; the threshold is lowered by it.
         self.offset_bytes = 0
         self.threshold: int | None = None  # bytes, as configured
-        self._step: int | None = None
+        self._written: tuple | None = None  # (threshold, step) last written to the kernel
         self.counts: dict[str, int] = {}  # records by kind
         self.lost_total = 0
         self._near: list[tuple[int, int]] = []  # (ts_ns, sum bytes) of the last limit records
         self._last_record_sample = 0.0  # loop time of the last record-driven sample
         self.victims: set[int] = set()  # ns pids the OOM killer chose this run
         self._clock = time.monotonic  # CLOCK_MONOTONIC, the records' clock (tests: fake)
+        self._deferred = None  # the loop handle of a sample after the record gap
 
     # ------------------------------------------------------------------ state
     @property
@@ -200,7 +200,7 @@ class EbpfSide:
             return
         self.followed = {}
         self.offset_bytes = 0
-        self.threshold = self._step = None  # forget() cleared the kernel's copy too
+        self.threshold = self._written = None  # forget() cleared the kernel's copy too
         self._near.clear()
         self.victims.clear()
         child = self.sup.child
@@ -216,7 +216,7 @@ class EbpfSide:
         """Write the slot's threshold and steps from the current limit."""
         if not self.active:
             return
-        from sentinel.probes.ebpf import PAGE, batch_error_pages
+        from sentinel.probes.ebpf import PAGE
 
         st, s = self.sup.state, self.sup.settings
         limit = st.limit_bytes
@@ -225,7 +225,7 @@ class EbpfSide:
         if limit is not None and self.covers_measure():
             threshold = max(PAGE, limit - self._margin() + self.offset_bytes)
             step = max(STEP_MIN_BYTES, int(limit * STEP_SHARE))
-        if threshold == self.threshold and step == self._step and self.threshold is not None:
+        if (threshold, step) == self._written:
             return
         try:
             self.hub.tracker.configure(self.slot, threshold, near_bytes=PAGE, step_bytes=step,
@@ -233,7 +233,7 @@ class EbpfSide:
         except Exception as exc:
             self._fail("setting the threshold", exc)
             return
-        self.threshold, self._step = threshold, step
+        self.threshold, self._written = threshold, (threshold, step)
 
     def _margin(self) -> int:
         """How far the kernel's batched sum may lag ``statm`` for this tree, bytes."""
@@ -302,7 +302,7 @@ class EbpfSide:
             rate = self._rate()
             if rate:
                 return min(s.interval_seconds, max(NEAR_MIN_SECONDS, (limit - value) / rate))
-            return s.interval_seconds
+            return None  # one record, no rate yet: the sampler's own cadence near a limit
         return max(EBPF_TICK_SECONDS, s.max_interval_seconds)
 
     def _rate(self) -> float | None:
@@ -330,7 +330,12 @@ class EbpfSide:
                      and st.last_sample.measure_bytes > st.limit_bytes))
             gap = sup.settings.interval_seconds if busy else RECORD_SAMPLE_GAP_SECONDS
             if now - self._last_record_sample < gap:
-                return  # (a stop or a dry run under way: the usual cadence is enough)
+                # (a stop or a dry run under way: the usual cadence is enough); else one
+                # sample when the gap ends, for this record and any after it
+                if not busy and self._deferred is None:
+                    self._deferred = sup.loop.call_at(self._last_record_sample + gap,
+                                                      self._deferred_sample)
+                return
             self._last_record_sample = now
             sup.sampling_side.ebpf_woke("limit", f"the kernel's sum {fmt_bytes(rec.sum_bytes)}"
                                         f" reached the threshold {fmt_bytes(self.threshold)}")
@@ -343,6 +348,13 @@ class EbpfSide:
                 self.followed[rec.ns_tgid] = rec.tgid
         elif rec.kind == "exit":
             self.followed.pop(rec.ns_tgid, None)
+
+    def _deferred_sample(self) -> None:
+        self._deferred = None
+        if self.sup.child is not None and self.active:
+            self._last_record_sample = self.sup.loop.time()
+            self.sup.sampling_side.ebpf_woke("limit", "limit records within "
+                                             f"{RECORD_SAMPLE_GAP_SECONDS * 1e3:.0f} ms")
 
     def on_victim(self, rec) -> None:
         """The kernel's OOM killer chose ``rec``'s process: say so at once if it is this
@@ -381,6 +393,9 @@ class EbpfSide:
         return out
 
     def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         if self.slot is None:
             return
         try:
