@@ -88,6 +88,7 @@ manifests: k8s-tools
 image: venv bpf
 	rm -rf dist/wheelhouse
 	$(PY) -m pip wheel --quiet --wheel-dir dist/wheelhouse . pip
+	bash scripts/image-debs.sh dist/wheelhouse/debs
 	docker build -f docker/Dockerfile -t $(IMAGE) .
 
 kind-up: k8s-tools

@@ -8,7 +8,9 @@
   the kernel from then on, and each sample seeds any process of the tree the kernel
   does not follow yet (one forked before the seed);
 - the threshold is the limit less the batched counters' error (``batch_error_pages``
-  per followed process) less the RSS of processes the kernel does not follow: at it
+  per followed process, on the CPUs the workload may run on, at most
+  ``MAX_MARGIN_SHARE`` of the limit), lowered by what the kernel's sum falls short of
+  the measure beyond that error (processes it cannot follow): at it
   the kernel sends a ``limit`` record, and another per fold of a counter while the sum
   stays above it; each makes the supervisor sample (``statm``, exact) at once, and near
   the limit a sample is also planned for when the measured growth reaches it;
@@ -20,15 +22,16 @@
   cgroup counter; a gap in the sequence numbers (lost records) makes every program
   sample at once.
 
-The kernel's sum is resident pages (statm's): it covers ``--measure rss``, and
-``pss``/``uss`` too (both are at most the RSS, so the RSS reaches a threshold first).
-The cgroup measures are left to the cgroup's own wake-ups. Nothing here raises into
+The kernel's sum is resident pages (statm's): it covers ``--measure rss``. With the
+other measures the probe follows the tree and OOM victims, and the limit is left to
+polling and the cgroup's own wake-ups. Nothing here raises into
 the loop: a failed map call is one line and the program goes on polling.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from sentinel.logs import LOGGER_NAME, fmt_bytes
@@ -42,7 +45,15 @@ STEP_SHARE = 0.02
 STEP_MIN_BYTES = 1 << 20
 # A planned sample near the limit comes at least this soon after the last one.
 NEAR_MIN_SECONDS = 0.0005
-COVERED_MEASURES = ("rss", "pss", "uss")
+# The kernel's sum is resident pages: it covers --measure rss only. PSS/USS can grow
+# with no RSS change (a forked child writing its copy-on-write pages): those measures
+# keep the polling cadence, and the probe follows the tree and OOM victims.
+COVERED_MEASURES = ("rss",)
+# Record-driven samples at most this often (a fold every 128 KiB at 1 GiB/s is 8,000
+# records a second); and the records' growth plans the next sample only while fresh.
+RECORD_SAMPLE_GAP_SECONDS = 0.001
+# The margin below the limit is at most this share of it (a node with many CPUs).
+MAX_MARGIN_SHARE = 0.125
 
 
 class EbpfHub:
@@ -102,6 +113,10 @@ class EbpfHub:
     def leave(self, slot: int) -> None:
         self.sides.pop(slot, None)
 
+    def read(self) -> None:
+        """Handle the records waiting now (also those that woke nobody)."""
+        self._readable()
+
     def _readable(self) -> None:
         t = self.tracker
         try:
@@ -146,13 +161,18 @@ class EbpfSide:
         self.failed: str | None = None if self.slot is not None else \
             "more programs than the eBPF probe's tree slots"
         self.followed: dict[int, int] = {}  # ns pid -> host pid, as of the last sample
-        self.unseen_bytes = 0  # RSS of the tree's processes the kernel does not follow
+        # What the kernel's sum falls short of the measure by, beyond the batch error
+        # (processes it cannot follow): negative or 0; the threshold is lowered by it.
+        self.offset_bytes = 0
         self.threshold: int | None = None  # bytes, as configured
+        self._written: tuple | None = None  # (threshold, step) last written to the kernel
         self.counts: dict[str, int] = {}  # records by kind
         self.lost_total = 0
         self._near: list[tuple[int, int]] = []  # (ts_ns, sum bytes) of the last limit records
         self._last_record_sample = 0.0  # loop time of the last record-driven sample
         self.victims: set[int] = set()  # ns pids the OOM killer chose this run
+        self._clock = time.monotonic  # CLOCK_MONOTONIC, the records' clock (tests: fake)
+        self._deferred = None  # the loop handle of a sample after the record gap
 
     # ------------------------------------------------------------------ state
     @property
@@ -179,7 +199,8 @@ class EbpfSide:
         if not self.active:
             return
         self.followed = {}
-        self.unseen_bytes = 0
+        self.offset_bytes = 0
+        self.threshold = self._written = None  # forget() cleared the kernel's copy too
         self._near.clear()
         self.victims.clear()
         child = self.sup.child
@@ -195,17 +216,16 @@ class EbpfSide:
         """Write the slot's threshold and steps from the current limit."""
         if not self.active:
             return
-        from sentinel.probes.ebpf import PAGE, batch_error_pages
+        from sentinel.probes.ebpf import PAGE
 
         st, s = self.sup.state, self.sup.settings
         limit = st.limit_bytes
         threshold = None
         step = 0
         if limit is not None and self.covers_measure():
-            margin = batch_error_pages() * PAGE * max(1, len(self.followed))
-            threshold = max(PAGE, limit - margin - self.unseen_bytes)
+            threshold = max(PAGE, limit - self._margin() + self.offset_bytes)
             step = max(STEP_MIN_BYTES, int(limit * STEP_SHARE))
-        if threshold == self.threshold and step == getattr(self, "_step", None):
+        if (threshold, step) == self._written:
             return
         try:
             self.hub.tracker.configure(self.slot, threshold, near_bytes=PAGE, step_bytes=step,
@@ -213,24 +233,42 @@ class EbpfSide:
         except Exception as exc:
             self._fail("setting the threshold", exc)
             return
-        self.threshold, self._step = threshold, step
+        self.threshold, self._written = threshold, (threshold, step)
+
+    def _margin(self) -> int:
+        """How far the kernel's batched sum may lag ``statm`` for this tree, bytes."""
+        from sentinel.probes.ebpf import PAGE, batch_error_pages
+
+        try:  # per-CPU deltas build up only on the CPUs the workload may run on
+            cpus = len(os.sched_getaffinity(self.sup.state.main_pid or 0))
+        except OSError:
+            cpus = os.cpu_count() or 1
+        node = os.cpu_count() or 1
+        batch = batch_error_pages(node) // node * min(cpus, node)
+        margin = batch * PAGE * max(1, len(self.followed))
+        limit = self.sup.state.limit_bytes
+        return min(margin, int(limit * MAX_MARGIN_SHARE)) if limit else margin
 
     def on_sample(self, sample) -> None:
-        """Seed the tree's processes the kernel does not follow yet; keep the threshold
-        where the limit is, given those it cannot follow."""
+        """Seed the tree's processes the kernel does not follow yet (the fork, exec and
+        exit records keep ``followed`` current, so the maps are read only then); keep
+        the threshold where the measure reaches the limit (``offset_bytes``)."""
         if not self.active or self.sup.child is None:
             return
+        self.hub.read()  # the quiet records (fork, exit, seeded) first
+        tracker = self.hub.tracker
         try:
-            followed = self.hub.tracker.processes(self.slot)
-            missing = [pid for pid in sample.pids if pid not in followed]
+            missing = [pid for pid in sample.pids if pid not in self.followed]
             if missing:
-                self.hub.tracker.seed(self.slot, missing)
-                followed = self.hub.tracker.processes(self.slot)
+                tracker.seed(self.slot, missing)
+                self.followed = tracker.processes(self.slot)
+            diff = tracker.sum_bytes(self.slot) - sample.measure_bytes
         except Exception as exc:
             self._fail("following the tree", exc)
             return
-        self.followed = followed
-        self.unseen_bytes = sum(rss for pid, rss in sample.processes if pid not in followed)
+        # Only ever lowered: a kernel sum above the measure (processes the sample leaves
+        # out) wakes Sentinel early, never late.
+        self.offset_bytes = diff if diff < -self._margin() else 0
         self.configure()
         self.publish()
         if self._near and self.threshold is not None and \
@@ -245,7 +283,8 @@ class EbpfSide:
         loaded, a covered measure, a threshold set, and every process of the sample
         followed (or counted in the threshold's offset)."""
         return (self.active and self.threshold is not None and sample is not None
-                and self.covers_measure() and bool(self.followed))
+                and self.covers_measure() and bool(self.followed)
+                and all(pid in self.followed for pid in sample.pids))
 
     def interval(self, sample, value: int, limit: int | None) -> float | None:
         """The next tick while covered: planned for when the growth seen in the
@@ -256,11 +295,14 @@ class EbpfSide:
                 or st.current_kill is not None):
             return None
         s = self.sup.settings
-        if self._near:  # past the threshold (limit records came, no step since)
+        if self._near and self._clock() - self._near[-1][0] / 1e9 < s.interval_seconds:
+            # Past the threshold and growing (fresh limit records): plan the sample for
+            # when that growth reaches the limit. Without fresh records the sum is not
+            # moving (any fold past the threshold sends one): the back-stop.
             rate = self._rate()
             if rate:
                 return min(s.interval_seconds, max(NEAR_MIN_SECONDS, (limit - value) / rate))
-            return s.interval_seconds
+            return None  # one record, no rate yet: the sampler's own cadence near a limit
         return max(EBPF_TICK_SECONDS, s.max_interval_seconds)
 
     def _rate(self) -> float | None:
@@ -286,8 +328,14 @@ class EbpfSide:
             busy = (st.current_kill is not None or not st.enforcing or
                     (st.last_sample is not None and st.limit_bytes is not None
                      and st.last_sample.measure_bytes > st.limit_bytes))
-            if busy and now - self._last_record_sample < sup.settings.interval_seconds:
-                return  # a stop or a dry run under way: the usual cadence is enough
+            gap = sup.settings.interval_seconds if busy else RECORD_SAMPLE_GAP_SECONDS
+            if now - self._last_record_sample < gap:
+                # (a stop or a dry run under way: the usual cadence is enough); else one
+                # sample when the gap ends, for this record and any after it
+                if not busy and self._deferred is None:
+                    self._deferred = sup.loop.call_at(self._last_record_sample + gap,
+                                                      self._deferred_sample)
+                return
             self._last_record_sample = now
             sup.sampling_side.ebpf_woke("limit", f"the kernel's sum {fmt_bytes(rec.sum_bytes)}"
                                         f" reached the threshold {fmt_bytes(self.threshold)}")
@@ -295,11 +343,18 @@ class EbpfSide:
             self._near.clear()
             sup.sampling_side.ebpf_woke("step", f"the kernel's sum moved to "
                                         f"{fmt_bytes(rec.sum_bytes)}")
-        elif rec.kind == "fork":
+        elif rec.kind in ("fork", "seeded"):
             if rec.ns_tgid:
                 self.followed[rec.ns_tgid] = rec.tgid
         elif rec.kind == "exit":
             self.followed.pop(rec.ns_tgid, None)
+
+    def _deferred_sample(self) -> None:
+        self._deferred = None
+        if self.sup.child is not None and self.active:
+            self._last_record_sample = self.sup.loop.time()
+            self.sup.sampling_side.ebpf_woke("limit", "limit records within "
+                                             f"{RECORD_SAMPLE_GAP_SECONDS * 1e3:.0f} ms")
 
     def on_victim(self, rec) -> None:
         """The kernel's OOM killer chose ``rec``'s process: say so at once if it is this
@@ -338,6 +393,9 @@ class EbpfSide:
         return out
 
     def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         if self.slot is None:
             return
         try:

@@ -114,6 +114,12 @@ def object_bytes() -> bytes:
                               "clang, libbpf-dev) before installing Sentinel") from None
 
 
+def _refused(exc: LibbpfError, program: str) -> bool:
+    """``exc`` is ``program``'s own refusal (load or attach), not the whole object's."""
+    return exc.stage in ("load", "attach") and any(
+        f"'{program}'" in chunk or program in str(exc) for chunk in exc.log)
+
+
 def explain(exc: LibbpfError) -> EbpfUnavailable:
     """The one line for a failed load (see ``EbpfUnavailable``)."""
     log = [line.strip() for chunk in exc.log for line in chunk.splitlines() if line.strip()]
@@ -131,13 +137,18 @@ def explain(exc: LibbpfError) -> EbpfUnavailable:
         return EbpfUnavailable("verifier", f"the kernel's BPF verifier refused {which}"
                                + (f" ({why[:200]})" if why else "")
                                + "; this kernel or this object is not supported")
+    relo = next((line for line in log if "relo" in line and "failed" in line), None)
+    if relo is not None:
+        return EbpfUnavailable("layout", "this kernel's memory counters are laid out in a way "
+                               "the probe does not know (it reads mm_struct.rss_stat[] as "
+                               "per-CPU counters: Linux 6.2+)")
     if any("BTF" in line for line in log) or exc.errno == _errno.ESRCH:
         return EbpfUnavailable("no-btf", f"the kernel has no usable BTF ({BTF_PATH}: Linux "
                                "5.11+ built with CONFIG_DEBUG_INFO_BTF=y)")
     if exc.stage == "attach":
         return EbpfUnavailable("attach", f"{exc.strerror}: the kernel lacks a tp_btf "
                                "attach point Sentinel needs (rss_stat, sched_process_*, "
-                               "mark_victim: Linux 5.11+ with BTF)")
+                               "mark_victim: Linux 6.2+ with BTF)")
     return EbpfUnavailable(exc.stage, f"{exc.strerror} (libbpf at {exc.stage}"
                            + (f": {log[-1][:200]}" if log else "") + ")")
 
@@ -154,13 +165,22 @@ class MemoryTracker:
     def __init__(self, data: bytes | None = None, programs: tuple[str, ...] = PROGRAMS) -> None:
         if not os.path.exists(BTF_PATH):
             raise EbpfUnavailable("no-btf", f"the kernel has no BTF ({BTF_PATH} is absent: "
-                                  "Linux 5.11+ built with CONFIG_DEBUG_INFO_BTF=y)")
+                                  "Linux 6.2+ built with CONFIG_DEBUG_INFO_BTF=y)")
         data = object_bytes() if data is None else data
+        # Sentinel's one optional program: mark_victim's arguments changed over kernel
+        # versions (a bare pid before the task); without it, OOM victims are told by the
+        # cgroup's counters only, and ``without`` says why.
+        self.without: dict[str, str] = {}
         try:
-            self.obj = BpfObject(data, programs, attach=tuple(p for p in programs
-                                                              if p in ATTACHED))
+            self.obj = self._load(data, programs)
         except LibbpfError as exc:
-            raise explain(exc) from None
+            if "on_mark_victim" not in programs or not _refused(exc, "on_mark_victim"):
+                raise explain(exc) from None
+            self.without["on_mark_victim"] = str(explain(exc))
+            try:
+                self.obj = self._load(data, tuple(p for p in programs if p != "on_mark_victim"))
+            except LibbpfError as exc2:
+                raise explain(exc2) from None
         try:
             self._fds = {m: self.obj.map_fd(m) for m in ("cfg", "trees", "sums", "seed",
                                                          "watched", "mms")}
@@ -176,15 +196,24 @@ class MemoryTracker:
             self.obj.close()
             raise explain(exc) from None
 
+    @staticmethod
+    def _load(data: bytes, programs: tuple[str, ...]) -> BpfObject:
+        return BpfObject(data, programs, attach=tuple(p for p in programs if p in ATTACHED))
+
     @property
     def fd(self) -> int:
         return self._ring.fd
 
     def _on_record(self, raw: bytes) -> None:
         seq, ts, kind, tree, tgid, nst, other, _pad, total, mm = _EVENT.unpack_from(raw)
+        # Two CPUs may commit out of their numbers' order: only a number past the
+        # highest seen + 1 is a gap (the later one's arrival then is no loss).
         if self._next_seq is not None and seq > self._next_seq:
             self.lost += seq - self._next_seq
-        self._next_seq = seq + 1
+        if self._next_seq is None or seq >= self._next_seq:
+            self._next_seq = seq + 1
+        elif self.lost:
+            self.lost -= 1  # a late one counted as lost before
         self.received += 1
         self._pending.append(Record(seq, ts, KINDS.get(kind, str(kind)), tree, tgid, nst,
                                     other, total * PAGE, mm * PAGE))

@@ -52,7 +52,7 @@ _STATUS_KEYS = ("version", "mode", "workload", "command", "phase", "stopped", "s
                 "measure", "limit_bytes", "interval_seconds", "grace_period_seconds",
                 "grace_remaining_seconds", "current_kill", "last_kill", "last_exit_code",
                 "kills_total", "restarts", "components", "events",
-                "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes",
+                "cgroup", "kernel_oom_kills", "wakeups", "kernel_notes", "probe",
                 "multi", "program", "programs", "alerts")
 
 
@@ -441,6 +441,15 @@ def figure_lines(snap: dict) -> list:
             row.append("  wake-ups ", style="dim")
             row.append(", ".join(f"{k} x{v}" for k, v in woke.items()))
         lines.append(row)
+        probe = snap.get("probe") or {}
+        if probe.get("probe") == "ebpf":  # --probe ebpf: the kernel follows the tree
+            row = Text("probe ", style="dim", no_wrap=True, overflow="ellipsis")
+            row.append(f"eBPF: the kernel follows {probe.get('followed', 0)} process(es)")
+            if probe.get("threshold_bytes") is not None:
+                row.append(f", wakes Sentinel at {fmt_bytes(probe['threshold_bytes'])}")
+            if probe.get("lost"):
+                row.append(f"  {probe['lost']} record(s) lost", style="yellow")
+            lines.append(row)
         for topic, text in sorted(notes.items()):
             if topic == "cgroup" and not snap.get("cgroup"):
                 continue  # said on the cgroup line

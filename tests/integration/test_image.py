@@ -1,7 +1,8 @@
 """The container image, built and run for real with podman, no registry:
 
 scripts/make-base-image.sh (debootstrap + podman import, skipped when the
-image exists) -> wheels built here into dist/wheelhouse -> `podman build` of
+image exists) -> `make bpf` and wheels built here into dist/wheelhouse, libbpf1's
+.debs into dist/wheelhouse/debs (scripts/image-debs.sh) -> `podman build` of
 docker/Dockerfile with no network -> `podman run --network none`.
 
 Asserts what a user of `docker run IMAGE --max-rss 64Mi -- python leaker.py`
@@ -12,7 +13,11 @@ metrics work on a named volume as docker-compose.yml uses them. Under
 `--memory 100m`: the in-container cgroup view (v1, read-only, the host's cgroup
 namespace; recorded in tests/fixtures/cgroup/views/), Sentinel's SIGTERM before
 the kernel, and the kernel's kill (137) when Sentinel's limit is above the
-container's.
+container's. `--probe ebpf` (issue 12): under podman's defaults one line says why it
+did not load and polling stops the leaker; with the rights it loads and the kernel
+wakes Sentinel; a wheel without the BPF object is refused at build time; the chart's
+probe: ebpf securityContext, applied as containerd applies it (runc) and as a sidecar
+pod (podman), loads the probe, and the same without root or without KILL does not work.
 
 Slow (about 30 s with the base image cached, plus about 45 s to debootstrap
 it once). The session fixture runs scripts/install-system-deps.sh, which
@@ -28,9 +33,11 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/sentinel-base:bookworm"
@@ -75,11 +82,17 @@ def image():
     with open(WHEELHOUSE.parent / ".image-test.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         shutil.rmtree(WHEELHOUSE, ignore_errors=True)
+        # The eBPF probe's object goes into the wheel (the build refuses a wheel without it).
+        sh(["make", "-C", REPO, "--no-print-directory", "bpf"], timeout=300)
         # The host's Python builds the wheels: it must be the image's minor
         # version (bookworm's python3 is 3.11), or the build stops with the
         # Dockerfile's "is not for cp3NN" error.
         sh([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
             "--wheel-dir", WHEELHOUSE, REPO, "pip"], timeout=600)
+        # libbpf1 and libelf1 as .debs: the build installs them with dpkg, no network.
+        sh(["bash", REPO / "scripts" / "image-debs.sh", WHEELHOUSE / "debs"], timeout=300)
+        debs = sorted(p.name.split("_")[0] for p in (WHEELHOUSE / "debs").glob("*.deb"))
+        assert debs == ["libbpf1", "libelf1"], debs
         t_wheels = time.monotonic()
         # --layers=false: no cached intermediate images left behind.
         podman("build", "--quiet", "--layers=false", "--network", "none", "--pull=never",
@@ -334,3 +347,208 @@ def test_with_sentinels_limit_above_the_containers_the_kernel_kills_137(image, t
     assert proc.returncode == 137, proc.stdout + proc.stderr
     assert not [e for e in logs if e.get("event") == "signal_sent"], proc.stderr
     assert "oom_kill 1" in proc.stdout, proc.stdout
+
+
+# -- --probe ebpf in the image (issue 12) --------------------------------------------------
+
+EBPF_RUN = ("--probe", "ebpf", "--max-rss", "64Mi", "--log-format", "json", "--log-level", "debug",
+            "--", "python", "leaker.py", "--rate", "50")
+
+
+def ebpf_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """Every line on stderr that speaks of the eBPF probe's loading (JSON or not)."""
+    return [line for line in proc.stderr.splitlines() if "eBPF probe" in line and "loaded" in line]
+
+
+def test_the_kernels_btf_is_readable_in_a_container(image):
+    """The CO-RE object is relocated against /sys/kernel/btf/vmlinux: podman's read-only
+    /sys shows it to the image's user, no mount needed (the chart relies on the same)."""
+    proc = run(image, "--no-metrics", "--no-socket", "--", "python", "-c",
+               "print(open('/sys/kernel/btf/vmlinux', 'rb').read(2).hex())")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "9feb", proc.stdout  # BTF_MAGIC 0xeB9F, little-endian
+
+
+def test_probe_ebpf_under_podmans_defaults_says_why_in_one_line_and_polls(image):
+    """No capabilities and podman's seccomp profile: bpf(2) is refused. One WARNING
+    names the rights that would allow it; polling /proc stops the leaker as before."""
+    proc = run(image, *EBPF_RUN)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    lines = ebpf_lines(proc)
+    assert len(lines) == 1, lines
+    (event,) = [e for e in json_logs(proc.stderr) if e.get("event") == "ebpf"]
+    assert event["loaded"] is False and event["level"] == "warning", event
+    assert event["msg"].startswith("eBPF probe not loaded: ") and \
+        event["msg"].endswith("; polling /proc instead"), event["msg"]
+    for right in ("CAP_BPF", "CAP_PERFMON", "seccomp", "CAP_SYS_ADMIN"):
+        assert right in event["msg"], event["msg"]
+    logs = json_logs(proc.stderr)
+    assert [e["signal"] for e in logs if e.get("event") == "signal_sent"] == ["SIGTERM"]
+    assert not [e for e in logs if str(e.get("source", "")).startswith("ebpf_")], proc.stderr
+    assert "got SIGTERM" in proc.stdout
+
+
+@pytest.mark.parametrize("rights", [
+    ("--cap-add", "SYS_ADMIN"),
+    ("--cap-add", "BPF", "--cap-add", "PERFMON", "--security-opt", "seccomp=unconfined"),
+], ids=["sys-admin", "bpf-perfmon-unconfined"])
+def test_probe_ebpf_loads_with_the_rights_and_the_kernel_wakes_sentinel(image, rights):
+    """With the rights (README: eBPF probe) the object loads from the wheel through the
+    image's libbpf.so.1, the kernel follows the leaker (in the container's PID
+    namespace) and its records wake Sentinel, which stops it with SIGTERM: 143."""
+    proc = podman("run", "--rm", "--network", "none", *rights, image, *EBPF_RUN,
+                  timeout=60, check=False)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    lines = ebpf_lines(proc)
+    assert len(lines) == 1 and "eBPF probe loaded in " in lines[0], lines
+    logs = json_logs(proc.stderr)
+    (event,) = [e for e in logs if e.get("event") == "ebpf"]
+    assert event["loaded"] is True, event
+    woken = [e["source"] for e in logs if e.get("event") == "wakeup"
+             and str(e.get("source", "")).startswith("ebpf_")]
+    assert woken, "the kernel never woke Sentinel: " + proc.stderr[-3000:]
+    assert [e["signal"] for e in logs if e.get("event") == "signal_sent"] == ["SIGTERM"]
+    assert "got SIGTERM" in proc.stdout
+
+
+def test_a_wheel_without_the_bpf_object_is_refused_in_one_line(image, tmp_path):
+    """Bad input: the sentinel_guard wheel built before `make bpf`. The build stage
+    stops with one line (after pip, before any image is made)."""
+    wheelhouse = tmp_path / "dist" / "wheelhouse"
+    shutil.copytree(WHEELHOUSE, wheelhouse)
+    (wheel,) = wheelhouse.glob("sentinel_guard-*.whl")
+    stripped = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(stripped, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("sentinel.bpf.o"):
+                continue
+            if info.filename.endswith(".dist-info/RECORD"):
+                data = b"".join(line for line in data.splitlines(keepends=True)
+                                if b"sentinel.bpf.o" not in line)
+            dst.writestr(info, data)
+    stripped.replace(wheel)
+    proc = podman("build", "--quiet", "--layers=false", "--network", "none", "--pull=never",
+                  "--build-arg", f"BASE={BASE_IMAGE}", "-f", REPO / "docker" / "Dockerfile",
+                  "-t", f"localhost/sentinel:refused-{uuid.uuid4().hex[:8]}", tmp_path,
+                  timeout=300, check=False)
+    assert proc.returncode != 0
+    refusals = [line for line in proc.stderr.splitlines() if line.startswith("wheelhouse: ")]
+    assert refusals == ["wheelhouse: the sentinel_guard wheel has no eBPF object "
+                        "(sentinel/probes/bpf/sentinel.bpf.o, for --probe ebpf): run make bpf "
+                        "before building the wheel (make image does both), then rebuild "
+                        "dist/wheelhouse"], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def runc_rootfs(image, tmp_path_factory) -> Path:
+    """The image's filesystem, exported once, for runc bundles (see below)."""
+    rootfs = tmp_path_factory.mktemp("runc") / "rootfs"
+    rootfs.mkdir()
+    ctr = podman("create", image).stdout.strip()
+    try:
+        sh(["bash", "-o", "pipefail", "-c", 'podman export "$0" | tar -x -C "$1"', ctr, rootfs],
+           timeout=120)
+    finally:
+        podman("rm", "--force", ctr, check=False)
+    return rootfs
+
+
+def chart_probe_security(*sets: str) -> tuple[dict, dict]:
+    """(the Sentinel container's securityContext, the pod's) as the chart renders them
+    with probe: ebpf and ``sets`` (real helm, .tools/bin after
+    scripts/install-k8s-tools.sh)."""
+    sh(["sh", REPO / "scripts" / "install-k8s-tools.sh", REPO / ".tools" / "bin"], timeout=600)
+    args = [a for s in ("probe=ebpf", *sets) for a in ("--set", s)]
+    out = sh([REPO / ".tools" / "bin" / "helm", "template", "demo", REPO / "charts" / "sentinel",
+              *args], timeout=60).stdout
+    (deployment,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = [c for c in pod.get("initContainers", []) + pod["containers"]
+                    if c["command"][0] == "sentinel"]
+    return container["securityContext"], pod["securityContext"]
+
+
+@pytest.mark.parametrize("as_user, loads", [(None, True), (UID, False)],
+                         ids=["the-charts-rights", "the-same-as-uid-10001"])
+def test_the_charts_probe_rights_load_the_probe_as_kubernetes_applies_them(
+        runc_rootfs, tmp_path, as_user, loads):
+    """The chart's probe: ebpf securityContext, applied as the kubelet's runtime applies
+    it: runc with containerd's capability sets for capabilities.add after drop ALL
+    (bounding, effective, permitted; never ambient: kubernetes/kubernetes#56374),
+    no_new_privs for allowPrivilegeEscalation: false, the read-only root, no seccomp
+    filter for Unconfined. The probe loads and the leaker is stopped. Negative control:
+    the same rights as UID 10001 (the chart's user without the probe): the execve drops
+    both capabilities, one EPERM line, polling stops the leaker; hence runAsUser 0."""
+    sc, pod = chart_probe_security()
+    assert sc["seccompProfile"] == {"type": "Unconfined"} and sc["capabilities"]["drop"] == ["ALL"]
+    caps = [f"CAP_{c}" for c in sc["capabilities"]["add"]]
+    uid = as_user if as_user is not None else sc.get("runAsUser", pod["runAsUser"])
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    sh(["runc", "spec", "--bundle", bundle], timeout=30)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["root"] = {"path": str(runc_rootfs), "readonly": sc["readOnlyRootFilesystem"]}
+    spec["process"].update(
+        terminal=False, cwd="/app", user={"uid": uid, "gid": pod["runAsGroup"]},
+        noNewPrivileges=not sc["allowPrivilegeEscalation"],
+        capabilities={"bounding": caps, "effective": caps, "permitted": caps},
+        args=["/usr/local/bin/sentinel", "run", "--probe", "ebpf", "--max-rss", "64Mi",
+              "--no-socket", "--no-metrics", "--log-format", "json", "--",
+              "python", "leaker.py", "--rate", "50"])
+    assert "seccomp" not in spec.get("linux", {})  # runc spec's default: Unconfined
+    (bundle / "config.json").write_text(json.dumps(spec))
+    name = f"sentinel-test-{uuid.uuid4().hex[:8]}"
+    try:
+        proc = sh(["runc", "run", "--bundle", bundle, name], timeout=60, check=False)
+    finally:
+        sh(["runc", "delete", "--force", name], timeout=30, check=False)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    (event,) = [e for e in json_logs(proc.stderr) if e.get("event") == "ebpf"]
+    assert event["loaded"] is loads, event
+    if not loads:
+        assert event["reason"] == "EPERM" and "CAP_BPF" in event["msg"], event
+
+
+@pytest.mark.parametrize("drop_kill", [False, True], ids=["the-charts-rights", "without-kill"])
+def test_the_charts_sidecar_probe_rights_load_the_probe_and_stop_the_workload(image, drop_kill):
+    """mode: sidecar with probe: ebpf, as podman can stand for the pod: a pause-like
+    first container holds the shared PID namespace (shareProcessNamespace), the workload
+    runs as UID 10001 in a second container, and `sentinel watch` in a third with the
+    chart's rendered securityContext (root, drop ALL, add BPF PERFMON KILL, Unconfined,
+    no_new_privs, read-only root). The probe loads and the leaker is stopped (143).
+    Negative control, the same without KILL: root may not signal UID 10001, Sentinel
+    says so (and waits, never attaching) and the leaker runs to its own end (exit 0)."""
+    sc, pod = chart_probe_security("mode=sidecar")
+    add = [c for c in sc["capabilities"]["add"] if not (drop_kill and c == "KILL")]
+    assert sc["capabilities"]["add"] == ["BPF", "PERFMON", "KILL"] and sc["runAsUser"] == 0
+    assert sc["seccompProfile"] == {"type": "Unconfined"}
+    rights = ["--user", f"{sc['runAsUser']}:{pod['runAsGroup']}", "--cap-drop", "ALL",
+              *[a for c in add for a in ("--cap-add", c)], "--security-opt", "seccomp=unconfined",
+              *(["--security-opt", "no-new-privileges"] if not sc["allowPrivilegeEscalation"] else []),
+              *(["--read-only"] if sc["readOnlyRootFilesystem"] else [])]
+    tag = uuid.uuid4().hex[:8]
+    pause, workload, sentinel = (f"sentinel-test-{tag}-{n}" for n in ("pause", "workload", "sentinel"))
+    try:
+        podman("run", "--detach", "--name", pause, "--network", "none", "--entrypoint", "sleep",
+               image, "infinity")
+        podman("run", "--detach", "--name", sentinel, "--pid", f"container:{pause}",
+               "--network", "none", *rights, "--entrypoint", "sentinel", image, "watch",
+               "--target-cmdline", r"leaker\.py", "--probe", "ebpf", "--max-rss", "64Mi",
+               "--log-format", "json", "--no-socket", "--no-metrics")
+        podman("run", "--detach", "--name", workload, "--pid", f"container:{pause}",
+               "--network", "none", "--entrypoint", "python", image, "leaker.py", "--rate", "50",
+               "--max", "120", "--exit-at-max")
+        code = int(podman("wait", workload, timeout=60).stdout.strip())
+        logs = json_logs(podman("logs", sentinel).stderr)
+    finally:
+        podman("rm", "--force", "--time", "0", sentinel, workload, pause, check=False)
+    sent = [e["signal"] for e in logs if e.get("event") == "signal_sent"]
+    loads = [e["loaded"] for e in logs if e.get("event") == "ebpf"]
+    if drop_kill:  # it never attaches, so it never loads the probe either
+        assert code == 0 and not sent and not loads, logs
+        assert any("without CAP_KILL" in e["msg"] for e in logs), logs
+    else:
+        assert code == 143 and sent == ["SIGTERM"], logs
+        assert loads == [True], logs

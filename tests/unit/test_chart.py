@@ -59,6 +59,10 @@ CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 # One workload (`sentinel run -- CMD`); the others run several programs (`--config`).
 SINGLE_CI_VALUES = [p for p in CI_VALUES if not (yaml.safe_load(p.read_text()) or {}).get("programs")]
+# With the default memory probe (poll): the eBPF probe's values add rights (see
+# test_probe_ebpf_adds_exactly_the_rights_it_needs).
+POLL_CI_VALUES = [p for p in CI_VALUES
+                  if (yaml.safe_load(p.read_text()) or {}).get("probe", "poll") == "poll"]
 # The pre-2.0.0 defaults, spelled out: with a container memory limit the defaults
 # are now auto on working-set (see test_the_default_limit_follows_the_container).
 RSS_200MI = ("sentinel.maxRss=200Mi", "sentinel.measure=rss")
@@ -463,7 +467,7 @@ def test_monitoring_objects_need_the_api_or_force():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values", [None, *POLL_CI_VALUES], ids=lambda p: p.name if p else "defaults")
 def test_security_context_is_restrictive(values):
     docs = render((str(values),) if values else ())
     pods = [pod_spec(docs)] + [d["spec"] for d in by_kind(docs, "Pod")]
@@ -483,6 +487,116 @@ def test_security_context_is_restrictive(values):
     for values_ in (ci("sidecar"), ci("native-sidecar")):
         assert pod_spec(render(values_))["shareProcessNamespace"] is True
     assert "shareProcessNamespace" not in pod_spec(render(ci("wrapper")))
+
+
+def _container_security(docs) -> tuple[dict, dict, list[dict]]:
+    """(the pod's securityContext, the Sentinel container's, the other containers')."""
+    spec = pod_spec(docs)
+    sentinel = sentinel_container(spec)
+    others = [c["securityContext"] for c in all_containers(spec) if c is not sentinel]
+    return spec["securityContext"], sentinel["securityContext"], others
+
+
+POLL_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                 "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar"), ci("native-sidecar"), ci("multi-program")],
+                         ids=["wrapper", "sidecar", "native-sidecar", "multi-program"])
+def test_the_default_probe_adds_no_right(values):
+    """probe: poll (the default): no BPF capability, no Unconfined profile, no root,
+    no SENTINEL_PROBE anywhere in what is rendered."""
+    text = helm(*template_args(values)).stdout
+    for word in ("BPF", "PERFMON", "Unconfined", "SENTINEL_PROBE", "runAsUser: 0"):
+        assert word not in text, word
+    pod, sentinel, others = _container_security(render(values))
+    assert sentinel == POLL_SECURITY and all(o == POLL_SECURITY for o in others)
+
+
+def _chart_without_probe_values(tmp_path: Path) -> Path:
+    """A copy of the chart whose values.yaml has no probe keys (an older values file)."""
+    copy_dir = tmp_path / "sentinel"
+    shutil.copytree(CHART, copy_dir)
+    values = yaml.safe_load((copy_dir / "values.yaml").read_text())
+    del values["probe"], values["probeSeccompProfile"]
+    (copy_dir / "values.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return copy_dir
+
+
+@pytest.mark.parametrize("values", [(), ci("sidecar"), ci("multi-program")],
+                         ids=["wrapper", "sidecar", "multi-program"])
+def test_the_default_render_is_byte_identical_to_one_without_the_probe(values, tmp_path):
+    """Nothing changes for default installs: `probe: poll` (the default, or given) renders
+    byte for byte what the chart renders without the probe values at all (and
+    manifests/, rendered before them, still matches: tests/unit/test_manifests.py)."""
+    default = helm(*template_args(values)).stdout
+    assert helm(*template_args(values, ("probe=poll",))).stdout == default
+    older = _chart_without_probe_values(tmp_path)
+    proc = subprocess.run([str(helm_path()), *template_args(values, chart=older)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout == default
+
+
+@pytest.mark.parametrize("probe", ["ebpf", "auto"])
+@pytest.mark.parametrize("values, extra", [
+    ((), ()),
+    (ci("multi-program"), ()),
+    (ci("native-sidecar"), ("KILL",)),
+    (ci("sidecar"), ("KILL", "SYS_PTRACE")),  # its measure is uss: smaps_rollup of UID 10001
+], ids=["wrapper", "multi-program", "native-sidecar", "sidecar"])
+def test_probe_ebpf_adds_exactly_the_rights_it_needs(probe, values, extra):
+    """probe: ebpf|auto changes the Sentinel container's securityContext by exactly
+    BPF + PERFMON (+ KILL in sidecar mode: root signalling UID 10001), an Unconfined
+    seccomp profile and UID 0 (added capabilities reach root processes only), and
+    sets SENTINEL_PROBE; privilege escalation stays off, the root filesystem read-only,
+    drop ALL; the pod, the workload's container (sidecar mode), the volumes and
+    everything else are as with poll."""
+    poll_docs, docs = render(values), render(values, (f"probe={probe}",))
+    poll_pod, poll_sentinel, poll_others = _container_security(poll_docs)
+    pod, sentinel, others = _container_security(docs)
+    assert pod == poll_pod and others == poll_others
+    assert sentinel == {**poll_sentinel, "capabilities": {"drop": ["ALL"],
+                                                          "add": ["BPF", "PERFMON", *extra]},
+                        "seccompProfile": {"type": "Unconfined"}, "runAsUser": 0,
+                        "runAsNonRoot": False}
+    assert sentinel["allowPrivilegeEscalation"] is False and sentinel["readOnlyRootFilesystem"] is True
+    assert "privileged" not in sentinel
+    env = literal_env(sentinel_container(pod_spec(docs)))
+    assert env.pop("SENTINEL_PROBE") == probe
+    assert env == literal_env(sentinel_container(pod_spec(poll_docs)))
+    # BTF is read through the default /sys: no volume is added.
+    assert pod_spec(docs)["volumes"] == pod_spec(poll_docs)["volumes"]
+    strip = lambda d: [o for o in d if o["kind"] != "Deployment"]  # noqa: E731
+    assert strip(docs) == strip(poll_docs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_probe_ebpf_keeps_the_containers_own_capabilities_and_takes_a_localhost_profile():
+    """The rights are added to what the values give (a sidecar's documented root recipe
+    adds KILL and SYS_PTRACE itself), and probeSeccompProfile replaces Unconfined."""
+    docs = render(ci("ebpf-probe"))
+    sc = sentinel_container(pod_spec(docs))["securityContext"]
+    assert sc["seccompProfile"] == {"type": "Localhost",
+                                    "localhostProfile": "profiles/sentinel-bpf.json"}
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "PERFMON"]}
+    recipe = render(ci("native-sidecar"), ("probe=ebpf", "sentinel.measure=pss",
+                                           "sentinel.securityContext.capabilities.add={KILL,SYS_PTRACE}"))
+    sc = sentinel_container(pod_spec(recipe))["securityContext"]
+    assert sc["capabilities"]["add"] == ["KILL", "SYS_PTRACE", "BPF", "PERFMON"]
+    pss = render(ci("sidecar"), ("probe=ebpf", "sentinel.measure=pss"))
+    assert sentinel_container(pod_spec(pss))["securityContext"]["capabilities"]["add"] == \
+        ["BPF", "PERFMON", "KILL", "SYS_PTRACE"]
+
+
+def test_notes_say_the_probes_rights_and_where_to_look():
+    notes = lambda *sets: helm("install", "demo", str(CHART), "--dry-run=client", "--namespace",  # noqa: E731
+                               "guarded", *sets).stdout.split("NOTES:", 1)[1]
+    assert "eBPF" not in notes()
+    text = notes("--set", "probe=ebpf")
+    assert "Memory probe: ebpf (eBPF)" in text and 'Pod Security\nlevel "privileged"' in text
+    assert "kubectl logs -n guarded \"$POD\" -c leaker | grep 'eBPF probe'" in text
 
 
 def test_sidecar_for_a_workload_of_another_user_uses_the_documented_recipe():
@@ -706,6 +820,7 @@ def test_sentinel_reads_every_variable_and_accepts_every_value(values):
     assert settings.workload_name == chart_values["workload"]["name"]
     assert settings.termination_log == container["terminationMessagePath"]
     assert oct(settings.socket_mode) == oct(int(s["socketMode"], 8))
+    assert settings.probe == chart_values["probe"]
     if mode == "run":
         assert settings.command == tuple(chart_values["workload"]["command"])
         assert settings.restart == s["restart"]
@@ -1007,6 +1122,11 @@ REJECTED = {
                                    "at '/sentinel/metrics/address'"),
     "workload on the metrics port": (('json:workload.ports=[{"name":"http","containerPort":8000}]',),
                                      "workload.ports: port 8000 is sentinel.metrics.port"),
+    "probe": (("probe=bpf",), "at '/probe'"),
+    "probe's seccomp profile RuntimeDefault": (("probeSeccompProfile.type=RuntimeDefault",),
+                                               "at '/probeSeccompProfile'"),
+    "probe's Localhost profile without its file": (("probe=ebpf", "probeSeccompProfile.type=Localhost"),
+                                                   "at '/probeSeccompProfile'"),
     "sidecar workload on the metrics port": (("mode=sidecar", 'json:workload.ports=[{"containerPort":9100}]',
                                               "sentinel.metrics.port=9100"),
                                              "workload.ports: port 9100 is sentinel.metrics.port"),

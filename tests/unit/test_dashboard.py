@@ -477,3 +477,20 @@ def test_a_kernel_oom_kill_is_named_as_such_when_the_workload_is_gone():
     text = text_of(snap_of(st), width=200)
     assert "kernel_oom_kill   the kernel killed pid 4242" in text
     assert "kernel OOM kills 1" in text
+
+
+def test_render_says_when_the_kernel_follows_the_tree():
+    st = kernel_state()
+    st.probe_info = {"probe": "ebpf", "followed": 3, "records": {"limit": 2}, "lost": 5,
+                     "threshold_bytes": 99 * MiB}
+    text = text_of(snap_of(st), width=200)
+    assert ("probe eBPF: the kernel follows 3 process(es), wakes Sentinel at 99.0 MiB  "
+            "5 record(s) lost") in text
+    # from a status reply too (sentinel top over the socket)
+    from sentinel.control.verbs import status_dict
+
+    status = json.loads(json.dumps(status_dict(SimpleNamespace(state=st, probe=None))))
+    snap = StatusAdapter().update({"status": status}, now_wall=NOW)
+    assert "probe eBPF: the kernel follows 3 process(es)" in text_of(snap, width=200)
+    st.probe_info = {}
+    assert "probe eBPF" not in text_of(snap_of(st), width=200)  # polling: no line

@@ -129,14 +129,42 @@ def test_runtime_stage_contract(dockerfile):
     assert any(c[0].startswith("--from=") and c[-1] == "/opt/sentinel" for c in copies)
 
 
+# The one RUN that may reach the network: libbpf1 from BASE's apt sources, only in
+# the branch taken when dist/wheelhouse/debs holds no .deb (a user's own build).
+DEBS_FIRST = re.compile(r"^--mount=type=bind,from=build,source=/wheelhouse/debs,target=/debs "
+                        r".*?\bif \[ -e \"\$1\" \]; then +dpkg -i \"\$@\".*?; +else +"
+                        r"(?P<fallback>apt-get update .*?) +fi;")
+
+
 def test_build_reaches_no_network(dockerfile):
+    """No RUN reaches the network, except libbpf1's apt-get in the branch taken
+    without the wheelhouse's .debs (test_image.py builds with --network none and the
+    .debs, so that branch is never taken there)."""
     runs = [a for word, a in dockerfile if word == "RUN"]
     assert runs
+    fallbacks = 0
     for cmd in runs:
+        m = DEBS_FIRST.match(cmd)
+        if m:
+            fallbacks += 1
+            assert "--no-install-recommends libbpf1" in m.group("fallback"), cmd
+            cmd = cmd[:m.start("fallback")] + cmd[m.end("fallback"):]
         for word in ("apt-get", "apt ", "curl", "wget", "pip download", "git clone"):
             assert word not in cmd, f"RUN reaches the network ({word!r}): {cmd}"
         if re.search(r"\bpip\b.*\binstall\b", cmd):
             assert "--no-index" in cmd, f"pip install without --no-index: {cmd}"
+    assert fallbacks == 1, "expected one RUN installing dist/wheelhouse/debs with dpkg -i"
+
+
+def test_the_image_carries_libbpf_and_checks_the_bpf_object(dockerfile):
+    """--probe ebpf: libbpf.so.1 is installed and loaded in the runtime stage, and the
+    build stage refuses a wheel without sentinel.bpf.o in one line."""
+    build, final = stages(dockerfile)[0], stages(dockerfile)[-1]
+    final_runs = " ".join(a for word, a in final if word == "RUN")
+    assert "libbpf1" in final_runs and "ctypes.CDLL(\"libbpf.so.1\")" in final_runs
+    build_runs = " ".join(a for word, a in build if word == "RUN")
+    assert 'joinpath("sentinel.bpf.o")' in build_runs
+    assert "sys.exit(\"wheelhouse: the sentinel_guard wheel has no eBPF object" in build_runs
 
 
 def test_dockerignore_lets_through_exactly_what_is_copied(dockerfile):

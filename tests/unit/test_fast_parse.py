@@ -20,7 +20,7 @@ VALUES = {"--measure": "pss", "--restart": "on-failure", "--log-format": "json",
           "--success-exit-code": "3", "--memory-kill-exit-code": "9", "--pdeathsig": "TERM",
           "--metrics-port": "9100", "--metrics-address": "::1", "--socket-mode": "0660",
           "--max-rss": "200Mi", "--target-pid": "4242", "--oom-score-adj-margin": "50",
-          "--max-restarts": "2", "--socket-max-clients": "4"}
+          "--max-restarts": "2", "--socket-max-clients": "4", "--probe": "ebpf"}
 
 
 def _every_option(mode: str, joined: bool) -> list[str]:

@@ -117,7 +117,7 @@ sentinel_kills_total{program="api",reason="kernel_oom",signal="SIGKILL",workload
 sentinel_kills_total{program="api",reason="memory_limit",signal="SIGKILL",workload="api"} 1.0
 sentinel_kills_total{program="api",reason="memory_limit",signal="SIGTERM",workload="api"} 2.0
 sentinel_kills_total{program="api",reason="operator",signal="SIGTERM",workload="api"} 1.0
-# HELP sentinel_wakeups_total Kernel notifications that made Sentinel sample at once instead of at its next tick, by source (memory_events: cgroup v2 memory.events; pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup v1 OOM eventfd).
+# HELP sentinel_wakeups_total Kernel notifications that made Sentinel sample at once instead of at its next tick, by source (memory_events: cgroup v2 memory.events; pressure: a PSI trigger; usage_threshold: cgroup v1 usage eventfd; oom_notify: cgroup v1 OOM eventfd; with --probe ebpf, ebpf_limit: the kernel's sum reached the threshold, ebpf_step: it moved by a step, ebpf_lost: records were lost).
 # TYPE sentinel_wakeups_total counter
 sentinel_wakeups_total{program="api",source="memory_events",workload="api"} 5.0
 sentinel_wakeups_total{program="api",source="oom_notify",workload="api"} 0.0

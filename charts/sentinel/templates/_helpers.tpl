@@ -334,6 +334,11 @@ the pod in Kubernetes Events. Argument: the root context.
   value: {{ include "sentinel.k8sEvents" . | quote }}
 - name: SENTINEL_TERMINATION_LOG
   value: {{ $s.terminationLog | quote }}
+{{- if ne (include "sentinel.probe" .) "poll" }}
+# probe: the eBPF memory probe (the container has the rights: sentinel.securityContext).
+- name: SENTINEL_PROBE
+  value: {{ include "sentinel.probe" . | quote }}
+{{- end }}
 # The pod's counters (kills, restarts, last kill) outlive a container restart
 # on the shared emptyDir, which lives as long as the pod: the next container's
 # sentinel_kills_total goes on from there instead of from zero.
@@ -461,7 +466,7 @@ with restartPolicy: Always; false: a plain container).
     {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext:
-    {{- toYaml (mergeOverwrite (deepCopy .Values.containerSecurityContext) .Values.sentinel.securityContext) | nindent 4 }}
+    {{- include "sentinel.securityContext" (dict "root" . "override" .Values.sentinel.securityContext "sentinel" true) | nindent 4 }}
   volumeMounts:
     {{- include "sentinel.volumeMounts" . | nindent 4 }}
     {{- if ne (include "sentinel.k8sEvents" .) "off" }}
@@ -472,6 +477,53 @@ with restartPolicy: Always; false: a plain container).
       readOnly: true
     {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+The value probe ("poll", "ebpf" or "auto"); a values file of an older chart has none.
+*/}}
+{{- define "sentinel.probe" -}}
+{{- .Values.probe | default "poll" }}
+{{- end }}
+
+{{/*
+A container's securityContext: containerSecurityContext with "override" (the
+container's own value) merged over it. Argument: dict "root" (the root context)
+"override" (a dict) "sentinel" (true for the container that runs Sentinel).
+With probe ebpf or auto, the container that runs Sentinel gets exactly what loading
+the eBPF probe needs (README: "eBPF probe"; nothing changes with probe: poll):
+- capabilities.add BPF and PERFMON (bpf(2) for the maps and programs, perf events
+  for the tp_btf attach), added to the container's own adds; drop ALL stays;
+- probeSeccompProfile (Unconfined unless a Localhost profile is given): a runtime's
+  default profile may refuse bpf(2) even with the capabilities (podman's does);
+- runAsUser 0 and runAsNonRoot false: Kubernetes gives added capabilities to root
+  processes only (no ambient capabilities: kubernetes/kubernetes#56374), so UID
+  10001 would hold none of them;
+- in sidecar mode also KILL (root may not signal the workload's UID without it),
+  and SYS_PTRACE with measure pss or uss (reading its smaps_rollup).
+allowPrivilegeEscalation and readOnlyRootFilesystem stay as they are; the kernel's
+BTF (/sys/kernel/btf/vmlinux) is readable through the container's default read-only
+/sys, so no mount is added.
+*/}}
+{{- define "sentinel.securityContext" -}}
+{{- $root := .root }}
+{{- $sc := mergeOverwrite (deepCopy $root.Values.containerSecurityContext) (deepCopy (.override | default dict)) }}
+{{- if and .sentinel (ne (include "sentinel.probe" $root) "poll") }}
+{{- $add := list "BPF" "PERFMON" }}
+{{- if eq $root.Values.mode "sidecar" }}
+{{- $add = append $add "KILL" }}
+{{- if has (include "sentinel.measure" $root) (list "pss" "uss") }}
+{{- $add = append $add "SYS_PTRACE" }}
+{{- end }}
+{{- end }}
+{{- $caps := deepCopy ($sc.capabilities | default dict) }}
+{{- $_ := set $caps "add" (concat ($caps.add | default list) $add | uniq) }}
+{{- $_ := set $sc "capabilities" $caps }}
+{{- $_ := set $sc "seccompProfile" (deepCopy $root.Values.probeSeccompProfile) }}
+{{- $_ := set $sc "runAsUser" 0 }}
+{{- $_ := set $sc "runAsNonRoot" false }}
+{{- end }}
+{{- toYaml $sc }}
 {{- end }}
 
 {{/*

@@ -68,14 +68,22 @@ struct pid {
 	struct upid numbers[1];
 } __attribute__((preserve_access_index));
 
+typedef struct { int counter; } atomic_t;
+struct signal_struct { atomic_t live; } __attribute__((preserve_access_index));
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	struct mm_struct *mm;
 	struct task_struct *group_leader;
 	struct pid *thread_pid;
+	struct signal_struct *signal;
 	unsigned int flags;
 } __attribute__((preserve_access_index));
+
+#define PF_EXITING 0x00000004  /* include/linux/sched.h: getting shut down */
+
+enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
 
 struct linux_binprm;
 

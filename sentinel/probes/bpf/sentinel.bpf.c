@@ -145,29 +145,36 @@ static __always_inline u64 pidns_ino(void)
 	return c ? c->pidns_ino : 0;
 }
 
-static __always_inline void emit(u32 type, u32 tree, u32 tgid, u32 ns_tgid, u32 ppid,
-				 s64 sum, s64 mmp)
+// One record; 0 when the ring buffer was full (its number is taken all the same, so
+// Sentinel sees the gap). Tree changes (fork, exit, seeded) do not wake Sentinel:
+// they are read with the next record or sample (BPF_RB_NO_WAKEUP).
+static __always_inline int emit(u32 type, u32 tree, u32 tgid, u32 ns_tgid, u32 ppid,
+				s64 sum, s64 mmp)
 {
 	u32 z = 0;
 	u64 *sq = bpf_map_lookup_elem(&seqno, &z);
 	u64 s = sq ? __sync_fetch_and_add(sq, 1) : 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e)
-		return;  // the number was taken: Sentinel sees the gap and samples
+		return 0;
 	e->seq = s;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->type = type; e->tree = tree; e->tgid = tgid; e->ns_tgid = ns_tgid;
 	e->ppid = ppid; e->_pad = 0; e->sum_pages = sum; e->mm_pages = mmp;
-	bpf_ringbuf_submit(e, 0);
+	// The others force one: the default wakes only a reader that had read everything,
+	// and one that left quiet records unread would then sleep through a crossing.
+	bpf_ringbuf_submit(e, (type == EV_FORK || type == EV_EXIT || type == EV_SEEDED)
+			   ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP);
+	return 1;
 }
 
-// mv's resident pages are `now`: move the tree's sum and report what it crossed.
-static __always_inline void account(struct mm_val *mv, s64 now)
+// mv's resident pages moved by `delta`: move the tree's sum and report what it
+// crossed. Atomic: threads of one process fault on several CPUs at once.
+static __always_inline void account(struct mm_val *mv, s64 delta)
 {
-	s64 delta = now - mv->pages;
-	mv->pages = now;
 	if (!delta)
 		return;
+	s64 now = __sync_fetch_and_add(&mv->pages, delta) + delta;
 	u32 tree = mv->tree;
 	struct tree_sum *ts = bpf_map_lookup_elem(&sums, &tree);
 	struct tree_cfg *tc = bpf_map_lookup_elem(&trees, &tree);
@@ -178,15 +185,18 @@ static __always_inline void account(struct mm_val *mv, s64 now)
 		if (ts->armed == 0) {
 			if (__sync_val_compare_and_swap(&ts->armed, 0, 1) == 0) {
 				ts->last_near = sum;
-				emit(EV_LIMIT, tree, mv->tgid, mv->ns_tgid, 0, sum, now);
+				if (!emit(EV_LIMIT, tree, mv->tgid, mv->ns_tgid, 0, sum, now))
+					ts->armed = 0;  // lost: the next fold tries again
 			}
 		} else if (tc->near > 0 && sum - ts->last_near >= tc->near) {
+			// again at each new high (not on churn below the last one)
 			ts->last_near = sum;
 			emit(EV_LIMIT, tree, mv->tgid, mv->ns_tgid, 0, sum, now);
 		}
 		return;
 	}
-	if (ts->armed)
+	// Disarmed only 1/64 below the threshold: churn across it is not a record a fold.
+	if (ts->armed && sum < tc->threshold - (tc->threshold >> 6))
 		ts->armed = 0;
 	if (tc->step > 0) {
 		s64 moved = sum - ts->last_step;
@@ -216,7 +226,8 @@ static __always_inline s64 adopt(struct mm_struct *mm, u32 tree, u32 tgid, u32 n
 {
 	u64 key = mm_key(mm);
 	struct proc_val pv = { .tree = tree, .ns_tgid = nst, .mm = key };
-	bpf_map_update_elem(&watched, &tgid, &pv, BPF_ANY);
+	if (bpf_map_update_elem(&watched, &tgid, &pv, BPF_ANY))
+		return 0;  // the map is full: not followed (Sentinel seeds it again later)
 	if (!mm)
 		return 0;
 	struct mm_val nv = { .tree = tree, .tgid = tgid, .pages = 0, .ns_tgid = nst };
@@ -231,6 +242,7 @@ static __always_inline s64 adopt(struct mm_struct *mm, u32 tree, u32 tgid, u32 n
 	if (!mv)
 		return 0;
 	s64 now = mm_rss_fill(mm, mv);
+	__sync_fetch_and_add(&b->gen, 1);  // cnt written: a hint taken meanwhile is stale
 	account(mv, now);
 	return now;
 }
@@ -242,8 +254,8 @@ static __always_inline s64 tree_pages(u32 tree)
 }
 
 // Every page fault of every process on the node comes here: keep it short (bench/faults.py
-// measures it). Three steps, cheapest first:
-// 1. the mm's filter bucket counts no followed mm: return (no helper call: most faults);
+// measures it; README "The eBPF probe's cost"). Three steps, cheapest first:
+// 1. the mm's bucket counts no followed mm: return (no helper call: most faults);
 // 2. this CPU's hint says the counter that changed still has the value last recorded
 //    for this mm and nobody wrote the bucket since: return (no helper call: the faults
 //    of a watched process between two folds of its per-CPU batch, ~31 in 32);
@@ -273,14 +285,14 @@ int BPF_PROG(on_rss_stat, struct mm_struct *mm, int member)
 #endif
 	if (!mv)
 		return 0;
-	s64 old = mv->cnt[member & 3];
-	if (c == old)
-		return 0;  // recorded by another CPU (a hint is set only by its own write)
+	if (c == mv->cnt[member & 3])
+		return 0;  // the per-CPU batch did not fold (or another CPU recorded it)
 	// Seqlock-like: the bucket's generation moves before and after the write; a hint
 	// is kept only when nobody else wrote between (then it equals mv->cnt exactly).
 	u32 g = __sync_fetch_and_add(&b->gen, 1) + 1;
-	mv->cnt[member & 3] = c;
-	account(mv, mv->pages + (c - old));
+	// Exchanged, so two CPUs folding at once each account their own delta.
+	s64 old = __sync_lock_test_and_set(&mv->cnt[member & 3], c);
+	account(mv, c - old);
 	if (hn) {
 		hn->mm = key;
 		hn->cnt[0] = mv->cnt[0]; hn->cnt[1] = mv->cnt[1];
@@ -323,7 +335,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		return 0;
 	struct mm_val *mv = bpf_map_lookup_elem(&mms, &old);
 	if (mv && mv->tgid == tgid) {  // execve() replaced the mm: the old one leaves
-		account(mv, 0);
+		account(mv, -__sync_lock_test_and_set(&mv->pages, 0));
 		if (!bpf_map_delete_elem(&mms, &old))
 			forgot(old);
 	}
@@ -331,10 +343,13 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
+// The last thread of a process: its signal_struct's live count reached 0 before this
+// tracepoint (kernel/exit.c do_exit), whichever the kernel's version (the tracepoint's
+// group_dead argument exists only since Linux 6.16).
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(on_exit, struct task_struct *task, bool group_dead)
+int BPF_PROG(on_exit, struct task_struct *task)
 {
-	if (!group_dead)
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	u32 tgid = task->tgid;
 	struct proc_val *pv = bpf_map_lookup_elem(&watched, &tgid);
@@ -343,8 +358,8 @@ int BPF_PROG(on_exit, struct task_struct *task, bool group_dead)
 	u32 tree = pv->tree, nst = pv->ns_tgid;
 	u64 key = pv->mm;
 	struct mm_val *mv = bpf_map_lookup_elem(&mms, &key);
-	if (mv && mv->tgid == tgid) {
-		account(mv, 0);  // whatever is left goes with the mm
+	if (mv && mv->tgid == tgid) {  // whatever is left goes with the mm
+		account(mv, -__sync_lock_test_and_set(&mv->pages, 0));
 		if (!bpf_map_delete_elem(&mms, &key))
 			forgot(key);
 	}
@@ -359,8 +374,11 @@ int BPF_PROG(on_mark_victim, struct task_struct *task, uid_t uid)
 	u32 tgid = task->tgid;
 	struct proc_val *pv = bpf_map_lookup_elem(&watched, &tgid);
 	u32 nst = pv ? pv->ns_tgid : ns_tgid_of(task, pidns_ino());
+	struct mm_struct *mm = task->mm;
+	struct mm_val tmp = {};
+	s64 pages = mm ? mm_rss_fill(mm, &tmp) : 0;
 	// Reported even when not watched (tree NO_TREE): Sentinel tells its own apart.
-	emit(EV_VICTIM, pv ? pv->tree : NO_TREE, tgid, nst, uid, 0, 0);
+	emit(EV_VICTIM, pv ? pv->tree : NO_TREE, tgid, nst, uid, 0, pages);
 	return 0;
 }
 
@@ -371,8 +389,8 @@ SEC("iter/task")
 int seed_tasks(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	if (!task || task->pid != task->tgid)
-		return 0;
+	if (!task || task->pid != task->tgid || (task->flags & PF_EXITING))
+		return 0;  // a thread, or a process on its way out (a zombie): never adopted
 	u32 nst = ns_tgid_of(task, pidns_ino());
 	if (!nst)
 		return 0;
