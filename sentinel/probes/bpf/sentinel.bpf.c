@@ -8,7 +8,9 @@
 // Sentinel writes:  cfg (its pid namespace), trees[slot] (threshold, steps), seed
 //                   (ns tgid -> slot, resolved by the iter/task program on demand)
 // BPF keeps:        watched (host tgid -> {slot, ns tgid, mm}), mms (mm -> {slot, pages,
-//                   last counters}), sums[slot] (running sum, crossing state)
+//                   last counters}), sums[slot] (running sum, crossing state); an mm is
+//                   keyed by mm_key() (opaque to Sentinel); in .bss, the fast path's
+//                   buckets (followed mms per hash) and per-CPU hints, BPF's alone
 // Output:           events ring buffer (struct event), one global sequence number
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
