@@ -401,9 +401,12 @@ def ebpf_costs(runs: int, idle_seconds: float, rounds: int) -> list[tuple[str, s
                 f"{idle['sentinel'][2]:.3g} /min", ""))
     out.append(("own RSS watching", f"{idle['sentinel-ebpf'][1]:.3g} MiB",
                 f"{idle['sentinel'][1]:.3g} MiB", ""))
-    from sentinel.probes.ebpf import object_bytes
+    from sentinel.probes.ebpf import EbpfUnavailable, object_bytes
 
-    f = faults.measure({"": object_bytes()}, rounds, 4, 200, (os.cpu_count() or 1) - 1)
+    try:
+        f = faults.measure({"": object_bytes()}, rounds, 4, 200, (os.cpu_count() or 1) - 1)
+    except EbpfUnavailable as exc:
+        raise SystemExit(f"bench: the eBPF probe does not load here: {exc}") from None
     off = statistics.median(f["ns"]["off"])
     for case, label in (("on", "attached, process not watched"), ("watched", "watched")):
         ratio = statistics.median(f["ratio"][case])
