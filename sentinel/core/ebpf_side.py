@@ -7,10 +7,11 @@
   task iterator finds it at once, idle or not); forks, execs and exits are followed by
   the kernel from then on, and each sample seeds any process of the tree the kernel
   does not follow yet (one forked before the seed);
-- the threshold is the limit less the batched counters' error (``batch_error_pages``
-  per followed process, on the CPUs the workload may run on, at most
-  ``MAX_MARGIN_SHARE`` of the limit), lowered by what the kernel's sum falls short of
-  the measure beyond that error (processes it cannot follow): at it
+- the threshold is the limit, lowered by what the kernel's sum was behind the measure
+  at the last sample (its batched counters' lag, processes it cannot follow) and by one
+  counter's per-CPU batch per followed process (how far the growing counter's lag may
+  move since; on the CPUs the workload may run on, at most ``MAX_MARGIN_SHARE`` of the
+  limit): at it
   the kernel sends a ``limit`` record, and another per fold of a counter while the sum
   stays above it; each makes the supervisor sample (``statm``, exact) at once, and near
   the limit a sample is also planned for when the measured growth reaches it;
@@ -54,6 +55,7 @@ COVERED_MEASURES = ("rss",)
 RECORD_SAMPLE_GAP_SECONDS = 0.001
 # The margin below the limit is at most this share of it (a node with many CPUs).
 MAX_MARGIN_SHARE = 0.125
+_CPUS = os.cpu_count() or 1
 
 
 class EbpfHub:
@@ -236,15 +238,18 @@ class EbpfSide:
         self.threshold, self._written = threshold, (threshold, step)
 
     def _margin(self) -> int:
-        """How far the kernel's batched sum may lag ``statm`` for this tree, bytes."""
+        """How far the kernel's batched sum may move against ``statm`` after a sample,
+        bytes: one counter's per-CPU batch (the growing one; the others' lag is measured
+        at the sample, ``offset_bytes``) per followed process, on the CPUs the workload
+        may run on."""
         from sentinel.probes.ebpf import PAGE, batch_error_pages
 
         try:  # per-CPU deltas build up only on the CPUs the workload may run on
             cpus = len(os.sched_getaffinity(self.sup.state.main_pid or 0))
         except OSError:
-            cpus = os.cpu_count() or 1
-        node = os.cpu_count() or 1
-        batch = batch_error_pages(node) // node * min(cpus, node)
+            cpus = _CPUS
+        node = _CPUS
+        batch = batch_error_pages(node) // 3 // node * min(cpus, node)
         margin = batch * PAGE * max(1, len(self.followed))
         limit = self.sup.state.limit_bytes
         return min(margin, int(limit * MAX_MARGIN_SHARE)) if limit else margin
@@ -266,9 +271,11 @@ class EbpfSide:
         except Exception as exc:
             self._fail("following the tree", exc)
             return
-        # Only ever lowered: a kernel sum above the measure (processes the sample leaves
-        # out) wakes Sentinel early, never late.
-        self.offset_bytes = diff if diff < -self._margin() else 0
+        # How far the kernel's sum is behind the measure now (its batched counters'
+        # lag, processes it cannot follow): the threshold comes that much earlier. Only
+        # ever lowered: a kernel sum above the measure (processes the sample leaves out)
+        # wakes Sentinel early, never late.
+        self.offset_bytes = min(diff, 0)
         self.configure()
         self.publish()
         if self._near and self.threshold is not None and \

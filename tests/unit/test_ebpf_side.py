@@ -187,10 +187,15 @@ def test_processes_the_kernel_does_not_follow_lower_the_threshold():
         assert side.followed == {42: 1042} and side.offset_bytes == -30 * MiB
         threshold, _ = tracker.configured[0]
         assert threshold < 70 * MiB  # 43's 30 MiB never reach the kernel's sum
-        # Within the batch error the threshold does not move.
+        # The counters' measured lag moves the threshold by as much; a kernel sum above
+        # the measure never raises it.
         tracker.sums[0] = 40 * MiB - 100 * 4096
         side.on_sample(sample([(42, 10 * MiB), (43, 30 * MiB)]))
-        assert side.offset_bytes == 0
+        assert side.offset_bytes == -100 * 4096
+        lagging, _ = tracker.configured[0]
+        tracker.sums[0] = 41 * MiB
+        side.on_sample(sample([(42, 10 * MiB), (43, 30 * MiB)]))
+        assert side.offset_bytes == 0 and tracker.configured[0][0] == lagging + 100 * 4096
         side.close()
     finally:
         loop.close()
