@@ -1087,7 +1087,8 @@ def normalize_values(values: dict[str, object]) -> None:
 # Variables read elsewhere than the option table (the client commands' own, in
 # sentinel.control.client), so they are not reported as unknown.
 EXTRA_VARIABLES = {"SENTINEL_CLIENT_MAX_REPLY",
-                   "SENTINEL_WEBHOOK_URL"}  # read by parse_settings: no --webhook-url flag
+                   "SENTINEL_WEBHOOK_URL",  # read by parse_settings: no --webhook-url flag
+                   "SENTINEL_BPF_OBJECT"}  # sentinel.probes.ebpf: another build of the object
 
 
 def _warn_unknown_variables(env) -> None:

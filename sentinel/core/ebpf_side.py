@@ -81,6 +81,9 @@ class EbpfHub:
         if key in cls._by_loop:
             return cls._by_loop[key]
         hub = None
+        from sentinel import logs
+
+        token = logs.PROGRAM.set("")  # one probe for the whole Sentinel, no program's
         try:
             from sentinel.probes.ebpf import EbpfUnavailable, MemoryTracker
 
@@ -91,6 +94,10 @@ class EbpfHub:
                 log.info("eBPF probe loaded in %.0f ms: the kernel follows the workload's "
                          "memory", (time.monotonic() - t0) * 1e3,
                          extra={"event": "ebpf", "loaded": True})
+                for program, why in tracker.without.items():
+                    log.info("eBPF probe: %s not loaded (%s); kernel OOM kills are told "
+                             "by the cgroup's counters", program, why,
+                             extra={"event": "ebpf", "without": program})
             except EbpfUnavailable as exc:
                 cls.failure = str(exc)
                 log.log(logging.WARNING if mode == "ebpf" else logging.INFO,
@@ -100,6 +107,8 @@ class EbpfHub:
             cls.failure = repr(exc)
             log.warning("eBPF probe not loaded: %r; polling /proc instead", exc,
                         extra={"event": "ebpf", "loaded": False, "reason": "error"})
+        finally:
+            logs.PROGRAM.reset(token)
         cls._by_loop[key] = hub
         return hub
 
@@ -160,8 +169,13 @@ class EbpfSide:
         self.sup = sup
         self.hub = hub
         self.slot = hub.join(self)
-        self.failed: str | None = None if self.slot is not None else \
-            "more programs than the eBPF probe's tree slots"
+        self.failed: str | None = None
+        if self.slot is None:
+            from sentinel.probes.ebpf import MAX_TREES
+
+            self.failed = f"more programs than the eBPF probe's {MAX_TREES} tree slots"
+            log.warning("eBPF probe: %s; this program is polled", self.failed,
+                        extra={"event": "ebpf", "loaded": False, "reason": "slots"})
         self.followed: dict[int, int] = {}  # ns pid -> host pid, as of the last sample
         # What the kernel's sum falls short of the measure by, beyond the batch error
         # (processes it cannot follow): negative or 0; the threshold is lowered by it.
@@ -175,6 +189,7 @@ class EbpfSide:
         self.victims: set[int] = set()  # ns pids the OOM killer chose this run
         self._clock = time.monotonic  # CLOCK_MONOTONIC, the records' clock (tests: fake)
         self._deferred = None  # the loop handle of a sample after the record gap
+        self.margin_capped = False  # the batch margin was cut to MAX_MARGIN_SHARE
 
     # ------------------------------------------------------------------ state
     @property
@@ -252,6 +267,9 @@ class EbpfSide:
         batch = batch_error_pages(node) // 3 // node * min(cpus, node)
         margin = batch * PAGE * max(1, len(self.followed))
         limit = self.sup.state.limit_bytes
+        # Capped (many processes, many CPUs): growth inside the per-CPU batches may then
+        # pass the limit unseen by the kernel's sum, so it no longer covers it (covered()).
+        self.margin_capped = bool(limit) and margin > int(limit * MAX_MARGIN_SHARE)
         return min(margin, int(limit * MAX_MARGIN_SHARE)) if limit else margin
 
     def on_sample(self, sample) -> None:
@@ -290,7 +308,7 @@ class EbpfSide:
         loaded, a covered measure, a threshold set, and every process of the sample
         followed (or counted in the threshold's offset)."""
         return (self.active and self.threshold is not None and sample is not None
-                and self.covers_measure() and bool(self.followed)
+                and self.covers_measure() and bool(self.followed) and not self.margin_capped
                 and all(pid in self.followed for pid in sample.pids))
 
     def interval(self, sample, value: int, limit: int | None) -> float | None:

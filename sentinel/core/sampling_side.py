@@ -145,7 +145,8 @@ class SamplingSide:
                 if not self.ebpf.covers_measure():
                     self.note("ebpf", f"the eBPF probe follows resident pages (RSS): with "
                               f"--measure {self.sup.state.measure} it follows the tree and "
-                              "OOM victims, and the cgroup's wake-ups cover the limit")
+                              "OOM victims, and the limit is enforced at polling's cadence "
+                              "(with the cgroup's wake-ups where there are any)")
         if self.ebpf is not None:
             self.ebpf.on_run()
 

@@ -98,20 +98,45 @@ def batch_error_pages(cpus: int | None = None) -> int:
     return 3 * max(32, 2 * n) * n
 
 
+# The shipped object is under 100 KiB: anything far larger is not one (/dev/zero once
+# grew PID 1 by gigabytes before any sample).
+OBJECT_MAX_BYTES = 16 << 20
+
+
+def object_path() -> str:
+    """Where the object is read from: ``$SENTINEL_BPF_OBJECT``, else this package's."""
+    return os.environ.get(OBJECT_ENV) or str(
+        resources.files("sentinel.probes.bpf").joinpath(OBJECT_NAME))
+
+
 def object_bytes() -> bytes:
-    """The compiled object: ``$SENTINEL_BPF_OBJECT``, else the one in this package.
-    Raises ``EbpfUnavailable`` (``no-object``) when neither is readable."""
-    path = os.environ.get(OBJECT_ENV)
+    """The compiled object (``object_path()``): a regular file of at most
+    ``OBJECT_MAX_BYTES``, opened without blocking (a FIFO never holds the loop). Raises
+    ``EbpfUnavailable`` (``no-object``) otherwise."""
+    import stat
+
+    path = object_path()
+    fix = ("unset SENTINEL_BPF_OBJECT" if os.environ.get(OBJECT_ENV) else
+           "build it with `make bpf` (Debian: clang, libbpf-dev) before installing Sentinel")
     try:
-        if path:
-            with open(path, "rb") as f:
-                return f.read()
-        return resources.files("sentinel.probes.bpf").joinpath(OBJECT_NAME).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                why = "not a regular file"
+            elif st.st_size > OBJECT_MAX_BYTES:
+                why = f"{st.st_size} bytes, more than any BPF object of Sentinel's"
+            else:
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    data = f.read(OBJECT_MAX_BYTES + 1)
+                if len(data) <= OBJECT_MAX_BYTES:
+                    return data
+                why = "it grew while read"
+        finally:
+            os.close(fd)
     except OSError as exc:
-        where = path or f"sentinel/probes/bpf/{OBJECT_NAME}"
-        raise EbpfUnavailable("no-object", f"the eBPF object {where} is not readable "
-                              f"({exc.strerror or exc}): build it with `make bpf` (Debian: "
-                              "clang, libbpf-dev) before installing Sentinel") from None
+        why = exc.strerror or str(exc)
+    raise EbpfUnavailable("no-object", f"the eBPF object {path} is not readable ({why}): {fix}")
 
 
 def _refused(exc: LibbpfError, program: str) -> bool:
@@ -124,8 +149,16 @@ def explain(exc: LibbpfError) -> EbpfUnavailable:
     """The one line for a failed load (see ``EbpfUnavailable``)."""
     log = [line.strip() for chunk in exc.log for line in chunk.splitlines() if line.strip()]
     if exc.stage == "library":
-        return EbpfUnavailable("no-libbpf", "libbpf.so.1 is not installed (Debian/Ubuntu: "
-                               "apt-get install libbpf1; the image has it)")
+        why = exc.log[0] if exc.log else exc.strerror
+        return EbpfUnavailable("no-libbpf", f"libbpf.so.1 cannot be loaded ({why}): "
+                               "install Debian's libbpf1 (apt-get install libbpf1; the image "
+                               "has it)")
+    if exc.stage == "open":
+        where = object_path()
+        fix = ("unset SENTINEL_BPF_OBJECT" if os.environ.get(OBJECT_ENV)
+               else "reinstall Sentinel (make bpf, then the wheel)")
+        return EbpfUnavailable("no-object", f"{where} is not a BPF object libbpf can open "
+                               f"({exc.strerror}): {fix}")
     if exc.errno == _errno.EPERM:
         return EbpfUnavailable("EPERM", f"the kernel refused bpf() (EPERM): {RIGHTS}")
     if exc.errno == _errno.EACCES or (exc.stage == "load" and any(

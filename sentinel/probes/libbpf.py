@@ -107,8 +107,8 @@ def library() -> _Lib:
             try:
                 _lib = _Lib()
             except (OSError, AttributeError) as exc:
-                raise LibbpfError(_errno.ENOENT, "library",
-                                  f"libbpf.so.1 not loadable ({exc})", []) from None
+                raise LibbpfError(_errno.ENOENT, "library", "libbpf.so.1 not loadable",
+                                  [str(exc)]) from None  # dlopen's own words
         return _lib
 
 

@@ -465,3 +465,15 @@ def test_pss_growth_without_rss_change_is_still_caught_by_polling(start_sentinel
                what="the PSS limit crossed")
     assert time.monotonic() - t0 < 5  # the 30 s back-stop would be far later
     s.popen.stdin.close()
+
+
+def test_a_bad_object_file_falls_back_at_once(start_sentinel):
+    # /dev/zero once grew Sentinel by gigabytes while the leaker went unchecked.
+    t0 = time.monotonic()
+    s = start_sentinel([*QUIET, "--probe", "ebpf", "--max-rss", "60Mi", "--",
+                        *leaker("--rate", "100", "--quiet")],
+                       env={"SENTINEL_BPF_OBJECT": "/dev/zero"})
+    text = _falls_back(s)
+    assert "/dev/zero is not readable (not a regular file): unset SENTINEL_BPF_OBJECT" in text
+    assert time.monotonic() - t0 < 10
+    assert "is not a Sentinel variable" not in s.stderr()

@@ -237,3 +237,46 @@ def test_a_new_run_writes_the_threshold_again():
         side.close()
     finally:
         loop.close()
+
+
+def test_past_the_last_tree_slot_a_program_is_polled_and_says_so(caplog):
+    from sentinel.probes.ebpf import MAX_TREES
+
+    loop = asyncio.new_event_loop()
+    tracker = FakeTracker()
+    try:
+        hub = EbpfHub(loop, tracker)
+        sides = [EbpfSide(fake_sup(loop)[0], hub) for _ in range(MAX_TREES)]
+        assert all(side.active for side in sides)
+        with caplog.at_level("WARNING", logger="sentinel"):
+            extra = EbpfSide(fake_sup(loop)[0], hub)
+        assert not extra.active and extra.stats()["probe"] == "poll"
+        assert any(f"more programs than the eBPF probe's {MAX_TREES} tree slots" in r.message
+                   for r in caplog.records)
+        for side in sides:
+            side.close()
+    finally:
+        loop.close()
+
+
+def test_a_capped_margin_no_longer_covers_the_limit():
+    # 300 followed processes x one counter's batch is far more than 1/8 of the limit:
+    # growth inside the batches could pass the limit unseen, so the tick must not
+    # stretch to the back-stop.
+    loop = asyncio.new_event_loop()
+    tracker = FakeTracker()
+    try:
+        hub = EbpfHub(loop, tracker)
+        sup, _ = fake_sup(loop, limit=58 * MiB)
+        side = EbpfSide(sup, hub)
+        side.on_run()
+        procs = [(42, 54 * MiB)] + [(1000 + i, 4096) for i in range(300)]
+        tracker.seed(0, [p for p, _ in procs])
+        tracker.sums[0] = sum(r for _, r in procs)
+        s = sample(procs)
+        side.on_sample(s)
+        assert side.margin_capped and not side.covered(s)
+        assert side.interval(s, s.measure_bytes, 58 * MiB) is None
+        side.close()
+    finally:
+        loop.close()
