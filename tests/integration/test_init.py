@@ -186,7 +186,11 @@ def test_signal_mask_and_ignored_signals_are_exactly_what_sentinel_was_given(
         assert ignored == 1 << (signal.SIGUSR2 - 1), (run, hex(ignored))
     if restart:
         s.signal(signal.SIGTERM)
-    assert s.wait() == 0
+        # 0: the SIGTERM came between two runs (the last one's status); 143: it reached a
+        # grep that was running (forwarded). Both are right; which one is timing.
+        assert s.wait() in (0, 143)
+    else:
+        assert s.wait() == 0
 
 
 def test_parent_death_signal(start_sentinel, tmp_path):
