@@ -421,7 +421,12 @@ class SamplingSide:
             limit = self.sup.state.limit_bytes
             far = (limit is not None and sample.cgroup_memory_current_bytes is not None
                    and limit - sample.measure_bytes > _REARM_HEADROOM_SHARE * limit)
-            if far and self._arm_pending:
+            if self.ebpf is not None and self.ebpf.covered(sample):
+                # The kernel's own sum covers the limit: the v1 usage threshold would only
+                # add wake-ups (the cgroup's page cache moves its usage) and re-arms.
+                if self.threshold is not None:
+                    self._drop_threshold(None)
+            elif far and self._arm_pending:
                 self._arm(sample)
             elif self.threshold is not None and sample.cgroup_memory_current_bytes is not None:
                 # Moved off the loop (_rearm): after each crossing, and when the gap between
