@@ -11,10 +11,9 @@
   at the last sample (its batched counters' lag, processes it cannot follow) and by one
   counter's per-CPU batch per followed process (how far the growing counter's lag may
   move since; on the CPUs the workload may run on, at most ``MAX_MARGIN_SHARE`` of the
-  limit): at it
-  the kernel sends a ``limit`` record, and another per fold of a counter while the sum
-  stays above it; each makes the supervisor sample (``statm``, exact) at once, and near
-  the limit a sample is also planned for when the measured growth reaches it;
+  limit): at it the kernel sends a ``limit`` record, and another at each new high while
+  the sum stays above it; each makes the supervisor sample (``statm``, exact) at once,
+  and near the limit a sample is also planned for when the measured growth reaches it;
 - ``step`` records (the sum moved by ``STEP_SHARE`` of the limit, at most one per
   ``--interval``) keep the metrics fresh, so the tick is only a back-stop
   (``EBPF_TICK_SECONDS``): idle, Sentinel wakes twice a minute;
@@ -25,8 +24,8 @@
 
 The kernel's sum is resident pages (statm's): it covers ``--measure rss``. With the
 other measures the probe follows the tree and OOM victims, and the limit is left to
-polling and the cgroup's own wake-ups. Nothing here raises into
-the loop: a failed map call is one line and the program goes on polling.
+polling and the cgroup's own wake-ups. Nothing here raises into the loop: a failed map
+call is one line and the program goes on polling.
 """
 
 from __future__ import annotations
@@ -63,14 +62,12 @@ class EbpfHub:
     tree slot. Made once per loop by ``for_loop``; ``None`` when it cannot load."""
 
     _by_loop: dict[int, EbpfHub | None] = {}
-    failure: str | None = None  # why the last load failed (one line)
 
     def __init__(self, loop, tracker) -> None:
         self.loop = loop
         self.tracker = tracker
         self.sides: dict[int, EbpfSide] = {}
-        self.records = 0
-        loop.add_reader(tracker.fd, self._readable)
+        loop.add_reader(tracker.fd, self.read)
 
     @classmethod
     def for_loop(cls, loop, mode: str) -> EbpfHub | None:
@@ -99,12 +96,10 @@ class EbpfHub:
                              "by the cgroup's counters", program, why,
                              extra={"event": "ebpf", "without": program})
             except EbpfUnavailable as exc:
-                cls.failure = str(exc)
                 log.log(logging.WARNING if mode == "ebpf" else logging.INFO,
                         "eBPF probe not loaded: %s; polling /proc instead", exc,
                         extra={"event": "ebpf", "loaded": False, "reason": exc.reason})
         except Exception as exc:  # a bug of ours: never fatal, polling goes on
-            cls.failure = repr(exc)
             log.warning("eBPF probe not loaded: %r; polling /proc instead", exc,
                         extra={"event": "ebpf", "loaded": False, "reason": "error"})
         finally:
@@ -125,10 +120,8 @@ class EbpfHub:
         self.sides.pop(slot, None)
 
     def read(self) -> None:
-        """Handle the records waiting now (also those that woke nobody)."""
-        self._readable()
-
-    def _readable(self) -> None:
+        """Handle the records waiting now (the loop's reader; a sample calls it too, for
+        the quiet records that woke nobody)."""
         t = self.tracker
         try:
             lost = t.lost
@@ -139,7 +132,6 @@ class EbpfHub:
             for side in list(self.sides.values()):
                 side.lost(0)
             return
-        self.records += len(records)
         if t.lost != lost:
             for side in list(self.sides.values()):
                 side.lost(t.lost - lost)
@@ -177,8 +169,9 @@ class EbpfSide:
             log.warning("eBPF probe: %s; this program is polled", self.failed,
                         extra={"event": "ebpf", "loaded": False, "reason": "slots"})
         self.followed: dict[int, int] = {}  # ns pid -> host pid, as of the last sample
-        # What the kernel's sum falls short of the measure by, beyond the batch error
-        # (processes it cannot follow): negative or 0; the threshold is lowered by it.
+        # What the kernel's sum fell short of the measure by at the last sample (its
+        # counters' lag, processes it cannot follow): negative or 0; the threshold is
+        # lowered by it.
         self.offset_bytes = 0
         self.threshold: int | None = None  # bytes, as configured
         self._written: tuple | None = None  # (threshold, step) last written to the kernel
@@ -305,8 +298,8 @@ class EbpfSide:
 
     def covered(self, sample) -> bool:
         """The kernel wakes Sentinel before ``sample``'s measure can reach the limit:
-        loaded, a covered measure, a threshold set, and every process of the sample
-        followed (or counted in the threshold's offset)."""
+        loaded, a covered measure, a threshold set, the batch margin not capped, and
+        every process of the sample followed."""
         return (self.active and self.threshold is not None and sample is not None
                 and self.covers_measure() and bool(self.followed) and not self.margin_capped
                 and all(pid in self.followed for pid in sample.pids))
@@ -343,7 +336,7 @@ class EbpfSide:
     def on_record(self, rec) -> None:
         self.counts[rec.kind] = self.counts.get(rec.kind, 0) + 1
         sup = self.sup
-        if sup.child is None:
+        if sup.child is None or not self.active:  # (stopped: polling alone decides)
             return
         if rec.kind == "limit":
             self._near.append((rec.ts_ns, rec.sum_bytes))

@@ -218,7 +218,6 @@ class MemoryTracker:
             self._fds = {m: self.obj.map_fd(m) for m in ("cfg", "trees", "sums", "seed",
                                                          "watched", "mms")}
             self.lost = 0
-            self.received = 0
             self._next_seq: int | None = None
             self._pending: list[Record] = []
             self._ring = self.obj.ring_buffer("events", self._on_record)
@@ -247,7 +246,6 @@ class MemoryTracker:
             self._next_seq = seq + 1
         elif self.lost:
             self.lost -= 1  # a late one counted as lost before
-        self.received += 1
         self._pending.append(Record(seq, ts, KINDS.get(kind, str(kind)), tree, tgid, nst,
                                     other, total * PAGE, mm * PAGE))
 
@@ -292,11 +290,6 @@ class MemoryTracker:
         raw = self.obj.lookup(self._fds["sums"], _U32.pack(tree), _TREE_SUM.size)
         return max(0, _TREE_SUM.unpack(raw)[0]) * PAGE if raw else 0
 
-    def armed(self, tree: int) -> bool:
-        """The tree's sum is at or above its threshold (a ``limit`` record was sent)."""
-        raw = self.obj.lookup(self._fds["sums"], _U32.pack(tree), _TREE_SUM.size)
-        return bool(raw and _TREE_SUM.unpack(raw)[1])
-
     def processes(self, tree: int) -> dict[int, int]:
         """The processes the kernel follows in ``tree``: ``{ns_tgid: host tgid}`` (ns_tgid
         0 for one not visible in Sentinel's namespace)."""
@@ -314,12 +307,13 @@ class MemoryTracker:
     def forget(self, tree: int) -> None:
         """Stop following every process of ``tree``; its sum and records start over."""
         self.configure(tree, None)
-        for name, size, pos in (("watched", _U32.size, 0), ("mms", _U64.size, 0)):
+        # Both values start with the tree (struct proc_val, struct mm_val).
+        for name, key_size, value in (("watched", _U32.size, _PROC_VAL),
+                                      ("mms", _U64.size, _MM_VAL)):
             fd = self._fds[name]
-            vsize = _PROC_VAL.size if name == "watched" else _MM_VAL.size
-            for key in self.obj.keys(fd, size):
-                raw = self.obj.lookup(fd, key, vsize)
-                if raw is not None and _U32.unpack_from(raw, pos)[0] == tree:
+            for key in self.obj.keys(fd, key_size):
+                raw = self.obj.lookup(fd, key, value.size)
+                if raw is not None and _U32.unpack_from(raw)[0] == tree:
                     self.obj.delete(fd, key)
         self.obj.update(self._fds["sums"], _U32.pack(tree), bytes(_TREE_SUM.size))
 

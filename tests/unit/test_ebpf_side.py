@@ -101,12 +101,12 @@ def test_records_go_to_their_tree_victims_to_all_and_lost_records_sample_everyon
     a.state.last_sample = sample([(42, 10 * MiB)])
     tracker.batches.append((0, [rec("limit", tree=1, ts=1, total=99 * MiB),
                                 rec("victim", tree=0xFFFFFFFF, ns=42)]))
-    hub._readable()
+    hub.read()
     assert wb == ["limit"] and wa == []
     assert [k for k, _ in a.emitted] == ["oom_victim"] and b.emitted == []  # 42 is a's
     assert sa.victims == {42}
     tracker.batches.append((3, []))
-    hub._readable()
+    hub.read()
     assert wa == ["lost"] and wb == ["limit", "lost"]
     assert sa.lost_total == sb.lost_total == 3
     sa.close()
