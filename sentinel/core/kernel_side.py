@@ -331,16 +331,13 @@ class KernelSide:
         before = self._oom_base
         ebpf = getattr(self.sup.sampling_side, "ebpf", None)
         chosen = ebpf is not None and self.sup.state.main_pid in ebpf.victims
-        if chosen and not sentinel_sent_sigkill and os.WIFSIGNALED(status) and \
-                os.WTERMSIG(status) == signal.SIGKILL:
-            # The eBPF probe saw the OOM killer choose it (mark_victim): no counter needed.
-            delta = after - before if after is not None and before is not None else 1
-            self._oom_base, self._rise_at = after, None
-            return self._announce(self.sup.state.main_pid, max(1, delta), last)
-        if classify_death(status, sentinel_sent_sigkill, before, after) != KERNEL_OOM:
+        if classify_death(status, sentinel_sent_sigkill, before, after,
+                          chosen_by_oom_killer=chosen) != KERNEL_OOM:
             return None
         self._oom_base, self._rise_at = after, None
-        return self._announce(self.sup.state.main_pid, after - before, last)  # type: ignore
+        # (without a counter on both sides, the eBPF probe's victim is one kill)
+        delta = after - before if after is not None and before is not None else 1
+        return self._announce(self.sup.state.main_pid, max(1, delta), last)
 
     def _announce(self, pid: int | None, delta: int, sample) -> KillRecord:
         sup, st = self.sup, self.sup.state

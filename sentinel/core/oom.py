@@ -25,7 +25,8 @@ SIGNALED = "signaled"            # some other signal, from someone else
 
 
 def classify_death(wait_status: int, sentinel_sent_sigkill: bool,
-                   oom_kill_before: int | None, oom_kill_after: int | None) -> str:
+                   oom_kill_before: int | None, oom_kill_after: int | None, *,
+                   chosen_by_oom_killer: bool = False) -> str:
     """Why a workload process died, from facts Sentinel holds; one of the constants above.
 
     ``wait_status`` is the raw status from ``os.waitpid``/``os.wait4``;
@@ -37,8 +38,10 @@ def classify_death(wait_status: int, sentinel_sent_sigkill: bool,
     known on both sides and rose; a counter that went down (the group was
     recreated) proves nothing. Sentinel's own SIGKILL stays
     ``SENTINEL_KILL`` even if the counter rose too: its kill was already
-    under way and is the one to report. Pure: no I/O, never raises for an
-    int status.
+    under way and is the one to report. ``chosen_by_oom_killer``: the eBPF
+    probe saw the kernel's OOM killer choose this process (``mark_victim``), which
+    makes a SIGKILL Sentinel did not send ``KERNEL_OOM`` without the counter. Pure:
+    no I/O, never raises for an int status.
     """
     if os.WIFEXITED(wait_status):
         return EXITED
@@ -48,6 +51,8 @@ def classify_death(wait_status: int, sentinel_sent_sigkill: bool,
         return SIGNALED
     if sentinel_sent_sigkill:
         return SENTINEL_KILL
+    if chosen_by_oom_killer:
+        return KERNEL_OOM
     if oom_kill_before is None or oom_kill_after is None:
         return SIGNALED
     return KERNEL_OOM if oom_kill_after > oom_kill_before else SIGNALED

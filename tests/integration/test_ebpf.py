@@ -215,10 +215,15 @@ def test_run_with_probe_ebpf_is_woken_by_the_kernel_not_its_tick(start_sentinel)
     assert crossed[0]["value_bytes"] - 100 * MiB < 8 * MiB, crossed
 
 
-def test_the_kernel_oom_victim_is_reported_with_its_pid(start_sentinel):
+@pytest.mark.parametrize("cgroup", ["visible", "hidden"])
+def test_the_kernel_oom_victim_is_reported_with_its_pid(start_sentinel, cgroup):
+    # hidden: Sentinel sees no cgroup (an empty /sys/fs/cgroup), so no oom_kill counter:
+    # only the probe's victim record tells the kernel's kill apart.
+    require("unshare")
     with own_v1_group(64 * MiB) as group:
         s = start_sentinel([*QUIET, "--probe", "ebpf", "--max-rss", "1Gi", "--",
-                            *leaker("--rate", "100", "--quiet")], preexec_fn=into(group))
+                            *leaker("--rate", "100", "--quiet")], preexec_fn=into(group),
+                           wrap=NO_CGROUP if cgroup == "hidden" else ())
         assert s.wait(30) == 137, s.stderr()[-3000:]
         spawned = [e for e in s.logs() if e.get("event") == "spawned"][0]
         victims = [e for e in s.logs() if e.get("event") == "oom_victim"]

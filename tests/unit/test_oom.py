@@ -54,3 +54,13 @@ def test_other_signals_and_exits_are_never_oom_kills():
     # exit(137) is not a kill, whatever a shell would print for it.
     assert oom.classify_death(status_of(None, 137), False, 0, 1) == oom.EXITED
     assert oom.classify_death(status_of(None, 0), True, 0, 1) == oom.EXITED
+
+
+def test_a_victim_the_ebpf_probe_saw_chosen_needs_no_counter(sigkill):
+    assert oom.classify_death(sigkill, False, None, None,
+                              chosen_by_oom_killer=True) == oom.KERNEL_OOM
+    # Sentinel's own SIGKILL stays its own; a normal exit stays an exit.
+    assert oom.classify_death(sigkill, True, None, None,
+                              chosen_by_oom_killer=True) == oom.SENTINEL_KILL
+    assert oom.classify_death(status_of(None), False, None, None,
+                              chosen_by_oom_killer=True) == oom.EXITED
